@@ -1,0 +1,539 @@
+//! One validated `Config` built from defaults, the YAML file and the flags, in that order.
+//!
+//! Everything that can be wrong with the configuration is found here, before anything
+//! starts, and reported as one line naming the key (exit 2), so a daemon never runs
+//! half-configured.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::flags::DaemonArgs;
+
+/// Default multicast group, the same as the Perl diskd so both find each other.
+pub const DEFAULT_GROUP: &str = "230.1.2.3";
+/// Default UDP port, the same as the Perl diskd.
+pub const DEFAULT_PORT: u16 = 32003;
+/// Default socket path, relative to the home directory, the same as the Perl diskd.
+pub const DEFAULT_SOCKET: &str = "~/.diskd-socket";
+/// Default argv template for `mount --attach`.
+pub const DEFAULT_ATTACH: &str = "sshfs {addr}:{path} {target}";
+
+/// A configuration problem: one line naming the key or path.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn err(msg: impl Into<String>) -> ConfigError {
+    ConfigError(msg.into())
+}
+
+/// The daemon's complete, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This machine's name in the fleet.
+    pub node_name: String,
+    /// Control socket path.
+    pub socket: PathBuf,
+    /// Directory of the sled store.
+    pub store: PathBuf,
+    /// Peer-layer settings.
+    pub multicast: Multicast,
+    /// Disk watcher settings.
+    pub disks: DiskSettings,
+    /// Mount table scan period.
+    pub mount_interval: Duration,
+    /// Answer at most one ping per this period.
+    pub ping_min_interval: Duration,
+    /// Key files; the first signs.
+    pub key_files: Vec<PathBuf>,
+    /// Mount-request policy.
+    pub mount: MountSettings,
+}
+
+/// Multicast settings (used by the peer layer).
+#[derive(Debug, Clone)]
+pub struct Multicast {
+    /// Group address.
+    pub group: IpAddr,
+    /// UDP port.
+    pub port: u16,
+    /// Interface name or address; `None` lets the system choose.
+    pub interface: Option<String>,
+    /// TTL / hop limit.
+    pub ttl: u32,
+    /// Anti-entropy announce period.
+    pub announce_interval: Duration,
+    /// A peer not heard for this long is not live.
+    pub peer_expiry: Duration,
+    /// Also speak the Perl wire format.
+    pub legacy: bool,
+}
+
+/// DiskWatcher settings.
+#[derive(Debug, Clone)]
+pub struct DiskSettings {
+    /// blkid argv.
+    pub command: Vec<String>,
+    /// Scan period.
+    pub interval: Duration,
+    /// Scan timeout.
+    pub timeout: Duration,
+    /// Device globs to include (empty: all).
+    pub include: Vec<String>,
+    /// Device globs to exclude.
+    pub exclude: Vec<String>,
+}
+
+/// Mount settings.
+#[derive(Debug, Clone)]
+pub struct MountSettings {
+    /// Whether mount requests are honoured at all.
+    pub enabled: bool,
+    /// Where disks get mounted.
+    pub root: PathBuf,
+    /// UUID/label globs that may be mounted.
+    pub allow: Vec<String>,
+    /// Argv template for `--attach`.
+    pub attach_command: String,
+}
+
+// ---- the file, as written by people: every key optional, unknown keys rejected ----
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    node_name: Option<String>,
+    socket: Option<PathBuf>,
+    store: Option<PathBuf>,
+    #[serde(default)]
+    multicast: FileMulticast,
+    #[serde(default)]
+    watchers: FileWatchers,
+    #[serde(default)]
+    ping: FilePing,
+    #[serde(default)]
+    security: FileSecurity,
+    #[serde(default)]
+    mount: FileMount,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileMulticast {
+    group: Option<String>,
+    port: Option<u16>,
+    interface: Option<String>,
+    ttl: Option<u32>,
+    announce_interval: Option<String>,
+    peer_expiry: Option<String>,
+    legacy: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileWatchers {
+    #[serde(default)]
+    disks: FileDisks,
+    #[serde(default)]
+    mounts: FileMounts,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDisks {
+    command: Option<StringOrList>,
+    interval: Option<String>,
+    timeout: Option<String>,
+    include: Option<Vec<String>>,
+    exclude: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileMounts {
+    interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePing {
+    min_interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSecurity {
+    key_files: Option<Vec<PathBuf>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileMount {
+    enabled: Option<bool>,
+    root: Option<PathBuf>,
+    allow: Option<Vec<String>>,
+    attach_command: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum StringOrList {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl StringOrList {
+    fn into_argv(self) -> Vec<String> {
+        match self {
+            StringOrList::One(s) => split_words(&s),
+            StringOrList::Many(v) => v,
+        }
+    }
+}
+
+fn split_words(s: &str) -> Vec<String> {
+    s.split_whitespace().map(str::to_owned).collect()
+}
+
+/// Read only the `socket` key of a config file, for the client: a client started with
+/// `--config` talks to the daemon that config describes. Errors are reported, not ignored.
+pub fn socket_from_file(path: &Path) -> Result<Option<PathBuf>, ConfigError> {
+    Ok(load_file(path)?.socket.map(|p| expand_home(&p)))
+}
+
+/// The socket path a client uses when nothing else names one.
+pub fn default_socket() -> PathBuf {
+    expand_home(Path::new(DEFAULT_SOCKET))
+}
+
+fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| err(format!("config {}: {e}", path.display())))?;
+    if text.trim().is_empty() {
+        return Ok(FileConfig::default());
+    }
+    serde_yaml::from_str(&text).map_err(|e| err(format!("config {}: {e}", path.display())))
+}
+
+/// Expand a leading `~/` with `$HOME`.
+pub fn expand_home(p: &Path) -> PathBuf {
+    match p.strip_prefix("~") {
+        Ok(rest) => home_dir().join(rest),
+        Err(_) => p.to_path_buf(),
+    }
+}
+
+fn home_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"))
+}
+
+fn default_store() -> PathBuf {
+    match std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        Some(d) => PathBuf::from(d).join("diskd"),
+        None => home_dir().join(".local/share/diskd"),
+    }
+}
+
+fn duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
+    let d = humantime::parse_duration(value.trim())
+        .map_err(|e| err(format!("{key}: invalid duration {value:?}: {e}")))?;
+    if d.is_zero() {
+        return Err(err(format!("{key}: must be greater than zero")));
+    }
+    Ok(d)
+}
+
+fn pick<T>(flag: Option<T>, file: Option<T>) -> Option<T> {
+    flag.or(file)
+}
+
+impl Config {
+    /// Build the configuration: defaults, then `file` (if any), then `args`.
+    /// `socket_flag` is the global `--socket`.
+    pub fn load(
+        file: Option<&Path>,
+        socket_flag: Option<&Path>,
+        args: &DaemonArgs,
+    ) -> Result<Config, ConfigError> {
+        let f = match file {
+            Some(p) => load_file(p)?,
+            None => FileConfig::default(),
+        };
+
+        let node_name = match pick(args.node_name.clone(), f.node_name) {
+            Some(n) => n,
+            None => hostname::get()
+                .map_err(|e| err(format!("node_name: cannot read the hostname: {e}")))?
+                .to_string_lossy()
+                .into_owned(),
+        };
+        validate_node_name(&node_name)?;
+
+        let socket = socket_flag
+            .map(Path::to_path_buf)
+            .or(f.socket)
+            .map(|p| expand_home(&p))
+            .unwrap_or_else(default_socket);
+        let store = pick(args.store.clone(), f.store)
+            .map(|p| expand_home(&p))
+            .unwrap_or_else(default_store);
+
+        let m = f.multicast;
+        let group_text = pick(args.group.clone(), m.group).unwrap_or_else(|| DEFAULT_GROUP.into());
+        let group: IpAddr = group_text.trim().parse().map_err(|_| {
+            err(format!(
+                "multicast.group: {group_text:?} is not an IP address"
+            ))
+        })?;
+        if !group.is_multicast() {
+            return Err(err(format!(
+                "multicast.group: {group} is not a multicast address"
+            )));
+        }
+        let port = pick(args.port, m.port).unwrap_or(DEFAULT_PORT);
+        if port == 0 {
+            return Err(err("multicast.port: must be 1-65535"));
+        }
+        let ttl = pick(args.ttl, m.ttl).unwrap_or(1);
+        if !(1..=255).contains(&ttl) {
+            return Err(err(format!("multicast.ttl: {ttl} is not in 1-255")));
+        }
+        let announce_interval = match pick(args.announce_interval.clone(), m.announce_interval) {
+            Some(v) => duration("multicast.announce_interval", &v)?,
+            None => Duration::from_secs(60),
+        };
+        let peer_expiry = match pick(args.peer_expiry.clone(), m.peer_expiry) {
+            Some(v) => duration("multicast.peer_expiry", &v)?,
+            None => announce_interval * 3,
+        };
+        if peer_expiry < announce_interval {
+            return Err(err(format!(
+                "multicast.peer_expiry: {} is shorter than announce_interval {}",
+                humantime::format_duration(peer_expiry),
+                humantime::format_duration(announce_interval)
+            )));
+        }
+        let interface = pick(args.interface.clone(), m.interface).filter(|s| !s.is_empty());
+        let multicast = Multicast {
+            group,
+            port,
+            interface,
+            ttl,
+            announce_interval,
+            peer_expiry,
+            legacy: args.legacy || m.legacy.unwrap_or(false),
+        };
+
+        let d = f.watchers.disks;
+        let command = match (&args.blkid, d.command) {
+            (Some(flag), _) => split_words(flag),
+            (None, Some(c)) => c.into_argv(),
+            (None, None) => vec!["blkid".to_string()],
+        };
+        if command.is_empty() || command[0].is_empty() {
+            return Err(err("watchers.disks.command: must name a program"));
+        }
+        let include = if args.include_device.is_empty() {
+            d.include.unwrap_or_default()
+        } else {
+            args.include_device.clone()
+        };
+        let exclude = if args.exclude_device.is_empty() {
+            d.exclude.unwrap_or_default()
+        } else {
+            args.exclude_device.clone()
+        };
+        for (key, globs) in [
+            ("watchers.disks.include", &include),
+            ("watchers.disks.exclude", &exclude),
+        ] {
+            for g in globs {
+                globset::Glob::new(g).map_err(|e| err(format!("{key}: {g:?}: {e}")))?;
+            }
+        }
+        let disks = DiskSettings {
+            command,
+            interval: match pick(args.disk_interval.clone(), d.interval) {
+                Some(v) => duration("watchers.disks.interval", &v)?,
+                None => Duration::from_secs(60),
+            },
+            timeout: match pick(args.disk_timeout.clone(), d.timeout) {
+                Some(v) => duration("watchers.disks.timeout", &v)?,
+                None => Duration::from_secs(15),
+            },
+            include,
+            exclude,
+        };
+        let mount_interval = match pick(args.mount_interval.clone(), f.watchers.mounts.interval) {
+            Some(v) => duration("watchers.mounts.interval", &v)?,
+            None => Duration::from_secs(10),
+        };
+        let ping_min_interval = match pick(args.ping_interval.clone(), f.ping.min_interval) {
+            Some(v) => duration("ping.min_interval", &v)?,
+            None => Duration::from_secs(5),
+        };
+        let key_files = if args.key_file.is_empty() {
+            f.security.key_files.unwrap_or_default()
+        } else {
+            args.key_file.clone()
+        }
+        .iter()
+        .map(|p| expand_home(p))
+        .collect();
+
+        let fm = f.mount;
+        let allow = if args.mount_allow.is_empty() {
+            fm.allow.unwrap_or_default()
+        } else {
+            args.mount_allow.clone()
+        };
+        for g in &allow {
+            globset::Glob::new(g).map_err(|e| err(format!("mount.allow: {g:?}: {e}")))?;
+        }
+        let root = pick(args.mount_root.clone(), fm.root)
+            .map(|p| expand_home(&p))
+            .unwrap_or_else(|| PathBuf::from("/srv/diskd"));
+        if !root.is_absolute() {
+            return Err(err(format!(
+                "mount.root: {} is not an absolute path",
+                root.display()
+            )));
+        }
+        let attach_command = pick(args.attach_command.clone(), fm.attach_command)
+            .unwrap_or_else(|| DEFAULT_ATTACH.into());
+        if split_words(&attach_command).is_empty() {
+            return Err(err("mount.attach_command: must name a program"));
+        }
+        let mount = MountSettings {
+            enabled: args.allow_mount || fm.enabled.unwrap_or(false),
+            root,
+            allow,
+            attach_command,
+        };
+
+        Ok(Config {
+            node_name,
+            socket,
+            store,
+            multicast,
+            disks,
+            mount_interval,
+            ping_min_interval,
+            key_files,
+            mount,
+        })
+    }
+}
+
+/// Node names travel in replies and (later) on the wire: keep them printable and short.
+fn validate_node_name(name: &str) -> Result<(), ConfigError> {
+    if name.is_empty() || name.len() > 64 {
+        return Err(err(format!(
+            "node_name: {name:?} must be 1 to 64 bytes long"
+        )));
+    }
+    if name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(err(format!(
+            "node_name: {name:?} must not contain spaces or control characters"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn load_yaml(yaml: &str, args: &DaemonArgs) -> Result<Config, ConfigError> {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(yaml.as_bytes()).unwrap();
+        Config::load(Some(f.path()), None, args)
+    }
+
+    #[test]
+    fn defaults_match_the_interface() {
+        let c = Config::load(None, None, &DaemonArgs::default()).unwrap();
+        assert_eq!(c.multicast.group.to_string(), "230.1.2.3");
+        assert_eq!(c.multicast.port, 32003);
+        assert_eq!(c.multicast.ttl, 1);
+        assert_eq!(c.multicast.announce_interval, Duration::from_secs(60));
+        assert_eq!(c.multicast.peer_expiry, Duration::from_secs(180));
+        assert_eq!(c.disks.command, vec!["blkid"]);
+        assert_eq!(c.disks.timeout, Duration::from_secs(15));
+        assert_eq!(c.mount_interval, Duration::from_secs(10));
+        assert_eq!(c.ping_min_interval, Duration::from_secs(5));
+        assert!(c.socket.ends_with(".diskd-socket"));
+        assert_eq!(c.mount.root, PathBuf::from("/srv/diskd"));
+        assert!(!c.mount.enabled);
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let args = DaemonArgs {
+            port: Some(4000),
+            ..Default::default()
+        };
+        let c = load_yaml(
+            "multicast:\n  port: 5000\n  group: ff05::d15c\nwatchers:\n  disks:\n    command: [/bin/echo, hi]\n",
+            &args,
+        )
+        .unwrap();
+        assert_eq!(c.multicast.port, 4000);
+        assert_eq!(c.multicast.group.to_string(), "ff05::d15c");
+        assert_eq!(c.disks.command, vec!["/bin/echo", "hi"]);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let d = DaemonArgs::default();
+        let cases = [
+            ("multicast:\n  grop: 1\n", "grop"),
+            ("multicast:\n  group: 10.0.0.1\n", "multicast.group"),
+            ("multicast:\n  ttl: 0\n", "multicast.ttl"),
+            (
+                "multicast:\n  announce_interval: soon\n",
+                "multicast.announce_interval",
+            ),
+            (
+                "watchers:\n  disks:\n    timeout: 0s\n",
+                "watchers.disks.timeout",
+            ),
+            (
+                "watchers:\n  disks:\n    include: ['[']\n",
+                "watchers.disks.include",
+            ),
+            ("node_name: 'a b'\n", "node_name"),
+            ("mount:\n  root: relative\n", "mount.root"),
+            ("- just\n- a list\n", "config"),
+        ];
+        for (yaml, key) in cases {
+            let e = load_yaml(yaml, &d).unwrap_err().to_string();
+            assert!(
+                e.contains(key),
+                "{yaml:?} gave {e:?}, expected it to name {key}"
+            );
+            assert!(
+                !e.contains('\n') || key == "config",
+                "multi-line error: {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_file_is_an_error_naming_it() {
+        let e = Config::load(
+            Some(Path::new("/nonexistent/diskd.yaml")),
+            None,
+            &DaemonArgs::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/diskd.yaml"));
+    }
+}

@@ -1,0 +1,137 @@
+//! `status [--json]`: uptime, counters, store size and watcher health.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::{json_body, Args};
+use crate::control::proto::Reply;
+use crate::daemon::context::{Stats, WatcherHealth};
+use crate::daemon::Context;
+
+/// `status [--json]`
+#[derive(Debug, PartialEq, Eq)]
+pub struct StatusCmd {
+    json: bool,
+}
+
+#[derive(Serialize)]
+struct Counters {
+    packets_sent: u64,
+    packets_received: u64,
+    packets_rejected: u64,
+    pings_answered: u64,
+    pings_suppressed: u64,
+    sessions_open: u64,
+    sessions_total: u64,
+    sessions_refused: u64,
+    commands: u64,
+    command_errors: u64,
+    store_errors: u64,
+}
+
+#[derive(Serialize)]
+struct Out {
+    node: String,
+    node_id: String,
+    version: &'static str,
+    uptime_secs: u64,
+    store: String,
+    store_bytes: u64,
+    disks_local: usize,
+    disks_known: usize,
+    peers: usize,
+    counters: Counters,
+    watchers: BTreeMap<&'static str, WatcherHealth>,
+}
+
+impl StatusCmd {
+    /// Parse the arguments.
+    pub fn parse(args: &mut Args) -> Result<StatusCmd, Reply> {
+        let json = args.flag("--json");
+        args.finish()?;
+        Ok(StatusCmd { json })
+    }
+
+    /// Build the reply.
+    pub fn apply(self, ctx: &Context) -> Reply {
+        let s = ctx.stats();
+        let store = ctx.store();
+        let sightings = store.sightings();
+        let me = store.node_id();
+        let out = Out {
+            node: ctx.node().name.clone(),
+            node_id: ctx.node().id.clone(),
+            version: env!("CARGO_PKG_VERSION"),
+            uptime_secs: ctx.uptime().as_secs(),
+            store: store.path().display().to_string(),
+            store_bytes: store.size_on_disk(),
+            disks_local: sightings
+                .iter()
+                .filter(|x| x.node_id == me && x.present)
+                .count(),
+            disks_known: sightings.len(),
+            peers: store.peers().len(),
+            counters: Counters {
+                packets_sent: Stats::get(&s.packets_sent),
+                packets_received: Stats::get(&s.packets_received),
+                packets_rejected: Stats::get(&s.packets_rejected),
+                pings_answered: Stats::get(&s.pings_answered),
+                pings_suppressed: Stats::get(&s.pings_suppressed),
+                sessions_open: Stats::get(&s.sessions_open),
+                sessions_total: Stats::get(&s.sessions_total),
+                sessions_refused: Stats::get(&s.sessions_refused),
+                commands: Stats::get(&s.commands),
+                command_errors: Stats::get(&s.command_errors),
+                store_errors: Stats::get(&s.store_errors),
+            },
+            watchers: ctx.health().clone(),
+        };
+        if self.json {
+            return Reply::ok(json_body(&out));
+        }
+        let c = &out.counters;
+        let mut body = vec![
+            format!("node       {} ({})", out.node, out.node_id),
+            format!("version    {}", out.version),
+            format!(
+                "uptime     {}",
+                humantime::format_duration(std::time::Duration::from_secs(out.uptime_secs))
+            ),
+            format!("store      {} ({} bytes)", out.store, out.store_bytes),
+            format!(
+                "disks      {} local, {} known, {} peers",
+                out.disks_local, out.disks_known, out.peers
+            ),
+            format!(
+                "packets    sent {}, received {}, rejected {}",
+                c.packets_sent, c.packets_received, c.packets_rejected
+            ),
+            format!(
+                "pings      answered {}, suppressed {}",
+                c.pings_answered, c.pings_suppressed
+            ),
+            format!(
+                "sessions   {} open, {} total, {} refused; commands {} ({} errors)",
+                c.sessions_open, c.sessions_total, c.sessions_refused, c.commands, c.command_errors
+            ),
+        ];
+        for (name, h) in &out.watchers {
+            let mut line = format!(
+                "watcher    {name}: {}; every {}; {} ok, {} failed",
+                h.state, h.interval, h.scans_ok, h.scans_failed
+            );
+            if let Some(t) = &h.last_ok {
+                line.push_str(&format!("; last good scan {t}, {} found", h.found));
+            }
+            if let Some(t) = &h.running_since {
+                line.push_str(&format!("; scanning since {t}"));
+            }
+            if let Some(e) = &h.last_error {
+                line.push_str(&format!("; error: {e}"));
+            }
+            body.push(line);
+        }
+        Reply::ok(body)
+    }
+}

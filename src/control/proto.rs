@@ -1,0 +1,320 @@
+//! The control socket's framing, shared by the server and the client.
+//!
+//! A session starts with a greeting reply; then the client sends one command per line and
+//! gets one reply per command. Every reply, the greeting included, is:
+//!
+//! ```text
+//! +OK [text]                  status line: +OK, or -NOMATCH / -REFUSED / -USAGE / -ERR text
+//! body line                   zero or more body lines (a table, or one line of JSON)
+//! ..a body line that began with a dot gets one more dot (as in SMTP/POP3)
+//! .                           a line with a single dot ends the reply
+//! ```
+//!
+//! So `socat - UNIX-CONNECT:~/.diskd-socket` is usable by hand, and a script reads until a
+//! lone `.`. Arguments are separated by spaces; an argument with spaces or special
+//! characters goes in double quotes with backslash escapes (`\"`, `\\`, `\n`, `\t`, `\r`),
+//! or in single quotes taken literally.
+
+/// Longest command line the server accepts, in bytes; longer lines get an error reply.
+pub const MAX_LINE: usize = 4096;
+
+/// The outcome of a command, which the one-shot client maps to its exit code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// Success (exit 0).
+    Ok(String),
+    /// Nothing matched (exit 1).
+    NoMatch(String),
+    /// Refused by policy or rate limit (exit 1).
+    Refused(String),
+    /// The command was malformed (exit 2).
+    Usage(String),
+    /// The daemon failed to carry it out (exit 3).
+    Error(String),
+}
+
+impl Status {
+    /// The status line, without the newline.
+    pub fn line(&self) -> String {
+        let (tag, text) = match self {
+            Status::Ok(t) => ("+OK", t),
+            Status::NoMatch(t) => ("-NOMATCH", t),
+            Status::Refused(t) => ("-REFUSED", t),
+            Status::Usage(t) => ("-USAGE", t),
+            Status::Error(t) => ("-ERR", t),
+        };
+        let text = one_line(text);
+        if text.is_empty() {
+            tag.to_string()
+        } else {
+            format!("{tag} {text}")
+        }
+    }
+
+    /// Parse a status line; anything else is a protocol error.
+    pub fn parse(line: &str) -> Option<Status> {
+        let (tag, text) = line.split_once(' ').unwrap_or((line, ""));
+        let text = text.to_string();
+        Some(match tag {
+            "+OK" => Status::Ok(text),
+            "-NOMATCH" => Status::NoMatch(text),
+            "-REFUSED" => Status::Refused(text),
+            "-USAGE" => Status::Usage(text),
+            "-ERR" => Status::Error(text),
+            _ => return None,
+        })
+    }
+
+    /// The exit code of INTERFACE.md for this outcome.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Status::Ok(_) => 0,
+            Status::NoMatch(_) | Status::Refused(_) => 1,
+            Status::Usage(_) => 2,
+            Status::Error(_) => 3,
+        }
+    }
+
+    /// The text after the tag.
+    pub fn text(&self) -> &str {
+        match self {
+            Status::Ok(t)
+            | Status::NoMatch(t)
+            | Status::Refused(t)
+            | Status::Usage(t)
+            | Status::Error(t) => t,
+        }
+    }
+}
+
+/// A complete reply: a status and body lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The outcome.
+    pub status: Status,
+    /// Body lines, without newlines.
+    pub body: Vec<String>,
+}
+
+impl Reply {
+    /// Success with a body.
+    pub fn ok(body: Vec<String>) -> Reply {
+        Reply {
+            status: Status::Ok(String::new()),
+            body,
+        }
+    }
+
+    /// Success with only a short message.
+    pub fn ok_text(text: impl Into<String>) -> Reply {
+        Reply {
+            status: Status::Ok(text.into()),
+            body: Vec::new(),
+        }
+    }
+
+    /// A reply with this status and no body.
+    pub fn status(status: Status) -> Reply {
+        Reply {
+            status,
+            body: Vec::new(),
+        }
+    }
+
+    /// Encode the whole reply, framing included.
+    pub fn encode(&self) -> String {
+        let mut out = self.status.line();
+        out.push('\n');
+        for line in &self.body {
+            out.push_str(&encode_body_line(line));
+            out.push('\n');
+        }
+        out.push_str(".\n");
+        out
+    }
+}
+
+/// Encode one body line: newlines inside become separate lines, a leading dot is doubled.
+pub fn encode_body_line(line: &str) -> String {
+    line.split('\n')
+        .map(|l| {
+            let l = l.strip_suffix('\r').unwrap_or(l);
+            if l.starts_with('.') {
+                format!(".{l}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Decode one received body line; `None` for the terminating `.`.
+pub fn decode_body_line(line: &str) -> Option<&str> {
+    if line == "." {
+        None
+    } else if let Some(rest) = line.strip_prefix('.') {
+        Some(rest)
+    } else {
+        Some(line)
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// Why a command line could not be split into words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// A quote was opened and never closed.
+    #[error("unterminated quote")]
+    Unterminated,
+    /// A backslash escape that is not one of `\" \\ \n \t \r`.
+    #[error("unknown escape \\{0}")]
+    BadEscape(char),
+}
+
+/// Split a command line into words (see the module docs for quoting).
+pub fn tokenize(line: &str) -> Result<Vec<String>, TokenError> {
+    let mut words = Vec::new();
+    let mut chars = line.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            return Ok(words);
+        }
+        let mut word = String::new();
+        while let Some(&c) = chars.peek() {
+            if c.is_whitespace() {
+                break;
+            }
+            chars.next();
+            match c {
+                '"' => loop {
+                    match chars.next() {
+                        None => return Err(TokenError::Unterminated),
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            None => return Err(TokenError::Unterminated),
+                            Some('"') => word.push('"'),
+                            Some('\\') => word.push('\\'),
+                            Some('n') => word.push('\n'),
+                            Some('t') => word.push('\t'),
+                            Some('r') => word.push('\r'),
+                            Some(other) => return Err(TokenError::BadEscape(other)),
+                        },
+                        Some(ch) => word.push(ch),
+                    }
+                },
+                '\'' => loop {
+                    match chars.next() {
+                        None => return Err(TokenError::Unterminated),
+                        Some('\'') => break,
+                        Some(ch) => word.push(ch),
+                    }
+                },
+                other => word.push(other),
+            }
+        }
+        words.push(word);
+    }
+}
+
+/// Quote one argument so that `tokenize` gives it back unchanged.
+pub fn quote(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_alphanumeric() || "-_./:@+=,%".contains(c));
+    if plain {
+        return arg.to_string();
+    }
+    let mut out = String::with_capacity(arg.len() + 2);
+    out.push('"');
+    for c in arg.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokenize_words_and_quotes() {
+        assert_eq!(tokenize("  where  abc ").unwrap(), vec!["where", "abc"]);
+        assert_eq!(
+            tokenize(r#"where "my disk" --json"#).unwrap(),
+            vec!["where", "my disk", "--json"]
+        );
+        assert_eq!(
+            tokenize("where 'a \"b\"'").unwrap(),
+            vec!["where", "a \"b\""]
+        );
+        assert_eq!(tokenize(r#""a\nb\\c\"""#).unwrap(), vec!["a\nb\\c\""]);
+        assert_eq!(tokenize(r#"x"y z"w"#).unwrap(), vec!["xy zw"]);
+        assert_eq!(tokenize("\"\"").unwrap(), vec![""]);
+        assert_eq!(tokenize("\"abc"), Err(TokenError::Unterminated));
+        assert_eq!(tokenize("'abc"), Err(TokenError::Unterminated));
+        assert_eq!(tokenize(r#""\q""#), Err(TokenError::BadEscape('q')));
+        assert!(tokenize("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn quote_round_trips_hostile_strings() {
+        for s in [
+            "plain",
+            "with space",
+            "quo\"te",
+            "back\\slash",
+            "new\nline",
+            "$(rm -rf /); echo",
+            "'single'",
+            "Fotos 2024 — Ürlaub",
+            "",
+            "\t",
+        ] {
+            let line = format!("where {} --json", quote(s));
+            assert!(!line.contains('\n'));
+            assert_eq!(
+                tokenize(&line).unwrap(),
+                vec!["where", s, "--json"],
+                "{s:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn reply_framing_round_trips() {
+        let r = Reply {
+            status: Status::NoMatch("no disk\nmatches".into()),
+            body: vec![".hidden".into(), "plain".into(), ".".into()],
+        };
+        let enc = r.encode();
+        let mut lines = enc.lines();
+        assert_eq!(
+            Status::parse(lines.next().unwrap()),
+            Some(Status::NoMatch("no disk matches".into()))
+        );
+        let body: Vec<_> = lines.map_while(decode_body_line).collect();
+        assert_eq!(body, vec![".hidden", "plain", "."]);
+        assert_eq!(Status::parse("hello"), None);
+        assert_eq!(Status::NoMatch(String::new()).exit_code(), 1);
+        assert_eq!(Status::Usage(String::new()).exit_code(), 2);
+        assert_eq!(Status::Error(String::new()).exit_code(), 3);
+    }
+}

@@ -1,0 +1,159 @@
+//! Accepts control sessions and runs each in its own task.
+//!
+//! Sessions are capped: past `MAX_SESSIONS` a new client gets an error reply and is closed at
+//! once, so stalled clients can never make the daemon queue or stop answering others.
+//! Accept errors (for example EMFILE) back off with a cap and reset on success.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use super::cmd::Command;
+use super::connection::{Connection, Line};
+use super::proto::{tokenize, Reply, Status, MAX_LINE};
+use crate::daemon::context::{Context, Stats};
+
+/// Most control sessions open at once.
+pub const MAX_SESSIONS: usize = 1024;
+
+/// Serve the listener until shutdown.
+pub async fn serve(ctx: Context, listener: UnixListener, tracker: TaskTracker) {
+    let limit = Arc::new(Semaphore::new(MAX_SESSIONS));
+    let mut backoff = Duration::from_millis(10);
+    let mut session_id: u64 = 0;
+    loop {
+        let accepted = tokio::select! {
+            _ = ctx.shutdown().cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let stream = match accepted {
+            Ok((s, _)) => {
+                backoff = Duration::from_millis(10);
+                s
+            }
+            Err(e) => {
+                tracing::warn!("accept failed: {e}; retrying in {backoff:?}");
+                tokio::select! {
+                    _ = ctx.shutdown().cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            Stats::bump(&ctx.stats().sessions_refused);
+            tracker.spawn(refuse(stream));
+            continue;
+        };
+        session_id += 1;
+        let span = tracing::debug_span!("session", id = session_id);
+        let ctx = ctx.clone();
+        tracker.spawn(
+            async move {
+                Stats::bump(&ctx.stats().sessions_total);
+                ctx.stats()
+                    .sessions_open
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if let Err(e) = session(&ctx, stream).await {
+                    tracing::debug!("session ended: {e}");
+                }
+                ctx.stats()
+                    .sessions_open
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+async fn refuse(stream: UnixStream) {
+    let mut conn = Connection::new(stream);
+    let reply = Reply::status(Status::Error(format!(
+        "too many sessions (limit {MAX_SESSIONS}); try again later"
+    )));
+    let _ = tokio::time::timeout(Duration::from_secs(1), conn.write_reply(&reply)).await;
+}
+
+/// The greeting every session starts with (the Perl diskd's words, then ours).
+pub fn greeting(ctx: &Context) -> Reply {
+    Reply {
+        status: Status::Ok(format!(
+            "diskd local interface awaiting commands (diskd {}, node {})",
+            env!("CARGO_PKG_VERSION"),
+            ctx.node().name
+        )),
+        body: vec![
+            "Type 'help' for the commands. Each reply is a status line (+OK or -ERR ...),".into(),
+            "body lines, and a line with a single '.'.".into(),
+        ],
+    }
+}
+
+async fn session(ctx: &Context, stream: UnixStream) -> std::io::Result<()> {
+    let mut conn = Connection::new(stream);
+    conn.write_reply(&greeting(ctx)).await?;
+    loop {
+        let line = tokio::select! {
+            _ = ctx.shutdown().cancelled() => {
+                let _ = conn.write_reply(&Reply::status(Status::Error("daemon shutting down".into()))).await;
+                return Ok(());
+            }
+            l = conn.read_line() => l?,
+        };
+        let text = match line {
+            None => return Ok(()),
+            Some(Line::Text(t)) => t,
+            Some(Line::TooLong) => {
+                Stats::bump(&ctx.stats().command_errors);
+                let msg = format!("line longer than {MAX_LINE} bytes ignored");
+                conn.write_reply(&Reply::status(Status::Usage(msg))).await?;
+                continue;
+            }
+            Some(Line::NotUtf8) => {
+                Stats::bump(&ctx.stats().command_errors);
+                let msg = "line is not valid UTF-8; ignored".to_string();
+                conn.write_reply(&Reply::status(Status::Usage(msg))).await?;
+                continue;
+            }
+        };
+        let words = match tokenize(&text) {
+            Ok(w) if w.is_empty() => continue,
+            Ok(w) => w,
+            Err(e) => {
+                Stats::bump(&ctx.stats().command_errors);
+                conn.write_reply(&Reply::status(Status::Usage(e.to_string())))
+                    .await?;
+                continue;
+            }
+        };
+        Stats::bump(&ctx.stats().commands);
+        let cmd = match Command::parse(words) {
+            Ok(c) => c,
+            Err(reply) => {
+                Stats::bump(&ctx.stats().command_errors);
+                conn.write_reply(&reply).await?;
+                continue;
+            }
+        };
+        match cmd {
+            Command::Quit => {
+                conn.write_reply(&Reply::ok_text("bye")).await?;
+                return Ok(());
+            }
+            Command::Debug(d) => d.run(ctx, &mut conn).await?,
+            other => {
+                let reply = other.apply(ctx).await;
+                if !matches!(reply.status, Status::Ok(_) | Status::NoMatch(_)) {
+                    Stats::bump(&ctx.stats().command_errors);
+                }
+                conn.write_reply(&reply).await?;
+            }
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! Aligned text tables for human replies.
+//!
+//! Cells are sanitised: control characters (a label may hold a newline or an escape
+//! sequence) are shown escaped, so a hostile label can neither break the reply framing nor
+//! drive the user's terminal.
+
+/// Render a table with a header row; every row must have as many cells as the header.
+pub fn render(header: &[&str], rows: &[Vec<String>]) -> Vec<String> {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| sanitize(c)).collect())
+        .collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(c.chars().count());
+            }
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut s = String::new();
+        for (i, c) in cells.enumerate() {
+            if i > 0 {
+                s.push_str("  ");
+            }
+            s.push_str(c);
+            if i + 1 < widths.len() {
+                let pad = widths[i].saturating_sub(c.chars().count());
+                s.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    let mut out = vec![line(&mut header.iter().copied())];
+    for r in &rows {
+        out.push(line(&mut r.iter().map(String::as_str)));
+    }
+    out
+}
+
+/// Show a value in a cell: `-` for nothing, control characters escaped.
+pub fn sanitize(s: &str) -> String {
+    if s.is_empty() {
+        return "-".into();
+    }
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A cell from an optional value.
+pub fn opt(v: &Option<String>) -> String {
+    v.clone().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aligns_and_escapes() {
+        let t = render(
+            &["A", "BB"],
+            &[
+                vec!["long value".into(), "x".into()],
+                vec!["new\nline\u{1b}[31m".into(), String::new()],
+            ],
+        );
+        // The escaped cell is 19 characters wide; two spaces separate the columns.
+        assert_eq!(t[0], format!("A{}BB", " ".repeat(20)));
+        assert_eq!(t[1], format!("long value{}x", " ".repeat(11)));
+        assert_eq!(t[2], "new\\nline\\u{1b}[31m  -");
+        assert!(t.iter().all(|l| !l.contains('\n')));
+    }
+}

@@ -1,0 +1,234 @@
+//! The state every task of a running daemon shares: config, store, counters, watcher
+//! health, the event feed of `debug` sessions, and the shutdown signal.
+//!
+//! A cheap-`Clone` handle over an `Arc`. Locks are std mutexes held only for short,
+//! non-awaiting updates (as mini-redis's `db.rs` explains, that is cheaper and safe).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::store::{Millis, Store};
+
+/// How many events a slow `debug` session may fall behind before it is told it lost some.
+const EVENT_BACKLOG: usize = 1024;
+
+/// A request to run one watcher now; the answer is a one-line summary of the scan.
+pub type RefreshRequest = oneshot::Sender<String>;
+
+/// Who this node is.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeInfo {
+    /// Node name.
+    pub name: String,
+    /// Permanent node id.
+    pub id: String,
+    /// The address peers reach us at (the first non-loopback address), if any.
+    pub addr: Option<String>,
+}
+
+/// Monotonic counters shown by `status`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Control sessions open now.
+    pub sessions_open: AtomicU64,
+    /// Control sessions accepted since start.
+    pub sessions_total: AtomicU64,
+    /// Control sessions turned away at the connection limit.
+    pub sessions_refused: AtomicU64,
+    /// Commands run.
+    pub commands: AtomicU64,
+    /// Commands that got an error reply (unknown, malformed, overlong, not UTF-8, failed).
+    pub command_errors: AtomicU64,
+    /// Datagrams sent by the peer layer.
+    pub packets_sent: AtomicU64,
+    /// Datagrams received by the peer layer.
+    pub packets_received: AtomicU64,
+    /// Datagrams dropped as invalid.
+    pub packets_rejected: AtomicU64,
+    /// Pings answered with an announce.
+    pub pings_answered: AtomicU64,
+    /// Pings not answered because of the rate limit.
+    pub pings_suppressed: AtomicU64,
+    /// Store writes that failed.
+    pub store_errors: AtomicU64,
+}
+
+impl Stats {
+    /// Add one to a counter.
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Read a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// Health of one watcher, shown by `status`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WatcherHealth {
+    /// Scan period, as text.
+    pub interval: String,
+    /// Successful scans.
+    pub scans_ok: u64,
+    /// Failed scans.
+    pub scans_failed: u64,
+    /// Failed scans by reason (`timed_out`, `not_found`, ...).
+    pub failures: BTreeMap<String, u64>,
+    /// `ok`, or the reason of the latest failure.
+    pub state: String,
+    /// The latest error message, if the latest scan failed.
+    pub last_error: Option<String>,
+    /// When the latest successful scan finished (RFC 3339).
+    pub last_ok: Option<String>,
+    /// How long the latest scan took, in milliseconds.
+    pub last_duration_ms: Option<u64>,
+    /// Items the latest successful scan found.
+    pub found: usize,
+    /// When the scan running now started (RFC 3339), if one is running.
+    pub running_since: Option<String>,
+}
+
+/// The shared daemon state.
+#[derive(Clone)]
+pub struct Context {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    store: Store,
+    node: NodeInfo,
+    stats: Stats,
+    events: broadcast::Sender<String>,
+    health: Mutex<BTreeMap<&'static str, WatcherHealth>>,
+    refresh: Mutex<Vec<mpsc::Sender<RefreshRequest>>>,
+    started: Instant,
+    shutdown: CancellationToken,
+}
+
+impl Context {
+    /// Make the context for a daemon about to start.
+    pub fn new(config: Config, store: Store, node: NodeInfo, shutdown: CancellationToken) -> Self {
+        let (events, _) = broadcast::channel(EVENT_BACKLOG);
+        Context {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                node,
+                stats: Stats::default(),
+                events,
+                health: Mutex::new(BTreeMap::new()),
+                refresh: Mutex::new(Vec::new()),
+                started: Instant::now(),
+                shutdown,
+            }),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Who we are.
+    pub fn node(&self) -> &NodeInfo {
+        &self.inner.node
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Stats {
+        &self.inner.stats
+    }
+
+    /// Time since the daemon started.
+    pub fn uptime(&self) -> Duration {
+        self.inner.started.elapsed()
+    }
+
+    /// The daemon-wide shutdown signal.
+    pub fn shutdown(&self) -> &CancellationToken {
+        &self.inner.shutdown
+    }
+
+    /// How long a peer stays live without being heard.
+    pub fn peer_expiry(&self) -> Duration {
+        self.inner.config.multicast.peer_expiry
+    }
+
+    /// Publish a notable event to `debug` sessions (and the log at debug level).
+    pub fn event(&self, kind: &str, message: impl AsRef<str>) {
+        let message = message.as_ref();
+        tracing::debug!(event = kind, "{message}");
+        let line = format!(
+            "{} {kind}: {message}",
+            humantime::format_rfc3339_millis(std::time::SystemTime::now())
+        );
+        // No receivers is normal: nobody is debugging.
+        let _ = self.inner.events.send(line);
+    }
+
+    /// Receive events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<String> {
+        self.inner.events.subscribe()
+    }
+
+    /// Lock the watcher health table (never held across an await).
+    pub fn health(&self) -> MutexGuard<'_, BTreeMap<&'static str, WatcherHealth>> {
+        // A poisoned lock only means a panic elsewhere mid-update of plain counters.
+        self.inner.health.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Register a watcher's refresh channel.
+    pub fn add_refresh_channel(&self, tx: mpsc::Sender<RefreshRequest>) {
+        self.inner
+            .refresh
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(tx);
+    }
+
+    /// Run every watcher now; one summary line per watcher, in order.
+    pub async fn refresh_all(&self, deadline: Duration) -> Vec<String> {
+        let channels: Vec<_> = self
+            .inner
+            .refresh
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut waits = Vec::new();
+        for tx in channels {
+            let (reply, answer) = oneshot::channel();
+            if tx.send(reply).await.is_ok() {
+                waits.push(answer);
+            }
+        }
+        let mut out = Vec::new();
+        for answer in waits {
+            match tokio::time::timeout(deadline, answer).await {
+                Ok(Ok(line)) => out.push(line),
+                Ok(Err(_)) => out.push("a watcher stopped before answering".into()),
+                Err(_) => out.push("a watcher did not finish in time".into()),
+            }
+        }
+        out
+    }
+}
+
+/// Store time now, as the watchers and commands see it.
+pub fn now() -> Millis {
+    crate::store::now_millis()
+}

@@ -1,0 +1,126 @@
+//! Starting, running and stopping the daemon.
+//!
+//! Start-up checks everything that can be wrong (config, socket, store) before serving, so a
+//! misconfigured daemon stops with one clear line instead of running half-working. One
+//! shutdown token is fanned out to every task; SIGINT/SIGTERM cancel it, tasks drain with a
+//! deadline, the store is flushed and the socket removed.
+
+pub mod context;
+pub mod node;
+mod scan;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use diskd_watchers::{DiskWatcher, DiskWatcherConfig, MountWatcher, Watcher};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use context::Context;
+
+use crate::config::Config;
+use crate::control;
+use crate::store::Store;
+
+/// How long tasks get to finish after the shutdown signal.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Why the daemon stopped with an error; the variant decides the exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// Something was wrong before serving started (exit 2).
+    #[error("{0}")]
+    Startup(String),
+    /// The daemon failed while running (exit 3).
+    #[error("{0}")]
+    Runtime(String),
+}
+
+impl DaemonError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            DaemonError::Startup(_) => 2,
+            DaemonError::Runtime(_) => 3,
+        }
+    }
+}
+
+/// Run the daemon until SIGINT or SIGTERM.
+pub async fn run(config: Config) -> Result<(), DaemonError> {
+    let startup = |e: &dyn std::fmt::Display| DaemonError::Startup(e.to_string());
+
+    control::socket::check_free(&config.socket).map_err(|e| startup(&e))?;
+    let store = Store::open(&config.store).map_err(|e| startup(&e))?;
+    let disk_watcher = DiskWatcher::new(DiskWatcherConfig {
+        command: config.disks.command.clone(),
+        interval: config.disks.interval,
+        timeout: config.disks.timeout,
+        include: config.disks.include.clone(),
+        exclude: config.disks.exclude.clone(),
+    })
+    .map_err(|e| DaemonError::Startup(format!("watchers.disks: {e}")))?;
+    let listener = control::socket::bind(&config.socket).map_err(|e| startup(&e))?;
+
+    let node = node::info(&config.node_name, store.node_id());
+    tracing::info!(
+        node = %node.name,
+        id = %node.id,
+        socket = %config.socket.display(),
+        store = %config.store.display(),
+        "diskd {} started",
+        env!("CARGO_PKG_VERSION")
+    );
+    if config.multicast.legacy || !config.key_files.is_empty() || config.mount.enabled {
+        tracing::warn!(
+            "this build has no peer layer yet: multicast, legacy, security and mount settings have no effect"
+        );
+    }
+
+    let shutdown = CancellationToken::new();
+    let ctx = Context::new(config.clone(), store.clone(), node, shutdown.clone());
+    let tracker = TaskTracker::new();
+
+    let watchers: Vec<Arc<dyn Watcher>> = vec![
+        Arc::new(MountWatcher::new(config.mount_interval)),
+        Arc::new(disk_watcher),
+    ];
+    scan::spawn(&ctx, &tracker, watchers);
+    tracker.spawn(control::server::serve(
+        ctx.clone(),
+        listener,
+        tracker.clone(),
+    ));
+
+    wait_for_signal(&shutdown)
+        .await
+        .map_err(|e| DaemonError::Runtime(e.to_string()))?;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    tracker.close();
+    if tokio::time::timeout(DRAIN_DEADLINE, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some tasks did not stop within {DRAIN_DEADLINE:?}");
+    }
+    control::socket::remove(&config.socket);
+    store
+        .flush()
+        .await
+        .map_err(|e| DaemonError::Runtime(format!("final store flush failed: {e}")))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal(shutdown: &CancellationToken) -> std::io::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+        _ = shutdown.cancelled() => {}
+    }
+    Ok(())
+}

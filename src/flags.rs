@@ -1,0 +1,168 @@
+//! Every command-line flag of `diskd`, defined and documented in this one place.
+//!
+//! The daemon's flags mirror the config keys of INTERFACE.md one to one; `config.rs` turns
+//! them plus the YAML file into one validated `Config`. Options are `Option<_>` here so that
+//! "not given on the command line" can fall back to the file, then to the default.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Where is this disk right now, and where was it last seen?
+///
+/// diskd runs on every machine of a fleet, inventories the local disks, shares the inventory
+/// with the other daemons and answers queries over a private unix socket.
+///
+/// Without a subcommand, diskd is an interactive client of the local daemon (a REPL with
+/// history in ~/.diskd_history); when stdin is not a terminal it runs the commands it reads,
+/// one per line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "diskd",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// The daemon's control socket.
+    #[arg(long, global = true, env = "DISKD_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    /// A YAML config file (see config/diskd.yaml for every key).
+    #[arg(long, global = true, env = "DISKD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Run the daemon in the foreground (same as `diskd daemon`).
+    #[arg(short = 'd', long = "daemon")]
+    pub daemon_flag: bool,
+
+    /// What to do; without one, start the interactive client.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The subcommands. One-shot commands exit 0 on success, 1 when nothing matched or the
+/// request was refused, 2 on bad usage, 3 when the daemon could not be reached or failed.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon in the foreground; logs go to stderr. Never forks.
+    Daemon(Box<DaemonArgs>),
+    /// Where is the disk? TERM is a UUID (any case), a label (exact) or a device path.
+    Query {
+        /// UUID, label or device path.
+        term: String,
+        /// Print a JSON array of disks instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every disk the daemon knows, live ones first.
+    List {
+        /// Only the disks of this node.
+        #[arg(long, value_name = "NODE")]
+        host: Option<String>,
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every peer ever heard, with liveness.
+    Peers {
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Node name, uptime, counters, store size and watcher health.
+    Status {
+        /// Print a JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run every watcher now and wait for the result.
+    Refresh,
+    /// Multicast our inventory now.
+    Announce,
+    /// Ask every peer to re-announce (each peer answers at most one ping per interval).
+    Ping,
+}
+
+/// Flags of `diskd daemon`. Each one overrides the config key named in its help.
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "Daemon options (each overrides the config key in brackets)")]
+pub struct DaemonArgs {
+    /// This machine's name in the fleet [node_name; default: the hostname].
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
+    /// Directory of the sled store [store; default: $XDG_DATA_HOME/diskd].
+    #[arg(long, value_name = "DIR")]
+    pub store: Option<PathBuf>,
+    /// Multicast group, IPv4 or IPv6 [multicast.group; default: 230.1.2.3].
+    #[arg(long, value_name = "ADDR")]
+    pub group: Option<String>,
+    /// UDP port [multicast.port; default: 32003].
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+    /// Interface to multicast on, by name or address [multicast.interface].
+    #[arg(long, value_name = "IF")]
+    pub interface: Option<String>,
+    /// Multicast TTL / hop limit: hops + 1 to cross routers [multicast.ttl; default: 1].
+    #[arg(long, value_name = "N")]
+    pub ttl: Option<u32>,
+    /// Anti-entropy announce period [multicast.announce_interval; default: 60s].
+    #[arg(long, value_name = "DURATION")]
+    pub announce_interval: Option<String>,
+    /// A peer not heard for this long is not live [multicast.peer_expiry; default: 3 x announce interval].
+    #[arg(long, value_name = "DURATION")]
+    pub peer_expiry: Option<String>,
+    /// Also speak the Perl diskd wire format [multicast.legacy].
+    #[arg(long)]
+    pub legacy: bool,
+    /// blkid program or argv; one word runs `WORD -c /dev/null -o export` [watchers.disks.command].
+    #[arg(long, value_name = "CMD")]
+    pub blkid: Option<String>,
+    /// Disk scan period [watchers.disks.interval; default: 60s].
+    #[arg(long, value_name = "DURATION")]
+    pub disk_interval: Option<String>,
+    /// A disk scan running longer is killed [watchers.disks.timeout; default: 15s].
+    #[arg(long, value_name = "DURATION")]
+    pub disk_timeout: Option<String>,
+    /// Only watch devices matching this glob; repeatable [watchers.disks.include].
+    #[arg(long, value_name = "GLOB")]
+    pub include_device: Vec<String>,
+    /// Never watch devices matching this glob; repeatable [watchers.disks.exclude].
+    #[arg(long, value_name = "GLOB")]
+    pub exclude_device: Vec<String>,
+    /// Mount table scan period [watchers.mounts.interval; default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    pub mount_interval: Option<String>,
+    /// Answer at most one ping per this period [ping.min_interval; default: 5s].
+    #[arg(long, value_name = "DURATION")]
+    pub ping_interval: Option<String>,
+    /// Key file; repeatable, the first one signs [security.key_files].
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Vec<PathBuf>,
+    /// Allow mount requests [mount.enabled].
+    #[arg(long)]
+    pub allow_mount: bool,
+    /// Where diskd mounts disks [mount.root; default: /srv/diskd].
+    #[arg(long, value_name = "DIR")]
+    pub mount_root: Option<PathBuf>,
+    /// UUID or label glob that may be mounted; repeatable [mount.allow].
+    #[arg(long, value_name = "GLOB")]
+    pub mount_allow: Vec<String>,
+    /// Argv template to reach a remote mount [mount.attach_command].
+    #[arg(long, value_name = "TEMPLATE")]
+    pub attach_command: Option<String>,
+    /// Log filter when RUST_LOG is not set (error, warn, info, debug, trace).
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,16 @@
+//! diskd: where is this disk right now, and where was it last seen?
+//!
+//! Data flows one way: the watchers (crate `diskd-watchers`) observe this machine, the
+//! daemon writes what they find into the `store`, and the control server answers from the
+//! store. The `client` talks to the control socket; `flags` and `config` turn the command
+//! line and the YAML file into one validated configuration before anything starts.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod flags;
+pub mod store;
+pub mod view;

@@ -1,0 +1,99 @@
+//! The `diskd` binary: parse flags, pick the mode, map the outcome to an exit code.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use diskd::client::{oneshot, repl};
+use diskd::config::{self, Config};
+use diskd::flags::{Cli, Command, DaemonArgs};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    ExitCode::from(run(cli))
+}
+
+fn run(cli: Cli) -> u8 {
+    if cli.daemon_flag && cli.command.is_some() {
+        eprintln!(
+            "diskd: -d/--daemon cannot be combined with a subcommand (use `diskd daemon ...`)"
+        );
+        return 2;
+    }
+    match cli.command {
+        Some(Command::Daemon(args)) => daemon(cli.config, cli.socket, &args),
+        None if cli.daemon_flag => daemon(cli.config, cli.socket, &DaemonArgs::default()),
+        other => {
+            let socket = match client_socket(cli.socket, cli.config) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("diskd: {e}");
+                    return 2;
+                }
+            };
+            match other.as_ref().and_then(oneshot::command_line) {
+                Some(line) => oneshot::run(&socket, &line),
+                None => repl::run(&socket),
+            }
+        }
+    }
+}
+
+/// The socket a client talks to: `--socket`/`DISKD_SOCKET`, else the config file's `socket`,
+/// else the default.
+fn client_socket(
+    flag: Option<PathBuf>,
+    config_file: Option<PathBuf>,
+) -> Result<PathBuf, config::ConfigError> {
+    if let Some(s) = flag {
+        return Ok(s);
+    }
+    if let Some(f) = config_file {
+        if let Some(s) = config::socket_from_file(&f)? {
+            return Ok(s);
+        }
+    }
+    Ok(config::default_socket())
+}
+
+fn daemon(config_file: Option<PathBuf>, socket: Option<PathBuf>, args: &DaemonArgs) -> u8 {
+    init_tracing(args.log_level.as_deref());
+    let config = match Config::load(config_file.as_deref(), socket.as_deref(), args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("diskd: {e}");
+            return 2;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("diskd: cannot start the runtime: {e}");
+            return 3;
+        }
+    };
+    match runtime.block_on(diskd::daemon::run(config)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("diskd: {e:#}");
+            e.exit_code()
+        }
+    }
+}
+
+fn init_tracing(level: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.is_empty() => EnvFilter::new(v),
+        _ => EnvFilter::new(level.unwrap_or("info")),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,370 @@
+//! The only code that touches sled.
+//!
+//! The store keeps, across restarts and `kill -9`: this node's identity (a random id made
+//! on first start and kept forever), every (host, disk) sighting with first/last seen, the
+//! peers ever heard, and a schema version checked at open. Local and peer data go in through
+//! separate calls (`replace_local` for the watchers, `replace_peer_inventory` and
+//! `upsert_peer` for the peer layer); queries read the fleet-wide picture.
+//!
+//! Every write that replaces an inventory is one sled batch (atomic), and callers `flush`
+//! before they report success, so "committed" means "on disk".
+
+mod records;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use records::{DiskRecord, PeerRecord, Sighting};
+
+/// Milliseconds since the Unix epoch; the store's clock unit.
+pub type Millis = u64;
+
+/// The current wall-clock time in store units.
+pub fn now_millis() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
+/// The layout version of the data in sled. Bump it when records change incompatibly; an
+/// older or newer store is then refused at open instead of being misread.
+pub const SCHEMA_VERSION: u32 = 1;
+
+const META: &str = "meta";
+const SIGHTINGS: &str = "sightings";
+const PEERS: &str = "peers";
+const KEY_SCHEMA: &[u8] = b"schema_version";
+const KEY_NODE_ID: &[u8] = b"node_id";
+
+/// Why the store could not do what was asked. Open errors stop the daemon; they never lead
+/// to deleting anything.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process (most likely another diskd) holds the store.
+    #[error("store {}: locked by another process (is another diskd running with this store?)", path.display())]
+    Locked {
+        /// Store directory.
+        path: PathBuf,
+    },
+    /// The store was written by an incompatible diskd.
+    #[error("store {}: schema version {found}, this diskd reads version {expected}; nothing was changed (move the directory away to start afresh)", path.display())]
+    Schema {
+        /// Store directory.
+        path: PathBuf,
+        /// Version found on disk.
+        found: String,
+        /// Version this build reads.
+        expected: u32,
+    },
+    /// sled refused to open the store (corrupt files, permissions, ...).
+    #[error("store {}: cannot open: {source}; nothing was deleted", path.display())]
+    Open {
+        /// Store directory.
+        path: PathBuf,
+        /// The sled error.
+        #[source]
+        source: sled::Error,
+    },
+    /// An error while running.
+    #[error("store: {0}")]
+    Sled(#[from] sled::Error),
+    /// A record that cannot be encoded.
+    #[error("store: cannot encode record: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// What changed when an inventory was replaced; drives `debug` events and announces.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct InventoryDiff {
+    /// Disks that are present now and were not before.
+    pub appeared: Vec<DiskRecord>,
+    /// Disks that were present and are not any more.
+    pub vanished: Vec<DiskRecord>,
+    /// Disks present before and now whose details (label, device, mounts, ...) changed.
+    pub changed: Vec<DiskRecord>,
+}
+
+impl InventoryDiff {
+    /// Whether anything a reader would notice changed.
+    pub fn is_empty(&self) -> bool {
+        self.appeared.is_empty() && self.vanished.is_empty() && self.changed.is_empty()
+    }
+}
+
+/// The persistent store. Cheap to clone (sled handles are reference counted).
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    sightings: sled::Tree,
+    peers: sled::Tree,
+    node_id: String,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+fn is_lock_error(e: &sled::Error) -> bool {
+    match e {
+        sled::Error::Io(io) => {
+            io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock")
+        }
+        _ => false,
+    }
+}
+
+impl Store {
+    /// Open (or create) the store in `path`, check its schema and load or make the node id.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let open_err = |source: sled::Error| {
+            if is_lock_error(&source) {
+                StoreError::Locked {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                StoreError::Open {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
+        };
+        let db = sled::Config::new()
+            .path(path)
+            .mode(sled::Mode::LowSpace)
+            .open()
+            .map_err(open_err)?;
+        let meta = db.open_tree(META).map_err(open_err)?;
+        let sightings = db.open_tree(SIGHTINGS).map_err(open_err)?;
+        let peers = db.open_tree(PEERS).map_err(open_err)?;
+
+        match meta.get(KEY_SCHEMA).map_err(open_err)? {
+            Some(v) => {
+                let found = String::from_utf8_lossy(&v).into_owned();
+                if found != SCHEMA_VERSION.to_string() {
+                    return Err(StoreError::Schema {
+                        path: path.to_path_buf(),
+                        found,
+                        expected: SCHEMA_VERSION,
+                    });
+                }
+            }
+            None => {
+                if !sightings.is_empty() || !peers.is_empty() {
+                    return Err(StoreError::Schema {
+                        path: path.to_path_buf(),
+                        found: "none (data without a version)".into(),
+                        expected: SCHEMA_VERSION,
+                    });
+                }
+                meta.insert(KEY_SCHEMA, SCHEMA_VERSION.to_string().as_bytes())
+                    .map_err(open_err)?;
+            }
+        }
+        let node_id = match meta.get(KEY_NODE_ID).map_err(open_err)? {
+            Some(v) => String::from_utf8_lossy(&v).into_owned(),
+            None => {
+                let id = new_node_id();
+                meta.insert(KEY_NODE_ID, id.as_bytes()).map_err(open_err)?;
+                id
+            }
+        };
+        db.flush().map_err(open_err)?;
+        Ok(Store {
+            db,
+            sightings,
+            peers,
+            node_id,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// This node's permanent id.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// The store directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Bytes the store takes on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+
+    /// Make everything written so far durable. Callers await this before they report a
+    /// change as done, so a `kill -9` afterwards cannot lose it.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Replace this node's inventory with what the watchers found, as one atomic step.
+    pub fn replace_local(
+        &self,
+        host: &str,
+        addr: Option<&str>,
+        disks: &[DiskRecord],
+        now: Millis,
+    ) -> Result<InventoryDiff, StoreError> {
+        let id = self.node_id.clone();
+        self.replace_inventory(&id, host, addr, disks, now)
+    }
+
+    /// Replace a peer's inventory with the one it announced, as one atomic step.
+    pub fn replace_peer_inventory(
+        &self,
+        node_id: &str,
+        host: &str,
+        addr: Option<&str>,
+        disks: &[DiskRecord],
+        now: Millis,
+    ) -> Result<InventoryDiff, StoreError> {
+        self.replace_inventory(node_id, host, addr, disks, now)
+    }
+
+    fn replace_inventory(
+        &self,
+        node_id: &str,
+        host: &str,
+        addr: Option<&str>,
+        disks: &[DiskRecord],
+        now: Millis,
+    ) -> Result<InventoryDiff, StoreError> {
+        let prefix = node_prefix(node_id);
+        let mut old: BTreeMap<Vec<u8>, Sighting> = BTreeMap::new();
+        for item in self.sightings.scan_prefix(&prefix) {
+            let (k, v) = item?;
+            if let Ok(s) = serde_json::from_slice::<Sighting>(&v) {
+                old.insert(k.to_vec(), s);
+            }
+        }
+        let mut diff = InventoryDiff::default();
+        let mut batch = sled::Batch::default();
+        let mut seen: HashSet<Vec<u8>> = HashSet::new();
+        for disk in disks {
+            let mut key = prefix.clone();
+            key.extend_from_slice(disk.identity().as_bytes());
+            if seen.contains(&key) {
+                // Two devices with the same UUID (a cloned disk, a snapshot): keep both,
+                // the second one keyed by its device too.
+                key.push(0);
+                key.extend_from_slice(disk.device.as_bytes());
+                if seen.contains(&key) {
+                    continue;
+                }
+            }
+            seen.insert(key.clone());
+            let sighting = match old.get(&key) {
+                Some(prev) => {
+                    if !prev.present {
+                        diff.appeared.push(disk.clone());
+                    } else if prev.disk != *disk {
+                        diff.changed.push(disk.clone());
+                    }
+                    Sighting {
+                        node_id: node_id.to_string(),
+                        host: host.to_string(),
+                        addr: addr.map(str::to_string),
+                        disk: disk.clone(),
+                        present: true,
+                        first_seen: prev.first_seen,
+                        last_seen: now,
+                    }
+                }
+                None => {
+                    diff.appeared.push(disk.clone());
+                    Sighting {
+                        node_id: node_id.to_string(),
+                        host: host.to_string(),
+                        addr: addr.map(str::to_string),
+                        disk: disk.clone(),
+                        present: true,
+                        first_seen: now,
+                        last_seen: now,
+                    }
+                }
+            };
+            batch.insert(key, serde_json::to_vec(&sighting)?);
+        }
+        for (key, mut prev) in old {
+            if seen.contains(&key) || !prev.present {
+                continue;
+            }
+            diff.vanished.push(prev.disk.clone());
+            prev.present = false;
+            batch.insert(key, serde_json::to_vec(&prev)?);
+        }
+        self.sightings.apply_batch(batch)?;
+        Ok(diff)
+    }
+
+    /// Every sighting of every host, in key order. Records that cannot be decoded are
+    /// skipped (and left in place, never deleted).
+    pub fn sightings(&self) -> Vec<Sighting> {
+        self.sightings
+            .iter()
+            .filter_map(Result::ok)
+            .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
+            .collect()
+    }
+
+    /// Sightings whose uuid (any case), label (exact) or device (exact) is `term`.
+    pub fn find(&self, term: &str) -> Vec<Sighting> {
+        self.sightings()
+            .into_iter()
+            .filter(|s| s.disk.matches(term))
+            .collect()
+    }
+
+    /// Insert or update a peer.
+    pub fn upsert_peer(&self, peer: &PeerRecord) -> Result<(), StoreError> {
+        self.peers
+            .insert(peer.node_id.as_bytes(), serde_json::to_vec(peer)?)?;
+        Ok(())
+    }
+
+    /// One peer, by node id.
+    pub fn peer(&self, node_id: &str) -> Option<PeerRecord> {
+        self.peers
+            .get(node_id.as_bytes())
+            .ok()
+            .flatten()
+            .and_then(|v| serde_json::from_slice(&v).ok())
+    }
+
+    /// Every peer ever heard.
+    pub fn peers(&self) -> Vec<PeerRecord> {
+        self.peers
+            .iter()
+            .filter_map(Result::ok)
+            .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
+            .collect()
+    }
+
+    /// Whether the host `node_id` counts as live now: this node always, a peer when heard
+    /// within `expiry` and not gone with a goodbye.
+    pub fn host_is_live(&self, node_id: &str, now: Millis, expiry: Duration) -> bool {
+        node_id == self.node_id || self.peer(node_id).is_some_and(|p| p.is_live(now, expiry))
+    }
+}
+
+fn node_prefix(node_id: &str) -> Vec<u8> {
+    let mut p = node_id.as_bytes().to_vec();
+    p.push(0);
+    p
+}
+
+fn new_node_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests;

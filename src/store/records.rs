@@ -1,0 +1,98 @@
+//! The records the store keeps, serialised as JSON values in sled.
+//!
+//! JSON (not a denser format) because a store is something operators may need to inspect
+//! with a few lines of code during an incident, and these records are small.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::Millis;
+
+/// A disk as a host reports it: the facts that travel between daemons.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskRecord {
+    /// Filesystem UUID.
+    pub uuid: Option<String>,
+    /// Filesystem label.
+    pub label: Option<String>,
+    /// Device path on its host.
+    pub device: String,
+    /// Filesystem type.
+    pub fstype: Option<String>,
+    /// Where it is mounted on its host.
+    #[serde(default)]
+    pub mountpoints: Vec<String>,
+}
+
+impl DiskRecord {
+    /// The key that identifies this disk on one host: its UUID (lower case) when it has
+    /// one, so the same disk on another device path stays one record; else its device.
+    pub fn identity(&self) -> String {
+        match &self.uuid {
+            Some(u) if !u.is_empty() => format!("uuid:{}", u.to_ascii_lowercase()),
+            _ => format!("dev:{}", self.device),
+        }
+    }
+
+    /// Whether a query term names this disk: UUID in any case, label exactly, device path
+    /// exactly.
+    pub fn matches(&self, term: &str) -> bool {
+        self.uuid
+            .as_deref()
+            .is_some_and(|u| u.eq_ignore_ascii_case(term))
+            || self.label.as_deref() == Some(term)
+            || self.device == term
+    }
+}
+
+/// A disk seen on a host: the (host, disk) pair with its history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sighting {
+    /// Node id of the host.
+    pub node_id: String,
+    /// Node name of the host when last seen.
+    pub host: String,
+    /// Address of the host when last seen.
+    pub addr: Option<String>,
+    /// The disk as last reported.
+    #[serde(flatten)]
+    pub disk: DiskRecord,
+    /// Whether the disk is in its host's latest inventory.
+    pub present: bool,
+    /// When this host first reported this disk.
+    pub first_seen: Millis,
+    /// When this host last reported this disk.
+    pub last_seen: Millis,
+}
+
+/// A peer daemon ever heard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerRecord {
+    /// Its permanent node id.
+    pub node_id: String,
+    /// Its node name.
+    pub node: String,
+    /// The address its last datagram came from.
+    pub addr: Option<String>,
+    /// When it was first heard.
+    pub first_seen: Millis,
+    /// When it was last heard.
+    pub last_seen: Millis,
+    /// It said goodbye after it was last heard.
+    #[serde(default)]
+    pub gone: bool,
+    /// It speaks the Perl diskd wire format.
+    #[serde(default)]
+    pub legacy: bool,
+    /// How many disks its latest inventory holds.
+    #[serde(default)]
+    pub disks: usize,
+}
+
+impl PeerRecord {
+    /// Heard within `expiry` and not gone.
+    pub fn is_live(&self, now: Millis, expiry: Duration) -> bool {
+        !self.gone && now.saturating_sub(self.last_seen) <= expiry.as_millis() as Millis
+    }
+}

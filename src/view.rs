@@ -1,0 +1,157 @@
+//! The fleet-wide picture as users see it: the JSON shapes of INTERFACE.md and the order
+//! and liveness rules, computed from the store's raw records.
+//!
+//! Kept apart from the store so that the rules ("live first, then most recently seen";
+//! "live = in the latest inventory of a live host") live in one place for every command.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::{Millis, PeerRecord, Sighting, Store};
+
+/// A disk, as printed by `query --json` and `list --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskView {
+    /// Node name of the host.
+    pub host: String,
+    /// Address of the host.
+    pub addr: Option<String>,
+    /// Filesystem UUID.
+    pub uuid: Option<String>,
+    /// Filesystem label.
+    pub label: Option<String>,
+    /// Device path on the host.
+    pub device: String,
+    /// Filesystem type.
+    pub fstype: Option<String>,
+    /// Mountpoints on the host.
+    pub mountpoints: Vec<String>,
+    /// In the latest inventory of a live host.
+    pub live: bool,
+    /// RFC 3339 time the host last reported the disk.
+    pub last_seen: String,
+}
+
+/// A peer, as printed by `peers --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerView {
+    /// Node name.
+    pub node: String,
+    /// Address its last datagram came from.
+    pub addr: Option<String>,
+    /// Heard within `peer_expiry` and not gone.
+    pub live: bool,
+    /// RFC 3339 time it was last heard.
+    pub last_seen: String,
+    /// Disks in its latest inventory.
+    pub disks: usize,
+    /// Its permanent node id.
+    pub node_id: String,
+    /// Speaks the Perl diskd wire format.
+    pub legacy: bool,
+}
+
+/// Format store time as RFC 3339 (seconds, UTC).
+pub fn rfc3339(t: Millis) -> String {
+    let st = std::time::UNIX_EPOCH + Duration::from_millis(t);
+    humantime::format_rfc3339_seconds(st).to_string()
+}
+
+/// Turn sightings into views, ordered live first, then most recently seen.
+pub fn disks(
+    store: &Store,
+    sightings: Vec<Sighting>,
+    now: Millis,
+    expiry: Duration,
+) -> Vec<DiskView> {
+    let mut host_live: HashMap<String, bool> = HashMap::new();
+    let mut rows: Vec<(Millis, DiskView)> = sightings
+        .into_iter()
+        .map(|s| {
+            let live_host = *host_live
+                .entry(s.node_id.clone())
+                .or_insert_with(|| store.host_is_live(&s.node_id, now, expiry));
+            let view = DiskView {
+                host: s.host,
+                addr: s.addr,
+                uuid: s.disk.uuid,
+                label: s.disk.label,
+                device: s.disk.device,
+                fstype: s.disk.fstype,
+                mountpoints: s.disk.mountpoints,
+                live: s.present && live_host,
+                last_seen: rfc3339(s.last_seen),
+            };
+            (s.last_seen, view)
+        })
+        .collect();
+    rows.sort_by(|(ta, a), (tb, b)| {
+        b.live
+            .cmp(&a.live)
+            .then(tb.cmp(ta))
+            .then_with(|| a.host.cmp(&b.host))
+            .then_with(|| a.device.cmp(&b.device))
+    });
+    rows.into_iter().map(|(_, v)| v).collect()
+}
+
+/// Turn peer records into views, live first, then by name.
+pub fn peers(records: Vec<PeerRecord>, now: Millis, expiry: Duration) -> Vec<PeerView> {
+    let mut v: Vec<PeerView> = records
+        .into_iter()
+        .map(|p| PeerView {
+            live: p.is_live(now, expiry),
+            last_seen: rfc3339(p.last_seen),
+            node: p.node,
+            addr: p.addr,
+            disks: p.disks,
+            node_id: p.node_id,
+            legacy: p.legacy,
+        })
+        .collect();
+    v.sort_by(|a, b| b.live.cmp(&a.live).then_with(|| a.node.cmp(&b.node)));
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::DiskRecord;
+
+    #[test]
+    fn live_first_then_most_recent() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let d = |u: &str| DiskRecord {
+            uuid: Some(u.into()),
+            label: None,
+            device: format!("/dev/{u}"),
+            fstype: None,
+            mountpoints: vec![],
+        };
+        store
+            .replace_local("me", None, &[d("a"), d("b")], 1000)
+            .unwrap();
+        store.replace_local("me", None, &[d("b")], 2000).unwrap();
+        store
+            .replace_local("me", None, &[d("b"), d("c")], 3000)
+            .unwrap();
+        store.replace_local("me", None, &[d("c")], 4000).unwrap();
+        let v = disks(&store, store.sightings(), 5000, Duration::from_secs(60));
+        let order: Vec<_> = v
+            .iter()
+            .map(|x| (x.uuid.clone().unwrap(), x.live))
+            .collect();
+        assert_eq!(
+            order,
+            vec![
+                ("c".to_string(), true),
+                ("b".to_string(), false),
+                ("a".to_string(), false)
+            ]
+        );
+        assert_eq!(v[2].last_seen, "1970-01-01T00:00:01Z");
+    }
+}

@@ -1,0 +1,1135 @@
+//! The `disks` watcher: which block devices carry a filesystem right now, according to blkid.
+//!
+//! blkid is an external program that reads from devices, so it can hang (a dying USB disk,
+//! an unresponsive network block device) and its output includes labels chosen by whoever
+//! formatted the disk. Both are treated as hostile: the child runs in its own process group
+//! that is killed as a whole on timeout, its output is capped, and labels are decoded, never
+//! interpreted.
+
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::{Child, Command};
+
+use crate::{DiskInfo, Observation, WatchError, Watcher};
+
+/// More stdout than this is not a device list but a runaway program; 16 MiB is thousands of
+/// times what a machine with hundreds of disks produces.
+const MAX_STDOUT: usize = 16 * 1024 * 1024;
+/// Only the first line of stderr is reported, but the rest must still be drained so the
+/// child does not block on a full pipe; this much is kept.
+const MAX_STDERR_KEPT: usize = 64 * 1024;
+/// A value longer than this cannot be a real UUID, label or type (labels are at most a few
+/// hundred bytes on any filesystem); a record carrying one is garbage, not a disk.
+const MAX_VALUE_LEN: usize = 4096;
+/// Error messages quote at most this many characters of stderr, so one chatty failure
+/// cannot flood logs and `status`.
+const MAX_STDERR_LINE: usize = 200;
+/// After SIGKILL a process normally disappears at once, but one stuck in uninterruptible
+/// I/O (the very reason blkid hangs) only dies when the I/O returns; the scan does not wait
+/// longer than this for it and leaves the reaping to tokio.
+const REAP_GRACE: Duration = Duration::from_secs(2);
+/// How often spawning is retried when the executable is busy (see [`spawn`]).
+const SPAWN_ATTEMPTS: u32 = 5;
+
+/// Settings of the `disks` watcher, as the daemon's configuration resolved them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskWatcherConfig {
+    /// The blkid program (one element; standard arguments are added, see
+    /// [`effective_argv`]) or a complete argv run as given (more than one element), so that
+    /// wrappers like `sudo blkid ...` or test fixtures can stand in for blkid.
+    pub command: Vec<String>,
+    /// How often the disks are scanned.
+    pub interval: Duration,
+    /// How long one blkid run may take before it is killed.
+    pub timeout: Duration,
+    /// Glob patterns on the device path; when non-empty, only matching devices are
+    /// reported, so a machine can ignore its system disks.
+    pub include: Vec<String>,
+    /// Glob patterns on the device path; matching devices are never reported (loop
+    /// devices of snaps, for example), even when `include` matches them.
+    pub exclude: Vec<String>,
+}
+
+impl Default for DiskWatcherConfig {
+    /// The defaults the daemon uses when nothing is configured, so tests and embedders get
+    /// the same behaviour without repeating them.
+    fn default() -> Self {
+        DiskWatcherConfig {
+            command: vec!["blkid".to_string()],
+            interval: Duration::from_secs(60),
+            timeout: Duration::from_secs(15),
+            include: Vec::new(),
+            exclude: Vec::new(),
+        }
+    }
+}
+
+/// Finds the block devices with a filesystem by running blkid once per scan.
+#[derive(Debug)]
+pub struct DiskWatcher {
+    cfg: DiskWatcherConfig,
+    argv: Vec<String>,
+    include: Option<GlobSet>,
+    exclude: Option<GlobSet>,
+}
+
+impl DiskWatcher {
+    /// Compiles the include/exclude globs once, so a bad pattern is reported at startup
+    /// rather than on every scan.
+    ///
+    /// In the patterns `*` does not cross `/` (as in a shell): `/dev/*` means the nodes
+    /// directly in `/dev`, `/dev/**` everything below it.
+    pub fn new(cfg: DiskWatcherConfig) -> Result<DiskWatcher, globset::Error> {
+        let include = compile_globs(&cfg.include)?;
+        let exclude = compile_globs(&cfg.exclude)?;
+        let argv = effective_argv(&cfg.command);
+        Ok(DiskWatcher {
+            cfg,
+            argv,
+            include,
+            exclude,
+        })
+    }
+
+    /// The argv each scan runs, so `debug` output can show exactly what is executed.
+    pub fn argv(&self) -> &[String] {
+        &self.argv
+    }
+
+    /// Whether a device passes the include/exclude filters.
+    fn wanted(&self, device: &str) -> bool {
+        if let Some(include) = &self.include {
+            if !include.is_match(device) {
+                return false;
+            }
+        }
+        match &self.exclude {
+            Some(exclude) => !exclude.is_match(device),
+            None => true,
+        }
+    }
+
+    /// Runs the command and returns its stdout, mapping every way it can go wrong to a
+    /// [`WatchError`].
+    async fn run(&self) -> Result<String, WatchError> {
+        let program = self.argv.first().cloned().unwrap_or_default();
+        let mut child = spawn(&self.argv).await?;
+        // With process_group(0) the child's pid is also its process group id.
+        let mut group = GroupGuard {
+            pgid: child.id().and_then(|id| i32::try_from(id).ok()),
+        };
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+
+        let outcome =
+            tokio::time::timeout(self.cfg.timeout, collect(&mut child, stdout, stderr)).await;
+        let (status, out, err) = match outcome {
+            Ok(Ok(done)) => {
+                // The child is reaped; whatever it left behind in its group is no longer
+                // ours to kill (and the group id may be reused once the group is empty).
+                group.disarm();
+                done
+            }
+            Ok(Err(fail)) => {
+                group.kill();
+                reap(&mut child, &program).await;
+                return Err(match fail {
+                    RunFail::TooBig => WatchError::BadOutput(format!(
+                        "{program} wrote more than {MAX_STDOUT} bytes to stdout"
+                    )),
+                    RunFail::Io(source) => WatchError::Io {
+                        what: format!("reading from {program}"),
+                        source,
+                    },
+                });
+            }
+            Err(_elapsed) => {
+                group.kill();
+                reap(&mut child, &program).await;
+                return Err(WatchError::TimedOut {
+                    program,
+                    timeout: self.cfg.timeout,
+                });
+            }
+        };
+
+        let stdout = String::from_utf8_lossy(&out).into_owned();
+        if status.success() {
+            return Ok(stdout);
+        }
+        // blkid's way of saying "no devices with a signature at all" is exit status 2; on a
+        // machine with only unformatted disks that is the correct, empty answer.
+        if status.code() == Some(2) && stdout.trim().is_empty() {
+            return Ok(String::new());
+        }
+        Err(WatchError::Failed {
+            program,
+            status: status.to_string(),
+            stderr: first_line(&err),
+        })
+    }
+}
+
+#[async_trait]
+impl Watcher for DiskWatcher {
+    fn name(&self) -> &'static str {
+        "disks"
+    }
+
+    fn interval(&self) -> Duration {
+        self.cfg.interval
+    }
+
+    fn timeout(&self) -> Duration {
+        self.cfg.timeout
+    }
+
+    async fn scan(&self) -> Result<Observation, WatchError> {
+        let output = self.run().await?;
+        let mut disks = parse_blkid(&output)?;
+        disks.retain(|d| self.wanted(&d.device));
+        for disk in &mut disks {
+            disk.devno = device_number(&disk.device);
+        }
+        Ok(Observation::Disks(disks))
+    }
+}
+
+/// The argv actually run for a configured command.
+///
+/// A single word is taken to be blkid and gets `-c /dev/null -o export`: plain `blkid`
+/// answers from its cache file (`/run/blkid/blkid.tab`), which may still list image files
+/// probed earlier and devices that are gone; `-c /dev/null` makes it probe the devices in
+/// `/proc/partitions` now, so the list is what is attached now. `-o export` is the form
+/// whose escaping is unambiguous. A longer command is run exactly as given, so the operator
+/// keeps full control. An empty command means plain `blkid`.
+pub fn effective_argv(command: &[String]) -> Vec<String> {
+    match command {
+        [] => effective_argv(&["blkid".to_string()]),
+        [program] => vec![
+            program.clone(),
+            "-c".to_string(),
+            "/dev/null".to_string(),
+            "-o".to_string(),
+            "export".to_string(),
+        ],
+        _ => command.to_vec(),
+    }
+}
+
+fn compile_globs(patterns: &[String]) -> Result<Option<GlobSet>, globset::Error> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    let mut set = GlobSetBuilder::new();
+    for p in patterns {
+        set.add(GlobBuilder::new(p).literal_separator(true).build()?);
+    }
+    set.build().map(Some)
+}
+
+/// Kills the child's whole process group unless disarmed, also when the scan future is
+/// dropped half-way (the daemon's own timeout, shutdown): `kill_on_drop` only reaches the
+/// direct child, not whatever it started.
+struct GroupGuard {
+    pgid: Option<i32>,
+}
+
+impl GroupGuard {
+    fn kill(&mut self) {
+        if let Some(pgid) = self.pgid.take() {
+            if let Err(e) = killpg(Pid::from_raw(pgid), Signal::SIGKILL) {
+                if e != nix::errno::Errno::ESRCH {
+                    tracing::warn!(pgid, error = %e, "could not kill process group");
+                }
+            }
+        }
+    }
+
+    fn disarm(&mut self) {
+        self.pgid = None;
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Starts the command in its own process group with stdin closed.
+async fn spawn(argv: &[String]) -> Result<Child, WatchError> {
+    let Some((program, args)) = argv.split_first() else {
+        return Err(WatchError::NotFound {
+            program: String::new(),
+        });
+    };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            // Its own group, so that on timeout the group can be killed as a whole,
+            // including helpers it started, without touching the daemon.
+            .process_group(0);
+        match cmd.spawn() {
+            Ok(child) => return Ok(child),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(WatchError::NotFound {
+                    program: program.clone(),
+                })
+            }
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                return Err(WatchError::PermissionDenied {
+                    what: program.clone(),
+                })
+            }
+            // ETXTBSY: a script that was just written may still be open for writing in a
+            // process forked meanwhile by another thread; that clears within milliseconds.
+            Err(e)
+                if e.raw_os_error() == Some(nix::errno::Errno::ETXTBSY as i32)
+                    && attempt < SPAWN_ATTEMPTS =>
+            {
+                tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+            }
+            Err(source) => {
+                return Err(WatchError::Io {
+                    what: format!("running {program}"),
+                    source,
+                })
+            }
+        }
+    }
+}
+
+enum RunFail {
+    TooBig,
+    Io(io::Error),
+}
+
+impl From<io::Error> for RunFail {
+    fn from(e: io::Error) -> Self {
+        RunFail::Io(e)
+    }
+}
+
+/// Reads stdout and stderr while waiting for the child, all at once: reading one pipe to
+/// the end before the other (or waiting before reading) deadlocks as soon as the child
+/// fills the pipe we are not reading.
+async fn collect(
+    child: &mut Child,
+    stdout: Option<tokio::process::ChildStdout>,
+    stderr: Option<tokio::process::ChildStderr>,
+) -> Result<(ExitStatus, Vec<u8>, Vec<u8>), RunFail> {
+    let (status, out, err) = tokio::try_join!(
+        async { child.wait().await.map_err(RunFail::Io) },
+        read_capped(stdout),
+        read_stderr(stderr),
+    )?;
+    Ok((status, out, err))
+}
+
+async fn read_capped<R: AsyncRead + Unpin>(pipe: Option<R>) -> Result<Vec<u8>, RunFail> {
+    let Some(pipe) = pipe else {
+        return Ok(Vec::new());
+    };
+    let mut buf = Vec::new();
+    // One byte more than allowed tells "exactly the limit" from "over it".
+    pipe.take(MAX_STDOUT as u64 + 1)
+        .read_to_end(&mut buf)
+        .await?;
+    if buf.len() > MAX_STDOUT {
+        return Err(RunFail::TooBig);
+    }
+    Ok(buf)
+}
+
+async fn read_stderr<R: AsyncRead + Unpin>(pipe: Option<R>) -> Result<Vec<u8>, RunFail> {
+    let Some(mut pipe) = pipe else {
+        return Ok(Vec::new());
+    };
+    let mut kept = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = pipe.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(kept);
+        }
+        let room = MAX_STDERR_KEPT.saturating_sub(kept.len());
+        kept.extend_from_slice(&chunk[..n.min(room)]);
+    }
+}
+
+/// Waits for a killed child so it does not linger as a zombie, but only briefly (see
+/// [`REAP_GRACE`]).
+async fn reap(child: &mut Child, program: &str) {
+    // In case the child left its group, kill it directly as well.
+    let _ = child.start_kill();
+    if tokio::time::timeout(REAP_GRACE, child.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            program,
+            "killed child has not exited yet (stuck in I/O?); leaving it to be reaped later"
+        );
+    }
+}
+
+fn first_line(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("")
+        .chars()
+        .take(MAX_STDERR_LINE)
+        .collect()
+}
+
+/// (major, minor) of a block device node; `None` for anything else (a regular file that a
+/// custom command reported, a vanished device), because only a real device number can be
+/// matched against the mount table.
+fn device_number(device: &str) -> Option<(u32, u32)> {
+    let meta = std::fs::metadata(device).ok()?;
+    if !meta.file_type().is_block_device() {
+        return None;
+    }
+    Some(split_dev(meta.rdev()))
+}
+
+/// Splits a Linux `dev_t` the way glibc's `major()`/`minor()` do.
+fn split_dev(dev: u64) -> (u32, u32) {
+    // The masks are 32-bit: `(dev >> 12) & !0xff` on 64 bits would drag major bits into
+    // the minor.
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & 0xffff_f000);
+    let minor = (dev & 0xff) | ((dev >> 12) & 0xffff_ff00);
+    // Both fit in 32 bits by construction of the encoding; saturate rather than panic.
+    (
+        u32::try_from(major).unwrap_or(u32::MAX),
+        u32::try_from(minor).unwrap_or(u32::MAX),
+    )
+}
+
+/// Parses blkid output in either the default form (`DEV: KEY="value" ...`, one device a
+/// line) or the `-o export` form (`KEY=value` lines, blocks separated by blank lines),
+/// detected line by line, so the parser works whatever command the operator configured.
+///
+/// Labels are decoded from blkid's escaping (backslash escapes, `\xHH`, octal `\NNN`, and
+/// the `M-` notation blkid uses for non-ASCII bytes unless run with `-d`) into UTF-8,
+/// replacing invalid bytes. Unparsable lines and records without a device are skipped, so
+/// one odd line does not hide every other disk; only output with content but not a single
+/// usable record is an error.
+pub fn parse_blkid(output: &str) -> Result<Vec<DiskInfo>, WatchError> {
+    let (disks, skipped) = parse_blkid_counted(output);
+    if skipped > 0 {
+        tracing::debug!(
+            skipped,
+            parsed = disks.len(),
+            "skipped unparsable blkid output"
+        );
+    }
+    if disks.is_empty() && !output.trim().is_empty() {
+        return Err(WatchError::BadOutput(format!(
+            "no device record in blkid output ({skipped} unparsable lines or records)"
+        )));
+    }
+    Ok(disks)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Form {
+    Plain,
+    Export,
+}
+
+#[derive(Default)]
+struct Record {
+    device: Option<String>,
+    uuid: Option<String>,
+    label: Option<String>,
+    fstype: Option<String>,
+    too_long: bool,
+    has_fields: bool,
+}
+
+impl Record {
+    fn set(&mut self, key: &str, raw: &str, form: Form) {
+        self.has_fields = true;
+        if raw.len() > MAX_VALUE_LEN {
+            self.too_long = true;
+            return;
+        }
+        let slot = match (key, form) {
+            ("UUID", _) => &mut self.uuid,
+            ("LABEL", _) => &mut self.label,
+            ("TYPE", _) => &mut self.fstype,
+            ("DEVNAME", Form::Export) => &mut self.device,
+            _ => return,
+        };
+        let value = decode_value(raw, form);
+        *slot = if value.is_empty() { None } else { Some(value) };
+    }
+
+    /// The finished record, or `None` when it must be skipped.
+    fn finish(self) -> Option<DiskInfo> {
+        if self.too_long {
+            return None;
+        }
+        Some(DiskInfo {
+            device: self.device?,
+            uuid: self.uuid,
+            label: self.label,
+            fstype: self.fstype,
+            devno: None,
+        })
+    }
+}
+
+/// The parser proper; also returns how many lines or records were skipped.
+fn parse_blkid_counted(output: &str) -> (Vec<DiskInfo>, usize) {
+    let mut disks = Vec::new();
+    let mut skipped = 0usize;
+    let mut open: Option<Record> = None;
+
+    fn close(rec: Option<Record>, disks: &mut Vec<DiskInfo>, skipped: &mut usize) {
+        if let Some(rec) = rec {
+            match rec.finish() {
+                Some(d) => disks.push(d),
+                None => *skipped += 1,
+            }
+        }
+    }
+
+    for line in output.split('\n') {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.trim().is_empty() {
+            close(open.take(), &mut disks, &mut skipped);
+            continue;
+        }
+        if let Some((key, value)) = export_line(line) {
+            let rec = open.get_or_insert_with(Record::default);
+            // A second DEVNAME without a blank line in between starts the next device.
+            if key == "DEVNAME" && rec.device.is_some() {
+                close(open.take(), &mut disks, &mut skipped);
+            }
+            open.get_or_insert_with(Record::default)
+                .set(key, value, Form::Export);
+            continue;
+        }
+        match parse_plain_line(line) {
+            Some(rec) => close(Some(rec), &mut disks, &mut skipped),
+            None => skipped += 1,
+        }
+    }
+    close(open.take(), &mut disks, &mut skipped);
+    (disks, skipped)
+}
+
+/// `KEY=value` with a shell-variable-like key, as `-o export` prints.
+fn export_line(line: &str) -> Option<(&str, &str)> {
+    let (key, value) = line.split_once('=')?;
+    let mut chars = key.chars();
+    let first = chars.next()?;
+    if !(first.is_ascii_alphabetic() || first == '_')
+        || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return None;
+    }
+    Some((key, value))
+}
+
+/// `/dev/sdb1: UUID="..." LABEL="..." TYPE="..."`; `None` if the line is not of that shape.
+fn parse_plain_line(line: &str) -> Option<Record> {
+    let (device, mut rest) = line.split_once(": ")?;
+    if device.is_empty() {
+        return None;
+    }
+    let mut rec = Record {
+        device: Some(device.to_string()),
+        ..Record::default()
+    };
+    loop {
+        rest = rest.trim_start_matches(' ');
+        if rest.is_empty() {
+            break;
+        }
+        let (key, after) = rest.split_once("=\"")?;
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return None;
+        }
+        let end = closing_quote(after)?;
+        rec.set(key, &after[..end], Form::Plain);
+        rest = &after[end + 1..];
+        // Pairs are separated by spaces; anything glued to the closing quote is not blkid.
+        if !(rest.is_empty() || rest.starts_with(' ')) {
+            return None;
+        }
+    }
+    if !rec.has_fields {
+        return None;
+    }
+    Some(rec)
+}
+
+/// Byte index of the `"` that ends a plain-form value, skipping escaped characters.
+fn closing_quote(s: &str) -> Option<usize> {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\\' if !caret_backslash(b, i) => i += 2,
+            b'"' => return Some(i),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// blkid writes the byte 0x9c (part of `Ü` and many other characters) as `M-^\` without
+/// escaping that backslash, in both forms; it must not be taken as an escape, or `Ürlaub`
+/// would lose its `r` and a label ending in `Ü` would swallow its closing quote.
+fn caret_backslash(b: &[u8], i: usize) -> bool {
+    i >= 3 && &b[i - 3..i] == b"M-^"
+}
+
+/// Decodes one value: backslash escapes first (per form), then blkid's `M-` notation for
+/// non-ASCII bytes, then bytes to UTF-8, lossily.
+fn decode_value(raw: &str, form: Form) -> String {
+    let src = raw.as_bytes();
+    let mut bytes = Vec::with_capacity(src.len());
+    // Whether each byte was written as itself (and so may be part of `M-` notation) rather
+    // than as a numeric escape.
+    let mut literal = Vec::with_capacity(src.len());
+    let mut i = 0;
+    while i < src.len() {
+        let c = src[i];
+        if c != b'\\' || caret_backslash(src, i) {
+            bytes.push(c);
+            literal.push(true);
+            i += 1;
+            continue;
+        }
+        if let Some(byte) = hex_escape(&src[i + 1..]) {
+            bytes.push(byte);
+            literal.push(false);
+            i += 4;
+            continue;
+        }
+        if let Some(byte) = octal_escape(&src[i + 1..]) {
+            bytes.push(byte);
+            literal.push(false);
+            i += 4;
+            continue;
+        }
+        match (form, src.get(i + 1)) {
+            // Export form escapes any special character by putting a backslash before it.
+            (Form::Export, Some(&next)) => {
+                bytes.push(next);
+                literal.push(true);
+                i += 2;
+            }
+            // Default form escapes only `"` and `\`; any other backslash is itself.
+            (Form::Plain, Some(&next)) if next == b'"' || next == b'\\' => {
+                bytes.push(next);
+                literal.push(true);
+                i += 2;
+            }
+            _ => {
+                bytes.push(b'\\');
+                literal.push(true);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&decode_meta(&bytes, &literal)).into_owned()
+}
+
+fn hex_escape(s: &[u8]) -> Option<u8> {
+    match s {
+        [b'x', h, l, ..] if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => {
+            let text = std::str::from_utf8(&s[1..3]).ok()?;
+            u8::from_str_radix(text, 16).ok()
+        }
+        _ => None,
+    }
+}
+
+fn octal_escape(s: &[u8]) -> Option<u8> {
+    match s {
+        [a, b, c, ..] if [a, b, c].iter().all(|d| (b'0'..=b'7').contains(d)) => {
+            let text = std::str::from_utf8(&s[..3]).ok()?;
+            // `\400` and above are not a byte; leave such text alone.
+            u8::from_str_radix(text, 8).ok()
+        }
+        _ => None,
+    }
+}
+
+/// Replaces runs of `M-x` / `M-^x` (blkid's `cat -v` style notation for bytes >= 0x80) by
+/// the bytes they stand for, but only as far as those bytes form valid UTF-8: a label that
+/// really contains text like `TEAM-A` stays as it is.
+fn decode_meta(bytes: &[u8], literal: &[bool]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let mut run = Vec::new();
+        let mut ends = Vec::new();
+        let mut j = i;
+        while let Some((byte, next)) = meta_at(bytes, literal, j) {
+            run.push(byte);
+            ends.push(next);
+            j = next;
+        }
+        let valid = match std::str::from_utf8(&run) {
+            Ok(_) => run.len(),
+            Err(e) => e.valid_up_to(),
+        };
+        if valid > 0 {
+            out.extend_from_slice(&run[..valid]);
+            i = ends[valid - 1];
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The byte written as `M-...` at `j`, and where the notation ends.
+fn meta_at(bytes: &[u8], literal: &[bool], j: usize) -> Option<(u8, usize)> {
+    let lit = |k: usize| literal.get(k).copied().unwrap_or(false);
+    if bytes.get(j) != Some(&b'M') || bytes.get(j + 1) != Some(&b'-') || !lit(j) || !lit(j + 1) {
+        return None;
+    }
+    let c = *bytes.get(j + 2)?;
+    if !lit(j + 2) {
+        return None;
+    }
+    if c == b'^' && lit(j + 3) {
+        match bytes.get(j + 3) {
+            Some(&b'?') => return Some((0xff, j + 4)),
+            Some(&d) if (0x40..=0x5f).contains(&d) => return Some(((d ^ 0x40) | 0x80, j + 4)),
+            _ => {}
+        }
+    }
+    if (0x20..=0x7e).contains(&c) {
+        return Some((c | 0x80, j + 3));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::{Path, PathBuf};
+    use std::time::Instant;
+
+    fn disk(device: &str, uuid: Option<&str>, label: Option<&str>, t: Option<&str>) -> DiskInfo {
+        DiskInfo {
+            device: device.to_string(),
+            uuid: uuid.map(str::to_string),
+            label: label.map(str::to_string),
+            fstype: t.map(str::to_string),
+            devno: None,
+        }
+    }
+
+    #[test]
+    fn argv_single_word_gets_fresh_probe_and_export() {
+        assert_eq!(
+            effective_argv(&["blkid".into()]),
+            vec!["blkid", "-c", "/dev/null", "-o", "export"]
+        );
+        assert_eq!(
+            effective_argv(&["sudo".into(), "blkid".into()]),
+            vec!["sudo", "blkid"]
+        );
+        assert_eq!(effective_argv(&[])[0], "blkid");
+    }
+
+    #[test]
+    fn plain_form_with_hostile_labels() {
+        let out = concat!(
+            "/dev/sda1: UUID=\"1111-AAAA\" TYPE=\"vfat\" PARTUUID=\"abc-01\"\n",
+            "/dev/sdb1: UUID=\"u2\" LABEL=\"my disk\" BLOCK_SIZE=\"4096\" TYPE=\"ext4\"\n",
+            "/dev/sdc1: LABEL=\"say \\\"hi\\\" \\\\o/\" TYPE=\"ext4\"\n",
+            "/dev/sdd1: LABEL=\"$(rm -rf /); echo pwned\" UUID=\"u4\"\n",
+            "/dev/sde1: LABEL=\"Fotos 2024 — Ürlaub\" TYPE=\"exfat\"\n",
+            "/dev/sdf1: LABEL=\"a\\x20b\\040c\\xc3\\x9c\" TYPE=\"xfs\"\n",
+            "/dev/sdg1: PARTUUID=\"only-partuuid\"\n",
+        );
+        let (got, skipped) = parse_blkid_counted(out);
+        assert_eq!(skipped, 0);
+        assert_eq!(
+            got,
+            vec![
+                disk("/dev/sda1", Some("1111-AAAA"), None, Some("vfat")),
+                disk("/dev/sdb1", Some("u2"), Some("my disk"), Some("ext4")),
+                disk("/dev/sdc1", None, Some("say \"hi\" \\o/"), Some("ext4")),
+                disk(
+                    "/dev/sdd1",
+                    Some("u4"),
+                    Some("$(rm -rf /); echo pwned"),
+                    None
+                ),
+                disk(
+                    "/dev/sde1",
+                    None,
+                    Some("Fotos 2024 — Ürlaub"),
+                    Some("exfat")
+                ),
+                disk("/dev/sdf1", None, Some("a b cÜ"), Some("xfs")),
+                disk("/dev/sdg1", None, None, None),
+            ]
+        );
+    }
+
+    #[test]
+    fn export_form_with_hostile_labels() {
+        let out = concat!(
+            "DEVNAME=/dev/sda1\nUUID=1111-AAAA\nTYPE=vfat\nPARTUUID=abc-01\n\n",
+            "DEVNAME=/dev/sdb1\nUUID=u2\nLABEL=my\\ disk\nBLOCK_SIZE=4096\nTYPE=ext4\n\n",
+            "DEVNAME=/dev/sdc1\nLABEL=say\\ \\\"hi\\\"\\ \\\\o/\nTYPE=ext4\n\n",
+            "DEVNAME=/dev/sdd1\nLABEL=\\$(rm\\ -rf\\ /);\\ echo\\ \\`pwned\\`\\ \\<x\\>\nUUID=u4\n\n",
+            "DEVNAME=/dev/sde1\nLABEL=Fotos\\ 2024\\ —\\ Ürlaub\nTYPE=exfat\n\n",
+            "DEVNAME=/dev/sdf1\nLABEL=a\\x20b\\'c\nTYPE=xfs\n",
+        );
+        let (got, skipped) = parse_blkid_counted(out);
+        assert_eq!(skipped, 0);
+        assert_eq!(
+            got,
+            vec![
+                disk("/dev/sda1", Some("1111-AAAA"), None, Some("vfat")),
+                disk("/dev/sdb1", Some("u2"), Some("my disk"), Some("ext4")),
+                disk("/dev/sdc1", None, Some("say \"hi\" \\o/"), Some("ext4")),
+                disk(
+                    "/dev/sdd1",
+                    Some("u4"),
+                    Some("$(rm -rf /); echo `pwned` <x>"),
+                    None
+                ),
+                disk(
+                    "/dev/sde1",
+                    None,
+                    Some("Fotos 2024 — Ürlaub"),
+                    Some("exfat")
+                ),
+                disk("/dev/sdf1", None, Some("a b'c"), Some("xfs")),
+            ]
+        );
+    }
+
+    /// What blkid 2.38 really prints, without `-d`, for labels with non-ASCII characters
+    /// (captured from ext4 images).
+    #[test]
+    fn meta_notation_from_real_blkid() {
+        let export = concat!(
+            "DEVNAME=/dev/a\nLABEL=FotosM-bM-^@M-^TM-CM-^\\\\ \\$(x)\n\n",
+            "DEVNAME=/dev/b\nLABEL=M-CM-^\\rlaub\n\n",
+            "DEVNAME=/dev/c\nLABEL=MM-CM-^\\\n\n",
+            "DEVNAME=/dev/d\nLABEL=Fotos\\ M-bM-^@M-^T\\ M-CM-^\\\n\n",
+            "DEVNAME=/dev/e\nLABEL=a\\\\b\\\"c\n",
+        );
+        let plain = concat!(
+            "/dev/a: LABEL=\"FotosM-bM-^@M-^TM-CM-^\\ $(x)\" TYPE=\"ext4\"\n",
+            "/dev/b: LABEL=\"M-CM-^\\rlaub\" TYPE=\"ext4\"\n",
+            "/dev/c: LABEL=\"MM-CM-^\\\" TYPE=\"ext4\"\n",
+            "/dev/d: LABEL=\"Fotos M-bM-^@M-^T M-CM-^\\\" TYPE=\"ext4\"\n",
+            "/dev/e: LABEL=\"a\\\\b\\\"c\" TYPE=\"ext4\"\n",
+        );
+        let want = ["Fotos—Ü $(x)", "Ürlaub", "MÜ", "Fotos — Ü", "a\\b\"c"];
+        for out in [export, plain] {
+            let labels: Vec<String> = parse_blkid(out)
+                .unwrap()
+                .into_iter()
+                .map(|d| d.label.unwrap())
+                .collect();
+            assert_eq!(labels, want, "{out}");
+        }
+        // Text that merely looks like the notation stays as it is.
+        let plain = "/dev/x: LABEL=\"TEAM-A M-x ^b TEAM-M-CM-^\\\"\n";
+        assert_eq!(
+            parse_blkid(plain).unwrap()[0].label.as_deref(),
+            Some("TEAM-A M-x ^b TEAM-Ü")
+        );
+    }
+
+    #[test]
+    fn garbage_lines_and_records_are_skipped() {
+        let out = concat!(
+            "blkid: warning: something odd\n",
+            "/dev/sda1: UUID=\"u1\" TYPE=\"ext4\"\n",
+            "/dev/sdz: UUID=\"unterminated\n",
+            "\x00\x01 binary junk\n",
+            "/dev/sdy: UUID=\"x\"garbage\n",
+            "\n",
+            "UUID=no-devname\nTYPE=ext4\n\n",
+            "DEVNAME=/dev/sdb1\nthis line is junk\nUUID=u2\n\n",
+        );
+        let (got, skipped) = parse_blkid_counted(out);
+        assert_eq!(
+            got,
+            vec![
+                disk("/dev/sda1", Some("u1"), None, Some("ext4")),
+                disk("/dev/sdb1", Some("u2"), None, None),
+            ]
+        );
+        assert_eq!(skipped, 6);
+    }
+
+    #[test]
+    fn overlong_values_drop_the_record() {
+        let long = "x".repeat(MAX_VALUE_LEN + 1);
+        let out = format!(
+            "/dev/sda1: LABEL=\"{long}\"\n/dev/sdb1: UUID=\"u\"\nDEVNAME=/dev/sdc1\nLABEL={long}\n"
+        );
+        let got = parse_blkid(&out).unwrap();
+        assert_eq!(got, vec![disk("/dev/sdb1", Some("u"), None, None)]);
+    }
+
+    #[test]
+    fn consecutive_devnames_without_blank_line() {
+        let out = "DEVNAME=/dev/a\nTYPE=ext4\nDEVNAME=/dev/b\nTYPE=xfs\n";
+        let got = parse_blkid(out).unwrap();
+        assert_eq!(
+            got,
+            vec![
+                disk("/dev/a", None, None, Some("ext4")),
+                disk("/dev/b", None, None, Some("xfs"))
+            ]
+        );
+    }
+
+    #[test]
+    fn empty_and_all_garbage_output() {
+        assert_eq!(parse_blkid("").unwrap(), vec![]);
+        assert_eq!(parse_blkid("\n \n").unwrap(), vec![]);
+        let err = parse_blkid("hello\nworld: nope\nUUID=x\n").unwrap_err();
+        assert_eq!(err.kind(), "bad_output");
+    }
+
+    fn watcher(cfg: DiskWatcherConfig) -> DiskWatcher {
+        DiskWatcher::new(cfg).unwrap()
+    }
+
+    #[test]
+    fn include_and_exclude_globs() {
+        let w = watcher(DiskWatcherConfig {
+            include: vec!["/dev/sd*".into(), "/dev/mapper/**".into()],
+            exclude: vec!["/dev/sda*".into()],
+            ..DiskWatcherConfig::default()
+        });
+        assert!(w.wanted("/dev/sdb1"));
+        assert!(w.wanted("/dev/mapper/vg-data"));
+        assert!(!w.wanted("/dev/sda1"));
+        assert!(!w.wanted("/dev/nvme0n1p1"));
+        assert!(!w.wanted("/dev/sdx/deeper"));
+
+        let all = watcher(DiskWatcherConfig {
+            exclude: vec!["/dev/loop*".into()],
+            ..DiskWatcherConfig::default()
+        });
+        assert!(all.wanted("/dev/nvme0n1p1"));
+        assert!(!all.wanted("/dev/loop3"));
+
+        assert!(DiskWatcher::new(DiskWatcherConfig {
+            include: vec!["[".into()],
+            ..DiskWatcherConfig::default()
+        })
+        .is_err());
+    }
+
+    #[test]
+    fn devno_split_and_stat() {
+        assert_eq!(split_dev(0x0811), (8, 17));
+        // Large numbers use the extended encoding; check against the libc macro.
+        let dev = nix::sys::stat::makedev(4321, 0x12345);
+        assert_eq!(split_dev(dev), (4321, 0x12345));
+        assert_eq!(device_number("/nonexistent/dev"), None);
+        assert_eq!(device_number("/etc/hostname"), None);
+    }
+
+    fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    fn cfg_for(command: Vec<String>, timeout: Duration) -> DiskWatcherConfig {
+        DiskWatcherConfig {
+            command,
+            timeout,
+            ..DiskWatcherConfig::default()
+        }
+    }
+
+    fn s(p: &Path) -> String {
+        p.to_str().unwrap().to_string()
+    }
+
+    #[tokio::test]
+    async fn fake_blkid_output_is_parsed_and_filtered() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = dir.path().join("args");
+        let body = format!(
+            "echo \"$@\" > '{}'\ncat <<'EOF'\nDEVNAME=/dev/null\nTYPE=weird\n\nDEVNAME=/dev/sdb1\nLABEL=my\\ disk\nUUID=u\n\nDEVNAME=/dev/loop0\nTYPE=squashfs\nEOF\n",
+            s(&args)
+        );
+        let path = script(dir.path(), "blkid", &body);
+        let mut cfg = cfg_for(vec![s(&path)], Duration::from_secs(5));
+        cfg.exclude = vec!["/dev/loop*".into()];
+        let obs = watcher(cfg).scan().await.unwrap();
+        assert_eq!(
+            obs,
+            Observation::Disks(vec![
+                // /dev/null is a character device: no devno.
+                disk("/dev/null", None, None, Some("weird")),
+                disk("/dev/sdb1", Some("u"), Some("my disk"), None),
+            ])
+        );
+        let args = std::fs::read_to_string(args).unwrap();
+        assert_eq!(args.trim(), "-c /dev/null -o export");
+    }
+
+    #[tokio::test]
+    async fn failing_command_reports_first_stderr_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = script(
+            dir.path(),
+            "fail",
+            "echo '  \n  first problem  ' >&2\necho second >&2\nexit 1\n",
+        );
+        let err = watcher(cfg_for(vec![s(&path), "x".into()], Duration::from_secs(5)))
+            .scan()
+            .await
+            .unwrap_err();
+        match err {
+            WatchError::Failed {
+                program,
+                status,
+                stderr,
+            } => {
+                assert_eq!(program, s(&path));
+                assert!(status.contains('1'), "{status}");
+                assert_eq!(stderr, "first problem");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn exit_2_without_output_means_no_devices() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = script(dir.path(), "none", "exit 2\n");
+        let obs = watcher(cfg_for(vec![s(&path)], Duration::from_secs(5)))
+            .scan()
+            .await
+            .unwrap();
+        assert_eq!(obs, Observation::Disks(vec![]));
+
+        let path = script(dir.path(), "two", "echo '/dev/sda1: UUID=\"u\"'\nexit 2\n");
+        let err = watcher(cfg_for(vec![s(&path)], Duration::from_secs(5)))
+            .scan()
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), "failed");
+    }
+
+    #[tokio::test]
+    async fn missing_and_non_executable_programs() {
+        let err = watcher(cfg_for(
+            vec!["/nonexistent/dir/blkid".into()],
+            Duration::from_secs(5),
+        ))
+        .scan()
+        .await
+        .unwrap_err();
+        assert!(matches!(err, WatchError::NotFound { .. }), "{err:?}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("noexec");
+        std::fs::write(&path, "#!/bin/sh\necho hi\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = watcher(cfg_for(vec![s(&path)], Duration::from_secs(5)))
+            .scan()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, WatchError::PermissionDenied { .. }),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn huge_output_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = script(dir.path(), "yes", "exec yes DEVNAME=/dev/sda\n");
+        let started = Instant::now();
+        let err = watcher(cfg_for(vec![s(&path)], Duration::from_secs(10)))
+            .scan()
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), "bad_output", "{err:?}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    /// State letter from /proc/<pid>/stat, or None when the process is gone.
+    fn proc_state(pid: i32) -> Option<char> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let after = &stat[stat.rfind(')')? + 1..];
+        after.trim_start().chars().next()
+    }
+
+    #[tokio::test]
+    async fn hanging_command_and_its_children_are_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let pids = dir.path().join("pids");
+        let body = format!(
+            "sleep 1000 &\necho \"$$ $!\" > '{}'\nsleep 1000; wait\n",
+            s(&pids)
+        );
+        let path = script(dir.path(), "hang", &body);
+        let timeout = Duration::from_millis(300);
+        let started = Instant::now();
+        let err = watcher(cfg_for(vec![s(&path), "arg".into()], timeout))
+            .scan()
+            .await
+            .unwrap_err();
+        let took = started.elapsed();
+        assert!(matches!(err, WatchError::TimedOut { .. }), "{err:?}");
+        assert!(took < Duration::from_millis(1500), "took {took:?}");
+
+        let text = std::fs::read_to_string(&pids).unwrap();
+        let mut it = text.split_whitespace().map(|p| p.parse::<i32>().unwrap());
+        let (shell, background) = (it.next().unwrap(), it.next().unwrap());
+        // We reaped the shell ourselves: it must be gone entirely.
+        assert_eq!(proc_state(shell), None, "shell {shell} still there");
+        // The orphaned grandchild is reaped by init (or not, in some containers): gone or
+        // a zombie is fine, running or sleeping is not.
+        let deadline = Instant::now() + Duration::from_millis(500);
+        loop {
+            match proc_state(background) {
+                None | Some('Z') | Some('X') => break,
+                Some(state) if Instant::now() > deadline => {
+                    panic!("background sleep {background} survived in state {state}")
+                }
+                Some(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! Sources of truth about the disks attached to this machine.
+//!
+//! Every source is a [`Watcher`]: the daemon owns the schedule (interval, timeout,
+//! `refresh`), a watcher only knows how to look once. Adding a source means one new file
+//! here that implements the trait; the daemon does not change.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub mod disks;
+pub mod mounts;
+
+pub use disks::{DiskWatcher, DiskWatcherConfig};
+pub use mounts::MountWatcher;
+
+/// A block device with a filesystem (or at least a signature), as one scan saw it.
+///
+/// `devno` is the (major, minor) of the device node, so that mounts can be matched to disks
+/// even when the mount table names the device by another path (`/dev/mapper/*`, a symlink,
+/// `/dev/dm-0`) or the mount is a bind mount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskInfo {
+    /// Filesystem UUID, as blkid reports it (`UUID=`).
+    pub uuid: Option<String>,
+    /// Filesystem label (`LABEL=`), decoded from blkid's escapes; may hold any UTF-8.
+    pub label: Option<String>,
+    /// Device path as blkid names it, for example `/dev/sdb1`.
+    pub device: String,
+    /// Filesystem type (`TYPE=`).
+    pub fstype: Option<String>,
+    /// (major, minor) of the device node, when it could be stat'ed.
+    pub devno: Option<(u32, u32)>,
+}
+
+/// One line of the kernel's mount table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountEntry {
+    /// (major, minor) of the mounted device (field 3 of mountinfo).
+    pub devno: (u32, u32),
+    /// Where it is mounted, with mountinfo's octal escapes decoded.
+    pub mountpoint: String,
+    /// Mount source (for example `/dev/sdb1`), escapes decoded.
+    pub source: String,
+    /// Filesystem type.
+    pub fstype: String,
+}
+
+/// What one scan found. Each watcher fills the variant it is responsible for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observation {
+    /// The complete list of disks attached now.
+    Disks(Vec<DiskInfo>),
+    /// The complete mount table now.
+    Mounts(Vec<MountEntry>),
+}
+
+/// Why a scan produced nothing usable. The daemon keeps the previous observation and shows
+/// the error in `status`; the variant is the "state" whose changes get logged.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    /// The program to run does not exist.
+    #[error("{program}: not found")]
+    NotFound {
+        /// The program that was looked for.
+        program: String,
+    },
+    /// The program or file exists but we may not run or read it.
+    #[error("{what}: permission denied")]
+    PermissionDenied {
+        /// The program or file.
+        what: String,
+    },
+    /// The program ran and failed.
+    #[error("{program} exited with {status}: {stderr}")]
+    Failed {
+        /// The program that ran.
+        program: String,
+        /// Exit status as text (`exit status: 2`, `signal: 9`).
+        status: String,
+        /// The first line of its stderr, trimmed.
+        stderr: String,
+    },
+    /// The program ran longer than allowed; it and its process group were killed.
+    #[error("{program} timed out after {timeout:?} and was killed")]
+    TimedOut {
+        /// The program that hung.
+        program: String,
+        /// The limit it exceeded.
+        timeout: Duration,
+    },
+    /// Output that cannot be understood at all (not a single parsable record, too large, ...).
+    #[error("unusable output: {0}")]
+    BadOutput(String),
+    /// Any other I/O error.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl WatchError {
+    /// A short stable name for the kind of failure, used to log only on state changes and
+    /// to count failures by reason in `status`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            WatchError::NotFound { .. } => "not_found",
+            WatchError::PermissionDenied { .. } => "permission_denied",
+            WatchError::Failed { .. } => "failed",
+            WatchError::TimedOut { .. } => "timed_out",
+            WatchError::BadOutput(_) => "bad_output",
+            WatchError::Io { .. } => "io",
+        }
+    }
+}
+
+/// A source of observations about this machine.
+///
+/// Implementations do the looking; they do not loop, sleep or enforce their own timeout
+/// beyond what is needed to clean up after themselves (the DiskWatcher kills its child on
+/// timeout because only it knows the child).
+#[async_trait]
+pub trait Watcher: Send + Sync {
+    /// Name used in logs, `status` and `debug` (`disks`, `mounts`).
+    fn name(&self) -> &'static str;
+    /// How often the daemon runs a scan.
+    fn interval(&self) -> Duration;
+    /// How long one scan may take before it counts as hung.
+    fn timeout(&self) -> Duration;
+    /// Look once.
+    async fn scan(&self) -> Result<Observation, WatchError>;
+}
