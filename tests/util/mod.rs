@@ -1,0 +1,295 @@
+//! A small harness that drives the real `diskd` binary (ripgrep's `tests/util.rs` style):
+//! a daemon in a temp dir with its own socket and store, a fake blkid, one-shot client runs
+//! that print their command, stdout and stderr when an assertion fails.
+//!
+//! Processes are ended by PID in `Drop`, so a failing test leaves nothing running.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_diskd"))
+}
+
+/// Tests that need root call this first: `false` (skip, with a printed reason) when not
+/// root, unless `DISKD_REQUIRE_ROOT_TESTS=1`, which turns the skip into a failure (CI).
+pub fn root_or_skip(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var("DISKD_REQUIRE_ROOT_TESTS").as_deref() == Ok("1") {
+        panic!("{test}: needs root, and DISKD_REQUIRE_ROOT_TESTS=1 forbids skipping");
+    }
+    eprintln!("SKIPPED {test}: needs root (loop devices, mounts, namespaces)");
+    false
+}
+
+/// Poll `cond` until it holds or `limit` passes; panics with `what` on timeout.
+pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out after {limit:?} waiting for {what}");
+}
+
+/// Write an executable shell script.
+pub fn script(path: &Path, body: &str) {
+    // Write to a temp name and rename, so a running daemon never execs a half-written file
+    // (and never hits ETXTBSY on a file still open for writing).
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// A fake blkid that prints `output` (plain or export form).
+pub fn fake_blkid(path: &Path, output: &str) {
+    let data = path.with_extension("out");
+    std::fs::write(&data, output).unwrap();
+    script(path, &format!("cat '{}'", data.display()));
+}
+
+/// The output of one client run, printed in full when an assertion on it fails.
+pub struct Run {
+    pub cmd: String,
+    pub out: Output,
+}
+
+impl Run {
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.out.stdout).into_owned()
+    }
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.out.stderr).into_owned()
+    }
+    pub fn code(&self) -> i32 {
+        self.out.status.code().unwrap_or(-1)
+    }
+    fn explain(&self) -> String {
+        format!(
+            "\ncommand: {}\nstatus: {:?}\nstdout:\n{}\nstderr:\n{}",
+            self.cmd,
+            self.out.status,
+            self.stdout(),
+            self.stderr()
+        )
+    }
+    /// Assert the exit code; returns self for chaining.
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(self.code(), code, "unexpected exit code{}", self.explain());
+        self
+    }
+    /// Parse stdout as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout())
+            .unwrap_or_else(|e| panic!("stdout is not JSON: {e}{}", self.explain()))
+    }
+}
+
+/// Run `diskd ARGS` (a client) with a timeout-free plain spawn.
+pub fn run_diskd(args: &[&str], stdin: Option<&str>) -> Run {
+    let mut cmd = Command::new(bin());
+    cmd.args(args)
+        .env_remove("DISKD_SOCKET")
+        .env_remove("DISKD_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let shown = format!("diskd {}", args.join(" "));
+    let mut child = cmd.spawn().expect("spawn diskd");
+    {
+        let mut si = child.stdin.take().unwrap();
+        if let Some(input) = stdin {
+            si.write_all(input.as_bytes()).unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    Run { cmd: shown, out }
+}
+
+/// A running daemon with its own directory, socket and store.
+pub struct TestDaemon {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub store: PathBuf,
+    pub blkid: PathBuf,
+    pub log: PathBuf,
+    pub args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl TestDaemon {
+    /// A daemon (not started) with a fake blkid printing `blkid_output`.
+    pub fn new(blkid_output: &str) -> TestDaemon {
+        let dir = tempfile::tempdir().unwrap();
+        let blkid = dir.path().join("blkid");
+        fake_blkid(&blkid, blkid_output);
+        TestDaemon {
+            socket: dir.path().join("sock"),
+            store: dir.path().join("store"),
+            log: dir.path().join("daemon.log"),
+            blkid,
+            dir,
+            args: vec!["--node-name".into(), "test-node".into()],
+            child: None,
+        }
+    }
+
+    /// Add daemon flags.
+    pub fn arg(mut self, a: &str) -> Self {
+        self.args.push(a.into());
+        self
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(bin());
+        cmd.arg("daemon")
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--store")
+            .arg(&self.store)
+            .arg("--blkid")
+            .arg(&self.blkid)
+            .args(&self.args)
+            .env_remove("DISKD_SOCKET")
+            .env_remove("DISKD_CONFIG")
+            .env("RUST_LOG", "diskd=debug,diskd_watchers=debug,info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        cmd
+    }
+
+    /// Start and wait until the socket answers.
+    pub fn start(mut self) -> Self {
+        self.spawn();
+        self.wait_ready();
+        self
+    }
+
+    /// Start without waiting.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = self.command().stderr(log).spawn().expect("spawn daemon");
+        self.child = Some(child);
+    }
+
+    /// Run the daemon to completion expecting it to fail at start; returns (code, stderr).
+    pub fn run_expect_exit(&self) -> (i32, String) {
+        let out = self
+            .command()
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run daemon");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Wait until the socket greets.
+    pub fn wait_ready(&mut self) {
+        let start = Instant::now();
+        loop {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    panic!(
+                        "daemon exited at start with {status}; log:\n{}",
+                        self.log_text()
+                    );
+                }
+            }
+            if self.greets() {
+                return;
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                panic!("daemon not ready after 20s; log:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn greets(&self) -> bool {
+        let Ok(s) = UnixStream::connect(&self.socket) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).is_ok() && line.starts_with("+OK")
+    }
+
+    /// The daemon's PID.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
+    }
+
+    /// Run a client command against this daemon.
+    pub fn client(&self, args: &[&str]) -> Run {
+        let sock = self.socket.to_string_lossy().into_owned();
+        let mut all = vec!["--socket", sock.as_str()];
+        all.extend_from_slice(args);
+        run_diskd(&all, None)
+    }
+
+    /// Wait until `query TERM` exits 0.
+    pub fn wait_query(&self, term: &str) {
+        wait_for(&format!("query {term}"), Duration::from_secs(20), || {
+            self.client(&["query", term]).code() == 0
+        });
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns its exit code.
+    pub fn stop(&mut self) -> i32 {
+        let mut c = self.child.take().expect("daemon running");
+        let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.code().unwrap_or(-1);
+            }
+            if start.elapsed() > Duration::from_secs(15) {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!("daemon did not stop on SIGTERM; log:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The daemon's stderr so far.
+    pub fn log_text(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
