@@ -293,3 +293,13 @@ impl Drop for TestDaemon {
         self.kill9();
     }
 }
+
+impl TestDaemon {
+    /// Use the system's real `blkid` instead of the fake one: the one-word command, which
+    /// the daemon runs as `blkid -c /dev/null -o export`. Combine with `--include-device`
+    /// so that the host's own disks do not matter.
+    pub fn real_blkid(mut self) -> Self {
+        self.blkid = PathBuf::from("blkid");
+        self
+    }
+}
