@@ -1,0 +1,334 @@
+//! The real watchers against real block devices: ext4 images on loop devices, found by the
+//! system's blkid, mounted and bind-mounted in a temp dir, then detached.
+//!
+//! Needs root (loop devices, mounts); skipped otherwise (see `util::root_or_skip`). Works in
+//! the host's mount namespace, so everything is mounted below a temp dir and undone by a
+//! guard that also runs when an assertion fails.
+
+mod util;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use util::{wait_for, TestDaemon};
+
+/// How long any change may take to show up (scans run every second).
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Run a system command; panics with its output when it fails. Returns stdout, trimmed.
+fn run(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed with {}:\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Run a cleanup command; never panics (it runs in `Drop`), says what failed.
+fn run_quietly(program: &str, args: &[&str]) -> bool {
+    match Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+    {
+        Ok(out) if out.status.success() => true,
+        Ok(out) => {
+            eprintln!(
+                "cleanup: {program} {args:?}: {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            false
+        }
+        Err(e) => {
+            eprintln!("cleanup: cannot run {program}: {e}");
+            false
+        }
+    }
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("temp paths are UTF-8")
+}
+
+fn random_uuid() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+        .expect("read /proc/sys/kernel/random/uuid")
+        .trim()
+        .to_string()
+}
+
+/// A filesystem image with a known label and UUID.
+struct Image {
+    label: &'static str,
+    uuid: String,
+    file: PathBuf,
+}
+
+impl Image {
+    fn create(dir: &Path, name: &str, label: &'static str) -> Image {
+        let file = dir.join(name);
+        std::fs::File::create(&file)
+            .and_then(|f| f.set_len(16 * 1024 * 1024))
+            .expect("create image file");
+        let uuid = random_uuid();
+        run(
+            "mkfs.ext4",
+            &["-q", "-F", "-L", label, "-U", &uuid, path_str(&file)],
+        );
+        Image { label, uuid, file }
+    }
+}
+
+/// Everything the test attached or mounted, undone in `Drop` even when the test panics:
+/// the daemon first, then the mounts (newest first), then the loop devices; the images go
+/// with the temp dir last.
+struct Fixture {
+    daemon: Option<TestDaemon>,
+    mounts: Vec<PathBuf>,
+    loops: Vec<String>,
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        Fixture {
+            daemon: None,
+            mounts: Vec::new(),
+            loops: Vec::new(),
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    /// The temp dir, canonical, so that paths compare equal to the kernel's mount table.
+    fn path(&self) -> PathBuf {
+        std::fs::canonicalize(self.dir.path()).expect("canonicalize temp dir")
+    }
+
+    fn daemon(&self) -> &TestDaemon {
+        self.daemon.as_ref().expect("daemon started")
+    }
+
+    /// `losetup --find --show FILE`; returns `/dev/loopN`.
+    fn attach(&mut self, file: &Path) -> String {
+        let dev = run("losetup", &["--find", "--show", path_str(file)]);
+        assert!(dev.starts_with("/dev/loop"), "losetup printed {dev:?}");
+        self.loops.push(dev.clone());
+        dev
+    }
+
+    fn detach(&mut self, dev: &str) {
+        // Forget it first: if detaching fails, the number may already belong to someone else.
+        self.loops.retain(|l| l != dev);
+        run("losetup", &["-d", dev]);
+    }
+
+    /// `mount ARGS... TARGET`, remembering TARGET for the cleanup.
+    fn mount(&mut self, args: &[&str], target: &Path) {
+        std::fs::create_dir_all(target).expect("create mount dir");
+        let mut all = args.to_vec();
+        all.push(path_str(target));
+        run("mount", &all);
+        self.mounts.push(target.to_path_buf());
+    }
+
+    fn umount(&mut self, target: &Path) {
+        run("umount", &[path_str(target)]);
+        if let Some(i) = self.mounts.iter().rposition(|m| m == target) {
+            self.mounts.remove(i);
+        }
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if let Some(d) = self.daemon.take() {
+            if std::thread::panicking() {
+                let list = d.client(&["list", "--json"]);
+                eprintln!(
+                    "list --json at failure:\n{}{}\ndaemon log:\n{}",
+                    list.stdout(),
+                    list.stderr(),
+                    d.log_text()
+                );
+            }
+            drop(d); // kills it
+        }
+        while let Some(m) = self.mounts.pop() {
+            let m = path_str(&m).to_string();
+            if !run_quietly("umount", &[&m]) {
+                run_quietly("umount", &["-l", &m]);
+            }
+        }
+        for dev in std::mem::take(&mut self.loops) {
+            run_quietly("losetup", &["-d", &dev]);
+        }
+    }
+}
+
+/// `query TERM --json` as a list; exit 1 (no match) is the empty list.
+fn query(d: &TestDaemon, term: &str) -> Vec<Value> {
+    let r = d.client(&["query", term, "--json"]);
+    if r.code() == 1 {
+        r.expect_code(1);
+        assert_eq!(r.json(), json!([]), "no match must print []");
+        return Vec::new();
+    }
+    r.expect_code(0);
+    r.json()
+        .as_array()
+        .expect("query --json is an array")
+        .clone()
+}
+
+/// The one record of the disk with this UUID, if the daemon knows it.
+fn record(d: &TestDaemon, uuid: &str) -> Option<Value> {
+    let found = query(d, uuid);
+    assert!(
+        found.len() <= 1,
+        "one record per disk on one host: {found:?}"
+    );
+    found.into_iter().next()
+}
+
+fn is_live(d: &TestDaemon, uuid: &str) -> bool {
+    record(d, uuid).is_some_and(|r| r["live"] == true)
+}
+
+fn mountpoints(d: &TestDaemon, uuid: &str) -> Value {
+    record(d, uuid).map_or(Value::Null, |r| r["mountpoints"].clone())
+}
+
+fn assert_disk(d: &TestDaemon, img: &Image, dev: &str, live: bool) {
+    let r = record(d, &img.uuid).unwrap_or_else(|| panic!("no record for {}", img.uuid));
+    assert_eq!(r["host"], "test-node", "{r}");
+    assert_eq!(r["uuid"], img.uuid.as_str(), "{r}");
+    assert_eq!(r["label"], img.label, "{r}");
+    assert_eq!(r["device"], dev, "{r}");
+    assert_eq!(r["fstype"], "ext4", "{r}");
+    assert_eq!(r["live"], live, "{r}");
+}
+
+#[test]
+fn loop_devices_are_found_mounted_and_lost() {
+    if !util::root_or_skip("loop_devices_are_found_mounted_and_lost") {
+        return;
+    }
+    let mut fx = Fixture::new();
+    let root = fx.path();
+    let a = Image::create(&root, "a.img", "diskd test A");
+    let b = Image::create(&root, "b.img", "diskd-test-b");
+    // Attached too, but not in --include-device: must never show up.
+    let x = Image::create(&root, "x.img", "diskd-test-x");
+    let dev_a = fx.attach(&a.file);
+    let dev_b = fx.attach(&b.file);
+    let dev_x = fx.attach(&x.file);
+
+    fx.daemon = Some(
+        TestDaemon::new("")
+            .real_blkid()
+            .arg("--include-device")
+            .arg(&dev_a)
+            .arg("--include-device")
+            .arg(&dev_b)
+            .arg("--disk-interval")
+            .arg("1s")
+            .arg("--mount-interval")
+            .arg("1s")
+            .start(),
+    );
+    let d = fx.daemon();
+
+    // Found by the real blkid, with the label's space decoded.
+    wait_for("both images live", DEADLINE, || {
+        is_live(d, &a.uuid) && is_live(d, &b.uuid)
+    });
+    assert_disk(d, &a, &dev_a, true);
+    assert_disk(d, &b, &dev_b, true);
+    assert_eq!(mountpoints(d, &a.uuid), json!([]));
+    assert_eq!(mountpoints(d, &b.uuid), json!([]));
+    // The same record by label (with its space), by device, by upper-case UUID.
+    for term in [a.label.to_string(), dev_a.clone(), a.uuid.to_uppercase()] {
+        let found = query(d, &term);
+        assert_eq!(found.len(), 1, "query {term:?}: {found:?}");
+        assert_eq!(found[0]["uuid"], a.uuid.as_str(), "query {term:?}");
+    }
+
+    // Only the included devices: both came from the same scan, so the third one would be
+    // there by now if the filter did not work.
+    let list = d.client(&["list", "--json"]);
+    list.expect_code(0);
+    let mut uuids: Vec<String> = list
+        .json()
+        .as_array()
+        .expect("list --json is an array")
+        .iter()
+        .map(|r| r["uuid"].as_str().unwrap_or_default().to_string())
+        .collect();
+    uuids.sort();
+    let mut expected = vec![a.uuid.clone(), b.uuid.clone()];
+    expected.sort();
+    assert_eq!(uuids, expected, "{}", list.stdout());
+    assert!(query(d, &x.uuid).is_empty());
+    assert!(query(d, &dev_x).is_empty());
+
+    // Mounted: the mount table names /dev/loopN, matched by major:minor.
+    let mnt = root.join("mnt");
+    fx.mount(&[&dev_a], &mnt);
+    let d = fx.daemon();
+    let mnt_s = path_str(&mnt).to_string();
+    wait_for("the mountpoint of A", DEADLINE, || {
+        mountpoints(d, &a.uuid) == json!([mnt_s])
+    });
+
+    // A bind mount of the mountpoint has the same device number; its path has a space,
+    // which the mount table writes as \040.
+    let bind = root.join("bind here");
+    fx.mount(&["--bind", &mnt_s], &bind);
+    let d = fx.daemon();
+    let bind_s = path_str(&bind).to_string();
+    let mut both = vec![mnt_s.clone(), bind_s.clone()];
+    both.sort();
+    wait_for("both mountpoints of A", DEADLINE, || {
+        mountpoints(d, &a.uuid) == json!(both)
+    });
+    assert_eq!(mountpoints(d, &b.uuid), json!([]), "B is not mounted");
+    assert!(is_live(d, &a.uuid));
+
+    fx.umount(&bind);
+    fx.umount(&mnt);
+    let d = fx.daemon();
+    wait_for("no mountpoints of A", DEADLINE, || {
+        mountpoints(d, &a.uuid) == json!([])
+    });
+
+    // Detached: after a refresh A is no longer live, but its last known location stays.
+    fx.detach(&dev_a);
+    let d = fx.daemon();
+    wait_for("A not live after refresh", DEADLINE, || {
+        d.client(&["refresh"]).expect_code(0);
+        record(d, &a.uuid).is_some_and(|r| r["live"] == false)
+    });
+    assert_disk(d, &a, &dev_a, false);
+    assert_eq!(mountpoints(d, &a.uuid), json!([]));
+    assert_disk(d, &b, &dev_b, true);
+    // Live records first.
+    let list = d.client(&["list", "--json"]);
+    list.expect_code(0);
+    let rows = list.json();
+    assert_eq!(rows[0]["uuid"], b.uuid.as_str(), "{rows}");
+    assert_eq!(rows[1]["uuid"], a.uuid.as_str(), "{rows}");
+    assert_eq!(rows.as_array().map(Vec::len), Some(2), "{rows}");
+}
