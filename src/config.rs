@@ -70,6 +70,8 @@ pub struct Multicast {
     pub peer_expiry: Duration,
     /// Also speak the Perl wire format.
     pub legacy: bool,
+    /// Largest datagram we send; bigger inventories go as several chunks.
+    pub max_datagram: usize,
 }
 
 /// DiskWatcher settings.
@@ -130,6 +132,7 @@ struct FileMulticast {
     announce_interval: Option<String>,
     peer_expiry: Option<String>,
     legacy: Option<bool>,
+    max_datagram: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -301,8 +304,18 @@ impl Config {
             return Err(err("multicast.port: must be 1-65535"));
         }
         let ttl = pick(args.ttl, m.ttl).unwrap_or(1);
-        if !(1..=255).contains(&ttl) {
-            return Err(err(format!("multicast.ttl: {ttl} is not in 1-255")));
+        if ttl > 255 {
+            return Err(err(format!("multicast.ttl: {ttl} is not in 0-255")));
+        }
+        let max_datagram = pick(args.max_datagram, m.max_datagram).unwrap_or(1400);
+        if !(crate::peer::wire::MIN_DATAGRAM..=crate::peer::wire::MAX_DATAGRAM)
+            .contains(&max_datagram)
+        {
+            return Err(err(format!(
+                "multicast.max_datagram: {max_datagram} is not in {}-{}",
+                crate::peer::wire::MIN_DATAGRAM,
+                crate::peer::wire::MAX_DATAGRAM
+            )));
         }
         let announce_interval = match pick(args.announce_interval.clone(), m.announce_interval) {
             Some(v) => duration("multicast.announce_interval", &v)?,
@@ -328,6 +341,7 @@ impl Config {
             announce_interval,
             peer_expiry,
             legacy: args.legacy || m.legacy.unwrap_or(false),
+            max_datagram,
         };
 
         let d = f.watchers.disks;
@@ -496,7 +510,11 @@ mod tests {
         let cases = [
             ("multicast:\n  grop: 1\n", "grop"),
             ("multicast:\n  group: 10.0.0.1\n", "multicast.group"),
-            ("multicast:\n  ttl: 0\n", "multicast.ttl"),
+            ("multicast:\n  ttl: 256\n", "multicast.ttl"),
+            (
+                "multicast:\n  max_datagram: 100\n",
+                "multicast.max_datagram",
+            ),
             (
                 "multicast:\n  announce_interval: soon\n",
                 "multicast.announce_interval",

@@ -103,7 +103,8 @@ pub struct DaemonArgs {
     /// Interface to multicast on, by name or address [multicast.interface].
     #[arg(long, value_name = "IF")]
     pub interface: Option<String>,
-    /// Multicast TTL / hop limit: hops + 1 to cross routers [multicast.ttl; default: 1].
+    /// Multicast TTL / hop limit: hops + 1 to cross routers, 0 keeps datagrams on this
+    /// machine [multicast.ttl; default: 1].
     #[arg(long, value_name = "N")]
     pub ttl: Option<u32>,
     /// Anti-entropy announce period [multicast.announce_interval; default: 60s].
@@ -112,6 +113,9 @@ pub struct DaemonArgs {
     /// A peer not heard for this long is not live [multicast.peer_expiry; default: 3 x announce interval].
     #[arg(long, value_name = "DURATION")]
     pub peer_expiry: Option<String>,
+    /// Largest datagram sent; bigger inventories go in chunks [multicast.max_datagram; default: 1400].
+    #[arg(long, value_name = "BYTES")]
+    pub max_datagram: Option<usize>,
     /// Also speak the Perl diskd wire format [multicast.legacy].
     #[arg(long)]
     pub legacy: bool,

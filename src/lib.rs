@@ -12,5 +12,6 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod flags;
+pub mod peer;
 pub mod store;
 pub mod view;

@@ -51,6 +51,8 @@ pub struct PeerView {
     pub node_id: String,
     /// Speaks the Perl diskd wire format.
     pub legacy: bool,
+    /// Another node id uses the same node name (a reinstalled or cloned machine).
+    pub name_conflict: bool,
 }
 
 /// Format store time as RFC 3339 (seconds, UTC).
@@ -99,10 +101,15 @@ pub fn disks(
 
 /// Turn peer records into views, live first, then by name.
 pub fn peers(records: Vec<PeerRecord>, now: Millis, expiry: Duration) -> Vec<PeerView> {
+    let mut ids_by_name: HashMap<String, usize> = HashMap::new();
+    for p in &records {
+        *ids_by_name.entry(p.node.clone()).or_default() += 1;
+    }
     let mut v: Vec<PeerView> = records
         .into_iter()
         .map(|p| PeerView {
             live: p.is_live(now, expiry),
+            name_conflict: ids_by_name.get(&p.node).is_some_and(|&n| n > 1),
             last_seen: rfc3339(p.last_seen),
             node: p.node,
             addr: p.addr,

@@ -10,10 +10,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::peer::PeerRequest;
 use crate::store::{Millis, Store};
 
 /// How many events a slow `debug` session may fall behind before it is told it lost some.
@@ -58,6 +59,12 @@ pub struct Stats {
     pub pings_suppressed: AtomicU64,
     /// Store writes that failed.
     pub store_errors: AtomicU64,
+    /// Inventory announces sent (each may be several datagrams).
+    pub announces: AtomicU64,
+    /// Bytes of datagrams sent.
+    pub bytes_sent: AtomicU64,
+    /// Sends that failed with a transient error (ENOBUFS, unreachable) and were dropped.
+    pub send_errors: AtomicU64,
 }
 
 impl Stats {
@@ -111,6 +118,10 @@ struct Inner {
     events: broadcast::Sender<String>,
     health: Mutex<BTreeMap<&'static str, WatcherHealth>>,
     refresh: Mutex<Vec<mpsc::Sender<RefreshRequest>>>,
+    local_changed: Notify,
+    peer_requests: Mutex<Option<mpsc::Sender<PeerRequest>>>,
+    peer_state: Mutex<String>,
+    rejected: Mutex<BTreeMap<&'static str, u64>>,
     started: Instant,
     shutdown: CancellationToken,
 }
@@ -128,6 +139,10 @@ impl Context {
                 events,
                 health: Mutex::new(BTreeMap::new()),
                 refresh: Mutex::new(Vec::new()),
+                local_changed: Notify::new(),
+                peer_requests: Mutex::new(None),
+                peer_state: Mutex::new("not started".into()),
+                rejected: Mutex::new(BTreeMap::new()),
                 started: Instant::now(),
                 shutdown,
             }),
@@ -189,26 +204,61 @@ impl Context {
     /// Lock the watcher health table (never held across an await).
     pub fn health(&self) -> MutexGuard<'_, BTreeMap<&'static str, WatcherHealth>> {
         // A poisoned lock only means a panic elsewhere mid-update of plain counters.
-        self.inner.health.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.inner.health)
     }
 
     /// Register a watcher's refresh channel.
     pub fn add_refresh_channel(&self, tx: mpsc::Sender<RefreshRequest>) {
+        lock(&self.inner.refresh).push(tx);
+    }
+
+    /// Signalled by the watchers when our inventory changed, so the peer layer announces.
+    pub fn local_changed(&self) -> &Notify {
+        &self.inner.local_changed
+    }
+
+    /// Register the peer layer's request channel.
+    pub fn set_peer_requests(&self, tx: mpsc::Sender<PeerRequest>) {
+        *lock(&self.inner.peer_requests) = Some(tx);
+    }
+
+    /// The peer layer's request channel, if it runs.
+    pub fn peer_requests(&self) -> Option<mpsc::Sender<PeerRequest>> {
+        lock(&self.inner.peer_requests).clone()
+    }
+
+    /// Record the peer layer's state for `status`.
+    pub fn set_peer_state(&self, state: String) {
+        *lock(&self.inner.peer_state) = state;
+    }
+
+    /// The peer layer's state.
+    pub fn peer_state(&self) -> String {
+        lock(&self.inner.peer_state).clone()
+    }
+
+    /// Count a dropped datagram by reason.
+    pub fn count_reject(&self, reason: &'static str) {
+        Stats::bump(&self.inner.stats.packets_rejected);
+        *lock(&self.inner.rejected).entry(reason).or_default() += 1;
+    }
+
+    /// Dropped datagrams by reason.
+    pub fn rejected(&self) -> BTreeMap<&'static str, u64> {
+        lock(&self.inner.rejected).clone()
+    }
+
+    /// Count bytes sent.
+    pub fn add_bytes_sent(&self, n: usize) {
         self.inner
-            .refresh
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(tx);
+            .stats
+            .bytes_sent
+            .fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// Run every watcher now; one summary line per watcher, in order.
     pub async fn refresh_all(&self, deadline: Duration) -> Vec<String> {
-        let channels: Vec<_> = self
-            .inner
-            .refresh
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let channels: Vec<_> = lock(&self.inner.refresh).clone();
         let mut waits = Vec::new();
         for tx in channels {
             let (reply, answer) = oneshot::channel();
@@ -226,6 +276,12 @@ impl Context {
         }
         out
     }
+}
+
+/// Lock a mutex that guards plain data; a poisoned lock only means a panic elsewhere
+/// mid-update, and the data is still usable.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Store time now, as the watchers and commands see it.

@@ -74,7 +74,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     );
     if config.multicast.legacy || !config.key_files.is_empty() || config.mount.enabled {
         tracing::warn!(
-            "this build has no peer layer yet: multicast, legacy, security and mount settings have no effect"
+            "legacy, security and mount settings are not implemented in this build and have no effect"
         );
     }
 
@@ -87,6 +87,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         Arc::new(disk_watcher),
     ];
     scan::spawn(&ctx, &tracker, watchers);
+    crate::peer::spawn(&ctx, &tracker);
     tracker.spawn(control::server::serve(
         ctx.clone(),
         listener,

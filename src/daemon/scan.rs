@@ -188,6 +188,9 @@ async fn write_inventory(ctx: &Context, records: &[DiskRecord]) {
                 Stats::bump(&ctx.stats().store_errors);
                 tracing::error!("store flush failed: {e}");
             }
+            if !diff.is_empty() {
+                ctx.local_changed().notify_one();
+            }
             for d in &diff.appeared {
                 ctx.event("disk", format!("appeared: {}", describe(d)));
             }

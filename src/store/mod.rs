@@ -323,6 +323,29 @@ impl Store {
             .collect()
     }
 
+    /// This node's current inventory (what the peer layer announces).
+    pub fn local_inventory(&self) -> Vec<DiskRecord> {
+        self.sightings
+            .scan_prefix(node_prefix(&self.node_id))
+            .filter_map(Result::ok)
+            .filter_map(|(_, v)| serde_json::from_slice::<Sighting>(&v).ok())
+            .filter(|s| s.present)
+            .map(|s| s.disk)
+            .collect()
+    }
+
+    /// Forget a peer and its sightings (used only to keep the peer table bounded).
+    pub fn remove_peer(&self, node_id: &str) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for item in self.sightings.scan_prefix(node_prefix(node_id)) {
+            let (k, _) = item?;
+            batch.remove(k);
+        }
+        self.sightings.apply_batch(batch)?;
+        self.peers.remove(node_id.as_bytes())?;
+        Ok(())
+    }
+
     /// Insert or update a peer.
     pub fn upsert_peer(&self, peer: &PeerRecord) -> Result<(), StoreError> {
         self.peers

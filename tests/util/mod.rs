@@ -117,6 +117,28 @@ pub fn run_diskd(args: &[&str], stdin: Option<&str>) -> Run {
     Run { cmd: shown, out }
 }
 
+/// Daemon flags that keep the peer layer on this machine: the loopback interface, TTL 0
+/// (datagrams are never transmitted on any network), an administratively scoped group and
+/// a port of its own per test process, never the default 230.1.2.3:32003.
+pub fn local_only_multicast(node: &str) -> Vec<String> {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let port = 40000 + (std::process::id() % 20000) as u16 + n;
+    vec![
+        "--node-name".into(),
+        node.into(),
+        "--interface".into(),
+        "lo".into(),
+        "--ttl".into(),
+        "0".into(),
+        "--group".into(),
+        format!("239.255.{}.{}", (port >> 8) & 0xff, port & 0xff),
+        "--port".into(),
+        port.to_string(),
+    ]
+}
+
 /// A running daemon with its own directory, socket and store.
 pub struct TestDaemon {
     pub dir: tempfile::TempDir,
@@ -140,7 +162,7 @@ impl TestDaemon {
             log: dir.path().join("daemon.log"),
             blkid,
             dir,
-            args: vec!["--node-name".into(), "test-node".into()],
+            args: local_only_multicast("test-node"),
             child: None,
         }
     }
@@ -302,4 +324,199 @@ impl TestDaemon {
         self.blkid = PathBuf::from("blkid");
         self
     }
+}
+
+// ---- additions for tests/daemon.rs: restarts, status, raw sessions, processes ----
+
+impl TestDaemon {
+    /// Start again (after `stop` or `kill9`) and wait until the socket answers.
+    pub fn restart(&mut self) {
+        self.spawn();
+        self.wait_ready();
+    }
+
+    /// Whether the daemon process has exited (reaping it if so).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// `status --json`, parsed.
+    pub fn status_json(&self) -> serde_json::Value {
+        let r = self.client(&["status", "--json"]);
+        r.expect_code(0);
+        r.json()
+    }
+
+    /// The `disks` watcher's health from `status --json`.
+    pub fn disks_health(&self) -> serde_json::Value {
+        self.status_json()["watchers"]["disks"].clone()
+    }
+
+    /// `localhost --json`'s `node_id`.
+    pub fn node_id(&self) -> String {
+        let r = self.client(&["localhost", "--json"]);
+        r.expect_code(0);
+        r.json()["node_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no node_id in {}", r.stdout()))
+            .to_string()
+    }
+
+    /// A raw session on the socket, past its greeting.
+    pub fn session(&self) -> RawSession {
+        let mut s = RawSession::connect(&self.socket);
+        let g = s.read_reply();
+        assert!(g.status.starts_with("+OK"), "greeting: {g:?}");
+        s
+    }
+
+    /// `query TERM --json`: the exit code and the parsed array.
+    pub fn query_json(&self, term: &str) -> (i32, serde_json::Value) {
+        let r = self.client(&["query", term, "--json"]);
+        let code = r.code();
+        (code, r.json())
+    }
+}
+
+/// One reply as it arrived on the wire, body lines un-dot-stuffed.
+#[derive(Debug, Clone)]
+pub struct RawReply {
+    pub status: String,
+    pub body: Vec<String>,
+}
+
+/// A control session spoken by hand, so tests see exactly what the daemon sends. Every read
+/// has a deadline: a daemon that stops answering fails the test instead of hanging it.
+pub struct RawSession {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+/// How long a raw session waits for any one line.
+pub const RAW_READ_TIMEOUT: Duration = Duration::from_secs(20);
+
+impl RawSession {
+    /// Connect; nothing is read yet (the greeting is the first reply).
+    pub fn connect(path: &Path) -> RawSession {
+        let s =
+            UnixStream::connect(path).unwrap_or_else(|e| panic!("connect {}: {e}", path.display()));
+        s.set_read_timeout(Some(RAW_READ_TIMEOUT)).unwrap();
+        s.set_write_timeout(Some(RAW_READ_TIMEOUT)).unwrap();
+        let writer = s.try_clone().unwrap();
+        RawSession {
+            reader: BufReader::new(s),
+            writer,
+        }
+    }
+
+    /// The next line without its newline; panics on end of stream or timeout.
+    pub fn read_line(&mut self) -> String {
+        let mut buf = Vec::new();
+        match self.reader.read_until(b'\n', &mut buf) {
+            Ok(0) => panic!("the daemon closed the session"),
+            Ok(_) => {}
+            Err(e) => panic!("reading from the daemon: {e}"),
+        }
+        assert_eq!(buf.pop(), Some(b'\n'), "line without newline: {buf:?}");
+        String::from_utf8(buf).unwrap_or_else(|e| panic!("reply line is not UTF-8: {e}"))
+    }
+
+    /// One whole reply (status line, body, terminating `.`).
+    pub fn read_reply(&mut self) -> RawReply {
+        let status = self.read_line();
+        let mut body = Vec::new();
+        loop {
+            let l = self.read_line();
+            if l == "." {
+                break;
+            }
+            body.push(l.strip_prefix('.').map(str::to_string).unwrap_or(l));
+        }
+        RawReply { status, body }
+    }
+
+    /// Send raw bytes.
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).unwrap();
+        self.writer.flush().unwrap();
+    }
+
+    /// Send a line and read its reply.
+    pub fn call(&mut self, line: &str) -> RawReply {
+        self.send(format!("{line}\n").as_bytes());
+        self.read_reply()
+    }
+}
+
+/// `(state, ppid)` from `/proc/PID/stat`, or `None` when there is no such process.
+pub fn proc_stat(pid: i32) -> Option<(char, i32)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may contain anything; fields follow the last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
+/// The argv of a process, or `None` when it is gone (or a zombie, which has none).
+pub fn proc_argv(pid: i32) -> Option<Vec<String>> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    if raw.is_empty() {
+        return None;
+    }
+    Some(
+        raw.split(|&b| b == 0)
+            .filter(|s| !s.is_empty())
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect(),
+    )
+}
+
+/// Whether `pid` is a running (not zombie) process with exactly this argv; a recycled pid
+/// running something else does not count.
+pub fn running_with_argv(pid: i32, argv: &[&str]) -> bool {
+    match proc_stat(pid) {
+        Some((state, _)) if state != 'Z' && state != 'X' => {
+            proc_argv(pid).is_some_and(|a| a.iter().map(String::as_str).eq(argv.iter().copied()))
+        }
+        _ => false,
+    }
+}
+
+/// Every live (not zombie) process whose parent chain leads to `root`.
+pub fn descendants(root: i32) -> Vec<i32> {
+    let mut parent = std::collections::HashMap::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if let Some((state, ppid)) = proc_stat(pid) {
+            if state != 'Z' && state != 'X' {
+                parent.insert(pid, ppid);
+            }
+        }
+    }
+    parent
+        .keys()
+        .copied()
+        .filter(|&pid| {
+            let mut p = pid;
+            // Bounded walk: pids can be recycled while we look.
+            for _ in 0..64 {
+                match parent.get(&p) {
+                    Some(&pp) if pp == root => return true,
+                    Some(&pp) if pp > 1 => p = pp,
+                    _ => return false,
+                }
+            }
+            false
+        })
+        .collect()
 }

@@ -1,7 +1,9 @@
 //! `announce`: multicast our inventory now.
 
 use super::Args;
-use crate::control::proto::{Reply, Status};
+use crate::control::proto::Reply;
+use crate::daemon::Context;
+use crate::peer::PeerRequest;
 
 /// `announce`
 #[derive(Debug, PartialEq, Eq)]
@@ -14,10 +16,8 @@ impl Announce {
         Ok(Announce)
     }
 
-    /// This build has no peer layer: say so instead of pretending.
-    pub fn apply(self) -> Reply {
-        Reply::status(Status::Error(
-            "announce: this diskd has no peer layer yet; nothing was sent".into(),
-        ))
+    /// Ask the peer layer to announce and wait for it.
+    pub async fn apply(self, ctx: &Context) -> Reply {
+        super::ping::ask_peer_layer(ctx, PeerRequest::Announce).await
     }
 }

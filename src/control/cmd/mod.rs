@@ -96,8 +96,8 @@ impl Command {
             Command::Status(c) => c.apply(ctx),
             Command::Peers(c) => c.apply(ctx),
             Command::Refresh(c) => c.apply(ctx).await,
-            Command::Announce(c) => c.apply(),
-            Command::Ping(c) => c.apply(),
+            Command::Announce(c) => c.apply(ctx).await,
+            Command::Ping(c) => c.apply(ctx).await,
             Command::Debug(_) | Command::Quit => {
                 Reply::status(Status::Error("not a one-reply command".into()))
             }

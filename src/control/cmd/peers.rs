@@ -36,10 +36,23 @@ impl Peers {
                     if p.live { "live" } else { "not live" }.into(),
                     p.last_seen.clone(),
                     p.disks.to_string(),
+                    if p.name_conflict {
+                        format!(
+                            "name also used by another node id; this one is {}",
+                            p.node_id
+                        )
+                    } else if p.legacy {
+                        "legacy".into()
+                    } else {
+                        String::new()
+                    },
                 ]
             })
             .collect();
-        let mut body = table::render(&["NODE", "ADDR", "STATE", "LAST SEEN", "DISKS"], &rows);
+        let mut body = table::render(
+            &["NODE", "ADDR", "STATE", "LAST SEEN", "DISKS", "NOTE"],
+            &rows,
+        );
         if peers.is_empty() {
             body = vec!["no peers heard yet".into()];
         }

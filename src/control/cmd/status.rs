@@ -20,6 +20,10 @@ struct Counters {
     packets_sent: u64,
     packets_received: u64,
     packets_rejected: u64,
+    rejected_by_reason: BTreeMap<&'static str, u64>,
+    announces: u64,
+    bytes_sent: u64,
+    send_errors: u64,
     pings_answered: u64,
     pings_suppressed: u64,
     sessions_open: u64,
@@ -41,6 +45,8 @@ struct Out {
     disks_local: usize,
     disks_known: usize,
     peers: usize,
+    peers_live: usize,
+    multicast: String,
     counters: Counters,
     watchers: BTreeMap<&'static str, WatcherHealth>,
 }
@@ -59,6 +65,7 @@ impl StatusCmd {
         let store = ctx.store();
         let sightings = store.sightings();
         let me = store.node_id();
+        let peers = store.peers();
         let out = Out {
             node: ctx.node().name.clone(),
             node_id: ctx.node().id.clone(),
@@ -71,11 +78,20 @@ impl StatusCmd {
                 .filter(|x| x.node_id == me && x.present)
                 .count(),
             disks_known: sightings.len(),
-            peers: store.peers().len(),
+            peers: peers.len(),
+            peers_live: peers
+                .iter()
+                .filter(|p| p.is_live(crate::daemon::context::now(), ctx.peer_expiry()))
+                .count(),
+            multicast: ctx.peer_state(),
             counters: Counters {
                 packets_sent: Stats::get(&s.packets_sent),
                 packets_received: Stats::get(&s.packets_received),
                 packets_rejected: Stats::get(&s.packets_rejected),
+                rejected_by_reason: ctx.rejected(),
+                announces: Stats::get(&s.announces),
+                bytes_sent: Stats::get(&s.bytes_sent),
+                send_errors: Stats::get(&s.send_errors),
                 pings_answered: Stats::get(&s.pings_answered),
                 pings_suppressed: Stats::get(&s.pings_suppressed),
                 sessions_open: Stats::get(&s.sessions_open),
@@ -100,12 +116,30 @@ impl StatusCmd {
             ),
             format!("store      {} ({} bytes)", out.store, out.store_bytes),
             format!(
-                "disks      {} local, {} known, {} peers",
-                out.disks_local, out.disks_known, out.peers
+                "disks      {} local, {} known; peers {} live of {}",
+                out.disks_local, out.disks_known, out.peers_live, out.peers
             ),
+            format!("multicast  {}", out.multicast),
             format!(
-                "packets    sent {}, received {}, rejected {}",
-                c.packets_sent, c.packets_received, c.packets_rejected
+                "packets    sent {} ({} announces, {} bytes, {} send errors), received {}, rejected {}{}",
+                c.packets_sent,
+                c.announces,
+                c.bytes_sent,
+                c.send_errors,
+                c.packets_received,
+                c.packets_rejected,
+                if c.rejected_by_reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " ({})",
+                        c.rejected_by_reason
+                            .iter()
+                            .map(|(k, v)| format!("{k} {v}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
             ),
             format!(
                 "pings      answered {}, suppressed {}",

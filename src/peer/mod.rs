@@ -1,0 +1,503 @@
+//! The peer layer: multicast our inventory, learn everybody else's.
+//!
+//! One task owns the sockets. It announces at start (and pings, so a restarted daemon
+//! refreshes at once), on every local change (debounced), every `announce_interval`, and on
+//! `announce`. It answers at most one ping per `ping.min_interval`, after a random delay,
+//! and counts the rest. Received inventories are reassembled from chunks and written to the
+//! store as peer data; liveness is derived from when a peer was last heard. Socket errors
+//! are retried with backoff while the control socket keeps answering.
+
+pub mod reassembly;
+pub mod transport;
+pub mod wire;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
+
+use crate::daemon::context::{now, Context, Stats};
+use crate::store::PeerRecord;
+use reassembly::Reassembly;
+use transport::MulticastTransport;
+use wire::{Body, Envelope, Reject};
+
+/// Local changes within this window go out as one announce.
+const DEBOUNCE: Duration = Duration::from_millis(20);
+/// Longest random delay before answering a ping (as mDNS does against reply storms).
+const PING_JITTER_MS: u64 = 500;
+/// Most peers remembered; past it the oldest non-live peer is forgotten.
+pub const MAX_PEERS: usize = 4096;
+/// In a long announce, pause `PACE_PAUSE` after every `PACE_EVERY` datagrams.
+const PACE_EVERY: usize = 32;
+const PACE_PAUSE: Duration = Duration::from_millis(2);
+/// How often liveness and reassembly timeouts are checked.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+
+/// What the control commands can ask of the peer layer; the answer is a one-line summary.
+#[derive(Debug)]
+pub enum PeerRequest {
+    /// Multicast our inventory now.
+    Announce(oneshot::Sender<Result<String, String>>),
+    /// Ask every peer to announce.
+    Ping(oneshot::Sender<Result<String, String>>),
+}
+
+/// Start the peer layer; requests go through the channel registered in the context.
+pub fn spawn(ctx: &Context, tracker: &TaskTracker) {
+    let (tx, rx) = mpsc::channel(32);
+    ctx.set_peer_requests(tx);
+    tracker.spawn(run(ctx.clone(), rx));
+}
+
+async fn run(ctx: Context, mut requests: mpsc::Receiver<PeerRequest>) {
+    let mut layer = Layer::new(ctx.clone());
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let cfg = &ctx.config().multicast;
+        match MulticastTransport::open(cfg) {
+            Ok(t) => {
+                backoff = Duration::from_millis(500);
+                tracing::info!("peer layer up: {}", t.describe);
+                ctx.set_peer_state(format!("up: {}", t.describe));
+                ctx.event("peer", format!("multicast up: {}", t.describe));
+                match layer.serve(&t, &mut requests).await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        tracing::warn!("multicast socket failed: {e}; reopening in {backoff:?}");
+                        ctx.event("error", format!("multicast socket failed: {e}"));
+                        ctx.set_peer_state(format!("error: {e}; retrying"));
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!("cannot open the multicast socket: {e}; retrying in {backoff:?}");
+                ctx.set_peer_state(format!("error: {e}; retrying in {backoff:?}"));
+            }
+        }
+        // Wait out the backoff, answering requests with the error meanwhile.
+        let until = Instant::now() + backoff;
+        loop {
+            tokio::select! {
+                _ = ctx.shutdown().cancelled() => return,
+                _ = tokio::time::sleep_until(until) => break,
+                Some(req) = requests.recv() => {
+                    let (PeerRequest::Announce(reply) | PeerRequest::Ping(reply)) = req;
+                    let _ = reply.send(Err(format!("multicast is down ({}); retrying", ctx.peer_state())));
+                }
+            }
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// The peer layer's own state (owned by its single task, so no locks).
+struct Layer {
+    ctx: Context,
+    boot: u64,
+    seq: u64,
+    generation: u64,
+    reassembly: Reassembly,
+    last_ping_answer: Option<Instant>,
+    ping_answer_at: Option<Instant>,
+    change_announce_at: Option<Instant>,
+    was_live: HashSet<String>,
+    boots: HashMap<String, u64>,
+    conflicts_reported: HashSet<(String, String)>,
+}
+
+enum Kind {
+    Ping,
+    Other,
+}
+
+async fn at(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Layer {
+    fn new(ctx: Context) -> Layer {
+        let was_live = ctx
+            .store()
+            .peers()
+            .into_iter()
+            .filter(|p| p.is_live(now(), ctx.peer_expiry()))
+            .map(|p| p.node_id)
+            .collect();
+        Layer {
+            ctx,
+            boot: rand::random(),
+            seq: 0,
+            generation: 0,
+            reassembly: Reassembly::default(),
+            last_ping_answer: None,
+            ping_answer_at: None,
+            change_announce_at: None,
+            was_live,
+            boots: HashMap::new(),
+            conflicts_reported: HashSet::new(),
+        }
+    }
+
+    fn envelope(&mut self, body: Body) -> Envelope {
+        self.seq += 1;
+        let node = self.ctx.node();
+        Envelope {
+            node_id: node.id.clone(),
+            node: node.name.clone(),
+            boot: self.boot,
+            seq: self.seq,
+            sent_ms: now(),
+            body,
+        }
+    }
+
+    /// Serve until shutdown (Ok) or a socket error (Err: reopen).
+    async fn serve(
+        &mut self,
+        t: &MulticastTransport,
+        requests: &mut mpsc::Receiver<PeerRequest>,
+    ) -> std::io::Result<()> {
+        let ctx = self.ctx.clone();
+        let interval = ctx.config().multicast.announce_interval;
+        self.announce(t).await?;
+        self.send(t, Body::Ping).await?;
+        let mut next_announce = Instant::now() + interval;
+        let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+        let mut buf = vec![0u8; wire::MAX_DATAGRAM + 1];
+        loop {
+            tokio::select! {
+                _ = ctx.shutdown().cancelled() => {
+                    // Best effort: peers fall back to expiry if this is lost.
+                    if let Err(e) = self.send(t, Body::Goodbye).await {
+                        tracing::debug!("goodbye not sent: {e}");
+                    }
+                    return Ok(());
+                }
+                r = t.recv(&mut buf) => {
+                    let (n, from) = r?;
+                    self.receive(&buf[..n], from).await;
+                }
+                _ = tokio::time::sleep_until(next_announce) => {
+                    self.announce(t).await?;
+                    next_announce = Instant::now() + interval;
+                }
+                _ = ctx.local_changed().notified(), if self.change_announce_at.is_none() => {
+                    self.change_announce_at = Some(Instant::now() + DEBOUNCE);
+                }
+                _ = at(self.change_announce_at) => {
+                    self.change_announce_at = None;
+                    self.announce(t).await?;
+                    next_announce = Instant::now() + interval;
+                }
+                _ = at(self.ping_answer_at) => {
+                    self.ping_answer_at = None;
+                    self.announce(t).await?;
+                }
+                Some(req) = requests.recv() => match req {
+                    PeerRequest::Announce(reply) => {
+                        let r = self.announce(t).await;
+                        let _ = reply.send(r.as_ref().map(|n| format!("announced {n} disks")).map_err(|e| e.to_string()));
+                        r?;
+                    }
+                    PeerRequest::Ping(reply) => {
+                        let r = self.send(t, Body::Ping).await;
+                        let _ = reply.send(r.as_ref().map(|_| "ping sent; peers answer within a second".to_string()).map_err(|e| e.to_string()));
+                        r?;
+                    }
+                },
+                _ = housekeeping.tick() => {
+                    if self.housekeeping() {
+                        // A generation never completed (a chunk was lost): ask again.
+                        self.send(t, Body::Ping).await?;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn send(&mut self, t: &MulticastTransport, body: Body) -> std::io::Result<()> {
+        let env = self.envelope(body);
+        let bytes = wire::encode(&env);
+        match t.send(&bytes).await {
+            Ok(()) => {
+                Stats::bump(&self.ctx.stats().packets_sent);
+                self.ctx.add_bytes_sent(bytes.len());
+                Ok(())
+            }
+            Err(e) if transient(&e) => {
+                tracing::debug!("send failed (transient): {e}");
+                Stats::bump(&self.ctx.stats().send_errors);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Send our whole inventory as one generation; returns the number of disks.
+    async fn announce(&mut self, t: &MulticastTransport) -> std::io::Result<usize> {
+        let disks = self.ctx.store().local_inventory();
+        self.generation += 1;
+        let template = self.envelope(Body::Ping);
+        let max = self.ctx.config().multicast.max_datagram;
+        let chunks = wire::chunk_inventory(&template, self.generation, &disks, max);
+        for (i, c) in chunks.into_iter().enumerate() {
+            if i > 0 && i % PACE_EVERY == 0 {
+                // Let receivers drain their socket buffers during a large burst.
+                tokio::time::sleep(PACE_PAUSE).await;
+            }
+            self.send(t, Body::Inventory(c)).await?;
+        }
+        Stats::bump(&self.ctx.stats().announces);
+        self.ctx
+            .event("peer", format!("announced {} disks", disks.len()));
+        Ok(disks.len())
+    }
+
+    fn reject(&self, reason: Reject, from: SocketAddr) {
+        self.ctx.count_reject(reason.name());
+        self.ctx.event(
+            "reject",
+            format!("datagram from {from} dropped: {}", reason.name()),
+        );
+    }
+
+    async fn receive(&mut self, bytes: &[u8], from: SocketAddr) {
+        let env = match wire::decode(bytes) {
+            Ok(env) => env,
+            Err(reason) => return self.reject(reason, from),
+        };
+        if env.node_id == self.ctx.node().id {
+            return; // our own datagram, looped back
+        }
+        Stats::bump(&self.ctx.stats().packets_received);
+        let ctx = self.ctx.clone();
+        let store = ctx.store();
+        let known = store.peer(&env.node_id);
+        if known.is_none() && !self.make_room() {
+            return self.reject(Reject::OverCapacity, from);
+        }
+        self.check_name_conflict(&env);
+        let addr = from.ip().to_string();
+        let t = now();
+        let mut peer = known.clone().unwrap_or(PeerRecord {
+            node_id: env.node_id.clone(),
+            node: env.node.clone(),
+            addr: Some(addr.clone()),
+            first_seen: t,
+            last_seen: t,
+            gone: false,
+            legacy: false,
+            disks: 0,
+        });
+        peer.node = env.node.clone();
+        peer.addr = Some(addr.clone());
+        peer.last_seen = t;
+        let kind = match env.body {
+            Body::Ping => Kind::Ping,
+            _ => Kind::Other,
+        };
+        match env.body {
+            Body::Goodbye => {
+                peer.gone = true;
+                self.save_peer(&peer).await;
+                self.was_live.remove(&peer.node_id);
+                self.ctx
+                    .event("peer", format!("{} ({addr}) said goodbye", peer.node));
+                return;
+            }
+            Body::Ping => {
+                self.want_announce("ping", &peer.node);
+            }
+            Body::Inventory(chunk) => {
+                match self
+                    .reassembly
+                    .add(&env.node_id, env.boot, chunk, std::time::Instant::now())
+                {
+                    Err(reason) => return self.reject(reason, from),
+                    Ok(None) => return,
+                    Ok(Some(disks)) => {
+                        peer.disks = disks.len();
+                        match store.replace_peer_inventory(
+                            &peer.node_id,
+                            &peer.node,
+                            Some(&addr),
+                            &disks,
+                            t,
+                        ) {
+                            Ok(diff) => {
+                                for d in &diff.appeared {
+                                    self.ctx.event(
+                                        "disk",
+                                        format!("{}: appeared {}", peer.node, d.device),
+                                    );
+                                }
+                                for d in &diff.vanished {
+                                    self.ctx.event(
+                                        "disk",
+                                        format!("{}: vanished {}", peer.node, d.device),
+                                    );
+                                }
+                            }
+                            Err(e) => {
+                                Stats::bump(&self.ctx.stats().store_errors);
+                                tracing::error!(peer = %peer.node, "cannot store inventory: {e}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let joined = peer.gone || !self.was_live.contains(&peer.node_id);
+        let rebooted = self.boots.insert(peer.node_id.clone(), env.boot) != Some(env.boot);
+        if self.boots.len() > 2 * MAX_PEERS {
+            self.boots.clear(); // bounded; at worst a few extra welcome announces
+        }
+        if (joined || rebooted) && !matches!(kind, Kind::Ping) {
+            // It may have missed our announces while it was away or starting.
+            self.want_announce("new or restarted peer", &peer.node);
+        }
+        peer.gone = false;
+        self.save_peer(&peer).await;
+        if joined {
+            self.was_live.insert(peer.node_id.clone());
+            tracing::info!(peer = %peer.node, addr = %addr, "peer joined");
+            self.ctx
+                .event("peer", format!("{} ({addr}) joined", peer.node));
+        }
+    }
+
+    async fn save_peer(&self, peer: &PeerRecord) {
+        let store = self.ctx.store();
+        if let Err(e) = store.upsert_peer(peer) {
+            Stats::bump(&self.ctx.stats().store_errors);
+            tracing::error!("cannot store peer: {e}");
+            return;
+        }
+        if let Err(e) = store.flush().await {
+            Stats::bump(&self.ctx.stats().store_errors);
+            tracing::error!("store flush failed: {e}");
+        }
+    }
+
+    /// A peer asked for our inventory (a ping, or it is new or restarted and has none).
+    /// At most one announce per `ping.min_interval`: the first request is answered after a
+    /// random delay; requests while an answer is pending are coalesced into it (counted as
+    /// suppressed); a request within the interval is deferred to its end, never dropped.
+    fn want_announce(&mut self, why: &str, from: &str) {
+        if self.ping_answer_at.is_some() {
+            Stats::bump(&self.ctx.stats().pings_suppressed);
+            return;
+        }
+        let min = self.ctx.config().ping_min_interval;
+        let now = Instant::now();
+        let earliest = self.last_ping_answer.map_or(now, |t| (t + min).max(now));
+        let delay = Duration::from_millis(rand::thread_rng().gen_range(0..=PING_JITTER_MS));
+        let at = earliest + delay;
+        self.ping_answer_at = Some(at);
+        self.last_ping_answer = Some(at);
+        Stats::bump(&self.ctx.stats().pings_answered);
+        self.ctx.event(
+            "peer",
+            format!(
+                "{why} from {from}: announcing in {} ms",
+                at.duration_since(now).as_millis()
+            ),
+        );
+    }
+
+    /// Make room for a new peer: forget the oldest non-live one if at the cap.
+    fn make_room(&self) -> bool {
+        let store = self.ctx.store();
+        let peers = store.peers();
+        if peers.len() < MAX_PEERS {
+            return true;
+        }
+        let expiry = self.ctx.peer_expiry();
+        let t = now();
+        let victim = peers
+            .iter()
+            .filter(|p| !p.is_live(t, expiry))
+            .min_by_key(|p| p.last_seen);
+        match victim {
+            Some(v) => {
+                tracing::info!(peer = %v.node, "peer table full: forgetting the oldest non-live peer");
+                store.remove_peer(&v.node_id).is_ok()
+            }
+            None => false,
+        }
+    }
+
+    fn check_name_conflict(&mut self, env: &Envelope) {
+        let t = now();
+        let expiry = self.ctx.peer_expiry();
+        for other in self.ctx.store().peers() {
+            if other.node == env.node && other.node_id != env.node_id && other.is_live(t, expiry) {
+                let key = (env.node_id.clone(), other.node_id.clone());
+                if self.conflicts_reported.insert(key) {
+                    tracing::warn!(
+                        node = %env.node,
+                        new_id = %env.node_id,
+                        old_id = %other.node_id,
+                        "two daemons use the same node name; listing both"
+                    );
+                    self.ctx.event(
+                        "peer",
+                        format!(
+                            "name conflict: {} is used by {} and {}",
+                            env.node, other.node_id, env.node_id
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Expire peers and stale generations; true when a generation was dropped incomplete.
+    fn housekeeping(&mut self) -> bool {
+        let dropped = self.reassembly.expire(std::time::Instant::now());
+        for _ in 0..dropped {
+            self.ctx.count_reject("incomplete_generation");
+        }
+        let t = now();
+        let expiry = self.ctx.peer_expiry();
+        let live: HashMap<String, PeerRecord> = self
+            .ctx
+            .store()
+            .peers()
+            .into_iter()
+            .filter(|p| self.was_live.contains(&p.node_id))
+            .map(|p| (p.node_id.clone(), p))
+            .collect();
+        let expired: Vec<String> = self
+            .was_live
+            .iter()
+            .filter(|id| live.get(*id).is_none_or(|p| !p.is_live(t, expiry)))
+            .cloned()
+            .collect();
+        for id in expired {
+            self.was_live.remove(&id);
+            let name = live.get(&id).map(|p| p.node.clone()).unwrap_or(id);
+            tracing::info!(peer = %name, "peer expired (not heard within peer_expiry)");
+            self.ctx.event("peer", format!("{name} expired"));
+        }
+        dropped > 0
+    }
+}
+
+fn transient(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(nix::libc::ENOBUFS)
+            | Some(nix::libc::EAGAIN)
+            | Some(nix::libc::ENETUNREACH)
+            | Some(nix::libc::EHOSTUNREACH)
+    )
+}

@@ -1,0 +1,181 @@
+//! The multicast sockets (socket2 + tokio), IPv4 and IPv6.
+//!
+//! Two sockets: one bound to the group and port (SO_REUSEADDR/SO_REUSEPORT, so several
+//! daemons and the Perl diskd share the port; bound to the group so it receives nothing
+//! else), and one unbound for sending with the configured interface and TTL. Loopback is on:
+//! daemons on the same machine hear each other; our own datagrams are recognised by node id.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type};
+use tokio::net::UdpSocket;
+
+use crate::config::Multicast;
+
+/// Receive buffer asked for: a 1,000-disk inventory is about 100 datagrams.
+const RECV_BUFFER: usize = 4 << 20;
+
+/// The pair of sockets of the peer layer.
+pub struct MulticastTransport {
+    recv: UdpSocket,
+    send: UdpSocket,
+    group: SocketAddr,
+    /// Human description for logs and `status`.
+    pub describe: String,
+}
+
+/// An interface as configured: by name or by one of its addresses.
+struct Iface {
+    index: u32,
+    v4: Option<Ipv4Addr>,
+}
+
+fn resolve_interface(spec: &str) -> io::Result<Iface> {
+    let not_found = || {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("multicast.interface {spec:?}: no such interface or address"),
+        )
+    };
+    let by_addr: Option<IpAddr> = spec.parse().ok();
+    let addrs = nix::ifaddrs::getifaddrs().map_err(io::Error::from)?;
+    let mut name: Option<String> = None;
+    let mut v4: Option<Ipv4Addr> = None;
+    for ifa in addrs {
+        let ip = ifa.address.as_ref().and_then(|a| {
+            a.as_sockaddr_in()
+                .map(|s| IpAddr::V4(s.ip()))
+                .or_else(|| a.as_sockaddr_in6().map(|s| IpAddr::V6(s.ip())))
+        });
+        let matches = match by_addr {
+            Some(want) => ip == Some(want),
+            None => ifa.interface_name == spec,
+        };
+        if matches {
+            name = Some(ifa.interface_name.clone());
+        }
+        if name.as_deref() == Some(ifa.interface_name.as_str()) || ifa.interface_name == spec {
+            if let Some(IpAddr::V4(a)) = ip {
+                if by_addr.is_none() || by_addr == Some(IpAddr::V4(a)) || v4.is_none() {
+                    v4 = Some(a);
+                }
+            }
+        }
+    }
+    let name = name.ok_or_else(not_found)?;
+    let index = nix::net::if_::if_nametoindex(name.as_str()).map_err(|_| not_found())?;
+    Ok(Iface { index, v4 })
+}
+
+impl MulticastTransport {
+    /// Open and join. Errors name what failed (interface gone, group refused, ...).
+    pub fn open(cfg: &Multicast) -> io::Result<MulticastTransport> {
+        let iface = match &cfg.interface {
+            Some(spec) => Some(resolve_interface(spec)?),
+            None => None,
+        };
+        let group = SocketAddr::new(cfg.group, cfg.port);
+        let (recv, send) = match cfg.group {
+            IpAddr::V4(g) => open_v4(g, cfg, iface.as_ref())?,
+            IpAddr::V6(g) => open_v6(g, cfg, iface.as_ref())?,
+        };
+        let describe = format!(
+            "{group} ttl {} on {}",
+            cfg.ttl,
+            cfg.interface.as_deref().unwrap_or("the default interface")
+        );
+        Ok(MulticastTransport {
+            recv: UdpSocket::from_std(recv.into())?,
+            send: UdpSocket::from_std(send.into())?,
+            group,
+            describe,
+        })
+    }
+
+    /// Send one datagram to the group.
+    pub async fn send(&self, datagram: &[u8]) -> io::Result<()> {
+        self.send.send_to(datagram, self.group).await.map(|_| ())
+    }
+
+    /// Receive one datagram; returns its length and sender address.
+    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        self.recv.recv_from(buf).await
+    }
+}
+
+fn shared_socket(domain: Domain) -> io::Result<Socket> {
+    let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    // Room for a large inventory's burst of chunks (the kernel caps this at rmem_max);
+    // best effort, the default still works for small fleets.
+    let _ = s.set_recv_buffer_size(RECV_BUFFER);
+    Ok(s)
+}
+
+fn open_v4(
+    group: Ipv4Addr,
+    cfg: &Multicast,
+    iface: Option<&Iface>,
+) -> io::Result<(Socket, Socket)> {
+    let recv = shared_socket(Domain::IPV4)?;
+    recv.bind(&SockAddr::from(SocketAddr::new(
+        IpAddr::V4(group),
+        cfg.port,
+    )))?;
+    let join_on = match iface {
+        Some(i) => InterfaceIndexOrAddress::Index(i.index),
+        None => InterfaceIndexOrAddress::Address(Ipv4Addr::UNSPECIFIED),
+    };
+    recv.join_multicast_v4_n(&group, &join_on)?;
+
+    let send = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    send.set_nonblocking(true)?;
+    send.set_multicast_ttl_v4(cfg.ttl)?;
+    send.set_multicast_loop_v4(true)?;
+    if let Some(i) = iface {
+        let addr = i.v4.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::AddrNotAvailable,
+                "multicast.interface has no IPv4 address",
+            )
+        })?;
+        send.set_multicast_if_v4(&addr)?;
+    }
+    send.bind(&SockAddr::from(SocketAddr::new(
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        0,
+    )))?;
+    Ok((recv, send))
+}
+
+fn open_v6(
+    group: Ipv6Addr,
+    cfg: &Multicast,
+    iface: Option<&Iface>,
+) -> io::Result<(Socket, Socket)> {
+    let index = iface.map(|i| i.index).unwrap_or(0);
+    let recv = shared_socket(Domain::IPV6)?;
+    recv.set_only_v6(true)?;
+    recv.bind(&SockAddr::from(SocketAddr::new(
+        IpAddr::V6(group),
+        cfg.port,
+    )))?;
+    recv.join_multicast_v6(&group, index)?;
+
+    let send = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
+    send.set_nonblocking(true)?;
+    send.set_only_v6(true)?;
+    send.set_multicast_hops_v6(cfg.ttl)?;
+    send.set_multicast_loop_v6(true)?;
+    if index != 0 {
+        send.set_multicast_if_v6(index)?;
+    }
+    send.bind(&SockAddr::from(SocketAddr::new(
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        0,
+    )))?;
+    Ok((recv, send))
+}

@@ -1,0 +1,432 @@
+//! The native wire format: what one datagram holds, how an inventory is cut into datagrams,
+//! and the checks every field read off the wire must pass.
+//!
+//! A datagram is `MAGIC` (4 bytes), a version byte, then a postcard-encoded [`Envelope`].
+//! The magic cannot be confused with the Perl diskd's `diskd:` prefix, which shares the
+//! group and port. postcard rather than YAML: about a third of the bytes per record (see
+//! BENCHMARKS.md), no aliases or anchors to bomb a parser with, and lengths are checked
+//! against the bytes actually present.
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::DiskRecord;
+
+/// First bytes of every native datagram.
+pub const MAGIC: &[u8; 4] = b"DSKD";
+/// Envelope version this build speaks.
+pub const VERSION: u8 = 1;
+/// Largest datagram accepted (the largest UDP payload over IPv4).
+pub const MAX_DATAGRAM: usize = 65_507;
+/// Smallest `max_datagram` a sender may be configured with.
+pub const MIN_DATAGRAM: usize = 576;
+
+/// Bounds on what one peer may tell us; anything beyond is rejected, not truncated.
+pub mod limits {
+    /// Node name length, bytes.
+    pub const NODE_NAME: usize = 64;
+    /// Chunks in one inventory generation.
+    pub const CHUNKS: u16 = 1024;
+    /// Disks in one datagram.
+    pub const DISKS_PER_CHUNK: usize = 512;
+    /// Disks in one peer's inventory.
+    pub const DISKS_PER_PEER: u32 = 8192;
+    /// UUID length.
+    pub const UUID: usize = 64;
+    /// Label length (blkid labels are at most 256 bytes in practice).
+    pub const LABEL: usize = 256;
+    /// Device path length.
+    pub const DEVICE: usize = 256;
+    /// Filesystem type length.
+    pub const FSTYPE: usize = 32;
+    /// Mountpoints per disk.
+    pub const MOUNTPOINTS: usize = 16;
+    /// Mountpoint length.
+    pub const MOUNTPOINT: usize = 1024;
+}
+
+/// Who sent a datagram and in what order; identical on every datagram of one daemon run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Sender's permanent node id (32 hex digits).
+    pub node_id: String,
+    /// Sender's node name.
+    pub node: String,
+    /// Random id of the sender's current run: sequence numbers restart with it.
+    pub boot: u64,
+    /// Per-boot sequence number, one per datagram.
+    pub seq: u64,
+    /// Sender's wall clock when sending, ms since the epoch.
+    pub sent_ms: u64,
+    /// What the datagram says.
+    pub body: Body,
+}
+
+/// The message kinds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Body {
+    /// One chunk of the sender's inventory.
+    Inventory(Chunk),
+    /// "Everybody, announce please" (rate-limited by each receiver).
+    Ping,
+    /// The sender is stopping cleanly: mark it not live now.
+    Goodbye,
+}
+
+/// One numbered part of an inventory generation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chunk {
+    /// Inventory generation; a receiver replaces the inventory only when every chunk of
+    /// one generation arrived.
+    pub generation: u64,
+    /// This chunk's index, `0..count`.
+    pub index: u16,
+    /// How many chunks the generation has.
+    pub count: u16,
+    /// How many disks the whole generation holds.
+    pub total: u32,
+    /// The disks in this chunk.
+    pub disks: Vec<DiskRecord>,
+}
+
+/// Why a datagram was dropped; each reason has its own counter in `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, thiserror::Error)]
+pub enum Reject {
+    /// Longer than any valid datagram.
+    #[error("oversized")]
+    Oversized,
+    /// Starts with the Perl diskd's `diskd:` prefix.
+    #[error("legacy")]
+    Legacy,
+    /// Not ours at all.
+    #[error("bad_magic")]
+    BadMagic,
+    /// A version we do not speak.
+    #[error("bad_version")]
+    BadVersion,
+    /// The envelope does not decode.
+    #[error("undecodable")]
+    Undecodable,
+    /// A field is out of bounds or malformed.
+    #[error("invalid_field")]
+    InvalidField,
+    /// A chunk that contradicts its generation (count changed, duplicate with other
+    /// content, index out of range).
+    #[error("bad_chunk")]
+    BadChunk,
+    /// Dropped to keep memory bounded (too many peers or pending generations).
+    #[error("over_capacity")]
+    OverCapacity,
+}
+
+impl Reject {
+    /// The counter name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Reject::Oversized => "oversized",
+            Reject::Legacy => "legacy",
+            Reject::BadMagic => "bad_magic",
+            Reject::BadVersion => "bad_version",
+            Reject::Undecodable => "undecodable",
+            Reject::InvalidField => "invalid_field",
+            Reject::BadChunk => "bad_chunk",
+            Reject::OverCapacity => "over_capacity",
+        }
+    }
+}
+
+/// Encode one envelope as a datagram.
+pub fn encode(env: &Envelope) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(MAGIC);
+    out.push(VERSION);
+    // postcard cannot fail on these types (no maps with non-string keys, no floats); an
+    // error would be a bug in our own types, so fall back to an empty payload that every
+    // receiver rejects rather than panic.
+    match postcard::to_extend(env, out) {
+        Ok(v) => v,
+        Err(_) => MAGIC.to_vec(),
+    }
+}
+
+/// Decode and validate one datagram.
+pub fn decode(bytes: &[u8]) -> Result<Envelope, Reject> {
+    if bytes.len() > MAX_DATAGRAM {
+        return Err(Reject::Oversized);
+    }
+    if bytes.starts_with(b"diskd:") {
+        return Err(Reject::Legacy);
+    }
+    let Some(rest) = bytes.strip_prefix(MAGIC.as_slice()) else {
+        return Err(Reject::BadMagic);
+    };
+    let Some((&version, payload)) = rest.split_first() else {
+        return Err(Reject::BadVersion);
+    };
+    if version != VERSION {
+        return Err(Reject::BadVersion);
+    }
+    let env: Envelope = postcard::from_bytes(payload).map_err(|_| Reject::Undecodable)?;
+    validate(&env)?;
+    Ok(env)
+}
+
+fn printable(s: &str, max: usize) -> bool {
+    s.len() <= max && !s.chars().any(|c| c.is_control())
+}
+
+fn valid_node_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Check every field against the limits.
+pub fn validate(env: &Envelope) -> Result<(), Reject> {
+    let bad = Err(Reject::InvalidField);
+    if !valid_node_id(&env.node_id) {
+        return bad;
+    }
+    if env.node.is_empty()
+        || !printable(&env.node, limits::NODE_NAME)
+        || env.node.contains(char::is_whitespace)
+    {
+        return bad;
+    }
+    if let Body::Inventory(c) = &env.body {
+        if c.count == 0 || c.count > limits::CHUNKS || c.index >= c.count {
+            return Err(Reject::BadChunk);
+        }
+        if c.total > limits::DISKS_PER_PEER || c.disks.len() > limits::DISKS_PER_CHUNK {
+            return bad;
+        }
+        for d in &c.disks {
+            if !valid_disk(d) {
+                return bad;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether a disk record from the wire is within bounds.
+pub fn valid_disk(d: &DiskRecord) -> bool {
+    let opt = |v: &Option<String>, max: usize| v.as_deref().is_none_or(|s| s.len() <= max);
+    opt(&d.uuid, limits::UUID)
+        && d.uuid.as_deref().is_none_or(|u| printable(u, limits::UUID))
+        && opt(&d.label, limits::LABEL)
+        && d.label.as_deref().is_none_or(|l| !l.contains('\0'))
+        && !d.device.is_empty()
+        && printable(&d.device, limits::DEVICE)
+        && opt(&d.fstype, limits::FSTYPE)
+        && d.fstype
+            .as_deref()
+            .is_none_or(|f| printable(f, limits::FSTYPE))
+        && d.mountpoints.len() <= limits::MOUNTPOINTS
+        && d.mountpoints
+            .iter()
+            .all(|m| m.len() <= limits::MOUNTPOINT && !m.contains('\0'))
+}
+
+/// Make a disk fit the wire limits (a local label or mount list can be longer than a
+/// peer would accept): extra mountpoints are left out rather than the whole disk.
+pub fn fit_disk(d: &DiskRecord) -> Option<DiskRecord> {
+    let mut d = d.clone();
+    d.mountpoints
+        .retain(|m| m.len() <= limits::MOUNTPOINT && !m.contains('\0'));
+    d.mountpoints.truncate(limits::MOUNTPOINTS);
+    valid_disk(&d).then_some(d)
+}
+
+/// Cut an inventory into chunk bodies whose datagrams stay within `max_datagram` bytes.
+/// `template` supplies the header fields used to measure the overhead.
+pub fn chunk_inventory(
+    template: &Envelope,
+    generation: u64,
+    disks: &[DiskRecord],
+    max_datagram: usize,
+) -> Vec<Chunk> {
+    // Worst-case header: the largest varints any field can take.
+    let worst = Envelope {
+        boot: u64::MAX,
+        seq: u64::MAX,
+        sent_ms: u64::MAX,
+        body: Body::Inventory(Chunk {
+            generation: u64::MAX,
+            index: u16::MAX,
+            count: u16::MAX,
+            total: u32::MAX,
+            disks: Vec::new(),
+        }),
+        ..template.clone()
+    };
+    // +3: the disk list's length prefix grows from 1 to at most 3 varint bytes.
+    let overhead = encode(&worst).len() + 3;
+    let budget = max_datagram.saturating_sub(overhead).max(1);
+
+    let fitted: Vec<DiskRecord> = disks.iter().filter_map(fit_disk).collect();
+    let mut chunks: Vec<Vec<DiskRecord>> = Vec::new();
+    let mut current: Vec<DiskRecord> = Vec::new();
+    let mut used = 0usize;
+    for d in fitted {
+        let mut size = postcard::to_allocvec(&d)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
+        let mut d = d;
+        while size > budget && !d.mountpoints.is_empty() {
+            d.mountpoints.pop();
+            size = postcard::to_allocvec(&d)
+                .map(|v| v.len())
+                .unwrap_or(usize::MAX);
+        }
+        if size > budget {
+            tracing::warn!(device = %d.device, "disk record does not fit in one datagram; left out");
+            continue;
+        }
+        if used + size > budget || current.len() >= limits::DISKS_PER_CHUNK {
+            chunks.push(std::mem::take(&mut current));
+            used = 0;
+        }
+        used += size;
+        current.push(d);
+    }
+    if !current.is_empty() || chunks.is_empty() {
+        chunks.push(current);
+    }
+    let count = chunks.len().min(limits::CHUNKS as usize) as u16;
+    let total: u32 = chunks
+        .iter()
+        .take(count as usize)
+        .map(|c| c.len() as u32)
+        .sum();
+    chunks
+        .into_iter()
+        .take(count as usize)
+        .enumerate()
+        .map(|(i, disks)| Chunk {
+            generation,
+            index: i as u16,
+            count,
+            total,
+            disks,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(body: Body) -> Envelope {
+        Envelope {
+            node_id: "0123456789abcdef0123456789abcdef".into(),
+            node: "node-a".into(),
+            boot: 7,
+            seq: 1,
+            sent_ms: 1_700_000_000_000,
+            body,
+        }
+    }
+
+    pub(crate) fn disk(i: usize) -> DiskRecord {
+        DiskRecord {
+            uuid: Some(format!("{i:08x}-83a0-4e4a-af6a-f578ca7a1f65")),
+            label: Some(format!("a rather long label for disk number {i} — Ürlaub")),
+            device: format!("/dev/disk/by-id/ata-SAMSUNG_SSD_870_EVO_{i:06}-part1"),
+            fstype: Some("ext4".into()),
+            mountpoints: vec![format!("/srv/data/{i}")],
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        for body in [Body::Ping, Body::Goodbye] {
+            let e = env(body);
+            assert_eq!(decode(&encode(&e)).unwrap(), e);
+        }
+    }
+
+    #[test]
+    fn rejects_foreign_and_broken_datagrams() {
+        assert_eq!(decode(b"diskd:---\n- - a\n"), Err(Reject::Legacy));
+        assert_eq!(decode(b"hello"), Err(Reject::BadMagic));
+        assert_eq!(decode(b"DSKD"), Err(Reject::BadVersion));
+        assert_eq!(decode(b"DSKD\x09abc"), Err(Reject::BadVersion));
+        assert_eq!(decode(b"DSKD\x01\xff\xff\xff"), Err(Reject::Undecodable));
+        let full = encode(&env(Body::Ping));
+        for cut in 5..full.len() {
+            assert!(decode(&full[..cut]).is_err(), "truncated at {cut} decoded");
+        }
+        assert_eq!(decode(&vec![0u8; MAX_DATAGRAM + 1]), Err(Reject::Oversized));
+        let mut e = env(Body::Ping);
+        e.node_id = "xyz".into();
+        assert_eq!(decode(&encode(&e)), Err(Reject::InvalidField));
+        let mut e = env(Body::Ping);
+        e.node = "evil\nname".into();
+        assert_eq!(decode(&encode(&e)), Err(Reject::InvalidField));
+        let mut d = disk(1);
+        d.label = Some("x".repeat(limits::LABEL + 1));
+        let e = env(Body::Inventory(Chunk {
+            generation: 1,
+            index: 0,
+            count: 1,
+            total: 1,
+            disks: vec![d],
+        }));
+        assert_eq!(decode(&encode(&e)), Err(Reject::InvalidField));
+        let e = env(Body::Inventory(Chunk {
+            generation: 1,
+            index: 3,
+            count: 2,
+            total: 0,
+            disks: vec![],
+        }));
+        assert_eq!(decode(&encode(&e)), Err(Reject::BadChunk));
+    }
+
+    #[test]
+    fn a_lying_length_prefix_does_not_allocate_its_claim() {
+        // A disk list claiming 2^28 entries in a 20-byte datagram fails fast.
+        let mut bytes = encode(&env(Body::Inventory(Chunk {
+            generation: 1,
+            index: 0,
+            count: 1,
+            total: 0,
+            disks: vec![],
+        })));
+        bytes.pop();
+        bytes.extend_from_slice(&[0xff, 0xff, 0xff, 0x7f]);
+        assert_eq!(decode(&bytes), Err(Reject::Undecodable));
+    }
+
+    #[test]
+    fn a_thousand_disks_fit_in_bounded_datagrams_and_all_arrive() {
+        let disks: Vec<_> = (0..1000).map(disk).collect();
+        let t = env(Body::Ping);
+        let chunks = chunk_inventory(&t, 9, &disks, 1400);
+        assert!(chunks.len() > 50, "{} chunks", chunks.len());
+        let mut back = Vec::new();
+        for c in &chunks {
+            let e = Envelope {
+                seq: u64::MAX,
+                body: Body::Inventory(c.clone()),
+                ..t.clone()
+            };
+            let bytes = encode(&e);
+            assert!(bytes.len() <= 1400, "datagram of {} bytes", bytes.len());
+            match decode(&bytes).unwrap().body {
+                Body::Inventory(c) => back.extend(c.disks),
+                _ => unreachable!(),
+            }
+        }
+        assert_eq!(back, disks);
+        assert!(chunks
+            .iter()
+            .all(|c| c.total == 1000 && c.count as usize == chunks.len()));
+    }
+
+    #[test]
+    fn an_empty_inventory_is_one_empty_chunk() {
+        let chunks = chunk_inventory(&env(Body::Ping), 1, &[], 1400);
+        assert_eq!(chunks.len(), 1);
+        assert_eq!(chunks[0].count, 1);
+        assert!(chunks[0].disks.is_empty());
+    }
+}

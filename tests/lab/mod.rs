@@ -1,0 +1,348 @@
+//! The network-namespace lab: N hosts joined by a bridge, each running a real diskd.
+//!
+//! Layout: one namespace holds the bridge; each host is a namespace with `eth0` (a veth
+//! into the bridge), an address 198.18.0.N/24, and a multicast route (224.0.0.0/4) on that
+//! link. The namespaces have no other link, so nothing the lab sends can reach the real
+//! network. Everything is torn down in `Drop`, which also runs when a test panics.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::util::{self, Run};
+
+static NEXT_LAB: AtomicU32 = AtomicU32::new(0);
+
+/// Run a command, panicking with its output when it fails.
+pub fn sh(args: &[&str]) -> Output {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// One lab host.
+pub struct Host {
+    /// Host name in the lab (`a`, `b`, ...).
+    pub name: String,
+    /// The daemon's node name (the host name unless a test changes it).
+    pub node: String,
+    /// Namespace name.
+    pub ns: String,
+    /// IPv4 address on the lab link.
+    pub addr: String,
+    /// IPv6 address on the lab link.
+    pub addr6: String,
+    /// Socket, store, fake blkid live here.
+    pub dir: PathBuf,
+    /// Extra daemon flags.
+    pub args: Vec<String>,
+    /// The fake blkid script.
+    pub blkid: PathBuf,
+    child: Option<Child>,
+}
+
+impl Host {
+    /// The control socket path.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("sock")
+    }
+
+    /// The daemon log path.
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("daemon.log")
+    }
+
+    /// The daemon log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log()).unwrap_or_default()
+    }
+
+    /// Replace what the fake blkid prints.
+    pub fn set_disks(&self, blkid_output: &str) {
+        util::fake_blkid(&self.blkid, blkid_output);
+    }
+
+    /// Run a client command against this host's daemon (from the root namespace: the
+    /// control socket is a file, namespaces do not matter to it).
+    pub fn client(&self, args: &[&str]) -> Run {
+        let sock = self.socket().to_string_lossy().into_owned();
+        let mut all = vec!["--socket", sock.as_str()];
+        all.extend_from_slice(args);
+        util::run_diskd(&all, None)
+    }
+
+    /// `query TERM --json`, parsed; `[]` when nothing matched.
+    pub fn query(&self, term: &str) -> Vec<serde_json::Value> {
+        let r = self.client(&["query", term, "--json"]);
+        assert!(matches!(r.code(), 0 | 1), "query failed: {}", r.stderr());
+        r.json().as_array().cloned().unwrap_or_default()
+    }
+
+    /// `status --json`, parsed.
+    pub fn status(&self) -> serde_json::Value {
+        let r = self.client(&["status", "--json"]);
+        r.expect_code(0);
+        r.json()
+    }
+
+    /// `peers --json`, parsed.
+    pub fn peers(&self) -> Vec<serde_json::Value> {
+        let r = self.client(&["peers", "--json"]);
+        r.expect_code(0);
+        r.json().as_array().cloned().unwrap_or_default()
+    }
+
+    /// Start the daemon in this host's namespace and wait until it answers.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "{} already running", self.name);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log())
+            .unwrap();
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns])
+            .arg(util::bin())
+            .arg("daemon")
+            .arg("--socket")
+            .arg(self.socket())
+            .arg("--store")
+            .arg(self.dir.join("store"))
+            .arg("--blkid")
+            .arg(&self.blkid)
+            .args(["--node-name", &self.node])
+            .args(&self.args)
+            .env("RUST_LOG", "diskd=debug,info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        // `ip netns exec` execs the program: the child's PID is the daemon's.
+        self.child = Some(cmd.spawn().expect("spawn daemon in namespace"));
+        let start = Instant::now();
+        loop {
+            if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!(
+                    "{} exited at start ({st}); log:\n{}",
+                    self.name,
+                    self.log_text()
+                );
+            }
+            if std::os::unix::net::UnixStream::connect(self.socket()).is_ok() {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "{} not ready; log:\n{}",
+                self.name,
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL the daemon.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM the daemon and wait for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(15) {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+            panic!("{} did not stop on SIGTERM", self.name);
+        }
+    }
+
+    /// Run a command inside this host's namespace.
+    pub fn exec(&self, args: &[&str]) -> Output {
+        let mut all = vec!["ip", "netns", "exec", &self.ns];
+        all.extend_from_slice(args);
+        sh(&all)
+    }
+}
+
+/// N hosts on one bridge.
+pub struct Lab {
+    prefix: String,
+    bridge_ns: String,
+    /// The hosts, named a, b, c, ...
+    pub hosts: Vec<Host>,
+    /// Keeps the directories alive.
+    _dir: tempfile::TempDir,
+}
+
+impl Lab {
+    /// Build `n` hosts (daemons not started). `args` are daemon flags for every host.
+    pub fn new(n: usize, args: &[&str]) -> Lab {
+        let id = NEXT_LAB.fetch_add(1, Ordering::Relaxed);
+        let prefix = format!("dk{}x{id}", std::process::id());
+        let bridge_ns = format!("{prefix}br");
+        let dir = tempfile::tempdir().unwrap();
+        let mut lab = Lab {
+            prefix: prefix.clone(),
+            bridge_ns: bridge_ns.clone(),
+            hosts: Vec::new(),
+            _dir: dir,
+        };
+        // From here on, Drop cleans up whatever was made, even if a step fails.
+        sh(&["ip", "netns", "add", &bridge_ns]);
+        sh(&[
+            "ip",
+            "-n",
+            &bridge_ns,
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ]);
+        sh(&["ip", "-n", &bridge_ns, "link", "set", "br0", "up"]);
+        for i in 0..n {
+            let name = ((b'a' + i as u8) as char).to_string();
+            lab.add_host(&name, i + 1, args);
+        }
+        lab
+    }
+
+    fn add_host(&mut self, name: &str, number: usize, args: &[&str]) {
+        let ns = format!("{}{}", self.prefix, name);
+        let dir = self._dir.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let addr = format!("198.18.0.{number}");
+        let addr6 = format!("fd00:198:18::{number}");
+        sh(&["ip", "netns", "add", &ns]);
+        let host = Host {
+            name: name.to_string(),
+            node: name.to_string(),
+            ns: ns.clone(),
+            addr: addr.clone(),
+            addr6: addr6.clone(),
+            blkid: dir.join("blkid"),
+            dir,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
+        host.set_disks("");
+        self.hosts.push(host);
+        let veth = format!("v{name}");
+        let br = &self.bridge_ns;
+        sh(&[
+            "ip", "-n", br, "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns",
+            &ns,
+        ]);
+        sh(&["ip", "-n", br, "link", "set", &veth, "master", "br0", "up"]);
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &ns,
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.accept_dad=0",
+            "net.ipv6.conf.default.accept_dad=0",
+        ]);
+        sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        sh(&[
+            "ip",
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{addr}/24"),
+            "dev",
+            "eth0",
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{addr6}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ]);
+        sh(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+        // The only route for multicast: the lab link.
+        sh(&[
+            "ip",
+            "-n",
+            &ns,
+            "route",
+            "add",
+            "224.0.0.0/4",
+            "dev",
+            "eth0",
+        ]);
+    }
+
+    /// Host by name.
+    pub fn host(&mut self, name: &str) -> &mut Host {
+        self.hosts
+            .iter_mut()
+            .find(|h| h.name == name)
+            .unwrap_or_else(|| panic!("no host {name}"))
+    }
+
+    /// Start every host's daemon.
+    pub fn start_all(&mut self) {
+        for h in &mut self.hosts {
+            h.start();
+        }
+    }
+
+    /// Print every daemon's log (for a failing test).
+    pub fn dump_logs(&self) {
+        for h in &self.hosts {
+            eprintln!("----- log of {} -----\n{}", h.name, h.log_text());
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_logs();
+        }
+        for h in &mut self.hosts {
+            h.kill9();
+        }
+        for h in &self.hosts {
+            let _ = Command::new("ip").args(["netns", "del", &h.ns]).output();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.bridge_ns])
+            .output();
+    }
+}
+
+/// A fake blkid line for a disk.
+pub fn disk_line(device: &str, uuid: &str, label: &str) -> String {
+    format!("{device}: UUID=\"{uuid}\" LABEL=\"{label}\" TYPE=\"ext4\"\n")
+}

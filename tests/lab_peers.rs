@@ -1,0 +1,339 @@
+//! The peer layer in the network-namespace lab: real daemons, real multicast, nothing
+//! leaving the machine. Needs root; skipped (or failed under DISKD_REQUIRE_ROOT_TESTS=1)
+//! otherwise.
+
+mod lab;
+mod util;
+
+use std::time::Duration;
+
+use lab::{disk_line, Lab};
+use util::{root_or_skip, wait_for};
+
+const UA: &str = "aaaaaaaa-0000-4000-8000-00000000000a";
+const UB: &str = "bbbbbbbb-0000-4000-8000-00000000000b";
+const UC: &str = "cccccccc-0000-4000-8000-00000000000c";
+const MOVER: &str = "77777777-0000-4000-8000-000000000777";
+const LONG: Duration = Duration::from_secs(20);
+
+fn three_hosts(args: &[&str]) -> Lab {
+    let mut lab = Lab::new(3, args);
+    lab.host("a")
+        .set_disks(&disk_line("/dev/sda1", UA, "disk of a"));
+    lab.host("b")
+        .set_disks(&disk_line("/dev/sdb1", UB, "disk of b"));
+    lab.host("c")
+        .set_disks(&disk_line("/dev/sdc1", UC, "disk of c"));
+    lab.start_all();
+    lab
+}
+
+fn live_hosts(rows: &[serde_json::Value]) -> Vec<(String, bool)> {
+    rows.iter()
+        .map(|r| {
+            (
+                r["host"].as_str().unwrap_or("").to_string(),
+                r["live"] == true,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn three_hosts_find_each_others_disks() {
+    if !root_or_skip("three_hosts_find_each_others_disks") {
+        return;
+    }
+    let mut lab = three_hosts(&["--announce-interval", "2s"]);
+    let c = lab.host("c");
+    wait_for("c to see a's disk", LONG, || !c.query(UA).is_empty());
+    let rows = c.query(UA);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["host"], "a");
+    assert_eq!(rows[0]["addr"], "198.18.0.1");
+    assert_eq!(rows[0]["label"], "disk of a");
+    assert_eq!(rows[0]["live"], true);
+    wait_for("c to see b's disk", LONG, || {
+        !c.query("disk of b").is_empty()
+    });
+    let a = lab.host("a");
+    wait_for("a to list three disks", LONG, || {
+        let r = a.client(&["list", "--json"]);
+        r.json().as_array().map(|v| v.len()) == Some(3)
+    });
+    let peers = a.peers();
+    assert_eq!(peers.len(), 2, "{peers:?}");
+    assert!(peers.iter().all(|p| p["live"] == true && p["disks"] == 1));
+    let st = a.status();
+    assert!(st["counters"]["packets_received"].as_u64().unwrap() >= 2);
+    assert_eq!(st["counters"]["packets_rejected"], 0, "{st}");
+}
+
+#[test]
+fn a_disk_that_moves_shows_the_new_host_live_and_the_old_one_as_last_known() {
+    if !root_or_skip("disk_moves") {
+        return;
+    }
+    // A long announce interval: only change-triggered announces can explain what C sees.
+    let mut lab = three_hosts(&["--announce-interval", "60s", "--disk-interval", "60s"]);
+    lab.host("a").set_disks(&format!(
+        "{}{}",
+        disk_line("/dev/sda1", UA, "disk of a"),
+        disk_line("/dev/sdx1", MOVER, "traveller")
+    ));
+    lab.host("a").client(&["refresh"]).expect_code(0);
+    let c_sees = |lab: &mut Lab, want: &[(&str, bool)]| {
+        let c = lab.host("c");
+        let want: Vec<(String, bool)> = want.iter().map(|(h, l)| (h.to_string(), *l)).collect();
+        wait_for(&format!("c to show {want:?}"), LONG, || {
+            live_hosts(&c.query(MOVER)) == want
+        });
+    };
+    c_sees(&mut lab, &[("a", true)]);
+    // Unplug from A, plug into B.
+    lab.host("a")
+        .set_disks(&disk_line("/dev/sda1", UA, "disk of a"));
+    lab.host("b").set_disks(&format!(
+        "{}{}",
+        disk_line("/dev/sdb1", UB, "disk of b"),
+        disk_line("/dev/sdq9", MOVER, "traveller")
+    ));
+    lab.host("a").client(&["refresh"]).expect_code(0);
+    lab.host("b").client(&["refresh"]).expect_code(0);
+    c_sees(&mut lab, &[("b", true), ("a", false)]);
+    let rows = lab.host("c").query("traveller");
+    assert_eq!(rows[0]["device"], "/dev/sdq9");
+    assert_eq!(rows[1]["device"], "/dev/sdx1");
+}
+
+#[test]
+fn liveness_expiry_restart_and_goodbye() {
+    if !root_or_skip("liveness_expiry_restart_and_goodbye") {
+        return;
+    }
+    let mut lab = three_hosts(&["--announce-interval", "1s", "--peer-expiry", "3s"]);
+    for h in ["b", "c"] {
+        let host = lab.host(h);
+        wait_for("a's disk everywhere", LONG, || {
+            host.query(UA).first().is_some_and(|r| r["live"] == true)
+        });
+    }
+    // SIGKILL: no goodbye, so only expiry marks A not live; its disk stays last-known.
+    lab.host("a").kill9();
+    for h in ["b", "c"] {
+        let host = lab.host(h);
+        wait_for("a to expire", LONG, || {
+            host.query(UA).first().is_some_and(|r| r["live"] == false)
+        });
+        let p = host.peers();
+        let a = p.iter().find(|p| p["node"] == "a").expect("a still listed");
+        assert_eq!(a["live"], false);
+    }
+    lab.host("a").start();
+    for h in ["b", "c"] {
+        let host = lab.host(h);
+        wait_for("a live again", LONG, || {
+            host.query(UA).first().is_some_and(|r| r["live"] == true)
+        });
+    }
+    // Clean stop of B: the goodbye marks it not live well before the 3 s expiry would.
+    let c = lab.host("c");
+    wait_for("b live on c", LONG, || {
+        c.query(UB).first().is_some_and(|r| r["live"] == true)
+    });
+    lab.host("b").stop();
+    let started = std::time::Instant::now();
+    for h in ["a", "c"] {
+        let host = lab.host(h);
+        wait_for("goodbye to mark b not live", Duration::from_secs(2), || {
+            host.query(UB).first().is_some_and(|r| r["live"] == false)
+        });
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_thousand_disks_arrive_completely() {
+    if !root_or_skip("a_thousand_disks_arrive_completely") {
+        return;
+    }
+    let mut lab = Lab::new(2, &["--announce-interval", "60s"]);
+    let mut out = String::new();
+    for i in 0..1000 {
+        out.push_str(&disk_line(
+            &format!("/dev/disk/by-id/wwn-0x5000c500a1b2{i:04}-part1"),
+            &format!("{i:08x}-1111-4222-8333-444455556666"),
+            &format!("archive volume number {i} with a long label — Ürlaub"),
+        ));
+    }
+    lab.host("a").set_disks(&out);
+    lab.start_all();
+    let b = lab.host("b");
+    wait_for("all 1000 disks of a on b", LONG, || {
+        let r = b.client(&["list", "--host", "a", "--json"]);
+        r.code() == 0 && r.json().as_array().map(|v| v.len()) == Some(1000)
+    });
+    let row = &b.query("000003e7-1111-4222-8333-444455556666")[0];
+    assert_eq!(
+        row["label"],
+        "archive volume number 999 with a long label — Ürlaub"
+    );
+    let st = lab.host("a").status();
+    assert!(
+        st["counters"]["packets_sent"].as_u64().unwrap() > 50,
+        "{st}"
+    );
+}
+
+#[test]
+fn a_restarted_host_answers_from_its_store_then_refreshes() {
+    if !root_or_skip("restart_answers_from_store") {
+        return;
+    }
+    let mut lab = three_hosts(&[
+        "--announce-interval",
+        "60s",
+        "--disk-interval",
+        "60s",
+        "--ping-interval",
+        "1s",
+    ]);
+    let c = lab.host("c");
+    wait_for("c to see a and b", LONG, || {
+        !c.query(UA).is_empty() && !c.query(UB).is_empty()
+    });
+    lab.host("c").stop();
+    // A answers at most one ping per second: let the start-up pings' second pass, so C's
+    // next start-up ping is answered (a real restart takes longer than that anyway).
+    std::thread::sleep(Duration::from_millis(1100));
+    // While C is down, A gains a disk; A's change announce is lost on C.
+    lab.host("a").set_disks(&format!(
+        "{}{}",
+        disk_line("/dev/sda1", UA, "disk of a"),
+        disk_line("/dev/sda2", MOVER, "new while c was down")
+    ));
+    lab.host("a").client(&["refresh"]).expect_code(0);
+    lab.host("c").start();
+    // From its store, at once.
+    let rows = lab.host("c").query(UA);
+    assert_eq!(rows.len(), 1, "c forgot a's disk across its restart");
+    assert_eq!(lab.host("c").query(UB).len(), 1);
+    // Then refreshed: C's start-up ping makes A announce (the interval is 60 s).
+    let c = lab.host("c");
+    wait_for("c to learn a's new disk", LONG, || {
+        !c.query(MOVER).is_empty()
+    });
+}
+
+#[test]
+fn a_ping_flood_gets_at_most_one_announce_per_interval() {
+    if !root_or_skip("ping_flood") {
+        return;
+    }
+    // Host b is the rogue: no daemon, just raw datagrams.
+    let mut lab = Lab::new(2, &["--announce-interval", "60s", "--ping-interval", "5s"]);
+    lab.host("a")
+        .set_disks(&disk_line("/dev/sda1", UA, "disk of a"));
+    lab.host("a").start();
+    let a = lab.host("a");
+    // Let start-up traffic settle, then take the baseline.
+    wait_for("a's startup announce", LONG, || {
+        a.status()["counters"]["announces"].as_u64().unwrap_or(0) >= 1
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    let before = a.status()["counters"].clone();
+    let ping = diskd::peer::wire::encode(&diskd::peer::wire::Envelope {
+        node_id: "0123456789abcdef0123456789abcdef".into(),
+        node: "rogue".into(),
+        boot: 1,
+        seq: 1,
+        sent_ms: 0,
+        body: diskd::peer::wire::Body::Ping,
+    });
+    let hex: String = ping.iter().map(|b| format!("{b:02x}")).collect();
+    let script = format!(
+        "import socket,time\n\
+         s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+         s.setsockopt(socket.IPPROTO_IP,socket.IP_MULTICAST_TTL,1)\n\
+         d=bytes.fromhex('{hex}')\n\
+         t=time.time()\n\
+         for i in range(1000):\n\
+         \x20   s.sendto(d,('230.1.2.3',32003))\n\
+         \x20   time.sleep(max(0,t+i/1000-time.time()))\n"
+    );
+    let rogue_ns = lab.hosts[1].ns.clone();
+    lab::sh(&["ip", "netns", "exec", &rogue_ns, "python3", "-c", &script]);
+    // The flood took about a second; allow the 0-500 ms answer delay to pass.
+    std::thread::sleep(Duration::from_millis(800));
+    let after = lab.host("a").status()["counters"].clone();
+    let delta = |k: &str| after[k].as_u64().unwrap() - before[k].as_u64().unwrap();
+    assert!(
+        delta("announces") <= 2,
+        "{} announces during the flood",
+        delta("announces")
+    );
+    assert!(delta("announces") >= 1, "the first ping was not answered");
+    assert!(
+        delta("pings_suppressed") >= 990,
+        "suppressed {}",
+        delta("pings_suppressed")
+    );
+    assert!(delta("pings_answered") <= 2);
+}
+
+#[test]
+fn an_ipv6_group_works() {
+    if !root_or_skip("an_ipv6_group_works") {
+        return;
+    }
+    let mut lab = Lab::new(
+        2,
+        &[
+            "--group",
+            "ff05::d15c",
+            "--interface",
+            "eth0",
+            "--announce-interval",
+            "2s",
+        ],
+    );
+    lab.host("a")
+        .set_disks(&disk_line("/dev/sda1", UA, "disk of a"));
+    lab.host("b")
+        .set_disks(&disk_line("/dev/sdb1", UB, "disk of b"));
+    lab.start_all();
+    let b = lab.host("b");
+    wait_for("b to see a's disk over IPv6", LONG, || {
+        !b.query(UA).is_empty()
+    });
+    let row = &b.query(UA)[0];
+    assert!(row["addr"].as_str().unwrap().contains(':'), "{row}");
+    let a = lab.host("a");
+    wait_for("a to see b's disk over IPv6", LONG, || {
+        !a.query(UB).is_empty()
+    });
+}
+
+#[test]
+fn a_name_taken_by_a_new_node_id_is_reported_not_merged() {
+    if !root_or_skip("name_conflict") {
+        return;
+    }
+    let mut lab = three_hosts(&["--announce-interval", "1s"]);
+    let a = lab.host("a");
+    wait_for("a to hear b", LONG, || a.peers().len() == 2);
+    // C comes back under B's name with its own node id (a cloned machine, say).
+    lab.host("c").stop();
+    lab.host("c").node = "b".into();
+    lab.host("c").start();
+    let a = lab.host("a");
+    wait_for("both b's listed with a conflict", LONG, || {
+        let peers = a.peers();
+        let bs: Vec<_> = peers.iter().filter(|p| p["node"] == "b").collect();
+        bs.len() == 2 && bs.iter().all(|p| p["name_conflict"] == true)
+    });
+}
