@@ -190,6 +190,8 @@ pub struct Lab {
     bridge_ns: String,
     /// The hosts, named a, b, c, ...
     pub hosts: Vec<Host>,
+    router: Option<String>,
+    router_child: Option<Child>,
     /// Keeps the directories alive.
     _dir: tempfile::TempDir,
 }
@@ -205,6 +207,8 @@ impl Lab {
             prefix: prefix.clone(),
             bridge_ns: bridge_ns.clone(),
             hosts: Vec::new(),
+            router: None,
+            router_child: None,
             _dir: dir,
         };
         // From here on, Drop cleans up whatever was made, even if a step fails.
@@ -224,17 +228,77 @@ impl Lab {
         sh(&["ip", "-n", &bridge_ns, "link", "set", "br0", "up"]);
         for i in 0..n {
             let name = ((b'a' + i as u8) as char).to_string();
-            lab.add_host(&name, i + 1, args);
+            lab.add_host(&name, "br0", 0, i + 1, args);
         }
         lab
     }
 
-    fn add_host(&mut self, name: &str, number: usize, args: &[&str]) {
+    /// Two links joined by a multicast router (smcrouted forwarding 230.1.2.3 from link 0
+    /// to link 1): host `a` on 198.18.0.0/24, host `b` on 198.18.1.0/24. A datagram from a
+    /// reaches b only with a TTL of at least 2.
+    pub fn routed(args: &[&str]) -> Lab {
+        let mut lab = Lab::new(0, args);
+        let br = lab.bridge_ns.clone();
+        sh(&["ip", "-n", &br, "link", "add", "br1", "type", "bridge", "mcast_snooping", "0"]);
+        sh(&["ip", "-n", &br, "link", "set", "br1", "up"]);
+        lab.add_host("a", "br0", 0, 1, args);
+        lab.add_host("b", "br1", 1, 1, args);
+        let r = format!("{}r", lab.prefix);
+        sh(&["ip", "netns", "add", &r]);
+        lab.router = Some(r.clone());
+        for (i, bridge) in ["br0", "br1"].iter().enumerate() {
+            let veth = format!("r{i}");
+            let dev = format!("eth{i}");
+            sh(&["ip", "-n", &br, "link", "add", &veth, "type", "veth", "peer", "name", &dev, "netns", &r]);
+            sh(&["ip", "-n", &br, "link", "set", &veth, "master", bridge, "up"]);
+            sh(&["ip", "-n", &r, "addr", "add", &format!("198.18.{i}.254/24"), "dev", &dev]);
+            sh(&["ip", "-n", &r, "link", "set", &dev, "up"]);
+        }
+        sh(&["ip", "-n", &r, "link", "set", "lo", "up"]);
+        sh(&["ip", "netns", "exec", &r, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        let dir = lab._dir.path().join("router");
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("smcroute.conf");
+        std::fs::write(
+            &conf,
+            "phyint eth0 enable\nphyint eth1 enable\nmroute from eth0 group 230.1.2.3 to eth1\n",
+        )
+        .unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &r, "smcrouted", "-n", "-N", "-l", "debug"])
+            .arg("-f")
+            .arg(&conf)
+            .arg("-u")
+            .arg(dir.join("smcroute.sock"))
+            .arg("-P")
+            .arg(dir.join("smcroute.pid"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("smcroute.log")).unwrap())
+            .spawn()
+            .expect("smcrouted (Debian package smcroute)");
+        lab.router_child = Some(child);
+        // Ready when the kernel has its multicast route.
+        let start = Instant::now();
+        loop {
+            let out = Command::new("ip").args(["-n", &r, "mroute", "show"]).output().unwrap();
+            let vifs = std::fs::read_to_string(format!("/proc/{}/net/ip_mr_vif", lab.router_child.as_ref().unwrap().id()))
+                .unwrap_or_default();
+            if vifs.lines().count() >= 3 || String::from_utf8_lossy(&out.stdout).contains("230.1.2.3") {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "smcrouted did not set up its VIFs");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        lab
+    }
+
+    fn add_host(&mut self, name: &str, bridge: &str, subnet: usize, number: usize, args: &[&str]) {
         let ns = format!("{}{}", self.prefix, name);
         let dir = self._dir.path().join(name);
         std::fs::create_dir_all(&dir).unwrap();
-        let addr = format!("198.18.0.{number}");
-        let addr6 = format!("fd00:198:18::{number}");
+        let addr = format!("198.18.{subnet}.{number}");
+        let addr6 = format!("fd00:198:18:{subnet}::{number}");
         sh(&["ip", "netns", "add", &ns]);
         let host = Host {
             name: name.to_string(),
@@ -255,7 +319,7 @@ impl Lab {
             "ip", "-n", br, "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns",
             &ns,
         ]);
-        sh(&["ip", "-n", br, "link", "set", &veth, "master", "br0", "up"]);
+        sh(&["ip", "-n", br, "link", "set", &veth, "master", bridge, "up"]);
         sh(&[
             "ip",
             "netns",
@@ -333,8 +397,15 @@ impl Drop for Lab {
         for h in &mut self.hosts {
             h.kill9();
         }
+        if let Some(mut c) = self.router_child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
         for h in &self.hosts {
             let _ = Command::new("ip").args(["netns", "del", &h.ns]).output();
+        }
+        if let Some(r) = &self.router {
+            let _ = Command::new("ip").args(["netns", "del", r]).output();
         }
         let _ = Command::new("ip")
             .args(["netns", "del", &self.bridge_ns])
