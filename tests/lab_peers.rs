@@ -2,13 +2,13 @@
 //! leaving the machine. Needs root; skipped (or failed under DISKD_REQUIRE_ROOT_TESTS=1)
 //! otherwise.
 
-mod lab;
 mod util;
 
 use std::time::Duration;
 
-use lab::{disk_line, Lab};
-use util::{root_or_skip, wait_for};
+use diskd_lab as lab;
+use lab::{disk_line, wait_for, Lab};
+use util::root_or_skip;
 
 const UA: &str = "aaaaaaaa-0000-4000-8000-00000000000a";
 const UB: &str = "bbbbbbbb-0000-4000-8000-00000000000b";

@@ -4,14 +4,15 @@
 //! into the bridge), an address 198.18.0.N/24, and a multicast route (224.0.0.0/4) on that
 //! link. The namespaces have no other link, so nothing the lab sends can reach the real
 //! network. Everything is torn down in `Drop`, which also runs when a test panics.
-#![allow(dead_code)]
+//!
+//! A crate of its own so that the integration tests and `diskd-bench` build the same lab.
+//! Needs root (namespaces); callers check that first.
 
-use std::path::PathBuf;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
-
-use crate::util::{self, Run};
 
 static NEXT_LAB: AtomicU32 = AtomicU32::new(0);
 
@@ -69,7 +70,7 @@ impl Host {
 
     /// Replace what the fake blkid prints.
     pub fn set_disks(&self, blkid_output: &str) {
-        util::fake_blkid(&self.blkid, blkid_output);
+        fake_blkid(&self.blkid, blkid_output);
     }
 
     /// Run a client command against this host's daemon (from the root namespace: the
@@ -78,7 +79,7 @@ impl Host {
         let sock = self.socket().to_string_lossy().into_owned();
         let mut all = vec!["--socket", sock.as_str()];
         all.extend_from_slice(args);
-        util::run_diskd(&all, None)
+        run_diskd(&all)
     }
 
     /// `query TERM --json`, parsed; `[]` when nothing matched.
@@ -112,7 +113,7 @@ impl Host {
             .unwrap();
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.ns])
-            .arg(util::bin())
+            .arg(binary())
             .arg("daemon")
             .arg("--socket")
             .arg(self.socket())
@@ -416,4 +417,99 @@ impl Drop for Lab {
 /// A fake blkid line for a disk.
 pub fn disk_line(device: &str, uuid: &str, label: &str) -> String {
     format!("{device}: UUID=\"{uuid}\" LABEL=\"{label}\" TYPE=\"ext4\"\n")
+}
+
+/// The `diskd` binary: `$DISKD_BIN`, else next to the running executable (a bench binary in
+/// `target/*/`) or one level up (a test binary in `target/*/deps/`).
+pub fn binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("DISKD_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().expect("exe dir");
+    for cand in [dir.join("diskd"), dir.join("../diskd")] {
+        if cand.exists() {
+            return cand;
+        }
+    }
+    panic!("diskd binary not found next to {}; set DISKD_BIN", exe.display());
+}
+
+/// Poll `cond` until it holds or `limit` passes; panics with `what` on timeout.
+pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out after {limit:?} waiting for {what}");
+}
+
+/// Write a fake blkid printing `output`; written aside and renamed, so a running daemon
+/// never executes a half-written script.
+pub fn fake_blkid(path: &Path, output: &str) {
+    let data = path.with_extension("out");
+    std::fs::write(&data, output).unwrap();
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("#!/bin/sh\ncat '{}'\n", data.display())).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// The output of one client run.
+pub struct Run {
+    /// What ran.
+    pub cmd: String,
+    /// Its output.
+    pub out: Output,
+}
+
+impl Run {
+    /// Standard output as text.
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.out.stdout).into_owned()
+    }
+    /// Standard error as text.
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.out.stderr).into_owned()
+    }
+    /// Exit code (-1 when killed by a signal).
+    pub fn code(&self) -> i32 {
+        self.out.status.code().unwrap_or(-1)
+    }
+    /// Assert the exit code.
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code(),
+            code,
+            "unexpected exit code\ncommand: {}\nstdout:\n{}\nstderr:\n{}",
+            self.cmd,
+            self.stdout(),
+            self.stderr()
+        );
+        self
+    }
+    /// Standard output parsed as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout()).unwrap_or_else(|e| {
+            panic!("{}: stdout is not JSON ({e}):\n{}\n{}", self.cmd, self.stdout(), self.stderr())
+        })
+    }
+}
+
+/// Run `diskd ARGS` as a client.
+pub fn run_diskd(args: &[&str]) -> Run {
+    let out = Command::new(binary())
+        .args(args)
+        .env_remove("DISKD_SOCKET")
+        .env_remove("DISKD_CONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run diskd");
+    Run {
+        cmd: format!("diskd {}", args.join(" ")),
+        out,
+    }
 }

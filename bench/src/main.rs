@@ -1,0 +1,160 @@
+//! `diskd-bench`: the figures in BENCHMARKS.md, reproducible with one command each.
+//!
+//! `wire` measures encodings offline; `convergence` builds a two-host network-namespace lab
+//! (root needed) and times how long a disk that appears on host A takes to be found by a
+//! query on host B.
+#![forbid(unsafe_code)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use diskd::client::Session;
+use diskd::control::proto::Status;
+use diskd::peer::wire::{self, Body, Envelope};
+use diskd::store::DiskRecord;
+use diskd_lab::{disk_line, Lab};
+
+/// Benchmarks of diskd.
+#[derive(Parser)]
+#[command(name = "diskd-bench", version)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Bytes per disk record and datagrams per announce, native format vs YAML and JSON.
+    Wire,
+    /// Time from a disk appearing in A's inventory to `where` on B finding it (needs root).
+    Convergence {
+        /// How many disks to add, one after the other.
+        #[arg(long, default_value_t = 100)]
+        trials: usize,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Wire => wire_figures(),
+        Cmd::Convergence { trials } => convergence(trials),
+    }
+}
+
+/// A realistic disk: a 36-character UUID, a by-id device path, a label with spaces and
+/// non-ASCII, one mountpoint.
+fn disk(i: usize) -> DiskRecord {
+    DiskRecord {
+        uuid: Some(format!("{i:08x}-83a0-4e4a-af6a-f578ca7a1f65")),
+        label: Some(format!("backup volume {i} — Ürlaub")),
+        device: format!("/dev/disk/by-id/ata-ST4000DM004-2CV104_ZFN{i:05}-part1"),
+        fstype: Some("ext4".into()),
+        mountpoints: vec![format!("/srv/backup/{i}")],
+    }
+}
+
+fn wire_figures() {
+    let template = Envelope {
+        node_id: "0123456789abcdef0123456789abcdef".into(),
+        node: "node-a.example.org".into(),
+        boot: u64::MAX / 3,
+        seq: 12345,
+        sent_ms: 1_790_000_000_000,
+        body: Body::Ping,
+    };
+    println!("| disks | format | bytes | bytes/disk | datagrams (max 1400 B) |");
+    println!("|---:|---|---:|---:|---:|");
+    for n in [1usize, 64, 1000] {
+        let disks: Vec<DiskRecord> = (0..n).map(disk).collect();
+        let chunks = wire::chunk_inventory(&template, 1, &disks, 1400);
+        let datagrams = chunks.len();
+        let bytes: usize = chunks
+            .into_iter()
+            .map(|c| {
+                wire::encode(&Envelope {
+                    body: Body::Inventory(c),
+                    ..template.clone()
+                })
+                .len()
+            })
+            .sum();
+        println!(
+            "| {n} | native (postcard, with headers) | {bytes} | {:.1} | {datagrams} |",
+            bytes as f64 / n as f64
+        );
+        let yaml = serde_yaml::to_string(&disks).map(|s| s.len()).unwrap_or(0);
+        println!(
+            "| {n} | YAML payload only | {yaml} | {:.1} | - |",
+            yaml as f64 / n as f64
+        );
+        let json = serde_json::to_string(&disks).map(|s| s.len()).unwrap_or(0);
+        println!(
+            "| {n} | JSON payload only | {json} | {:.1} | - |",
+            json as f64 / n as f64
+        );
+    }
+}
+
+fn query_until_found(session: &mut Session, uuid: &str, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        match session.call(&format!("where {uuid}")) {
+            Ok(r) if matches!(r.status, Status::Ok(_)) => return Some(start.elapsed()),
+            Ok(_) => {}
+            Err(e) => panic!("query failed: {e}"),
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    None
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn convergence(trials: usize) {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("diskd-bench convergence needs root (it builds network namespaces)");
+        std::process::exit(2);
+    }
+    // Long intervals: only the change-triggered announce can explain what B sees.
+    let mut lab = Lab::new(2, &["--announce-interval", "600s", "--disk-interval", "600s"]);
+    lab.start_all();
+    let a_sock = lab.host("a").socket();
+    let b_sock = lab.host("b").socket();
+    let mut a = connect(&a_sock);
+    let mut b = connect(&b_sock);
+    let mut lines = String::new();
+    let mut samples = Vec::with_capacity(trials);
+    for i in 0..trials {
+        let uuid = format!("{i:08x}-0000-4000-8000-c0ffee000000");
+        lines.push_str(&disk_line(&format!("/dev/loop{i}"), &uuid, &format!("trial {i}")));
+        lab.host("a").set_disks(&lines);
+        // The clock starts before the scan that puts the disk into A's inventory.
+        let start = Instant::now();
+        let r = a.call("refresh").expect("refresh on a");
+        assert!(matches!(r.status, Status::Ok(_)), "refresh failed: {r:?}");
+        if query_until_found(&mut b, &uuid, Duration::from_secs(10)).is_none() {
+            panic!("trial {i}: b never found {uuid}");
+        }
+        samples.push(start.elapsed());
+        eprint!("\rtrial {}/{trials}", i + 1);
+    }
+    eprintln!();
+    samples.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "convergence over {trials} trials: p50 {:.1} ms, p99 {:.1} ms, min {:.1} ms, max {:.1} ms",
+        ms(percentile(&samples, 0.5)),
+        ms(percentile(&samples, 0.99)),
+        ms(samples[0]),
+        ms(samples[samples.len() - 1])
+    );
+}
+
+fn connect(sock: &Path) -> Session {
+    Session::connect(sock).unwrap_or_else(|e| panic!("{e}"))
+}
