@@ -49,6 +49,9 @@ pub struct Config {
     pub ping_min_interval: Duration,
     /// Key files; the first signs.
     pub key_files: Vec<PathBuf>,
+    /// Authenticated datagrams whose timestamp is further than this from our clock are
+    /// dropped (bounds how old a replayed capture can be).
+    pub max_clock_skew: Duration,
     /// Mount-request policy.
     pub mount: MountSettings,
 }
@@ -170,6 +173,7 @@ struct FilePing {
 #[serde(deny_unknown_fields)]
 struct FileSecurity {
     key_files: Option<Vec<PathBuf>>,
+    max_clock_skew: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -401,6 +405,11 @@ impl Config {
         .map(|p| expand_home(p))
         .collect();
 
+        let max_clock_skew = match pick(args.max_clock_skew.clone(), f.security.max_clock_skew) {
+            Some(v) => duration("security.max_clock_skew", &v)?,
+            None => Duration::from_secs(300),
+        };
+
         let fm = f.mount;
         let allow = if args.mount_allow.is_empty() {
             fm.allow.unwrap_or_default()
@@ -440,6 +449,7 @@ impl Config {
             mount_interval,
             ping_min_interval,
             key_files,
+            max_clock_skew,
             mount,
         })
     }

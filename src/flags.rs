@@ -82,6 +82,12 @@ pub enum Command {
     Announce,
     /// Ask every peer to re-announce (each peer answers at most one ping per interval).
     Ping,
+    /// Write a fresh random 32-byte key (base64, mode 0600) for --key-file; to stdout
+    /// without FILE. Never overwrites an existing file.
+    Keygen {
+        /// Where to write the key.
+        file: Option<PathBuf>,
+    },
 }
 
 /// Flags of `diskd daemon`. Each one overrides the config key named in its help.
@@ -143,6 +149,10 @@ pub struct DaemonArgs {
     /// Key file; repeatable, the first one signs [security.key_files].
     #[arg(long, value_name = "FILE")]
     pub key_file: Vec<PathBuf>,
+    /// Drop authenticated datagrams whose timestamp is further than this from our clock
+    /// [security.max_clock_skew; default: 5m].
+    #[arg(long, value_name = "DURATION")]
+    pub max_clock_skew: Option<String>,
     /// Allow mount requests [mount.enabled].
     #[arg(long)]
     pub allow_mount: bool,

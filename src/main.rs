@@ -24,6 +24,7 @@ fn run(cli: Cli) -> u8 {
     match cli.command {
         Some(Command::Daemon(args)) => daemon(cli.config, cli.socket, &args),
         None if cli.daemon_flag => daemon(cli.config, cli.socket, &DaemonArgs::default()),
+        Some(Command::Keygen { file }) => keygen(file.as_deref()),
         other => {
             let socket = match client_socket(cli.socket, cli.config) {
                 Ok(s) => s,
@@ -83,6 +84,33 @@ fn daemon(config_file: Option<PathBuf>, socket: Option<PathBuf>, args: &DaemonAr
             eprintln!("diskd: {e:#}");
             e.exit_code()
         }
+    }
+}
+
+/// `diskd keygen [FILE]`: a fresh key to a new file (mode 0600), or to stdout.
+fn keygen(file: Option<&std::path::Path>) -> u8 {
+    match file {
+        None => {
+            println!("{}", diskd::peer::keys::generate());
+            0
+        }
+        Some(path) => match diskd::peer::keys::write_new_key(path) {
+            Ok(fingerprint) => {
+                eprintln!(
+                    "diskd: wrote a new key to {} (fingerprint {fingerprint})",
+                    path.display()
+                );
+                0
+            }
+            Err(e) => {
+                eprintln!("diskd: cannot write a key to {}: {e}", path.display());
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    2
+                } else {
+                    3
+                }
+            }
+        },
     }
 }
 

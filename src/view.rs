@@ -53,6 +53,8 @@ pub struct PeerView {
     pub legacy: bool,
     /// Another node id uses the same node name (a reinstalled or cloned machine).
     pub name_conflict: bool,
+    /// Fingerprint of the key that sealed its last datagram.
+    pub key: Option<String>,
 }
 
 /// Format store time as RFC 3339 (seconds, UTC).
@@ -116,6 +118,7 @@ pub fn peers(records: Vec<PeerRecord>, now: Millis, expiry: Duration) -> Vec<Pee
             disks: p.disks,
             node_id: p.node_id,
             legacy: p.legacy,
+            key: p.key,
         })
         .collect();
     v.sort_by(|a, b| b.live.cmp(&a.live).then_with(|| a.node.cmp(&b.node)));

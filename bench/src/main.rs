@@ -121,7 +121,10 @@ fn convergence(trials: usize) {
         std::process::exit(2);
     }
     // Long intervals: only the change-triggered announce can explain what B sees.
-    let mut lab = Lab::new(2, &["--announce-interval", "600s", "--disk-interval", "600s"]);
+    let mut lab = Lab::new(
+        2,
+        &["--announce-interval", "600s", "--disk-interval", "600s"],
+    );
     lab.start_all();
     let a_sock = lab.host("a").socket();
     let b_sock = lab.host("b").socket();
@@ -131,7 +134,11 @@ fn convergence(trials: usize) {
     let mut samples = Vec::with_capacity(trials);
     for i in 0..trials {
         let uuid = format!("{i:08x}-0000-4000-8000-c0ffee000000");
-        lines.push_str(&disk_line(&format!("/dev/loop{i}"), &uuid, &format!("trial {i}")));
+        lines.push_str(&disk_line(
+            &format!("/dev/loop{i}"),
+            &uuid,
+            &format!("trial {i}"),
+        ));
         lab.host("a").set_disks(&lines);
         // The clock starts before the scan that puts the disk into A's inventory.
         let start = Instant::now();

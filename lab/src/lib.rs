@@ -240,7 +240,18 @@ impl Lab {
     pub fn routed(args: &[&str]) -> Lab {
         let mut lab = Lab::new(0, args);
         let br = lab.bridge_ns.clone();
-        sh(&["ip", "-n", &br, "link", "add", "br1", "type", "bridge", "mcast_snooping", "0"]);
+        sh(&[
+            "ip",
+            "-n",
+            &br,
+            "link",
+            "add",
+            "br1",
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ]);
         sh(&["ip", "-n", &br, "link", "set", "br1", "up"]);
         lab.add_host("a", "br0", 0, 1, args);
         lab.add_host("b", "br1", 1, 1, args);
@@ -250,13 +261,35 @@ impl Lab {
         for (i, bridge) in ["br0", "br1"].iter().enumerate() {
             let veth = format!("r{i}");
             let dev = format!("eth{i}");
-            sh(&["ip", "-n", &br, "link", "add", &veth, "type", "veth", "peer", "name", &dev, "netns", &r]);
-            sh(&["ip", "-n", &br, "link", "set", &veth, "master", bridge, "up"]);
-            sh(&["ip", "-n", &r, "addr", "add", &format!("198.18.{i}.254/24"), "dev", &dev]);
+            sh(&[
+                "ip", "-n", &br, "link", "add", &veth, "type", "veth", "peer", "name", &dev,
+                "netns", &r,
+            ]);
+            sh(&[
+                "ip", "-n", &br, "link", "set", &veth, "master", bridge, "up",
+            ]);
+            sh(&[
+                "ip",
+                "-n",
+                &r,
+                "addr",
+                "add",
+                &format!("198.18.{i}.254/24"),
+                "dev",
+                &dev,
+            ]);
             sh(&["ip", "-n", &r, "link", "set", &dev, "up"]);
         }
         sh(&["ip", "-n", &r, "link", "set", "lo", "up"]);
-        sh(&["ip", "netns", "exec", &r, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &r,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ]);
         let dir = lab._dir.path().join("router");
         std::fs::create_dir_all(&dir).unwrap();
         let conf = dir.join("smcroute.conf");
@@ -282,13 +315,24 @@ impl Lab {
         // Ready when the kernel has its multicast route.
         let start = Instant::now();
         loop {
-            let out = Command::new("ip").args(["-n", &r, "mroute", "show"]).output().unwrap();
-            let vifs = std::fs::read_to_string(format!("/proc/{}/net/ip_mr_vif", lab.router_child.as_ref().unwrap().id()))
-                .unwrap_or_default();
-            if vifs.lines().count() >= 3 || String::from_utf8_lossy(&out.stdout).contains("230.1.2.3") {
+            let out = Command::new("ip")
+                .args(["-n", &r, "mroute", "show"])
+                .output()
+                .unwrap();
+            let vifs = std::fs::read_to_string(format!(
+                "/proc/{}/net/ip_mr_vif",
+                lab.router_child.as_ref().unwrap().id()
+            ))
+            .unwrap_or_default();
+            if vifs.lines().count() >= 3
+                || String::from_utf8_lossy(&out.stdout).contains("230.1.2.3")
+            {
                 break;
             }
-            assert!(start.elapsed() < Duration::from_secs(10), "smcrouted did not set up its VIFs");
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "smcrouted did not set up its VIFs"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         lab
@@ -432,7 +476,10 @@ pub fn binary() -> PathBuf {
             return cand;
         }
     }
-    panic!("diskd binary not found next to {}; set DISKD_BIN", exe.display());
+    panic!(
+        "diskd binary not found next to {}; set DISKD_BIN",
+        exe.display()
+    );
 }
 
 /// Poll `cond` until it holds or `limit` passes; panics with `what` on timeout.
@@ -494,7 +541,12 @@ impl Run {
     /// Standard output parsed as JSON.
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout()).unwrap_or_else(|e| {
-            panic!("{}: stdout is not JSON ({e}):\n{}\n{}", self.cmd, self.stdout(), self.stderr())
+            panic!(
+                "{}: stdout is not JSON ({e}):\n{}\n{}",
+                self.cmd,
+                self.stdout(),
+                self.stderr()
+            )
         })
     }
 }

@@ -22,7 +22,7 @@ pub fn command_line(cmd: &Command) -> Option<String> {
         Command::Refresh => "refresh".into(),
         Command::Announce => "announce".into(),
         Command::Ping => "ping".into(),
-        Command::Daemon(_) => return None,
+        Command::Daemon(_) | Command::Keygen { .. } => return None,
     })
 }
 

@@ -122,6 +122,7 @@ struct Inner {
     peer_requests: Mutex<Option<mpsc::Sender<PeerRequest>>>,
     peer_state: Mutex<String>,
     rejected: Mutex<BTreeMap<&'static str, u64>>,
+    key_fingerprints: Mutex<Vec<String>>,
     started: Instant,
     shutdown: CancellationToken,
 }
@@ -143,6 +144,7 @@ impl Context {
                 peer_requests: Mutex::new(None),
                 peer_state: Mutex::new("not started".into()),
                 rejected: Mutex::new(BTreeMap::new()),
+                key_fingerprints: Mutex::new(Vec::new()),
                 started: Instant::now(),
                 shutdown,
             }),
@@ -246,6 +248,16 @@ impl Context {
     /// Dropped datagrams by reason.
     pub fn rejected(&self) -> BTreeMap<&'static str, u64> {
         lock(&self.inner.rejected).clone()
+    }
+
+    /// Record the keyring's fingerprints (signing key first) for `status`.
+    pub fn set_key_fingerprints(&self, fps: Vec<String>) {
+        *lock(&self.inner.key_fingerprints) = fps;
+    }
+
+    /// The keyring's fingerprints, signing key first; empty without keys.
+    pub fn key_fingerprints(&self) -> Vec<String> {
+        lock(&self.inner.key_fingerprints).clone()
     }
 
     /// Count bytes sent.

@@ -61,6 +61,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         exclude: config.disks.exclude.clone(),
     })
     .map_err(|e| DaemonError::Startup(format!("watchers.disks: {e}")))?;
+    let keys = crate::peer::keys::Keyring::load(&config.key_files).map_err(|e| startup(&e))?;
     let listener = control::socket::bind(&config.socket).map_err(|e| startup(&e))?;
 
     let node = node::info(&config.node_name, store.node_id());
@@ -72,9 +73,19 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         "diskd {} started",
         env!("CARGO_PKG_VERSION")
     );
-    if config.multicast.legacy || !config.key_files.is_empty() || config.mount.enabled {
+    match keys.signing_fingerprint() {
+        Some(fp) => tracing::info!(
+            keys = keys.fingerprints().len(),
+            signing_key = fp,
+            "peer traffic is sealed (XChaCha20-Poly1305); unsealed datagrams are dropped"
+        ),
+        None => tracing::warn!(
+            "no security.key_files: peer traffic is unauthenticated and readable by anyone on the network"
+        ),
+    }
+    if config.multicast.legacy || config.mount.enabled {
         tracing::warn!(
-            "legacy, security and mount settings are not implemented in this build and have no effect"
+            "legacy and mount settings are not implemented in this build and have no effect"
         );
     }
 
@@ -87,7 +98,9 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         Arc::new(disk_watcher),
     ];
     scan::spawn(&ctx, &tracker, watchers);
-    crate::peer::spawn(&ctx, &tracker);
+    let fingerprints = keys.fingerprints();
+    ctx.set_key_fingerprints(fingerprints);
+    crate::peer::spawn(&ctx, &tracker, keys);
     tracker.spawn(control::server::serve(
         ctx.clone(),
         listener,

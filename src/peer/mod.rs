@@ -7,7 +7,9 @@
 //! store as peer data; liveness is derived from when a peer was last heard. Socket errors
 //! are retried with backoff while the control socket keeps answering.
 
+pub mod keys;
 pub mod reassembly;
+pub mod replay;
 pub mod transport;
 pub mod wire;
 
@@ -22,7 +24,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::daemon::context::{now, Context, Stats};
 use crate::store::PeerRecord;
+use keys::Keyring;
 use reassembly::Reassembly;
+use replay::ReplayGuard;
 use transport::MulticastTransport;
 use wire::{Body, Envelope, Reject};
 
@@ -32,6 +36,10 @@ const DEBOUNCE: Duration = Duration::from_millis(20);
 const PING_JITTER_MS: u64 = 500;
 /// Most peers remembered; past it the oldest non-live peer is forgotten.
 pub const MAX_PEERS: usize = 4096;
+/// A peer heard again is written to the store at most this often (unless something else
+/// about it changed), and at least four times per `peer_expiry`, so that queries, which
+/// judge liveness from the store, never see a live peer as expired.
+const PERSIST_LAST_SEEN_EVERY_MS: u64 = 5_000;
 /// In a long announce, pause `PACE_PAUSE` after every `PACE_EVERY` datagrams.
 const PACE_EVERY: usize = 32;
 const PACE_PAUSE: Duration = Duration::from_millis(2);
@@ -48,14 +56,14 @@ pub enum PeerRequest {
 }
 
 /// Start the peer layer; requests go through the channel registered in the context.
-pub fn spawn(ctx: &Context, tracker: &TaskTracker) {
+pub fn spawn(ctx: &Context, tracker: &TaskTracker, keys: Keyring) {
     let (tx, rx) = mpsc::channel(32);
     ctx.set_peer_requests(tx);
-    tracker.spawn(run(ctx.clone(), rx));
+    tracker.spawn(run(ctx.clone(), rx, keys));
 }
 
-async fn run(ctx: Context, mut requests: mpsc::Receiver<PeerRequest>) {
-    let mut layer = Layer::new(ctx.clone());
+async fn run(ctx: Context, mut requests: mpsc::Receiver<PeerRequest>, keys: Keyring) {
+    let mut layer = Layer::new(ctx.clone(), keys);
     let mut backoff = Duration::from_millis(500);
     loop {
         let cfg = &ctx.config().multicast;
@@ -98,6 +106,12 @@ async fn run(ctx: Context, mut requests: mpsc::Receiver<PeerRequest>) {
 /// The peer layer's own state (owned by its single task, so no locks).
 struct Layer {
     ctx: Context,
+    keys: Keyring,
+    replay: ReplayGuard,
+    /// Every peer we know, mirrored from the store so no datagram costs a store scan.
+    peers: HashMap<String, PeerRecord>,
+    /// When each peer's record was last written to the store.
+    persisted: HashMap<String, u64>,
     boot: u64,
     seq: u64,
     generation: u64,
@@ -123,15 +137,27 @@ async fn at(deadline: Option<Instant>) {
 }
 
 impl Layer {
-    fn new(ctx: Context) -> Layer {
-        let was_live = ctx
+    fn new(ctx: Context, keys: Keyring) -> Layer {
+        let peers: HashMap<String, PeerRecord> = ctx
             .store()
             .peers()
             .into_iter()
-            .filter(|p| p.is_live(now(), ctx.peer_expiry()))
-            .map(|p| p.node_id)
+            .map(|p| (p.node_id.clone(), p))
             .collect();
+        let was_live = peers
+            .values()
+            .filter(|p| p.is_live(now(), ctx.peer_expiry()))
+            .map(|p| p.node_id.clone())
+            .collect();
+        let tolerance = ctx.config().max_clock_skew.as_millis() as u64;
         Layer {
+            keys,
+            replay: ReplayGuard::new(tolerance, 2 * MAX_PEERS),
+            persisted: peers
+                .iter()
+                .map(|(k, p)| (k.clone(), p.last_seen))
+                .collect(),
+            peers,
             ctx,
             boot: rand::random(),
             seq: 0,
@@ -225,7 +251,7 @@ impl Layer {
 
     async fn send(&mut self, t: &MulticastTransport, body: Body) -> std::io::Result<()> {
         let env = self.envelope(body);
-        let bytes = wire::encode(&env);
+        let bytes = self.keys.seal(wire::encode(&env));
         match t.send(&bytes).await {
             Ok(()) => {
                 Stats::bump(&self.ctx.stats().packets_sent);
@@ -246,7 +272,10 @@ impl Layer {
         let disks = self.ctx.store().local_inventory();
         self.generation += 1;
         let template = self.envelope(Body::Ping);
-        let max = self.ctx.config().multicast.max_datagram;
+        let mut max = self.ctx.config().multicast.max_datagram;
+        if self.keys.enabled() {
+            max -= keys::OVERHEAD;
+        }
         let chunks = wire::chunk_inventory(&template, self.generation, &disks, max);
         for (i, c) in chunks.into_iter().enumerate() {
             if i > 0 && i % PACE_EVERY == 0 {
@@ -270,24 +299,39 @@ impl Layer {
     }
 
     async fn receive(&mut self, bytes: &[u8], from: SocketAddr) {
-        let env = match wire::decode(bytes) {
+        if bytes.starts_with(b"diskd:") {
+            return self.reject(Reject::Legacy, from);
+        }
+        let (plain, key) = match self.keys.open(bytes) {
+            Ok(x) => x,
+            Err(reason) => return self.reject(reason, from),
+        };
+        let key = key.map(str::to_string);
+        let env = match wire::decode(&plain) {
             Ok(env) => env,
             Err(reason) => return self.reject(reason, from),
         };
         if env.node_id == self.ctx.node().id {
             return; // our own datagram, looped back
         }
+        if self.keys.enabled() {
+            // Only authenticated traffic can be meaningfully checked for replays: without
+            // keys anyone can forge a fresh datagram anyway.
+            if let Err(reason) =
+                self.replay
+                    .check(&env.node_id, env.boot, env.seq, env.sent_ms, now())
+            {
+                return self.reject(reason, from);
+            }
+        }
         Stats::bump(&self.ctx.stats().packets_received);
-        let ctx = self.ctx.clone();
-        let store = ctx.store();
-        let known = store.peer(&env.node_id);
-        if known.is_none() && !self.make_room() {
+        let is_new = !self.peers.contains_key(&env.node_id);
+        if is_new && !self.make_room() {
             return self.reject(Reject::OverCapacity, from);
         }
-        self.check_name_conflict(&env);
         let addr = from.ip().to_string();
         let t = now();
-        let mut peer = known.clone().unwrap_or(PeerRecord {
+        let mut peer = self.peers.get(&env.node_id).cloned().unwrap_or(PeerRecord {
             node_id: env.node_id.clone(),
             node: env.node.clone(),
             addr: Some(addr.clone()),
@@ -296,10 +340,19 @@ impl Layer {
             gone: false,
             legacy: false,
             disks: 0,
+            key: None,
         });
+        if is_new || peer.node != env.node {
+            self.check_name_conflict(&env);
+        }
+        let mut important = is_new
+            || peer.node != env.node
+            || peer.addr.as_deref() != Some(&addr)
+            || peer.key != key;
         peer.node = env.node.clone();
         peer.addr = Some(addr.clone());
         peer.last_seen = t;
+        peer.key = key;
         let kind = match env.body {
             Body::Ping => Kind::Ping,
             _ => Kind::Other,
@@ -307,8 +360,9 @@ impl Layer {
         match env.body {
             Body::Goodbye => {
                 peer.gone = true;
-                self.save_peer(&peer).await;
+                self.save_peer(peer.clone(), true).await;
                 self.was_live.remove(&peer.node_id);
+                tracing::info!(peer = %peer.node, addr = %addr, "peer said goodbye");
                 self.ctx
                     .event("peer", format!("{} ({addr}) said goodbye", peer.node));
                 return;
@@ -322,9 +376,11 @@ impl Layer {
                     .add(&env.node_id, env.boot, chunk, std::time::Instant::now())
                 {
                     Err(reason) => return self.reject(reason, from),
-                    Ok(None) => return,
+                    Ok(None) => {}
                     Ok(Some(disks)) => {
+                        important = true;
                         peer.disks = disks.len();
+                        let store = self.ctx.store();
                         match store.replace_peer_inventory(
                             &peer.node_id,
                             &peer.node,
@@ -356,6 +412,7 @@ impl Layer {
             }
         }
         let joined = peer.gone || !self.was_live.contains(&peer.node_id);
+        important |= joined;
         let rebooted = self.boots.insert(peer.node_id.clone(), env.boot) != Some(env.boot);
         if self.boots.len() > 2 * MAX_PEERS {
             self.boots.clear(); // bounded; at worst a few extra welcome announces
@@ -365,7 +422,7 @@ impl Layer {
             self.want_announce("new or restarted peer", &peer.node);
         }
         peer.gone = false;
-        self.save_peer(&peer).await;
+        self.save_peer(peer.clone(), important).await;
         if joined {
             self.was_live.insert(peer.node_id.clone());
             tracing::info!(peer = %peer.node, addr = %addr, "peer joined");
@@ -374,17 +431,37 @@ impl Layer {
         }
     }
 
-    async fn save_peer(&self, peer: &PeerRecord) {
-        let store = self.ctx.store();
-        if let Err(e) = store.upsert_peer(peer) {
-            Stats::bump(&self.ctx.stats().store_errors);
-            tracing::error!("cannot store peer: {e}");
-            return;
+    fn persist_every_ms(&self) -> u64 {
+        PERSIST_LAST_SEEN_EVERY_MS.min(self.ctx.peer_expiry().as_millis() as u64 / 4)
+    }
+
+    /// Keep the peer in memory; write it to the store when something changed that matters
+    /// after a restart, or when its stored last-seen time is getting old. Hearing a peer
+    /// again every few seconds does not rewrite its record each time.
+    async fn save_peer(&mut self, peer: PeerRecord, important: bool) {
+        let stale = self
+            .persisted
+            .get(&peer.node_id)
+            .is_none_or(|&t| peer.last_seen.saturating_sub(t) >= self.persist_every_ms());
+        if important || stale {
+            let store = self.ctx.store();
+            match store.upsert_peer(&peer) {
+                Ok(()) => {
+                    self.persisted.insert(peer.node_id.clone(), peer.last_seen);
+                    if important {
+                        if let Err(e) = store.flush().await {
+                            Stats::bump(&self.ctx.stats().store_errors);
+                            tracing::error!("store flush failed: {e}");
+                        }
+                    }
+                }
+                Err(e) => {
+                    Stats::bump(&self.ctx.stats().store_errors);
+                    tracing::error!("cannot store peer: {e}");
+                }
+            }
         }
-        if let Err(e) = store.flush().await {
-            Stats::bump(&self.ctx.stats().store_errors);
-            tracing::error!("store flush failed: {e}");
-        }
+        self.peers.insert(peer.node_id.clone(), peer);
     }
 
     /// A peer asked for our inventory (a ping, or it is new or restarted and has none).
@@ -413,49 +490,56 @@ impl Layer {
         );
     }
 
-    /// Make room for a new peer: forget the oldest non-live one if at the cap.
-    fn make_room(&self) -> bool {
-        let store = self.ctx.store();
-        let peers = store.peers();
-        if peers.len() < MAX_PEERS {
+    /// Make room for a new peer: forget the oldest non-live one if at the cap. Live peers
+    /// are never forgotten; when all are live, the newcomer is refused.
+    fn make_room(&mut self) -> bool {
+        if self.peers.len() < MAX_PEERS {
             return true;
         }
         let expiry = self.ctx.peer_expiry();
         let t = now();
-        let victim = peers
-            .iter()
+        let victim = self
+            .peers
+            .values()
             .filter(|p| !p.is_live(t, expiry))
-            .min_by_key(|p| p.last_seen);
-        match victim {
-            Some(v) => {
-                tracing::info!(peer = %v.node, "peer table full: forgetting the oldest non-live peer");
-                store.remove_peer(&v.node_id).is_ok()
-            }
-            None => false,
-        }
+            .min_by_key(|p| p.last_seen)
+            .map(|p| (p.node_id.clone(), p.node.clone()));
+        let Some((id, name)) = victim else {
+            return false;
+        };
+        tracing::info!(peer = %name, "peer table full: forgetting the oldest non-live peer");
+        self.peers.remove(&id);
+        self.persisted.remove(&id);
+        self.ctx.store().remove_peer(&id).is_ok()
     }
 
     fn check_name_conflict(&mut self, env: &Envelope) {
         let t = now();
         let expiry = self.ctx.peer_expiry();
-        for other in self.ctx.store().peers() {
-            if other.node == env.node && other.node_id != env.node_id && other.is_live(t, expiry) {
-                let key = (env.node_id.clone(), other.node_id.clone());
-                if self.conflicts_reported.insert(key) {
-                    tracing::warn!(
-                        node = %env.node,
-                        new_id = %env.node_id,
-                        old_id = %other.node_id,
-                        "two daemons use the same node name; listing both"
-                    );
-                    self.ctx.event(
-                        "peer",
-                        format!(
-                            "name conflict: {} is used by {} and {}",
-                            env.node, other.node_id, env.node_id
-                        ),
-                    );
-                }
+        let others: Vec<String> = self
+            .peers
+            .values()
+            .filter(|o| o.node == env.node && o.node_id != env.node_id && o.is_live(t, expiry))
+            .map(|o| o.node_id.clone())
+            .collect();
+        for other in others {
+            if self
+                .conflicts_reported
+                .insert((env.node_id.clone(), other.clone()))
+            {
+                tracing::warn!(
+                    node = %env.node,
+                    new_id = %env.node_id,
+                    old_id = %other,
+                    "two daemons use the same node name; listing both"
+                );
+                self.ctx.event(
+                    "peer",
+                    format!(
+                        "name conflict: {} is used by {} and {}",
+                        env.node, other, env.node_id
+                    ),
+                );
             }
         }
     }
@@ -468,23 +552,22 @@ impl Layer {
         }
         let t = now();
         let expiry = self.ctx.peer_expiry();
-        let live: HashMap<String, PeerRecord> = self
-            .ctx
-            .store()
-            .peers()
-            .into_iter()
-            .filter(|p| self.was_live.contains(&p.node_id))
-            .map(|p| (p.node_id.clone(), p))
-            .collect();
         let expired: Vec<String> = self
             .was_live
             .iter()
-            .filter(|id| live.get(*id).is_none_or(|p| !p.is_live(t, expiry)))
+            .filter(|id| self.peers.get(*id).is_none_or(|p| !p.is_live(t, expiry)))
             .cloned()
             .collect();
         for id in expired {
             self.was_live.remove(&id);
-            let name = live.get(&id).map(|p| p.node.clone()).unwrap_or(id);
+            // Persist the last time it was heard, which `save_peer` may have held back.
+            if let Some(p) = self.peers.get(&id) {
+                if self.persisted.get(&id) != Some(&p.last_seen) {
+                    let _ = self.ctx.store().upsert_peer(p);
+                    self.persisted.insert(id.clone(), p.last_seen);
+                }
+            }
+            let name = self.peers.get(&id).map(|p| p.node.clone()).unwrap_or(id);
             tracing::info!(peer = %name, "peer expired (not heard within peer_expiry)");
             self.ctx.event("peer", format!("{name} expired"));
         }

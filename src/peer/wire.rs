@@ -116,6 +116,24 @@ pub enum Reject {
     /// Dropped to keep memory bounded (too many peers or pending generations).
     #[error("over_capacity")]
     OverCapacity,
+    /// Unsealed while keys are configured.
+    #[error("plaintext")]
+    Plaintext,
+    /// Sealed, but we have no keys to open it.
+    #[error("sealed_no_key")]
+    SealedNoKey,
+    /// Sealed with a key we do not hold.
+    #[error("unknown_key")]
+    UnknownKey,
+    /// Does not open: tampered, truncated or forged.
+    #[error("bad_seal")]
+    BadSeal,
+    /// Seen before, or older than the sender's replay window.
+    #[error("replay")]
+    Replay,
+    /// Timestamp too far from our clock.
+    #[error("clock_skew")]
+    ClockSkew,
 }
 
 impl Reject {
@@ -130,6 +148,12 @@ impl Reject {
             Reject::InvalidField => "invalid_field",
             Reject::BadChunk => "bad_chunk",
             Reject::OverCapacity => "over_capacity",
+            Reject::Plaintext => "plaintext",
+            Reject::SealedNoKey => "sealed_no_key",
+            Reject::UnknownKey => "unknown_key",
+            Reject::BadSeal => "bad_seal",
+            Reject::Replay => "replay",
+            Reject::ClockSkew => "clock_skew",
         }
     }
 }

@@ -88,6 +88,9 @@ pub struct PeerRecord {
     /// How many disks its latest inventory holds.
     #[serde(default)]
     pub disks: usize,
+    /// Fingerprint of the key that sealed its last datagram (none without keys).
+    #[serde(default)]
+    pub key: Option<String>,
 }
 
 impl PeerRecord {

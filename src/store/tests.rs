@@ -127,6 +127,7 @@ fn liveness_of_hosts() {
         gone: false,
         legacy: false,
         disks: 0,
+        key: None,
     };
     s.upsert_peer(&p).unwrap();
     assert!(s.host_is_live("p", 105_000, exp));

@@ -36,6 +36,7 @@ impl Peers {
                     if p.live { "live" } else { "not live" }.into(),
                     p.last_seen.clone(),
                     p.disks.to_string(),
+                    p.key.clone().unwrap_or_default(),
                     if p.name_conflict {
                         format!(
                             "name also used by another node id; this one is {}",
@@ -50,7 +51,7 @@ impl Peers {
             })
             .collect();
         let mut body = table::render(
-            &["NODE", "ADDR", "STATE", "LAST SEEN", "DISKS", "NOTE"],
+            &["NODE", "ADDR", "STATE", "LAST SEEN", "DISKS", "KEY", "NOTE"],
             &rows,
         );
         if peers.is_empty() {

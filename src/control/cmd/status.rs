@@ -47,6 +47,10 @@ struct Out {
     peers: usize,
     peers_live: usize,
     multicast: String,
+    /// Fingerprints of our keys, the signing key first; empty: unauthenticated.
+    keys: Vec<String>,
+    /// For each peer (by node name), the fingerprint of the key of its last datagram.
+    peer_keys: BTreeMap<String, Option<String>>,
     counters: Counters,
     watchers: BTreeMap<&'static str, WatcherHealth>,
 }
@@ -84,6 +88,11 @@ impl StatusCmd {
                 .filter(|p| p.is_live(crate::daemon::context::now(), ctx.peer_expiry()))
                 .count(),
             multicast: ctx.peer_state(),
+            keys: ctx.key_fingerprints(),
+            peer_keys: peers
+                .iter()
+                .map(|p| (p.node.clone(), p.key.clone()))
+                .collect(),
             counters: Counters {
                 packets_sent: Stats::get(&s.packets_sent),
                 packets_received: Stats::get(&s.packets_received),
@@ -120,6 +129,26 @@ impl StatusCmd {
                 out.disks_local, out.disks_known, out.peers_live, out.peers
             ),
             format!("multicast  {}", out.multicast),
+            match out.keys.split_first() {
+                None => "security   none: peer traffic is unauthenticated".to_string(),
+                Some((first, rest)) => format!(
+                    "security   signing key {first}{}; peers: {}",
+                    if rest.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", also accepting {}", rest.join(", "))
+                    },
+                    if out.peer_keys.is_empty() {
+                        "none yet".to_string()
+                    } else {
+                        out.peer_keys
+                            .iter()
+                            .map(|(n, k)| format!("{n} {}", k.as_deref().unwrap_or("-")))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                ),
+            },
             format!(
                 "packets    sent {} ({} announces, {} bytes, {} send errors), received {}, rejected {}{}",
                 c.packets_sent,
