@@ -150,9 +150,13 @@ impl Layer {
             .map(|p| p.node_id.clone())
             .collect();
         let tolerance = ctx.config().max_clock_skew.as_millis() as u64;
+        let mut replay = ReplayGuard::new(tolerance, 2 * MAX_PEERS);
+        for p in peers.values().filter(|p| p.sent_ms > 0) {
+            replay.restore(&p.node_id, p.boot, p.sent_ms, now());
+        }
         Layer {
             keys,
-            replay: ReplayGuard::new(tolerance, 2 * MAX_PEERS),
+            replay,
             persisted: peers
                 .iter()
                 .map(|(k, p)| (k.clone(), p.last_seen))
@@ -205,6 +209,7 @@ impl Layer {
                     if let Err(e) = self.send(t, Body::Goodbye).await {
                         tracing::debug!("goodbye not sent: {e}");
                     }
+                    self.persist_all();
                     return Ok(());
                 }
                 r = t.recv(&mut buf) => {
@@ -341,6 +346,8 @@ impl Layer {
             legacy: false,
             disks: 0,
             key: None,
+            boot: env.boot,
+            sent_ms: env.sent_ms,
         });
         if is_new || peer.node != env.node {
             self.check_name_conflict(&env);
@@ -353,6 +360,8 @@ impl Layer {
         peer.addr = Some(addr.clone());
         peer.last_seen = t;
         peer.key = key;
+        peer.boot = env.boot;
+        peer.sent_ms = peer.sent_ms.max(env.sent_ms);
         let kind = match env.body {
             Body::Ping => Kind::Ping,
             _ => Kind::Other,
@@ -428,6 +437,19 @@ impl Layer {
             tracing::info!(peer = %peer.node, addr = %addr, "peer joined");
             self.ctx
                 .event("peer", format!("{} ({addr}) joined", peer.node));
+        }
+    }
+
+    /// Write every peer whose stored record lags behind (last seen, replay floor), so that
+    /// after a clean restart nothing we accepted before can be replayed to us.
+    fn persist_all(&mut self) {
+        let store = self.ctx.store();
+        for p in self.peers.values() {
+            if self.persisted.get(&p.node_id) != Some(&p.last_seen) || p.sent_ms > 0 {
+                if let Err(e) = store.upsert_peer(p) {
+                    tracing::warn!(peer = %p.node, "cannot store peer at shutdown: {e}");
+                }
+            }
         }
     }
 

@@ -21,6 +21,9 @@ struct SenderState {
     seen: u64,
     latest_sent_ms: u64,
     touched_ms: u64,
+    /// Restored from the store after our restart: which sequence numbers of `boot` we saw
+    /// is unknown, so only datagrams newer than `latest_sent_ms` are accepted until one is.
+    restored: bool,
 }
 
 /// Per-sender replay windows, bounded in number.
@@ -42,6 +45,24 @@ impl ReplayGuard {
         }
     }
 
+    /// Remember a sender from before our restart: nothing it sent at or before `sent_ms`
+    /// will be accepted again.
+    pub fn restore(&mut self, node_id: &str, boot: u64, sent_ms: u64, now_ms: u64) {
+        if self.senders.len() < self.max_senders {
+            self.senders.insert(
+                node_id.to_string(),
+                SenderState {
+                    boot,
+                    highest: 0,
+                    seen: 0,
+                    latest_sent_ms: sent_ms,
+                    touched_ms: now_ms,
+                    restored: true,
+                },
+            );
+        }
+    }
+
     /// Check and record one datagram.
     pub fn check(
         &mut self,
@@ -54,12 +75,16 @@ impl ReplayGuard {
         if sent_ms.abs_diff(now_ms) > self.tolerance_ms {
             return Err(Reject::ClockSkew);
         }
+        // A sender's first accepted datagram (first contact, a new boot, or the first since
+        // our restart) marks everything older as seen: we cannot tell an old datagram we
+        // missed from a replay of it, so neither is accepted.
         let fresh = SenderState {
             boot,
             highest: seq,
-            seen: 1,
+            seen: u64::MAX,
             latest_sent_ms: sent_ms,
             touched_ms: now_ms,
+            restored: false,
         };
         let Some(s) = self.senders.get_mut(node_id) else {
             if self.senders.len() >= self.max_senders {
@@ -75,7 +100,7 @@ impl ReplayGuard {
             self.senders.insert(node_id.to_string(), fresh);
             return Ok(());
         };
-        if s.boot != boot {
+        if s.boot != boot || s.restored {
             if sent_ms <= s.latest_sent_ms {
                 return Err(Reject::Replay);
             }
@@ -140,6 +165,19 @@ mod tests {
         // A capture of the old run (goodbye, say) is refused.
         assert_eq!(g.check("a", 1, 6, NOW - 900, NOW), Err(Reject::Replay));
         assert_eq!(g.check("a", 2, 2, NOW + 1, NOW), Ok(()));
+    }
+
+    #[test]
+    fn a_restored_sender_accepts_only_newer_datagrams() {
+        let mut g = ReplayGuard::new(300_000, 10);
+        g.restore("a", 1, NOW - 1000, NOW);
+        assert_eq!(g.check("a", 1, 7, NOW - 1000, NOW), Err(Reject::Replay));
+        assert_eq!(g.check("a", 1, 3, NOW - 5000, NOW), Err(Reject::Replay));
+        assert_eq!(g.check("a", 1, 8, NOW - 999, NOW), Ok(()));
+        // From then on the window applies again, and nothing older is taken.
+        assert_eq!(g.check("a", 1, 8, NOW - 999, NOW), Err(Reject::Replay));
+        assert_eq!(g.check("a", 1, 6, NOW - 999, NOW), Err(Reject::Replay));
+        assert_eq!(g.check("a", 1, 9, NOW - 998, NOW), Ok(()));
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //! separate calls (`replace_local` for the watchers, `replace_peer_inventory` and
 //! `upsert_peer` for the peer layer); queries read the fleet-wide picture.
 //!
-//! Every write that replaces an inventory is one sled batch (atomic), and callers `flush`
-//! before they report success, so "committed" means "on disk".
+//! Every write that replaces an inventory is one sled batch (atomic), flushed before it
+//! becomes visible: readers of the sightings wait while an inventory is being committed, so
+//! a disk a query has shown cannot be lost by a `kill -9` right after the answer.
 
 mod records;
 
@@ -67,6 +68,15 @@ pub enum StoreError {
         #[source]
         source: sled::Error,
     },
+    /// The data file holds something sled cannot read as its log (overwritten, truncated to
+    /// garbage, not a sled file). sled would start a new, empty log over it.
+    #[error("store {}: {detail}; nothing was changed (move the directory away to start afresh)", path.display())]
+    Unreadable {
+        /// Store directory.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
     /// An error while running.
     #[error("store: {0}")]
     Sled(#[from] sled::Error),
@@ -101,6 +111,9 @@ pub struct Store {
     peers: sled::Tree,
     node_id: String,
     path: PathBuf,
+    /// Held for writing while an inventory is applied and flushed, for reading while
+    /// sightings are read: sled shows a batch to readers at once, before it is on disk.
+    commit: std::sync::Arc<std::sync::RwLock<()>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -133,6 +146,7 @@ impl Store {
                 }
             }
         };
+        check_log_readable(path)?;
         let db = sled::Config::new()
             .path(path)
             .mode(sled::Mode::LowSpace)
@@ -180,6 +194,7 @@ impl Store {
             peers,
             node_id,
             path: path.to_path_buf(),
+            commit: Default::default(),
         })
     }
 
@@ -237,6 +252,7 @@ impl Store {
         disks: &[DiskRecord],
         now: Millis,
     ) -> Result<InventoryDiff, StoreError> {
+        let _commit = self.commit.write().unwrap_or_else(|p| p.into_inner());
         let prefix = node_prefix(node_id);
         let mut old: BTreeMap<Vec<u8>, Sighting> = BTreeMap::new();
         for item in self.sightings.scan_prefix(&prefix) {
@@ -302,12 +318,15 @@ impl Store {
             batch.insert(key, serde_json::to_vec(&prev)?);
         }
         self.sightings.apply_batch(batch)?;
+        // On disk before any reader (who could be a query) can see it.
+        self.db.flush()?;
         Ok(diff)
     }
 
     /// Every sighting of every host, in key order. Records that cannot be decoded are
     /// skipped (and left in place, never deleted).
     pub fn sightings(&self) -> Vec<Sighting> {
+        let _commit = self.commit.read().unwrap_or_else(|p| p.into_inner());
         self.sightings
             .iter()
             .filter_map(Result::ok)
@@ -325,6 +344,7 @@ impl Store {
 
     /// This node's current inventory (what the peer layer announces).
     pub fn local_inventory(&self) -> Vec<DiskRecord> {
+        let _commit = self.commit.read().unwrap_or_else(|p| p.into_inner());
         self.sightings
             .scan_prefix(node_prefix(&self.node_id))
             .filter_map(Result::ok)
@@ -376,6 +396,95 @@ impl Store {
     pub fn host_is_live(&self, node_id: &str, now: Millis, expiry: Duration) -> bool {
         node_id == self.node_id || self.peer(node_id).is_some_and(|p| p.is_live(now, expiry))
     }
+}
+
+/// Refuse a data file that sled 0.34 would silently start afresh over.
+///
+/// sled scans the segment headers of its log (`db`) at open; when not one has a valid
+/// checksum it takes the log for new and zeroes it, inside `open`, before the caller can
+/// look at what was recovered. So a store whose `db` was overwritten with garbage would
+/// lose its data and node id without a word. This looks first, the way sled does: a `db`
+/// long enough to hold a segment header must have at least one valid header, unless every
+/// header is still all zeroes (a log sled made but never wrote: nothing to lose). Anything
+/// this cannot judge (no `db`, no readable `conf`) is left to sled.
+fn check_log_readable(path: &Path) -> Result<(), StoreError> {
+    use std::io::Read;
+    use std::os::unix::fs::FileExt;
+
+    /// sled 0.34's segment header: crc32 (xor 0xFFFF_FFFF) of the next 16 bytes, the lsn
+    /// and the max stable lsn.
+    const SEG_HEADER_LEN: u64 = 20;
+    /// sled 0.34's default `segment_size`, which it uses when `conf` does not exist.
+    const DEFAULT_SEGMENT_SIZE: u64 = 512 * 1024;
+
+    let Ok(mut file) = std::fs::File::open(path.join("db")) else {
+        return Ok(());
+    };
+    let Ok(len) = file.metadata().map(|m| m.len()) else {
+        return Ok(());
+    };
+    let segment_size = match std::fs::read(path.join("conf")) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => DEFAULT_SEGMENT_SIZE,
+        Err(_) => return Ok(()),
+        // sled's format: "segment_size: N\n..." then a 4-byte crc; a conf this short is
+        // ignored and rewritten by sled.
+        Ok(conf) if conf.len() <= 8 => DEFAULT_SEGMENT_SIZE,
+        Ok(conf) => {
+            let text = String::from_utf8_lossy(&conf[..conf.len() - 4]).into_owned();
+            match text
+                .lines()
+                .find_map(|l| l.strip_prefix("segment_size: "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+            {
+                Some(n) if n >= SEG_HEADER_LEN => n,
+                // sled itself refuses a conf it cannot parse.
+                _ => return Ok(()),
+            }
+        }
+    };
+    // The same count of segments sled scans.
+    let segments = len / segment_size + u64::from(len % segment_size >= SEG_HEADER_LEN);
+    let mut all_zero = true;
+    for i in 0..segments {
+        let mut header = [0u8; SEG_HEADER_LEN as usize];
+        if file.read_exact_at(&mut header, i * segment_size).is_err() {
+            continue;
+        }
+        let stored = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+        if stored ^ 0xFFFF_FFFF == crc32(&header[4..]) {
+            return Ok(());
+        }
+        all_zero &= header.iter().all(|&b| b == 0);
+    }
+    if segments == 0 || all_zero {
+        return Ok(());
+    }
+    // Say a little about what is there, for the operator.
+    let mut head = [0u8; 8];
+    let n = file.read(&mut head).unwrap_or(0);
+    Err(StoreError::Unreadable {
+        path: path.to_path_buf(),
+        detail: format!(
+            "the data file db ({len} bytes, starting {:02x?}) has no valid sled segment; it is corrupt or not a sled log",
+            &head[..n]
+        ),
+    })
+}
+
+/// CRC-32 (IEEE), as sled computes it with crc32fast.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
 }
 
 fn node_prefix(node_id: &str) -> Vec<u8> {

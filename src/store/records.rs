@@ -91,6 +91,12 @@ pub struct PeerRecord {
     /// Fingerprint of the key that sealed its last datagram (none without keys).
     #[serde(default)]
     pub key: Option<String>,
+    /// Boot id of its run when last heard (replay protection across our restarts).
+    #[serde(default)]
+    pub boot: u64,
+    /// The latest timestamp it sent that we accepted, ms since the epoch.
+    #[serde(default)]
+    pub sent_ms: u64,
 }
 
 impl PeerRecord {

@@ -128,6 +128,8 @@ fn liveness_of_hosts() {
         legacy: false,
         disks: 0,
         key: None,
+        boot: 0,
+        sent_ms: 0,
     };
     s.upsert_peer(&p).unwrap();
     assert!(s.host_is_live("p", 105_000, exp));
@@ -179,4 +181,52 @@ fn wrong_schema_is_refused_and_left_alone() {
             .unwrap(),
         b"99"
     );
+}
+
+#[test]
+fn crc32_is_the_ieee_checksum() {
+    assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+    assert_eq!(crc32(b""), 0);
+}
+
+#[test]
+fn a_data_file_sled_would_start_over_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = {
+        let s = Store::open(dir.path()).unwrap();
+        s.replace_local("h", None, &[disk("u", "l", "/dev/x")], 1)
+            .unwrap();
+        s.node_id().to_string()
+    };
+    // A real store passes the check and opens again, data and id intact.
+    check_log_readable(dir.path()).unwrap();
+    {
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.node_id(), id);
+        assert_eq!(s.find("u").len(), 1);
+    }
+
+    // Overwritten with garbage (sled would zero it and start afresh): refused, unchanged.
+    let db = dir.path().join("db");
+    let garbage: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&db, &garbage).unwrap();
+    let e = Store::open(dir.path()).unwrap_err();
+    assert!(matches!(e, StoreError::Unreadable { .. }), "{e}");
+    assert!(e.to_string().contains("nothing was changed"), "{e}");
+    assert_eq!(std::fs::read(&db).unwrap(), garbage);
+
+    // A log sled made but never wrote (all zeroes) is nothing to lose: opened as new.
+    std::fs::write(&db, vec![0u8; 4096]).unwrap();
+    check_log_readable(dir.path()).unwrap();
+}
+
+#[test]
+fn no_store_yet_and_tiny_files_are_left_to_sled() {
+    let dir = tempfile::tempdir().unwrap();
+    check_log_readable(&dir.path().join("missing")).unwrap();
+    check_log_readable(dir.path()).unwrap();
+    std::fs::write(dir.path().join("db"), b"short").unwrap();
+    check_log_readable(dir.path()).unwrap();
 }

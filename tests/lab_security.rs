@@ -1,0 +1,525 @@
+//! Trust nothing on the wire: keys, forgeries, replays, rotation, floods and faults, with
+//! real daemons in the network-namespace lab. Needs root.
+
+mod util;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use diskd_lab as lab;
+use lab::{disk_line, wait_for, Lab};
+use util::root_or_skip;
+
+const UA: &str = "aaaaaaaa-0000-4000-8000-00000000000a";
+const UB: &str = "bbbbbbbb-0000-4000-8000-00000000000b";
+const LONG: Duration = Duration::from_secs(20);
+
+/// `diskd keygen FILE`; returns the path.
+fn keygen(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    let r = util::run_diskd(&["keygen", path.to_str().unwrap()], None);
+    r.expect_code(0);
+    path
+}
+
+fn key_args(keys: &[&Path]) -> Vec<String> {
+    keys.iter()
+        .flat_map(|k| ["--key-file".to_string(), k.display().to_string()])
+        .collect()
+}
+
+fn counter(status: &serde_json::Value, name: &str) -> u64 {
+    status["counters"][name].as_u64().unwrap_or(0)
+}
+
+fn rejected(status: &serde_json::Value, reason: &str) -> u64 {
+    status["counters"]["rejected_by_reason"][reason]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// Run python3 in a namespace (for raw datagrams the daemon must not trust).
+fn python_in(ns: &str, script: &str) -> std::process::Output {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "python3", "-c", script])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+const JOIN: &str = "import socket,struct,sys,time,os,random\n\
+s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+s.bind(('230.1.2.3',32003))\n\
+s.setsockopt(socket.IPPROTO_IP,socket.IP_ADD_MEMBERSHIP,struct.pack('4s4s',socket.inet_aton('230.1.2.3'),socket.inet_aton('0.0.0.0')))\n";
+
+#[test]
+fn keyed_hosts_talk_and_show_which_key_signed() {
+    if !root_or_skip("keyed_hosts_talk") {
+        return;
+    }
+    let keys = tempfile::tempdir().unwrap();
+    let k = keygen(keys.path(), "fleet.key");
+    let args = key_args(&[&k]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut lab = Lab::new(2, &[&args[..], &["--announce-interval", "1s"]].concat());
+    lab.host("a")
+        .set_disks(&disk_line("/dev/sda1", UA, "disk of a"));
+    lab.host("b")
+        .set_disks(&disk_line("/dev/sdb1", UB, "disk of b"));
+    lab.start_all();
+    let b = lab.host("b");
+    wait_for("b to see a's disk", LONG, || !b.query(UA).is_empty());
+    let st = b.status();
+    let fp = st["keys"][0]
+        .as_str()
+        .expect("signing key fingerprint")
+        .to_string();
+    assert_eq!(fp.len(), 16);
+    assert_eq!(st["peer_keys"]["a"], fp.as_str(), "{st}");
+    let peers = b.peers();
+    assert_eq!(peers[0]["key"], fp.as_str());
+    // The key itself is never shown.
+    let key_text = std::fs::read_to_string(&k).unwrap();
+    let all = b.client(&["status"]).stdout() + &b.client(&["peers", "--json"]).stdout();
+    assert!(!all.contains(key_text.trim()));
+}
+
+#[test]
+fn forged_and_replayed_datagrams_change_nothing() {
+    if !root_or_skip("forged_and_replayed") {
+        return;
+    }
+    let keys = tempfile::tempdir().unwrap();
+    let k = keygen(keys.path(), "fleet.key");
+    let args = key_args(&[&k]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // Host c runs no daemon: it is the attacker, without the key.
+    let mut lab = Lab::new(
+        3,
+        &[
+            &args[..],
+            &["--announce-interval", "1s", "--peer-expiry", "30s"],
+        ]
+        .concat(),
+    );
+    lab.host("a")
+        .set_disks(&disk_line("/dev/sda1", UA, "disk of a"));
+    lab.host("b")
+        .set_disks(&disk_line("/dev/sdb1", UB, "disk of b"));
+    lab.host("a").start();
+    lab.host("b").start();
+    let b = lab.host("b");
+    wait_for("b to see a", LONG, || !b.query(UA).is_empty());
+    let attacker = lab.hosts[2].ns.clone();
+    let capture = lab.hosts[2].dir.join("capture.hex");
+
+    // 1. A forgery in the right format, unsealed: an inventory claiming a disk for "evil",
+    //    and a goodbye claiming to be a.
+    let a_id = lab.host("a").status()["node_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let forged_inventory = diskd::peer::wire::encode(&diskd::peer::wire::Envelope {
+        node_id: "0123456789abcdef0123456789abcdef".into(),
+        node: "evil".into(),
+        boot: 1,
+        seq: 1,
+        sent_ms: diskd::store::now_millis(),
+        body: diskd::peer::wire::Body::Inventory(diskd::peer::wire::Chunk {
+            generation: 1,
+            index: 0,
+            count: 1,
+            total: 1,
+            disks: vec![diskd::store::DiskRecord {
+                uuid: Some("eeeeeeee-0000-4000-8000-00000000000e".into()),
+                label: Some("forged".into()),
+                device: "/dev/evil".into(),
+                fstype: None,
+                mountpoints: vec![],
+            }],
+        }),
+    });
+    let forged_goodbye = diskd::peer::wire::encode(&diskd::peer::wire::Envelope {
+        node_id: a_id.clone(),
+        node: "a".into(),
+        boot: 99,
+        seq: 1,
+        sent_ms: diskd::store::now_millis(),
+        body: diskd::peer::wire::Body::Goodbye,
+    });
+    let before = lab.host("b").status();
+    let send = |datagrams: &[Vec<u8>]| {
+        let hexes: Vec<String> = datagrams.iter().map(hex::encode).collect();
+        format!("{JOIN}for h in {hexes:?}:\n    s.sendto(bytes.fromhex(h),('230.1.2.3',32003))\n")
+    };
+    python_in(&attacker, &send(&[forged_inventory, forged_goodbye]));
+    let b = lab.host("b");
+    wait_for("b to count the forgeries", LONG, || {
+        rejected(&b.status(), "plaintext") >= rejected(&before, "plaintext") + 2
+    });
+    assert!(b.query("forged").is_empty(), "a forged disk was accepted");
+    assert_eq!(
+        b.query(UA)[0]["live"],
+        true,
+        "a forged goodbye was accepted"
+    );
+
+    // 2. Replay: capture a's sealed traffic, including its goodbye; restart a; play it back.
+    let recorder = Command::new("ip")
+        .args(["netns", "exec", &attacker, "python3", "-c"])
+        .arg(format!(
+            "{JOIN}s.settimeout(0.2)\nf=open('{}','w')\nend=time.time()+6\nwhile time.time()<end:\n    try:\n        d,a=s.recvfrom(70000)\n    except socket.timeout:\n        continue\n    f.write(d.hex()+'\\n'); f.flush()\n",
+            capture.display()
+        ))
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut recorder = scopeguard(recorder);
+    std::thread::sleep(Duration::from_millis(1500)); // a few of a's announces
+    lab.host("a").stop(); // its goodbye is captured too
+    lab.host("a").start();
+    let _ = recorder.0.wait();
+    let captured: Vec<Vec<u8>> = std::fs::read_to_string(&capture)
+        .unwrap()
+        .lines()
+        .filter_map(|l| hex::decode(l).ok())
+        .collect();
+    assert!(
+        captured.len() >= 3,
+        "captured only {} datagrams",
+        captured.len()
+    );
+    assert!(
+        captured.iter().all(|d| d.starts_with(b"DSKS")),
+        "unsealed traffic on a keyed lab"
+    );
+    let b = lab.host("b");
+    wait_for("a live again on b", LONG, || {
+        b.query(UA).first().is_some_and(|r| r["live"] == true)
+    });
+    let before = b.status();
+    let before_a = lab.host("a").status();
+    python_in(&attacker, &send(&captured));
+    let replays = |st: &serde_json::Value| rejected(st, "replay") + rejected(st, "clock_skew");
+    let base = replays(&before) + replays(&before_a);
+    wait_for("every replayed datagram to be refused", LONG, || {
+        replays(&lab.hosts[0].status()) + replays(&lab.hosts[1].status())
+            >= base + captured.len() as u64
+    });
+    // Each captured datagram came from a or b and was refused by the other one; nothing
+    // was accepted.
+    assert_eq!(
+        replays(&lab.hosts[0].status()) + replays(&lab.hosts[1].status()),
+        base + captured.len() as u64
+    );
+    let b = lab.host("b");
+    // The replayed goodbye did not mark a as gone.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(b.query(UA)[0]["live"], true, "a replayed goodbye worked");
+    let peers = b.peers();
+    let a = peers.iter().find(|p| p["node"] == "a").unwrap();
+    assert_eq!(a["live"], true);
+}
+
+/// Kill a child process when dropped (the recorder must not outlive a failing test).
+struct Guard(std::process::Child);
+fn scopeguard(c: std::process::Child) -> Guard {
+    Guard(c)
+}
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn rotation_accepts_both_keys_then_drops_the_old_one() {
+    if !root_or_skip("key_rotation") {
+        return;
+    }
+    let keys = tempfile::tempdir().unwrap();
+    let old = keygen(keys.path(), "old.key");
+    let new = keygen(keys.path(), "new.key");
+    let mut lab = Lab::new(2, &["--announce-interval", "1s", "--peer-expiry", "3s"]);
+    lab.host("a")
+        .set_disks(&disk_line("/dev/sda1", UA, "disk of a"));
+    lab.host("b")
+        .set_disks(&disk_line("/dev/sdb1", UB, "disk of b"));
+    let set_keys = |lab: &mut Lab, host: &str, ks: &[&Path]| {
+        let h = lab.host(host);
+        h.args
+            .retain(|a| !a.starts_with("--key-file") && !a.ends_with(".key"));
+        h.args.extend(key_args(ks));
+    };
+    // Step 0: everybody on the old key.
+    set_keys(&mut lab, "a", &[&old]);
+    set_keys(&mut lab, "b", &[&old]);
+    lab.start_all();
+    let fp_of = |lab: &mut Lab, h: &str| {
+        lab.host(h).status()["keys"][0]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let old_fp = fp_of(&mut lab, "a");
+    let b = lab.host("b");
+    wait_for("b to hear a under the old key", LONG, || {
+        b.status()["peer_keys"]["a"] == old_fp.as_str()
+    });
+    // Step 1: b adds the new key, still signing with the old one; step 2: a makes the new key first.
+    lab.host("b").stop();
+    set_keys(&mut lab, "b", &[&old, &new]);
+    lab.host("b").start();
+    lab.host("a").stop();
+    set_keys(&mut lab, "a", &[&new, &old]);
+    lab.host("a").start();
+    let new_fp = fp_of(&mut lab, "a");
+    assert_ne!(new_fp, old_fp);
+    let b = lab.host("b");
+    wait_for("b to hear a under the new key", LONG, || {
+        b.status()["peer_keys"]["a"] == new_fp.as_str()
+    });
+    let a = lab.host("a");
+    wait_for(
+        "a to hear b under the old key (b still signs with it)",
+        LONG,
+        || a.status()["peer_keys"]["b"] == old_fp.as_str(),
+    );
+    // Rotation completes: b keeps only the new key. A peer still on the old key only is
+    // rejected from now on.
+    lab.host("b").stop();
+    set_keys(&mut lab, "b", &[&new]);
+    lab.host("b").start();
+    lab.host("a").stop();
+    set_keys(&mut lab, "a", &[&old]);
+    lab.host("a").start();
+    let b = lab.host("b");
+    wait_for("b to reject a's old-key datagrams", LONG, || {
+        rejected(&b.status(), "unknown_key") >= 2
+    });
+    wait_for("a to expire on b", LONG, || {
+        b.query(UA).first().is_some_and(|r| r["live"] == false)
+    });
+}
+
+#[test]
+fn bad_key_files_stop_the_daemon_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = dir.path().join("open.key");
+    std::fs::write(&open, format!("{}\n", "ab".repeat(32))).unwrap();
+    std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let short = dir.path().join("short.key");
+    std::fs::write(&short, "abcd\n").unwrap();
+    std::fs::set_permissions(&short, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    for (path, word) in [
+        (&open, "644"),
+        (&short, "short.key"),
+        (&dir.path().join("missing.key"), "missing.key"),
+    ] {
+        let d = util::TestDaemon::new("")
+            .arg("--key-file")
+            .arg(path.to_str().unwrap());
+        let (code, stderr) = d.run_expect_exit();
+        assert_eq!(code, 2, "{stderr}");
+        assert!(
+            stderr.contains("security.key_files") && stderr.contains(word),
+            "{stderr}"
+        );
+        assert_eq!(
+            stderr
+                .trim()
+                .lines()
+                .filter(|l| l.starts_with("diskd:"))
+                .count(),
+            1,
+            "{stderr}"
+        );
+    }
+    // keygen refuses to overwrite.
+    let k = keygen(dir.path(), "k.key");
+    let r = util::run_diskd(&["keygen", k.to_str().unwrap()], None);
+    r.expect_code(2);
+}
+
+#[test]
+fn a_flood_of_random_datagrams_is_survived_and_accounted_for() {
+    if !root_or_skip("random_flood") {
+        return;
+    }
+    let keys = tempfile::tempdir().unwrap();
+    let k = keygen(keys.path(), "fleet.key");
+    let args = key_args(&[&k]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut lab = Lab::new(2, &[&args[..], &["--announce-interval", "60s"]].concat());
+    lab.host("a")
+        .set_disks(&disk_line("/dev/sda1", UA, "disk of a"));
+    lab.host("a").start();
+    let a_ns = lab.hosts[0].ns.clone();
+    let snmp = |ns: &str| -> u64 {
+        // UDP RcvbufErrors: datagrams the kernel dropped because the socket buffer was full.
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns, "cat", "/proc/net/snmp"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let udp: Vec<&str> = text.lines().filter(|l| l.starts_with("Udp:")).collect();
+        let names: Vec<&str> = udp[0].split_whitespace().collect();
+        let values: Vec<&str> = udp[1].split_whitespace().collect();
+        let i = names.iter().position(|n| *n == "RcvbufErrors").unwrap();
+        values[i].parse().unwrap()
+    };
+    let a = lab.host("a");
+    wait_for("a's startup traffic", LONG, || {
+        counter(&a.status(), "announces") >= 1
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let before = a.status();
+    let drops_before = snmp(&a_ns);
+    // 50,000 datagrams of random bytes, 1-1400 long; a quarter start with the sealed magic
+    // and a quarter with the plaintext one, so they get past the first check.
+    let flood = r#"
+import socket, os, random, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+t = time.time()
+for i in range(50000):
+    d = os.urandom(random.randint(1, 1400))
+    if i % 4 == 1: d = b'DSKS\x01' + d
+    if i % 4 == 2: d = b'DSKD\x01' + d
+    s.sendto(d, ('230.1.2.3', 32003))
+    if i % 500 == 0: time.sleep(max(0, t + i / 15000 - time.time()))
+"#;
+    let attacker = lab.hosts[1].ns.clone();
+    let sender = Command::new("ip")
+        .args(["netns", "exec", &attacker, "python3", "-c", flood])
+        .spawn()
+        .unwrap();
+    // (its exit status is checked below, once the flood is over)
+    let mut sender = scopeguard(sender);
+    // Queries keep answering throughout the flood.
+    let a = lab.host("a");
+    let status = loop {
+        if let Some(st) = sender.0.try_wait().unwrap() {
+            break st;
+        }
+        assert_eq!(a.query(UA).len(), 1, "query failed during the flood");
+    };
+    assert!(status.success(), "the flood script failed");
+    let a = lab.host("a");
+    wait_for("every datagram accounted for", LONG, || {
+        let st = a.status();
+        let counted = counter(&st, "packets_rejected") - counter(&before, "packets_rejected")
+            + (counter(&st, "packets_received") - counter(&before, "packets_received"));
+        counted + (snmp(&a_ns) - drops_before) >= 50_000
+    });
+    let st = a.status();
+    let rejected_now = counter(&st, "packets_rejected") - counter(&before, "packets_rejected");
+    let received_now = counter(&st, "packets_received") - counter(&before, "packets_received");
+    let dropped = snmp(&a_ns) - drops_before;
+    assert_eq!(received_now, 0, "a random datagram was accepted");
+    assert_eq!(
+        rejected_now + dropped,
+        50_000,
+        "rejected {rejected_now}, kernel dropped {dropped}"
+    );
+    assert!(
+        rejected_now >= 40_000,
+        "the daemon saw only {rejected_now} of 50,000"
+    );
+    assert_eq!(a.query(UA)[0]["live"], true);
+}
+
+#[test]
+fn kill_9_in_a_loop_while_peers_announce_loses_nothing_committed() {
+    if !root_or_skip("kill9_loop") {
+        return;
+    }
+    let mut lab = Lab::new(2, &["--announce-interval", "1s"]);
+    lab.host("b")
+        .set_disks(&disk_line("/dev/sdb1", UB, "disk of b"));
+    lab.start_all();
+    let mut lines = disk_line("/dev/sda1", UA, "disk of a");
+    for round in 0..20 {
+        // A new local disk each round, committed (refresh returns after the store flush).
+        let uuid = format!("{round:08x}-0000-4000-8000-0000000000aa");
+        lines.push_str(&disk_line(
+            &format!("/dev/round{round}"),
+            &uuid,
+            &format!("round {round}"),
+        ));
+        lab.host("a").set_disks(&lines);
+        lab.host("a").client(&["refresh"]).expect_code(0);
+        let a = lab.host("a");
+        wait_for("b's disk on a", LONG, || !a.query(UB).is_empty());
+        a.kill9();
+        a.start();
+        // Everything committed before the kill: every round's disk and b's disk.
+        for r in 0..=round {
+            let u = format!("{r:08x}-0000-4000-8000-0000000000aa");
+            assert_eq!(
+                a.query(&u).len(),
+                1,
+                "round {round}: disk of round {r} lost"
+            );
+        }
+        assert_eq!(a.query(UB).len(), 1, "round {round}: peer disk lost");
+    }
+}
+
+#[test]
+fn a_hanging_blkid_never_stops_queries() {
+    if !root_or_skip("hanging_blkid_in_lab") {
+        return;
+    }
+    let mut lab = Lab::new(
+        2,
+        &[
+            "--announce-interval",
+            "1s",
+            "--disk-timeout",
+            "1s",
+            "--disk-interval",
+            "1s",
+        ],
+    );
+    lab.host("a")
+        .set_disks(&disk_line("/dev/sda1", UA, "disk of a"));
+    lab.host("b")
+        .set_disks(&disk_line("/dev/sdb1", UB, "disk of b"));
+    lab.start_all();
+    let b = lab.host("b");
+    wait_for("b to see a", LONG, || !b.query(UA).is_empty());
+    // blkid on a now hangs forever.
+    let blkid = lab.host("a").blkid.clone();
+    let tmp = blkid.with_extension("hang");
+    std::fs::write(&tmp, "#!/bin/sh\nsleep 1000\n").unwrap();
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::rename(&tmp, &blkid).unwrap();
+    let a = lab.host("a");
+    wait_for("the hang to show in status", LONG, || {
+        let st = a.status();
+        st["watchers"]["disks"]["failures"]["timed_out"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 2
+    });
+    // Throughout: local and remote queries answer, the last good inventory is kept.
+    for _ in 0..20 {
+        assert_eq!(a.query(UA)[0]["live"], true);
+        assert_eq!(a.query(UB).len(), 1);
+    }
+    let b = lab.host("b");
+    assert_eq!(
+        b.query(UA)[0]["live"],
+        true,
+        "a's disk vanished on b during the hang"
+    );
+}
