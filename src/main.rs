@@ -67,6 +67,7 @@ fn daemon(config_file: Option<PathBuf>, socket: Option<PathBuf>, args: &DaemonAr
             return 2;
         }
     };
+    raise_fd_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -83,6 +84,20 @@ fn daemon(config_file: Option<PathBuf>, socket: Option<PathBuf>, args: &DaemonAr
         Err(e) => {
             eprintln!("diskd: {e:#}");
             e.exit_code()
+        }
+    }
+}
+
+/// Up to 1,024 control sessions plus sockets and store files need more descriptors than the
+/// common soft limit of 1,024: raise the soft limit to the hard one.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let want = hard.min(65_536);
+        if soft < want {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, want, hard) {
+                tracing::warn!("cannot raise the open-files limit from {soft}: {e}");
+            }
         }
     }
 }
