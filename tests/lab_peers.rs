@@ -345,11 +345,14 @@ fn ttl_1_stays_on_the_link_and_ttl_2_crosses_a_router() {
     }
     for (ttl, crosses) in [("1", false), ("2", true)] {
         let mut lab = Lab::routed(&["--ttl", ttl, "--announce-interval", "1s"]);
-        lab.host("a").set_disks(&disk_line("/dev/sda1", UA, "disk of a"));
+        lab.host("a")
+            .set_disks(&disk_line("/dev/sda1", UA, "disk of a"));
         lab.start_all();
         let b = lab.host("b");
         if crosses {
-            wait_for("a's disk to cross the router", LONG, || !b.query(UA).is_empty());
+            wait_for("a's disk to cross the router", LONG, || {
+                !b.query(UA).is_empty()
+            });
             assert_eq!(b.query(UA)[0]["addr"], "198.18.0.1");
         } else {
             // a announces every second; after several announces b has still heard nothing,
@@ -359,7 +362,10 @@ fn ttl_1_stays_on_the_link_and_ttl_2_crosses_a_router() {
                 a.status()["counters"]["announces"].as_u64().unwrap_or(0) >= 3
             });
             let b = lab.host("b");
-            assert!(b.query(UA).is_empty(), "a TTL-1 datagram crossed the router");
+            assert!(
+                b.query(UA).is_empty(),
+                "a TTL-1 datagram crossed the router"
+            );
             assert_eq!(b.status()["counters"]["packets_received"], 0);
         }
     }

@@ -120,6 +120,8 @@ struct Layer {
     ping_answer_at: Option<Instant>,
     change_announce_at: Option<Instant>,
     was_live: HashSet<String>,
+    /// While the peer table is full of live peers: no newcomer fits before this time.
+    no_victim_until: u64,
     boots: HashMap<String, u64>,
     conflicts_reported: HashSet<(String, String)>,
 }
@@ -171,6 +173,7 @@ impl Layer {
             ping_answer_at: None,
             change_announce_at: None,
             was_live,
+            no_victim_until: 0,
             boots: HashMap::new(),
             conflicts_reported: HashSet::new(),
         }
@@ -369,6 +372,7 @@ impl Layer {
         match env.body {
             Body::Goodbye => {
                 peer.gone = true;
+                self.no_victim_until = 0; // it can make room now
                 self.save_peer(peer.clone(), true).await;
                 self.was_live.remove(&peer.node_id);
                 tracing::info!(peer = %peer.node, addr = %addr, "peer said goodbye");
@@ -520,6 +524,9 @@ impl Layer {
         }
         let expiry = self.ctx.peer_expiry();
         let t = now();
+        if self.no_victim_until > t {
+            return false; // every peer is live until then: skip the scan (flood defence)
+        }
         let victim = self
             .peers
             .values()
@@ -527,6 +534,9 @@ impl Layer {
             .min_by_key(|p| p.last_seen)
             .map(|p| (p.node_id.clone(), p.node.clone()));
         let Some((id, name)) = victim else {
+            // The earliest any live peer can expire.
+            let oldest = self.peers.values().map(|p| p.last_seen).min().unwrap_or(t);
+            self.no_victim_until = oldest + expiry.as_millis() as u64 + 1;
             return false;
         };
         tracing::info!(peer = %name, "peer table full: forgetting the oldest non-live peer");

@@ -354,13 +354,15 @@ impl TestDaemon {
         self.status_json()["watchers"]["disks"].clone()
     }
 
-    /// `localhost --json`'s `node_id`.
+    /// `node_id` of `localhost --json` (a control command; the client has no subcommand
+    /// for it, so it goes over a raw session).
     pub fn node_id(&self) -> String {
-        let r = self.client(&["localhost", "--json"]);
-        r.expect_code(0);
-        r.json()["node_id"]
+        let r = self.session().call("localhost --json");
+        assert_eq!(r.status, "+OK", "{r:?}");
+        let v: serde_json::Value = serde_json::from_str(&r.body[0]).unwrap();
+        v["node_id"]
             .as_str()
-            .unwrap_or_else(|| panic!("no node_id in {}", r.stdout()))
+            .unwrap_or_else(|| panic!("no node_id in {r:?}"))
             .to_string()
     }
 
@@ -519,4 +521,33 @@ pub fn descendants(root: i32) -> Vec<i32> {
             false
         })
         .collect()
+}
+
+impl TestDaemon {
+    /// Like `run_expect_exit`, but a daemon that is still running after `limit` (it started
+    /// instead of refusing) is killed and the test fails, rather than hanging the test.
+    pub fn run_expect_exit_within(&self, limit: Duration) -> (i32, String) {
+        let err_path = self.dir.path().join("refused.stderr");
+        let err_file = std::fs::File::create(&err_path).unwrap();
+        let mut child = self.command().stderr(err_file).spawn().expect("run daemon");
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if start.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "the daemon was expected to stop at start but still runs after {limit:?}; stderr:\n{}",
+                    std::fs::read_to_string(&err_path).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        (
+            status.code().unwrap_or(-1),
+            std::fs::read_to_string(&err_path).unwrap_or_default(),
+        )
+    }
 }
