@@ -523,3 +523,121 @@ fn a_hanging_blkid_never_stops_queries() {
         "a's disk vanished on b during the hang"
     );
 }
+
+/// Datagrams from `n` made-up peers, each announcing one disk, as hex lines for python.
+fn fake_peer_datagrams(n: usize, salt: u32) -> String {
+    use diskd::peer::wire::{encode, Body, Chunk, Envelope};
+    let mut out = String::with_capacity(n * 300);
+    for i in 0..n {
+        let env = Envelope {
+            node_id: format!("{salt:08x}{i:024x}"),
+            node: format!("fake-{salt}-{i}"),
+            boot: 1,
+            seq: 1,
+            sent_ms: diskd::store::now_millis(),
+            body: Body::Inventory(Chunk {
+                generation: 1,
+                index: 0,
+                count: 1,
+                total: 1,
+                disks: vec![diskd::store::DiskRecord {
+                    uuid: Some(format!("{i:08x}-dead-4bee-8f00-{salt:012x}")),
+                    label: Some(format!("fake disk {i}")),
+                    device: format!("/dev/fake{i}"),
+                    fstype: None,
+                    mountpoints: vec![],
+                }],
+            }),
+        };
+        out.push_str(&hex::encode(encode(&env)));
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn a_hundred_thousand_fake_peers_cannot_grow_memory_or_evict_live_peers() {
+    if !root_or_skip("fake_peer_flood") {
+        return;
+    }
+    // Expiry outlasts the flood (a few seconds), so the table fills with live fakes.
+    let mut lab = Lab::new(3, &["--announce-interval", "1s", "--peer-expiry", "10s"]);
+    lab.host("a")
+        .set_disks(&disk_line("/dev/sda1", UA, "disk of a"));
+    lab.host("b")
+        .set_disks(&disk_line("/dev/sdb1", UB, "disk of b"));
+    lab.host("a").start();
+    lab.host("b").start();
+    let a = lab.host("a");
+    wait_for("a to hear b", LONG, || {
+        a.peers()
+            .iter()
+            .any(|p| p["node"] == "b" && p["live"] == true)
+    });
+    let rss_before = a.rss_kib().unwrap();
+    let attacker = lab.hosts[2].ns.clone();
+    let file = lab.hosts[2].dir.join("fakes.hex");
+    let send = |file: &Path| {
+        format!(
+            "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+             s.setsockopt(socket.IPPROTO_IP,socket.IP_MULTICAST_TTL,1)\n\
+             for l in open('{}'):\n    s.sendto(bytes.fromhex(l.strip()),('230.1.2.3',32003))\n",
+            file.display()
+        )
+    };
+    std::fs::write(&file, fake_peer_datagrams(100_000, 1)).unwrap();
+    python_in(&attacker, &send(&file));
+    let a = lab.host("a");
+    let max_peers = diskd::peer::MAX_PEERS;
+    // Let the daemon drain what reached it: until its counters only move with b's own
+    // traffic (one announce a second).
+    let mut last = 0;
+    wait_for("the flood to be processed", LONG, || {
+        let st = a.status();
+        let seen = counter(&st, "packets_received") + counter(&st, "packets_rejected");
+        let settled = seen > 5000 && seen < last + 10;
+        last = seen;
+        if !settled {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        settled
+    });
+    let peers = a.peers();
+    assert!(peers.len() <= max_peers, "{} peers remembered", peers.len());
+    assert!(
+        peers.len() > 1000,
+        "the flood barely arrived ({} peers)",
+        peers.len()
+    );
+    let b = peers
+        .iter()
+        .find(|p| p["node"] == "b")
+        .expect("live peer b was evicted");
+    assert_eq!(b["live"], true);
+    assert!(
+        rejected(&a.status(), "over_capacity") > 0,
+        "the cap never engaged"
+    );
+    let rss_after = a.rss_kib().unwrap();
+    assert!(
+        rss_after < rss_before + 100 * 1024,
+        "memory grew from {rss_before} KiB to {rss_after} KiB"
+    );
+    // Once the fakes have expired, newcomers replace the oldest of them; b stays.
+    std::thread::sleep(Duration::from_secs(11));
+    std::fs::write(&file, fake_peer_datagrams(100, 2)).unwrap();
+    python_in(&attacker, &send(&file));
+    let a = lab.host("a");
+    wait_for("newcomers to replace expired fakes", LONG, || {
+        a.peers()
+            .iter()
+            .any(|p| p["node"].as_str().is_some_and(|n| n.starts_with("fake-2-")))
+    });
+    let peers = a.peers();
+    assert!(peers.len() <= max_peers, "{} peers remembered", peers.len());
+    let b = peers
+        .iter()
+        .find(|p| p["node"] == "b")
+        .expect("live peer b was evicted");
+    assert_eq!(b["live"], true);
+}

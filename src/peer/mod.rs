@@ -43,6 +43,8 @@ const PERSIST_LAST_SEEN_EVERY_MS: u64 = 5_000;
 /// In a long announce, pause `PACE_PAUSE` after every `PACE_EVERY` datagrams.
 const PACE_EVERY: usize = 32;
 const PACE_PAUSE: Duration = Duration::from_millis(2);
+/// Most datagrams handled before the store is flushed.
+const BURST: usize = 512;
 /// How often liveness and reassembly timeouts are checked.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
@@ -122,6 +124,8 @@ struct Layer {
     was_live: HashSet<String>,
     /// While the peer table is full of live peers: no newcomer fits before this time.
     no_victim_until: u64,
+    /// Store writes not yet flushed.
+    dirty: bool,
     boots: HashMap<String, u64>,
     conflicts_reported: HashSet<(String, String)>,
 }
@@ -174,6 +178,7 @@ impl Layer {
             change_announce_at: None,
             was_live,
             no_victim_until: 0,
+            dirty: false,
             boots: HashMap::new(),
             conflicts_reported: HashSet::new(),
         }
@@ -218,6 +223,15 @@ impl Layer {
                 r = t.recv(&mut buf) => {
                     let (n, from) = r?;
                     self.receive(&buf[..n], from).await;
+                    // Take the rest of the burst, then make it durable with one flush.
+                    for _ in 0..BURST {
+                        match t.try_recv(&mut buf) {
+                            Ok((n, from)) => self.receive(&buf[..n], from).await,
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    self.flush_if_dirty().await;
                 }
                 _ = tokio::time::sleep_until(next_announce) => {
                     self.announce(t).await?;
@@ -392,6 +406,7 @@ impl Layer {
                     Ok(None) => {}
                     Ok(Some(disks)) => {
                         important = true;
+                        self.dirty = true;
                         peer.disks = disks.len();
                         let store = self.ctx.store();
                         match store.replace_peer_inventory(
@@ -444,6 +459,15 @@ impl Layer {
         }
     }
 
+    async fn flush_if_dirty(&mut self) {
+        if std::mem::take(&mut self.dirty) {
+            if let Err(e) = self.ctx.store().flush().await {
+                Stats::bump(&self.ctx.stats().store_errors);
+                tracing::error!("store flush failed: {e}");
+            }
+        }
+    }
+
     /// Write every peer whose stored record lags behind (last seen, replay floor), so that
     /// after a clean restart nothing we accepted before can be replayed to us.
     fn persist_all(&mut self) {
@@ -474,12 +498,7 @@ impl Layer {
             match store.upsert_peer(&peer) {
                 Ok(()) => {
                     self.persisted.insert(peer.node_id.clone(), peer.last_seen);
-                    if important {
-                        if let Err(e) = store.flush().await {
-                            Stats::bump(&self.ctx.stats().store_errors);
-                            tracing::error!("store flush failed: {e}");
-                        }
-                    }
+                    self.dirty |= important;
                 }
                 Err(e) => {
                     Stats::bump(&self.ctx.stats().store_errors);

@@ -98,6 +98,11 @@ impl MulticastTransport {
         self.send.send_to(datagram, self.group).await.map(|_| ())
     }
 
+    /// Receive a datagram only if one is waiting now (to drain a burst before flushing).
+    pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        self.recv.try_recv_from(buf)
+    }
+
     /// Receive one datagram; returns its length and sender address.
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
         self.recv.recv_from(buf).await

@@ -6,9 +6,10 @@
 //! separate calls (`replace_local` for the watchers, `replace_peer_inventory` and
 //! `upsert_peer` for the peer layer); queries read the fleet-wide picture.
 //!
-//! Every write that replaces an inventory is one sled batch (atomic), flushed before it
-//! becomes visible: readers of the sightings wait while an inventory is being committed, so
-//! a disk a query has shown cannot be lost by a `kill -9` right after the answer.
+//! Every write that replaces an inventory is one sled batch (atomic). Our own inventory is
+//! flushed before it becomes visible: readers of the sightings wait while it is being
+//! committed, so a local disk a query has shown cannot be lost by a `kill -9` right after
+//! the answer. Peer inventories are flushed by the peer layer once per burst of datagrams.
 
 mod records;
 
@@ -229,10 +230,13 @@ impl Store {
         now: Millis,
     ) -> Result<InventoryDiff, StoreError> {
         let id = self.node_id.clone();
-        self.replace_inventory(&id, host, addr, disks, now)
+        self.replace_inventory(&id, host, addr, disks, now, true)
     }
 
-    /// Replace a peer's inventory with the one it announced, as one atomic step.
+    /// Replace a peer's inventory with the one it announced, as one atomic step. Not flushed
+    /// here: the peer layer flushes once per burst of datagrams (`flush`), so a wave of
+    /// announces costs one disk sync, not one per peer; a peer's data lost in a crash within
+    /// that window comes back with its next announce.
     pub fn replace_peer_inventory(
         &self,
         node_id: &str,
@@ -241,7 +245,7 @@ impl Store {
         disks: &[DiskRecord],
         now: Millis,
     ) -> Result<InventoryDiff, StoreError> {
-        self.replace_inventory(node_id, host, addr, disks, now)
+        self.replace_inventory(node_id, host, addr, disks, now, false)
     }
 
     fn replace_inventory(
@@ -251,6 +255,7 @@ impl Store {
         addr: Option<&str>,
         disks: &[DiskRecord],
         now: Millis,
+        durable_before_visible: bool,
     ) -> Result<InventoryDiff, StoreError> {
         let _commit = self.commit.write().unwrap_or_else(|p| p.into_inner());
         let prefix = node_prefix(node_id);
@@ -318,8 +323,10 @@ impl Store {
             batch.insert(key, serde_json::to_vec(&prev)?);
         }
         self.sightings.apply_batch(batch)?;
-        // On disk before any reader (who could be a query) can see it.
-        self.db.flush()?;
+        if durable_before_visible {
+            // On disk before any reader (who could be a query) can see it.
+            self.db.flush()?;
+        }
         Ok(diff)
     }
 
