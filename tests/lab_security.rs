@@ -475,7 +475,7 @@ fn kill_9_in_a_loop_while_peers_announce_loses_nothing_committed() {
 }
 
 #[test]
-fn a_hanging_blkid_never_stops_queries() {
+fn blkid_faults_never_stop_queries_nor_lose_the_inventory() {
     if !root_or_skip("hanging_blkid_in_lab") {
         return;
     }
@@ -522,6 +522,49 @@ fn a_hanging_blkid_never_stops_queries() {
         true,
         "a's disk vanished on b during the hang"
     );
+
+    // Missing, failing and garbage-printing blkid: each shows in status with its reason,
+    // and the last good inventory stays, here and on the peer.
+    let broken: [(&str, Option<&str>); 3] = [
+        ("not_found", None),
+        (
+            "failed",
+            Some("#!/bin/sh\necho 'blkid: cannot open /dev/sda1' >&2\nexit 4\n"),
+        ),
+        (
+            "bad_output",
+            Some("#!/bin/sh\necho 'this is not blkid output'\n"),
+        ),
+    ];
+    for (reason, script) in broken {
+        let _ = std::fs::remove_file(&blkid);
+        if let Some(body) = script {
+            std::fs::write(&tmp, body).unwrap();
+            std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .unwrap();
+            std::fs::rename(&tmp, &blkid).unwrap();
+        }
+        let a = lab.host("a");
+        let r = a.client(&["refresh"]);
+        r.expect_code(3);
+        assert!(r.stdout().contains("disks: failed"), "{}", r.stdout());
+        let st = a.status();
+        assert_eq!(st["watchers"]["disks"]["state"], reason, "{st}");
+        assert!(st["watchers"]["disks"]["last_error"].is_string());
+        assert_eq!(
+            a.query(UA)[0]["live"],
+            true,
+            "{reason}: the last good inventory was dropped"
+        );
+        // One announce interval later the peer still has it live.
+        std::thread::sleep(Duration::from_millis(1100));
+        let b = lab.host("b");
+        assert_eq!(
+            b.query(UA)[0]["live"],
+            true,
+            "{reason}: a's disk vanished on b"
+        );
+    }
 }
 
 /// Datagrams from `n` made-up peers, each announcing one disk, as hex lines for python.
