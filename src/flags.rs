@@ -82,6 +82,29 @@ pub enum Command {
     Announce,
     /// Ask every peer to re-announce (each peer answers at most one ping per interval).
     Ping,
+    /// Get the disk mounted on the host it is attached to (under mount.root/<uuid>);
+    /// with --attach, also make it reachable here (mount.attach_command, sshfs by default).
+    Mount {
+        /// UUID, label or device path of a live disk.
+        term: String,
+        /// Also reach it from this machine at DIR.
+        #[arg(long, value_name = "DIR")]
+        attach: Option<PathBuf>,
+        /// Mount it read-only.
+        #[arg(long)]
+        read_only: bool,
+        /// Print a JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Undo `mount`: detach what --attach attached here, and unmount on the disk's host.
+    Umount {
+        /// UUID, label or device path.
+        term: String,
+        /// Print a JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a fresh random 32-byte key (base64, mode 0600) for --key-file; to stdout
     /// without FILE. Never overwrites an existing file.
     Keygen {

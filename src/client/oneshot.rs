@@ -20,6 +20,25 @@ pub fn command_line(cmd: &Command) -> Option<String> {
         Command::Peers { json: j } => format!("peers{}", json(*j)),
         Command::Status { json: j } => format!("status{}", json(*j)),
         Command::Refresh => "refresh".into(),
+        Command::Mount {
+            term,
+            attach,
+            read_only,
+            json: j,
+        } => {
+            let mut line = format!("mount {}", quote(term));
+            if *read_only {
+                line.push_str(" --read-only");
+            }
+            if let Some(dir) = attach {
+                // The daemon needs an absolute path; relative ones are from here.
+                let abs = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
+                line.push_str(&format!(" --attach {}", quote(&abs.to_string_lossy())));
+            }
+            line.push_str(json(*j));
+            line
+        }
+        Command::Umount { term, json: j } => format!("umount {}{}", quote(term), json(*j)),
         Command::Announce => "announce".into(),
         Command::Ping => "ping".into(),
         Command::Daemon(_) | Command::Keygen { .. } => return None,

@@ -117,7 +117,7 @@ struct Inner {
     stats: Stats,
     events: broadcast::Sender<String>,
     health: Mutex<BTreeMap<&'static str, WatcherHealth>>,
-    refresh: Mutex<Vec<mpsc::Sender<RefreshRequest>>>,
+    refresh: Mutex<Vec<(&'static str, mpsc::Sender<RefreshRequest>)>>,
     local_changed: Notify,
     peer_requests: Mutex<Option<mpsc::Sender<PeerRequest>>>,
     peer_state: Mutex<String>,
@@ -210,8 +210,8 @@ impl Context {
     }
 
     /// Register a watcher's refresh channel.
-    pub fn add_refresh_channel(&self, tx: mpsc::Sender<RefreshRequest>) {
-        lock(&self.inner.refresh).push(tx);
+    pub fn add_refresh_channel(&self, watcher: &'static str, tx: mpsc::Sender<RefreshRequest>) {
+        lock(&self.inner.refresh).push((watcher, tx));
     }
 
     /// Signalled by the watchers when our inventory changed, so the peer layer announces.
@@ -270,7 +270,20 @@ impl Context {
 
     /// Run every watcher now; one summary line per watcher, in order.
     pub async fn refresh_all(&self, deadline: Duration) -> Vec<String> {
-        let channels: Vec<_> = lock(&self.inner.refresh).clone();
+        self.refresh(None, deadline).await
+    }
+
+    /// Run one watcher now (`mounts` after a mount, say); its summary line.
+    pub async fn refresh_one(&self, watcher: &str, deadline: Duration) -> Vec<String> {
+        self.refresh(Some(watcher), deadline).await
+    }
+
+    async fn refresh(&self, only: Option<&str>, deadline: Duration) -> Vec<String> {
+        let channels: Vec<_> = lock(&self.inner.refresh)
+            .iter()
+            .filter(|(name, _)| only.is_none_or(|o| o == *name))
+            .map(|(_, tx)| tx.clone())
+            .collect();
         let mut waits = Vec::new();
         for tx in channels {
             let (reply, answer) = oneshot::channel();

@@ -34,7 +34,7 @@ pub fn spawn(ctx: &Context, tracker: &TaskTracker, watchers: Vec<Arc<dyn Watcher
     let latest = Arc::new(Mutex::new(Latest::default()));
     for w in watchers {
         let (tx, rx) = mpsc::channel::<RefreshRequest>(16);
-        ctx.add_refresh_channel(tx);
+        ctx.add_refresh_channel(w.name(), tx);
         ctx.health().insert(
             w.name(),
             WatcherHealth {

@@ -55,6 +55,36 @@ pub enum PeerRequest {
     Announce(oneshot::Sender<Result<String, String>>),
     /// Ask every peer to announce.
     Ping(oneshot::Sender<Result<String, String>>),
+    /// Ask node `target` to mount (or unmount) its disk `uuid`; the owner's answer, or an
+    /// error when none came within `MOUNT_TIMEOUT`.
+    Mount {
+        /// Node id of the owner.
+        target: String,
+        /// The disk.
+        uuid: String,
+        /// Mount read-only.
+        read_only: bool,
+        /// Unmount instead.
+        unmount: bool,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<wire::MountReply, String>>,
+    },
+}
+
+/// How long a mount request waits for the owner's answer.
+pub const MOUNT_TIMEOUT: Duration = Duration::from_secs(10);
+/// First retry of a mount request; doubled after each.
+const MOUNT_RETRY: Duration = Duration::from_millis(300);
+/// Remote requests remembered for idempotency (answers to retries).
+const SERVED_MEMORY: usize = 1024;
+
+/// A mount request of ours awaiting its answer.
+struct Outgoing {
+    request: wire::MountRequest,
+    reply: oneshot::Sender<Result<wire::MountReply, String>>,
+    deadline: Instant,
+    next: Instant,
+    backoff: Duration,
 }
 
 /// Start the peer layer; requests go through the channel registered in the context.
@@ -96,8 +126,15 @@ async fn run(ctx: Context, mut requests: mpsc::Receiver<PeerRequest>, keys: Keyr
                 _ = ctx.shutdown().cancelled() => return,
                 _ = tokio::time::sleep_until(until) => break,
                 Some(req) = requests.recv() => {
-                    let (PeerRequest::Announce(reply) | PeerRequest::Ping(reply)) = req;
-                    let _ = reply.send(Err(format!("multicast is down ({}); retrying", ctx.peer_state())));
+                    let msg = format!("multicast is down ({}); retrying", ctx.peer_state());
+                    match req {
+                        PeerRequest::Announce(reply) | PeerRequest::Ping(reply) => {
+                            let _ = reply.send(Err(msg));
+                        }
+                        PeerRequest::Mount { reply, .. } => {
+                            let _ = reply.send(Err(msg));
+                        }
+                    }
                 }
             }
         }
@@ -126,6 +163,14 @@ struct Layer {
     no_victim_until: u64,
     /// Store writes not yet flushed.
     dirty: bool,
+    /// Our mount requests awaiting answers, by request id.
+    outgoing: HashMap<u64, Outgoing>,
+    /// Remote requests seen: `None` while being carried out, then the answer (resent to
+    /// retries of the same request id).
+    served: HashMap<(String, u64), Option<wire::MountReply>>,
+    served_order: std::collections::VecDeque<(String, u64)>,
+    done_tx: mpsc::Sender<((String, u64), wire::MountReply)>,
+    done_rx: mpsc::Receiver<((String, u64), wire::MountReply)>,
     boots: HashMap<String, u64>,
     conflicts_reported: HashSet<(String, String)>,
 }
@@ -155,6 +200,7 @@ impl Layer {
             .filter(|p| p.is_live(now(), ctx.peer_expiry()))
             .map(|p| p.node_id.clone())
             .collect();
+        let (done_tx, done_rx) = mpsc::channel(64);
         let tolerance = ctx.config().max_clock_skew.as_millis() as u64;
         let mut replay = ReplayGuard::new(tolerance, 2 * MAX_PEERS);
         for p in peers.values().filter(|p| p.sent_ms > 0) {
@@ -179,6 +225,11 @@ impl Layer {
             was_live,
             no_victim_until: 0,
             dirty: false,
+            outgoing: HashMap::new(),
+            served: HashMap::new(),
+            served_order: std::collections::VecDeque::new(),
+            done_tx,
+            done_rx,
             boots: HashMap::new(),
             conflicts_reported: HashSet::new(),
         }
@@ -260,7 +311,35 @@ impl Layer {
                         let _ = reply.send(r.as_ref().map(|_| "ping sent; peers answer within a second".to_string()).map_err(|e| e.to_string()));
                         r?;
                     }
+                    PeerRequest::Mount { target, uuid, read_only, unmount, reply } => {
+                        let request = wire::MountRequest {
+                            request_id: rand::random(),
+                            target,
+                            uuid,
+                            read_only,
+                            unmount,
+                        };
+                        let now = Instant::now();
+                        self.send(t, Body::MountRequest(request.clone())).await?;
+                        self.outgoing.insert(request.request_id, Outgoing {
+                            request,
+                            reply,
+                            deadline: now + MOUNT_TIMEOUT,
+                            next: now + MOUNT_RETRY,
+                            backoff: MOUNT_RETRY,
+                        });
+                    }
                 },
+                _ = at(self.outgoing.values().map(|o| o.next.min(o.deadline)).min()) => {
+                    self.retry_mount_requests(t).await?;
+                }
+                Some((key, reply)) = self.done_rx.recv() => {
+                    tracing::info!(requester = %key.0, ok = reply.ok, "mount request answered: {}", reply.message);
+                    if let Some(slot) = self.served.get_mut(&key) {
+                        *slot = Some(reply.clone());
+                    }
+                    self.send(t, Body::MountReply(reply)).await?;
+                }
                 _ = housekeeping.tick() => {
                     if self.housekeeping() {
                         // A generation never completed (a chunk was lost): ask again.
@@ -396,6 +475,18 @@ impl Layer {
             }
             Body::Ping => {
                 self.want_announce("ping", &peer.node);
+            }
+            Body::MountRequest(req) => {
+                if req.target == self.ctx.node().id {
+                    self.serve_mount_request(&peer, req);
+                }
+            }
+            Body::MountReply(reply) => {
+                if reply.target == self.ctx.node().id {
+                    if let Some(o) = self.outgoing.remove(&reply.request_id) {
+                        let _ = o.reply.send(Ok(reply));
+                    }
+                }
             }
             Body::Inventory(chunk) => {
                 match self
@@ -533,6 +624,68 @@ impl Layer {
                 at.duration_since(now).as_millis()
             ),
         );
+    }
+
+    /// A peer asks us to mount one of our disks. Carried out in its own task (a mount can
+    /// take a while); retries of the same request id get the same answer.
+    fn serve_mount_request(&mut self, from: &PeerRecord, req: wire::MountRequest) {
+        let key = (from.node_id.clone(), req.request_id);
+        if let Some(done) = self.served.get(&key) {
+            if let Some(reply) = done.clone() {
+                // A retry: the answer was lost; send it again.
+                let tx = self.done_tx.clone();
+                tokio::spawn(async move {
+                    let _ = tx.send((key, reply)).await;
+                });
+            }
+            return;
+        }
+        if self.served_order.len() >= SERVED_MEMORY {
+            if let Some(old) = self.served_order.pop_front() {
+                self.served.remove(&old);
+            }
+        }
+        self.served.insert(key.clone(), None);
+        self.served_order.push_back(key.clone());
+        let ctx = self.ctx.clone();
+        let tx = self.done_tx.clone();
+        let requester = from.node.clone();
+        tokio::spawn(async move {
+            let reply = crate::mount::serve_remote(&ctx, &requester, &key.0, &req).await;
+            let _ = tx.send((key, reply)).await;
+        });
+    }
+
+    /// Resend our unanswered mount requests that are due; fail those past their deadline.
+    async fn retry_mount_requests(&mut self, t: &MulticastTransport) -> std::io::Result<()> {
+        let now = Instant::now();
+        let expired: Vec<u64> = self
+            .outgoing
+            .iter()
+            .filter(|(_, o)| o.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(o) = self.outgoing.remove(&id) {
+                let _ = o.reply.send(Err(format!(
+                    "no answer from the disk's host within {MOUNT_TIMEOUT:?}"
+                )));
+            }
+        }
+        let due: Vec<wire::MountRequest> = self
+            .outgoing
+            .values_mut()
+            .filter(|o| o.next <= now)
+            .map(|o| {
+                o.backoff *= 2;
+                o.next = now + o.backoff;
+                o.request.clone()
+            })
+            .collect();
+        for request in due {
+            self.send(t, Body::MountRequest(request)).await?;
+        }
+        Ok(())
     }
 
     /// Make room for a new peer: forget the oldest non-live one if at the cap. Live peers

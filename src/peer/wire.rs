@@ -70,6 +70,43 @@ pub enum Body {
     Ping,
     /// The sender is stopping cleanly: mark it not live now.
     Goodbye,
+    /// "Node `target`, please mount (or unmount) your disk `uuid`." Retried by the sender
+    /// with the same `request_id`; the owner answers every copy with the same reply.
+    MountRequest(MountRequest),
+    /// The owner's answer to a mount request, addressed to the requester.
+    MountReply(MountReply),
+}
+
+/// A remote mount or unmount request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountRequest {
+    /// Random id chosen by the requester; retries reuse it.
+    pub request_id: u64,
+    /// Node id of the disk's owner.
+    pub target: String,
+    /// UUID of the disk.
+    pub uuid: String,
+    /// Mount read-only.
+    pub read_only: bool,
+    /// Unmount instead of mount.
+    pub unmount: bool,
+}
+
+/// The owner's decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountReply {
+    /// The request this answers.
+    pub request_id: u64,
+    /// Node id of the requester.
+    pub target: String,
+    /// Done (mounted, already mounted, or unmounted).
+    pub ok: bool,
+    /// The device on the owner.
+    pub device: Option<String>,
+    /// Where it is mounted on the owner.
+    pub mountpoint: Option<String>,
+    /// Why it was refused, or what was done.
+    pub message: String,
 }
 
 /// One numbered part of an inventory generation.
@@ -212,6 +249,23 @@ pub fn validate(env: &Envelope) -> Result<(), Reject> {
         || !printable(&env.node, limits::NODE_NAME)
         || env.node.contains(char::is_whitespace)
     {
+        return bad;
+    }
+    let mount_ok = match &env.body {
+        Body::MountRequest(r) => valid_node_id(&r.target) && crate::mount::valid_uuid(&r.uuid),
+        Body::MountReply(r) => {
+            valid_node_id(&r.target)
+                && r.device
+                    .as_deref()
+                    .is_none_or(|d| printable(d, limits::DEVICE))
+                && r.mountpoint
+                    .as_deref()
+                    .is_none_or(|m| printable(m, limits::MOUNTPOINT))
+                && printable(&r.message, 512)
+        }
+        _ => true,
+    };
+    if !mount_ok {
         return bad;
     }
     if let Body::Inventory(c) = &env.body {

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use records::{DiskRecord, PeerRecord, Sighting};
+pub use records::{AttachRecord, DiskRecord, PeerRecord, Sighting};
 
 /// Milliseconds since the Unix epoch; the store's clock unit.
 pub type Millis = u64;
@@ -37,6 +37,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 const META: &str = "meta";
 const SIGHTINGS: &str = "sightings";
 const PEERS: &str = "peers";
+const ATTACHES: &str = "attaches";
 const KEY_SCHEMA: &[u8] = b"schema_version";
 const KEY_NODE_ID: &[u8] = b"node_id";
 
@@ -110,6 +111,7 @@ pub struct Store {
     db: sled::Db,
     sightings: sled::Tree,
     peers: sled::Tree,
+    attaches: sled::Tree,
     node_id: String,
     path: PathBuf,
     /// Held for writing while an inventory is applied and flushed, for reading while
@@ -156,6 +158,7 @@ impl Store {
         let meta = db.open_tree(META).map_err(open_err)?;
         let sightings = db.open_tree(SIGHTINGS).map_err(open_err)?;
         let peers = db.open_tree(PEERS).map_err(open_err)?;
+        let attaches = db.open_tree(ATTACHES).map_err(open_err)?;
 
         match meta.get(KEY_SCHEMA).map_err(open_err)? {
             Some(v) => {
@@ -193,6 +196,7 @@ impl Store {
             db,
             sightings,
             peers,
+            attaches,
             node_id,
             path: path.to_path_buf(),
             commit: Default::default(),
@@ -370,6 +374,30 @@ impl Store {
         }
         self.sightings.apply_batch(batch)?;
         self.peers.remove(node_id.as_bytes())?;
+        Ok(())
+    }
+
+    /// Remember an attach made for disk `uuid`.
+    pub fn put_attach(&self, uuid: &str, rec: &AttachRecord) -> Result<(), StoreError> {
+        self.attaches.insert(
+            uuid.to_ascii_lowercase().as_bytes(),
+            serde_json::to_vec(rec)?,
+        )?;
+        Ok(())
+    }
+
+    /// The attach made for disk `uuid`, if any.
+    pub fn attach(&self, uuid: &str) -> Option<AttachRecord> {
+        self.attaches
+            .get(uuid.to_ascii_lowercase().as_bytes())
+            .ok()
+            .flatten()
+            .and_then(|v| serde_json::from_slice(&v).ok())
+    }
+
+    /// Forget the attach of disk `uuid`.
+    pub fn remove_attach(&self, uuid: &str) -> Result<(), StoreError> {
+        self.attaches.remove(uuid.to_ascii_lowercase().as_bytes())?;
         Ok(())
     }
 

@@ -105,3 +105,15 @@ impl PeerRecord {
         !self.gone && now.saturating_sub(self.last_seen) <= expiry.as_millis() as Millis
     }
 }
+
+/// A remote mount made reachable here by `mount --attach`, so `umount` can undo it even
+/// after a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachRecord {
+    /// The directory on this machine.
+    pub dir: String,
+    /// The owner's node name.
+    pub host: String,
+    /// The mountpoint on the owner.
+    pub path: String,
+}

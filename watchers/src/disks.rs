@@ -402,7 +402,7 @@ fn first_line(stderr: &[u8]) -> String {
 /// (major, minor) of a block device node; `None` for anything else (a regular file that a
 /// custom command reported, a vanished device), because only a real device number can be
 /// matched against the mount table.
-fn device_number(device: &str) -> Option<(u32, u32)> {
+pub fn device_number(device: &str) -> Option<(u32, u32)> {
     let meta = std::fs::metadata(device).ok()?;
     if !meta.file_type().is_block_device() {
         return None;

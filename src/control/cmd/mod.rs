@@ -7,6 +7,7 @@ mod debug;
 mod help;
 mod list;
 mod localhost;
+mod mount;
 mod peers;
 mod ping;
 mod refresh;
@@ -18,6 +19,7 @@ pub use debug::Debug;
 pub use help::Help;
 pub use list::List;
 pub use localhost::Localhost;
+pub use mount::{Mount, Umount};
 pub use peers::Peers;
 pub use ping::Ping;
 pub use refresh::Refresh;
@@ -48,6 +50,10 @@ pub enum Command {
     Announce(Announce),
     /// `ping`
     Ping(Ping),
+    /// `mount TERM [--read-only] [--attach DIR] [--json]`
+    Mount(Mount),
+    /// `umount TERM [--json]`
+    Umount(Umount),
     /// `debug`: stream events until the client sends a line.
     Debug(Debug),
     /// `quit` / `exit`
@@ -71,6 +77,8 @@ impl Command {
             "announce" => Command::Announce(Announce::parse(&mut args)?),
             "ping" => Command::Ping(Ping::parse(&mut args)?),
             "debug" => Command::Debug(Debug::parse(&mut args)?),
+            "mount" => Command::Mount(Mount::parse(&mut args)?),
+            "umount" | "unmount" => Command::Umount(Umount::parse(&mut args)?),
             "quit" | "exit" => {
                 args.finish()?;
                 Command::Quit
@@ -98,6 +106,8 @@ impl Command {
             Command::Refresh(c) => c.apply(ctx).await,
             Command::Announce(c) => c.apply(ctx).await,
             Command::Ping(c) => c.apply(ctx).await,
+            Command::Mount(c) => c.apply(ctx).await,
+            Command::Umount(c) => c.apply(ctx).await,
             Command::Debug(_) | Command::Quit => {
                 Reply::status(Status::Error("not a one-reply command".into()))
             }
@@ -128,6 +138,21 @@ impl Args {
         let before = self.words.len();
         self.words.retain(|w| w != flag);
         self.words.len() != before
+    }
+
+    /// Remove `--name VALUE` wherever it is; the value, or a usage error if it is missing.
+    pub fn option(&mut self, name: &str) -> Result<Option<String>, Reply> {
+        let Some(i) = self.words.iter().position(|w| w == name) else {
+            return Ok(None);
+        };
+        self.words.remove(i);
+        match self.words.remove(i) {
+            Some(v) => Ok(Some(v)),
+            None => Err(Reply::status(Status::Usage(format!(
+                "{}: {name} needs a value",
+                self.name
+            )))),
+        }
     }
 
     /// The next positional argument, if any.
