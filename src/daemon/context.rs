@@ -123,6 +123,7 @@ struct Inner {
     peer_state: Mutex<String>,
     rejected: Mutex<BTreeMap<&'static str, u64>>,
     key_fingerprints: Mutex<Vec<String>>,
+    legacy_left_out: AtomicU64,
     started: Instant,
     shutdown: CancellationToken,
 }
@@ -145,6 +146,7 @@ impl Context {
                 peer_state: Mutex::new("not started".into()),
                 rejected: Mutex::new(BTreeMap::new()),
                 key_fingerprints: Mutex::new(Vec::new()),
+                legacy_left_out: AtomicU64::new(0),
                 started: Instant::now(),
                 shutdown,
             }),
@@ -258,6 +260,18 @@ impl Context {
     /// The keyring's fingerprints, signing key first; empty without keys.
     pub fn key_fingerprints(&self) -> Vec<String> {
         lock(&self.inner.key_fingerprints).clone()
+    }
+
+    /// How many of our disks did not fit in the last legacy datagram.
+    pub fn legacy_left_out(&self) -> usize {
+        self.inner.legacy_left_out.load(Ordering::Relaxed) as usize
+    }
+
+    /// Record how many disks the last legacy datagram left out.
+    pub fn set_legacy_left_out(&self, n: usize) {
+        self.inner
+            .legacy_left_out
+            .store(n as u64, Ordering::Relaxed);
     }
 
     /// Count bytes sent.

@@ -8,6 +8,7 @@
 //! are retried with backoff while the control socket keeps answering.
 
 pub mod keys;
+pub mod legacy;
 pub mod reassembly;
 pub mod replay;
 pub mod transport;
@@ -163,6 +164,9 @@ struct Layer {
     no_victim_until: u64,
     /// Store writes not yet flushed.
     dirty: bool,
+    /// Digests of our latest legacy datagrams, to recognise them when they loop back (the
+    /// Perl format carries no node id).
+    sent_legacy: std::collections::VecDeque<u64>,
     /// Our mount requests awaiting answers, by request id.
     outgoing: HashMap<u64, Outgoing>,
     /// Remote requests seen: `None` while being carried out, then the answer (resent to
@@ -225,6 +229,7 @@ impl Layer {
             was_live,
             no_victim_until: 0,
             dirty: false,
+            sent_legacy: std::collections::VecDeque::new(),
             outgoing: HashMap::new(),
             served: HashMap::new(),
             served_order: std::collections::VecDeque::new(),
@@ -385,6 +390,9 @@ impl Layer {
             }
             self.send(t, Body::Inventory(c)).await?;
         }
+        if self.ctx.config().multicast.legacy {
+            self.announce_legacy(t, &disks).await?;
+        }
         Stats::bump(&self.ctx.stats().announces);
         self.ctx
             .event("peer", format!("announced {} disks", disks.len()));
@@ -400,8 +408,11 @@ impl Layer {
     }
 
     async fn receive(&mut self, bytes: &[u8], from: SocketAddr) {
-        if bytes.starts_with(b"diskd:") {
-            return self.reject(Reject::Legacy, from);
+        if bytes.starts_with(legacy::PREFIX) {
+            if !self.ctx.config().multicast.legacy {
+                return self.reject(Reject::Legacy, from);
+            }
+            return self.receive_legacy(bytes, from).await;
         }
         let (plain, key) = match self.keys.open(bytes) {
             Ok(x) => x,
@@ -574,6 +585,107 @@ impl Layer {
 
     fn persist_every_ms(&self) -> u64 {
         PERSIST_LAST_SEEN_EVERY_MS.min(self.ctx.peer_expiry().as_millis() as u64 / 4)
+    }
+
+    /// A Perl diskd's datagram: its sender is listed under its IP address, marked legacy,
+    /// with the disks it sent (replacing its previous list, as the Perl daemon does). It is
+    /// never authenticated, so it never triggers anything (no announce, no mount).
+    async fn receive_legacy(&mut self, bytes: &[u8], from: SocketAddr) {
+        if self.sent_legacy.contains(&legacy_digest(bytes)) {
+            return; // our own, looped back
+        }
+        let disks = match legacy::decode(bytes) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::debug!(%from, "{e}");
+                return self.reject(Reject::LegacyInvalid, from);
+            }
+        };
+        Stats::bump(&self.ctx.stats().packets_received);
+        let ip = from.ip().to_string();
+        let node_id = format!("legacy-{ip}");
+        let is_new = !self.peers.contains_key(&node_id);
+        if is_new && !self.make_room() {
+            return self.reject(Reject::OverCapacity, from);
+        }
+        let t = now();
+        let mut peer = self.peers.get(&node_id).cloned().unwrap_or(PeerRecord {
+            node_id: node_id.clone(),
+            node: ip.clone(),
+            addr: Some(ip.clone()),
+            first_seen: t,
+            last_seen: t,
+            gone: false,
+            legacy: true,
+            disks: 0,
+            key: None,
+            boot: 0,
+            sent_ms: 0,
+        });
+        peer.last_seen = t;
+        peer.disks = disks.len();
+        match self
+            .ctx
+            .store()
+            .replace_peer_inventory(&node_id, &ip, Some(&ip), &disks, t)
+        {
+            Ok(diff) => {
+                for d in &diff.appeared {
+                    self.ctx
+                        .event("disk", format!("{ip} (legacy): appeared {}", d.device));
+                }
+                for d in &diff.vanished {
+                    self.ctx
+                        .event("disk", format!("{ip} (legacy): vanished {}", d.device));
+                }
+            }
+            Err(e) => {
+                Stats::bump(&self.ctx.stats().store_errors);
+                tracing::error!(peer = %ip, "cannot store legacy inventory: {e}");
+            }
+        }
+        self.dirty = true;
+        let joined = !self.was_live.contains(&node_id);
+        self.save_peer(peer, true).await;
+        if joined {
+            self.was_live.insert(node_id);
+            tracing::info!(peer = %ip, "legacy (Perl diskd) peer joined");
+            self.ctx.event("peer", format!("{ip} (legacy) joined"));
+        }
+    }
+
+    /// Send our inventory in the Perl format too (plaintext: the Perl diskd has no keys).
+    async fn announce_legacy(
+        &mut self,
+        t: &MulticastTransport,
+        disks: &[crate::store::DiskRecord],
+    ) -> std::io::Result<()> {
+        let (bytes, left_out) = legacy::encode(disks);
+        if left_out != self.ctx.legacy_left_out() {
+            if left_out > 0 {
+                tracing::warn!(
+                    left_out,
+                    "our inventory does not fit in one 1500-byte legacy datagram; Perl daemons see only part of it"
+                );
+            }
+            self.ctx.set_legacy_left_out(left_out);
+        }
+        self.sent_legacy.push_back(legacy_digest(&bytes));
+        if self.sent_legacy.len() > 8 {
+            self.sent_legacy.pop_front();
+        }
+        match t.send(&bytes).await {
+            Ok(()) => {
+                Stats::bump(&self.ctx.stats().packets_sent);
+                self.ctx.add_bytes_sent(bytes.len());
+                Ok(())
+            }
+            Err(e) if transient(&e) => {
+                Stats::bump(&self.ctx.stats().send_errors);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Keep the peer in memory; write it to the store when something changed that matters
@@ -777,6 +889,13 @@ impl Layer {
         }
         dropped > 0
     }
+}
+
+fn legacy_digest(bytes: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
 }
 
 fn transient(e: &std::io::Error) -> bool {

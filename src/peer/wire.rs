@@ -171,6 +171,9 @@ pub enum Reject {
     /// Timestamp too far from our clock.
     #[error("clock_skew")]
     ClockSkew,
+    /// A Perl-format datagram that does not parse (with `multicast.legacy` on).
+    #[error("legacy_invalid")]
+    LegacyInvalid,
 }
 
 impl Reject {
@@ -191,6 +194,7 @@ impl Reject {
             Reject::BadSeal => "bad_seal",
             Reject::Replay => "replay",
             Reject::ClockSkew => "clock_skew",
+            Reject::LegacyInvalid => "legacy_invalid",
         }
     }
 }

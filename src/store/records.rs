@@ -66,6 +66,9 @@ pub struct Sighting {
     pub last_seen: Millis,
 }
 
+/// Liveness window of a Perl diskd peer: three of its 600 s announce periods.
+pub const LEGACY_EXPIRY: Duration = Duration::from_secs(1800);
+
 /// A peer daemon ever heard.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerRecord {
@@ -100,8 +103,14 @@ pub struct PeerRecord {
 }
 
 impl PeerRecord {
-    /// Heard within `expiry` and not gone.
+    /// Heard within `expiry` and not gone. A legacy (Perl) peer announces only every 600 s,
+    /// so for it the expiry is at least three of its announce periods.
     pub fn is_live(&self, now: Millis, expiry: Duration) -> bool {
+        let expiry = if self.legacy {
+            expiry.max(LEGACY_EXPIRY)
+        } else {
+            expiry
+        };
         !self.gone && now.saturating_sub(self.last_seen) <= expiry.as_millis() as Millis
     }
 }

@@ -47,6 +47,10 @@ struct Out {
     peers: usize,
     peers_live: usize,
     multicast: String,
+    /// Whether the Perl wire format is spoken too.
+    legacy: bool,
+    /// Disks left out of our last legacy datagram (it holds at most 1500 bytes).
+    legacy_left_out: usize,
     /// Fingerprints of our keys, the signing key first; empty: unauthenticated.
     keys: Vec<String>,
     /// For each peer (by node name), the fingerprint of the key of its last datagram.
@@ -88,6 +92,8 @@ impl StatusCmd {
                 .filter(|p| p.is_live(crate::daemon::context::now(), ctx.peer_expiry()))
                 .count(),
             multicast: ctx.peer_state(),
+            legacy: ctx.config().multicast.legacy,
+            legacy_left_out: ctx.legacy_left_out(),
             keys: ctx.key_fingerprints(),
             peer_keys: peers
                 .iter()
@@ -128,7 +134,17 @@ impl StatusCmd {
                 "disks      {} local, {} known; peers {} live of {}",
                 out.disks_local, out.disks_known, out.peers_live, out.peers
             ),
-            format!("multicast  {}", out.multicast),
+            format!(
+                "multicast  {}{}",
+                out.multicast,
+                match (out.legacy, out.legacy_left_out) {
+                    (false, _) => String::new(),
+                    (true, 0) => "; legacy (Perl) format on".to_string(),
+                    (true, n) => format!(
+                        "; legacy (Perl) format on, {n} disks left out of the 1500-byte legacy datagram"
+                    ),
+                }
+            ),
             match out.keys.split_first() {
                 None => "security   none: peer traffic is unauthenticated".to_string(),
                 Some((first, rest)) => format!(
