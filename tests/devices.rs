@@ -332,3 +332,55 @@ fn loop_devices_are_found_mounted_and_lost() {
     assert_eq!(rows[1]["uuid"], a.uuid.as_str(), "{rows}");
     assert_eq!(rows.as_array().map(Vec::len), Some(2), "{rows}");
 }
+
+/// With scan intervals of ten minutes, only kernel events can explain a disk, a mount, an
+/// unmount and a detach showing up within the deadline: the block uevent (or the
+/// /proc/partitions fallback) and mountinfo's POLLPRI trigger the scans.
+#[test]
+fn kernel_events_trigger_scans_without_waiting_for_the_interval() {
+    if !util::root_or_skip("kernel_events_trigger_scans") {
+        return;
+    }
+    let mut fx = Fixture::new();
+    let root = fx.path();
+    let img = Image::create(&root, "ev.img", "diskd-events");
+    fx.daemon = Some(
+        TestDaemon::new("")
+            .real_blkid()
+            .arg("--include-device")
+            .arg("/dev/loop*")
+            .arg("--disk-interval")
+            .arg("10m")
+            .arg("--mount-interval")
+            .arg("10m")
+            .start(),
+    );
+    // Let the start-up scans pass, so the next ones must come from events.
+    let d = fx.daemon();
+    wait_for("start-up scans", DEADLINE, || {
+        let st = d.client(&["status", "--json"]).json();
+        st["watchers"]["disks"]["scans_ok"].as_u64().unwrap_or(0) >= 1
+            && st["watchers"]["mounts"]["scans_ok"].as_u64().unwrap_or(0) >= 1
+    });
+    assert!(record(fx.daemon(), &img.uuid).is_none());
+    let dev = fx.attach(&img.file);
+    let d = fx.daemon();
+    wait_for("the attached loop device", DEADLINE, || {
+        is_live(d, &img.uuid)
+    });
+    let target = root.join("ev mnt");
+    fx.mount(&[&dev], &target);
+    let d = fx.daemon();
+    let want = json!([path_str(&target)]);
+    wait_for("the mount", DEADLINE, || mountpoints(d, &img.uuid) == want);
+    fx.umount(&target);
+    let d = fx.daemon();
+    wait_for("the unmount", DEADLINE, || {
+        mountpoints(d, &img.uuid) == json!([])
+    });
+    fx.detach(&dev);
+    let d = fx.daemon();
+    wait_for("the detach", DEADLINE, || {
+        record(d, &img.uuid).is_some_and(|r| r["live"] == false)
+    });
+}

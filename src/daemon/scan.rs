@@ -21,6 +21,9 @@ use crate::view::rfc3339;
 /// scan future itself (the watcher is expected to clean up within its timeout).
 const TIMEOUT_GRACE: Duration = Duration::from_secs(2);
 
+/// After a kernel change event, wait this long for the rest of the burst before scanning.
+const EVENT_DEBOUNCE: Duration = Duration::from_millis(10);
+
 /// What the watchers last saw, in memory.
 #[derive(Default)]
 struct Latest {
@@ -64,6 +67,12 @@ async fn run_watcher(
                 let summary = scan_once(&ctx, w.as_ref(), &latest).await;
                 // The requester may have given up; that is fine.
                 let _ = reply.send(summary);
+            }
+            _ = w.changed() => {
+                // A kernel event: let the burst settle, then look.
+                tokio::time::sleep(EVENT_DEBOUNCE).await;
+                ctx.event("scan", format!("{}: change notified by the kernel", w.name()));
+                scan_once(&ctx, w.as_ref(), &latest).await;
             }
         }
         next = tokio::time::Instant::now() + w.interval();

@@ -79,6 +79,8 @@ pub struct DiskWatcher {
     argv: Vec<String>,
     include: Option<GlobSet>,
     exclude: Option<GlobSet>,
+    /// Block device events, opened on first use by the daemon's scheduler.
+    events: tokio::sync::Mutex<Option<crate::events::BlockEvents>>,
 }
 
 impl DiskWatcher {
@@ -96,6 +98,7 @@ impl DiskWatcher {
             argv,
             include,
             exclude,
+            events: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -190,6 +193,21 @@ impl Watcher for DiskWatcher {
 
     fn timeout(&self) -> Duration {
         self.cfg.timeout
+    }
+
+    async fn changed(&self) {
+        let mut events = self.events.lock().await;
+        let source = events.get_or_insert_with(|| {
+            let e = crate::events::BlockEvents::open();
+            tracing::debug!(source = e.kind(), "watching block device events");
+            e
+        });
+        if let Err(e) = source.next().await {
+            tracing::warn!("block device events failed: {e}; comparing /proc/partitions instead");
+            *events = Some(crate::events::BlockEvents::Partitions {
+                last: std::fs::read_to_string("/proc/partitions").unwrap_or_default(),
+            });
+        }
     }
 
     async fn scan(&self) -> Result<Observation, WatchError> {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub mod disks;
+pub mod events;
 pub mod mounts;
 
 pub use disks::{DiskWatcher, DiskWatcherConfig};
@@ -135,4 +136,12 @@ pub trait Watcher: Send + Sync {
     fn timeout(&self) -> Duration;
     /// Look once.
     async fn scan(&self) -> Result<Observation, WatchError>;
+
+    /// Resolves when what this watcher looks at may have changed (a kernel event), so the
+    /// daemon rescans at once instead of waiting for the interval. The default never
+    /// resolves: such a watcher is polled on its interval only. Must be cancel-safe: the
+    /// daemon drops the future whenever another branch wins.
+    async fn changed(&self) {
+        std::future::pending::<()>().await
+    }
 }

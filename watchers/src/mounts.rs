@@ -15,10 +15,12 @@ use crate::{DiskInfo, MountEntry, Observation, WatchError, Watcher};
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Reads the mount table once per scan.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct MountWatcher {
     path: PathBuf,
     interval: Duration,
+    /// POLLPRI notifications of the mount table, opened on first use.
+    events: tokio::sync::Mutex<Option<crate::events::MountEvents>>,
 }
 
 impl MountWatcher {
@@ -33,6 +35,7 @@ impl MountWatcher {
         MountWatcher {
             path: path.into(),
             interval,
+            events: tokio::sync::Mutex::new(None),
         }
     }
 }
@@ -49,6 +52,29 @@ impl Watcher for MountWatcher {
 
     fn timeout(&self) -> Duration {
         TIMEOUT
+    }
+
+    async fn changed(&self) {
+        let mut events = self.events.lock().await;
+        if events.is_none() {
+            match crate::events::MountEvents::open(&self.path) {
+                Ok(e) => *events = Some(e),
+                Err(e) => {
+                    tracing::info!(path = %self.path.display(), "no mount change notifications ({e}); scanning on the interval");
+                    drop(events);
+                    return std::future::pending().await;
+                }
+            }
+        }
+        if let Some(e) = events.as_mut() {
+            if let Err(err) = e.next().await {
+                tracing::warn!("mount change notifications failed: {err}");
+                *events = None;
+                drop(events);
+                // Do not spin on a broken descriptor: let the interval do the work a while.
+                tokio::time::sleep(self.interval).await;
+            }
+        }
     }
 
     async fn scan(&self) -> Result<Observation, WatchError> {
