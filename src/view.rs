@@ -70,13 +70,23 @@ pub fn disks(
     now: Millis,
     expiry: Duration,
 ) -> Vec<DiskView> {
-    let mut host_live: HashMap<String, bool> = HashMap::new();
+    let mut hosts: HashMap<String, (bool, Option<Millis>)> = HashMap::new();
     let mut rows: Vec<(Millis, DiskView)> = sightings
         .into_iter()
         .map(|s| {
-            let live_host = *host_live
-                .entry(s.node_id.clone())
-                .or_insert_with(|| store.host_is_live(&s.node_id, now, expiry));
+            let (live_host, host_seen) = *hosts.entry(s.node_id.clone()).or_insert_with(|| {
+                (
+                    store.host_is_live(&s.node_id, now, expiry),
+                    store.host_seen(&s.node_id),
+                )
+            });
+            // A record still in its host's inventory was seen whenever the host last was:
+            // the store does not rewrite unchanged records for that.
+            let last_seen = if s.present {
+                s.last_seen.max(host_seen.unwrap_or(0))
+            } else {
+                s.last_seen
+            };
             let view = DiskView {
                 host: s.host,
                 addr: s.addr,
@@ -86,9 +96,9 @@ pub fn disks(
                 fstype: s.disk.fstype,
                 mountpoints: s.disk.mountpoints,
                 live: s.present && live_host,
-                last_seen: rfc3339(s.last_seen),
+                last_seen: rfc3339(last_seen),
             };
-            (s.last_seen, view)
+            (last_seen, view)
         })
         .collect();
     rows.sort_by(|(ta, a), (tb, b)| {

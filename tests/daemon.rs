@@ -671,7 +671,11 @@ fn a_store_with_another_schema_is_refused_and_kept() {
         let db = sled::open(&d.store).unwrap();
         let meta = db.open_tree("meta").unwrap();
         assert_eq!(meta.get("schema_version").unwrap().unwrap(), b"99"[..]);
-        meta.insert("schema_version", "1").unwrap();
+        meta.insert(
+            "schema_version",
+            diskd::store::SCHEMA_VERSION.to_string().as_bytes(),
+        )
+        .unwrap();
         db.flush().unwrap();
     }
     assert!(store_has_backup(&d.store));

@@ -5,6 +5,8 @@
 //! query on host B.
 #![forbid(unsafe_code)]
 
+mod scale;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -33,6 +35,12 @@ enum Cmd {
         #[arg(long, default_value_t = 100)]
         trials: usize,
     },
+    /// 1,000 simulated peers x 64 disks against one daemon (needs root): CPU, memory,
+    /// ingest, query latency during waves, store size and writes, restart time.
+    Scale(scale::SimOptions),
+    /// The simulator itself (run by `scale` inside a lab namespace).
+    #[command(hide = true)]
+    Simulate(scale::SimOptions),
 }
 
 fn main() {
@@ -40,6 +48,11 @@ fn main() {
     match cli.cmd {
         Cmd::Wire => wire_figures(),
         Cmd::Convergence { trials } => convergence(trials),
+        Cmd::Scale(o) => {
+            require_root("scale");
+            scale::scale(&o)
+        }
+        Cmd::Simulate(o) => scale::simulate(&o),
     }
 }
 
@@ -115,11 +128,15 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[idx.min(sorted.len() - 1)]
 }
 
-fn convergence(trials: usize) {
+fn require_root(what: &str) {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("diskd-bench convergence needs root (it builds network namespaces)");
+        eprintln!("diskd-bench {what} needs root (it builds network namespaces)");
         std::process::exit(2);
     }
+}
+
+fn convergence(trials: usize) {
+    require_root("convergence");
     // Long intervals: only the change-triggered announce can explain what B sees.
     let mut lab = Lab::new(
         2,

@@ -507,8 +507,7 @@ impl Layer {
                     Err(reason) => return self.reject(reason, from),
                     Ok(None) => {}
                     Ok(Some(disks)) => {
-                        important = true;
-                        self.dirty = true;
+                        important |= peer.disks != disks.len();
                         peer.disks = disks.len();
                         let store = self.ctx.store();
                         match store.replace_peer_inventory(
@@ -519,6 +518,8 @@ impl Layer {
                             t,
                         ) {
                             Ok(diff) => {
+                                // Only a changed inventory needs to reach the disk soon.
+                                self.dirty |= !diff.is_empty();
                                 for d in &diff.appeared {
                                     self.ctx.event(
                                         "disk",

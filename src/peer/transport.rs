@@ -13,8 +13,9 @@ use tokio::net::UdpSocket;
 
 use crate::config::Multicast;
 
-/// Receive buffer asked for: a 1,000-disk inventory is about 100 datagrams.
-const RECV_BUFFER: usize = 4 << 20;
+/// Receive buffer asked for: a wave from 1,000 peers is about 8,000 datagrams, which take
+/// about 2.5 KiB of buffer each in the kernel's accounting.
+const RECV_BUFFER: usize = 32 << 20;
 
 /// The pair of sockets of the peer layer.
 pub struct MulticastTransport {
@@ -114,9 +115,14 @@ fn shared_socket(domain: Domain) -> io::Result<Socket> {
     s.set_reuse_address(true)?;
     s.set_reuse_port(true)?;
     s.set_nonblocking(true)?;
-    // Room for a large inventory's burst of chunks (the kernel caps this at rmem_max);
-    // best effort, the default still works for small fleets.
-    let _ = s.set_recv_buffer_size(RECV_BUFFER);
+    // Room for a wave of announces from a large fleet. As root, SO_RCVBUFFORCE goes past
+    // net.core.rmem_max; otherwise the kernel caps the request at rmem_max. Best effort:
+    // the default still works for small fleets.
+    if nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::RcvBufForce, &RECV_BUFFER)
+        .is_err()
+    {
+        let _ = s.set_recv_buffer_size(RECV_BUFFER);
+    }
     Ok(s)
 }
 

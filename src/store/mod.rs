@@ -32,7 +32,7 @@ pub fn now_millis() -> Millis {
 
 /// The layout version of the data in sled. Bump it when records change incompatibly; an
 /// older or newer store is then refused at open instead of being misread.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 const META: &str = "meta";
 const SIGHTINGS: &str = "sightings";
@@ -40,6 +40,11 @@ const PEERS: &str = "peers";
 const ATTACHES: &str = "attaches";
 const KEY_SCHEMA: &[u8] = b"schema_version";
 const KEY_NODE_ID: &[u8] = b"node_id";
+const KEY_LOCAL_SEEN: &[u8] = b"local_seen";
+const KEY_INDEXED: &[u8] = b"term_index_v1";
+const INDEX: &str = "index";
+/// sled's page cache size.
+const CACHE_BYTES: u64 = 16 << 20;
 
 /// Why the store could not do what was asked. Open errors stop the daemon; they never lead
 /// to deleting anything.
@@ -84,7 +89,7 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     /// A record that cannot be encoded.
     #[error("store: cannot encode record: {0}")]
-    Encode(#[from] serde_json::Error),
+    Encode(#[from] postcard::Error),
 }
 
 /// What changed when an inventory was replaced; drives `debug` events and announces.
@@ -109,7 +114,11 @@ impl InventoryDiff {
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
+    meta: sled::Tree,
     sightings: sled::Tree,
+    /// Term index: `u`/`l`/`d` + uuid/label/device + NUL + sighting key, and
+    /// `h` + host name + NUL + node id. Written before the records it points to.
+    index: sled::Tree,
     peers: sled::Tree,
     attaches: sled::Tree,
     node_id: String,
@@ -153,12 +162,15 @@ impl Store {
         let db = sled::Config::new()
             .path(path)
             .mode(sled::Mode::LowSpace)
+            // sled caches up to 1 GiB by default; diskd's working set is small.
+            .cache_capacity(CACHE_BYTES)
             .open()
             .map_err(open_err)?;
         let meta = db.open_tree(META).map_err(open_err)?;
         let sightings = db.open_tree(SIGHTINGS).map_err(open_err)?;
         let peers = db.open_tree(PEERS).map_err(open_err)?;
         let attaches = db.open_tree(ATTACHES).map_err(open_err)?;
+        let index = db.open_tree(INDEX).map_err(open_err)?;
 
         match meta.get(KEY_SCHEMA).map_err(open_err)? {
             Some(v) => {
@@ -191,9 +203,23 @@ impl Store {
                 id
             }
         };
+        if meta.get(KEY_INDEXED).map_err(open_err)?.is_none() {
+            // A store written before the index existed: build it once.
+            for item in sightings.iter() {
+                let (k, v) = item.map_err(open_err)?;
+                if let Some(s) = decode::<Sighting>(&v) {
+                    for e in index_keys(&s.disk, &s.host, &k) {
+                        index.insert(e, &[][..]).map_err(open_err)?;
+                    }
+                }
+            }
+            meta.insert(KEY_INDEXED, &b"1"[..]).map_err(open_err)?;
+        }
         db.flush().map_err(open_err)?;
         Ok(Store {
             db,
+            meta,
+            index,
             sightings,
             peers,
             attaches,
@@ -266,12 +292,17 @@ impl Store {
         let mut old: BTreeMap<Vec<u8>, Sighting> = BTreeMap::new();
         for item in self.sightings.scan_prefix(&prefix) {
             let (k, v) = item?;
-            if let Ok(s) = serde_json::from_slice::<Sighting>(&v) {
+            if let Some(s) = decode::<Sighting>(&v) {
                 old.insert(k.to_vec(), s);
             }
         }
+        // When this host's previous inventory arrived: the last time a disk that is gone
+        // now was seen.
+        let prev_seen = self.host_seen(node_id).unwrap_or(now);
         let mut diff = InventoryDiff::default();
-        let mut batch = sled::Batch::default();
+        let mut writes: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut index_add: Vec<Vec<u8>> = Vec::new();
+        let mut index_del: Vec<Vec<u8>> = Vec::new();
         let mut seen: HashSet<Vec<u8>> = HashSet::new();
         for disk in disks {
             let mut key = prefix.clone();
@@ -288,10 +319,20 @@ impl Store {
             seen.insert(key.clone());
             let sighting = match old.get(&key) {
                 Some(prev) => {
+                    let same_place = prev.host == host && prev.addr.as_deref() == addr;
+                    if prev.present && prev.disk == *disk && same_place {
+                        // Unchanged: nothing is rewritten. While present, its last-seen
+                        // time is its host's (see `host_seen`).
+                        continue;
+                    }
                     if !prev.present {
                         diff.appeared.push(disk.clone());
                     } else if prev.disk != *disk {
                         diff.changed.push(disk.clone());
+                    }
+                    if prev.disk != *disk || prev.host != host {
+                        index_del.extend(index_keys(&prev.disk, &prev.host, &key));
+                        index_add.extend(index_keys(disk, host, &key));
                     }
                     Sighting {
                         node_id: node_id.to_string(),
@@ -305,6 +346,7 @@ impl Store {
                 }
                 None => {
                     diff.appeared.push(disk.clone());
+                    index_add.extend(index_keys(disk, host, &key));
                     Sighting {
                         node_id: node_id.to_string(),
                         host: host.to_string(),
@@ -316,7 +358,7 @@ impl Store {
                     }
                 }
             };
-            batch.insert(key, serde_json::to_vec(&sighting)?);
+            writes.push((key, encode(&sighting)?));
         }
         for (key, mut prev) in old {
             if seen.contains(&key) || !prev.present {
@@ -324,14 +366,51 @@ impl Store {
             }
             diff.vanished.push(prev.disk.clone());
             prev.present = false;
-            batch.insert(key, serde_json::to_vec(&prev)?);
+            prev.last_seen = prev.last_seen.max(prev_seen);
+            writes.push((key, encode(&prev)?));
         }
-        self.sightings.apply_batch(batch)?;
+        if !writes.is_empty() {
+            // Three batches instead of one transaction (which costs sled a copy of every
+            // node it touches): new index entries first, then the records, then the stale
+            // entries. A crash in between leaves extra index entries at worst, and `find`
+            // checks every record it reaches through the index, so nothing is ever missed.
+            let mut add = sled::Batch::default();
+            for k in &index_add {
+                add.insert(k.as_slice(), &[][..]);
+            }
+            self.index.apply_batch(add)?;
+            let mut batch = sled::Batch::default();
+            for (k, v) in writes {
+                batch.insert(k, v);
+            }
+            self.sightings.apply_batch(batch)?;
+            let mut del = sled::Batch::default();
+            for k in index_del.iter().filter(|k| !index_add.contains(k)) {
+                del.remove(k.as_slice());
+            }
+            self.index.apply_batch(del)?;
+        }
+        if node_id == self.node_id {
+            // Our own inventory's last-seen time: one key per scan instead of every record.
+            self.meta.insert(KEY_LOCAL_SEEN, &now.to_be_bytes())?;
+        }
         if durable_before_visible {
             // On disk before any reader (who could be a query) can see it.
             self.db.flush()?;
         }
         Ok(diff)
+    }
+
+    /// When host `node_id`'s latest inventory arrived: our last scan, or the peer's last
+    /// datagram as stored.
+    pub fn host_seen(&self, node_id: &str) -> Option<Millis> {
+        if node_id == self.node_id {
+            let v = self.meta.get(KEY_LOCAL_SEEN).ok().flatten()?;
+            let bytes: [u8; 8] = v.as_ref().try_into().ok()?;
+            Some(u64::from_be_bytes(bytes))
+        } else {
+            self.peer(node_id).map(|p| p.last_seen)
+        }
     }
 
     /// Every sighting of every host, in key order. Records that cannot be decoded are
@@ -341,16 +420,69 @@ impl Store {
         self.sightings
             .iter()
             .filter_map(Result::ok)
-            .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
+            .filter_map(|(_, v)| decode(&v))
             .collect()
     }
 
-    /// Sightings whose uuid (any case), label (exact) or device (exact) is `term`.
+    /// Sightings whose uuid (any case), label (exact) or device (exact) is `term`, through
+    /// the term index: a query reads only the matching records, however large the fleet.
     pub fn find(&self, term: &str) -> Vec<Sighting> {
-        self.sightings()
-            .into_iter()
+        let _commit = self.commit.read().unwrap_or_else(|p| p.into_inner());
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        for prefix in [
+            index_prefix(b'u', &term.to_ascii_lowercase()),
+            index_prefix(b'l', term),
+            index_prefix(b'd', term),
+        ] {
+            for item in self
+                .index
+                .scan_prefix(&prefix)
+                .keys()
+                .filter_map(Result::ok)
+            {
+                let key = item[prefix.len()..].to_vec();
+                if !keys.contains(&key) {
+                    keys.push(key);
+                }
+            }
+        }
+        keys.iter()
+            .filter_map(|k| self.sightings.get(k).ok().flatten())
+            .filter_map(|v| decode::<Sighting>(&v))
             .filter(|s| s.disk.matches(term))
             .collect()
+    }
+
+    /// Sightings of the host named `host` (one node name may have had several node ids).
+    pub fn find_host(&self, host: &str) -> Vec<Sighting> {
+        let _commit = self.commit.read().unwrap_or_else(|p| p.into_inner());
+        let prefix = index_prefix(b'h', host);
+        let node_ids: Vec<Vec<u8>> = self
+            .index
+            .scan_prefix(&prefix)
+            .keys()
+            .filter_map(Result::ok)
+            .map(|k| k[prefix.len()..].to_vec())
+            .collect();
+        let mut out = Vec::new();
+        for id in node_ids {
+            let mut p = id;
+            p.push(0);
+            out.extend(
+                self.sightings
+                    .scan_prefix(&p)
+                    .values()
+                    .filter_map(Result::ok)
+                    .filter_map(|v| decode::<Sighting>(&v))
+                    .filter(|s| s.host == host),
+            );
+        }
+        out
+    }
+
+    /// How many sightings the store holds (without reading them).
+    pub fn sightings_len(&self) -> usize {
+        self.sightings.len()
     }
 
     /// This node's current inventory (what the peer layer announces).
@@ -359,7 +491,7 @@ impl Store {
         self.sightings
             .scan_prefix(node_prefix(&self.node_id))
             .filter_map(Result::ok)
-            .filter_map(|(_, v)| serde_json::from_slice::<Sighting>(&v).ok())
+            .filter_map(|(_, v)| decode::<Sighting>(&v))
             .filter(|s| s.present)
             .map(|s| s.disk)
             .collect()
@@ -367,22 +499,28 @@ impl Store {
 
     /// Forget a peer and its sightings (used only to keep the peer table bounded).
     pub fn remove_peer(&self, node_id: &str) -> Result<(), StoreError> {
+        let _commit = self.commit.write().unwrap_or_else(|p| p.into_inner());
         let mut batch = sled::Batch::default();
+        let mut index_batch = sled::Batch::default();
         for item in self.sightings.scan_prefix(node_prefix(node_id)) {
-            let (k, _) = item?;
+            let (k, v) = item?;
+            if let Some(s) = decode::<Sighting>(&v) {
+                for e in index_keys(&s.disk, &s.host, &k) {
+                    index_batch.remove(e);
+                }
+            }
             batch.remove(k);
         }
         self.sightings.apply_batch(batch)?;
+        self.index.apply_batch(index_batch)?;
         self.peers.remove(node_id.as_bytes())?;
         Ok(())
     }
 
     /// Remember an attach made for disk `uuid`.
     pub fn put_attach(&self, uuid: &str, rec: &AttachRecord) -> Result<(), StoreError> {
-        self.attaches.insert(
-            uuid.to_ascii_lowercase().as_bytes(),
-            serde_json::to_vec(rec)?,
-        )?;
+        self.attaches
+            .insert(uuid.to_ascii_lowercase().as_bytes(), encode(rec)?)?;
         Ok(())
     }
 
@@ -392,7 +530,7 @@ impl Store {
             .get(uuid.to_ascii_lowercase().as_bytes())
             .ok()
             .flatten()
-            .and_then(|v| serde_json::from_slice(&v).ok())
+            .and_then(|v| decode(&v))
     }
 
     /// Forget the attach of disk `uuid`.
@@ -403,8 +541,7 @@ impl Store {
 
     /// Insert or update a peer.
     pub fn upsert_peer(&self, peer: &PeerRecord) -> Result<(), StoreError> {
-        self.peers
-            .insert(peer.node_id.as_bytes(), serde_json::to_vec(peer)?)?;
+        self.peers.insert(peer.node_id.as_bytes(), encode(peer)?)?;
         Ok(())
     }
 
@@ -414,7 +551,7 @@ impl Store {
             .get(node_id.as_bytes())
             .ok()
             .flatten()
-            .and_then(|v| serde_json::from_slice(&v).ok())
+            .and_then(|v| decode(&v))
     }
 
     /// Every peer ever heard.
@@ -422,7 +559,7 @@ impl Store {
         self.peers
             .iter()
             .filter_map(Result::ok)
-            .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
+            .filter_map(|(_, v)| decode(&v))
             .collect()
     }
 
@@ -520,6 +657,47 @@ fn crc32(bytes: &[u8]) -> u32 {
         }
     }
     !crc
+}
+
+/// Records are postcard-encoded: compact, and several times faster to decode than JSON,
+/// which matters when a query or an announce wave touches thousands of them.
+fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+    Ok(postcard::to_allocvec(v)?)
+}
+
+/// A record that does not decode is skipped (and left in place, never deleted).
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+    postcard::from_bytes(bytes).ok()
+}
+
+/// `kind` + term + NUL: the index prefix of one term.
+fn index_prefix(kind: u8, term: &str) -> Vec<u8> {
+    let mut p = Vec::with_capacity(term.len() + 2);
+    p.push(kind);
+    p.extend_from_slice(term.as_bytes());
+    p.push(0);
+    p
+}
+
+/// The index entries of one sighting: its UUID (lower case), label and device, each
+/// pointing at the sighting's key, and its host name pointing at its node id.
+fn index_keys(disk: &DiskRecord, host: &str, key: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::with_capacity(4);
+    let mut entry = |kind: u8, term: &str, target: &[u8]| {
+        let mut k = index_prefix(kind, term);
+        k.extend_from_slice(target);
+        out.push(k);
+    };
+    if let Some(u) = &disk.uuid {
+        entry(b'u', &u.to_ascii_lowercase(), key);
+    }
+    if let Some(l) = &disk.label {
+        entry(b'l', l, key);
+    }
+    entry(b'd', &disk.device, key);
+    let node_id = key.split(|&b| b == 0).next().unwrap_or(key);
+    entry(b'h', host, node_id);
+    out
 }
 
 fn node_prefix(node_id: &str) -> Vec<u8> {

@@ -1,7 +1,6 @@
-//! The records the store keeps, serialised as JSON values in sled.
-//!
-//! JSON (not a denser format) because a store is something operators may need to inspect
-//! with a few lines of code during an incident, and these records are small.
+//! The records the store keeps, serialised with postcard in sled (see `encode` in the
+//! store module). postcard is positional: a field is never removed or reordered without a
+//! new `SCHEMA_VERSION`.
 
 use std::time::Duration;
 
@@ -21,7 +20,6 @@ pub struct DiskRecord {
     /// Filesystem type.
     pub fstype: Option<String>,
     /// Where it is mounted on its host.
-    #[serde(default)]
     pub mountpoints: Vec<String>,
 }
 
@@ -56,7 +54,6 @@ pub struct Sighting {
     /// Address of the host when last seen.
     pub addr: Option<String>,
     /// The disk as last reported.
-    #[serde(flatten)]
     pub disk: DiskRecord,
     /// Whether the disk is in its host's latest inventory.
     pub present: bool,
@@ -83,22 +80,16 @@ pub struct PeerRecord {
     /// When it was last heard.
     pub last_seen: Millis,
     /// It said goodbye after it was last heard.
-    #[serde(default)]
     pub gone: bool,
     /// It speaks the Perl diskd wire format.
-    #[serde(default)]
     pub legacy: bool,
     /// How many disks its latest inventory holds.
-    #[serde(default)]
     pub disks: usize,
     /// Fingerprint of the key that sealed its last datagram (none without keys).
-    #[serde(default)]
     pub key: Option<String>,
     /// Boot id of its run when last heard (replay protection across our restarts).
-    #[serde(default)]
     pub boot: u64,
     /// The latest timestamp it sent that we accepted, ms since the epoch.
-    #[serde(default)]
     pub sent_ms: u64,
 }
 

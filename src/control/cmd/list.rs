@@ -31,9 +31,11 @@ impl List {
     /// Build the reply.
     pub fn apply(self, ctx: &Context) -> Reply {
         let store = ctx.store();
-        let mut sightings = store.sightings();
+        let sightings = match &self.host {
+            Some(h) => store.find_host(h),
+            None => store.sightings(),
+        };
         if let Some(h) = &self.host {
-            sightings.retain(|s| &s.host == h);
             if sightings.is_empty() {
                 return no_match(format!("no disks known on host {h:?}"), self.json);
             }

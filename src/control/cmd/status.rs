@@ -71,8 +71,7 @@ impl StatusCmd {
     pub fn apply(self, ctx: &Context) -> Reply {
         let s = ctx.stats();
         let store = ctx.store();
-        let sightings = store.sightings();
-        let me = store.node_id();
+
         let peers = store.peers();
         let out = Out {
             node: ctx.node().name.clone(),
@@ -81,11 +80,8 @@ impl StatusCmd {
             uptime_secs: ctx.uptime().as_secs(),
             store: store.path().display().to_string(),
             store_bytes: store.size_on_disk(),
-            disks_local: sightings
-                .iter()
-                .filter(|x| x.node_id == me && x.present)
-                .count(),
-            disks_known: sightings.len(),
+            disks_local: store.local_inventory().len(),
+            disks_known: store.sightings_len(),
             peers: peers.len(),
             peers_live: peers
                 .iter()

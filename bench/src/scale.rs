@@ -1,0 +1,394 @@
+//! `diskd-bench scale` and its helper `simulate`: 1,000 simulated peers with 64 disks each
+//! against one real daemon in a lab namespace, announcing in waves with churn.
+//!
+//! The simulator runs as a child process inside the second lab namespace (so its datagrams
+//! travel the lab link like real ones); this process measures the daemon under test from
+//! outside: CPU and memory from /proc, query latency over its control socket, ingest from
+//! its counters, store size and write volume, and the restart time.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use diskd::client::Session;
+use diskd::control::proto::Status;
+use diskd::peer::wire::{self, Body, Envelope};
+use diskd::store::DiskRecord;
+use diskd_lab::{disk_line, Lab};
+use rand::{Rng, SeedableRng};
+
+/// Options shared by `scale` and `simulate`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimOptions {
+    /// Simulated peers.
+    #[arg(long, default_value_t = 1000)]
+    pub peers: usize,
+    /// Disks per peer.
+    #[arg(long, default_value_t = 64)]
+    pub disks: usize,
+    /// Announce waves.
+    #[arg(long, default_value_t = 5)]
+    pub waves: usize,
+    /// Seconds between waves.
+    #[arg(long, default_value_t = 5)]
+    pub interval: u64,
+    /// Fraction of peers that move a disk to another peer each wave.
+    #[arg(long, default_value_t = 0.02)]
+    pub churn: f64,
+    /// Datagrams per second the simulator sends at most.
+    #[arg(long, default_value_t = 20_000)]
+    pub rate: u64,
+}
+
+fn peer_id(p: usize) -> String {
+    format!("{:032x}", 0x5151_0000_0000u64 + p as u64)
+}
+
+fn sim_disk(p: usize, d: usize) -> DiskRecord {
+    DiskRecord {
+        uuid: Some(format!("{p:04x}{d:04x}-83a0-4e4a-af6a-f578ca7a1f65")),
+        label: Some(format!("vol {d} of sim host {p}")),
+        device: format!("/dev/disk/by-id/wwn-0x5000c500{p:04x}{d:04x}-part1"),
+        fstype: Some("ext4".into()),
+        mountpoints: if d % 4 == 0 {
+            vec![format!("/srv/data/{d}")]
+        } else {
+            vec![]
+        },
+    }
+}
+
+/// The simulator: runs inside the lab namespace, prints `wave N DATAGRAMS RECORDS` as each
+/// wave is sent.
+pub fn simulate(o: &SimOptions) {
+    let sock = UdpSocket::bind("0.0.0.0:0").expect("bind");
+    sock.set_multicast_ttl_v4(1).expect("ttl");
+    let group: SocketAddr = "230.1.2.3:32003".parse().expect("group");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+    let mut inventories: Vec<Vec<DiskRecord>> = (0..o.peers)
+        .map(|p| (0..o.disks).map(|d| sim_disk(p, d)).collect())
+        .collect();
+    let mut seqs = vec![0u64; o.peers];
+    let boots: Vec<u64> = (0..o.peers).map(|_| rng.gen()).collect();
+    let gap = Duration::from_secs_f64(1.0 / o.rate as f64);
+    for wave in 0..o.waves {
+        let start = Instant::now();
+        if wave > 0 {
+            // Churn: some disks move from one peer to another.
+            let moves = ((o.peers as f64) * o.churn).ceil() as usize;
+            for _ in 0..moves {
+                let from = rng.gen_range(0..o.peers);
+                let to = rng.gen_range(0..o.peers);
+                if from != to && !inventories[from].is_empty() {
+                    let d = inventories[from].remove(0);
+                    inventories[to].push(d);
+                }
+            }
+        }
+        let mut datagrams = 0u64;
+        let mut records = 0u64;
+        let mut next = Instant::now();
+        for p in 0..o.peers {
+            let template = Envelope {
+                node_id: peer_id(p),
+                node: format!("sim-{p:04}"),
+                boot: boots[p],
+                seq: 0,
+                sent_ms: diskd::store::now_millis(),
+                body: Body::Ping,
+            };
+            for chunk in wire::chunk_inventory(&template, wave as u64 + 1, &inventories[p], 1400) {
+                seqs[p] += 1;
+                records += chunk.disks.len() as u64;
+                let env = Envelope {
+                    seq: seqs[p],
+                    body: Body::Inventory(chunk),
+                    ..template.clone()
+                };
+                let bytes = wire::encode(&env);
+                let _ = sock.send_to(&bytes, group);
+                datagrams += 1;
+                next += gap;
+                let now = Instant::now();
+                if next > now {
+                    std::thread::sleep(next - now);
+                }
+            }
+        }
+        println!(
+            "wave {wave} {datagrams} {records} {}",
+            start.elapsed().as_millis()
+        );
+        let elapsed = start.elapsed();
+        let period = Duration::from_secs(o.interval);
+        if wave + 1 < o.waves && elapsed < period {
+            std::thread::sleep(period - elapsed);
+        }
+    }
+}
+
+fn proc_stat_cpu(pid: u32) -> Duration {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = text.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+fn proc_status_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn proc_write_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("write_bytes:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn dir_size(path: &std::path::Path) -> u64 {
+    std::fs::read_dir(path)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_size(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn timed(session: &mut Session, line: &str) -> (Duration, bool) {
+    let t = Instant::now();
+    let ok = matches!(session.call(line).map(|r| r.status), Ok(Status::Ok(_)));
+    (t.elapsed(), ok)
+}
+
+fn pct(v: &mut [Duration], p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort();
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i].as_secs_f64() * 1000.0
+}
+
+/// Run the whole scale benchmark and print the figures.
+pub fn scale(o: &SimOptions) {
+    let mut lab = Lab::new(2, &["--announce-interval", "60s", "--peer-expiry", "600s"]);
+    let local: String = (0..64)
+        .map(|d| {
+            disk_line(
+                &format!("/dev/sd{d}"),
+                &format!("{d:08x}-aaaa-4bbb-8ccc-dddddddddddd"),
+                &format!("local {d}"),
+            )
+        })
+        .collect();
+    lab.host("a").set_disks(&local);
+    lab.host("a").start();
+    let pid = lab.host("a").pid().expect("daemon pid");
+    let sock = lab.host("a").socket();
+    let store_dir = lab.host("a").dir.join("store");
+    let mut session = Session::connect(&sock).expect("connect");
+    std::thread::sleep(Duration::from_secs(2));
+    // Idle CPU before any peer exists.
+    let c0 = proc_stat_cpu(pid);
+    std::thread::sleep(Duration::from_secs(5));
+    let idle_empty = (proc_stat_cpu(pid) - c0).as_secs_f64() / 5.0 * 100.0;
+
+    let exe = std::env::current_exe().expect("exe");
+    let ns = lab.hosts[1].ns.clone();
+    let mut sim = Command::new("ip")
+        .args(["netns", "exec", &ns])
+        .arg(&exe)
+        .args([
+            "simulate",
+            "--peers",
+            &o.peers.to_string(),
+            "--disks",
+            &o.disks.to_string(),
+            "--waves",
+            &o.waves.to_string(),
+            "--interval",
+            &o.interval.to_string(),
+            "--churn",
+            &o.churn.to_string(),
+            "--rate",
+            &o.rate.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("simulator");
+    let lines = BufReader::new(sim.stdout.take().expect("stdout"));
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for l in lines.lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let w0 = proc_write_bytes(pid);
+    let cpu_waves0 = proc_stat_cpu(pid);
+    let t_waves0 = Instant::now();
+    let mut query_lat = Vec::new();
+    let mut list_lat = Vec::new();
+    let mut failures = 0;
+    let mut wave_reports = Vec::new();
+    let mut done_waves = 0;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    // First half of the waves: nothing else runs, so the daemon's CPU time is the ingest
+    // cost. Second half: queries run while the waves arrive.
+    let quiet_waves = (o.waves / 2).max(1);
+    let mut ingest_cpu = Duration::ZERO;
+    let mut ingest_records = 0u64;
+    while done_waves < o.waves {
+        while let Ok(l) = rx.try_recv() {
+            eprintln!(
+                "simulator: {l}; daemon cpu so far {:.2} s, written {:.1} MB",
+                (proc_stat_cpu(pid) - cpu_waves0).as_secs_f64(),
+                (proc_write_bytes(pid) - w0) as f64 / 1_048_576.0
+            );
+            if done_waves < quiet_waves {
+                ingest_records += l
+                    .split_whitespace()
+                    .nth(3)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+            wave_reports.push(l);
+            done_waves += 1;
+            if done_waves == quiet_waves {
+                // Let the last quiet wave be processed before the clock stops.
+                std::thread::sleep(Duration::from_secs(1));
+                ingest_cpu = proc_stat_cpu(pid) - cpu_waves0;
+            }
+        }
+        if done_waves < quiet_waves {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        let p = rng.gen_range(0..o.peers);
+        let d = rng.gen_range(1..o.disks);
+        let (t, ok) = timed(
+            &mut session,
+            &format!("where {:04x}{:04x}-83a0-4e4a-af6a-f578ca7a1f65", p, d),
+        );
+        query_lat.push(t);
+        let (t2, ok2) = timed(&mut session, &format!("list sim-{p:04}"));
+        list_lat.push(t2);
+        if !(ok && ok2) {
+            failures += 1;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = sim.wait();
+    // Let the daemon finish what is queued.
+    std::thread::sleep(Duration::from_secs(2));
+    let wave_wall = t_waves0.elapsed();
+    let wave_cpu = proc_stat_cpu(pid) - cpu_waves0;
+    let written = proc_write_bytes(pid) - w0;
+    let st = lab.host("a").status();
+    let received = st["counters"]["packets_received"].as_u64().unwrap_or(0);
+    let total_records: u64 = wave_reports
+        .iter()
+        .filter_map(|l| {
+            l.split_whitespace()
+                .nth(3)
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .sum();
+    let total_datagrams: u64 = wave_reports
+        .iter()
+        .filter_map(|l| {
+            l.split_whitespace()
+                .nth(2)
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .sum();
+    let rss = proc_status_kib(pid, "VmRSS:");
+    let hwm = proc_status_kib(pid, "VmHWM:");
+    // Idle between waves, with the full fleet known.
+    let c1 = proc_stat_cpu(pid);
+    std::thread::sleep(Duration::from_secs(10));
+    let idle_full = (proc_stat_cpu(pid) - c1).as_secs_f64() / 10.0 * 100.0;
+    let store_bytes = dir_size(&store_dir);
+    let known = st["disks_known"].as_u64().unwrap_or(0);
+
+    // Restart: how soon is the persisted inventory served?
+    drop(session);
+    lab.host("a").stop();
+    let t = Instant::now();
+    lab.host("a").start();
+    let mut s = loop {
+        if let Ok(s) = Session::connect(&sock) {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let (_, ok) = timed(&mut s, "where 01f40007-83a0-4e4a-af6a-f578ca7a1f65");
+    let restart = t.elapsed();
+
+    println!(
+        "## Scale: {} peers x {} disks, {} waves every {} s, churn {}",
+        o.peers, o.disks, o.waves, o.interval, o.churn
+    );
+    println!();
+    println!("| measure | value |");
+    println!("|---|---:|");
+    println!("| records sent / datagrams sent | {total_records} / {total_datagrams} |");
+    println!("| datagrams received by the daemon | {received} |");
+    println!("| disks known after the waves | {known} |");
+    println!(
+        "| ingest, records per CPU-second of the daemon | {:.0} |",
+        total_records as f64 / wave_cpu.as_secs_f64().max(0.001)
+    );
+    println!(
+        "| daemon CPU during the waves (wall {:.1} s) | {:.2} s |",
+        wave_wall.as_secs_f64(),
+        wave_cpu.as_secs_f64()
+    );
+    println!(
+        "| RSS after the waves / peak | {:.1} MB / {:.1} MB |",
+        rss as f64 / 1024.0,
+        hwm as f64 / 1024.0
+    );
+    println!("| idle CPU, no peers / full fleet known | {idle_empty:.2} % / {idle_full:.2} % |");
+    println!(
+        "| `where` p50 / p99 during waves ({} samples) | {:.3} ms / {:.3} ms |",
+        query_lat.len(),
+        pct(&mut query_lat.clone(), 0.5),
+        pct(&mut query_lat, 0.99)
+    );
+    println!(
+        "| `list HOST` p50 / p99 during waves | {:.3} ms / {:.3} ms |",
+        pct(&mut list_lat.clone(), 0.5),
+        pct(&mut list_lat, 0.99)
+    );
+    println!("| queries that found nothing (disk moved away by churn) | {failures} |");
+    println!(
+        "| store size on disk | {:.1} MB |",
+        store_bytes as f64 / 1_048_576.0
+    );
+    println!(
+        "| bytes written by the daemon during the waves | {:.1} MB ({:.1} MB per wave) |",
+        written as f64 / 1_048_576.0,
+        written as f64 / 1_048_576.0 / o.waves as f64
+    );
+    println!(
+        "| restart: start to first answer from the persisted inventory | {:.1} ms (found: {ok}) |",
+        restart.as_secs_f64() * 1000.0
+    );
+}
