@@ -111,6 +111,21 @@ pub enum Command {
         /// Where to write the key.
         file: Option<PathBuf>,
     },
+    /// Print shell completions for SHELL to stdout, generated from these flag definitions.
+    ///
+    /// For example: `diskd completions bash >
+    /// /usr/local/share/bash-completion/completions/diskd`, `diskd completions zsh >
+    /// "${fpath[1]}/_diskd"`, `diskd completions fish > ~/.config/fish/completions/diskd.fish`.
+    Completions {
+        /// The shell to write completions for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout, generated from these flag definitions.
+    ///
+    /// For example: `diskd man > /usr/local/share/man/man1/diskd.1`, or read it now with
+    /// `diskd man | man -l -`.
+    Man,
 }
 
 /// Flags of `diskd daemon`. Each one overrides the config key named in its help.

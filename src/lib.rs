@@ -12,6 +12,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod flags;
+pub mod generate;
 pub mod mount;
 pub mod peer;
 pub mod store;

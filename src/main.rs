@@ -25,6 +25,10 @@ fn run(cli: Cli) -> u8 {
         Some(Command::Daemon(args)) => daemon(cli.config, cli.socket, &args),
         None if cli.daemon_flag => daemon(cli.config, cli.socket, &DaemonArgs::default()),
         Some(Command::Keygen { file }) => keygen(file.as_deref()),
+        Some(Command::Completions { shell }) => {
+            to_stdout(|out| diskd::generate::completions(shell, out))
+        }
+        Some(Command::Man) => to_stdout(diskd::generate::man_page),
         other => {
             let socket = match client_socket(cli.socket, cli.config) {
                 Ok(s) => s,
@@ -126,6 +130,21 @@ fn keygen(file: Option<&std::path::Path>) -> u8 {
                 }
             }
         },
+    }
+}
+
+/// Run a generator into stdout. A reader that stops early (`diskd man | head`) is not an
+/// error.
+fn to_stdout(generate: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>) -> u8 {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    match generate(&mut out).and_then(|()| out.flush()) {
+        Ok(()) => 0,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+        Err(e) => {
+            eprintln!("diskd: cannot write to stdout: {e}");
+            3
+        }
     }
 }
 

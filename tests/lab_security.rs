@@ -679,6 +679,19 @@ fn a_hundred_thousand_fake_peers_cannot_grow_memory_or_evict_live_peers() {
             .iter()
             .any(|p| p["node"].as_str().is_some_and(|n| n.starts_with("fake-2-")))
     });
+    // All 100 newcomers are in once the count stops growing.
+    let mut last = 0;
+    wait_for("the newcomers to settle", FLOOD_DEADLINE, || {
+        let n = a
+            .peers()
+            .iter()
+            .filter(|p| p["node"].as_str().is_some_and(|n| n.starts_with("fake-2-")))
+            .count();
+        let settled = n == last;
+        last = n;
+        std::thread::sleep(Duration::from_millis(300));
+        settled
+    });
     let peers = a.peers();
     assert!(peers.len() <= max_peers, "{} peers remembered", peers.len());
     let b = peers

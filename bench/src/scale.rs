@@ -251,30 +251,28 @@ pub fn scale(o: &SimOptions) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     // First half of the waves: nothing else runs, so the daemon's CPU time is the ingest
     // cost. Second half: queries run while the waves arrive.
-    let quiet_waves = (o.waves / 2).max(1);
-    let mut ingest_cpu = Duration::ZERO;
-    let mut ingest_records = 0u64;
+    let quiet_waves = (o.waves / 2).max(2).min(o.waves);
+    // Daemon CPU time when each wave's last datagram was sent: with waves seconds apart,
+    // wave k is processed between snapshot k and k+1.
+    let mut cpu_at_wave: Vec<Duration> = Vec::new();
+    let mut wave_records: Vec<u64> = Vec::new();
     while done_waves < o.waves {
         while let Ok(l) = rx.try_recv() {
+            let cpu = proc_stat_cpu(pid) - cpu_waves0;
             eprintln!(
                 "simulator: {l}; daemon cpu so far {:.2} s, written {:.1} MB",
-                (proc_stat_cpu(pid) - cpu_waves0).as_secs_f64(),
+                cpu.as_secs_f64(),
                 (proc_write_bytes(pid) - w0) as f64 / 1_048_576.0
             );
-            if done_waves < quiet_waves {
-                ingest_records += l
-                    .split_whitespace()
+            cpu_at_wave.push(cpu);
+            wave_records.push(
+                l.split_whitespace()
                     .nth(3)
                     .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0);
-            }
+                    .unwrap_or(0),
+            );
             wave_reports.push(l);
             done_waves += 1;
-            if done_waves == quiet_waves {
-                // Let the last quiet wave be processed before the clock stops.
-                std::thread::sleep(Duration::from_secs(1));
-                ingest_cpu = proc_stat_cpu(pid) - cpu_waves0;
-            }
         }
         if done_waves < quiet_waves {
             std::thread::sleep(Duration::from_millis(20));
@@ -351,12 +349,26 @@ pub fn scale(o: &SimOptions) {
     println!("| records sent / datagrams sent | {total_records} / {total_datagrams} |");
     println!("| datagrams received by the daemon | {received} |");
     println!("| disks known after the waves | {known} |");
+    let rate = |cpu: Duration, records: u64| records as f64 / cpu.as_secs_f64().max(0.001);
+    if cpu_at_wave.len() >= quiet_waves && quiet_waves >= 2 {
+        let first = cpu_at_wave[1] - cpu_at_wave[0];
+        let steady = cpu_at_wave[quiet_waves - 1] - cpu_at_wave[1];
+        let steady_records: u64 = wave_records[1..quiet_waves - 1].iter().sum();
+        println!(
+            "| ingest, first contact (wave 0, every record new) | {:.0} records/s ({:.2} s CPU) |",
+            rate(first, wave_records[0]),
+            first.as_secs_f64()
+        );
+        if steady_records > 0 {
+            println!(
+                "| ingest, later waves without queries (churn only) | {:.0} records/s ({:.2} s CPU per wave) |",
+                rate(steady, steady_records),
+                steady.as_secs_f64() / (quiet_waves - 2) as f64
+            );
+        }
+    }
     println!(
-        "| ingest, records per CPU-second of the daemon | {:.0} |",
-        total_records as f64 / wave_cpu.as_secs_f64().max(0.001)
-    );
-    println!(
-        "| daemon CPU during the waves (wall {:.1} s) | {:.2} s |",
+        "| daemon CPU during all waves, queries included (wall {:.1} s) | {:.2} s |",
         wave_wall.as_secs_f64(),
         wave_cpu.as_secs_f64()
     );
@@ -367,7 +379,7 @@ pub fn scale(o: &SimOptions) {
     );
     println!("| idle CPU, no peers / full fleet known | {idle_empty:.2} % / {idle_full:.2} % |");
     println!(
-        "| `where` p50 / p99 during waves ({} samples) | {:.3} ms / {:.3} ms |",
+        "| `where` p50 / p99 during the later waves ({} samples) | {:.3} ms / {:.3} ms |",
         query_lat.len(),
         pct(&mut query_lat.clone(), 0.5),
         pct(&mut query_lat, 0.99)

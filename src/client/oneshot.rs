@@ -41,7 +41,10 @@ pub fn command_line(cmd: &Command) -> Option<String> {
         Command::Umount { term, json: j } => format!("umount {}{}", quote(term), json(*j)),
         Command::Announce => "announce".into(),
         Command::Ping => "ping".into(),
-        Command::Daemon(_) | Command::Keygen { .. } => return None,
+        Command::Daemon(_)
+        | Command::Keygen { .. }
+        | Command::Completions { .. }
+        | Command::Man => return None,
     })
 }
 

@@ -200,6 +200,18 @@ impl Context {
         let _ = self.inner.events.send(line);
     }
 
+    /// Whether anybody would see a detailed event (a `debug` session, or debug logging):
+    /// callers skip formatting per-disk events when not, which matters in a wave of
+    /// thousands of new disks.
+    pub fn debugging(&self) -> bool {
+        self.inner.events.receiver_count() > 0 || tracing::enabled!(tracing::Level::DEBUG)
+    }
+
+    /// Whether a `debug` session is listening.
+    pub fn has_subscribers(&self) -> bool {
+        self.inner.events.receiver_count() > 0
+    }
+
     /// Receive events from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<String> {
         self.inner.events.subscribe()

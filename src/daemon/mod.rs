@@ -3,11 +3,13 @@
 //! Start-up checks everything that can be wrong (config, socket, store) before serving, so a
 //! misconfigured daemon stops with one clear line instead of running half-working. One
 //! shutdown token is fanned out to every task; SIGINT/SIGTERM cancel it, tasks drain with a
-//! deadline, the store is flushed and the socket removed.
+//! deadline, the store is flushed and the socket removed. Under systemd (`Type=notify`) the
+//! daemon reports READY=1 once it serves and STOPPING=1 when shutdown begins.
 
 pub mod context;
 pub mod node;
 mod scan;
+mod systemd;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,11 +85,12 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             "no security.key_files: peer traffic is unauthenticated and readable by anyone on the network"
         ),
     }
-    if config.multicast.legacy || config.mount.enabled {
-        tracing::warn!(
-            "legacy and mount settings are not implemented in this build and have no effect"
-        );
-    }
+
+    // Signals are caught from here on, before READY=1: a SIGTERM sent as soon as the service
+    // manager sees the daemon ready is a clean shutdown, never the default (abrupt) death.
+    let runtime = |e: std::io::Error| DaemonError::Runtime(format!("cannot catch signals: {e}"));
+    let mut sigterm = signal(SignalKind::terminate()).map_err(runtime)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(runtime)?;
 
     let shutdown = CancellationToken::new();
     let ctx = Context::new(config.clone(), store.clone(), node, shutdown.clone());
@@ -106,10 +109,16 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         listener,
         tracker.clone(),
     ));
+    // The socket is listening and its server running: a client connecting from now on is
+    // answered.
+    systemd::ready(&config.socket);
 
-    wait_for_signal(&shutdown)
-        .await
-        .map_err(|e| DaemonError::Runtime(e.to_string()))?;
+    tokio::select! {
+        _ = sigterm.recv() => {}
+        _ = sigint.recv() => {}
+        _ = shutdown.cancelled() => {}
+    }
+    systemd::stopping();
     tracing::info!("shutting down");
     shutdown.cancel();
     tracker.close();
@@ -125,16 +134,5 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         .await
         .map_err(|e| DaemonError::Runtime(format!("final store flush failed: {e}")))?;
     tracing::info!("stopped");
-    Ok(())
-}
-
-async fn wait_for_signal(shutdown: &CancellationToken) -> std::io::Result<()> {
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-        _ = shutdown.cancelled() => {}
-    }
     Ok(())
 }

@@ -399,12 +399,17 @@ impl Layer {
         Ok(disks.len())
     }
 
+    /// Count a dropped datagram; describe it only to `debug` sessions (and trace logs): a
+    /// flood must not cost a formatted log line per datagram.
     fn reject(&self, reason: Reject, from: SocketAddr) {
         self.ctx.count_reject(reason.name());
-        self.ctx.event(
-            "reject",
-            format!("datagram from {from} dropped: {}", reason.name()),
-        );
+        tracing::trace!(%from, reason = reason.name(), "datagram dropped");
+        if self.ctx.has_subscribers() {
+            self.ctx.event(
+                "reject",
+                format!("datagram from {from} dropped: {}", reason.name()),
+            );
+        }
     }
 
     async fn receive(&mut self, bytes: &[u8], from: SocketAddr) {
@@ -436,11 +441,13 @@ impl Layer {
                 return self.reject(reason, from);
             }
         }
-        Stats::bump(&self.ctx.stats().packets_received);
         let is_new = !self.peers.contains_key(&env.node_id);
         if is_new && !self.make_room() {
             return self.reject(Reject::OverCapacity, from);
         }
+        // Counted as received once it passed every check; a chunk refused by reassembly
+        // below is counted as rejected instead.
+        Stats::bump(&self.ctx.stats().packets_received);
         let addr = from.ip().to_string();
         let t = now();
         let mut peer = self.peers.get(&env.node_id).cloned().unwrap_or(PeerRecord {
@@ -504,7 +511,13 @@ impl Layer {
                     .reassembly
                     .add(&env.node_id, env.boot, chunk, std::time::Instant::now())
                 {
-                    Err(reason) => return self.reject(reason, from),
+                    Err(reason) => {
+                        self.ctx
+                            .stats()
+                            .packets_received
+                            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                        return self.reject(reason, from);
+                    }
                     Ok(None) => {}
                     Ok(Some(disks)) => {
                         important |= peer.disks != disks.len();
@@ -520,13 +533,14 @@ impl Layer {
                             Ok(diff) => {
                                 // Only a changed inventory needs to reach the disk soon.
                                 self.dirty |= !diff.is_empty();
-                                for d in &diff.appeared {
+                                let shown = if self.ctx.debugging() { usize::MAX } else { 0 };
+                                for d in diff.appeared.iter().take(shown) {
                                     self.ctx.event(
                                         "disk",
                                         format!("{}: appeared {}", peer.node, d.device),
                                     );
                                 }
-                                for d in &diff.vanished {
+                                for d in diff.vanished.iter().take(shown) {
                                     self.ctx.event(
                                         "disk",
                                         format!("{}: vanished {}", peer.node, d.device),
@@ -602,13 +616,13 @@ impl Layer {
                 return self.reject(Reject::LegacyInvalid, from);
             }
         };
-        Stats::bump(&self.ctx.stats().packets_received);
         let ip = from.ip().to_string();
         let node_id = format!("legacy-{ip}");
         let is_new = !self.peers.contains_key(&node_id);
         if is_new && !self.make_room() {
             return self.reject(Reject::OverCapacity, from);
         }
+        Stats::bump(&self.ctx.stats().packets_received);
         let t = now();
         let mut peer = self.peers.get(&node_id).cloned().unwrap_or(PeerRecord {
             node_id: node_id.clone(),

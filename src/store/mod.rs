@@ -44,7 +44,7 @@ const KEY_LOCAL_SEEN: &[u8] = b"local_seen";
 const KEY_INDEXED: &[u8] = b"term_index_v1";
 const INDEX: &str = "index";
 /// sled's page cache size.
-const CACHE_BYTES: u64 = 16 << 20;
+const CACHE_BYTES: u64 = 8 << 20;
 
 /// Why the store could not do what was asked. Open errors stop the daemon; they never lead
 /// to deleting anything.
@@ -330,9 +330,9 @@ impl Store {
                     } else if prev.disk != *disk {
                         diff.changed.push(disk.clone());
                     }
-                    if prev.disk != *disk || prev.host != host {
-                        index_del.extend(index_keys(&prev.disk, &prev.host, &key));
-                        index_add.extend(index_keys(disk, host, &key));
+                    if prev.disk != *disk {
+                        index_del.extend(term_keys(&prev.disk, &key));
+                        index_add.extend(term_keys(disk, &key));
                     }
                     Sighting {
                         node_id: node_id.to_string(),
@@ -346,7 +346,7 @@ impl Store {
                 }
                 None => {
                     diff.appeared.push(disk.clone());
-                    index_add.extend(index_keys(disk, host, &key));
+                    index_add.extend(term_keys(disk, &key));
                     Sighting {
                         node_id: node_id.to_string(),
                         host: host.to_string(),
@@ -370,6 +370,8 @@ impl Store {
             writes.push((key, encode(&prev)?));
         }
         if !writes.is_empty() {
+            // The host name of this node, once (not once per disk).
+            index_add.push(host_key(host, node_id.as_bytes()));
             // Three batches instead of one transaction (which costs sled a copy of every
             // node it touches): new index entries first, then the records, then the stale
             // entries. A crash in between leaves extra index entries at worst, and `find`
@@ -541,6 +543,7 @@ impl Store {
 
     /// Insert or update a peer.
     pub fn upsert_peer(&self, peer: &PeerRecord) -> Result<(), StoreError> {
+        let _commit = self.commit.write().unwrap_or_else(|p| p.into_inner());
         self.peers.insert(peer.node_id.as_bytes(), encode(peer)?)?;
         Ok(())
     }
@@ -556,6 +559,9 @@ impl Store {
 
     /// Every peer ever heard.
     pub fn peers(&self) -> Vec<PeerRecord> {
+        // sled iterators are not snapshots: under the lock, a peer replaced while we read
+        // is not counted twice.
+        let _commit = self.commit.read().unwrap_or_else(|p| p.into_inner());
         self.peers
             .iter()
             .filter_map(Result::ok)
@@ -682,7 +688,22 @@ fn index_prefix(kind: u8, term: &str) -> Vec<u8> {
 /// The index entries of one sighting: its UUID (lower case), label and device, each
 /// pointing at the sighting's key, and its host name pointing at its node id.
 fn index_keys(disk: &DiskRecord, host: &str, key: &[u8]) -> Vec<Vec<u8>> {
-    let mut out = Vec::with_capacity(4);
+    let mut out = term_keys(disk, key);
+    let node_id = key.split(|&b| b == 0).next().unwrap_or(key);
+    out.push(host_key(host, node_id));
+    out
+}
+
+/// `h` + host + NUL + node id: which node ids have carried a host name.
+fn host_key(host: &str, node_id: &[u8]) -> Vec<u8> {
+    let mut k = index_prefix(b'h', host);
+    k.extend_from_slice(node_id);
+    k
+}
+
+/// The UUID, label and device entries of one sighting.
+fn term_keys(disk: &DiskRecord, key: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::with_capacity(3);
     let mut entry = |kind: u8, term: &str, target: &[u8]| {
         let mut k = index_prefix(kind, term);
         k.extend_from_slice(target);
@@ -695,8 +716,6 @@ fn index_keys(disk: &DiskRecord, host: &str, key: &[u8]) -> Vec<Vec<u8>> {
         entry(b'l', l, key);
     }
     entry(b'd', &disk.device, key);
-    let node_id = key.split(|&b| b == 0).next().unwrap_or(key);
-    entry(b'h', host, node_id);
     out
 }
 

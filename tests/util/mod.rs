@@ -147,6 +147,8 @@ pub struct TestDaemon {
     pub blkid: PathBuf,
     pub log: PathBuf,
     pub args: Vec<String>,
+    /// Extra environment of the daemon process (see `env`).
+    envs: Vec<(String, std::ffi::OsString)>,
     child: Option<Child>,
 }
 
@@ -163,6 +165,7 @@ impl TestDaemon {
             blkid,
             dir,
             args: local_only_multicast("test-node"),
+            envs: Vec::new(),
             child: None,
         }
     }
@@ -170,6 +173,12 @@ impl TestDaemon {
     /// Add daemon flags.
     pub fn arg(mut self, a: &str) -> Self {
         self.args.push(a.into());
+        self
+    }
+
+    /// Set an environment variable of the daemon process (e.g. NOTIFY_SOCKET).
+    pub fn env(mut self, key: &str, value: impl Into<std::ffi::OsString>) -> Self {
+        self.envs.push((key.into(), value.into()));
         self
     }
 
@@ -185,7 +194,10 @@ impl TestDaemon {
             .args(&self.args)
             .env_remove("DISKD_SOCKET")
             .env_remove("DISKD_CONFIG")
+            // A test run inside a systemd service must not report to that service.
+            .env_remove("NOTIFY_SOCKET")
             .env("RUST_LOG", "diskd=debug,diskd_watchers=debug,info")
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null());
         cmd
