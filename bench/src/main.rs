@@ -5,6 +5,7 @@
 //! query on host B.
 #![forbid(unsafe_code)]
 
+mod devices;
 mod scale;
 
 use std::path::Path;
@@ -35,6 +36,13 @@ enum Cmd {
         #[arg(long, default_value_t = 100)]
         trials: usize,
     },
+    /// A real loop device attached (and then mounted) on host A: time until `where` on
+    /// host B shows it (needs root).
+    Devices {
+        /// Attach/mount cycles.
+        #[arg(long, default_value_t = 100)]
+        trials: usize,
+    },
     /// 1,000 simulated peers x 64 disks against one daemon (needs root): CPU, memory,
     /// ingest, query latency during waves, store size and writes, restart time.
     Scale(scale::SimOptions),
@@ -48,6 +56,10 @@ fn main() {
     match cli.cmd {
         Cmd::Wire => wire_figures(),
         Cmd::Convergence { trials } => convergence(trials),
+        Cmd::Devices { trials } => {
+            require_root("devices");
+            devices::devices(trials)
+        }
         Cmd::Scale(o) => {
             require_root("scale");
             scale::scale(&o)
