@@ -46,6 +46,8 @@ enum Cmd {
     /// 1,000 simulated peers x 64 disks against one daemon (needs root): CPU, memory,
     /// ingest, query latency during waves, store size and writes, restart time.
     Scale(scale::SimOptions),
+    /// Every benchmark above in turn, with their default sizes (needs root).
+    All,
     /// The simulator itself (run by `scale` inside a lab namespace).
     #[command(hide = true)]
     Simulate(scale::SimOptions),
@@ -65,6 +67,24 @@ fn main() {
             scale::scale(&o)
         }
         Cmd::Simulate(o) => scale::simulate(&o),
+        Cmd::All => {
+            require_root("all");
+            println!("# diskd-bench all\n\n## Wire\n");
+            wire_figures();
+            println!("\n## Convergence\n");
+            convergence(100);
+            println!("\n## Devices\n");
+            devices::devices(100);
+            println!();
+            scale::scale(&scale::SimOptions {
+                peers: 1000,
+                disks: 64,
+                waves: 6,
+                interval: 5,
+                churn: 0.02,
+                rate: 20_000,
+            });
+        }
     }
 }
 
