@@ -370,3 +370,61 @@ fn ttl_1_stays_on_the_link_and_ttl_2_crosses_a_router() {
         }
     }
 }
+
+#[test]
+fn a_vanished_interface_is_retried_while_the_control_socket_answers() {
+    if !root_or_skip("interface_gone") {
+        return;
+    }
+    let mut lab = Lab::new(
+        2,
+        &[
+            "--interface",
+            "eth0",
+            "--announce-interval",
+            "1s",
+            "--peer-expiry",
+            "3s",
+        ],
+    );
+    lab.host("a")
+        .set_disks(&disk_line("/dev/sda1", UA, "disk of a"));
+    lab.host("b")
+        .set_disks(&disk_line("/dev/sdb1", UB, "disk of b"));
+    lab.start_all();
+    let b = lab.host("b");
+    wait_for("b to see a", LONG, || {
+        b.query(UA).first().is_some_and(|r| r["live"] == true)
+    });
+    lab.unplug("a");
+    let a = lab.host("a");
+    wait_for("a to report the multicast error", LONG, || {
+        a.status()["multicast"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("error"))
+    });
+    // The control socket keeps answering throughout, from the store.
+    for _ in 0..10 {
+        assert_eq!(a.query(UA).len(), 1);
+        assert_eq!(a.query(UB).len(), 1);
+    }
+    let b = lab.host("b");
+    wait_for("a to expire on b", LONG, || {
+        b.query(UA).first().is_some_and(|r| r["live"] == false)
+    });
+    lab.replug("a");
+    let a = lab.host("a");
+    wait_for("a to reopen its sockets", Duration::from_secs(60), || {
+        a.status()["multicast"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("up"))
+    });
+    let b = lab.host("b");
+    wait_for("a live on b again", LONG, || {
+        b.query(UA).first().is_some_and(|r| r["live"] == true)
+    });
+    assert!(
+        lab.host("a").log_text().contains("reopening in"),
+        "the retry was not logged"
+    );
+}

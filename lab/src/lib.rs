@@ -373,28 +373,39 @@ impl Lab {
         };
         host.set_disks("");
         self.hosts.push(host);
+        self.plug(name, bridge);
+    }
+
+    /// Connect host `name` to `bridge`: veth, addresses, the multicast route.
+    fn plug(&self, name: &str, bridge: &str) {
+        let h = self
+            .hosts
+            .iter()
+            .find(|h| h.name == name)
+            .unwrap_or_else(|| panic!("no host {name}"));
+        let (ns, addr, addr6) = (&h.ns, &h.addr, &h.addr6);
         let veth = format!("v{name}");
         let br = &self.bridge_ns;
         sh(&[
             "ip", "-n", br, "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns",
-            &ns,
+            ns,
         ]);
         sh(&["ip", "-n", br, "link", "set", &veth, "master", bridge, "up"]);
         sh(&[
             "ip",
             "netns",
             "exec",
-            &ns,
+            ns,
             "sysctl",
             "-qw",
             "net.ipv6.conf.all.accept_dad=0",
             "net.ipv6.conf.default.accept_dad=0",
         ]);
-        sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
         sh(&[
             "ip",
             "-n",
-            &ns,
+            ns,
             "addr",
             "add",
             &format!("{addr}/24"),
@@ -404,7 +415,7 @@ impl Lab {
         sh(&[
             "ip",
             "-n",
-            &ns,
+            ns,
             "addr",
             "add",
             &format!("{addr6}/64"),
@@ -412,18 +423,26 @@ impl Lab {
             "eth0",
             "nodad",
         ]);
-        sh(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+        sh(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
         // The only route for multicast: the lab link.
+        sh(&["ip", "-n", ns, "route", "add", "224.0.0.0/4", "dev", "eth0"]);
+    }
+
+    /// Pull host `name`'s cable: its `eth0` disappears (the interface is gone).
+    pub fn unplug(&mut self, name: &str) {
         sh(&[
             "ip",
             "-n",
-            &ns,
-            "route",
-            "add",
-            "224.0.0.0/4",
-            "dev",
-            "eth0",
+            &self.bridge_ns,
+            "link",
+            "del",
+            &format!("v{name}"),
         ]);
+    }
+
+    /// Plug host `name` back into the first bridge, with the same addresses.
+    pub fn replug(&mut self, name: &str) {
+        self.plug(name, "br0");
     }
 
     /// Host by name.

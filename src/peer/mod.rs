@@ -44,6 +44,8 @@ const PERSIST_LAST_SEEN_EVERY_MS: u64 = 5_000;
 /// In a long announce, pause `PACE_PAUSE` after every `PACE_EVERY` datagrams.
 const PACE_EVERY: usize = 32;
 const PACE_PAUSE: Duration = Duration::from_millis(2);
+/// Transient send errors in a row after which the sockets are reopened.
+const SEND_FAILURES_BEFORE_REOPEN: u32 = 3;
 /// Most datagrams handled before the store is flushed.
 const BURST: usize = 512;
 /// How often liveness and reassembly timeouts are checked.
@@ -164,6 +166,8 @@ struct Layer {
     no_victim_until: u64,
     /// Store writes not yet flushed.
     dirty: bool,
+    /// Transient send errors in a row.
+    send_failures: u32,
     /// Digests of our latest legacy datagrams, to recognise them when they loop back (the
     /// Perl format carries no node id).
     sent_legacy: std::collections::VecDeque<u64>,
@@ -229,6 +233,7 @@ impl Layer {
             was_live,
             no_victim_until: 0,
             dirty: false,
+            send_failures: 0,
             sent_legacy: std::collections::VecDeque::new(),
             outgoing: HashMap::new(),
             served: HashMap::new(),
@@ -358,15 +363,43 @@ impl Layer {
     async fn send(&mut self, t: &MulticastTransport, body: Body) -> std::io::Result<()> {
         let env = self.envelope(body);
         let bytes = self.keys.seal(wire::encode(&env));
-        match t.send(&bytes).await {
+        let result = t.send(&bytes).await;
+        self.after_send(t, result, bytes.len())
+    }
+
+    /// Count a send; a transient error (ENOBUFS, unreachable) is dropped and counted, but
+    /// several in a row mean the link is gone: the sockets are reopened (with backoff), which
+    /// also rejoins the group once the interface is back.
+    fn after_send(
+        &mut self,
+        t: &MulticastTransport,
+        result: std::io::Result<()>,
+        len: usize,
+    ) -> std::io::Result<()> {
+        match result {
             Ok(()) => {
                 Stats::bump(&self.ctx.stats().packets_sent);
-                self.ctx.add_bytes_sent(bytes.len());
+                self.ctx.add_bytes_sent(len);
+                if std::mem::take(&mut self.send_failures) > 0 {
+                    tracing::info!("multicast sends work again");
+                    self.ctx.set_peer_state(format!("up: {}", t.describe));
+                }
                 Ok(())
             }
             Err(e) if transient(&e) => {
-                tracing::debug!("send failed (transient): {e}");
                 Stats::bump(&self.ctx.stats().send_errors);
+                self.send_failures += 1;
+                if self.send_failures == 1 {
+                    tracing::warn!("multicast send failed: {e}");
+                    self.ctx
+                        .set_peer_state(format!("degraded: sends fail: {e}"));
+                    self.ctx
+                        .event("error", format!("multicast send failed: {e}"));
+                }
+                if self.send_failures >= SEND_FAILURES_BEFORE_REOPEN {
+                    self.send_failures = 0;
+                    return Err(e);
+                }
                 Ok(())
             }
             Err(e) => Err(e),
@@ -689,18 +722,8 @@ impl Layer {
         if self.sent_legacy.len() > 8 {
             self.sent_legacy.pop_front();
         }
-        match t.send(&bytes).await {
-            Ok(()) => {
-                Stats::bump(&self.ctx.stats().packets_sent);
-                self.ctx.add_bytes_sent(bytes.len());
-                Ok(())
-            }
-            Err(e) if transient(&e) => {
-                Stats::bump(&self.ctx.stats().send_errors);
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
+        let result = t.send(&bytes).await;
+        self.after_send(t, result, bytes.len())
     }
 
     /// Keep the peer in memory; write it to the store when something changed that matters
