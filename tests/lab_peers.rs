@@ -392,6 +392,8 @@ fn a_vanished_interface_is_retried_while_the_control_socket_answers() {
     lab.host("b")
         .set_disks(&disk_line("/dev/sdb1", UB, "disk of b"));
     lab.start_all();
+    let a = lab.host("a");
+    wait_for("a to see b", LONG, || !a.query(UB).is_empty());
     let b = lab.host("b");
     wait_for("b to see a", LONG, || {
         b.query(UA).first().is_some_and(|r| r["live"] == true)

@@ -321,7 +321,7 @@ impl Store {
                 }
             }
             seen.insert(key.clone());
-            let sighting = match old.get(&key) {
+            let first_seen = match old.get(&key) {
                 Some(prev) => {
                     let same_place = prev.host == host && prev.addr.as_deref() == addr;
                     if prev.present && prev.disk == *disk && same_place {
@@ -338,29 +338,22 @@ impl Store {
                         index_del.extend(term_keys(&prev.disk, &key));
                         index_add.extend(term_keys(disk, &key));
                     }
-                    Sighting {
-                        node_id: node_id.to_string(),
-                        host: host.to_string(),
-                        addr: addr.map(str::to_string),
-                        disk: disk.clone(),
-                        present: true,
-                        first_seen: prev.first_seen,
-                        last_seen: now,
-                    }
+                    prev.first_seen
                 }
                 None => {
                     diff.appeared.push(disk.clone());
                     index_add.extend(term_keys(disk, &key));
-                    Sighting {
-                        node_id: node_id.to_string(),
-                        host: host.to_string(),
-                        addr: addr.map(str::to_string),
-                        disk: disk.clone(),
-                        present: true,
-                        first_seen: now,
-                        last_seen: now,
-                    }
+                    now
                 }
+            };
+            let sighting = Sighting {
+                node_id: node_id.to_string(),
+                host: host.to_string(),
+                addr: addr.map(str::to_string),
+                disk: disk.clone(),
+                present: true,
+                first_seen,
+                last_seen: now,
             };
             writes.push((key, encode(&sighting)?));
         }

@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The binary under test.
@@ -30,18 +30,6 @@ pub fn root_or_skip(test: &str) -> bool {
     false
 }
 
-/// Poll `cond` until it holds or `limit` passes; panics with `what` on timeout.
-pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if cond() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("timed out after {limit:?} waiting for {what}");
-}
-
 /// Write an executable shell script.
 pub fn script(path: &Path, body: &str) {
     // Write to a temp name and rename, so a running daemon never execs a half-written file
@@ -52,49 +40,7 @@ pub fn script(path: &Path, body: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-/// A fake blkid that prints `output` (plain or export form).
-pub fn fake_blkid(path: &Path, output: &str) {
-    let data = path.with_extension("out");
-    std::fs::write(&data, output).unwrap();
-    script(path, &format!("cat '{}'", data.display()));
-}
-
-/// The output of one client run, printed in full when an assertion on it fails.
-pub struct Run {
-    pub cmd: String,
-    pub out: Output,
-}
-
-impl Run {
-    pub fn stdout(&self) -> String {
-        String::from_utf8_lossy(&self.out.stdout).into_owned()
-    }
-    pub fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.out.stderr).into_owned()
-    }
-    pub fn code(&self) -> i32 {
-        self.out.status.code().unwrap_or(-1)
-    }
-    fn explain(&self) -> String {
-        format!(
-            "\ncommand: {}\nstatus: {:?}\nstdout:\n{}\nstderr:\n{}",
-            self.cmd,
-            self.out.status,
-            self.stdout(),
-            self.stderr()
-        )
-    }
-    /// Assert the exit code; returns self for chaining.
-    pub fn expect_code(&self, code: i32) -> &Self {
-        assert_eq!(self.code(), code, "unexpected exit code{}", self.explain());
-        self
-    }
-    /// Parse stdout as JSON.
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout())
-            .unwrap_or_else(|e| panic!("stdout is not JSON: {e}{}", self.explain()))
-    }
-}
+pub use diskd_lab::{fake_blkid, wait_for, Run};
 
 /// Run `diskd ARGS` (a client) with a timeout-free plain spawn.
 pub fn run_diskd(args: &[&str], stdin: Option<&str>) -> Run {
