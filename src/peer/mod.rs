@@ -162,6 +162,8 @@ struct Layer {
     ping_answer_at: Option<Instant>,
     change_announce_at: Option<Instant>,
     was_live: HashSet<String>,
+    /// Node name -> the node id last heard under it.
+    names: HashMap<String, String>,
     /// While the peer table is full of live peers: no newcomer fits before this time.
     no_victim_until: u64,
     /// Store writes not yet flushed.
@@ -209,6 +211,10 @@ impl Layer {
             .map(|p| p.node_id.clone())
             .collect();
         let (done_tx, done_rx) = mpsc::channel(64);
+        let names: HashMap<String, String> = peers
+            .values()
+            .map(|p| (p.node.clone(), p.node_id.clone()))
+            .collect();
         let tolerance = ctx.config().max_clock_skew.as_millis() as u64;
         let mut replay = ReplayGuard::new(tolerance, 2 * MAX_PEERS);
         for p in peers.values().filter(|p| p.sent_ms > 0) {
@@ -231,6 +237,7 @@ impl Layer {
             ping_answer_at: None,
             change_announce_at: None,
             was_live,
+            names,
             no_victim_until: 0,
             dirty: false,
             send_failures: 0,
@@ -870,11 +877,20 @@ impl Layer {
     fn check_name_conflict(&mut self, env: &Envelope) {
         let t = now();
         let expiry = self.ctx.peer_expiry();
-        let others: Vec<String> = self
-            .peers
-            .values()
-            .filter(|o| o.node == env.node && o.node_id != env.node_id && o.is_live(t, expiry))
-            .map(|o| o.node_id.clone())
+        // The last node id seen under each name: one lookup per new peer, not a scan of
+        // the whole table (which a flood of new peers would turn quadratic).
+        let previous = self.names.insert(env.node.clone(), env.node_id.clone());
+        if self.names.len() > 2 * MAX_PEERS {
+            self.names.clear(); // bounded; at worst a conflict is reported late
+        }
+        let others: Vec<String> = previous
+            .filter(|id| *id != env.node_id)
+            .filter(|id| {
+                self.peers
+                    .get(id)
+                    .is_some_and(|o| o.node == env.node && o.is_live(t, expiry))
+            })
+            .into_iter()
             .collect();
         for other in others {
             if self
