@@ -33,7 +33,8 @@ pub struct SimOptions {
     /// Seconds between waves.
     #[arg(long, default_value_t = 5)]
     pub interval: u64,
-    /// Fraction of peers that move a disk to another peer each wave.
+    /// Fraction of peers that move a disk to another peer each wave; as many peers leave
+    /// (goodbye) for one wave and return with the next.
     #[arg(long, default_value_t = 0.02)]
     pub churn: f64,
     /// Datagrams per second the simulator sends at most.
@@ -86,6 +87,15 @@ pub fn simulate(o: &SimOptions) {
                 }
             }
         }
+        // Churn: some peers leave this wave (a goodbye instead of an announce) and come
+        // back with the next one.
+        let leaving: std::collections::HashSet<usize> = if wave > 0 {
+            (0..((o.peers as f64) * o.churn).ceil() as usize)
+                .map(|_| rng.gen_range(0..o.peers))
+                .collect()
+        } else {
+            Default::default()
+        };
         let mut datagrams = 0u64;
         let mut records = 0u64;
         let mut next = Instant::now();
@@ -98,6 +108,17 @@ pub fn simulate(o: &SimOptions) {
                 sent_ms: diskd::store::now_millis(),
                 body: Body::Ping,
             };
+            if leaving.contains(&p) {
+                seqs[p] += 1;
+                let bye = Envelope {
+                    seq: seqs[p],
+                    body: Body::Goodbye,
+                    ..template.clone()
+                };
+                let _ = sock.send_to(&wire::encode(&bye), group);
+                datagrams += 1;
+                continue;
+            }
             for chunk in wire::chunk_inventory(&template, wave as u64 + 1, &inventories[p], 1400) {
                 seqs[p] += 1;
                 records += chunk.disks.len() as u64;
