@@ -291,7 +291,9 @@ impl Store {
         now: Millis,
         durable_before_visible: bool,
     ) -> Result<InventoryDiff, StoreError> {
-        let _commit = self.commit.write().unwrap_or_else(|p| p.into_inner());
+        // Each host's records have one writer (the watchers for ours, the peer layer for a
+        // peer's), so reading and comparing needs no lock. Only a write that must be on
+        // disk before anyone sees it holds readers off, from apply to flush.
         let prefix = node_prefix(node_id);
         let mut old: BTreeMap<Vec<u8>, Sighting> = BTreeMap::new();
         for item in self.sightings.scan_prefix(&prefix) {
@@ -366,6 +368,8 @@ impl Store {
             prev.last_seen = prev.last_seen.max(prev_seen);
             writes.push((key, encode(&prev)?));
         }
+        let _commit =
+            durable_before_visible.then(|| self.commit.write().unwrap_or_else(|p| p.into_inner()));
         if !writes.is_empty() {
             // The host name of this node, once (not once per disk).
             index_add.push(host_key(host, node_id.as_bytes()));
