@@ -32,6 +32,18 @@ fn key_args(keys: &[&Path]) -> Vec<String> {
         .collect()
 }
 
+/// A lab of `n` hosts that all hold one fresh fleet key; returns the key's directory (keep
+/// it alive), the key file and the lab.
+fn keyed_lab(n: usize, extra: &[&str]) -> (tempfile::TempDir, PathBuf, Lab) {
+    let keys = tempfile::tempdir().unwrap();
+    let k = keygen(keys.path(), "fleet.key");
+    let args = key_args(&[&k]);
+    let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+    all.extend_from_slice(extra);
+    let lab = Lab::new(n, &all);
+    (keys, k, lab)
+}
+
 fn counter(status: &serde_json::Value, name: &str) -> u64 {
     status["counters"][name].as_u64().unwrap_or(0)
 }
@@ -67,11 +79,7 @@ fn keyed_hosts_talk_and_show_which_key_signed() {
     if !root_or_skip("keyed_hosts_talk") {
         return;
     }
-    let keys = tempfile::tempdir().unwrap();
-    let k = keygen(keys.path(), "fleet.key");
-    let args = key_args(&[&k]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut lab = Lab::new(2, &[&args[..], &["--announce-interval", "1s"]].concat());
+    let (_keys, k, mut lab) = keyed_lab(2, &["--announce-interval", "1s"]);
     lab.host("a")
         .set_disks(&disk_line("/dev/sda1", UA, "disk of a"));
     lab.host("b")
@@ -99,19 +107,8 @@ fn forged_and_replayed_datagrams_change_nothing() {
     if !root_or_skip("forged_and_replayed") {
         return;
     }
-    let keys = tempfile::tempdir().unwrap();
-    let k = keygen(keys.path(), "fleet.key");
-    let args = key_args(&[&k]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     // Host c runs no daemon: it is the attacker, without the key.
-    let mut lab = Lab::new(
-        3,
-        &[
-            &args[..],
-            &["--announce-interval", "1s", "--peer-expiry", "30s"],
-        ]
-        .concat(),
-    );
+    let (_keys, _k, mut lab) = keyed_lab(3, &["--announce-interval", "1s", "--peer-expiry", "30s"]);
     lab.host("a")
         .set_disks(&disk_line("/dev/sda1", UA, "disk of a"));
     lab.host("b")
@@ -357,11 +354,7 @@ fn a_flood_of_random_datagrams_is_survived_and_accounted_for() {
     if !root_or_skip("random_flood") {
         return;
     }
-    let keys = tempfile::tempdir().unwrap();
-    let k = keygen(keys.path(), "fleet.key");
-    let args = key_args(&[&k]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut lab = Lab::new(2, &[&args[..], &["--announce-interval", "60s"]].concat());
+    let (_keys, _k, mut lab) = keyed_lab(2, &["--announce-interval", "60s"]);
     lab.host("a")
         .set_disks(&disk_line("/dev/sda1", UA, "disk of a"));
     lab.host("a").start();
