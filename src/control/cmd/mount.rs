@@ -46,12 +46,11 @@ struct UmountOut<'a> {
     detached: Option<String>,
 }
 
-fn resolve(ctx: &Context, term: &str, json: bool) -> Result<(Resolved, String), Reply> {
+fn resolve(ctx: &Context, term: &str) -> Result<(Resolved, String), Reply> {
     let r = mount::resolve(ctx, term).map_err(|e| match e {
         ResolveError::None(m) => no_match(m, false),
         ResolveError::Ambiguous(m) => Reply::status(Status::Usage(m)),
     })?;
-    let _ = json;
     let uuid = match r.at.disk.uuid.clone() {
         Some(u) if mount::valid_uuid(&u) => u,
         Some(u) => {
@@ -170,7 +169,7 @@ impl Mount {
 
     /// Mount on the owner, then attach here if asked.
     pub async fn apply(self, ctx: &Context) -> Reply {
-        let (r, uuid) = match resolve(ctx, &self.term, self.json) {
+        let (r, uuid) = match resolve(ctx, &self.term) {
             Ok(x) => x,
             Err(reply) => return reply,
         };
@@ -239,7 +238,7 @@ impl Umount {
 
     /// Detach here, then unmount on the owner.
     pub async fn apply(self, ctx: &Context) -> Reply {
-        let (r, uuid) = match resolve(ctx, &self.term, self.json) {
+        let (r, uuid) = match resolve(ctx, &self.term) {
             Ok(x) => x,
             Err(reply) => return reply,
         };
