@@ -7,7 +7,8 @@ mod util;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use diskd_lab::{disk_line, sh, wait_for, Lab};
+use diskd_lab as lab;
+use lab::{disk_line, sh, wait_for, Lab};
 use util::root_or_skip;
 
 const LONG: Duration = Duration::from_secs(20);
@@ -120,19 +121,18 @@ fn our_legacy_datagrams_parse_back_with_an_independent_yaml_parser() {
     });
     // b plays the Perl daemon: read a datagram with the diskd: prefix, YAML-load the rest.
     let ns = lab.hosts[1].ns.clone();
-    let script = "import socket,struct,yaml,json\n\
-s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
-s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
-s.bind(('230.1.2.3',32003))\n\
-s.setsockopt(socket.IPPROTO_IP,socket.IP_ADD_MEMBERSHIP,struct.pack('4s4s',socket.inet_aton('230.1.2.3'),socket.inet_aton('0.0.0.0')))\n\
+    let script = format!(
+        "{}import yaml,json\n\
 s.settimeout(10)\n\
 while True:\n\
 \x20   d,a=s.recvfrom(1500)\n\
 \x20   if d.startswith(b'diskd:'):\n\
 \x20       print(json.dumps(yaml.safe_load(d[6:].decode())))\n\
-\x20       break\n";
+\x20       break\n",
+        lab::PY_JOIN_GROUP
+    );
     let out = Command::new("ip")
-        .args(["netns", "exec", &ns, "python3", "-c", script])
+        .args(["netns", "exec", &ns, "python3", "-c", &script])
         .stderr(Stdio::inherit())
         .output()
         .unwrap();
@@ -222,19 +222,18 @@ fn an_inventory_too_big_for_1500_bytes_is_cut_and_reported() {
     assert!(left < 100);
     assert!(a.client(&["status"]).stdout().contains("left out"));
     let ns = lab.hosts[1].ns.clone();
-    let script = "import socket,struct,yaml\n\
-s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
-s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
-s.bind(('230.1.2.3',32003))\n\
-s.setsockopt(socket.IPPROTO_IP,socket.IP_ADD_MEMBERSHIP,struct.pack('4s4s',socket.inet_aton('230.1.2.3'),socket.inet_aton('0.0.0.0')))\n\
+    let script = format!(
+        "{}import yaml\n\
 s.settimeout(10)\n\
 while True:\n\
 \x20   d,a=s.recvfrom(65535)\n\
 \x20   if d.startswith(b'diskd:'):\n\
 \x20       assert len(d) <= 1500, len(d)\n\
 \x20       print(len(yaml.safe_load(d[6:].decode())))\n\
-\x20       break\n";
-    let out = sh(&["ip", "netns", "exec", &ns, "python3", "-c", script]);
+\x20       break\n",
+        lab::PY_JOIN_GROUP
+    );
+    let out = sh(&["ip", "netns", "exec", &ns, "python3", "-c", &script]);
     let sent: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     assert_eq!(sent + left, 100);
 }

@@ -255,15 +255,11 @@ fn mount_a_remote_disk_and_reach_it_over_sshfs() {
     let recorder = Command::new("ip")
         .args(["netns", "exec", &d_ns, "python3", "-c"])
         .arg(format!(
-            "import socket,struct,time\n\
-             s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
-             s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
-             s.bind(('230.1.2.3',32003))\n\
-             s.setsockopt(socket.IPPROTO_IP,socket.IP_ADD_MEMBERSHIP,struct.pack('4s4s',socket.inet_aton('230.1.2.3'),socket.inet_aton('0.0.0.0')))\n\
-             f=open('{}','w')\n\
+            "{}f=open('{}','w')\n\
              while True:\n\
              \x20   d,a=s.recvfrom(70000)\n\
              \x20   if a[0]=='198.18.0.2': f.write(d.hex()+'\\n'); f.flush()\n",
+            diskd_lab::PY_JOIN_GROUP,
             capture.display()
         ))
         .stdin(Stdio::null())

@@ -68,11 +68,7 @@ fn python_in(ns: &str, script: &str) -> std::process::Output {
     out
 }
 
-const JOIN: &str = "import socket,struct,sys,time,os,random\n\
-s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
-s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
-s.bind(('230.1.2.3',32003))\n\
-s.setsockopt(socket.IPPROTO_IP,socket.IP_ADD_MEMBERSHIP,struct.pack('4s4s',socket.inet_aton('230.1.2.3'),socket.inet_aton('0.0.0.0')))\n";
+use lab::PY_JOIN_GROUP as JOIN;
 
 #[test]
 fn keyed_hosts_talk_and_show_which_key_signed() {

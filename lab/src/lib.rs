@@ -492,6 +492,15 @@ impl Drop for Lab {
     }
 }
 
+/// Python that opens `s`, a UDP socket bound to the default group and port and joined to
+/// the group: the start of every script that listens in on the lab link like a Perl diskd
+/// or an attacker would.
+pub const PY_JOIN_GROUP: &str = "import socket,struct,time\n\
+s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+s.bind(('230.1.2.3',32003))\n\
+s.setsockopt(socket.IPPROTO_IP,socket.IP_ADD_MEMBERSHIP,struct.pack('4s4s',socket.inet_aton('230.1.2.3'),socket.inet_aton('0.0.0.0')))\n";
+
 /// A fake blkid line for a disk.
 pub fn disk_line(device: &str, uuid: &str, label: &str) -> String {
     format!("{device}: UUID=\"{uuid}\" LABEL=\"{label}\" TYPE=\"ext4\"\n")
