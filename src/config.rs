@@ -99,8 +99,10 @@ pub struct MountSettings {
     pub enabled: bool,
     /// Where disks get mounted.
     pub root: PathBuf,
-    /// UUID/label globs that may be mounted.
+    /// UUID/label globs that may be mounted, as written.
     pub allow: Vec<String>,
+    /// The same globs, compiled with the device globs' rules (`*` stops at `/`).
+    pub allow_set: globset::GlobSet,
     /// Argv template for `--attach`.
     pub attach_command: String,
 }
@@ -193,16 +195,34 @@ enum StringOrList {
 }
 
 impl StringOrList {
-    fn into_argv(self) -> Vec<String> {
+    fn into_argv(self, key: &str) -> Result<Vec<String>, ConfigError> {
         match self {
-            StringOrList::One(s) => split_words(&s),
-            StringOrList::Many(v) => v,
+            StringOrList::One(s) => split_words(key, &s),
+            StringOrList::Many(v) => Ok(v),
         }
     }
 }
 
-fn split_words(s: &str) -> Vec<String> {
-    s.split_whitespace().map(str::to_owned).collect()
+const KEY_BLKID: &str = "watchers.disks.command";
+
+/// Split a command line into words as a shell would (quotes keep a path with spaces one
+/// word), without ever running a shell.
+fn split_words(key: &str, s: &str) -> Result<Vec<String>, ConfigError> {
+    shell_words::split(s).map_err(|e| err(format!("{key}: {e}")))
+}
+
+/// Compile globs as every pattern of diskd is compiled (the watchers' device globs too):
+/// `*` does not cross `/`. A bad pattern names its key.
+fn glob_set(key: &str, globs: &[String]) -> Result<globset::GlobSet, ConfigError> {
+    let mut set = globset::GlobSetBuilder::new();
+    for g in globs {
+        let glob = globset::GlobBuilder::new(g)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| err(format!("{key}: {g:?}: {e}")))?;
+        set.add(glob);
+    }
+    set.build().map_err(|e| err(format!("{key}: {e}")))
 }
 
 /// Read only the `socket` key of a config file, for the client: a client started with
@@ -312,13 +332,13 @@ impl Config {
             return Err(err(format!("multicast.ttl: {ttl} is not in 0-255")));
         }
         let max_datagram = pick(args.max_datagram, m.max_datagram).unwrap_or(1400);
-        if !(crate::peer::wire::MIN_DATAGRAM..=crate::peer::wire::MAX_DATAGRAM)
+        if !(crate::model::limits::MIN_DATAGRAM..=crate::model::limits::MAX_DATAGRAM)
             .contains(&max_datagram)
         {
             return Err(err(format!(
                 "multicast.max_datagram: {max_datagram} is not in {}-{}",
-                crate::peer::wire::MIN_DATAGRAM,
-                crate::peer::wire::MAX_DATAGRAM
+                crate::model::limits::MIN_DATAGRAM,
+                crate::model::limits::MAX_DATAGRAM
             )));
         }
         let announce_interval = match pick(args.announce_interval.clone(), m.announce_interval) {
@@ -350,12 +370,12 @@ impl Config {
 
         let d = f.watchers.disks;
         let command = match (&args.blkid, d.command) {
-            (Some(flag), _) => split_words(flag),
-            (None, Some(c)) => c.into_argv(),
+            (Some(flag), _) => split_words(KEY_BLKID, flag)?,
+            (None, Some(c)) => c.into_argv(KEY_BLKID)?,
             (None, None) => vec!["blkid".to_string()],
         };
         if command.is_empty() || command[0].is_empty() {
-            return Err(err("watchers.disks.command: must name a program"));
+            return Err(err(format!("{KEY_BLKID}: must name a program")));
         }
         let include = if args.include_device.is_empty() {
             d.include.unwrap_or_default()
@@ -371,9 +391,7 @@ impl Config {
             ("watchers.disks.include", &include),
             ("watchers.disks.exclude", &exclude),
         ] {
-            for g in globs {
-                globset::Glob::new(g).map_err(|e| err(format!("{key}: {g:?}: {e}")))?;
-            }
+            glob_set(key, globs)?;
         }
         let disks = DiskSettings {
             command,
@@ -416,9 +434,7 @@ impl Config {
         } else {
             args.mount_allow.clone()
         };
-        for g in &allow {
-            globset::Glob::new(g).map_err(|e| err(format!("mount.allow: {g:?}: {e}")))?;
-        }
+        let allow_set = glob_set("mount.allow", &allow)?;
         let root = pick(args.mount_root.clone(), fm.root)
             .map(|p| expand_home(&p))
             .unwrap_or_else(|| PathBuf::from("/srv/diskd"));
@@ -430,13 +446,16 @@ impl Config {
         }
         let attach_command = pick(args.attach_command.clone(), fm.attach_command)
             .unwrap_or_else(|| DEFAULT_ATTACH.into());
-        if split_words(&attach_command).is_empty() {
-            return Err(err("mount.attach_command: must name a program"));
+        match shell_words::split(&attach_command) {
+            Ok(words) if !words.is_empty() => {}
+            Ok(_) => return Err(err("mount.attach_command: must name a program")),
+            Err(e) => return Err(err(format!("mount.attach_command: {e}"))),
         }
         let mount = MountSettings {
             enabled: args.allow_mount || fm.enabled.unwrap_or(false),
             root,
             allow,
+            allow_set,
             attach_command,
         };
 

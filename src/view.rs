@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{Millis, PeerRecord, Sighting, Store};
+pub use crate::model::rfc3339;
+use crate::model::{Millis, PeerRecord, Sighting};
+use crate::store::Store;
 
 /// A disk, as printed by `query --json` and `list --json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,12 +57,6 @@ pub struct PeerView {
     pub name_conflict: bool,
     /// Fingerprint of the key that sealed its last datagram.
     pub key: Option<String>,
-}
-
-/// Format store time as RFC 3339 (seconds, UTC).
-pub fn rfc3339(t: Millis) -> String {
-    let st = std::time::UNIX_EPOCH + Duration::from_millis(t);
-    humantime::format_rfc3339_seconds(st).to_string()
 }
 
 /// Turn sightings into views, ordered live first, then most recently seen.
@@ -138,7 +134,7 @@ pub fn peers(records: Vec<PeerRecord>, now: Millis, expiry: Duration) -> Vec<Pee
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::DiskRecord;
+    use crate::model::DiskRecord;
 
     #[test]
     fn live_first_then_most_recent() {
@@ -159,7 +155,12 @@ mod tests {
             .replace_local("me", None, &[d("b"), d("c")], 3000)
             .unwrap();
         store.replace_local("me", None, &[d("c")], 4000).unwrap();
-        let v = disks(&store, store.sightings(), 5000, Duration::from_secs(60));
+        let v = disks(
+            &store,
+            store.sightings().unwrap(),
+            5000,
+            Duration::from_secs(60),
+        );
         let order: Vec<_> = v
             .iter()
             .map(|x| (x.uuid.clone().unwrap(), x.live))

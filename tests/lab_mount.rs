@@ -359,7 +359,7 @@ fn mount_a_remote_disk_and_reach_it_over_sshfs() {
         node: "rogue".into(),
         boot: 1,
         seq: 1,
-        sent_ms: diskd::store::now_millis(),
+        sent_ms: diskd::model::now_millis(),
         body: diskd::peer::wire::Body::MountRequest(diskd::peer::wire::MountRequest {
             request_id: 7,
             target: a_id,

@@ -127,13 +127,13 @@ fn forged_and_replayed_datagrams_change_nothing() {
         node: "evil".into(),
         boot: 1,
         seq: 1,
-        sent_ms: diskd::store::now_millis(),
+        sent_ms: diskd::model::now_millis(),
         body: diskd::peer::wire::Body::Inventory(diskd::peer::wire::Chunk {
             generation: 1,
             index: 0,
             count: 1,
             total: 1,
-            disks: vec![diskd::store::DiskRecord {
+            disks: vec![diskd::model::DiskRecord {
                 uuid: Some("eeeeeeee-0000-4000-8000-00000000000e".into()),
                 label: Some("forged".into()),
                 device: "/dev/evil".into(),
@@ -147,7 +147,7 @@ fn forged_and_replayed_datagrams_change_nothing() {
         node: "a".into(),
         boot: 99,
         seq: 1,
-        sent_ms: diskd::store::now_millis(),
+        sent_ms: diskd::model::now_millis(),
         body: diskd::peer::wire::Body::Goodbye,
     });
     let before = lab.host("b").status();
@@ -569,13 +569,13 @@ fn fake_peer_datagrams(n: usize, salt: u32) -> String {
             node: format!("fake-{salt}-{i}"),
             boot: 1,
             seq: 1,
-            sent_ms: diskd::store::now_millis(),
+            sent_ms: diskd::model::now_millis(),
             body: Body::Inventory(Chunk {
                 generation: 1,
                 index: 0,
                 count: 1,
                 total: 1,
-                disks: vec![diskd::store::DiskRecord {
+                disks: vec![diskd::model::DiskRecord {
                     uuid: Some(format!("{i:08x}-dead-4bee-8f00-{salt:012x}")),
                     label: Some(format!("fake disk {i}")),
                     device: format!("/dev/fake{i}"),

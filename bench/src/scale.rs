@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use diskd::client::Session;
 use diskd::control::proto::Status;
+use diskd::model::DiskRecord;
 use diskd::peer::wire::{self, Body, Envelope};
-use diskd::store::DiskRecord;
 use diskd_lab::{disk_line, Lab};
 use rand::{Rng, SeedableRng};
 
@@ -105,7 +105,7 @@ pub fn simulate(o: &SimOptions) {
                 node: format!("sim-{p:04}"),
                 boot: boots[p],
                 seq: 0,
-                sent_ms: diskd::store::now_millis(),
+                sent_ms: diskd::model::now_millis(),
                 body: Body::Ping,
             };
             if leaving.contains(&p) {

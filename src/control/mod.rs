@@ -5,7 +5,10 @@
 
 pub mod cmd;
 pub mod connection;
+mod context;
 pub mod proto;
 pub mod server;
 pub mod socket;
 pub mod table;
+
+pub use context::{Context, Handles};

@@ -15,7 +15,8 @@ use tracing::Instrument;
 use super::cmd::Command;
 use super::connection::{Connection, Line};
 use super::proto::{tokenize, Reply, Status, MAX_LINE};
-use crate::daemon::context::{Context, Stats};
+use super::Context;
+use crate::telemetry::Stats;
 
 /// Most control sessions open at once.
 pub const MAX_SESSIONS: usize = 1024;

@@ -6,9 +6,6 @@
 //! deadline, the store is flushed and the socket removed. Under systemd (`Type=notify`) the
 //! daemon reports READY=1 once it serves and STOPPING=1 when shutdown begins.
 
-pub mod context;
-pub mod node;
-mod scan;
 mod systemd;
 
 use std::sync::Arc;
@@ -16,17 +13,25 @@ use std::time::Duration;
 
 use diskd_watchers::{DiskWatcher, DiskWatcherConfig, MountWatcher, Watcher};
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use context::Context;
-
 use crate::config::Config;
-use crate::control;
+use crate::control::{self, Context, Handles};
+use crate::inventory;
+use crate::model::NodeInfo;
+use crate::mount::MountService;
+use crate::peer;
 use crate::store::Store;
+use crate::telemetry::Telemetry;
 
-/// How long tasks get to finish after the shutdown signal.
-const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
+/// How long tasks get to finish after the shutdown signal. Every task selects on the
+/// signal (a running scan included), so this is a safety net, well under systemd's.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(1);
+
+/// Peers' mount requests waiting for the mount service.
+const MOUNT_JOBS: usize = 16;
 
 /// Why the daemon stopped with an error; the variant decides the exit code.
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +71,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let keys = crate::peer::keys::Keyring::load(&config.key_files).map_err(|e| startup(&e))?;
     let listener = control::socket::bind(&config.socket).map_err(|e| startup(&e))?;
 
-    let node = node::info(&config.node_name, store.node_id());
+    let node = NodeInfo::new(&config.node_name, store.node_id());
     tracing::info!(
         node = %node.name,
         id = %node.id,
@@ -92,23 +97,60 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(runtime)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(runtime)?;
 
+    // Wiring, in the direction data flows: watchers -> inventory -> store -> peer layer
+    // and control server. Each service gets what it needs and hands back a small handle.
     let shutdown = CancellationToken::new();
-    let ctx = Context::new(config.clone(), store.clone(), node, shutdown.clone());
     let tracker = TaskTracker::new();
-
+    let config = Arc::new(config);
+    let telemetry = Telemetry::default();
     let watchers: Vec<Arc<dyn Watcher>> = vec![
         Arc::new(MountWatcher::new(config.mount_interval)),
         Arc::new(disk_watcher),
     ];
-    scan::spawn(&ctx, &tracker, watchers);
-    let fingerprints = keys.fingerprints();
-    ctx.set_key_fingerprints(fingerprints);
-    crate::peer::spawn(&ctx, &tracker, keys);
-    tracker.spawn(control::server::serve(
-        ctx.clone(),
-        listener,
-        tracker.clone(),
-    ));
+    let inventory = inventory::spawn(
+        inventory::Deps {
+            node: node.clone(),
+            store: store.clone(),
+            telemetry: telemetry.clone(),
+            shutdown: shutdown.clone(),
+        },
+        &tracker,
+        watchers,
+    );
+    let (mount_jobs, incoming_mounts) = mpsc::channel(MOUNT_JOBS);
+    let peers = peer::spawn(
+        peer::Deps {
+            config: config.clone(),
+            node: node.clone(),
+            store: store.clone(),
+            telemetry: telemetry.clone(),
+            local_changed: inventory.changed(),
+            mount_jobs,
+            shutdown: shutdown.clone(),
+        },
+        &tracker,
+        keys,
+    );
+    let mounts = MountService::new(
+        config.clone(),
+        node.clone(),
+        store.clone(),
+        telemetry.events.clone(),
+        inventory.clone(),
+        peers.clone(),
+    );
+    tracker.spawn(mounts.clone().serve(incoming_mounts, shutdown.clone()));
+    let ctx = Context::new(Handles {
+        config: config.clone(),
+        node,
+        store: store.clone(),
+        telemetry,
+        inventory,
+        peers,
+        mounts,
+        shutdown: shutdown.clone(),
+    });
+    tracker.spawn(control::server::serve(ctx, listener, tracker.clone()));
     // The socket is listening and its server running: a client connecting from now on is
     // answered.
     systemd::ready(&config.socket);
@@ -121,6 +163,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     systemd::stopping();
     tracing::info!("shutting down");
     shutdown.cancel();
+    // No new sessions from here on: the socket goes first.
+    control::socket::remove(&config.socket);
     tracker.close();
     if tokio::time::timeout(DRAIN_DEADLINE, tracker.wait())
         .await
@@ -128,7 +172,6 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     {
         tracing::warn!("some tasks did not stop within {DRAIN_DEADLINE:?}");
     }
-    control::socket::remove(&config.socket);
     store
         .flush()
         .await

@@ -8,7 +8,7 @@
 
 use serde::Deserialize;
 
-use crate::store::DiskRecord;
+use crate::model::DiskRecord;
 
 /// The Perl prefix.
 pub const PREFIX: &[u8] = b"diskd:";

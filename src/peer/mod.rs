@@ -7,6 +7,7 @@
 //! store as peer data; liveness is derived from when a peer was last heard. Socket errors
 //! are retried with backoff while the control socket keeps answering.
 
+mod handle;
 pub mod keys;
 pub mod legacy;
 pub mod reassembly;
@@ -16,6 +17,7 @@ pub mod wire;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
@@ -23,8 +25,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
-use crate::daemon::context::{now, Context, Stats};
-use crate::store::PeerRecord;
+pub use handle::{Deps, IncomingMount, PeerHandle, PeerRequest, PeerStatus};
+
+use crate::model::{now_millis as now, Backoff, PeerRecord};
+use crate::telemetry::Stats;
+use handle::Ctx;
 use keys::Keyring;
 use reassembly::Reassembly;
 use replay::ReplayGuard;
@@ -51,29 +56,6 @@ const BURST: usize = 512;
 /// How often liveness and reassembly timeouts are checked.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
-/// What the control commands can ask of the peer layer; the answer is a one-line summary.
-#[derive(Debug)]
-pub enum PeerRequest {
-    /// Multicast our inventory now.
-    Announce(oneshot::Sender<Result<String, String>>),
-    /// Ask every peer to announce.
-    Ping(oneshot::Sender<Result<String, String>>),
-    /// Ask node `target` to mount (or unmount) its disk `uuid`; the owner's answer, or an
-    /// error when none came within `MOUNT_TIMEOUT`.
-    Mount {
-        /// Node id of the owner.
-        target: String,
-        /// The disk.
-        uuid: String,
-        /// Mount read-only.
-        read_only: bool,
-        /// Unmount instead.
-        unmount: bool,
-        /// Where the answer goes.
-        reply: oneshot::Sender<Result<wire::MountReply, String>>,
-    },
-}
-
 /// How long a mount request waits for the owner's answer.
 pub const MOUNT_TIMEOUT: Duration = Duration::from_secs(10);
 /// First retry of a mount request; doubled after each.
@@ -81,73 +63,112 @@ const MOUNT_RETRY: Duration = Duration::from_millis(300);
 /// Remote requests remembered for idempotency (answers to retries).
 const SERVED_MEMORY: usize = 1024;
 
+/// Why the peer layer could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// The multicast sockets are down and being reopened.
+    #[error("multicast is down ({0}); retrying")]
+    Down(String),
+    /// Sending failed.
+    #[error("multicast send failed: {0}")]
+    Send(#[from] std::io::Error),
+    /// The disk's host did not answer a mount request in time.
+    #[error("no answer from the disk's host within {0:?}")]
+    NoReply(Duration),
+    /// The peer layer did not answer in time.
+    #[error("the peer layer did not answer within {0:?}")]
+    NoAnswer(Duration),
+    /// The peer layer has stopped (shutdown).
+    #[error("the peer layer has stopped")]
+    Stopped,
+}
+
 /// A mount request of ours awaiting its answer.
 struct Outgoing {
     request: wire::MountRequest,
-    reply: oneshot::Sender<Result<wire::MountReply, String>>,
+    reply: oneshot::Sender<Result<wire::MountReply, PeerError>>,
     deadline: Instant,
     next: Instant,
     backoff: Duration,
 }
 
-/// Start the peer layer; requests go through the channel registered in the context.
-pub fn spawn(ctx: &Context, tracker: &TaskTracker, keys: Keyring) {
+/// Start the peer layer; the handle is how the rest of the daemon reaches it.
+pub fn spawn(deps: Deps, tracker: &TaskTracker, keys: Keyring) -> PeerHandle {
     let (tx, rx) = mpsc::channel(32);
-    ctx.set_peer_requests(tx);
-    tracker.spawn(run(ctx.clone(), rx, keys));
+    let status = Arc::new(PeerStatus::new(keys.fingerprints()));
+    let ctx = Ctx {
+        deps: Arc::new(deps),
+        status: status.clone(),
+    };
+    tracker.spawn(run(ctx, rx, keys));
+    PeerHandle {
+        requests: tx,
+        status,
+    }
 }
 
-async fn run(ctx: Context, mut requests: mpsc::Receiver<PeerRequest>, keys: Keyring) {
+async fn run(ctx: Ctx, mut requests: mpsc::Receiver<PeerRequest>, keys: Keyring) {
     let mut layer = Layer::new(ctx.clone(), keys);
-    let mut backoff = Duration::from_millis(500);
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     loop {
         let cfg = &ctx.config().multicast;
         match MulticastTransport::open(cfg) {
             Ok(t) => {
-                backoff = Duration::from_millis(500);
+                backoff.reset();
                 tracing::info!("peer layer up: {}", t.describe);
                 ctx.set_peer_state(format!("up: {}", t.describe));
                 ctx.event("peer", format!("multicast up: {}", t.describe));
                 match layer.serve(&t, &mut requests).await {
                     Ok(()) => return,
                     Err(e) => {
-                        tracing::warn!("multicast socket failed: {e}; reopening in {backoff:?}");
+                        // Our mount requests cannot be answered while the sockets are down:
+                        // fail them now rather than leave their sessions waiting.
+                        layer.fail_outgoing(&e);
+                        tracing::warn!(
+                            "multicast socket failed: {e}; reopening in {:?}",
+                            backoff.peek()
+                        );
                         ctx.event("error", format!("multicast socket failed: {e}"));
                         ctx.set_peer_state(format!("error: {e}; retrying"));
                     }
                 }
             }
             Err(e) => {
-                tracing::warn!("cannot open the multicast socket: {e}; retrying in {backoff:?}");
-                ctx.set_peer_state(format!("error: {e}; retrying in {backoff:?}"));
+                tracing::warn!(
+                    "cannot open the multicast socket: {e}; retrying in {:?}",
+                    backoff.peek()
+                );
+                ctx.set_peer_state(format!("error: {e}; retrying in {:?}", backoff.peek()));
             }
         }
         // Wait out the backoff, answering requests with the error meanwhile.
-        let until = Instant::now() + backoff;
+        let until = Instant::now() + backoff.next();
         loop {
             tokio::select! {
                 _ = ctx.shutdown().cancelled() => return,
                 _ = tokio::time::sleep_until(until) => break,
                 Some(req) = requests.recv() => {
-                    let msg = format!("multicast is down ({}); retrying", ctx.peer_state());
+                    let down = || PeerError::Down(ctx.peer_state());
                     match req {
-                        PeerRequest::Announce(reply) | PeerRequest::Ping(reply) => {
-                            let _ = reply.send(Err(msg));
+                        PeerRequest::Announce(reply) => {
+                            let _ = reply.send(Err(down()));
+                        }
+                        PeerRequest::Ping(reply) => {
+                            let _ = reply.send(Err(down()));
                         }
                         PeerRequest::Mount { reply, .. } => {
-                            let _ = reply.send(Err(msg));
+                            let _ = reply.send(Err(down()));
                         }
                     }
                 }
             }
         }
-        backoff = (backoff * 2).min(Duration::from_secs(30));
     }
 }
 
 /// The peer layer's own state (owned by its single task, so no locks).
 struct Layer {
-    ctx: Context,
+    ctx: Ctx,
     keys: Keyring,
     replay: ReplayGuard,
     /// Every peer we know, mirrored from the store so no datagram costs a store scan.
@@ -198,7 +219,7 @@ async fn at(deadline: Option<Instant>) {
 }
 
 impl Layer {
-    fn new(ctx: Context, keys: Keyring) -> Layer {
+    fn new(ctx: Ctx, keys: Keyring) -> Layer {
         let peers: HashMap<String, PeerRecord> = ctx
             .store()
             .peers()
@@ -319,14 +340,22 @@ impl Layer {
                 }
                 Some(req) = requests.recv() => match req {
                     PeerRequest::Announce(reply) => {
-                        let r = self.announce(t).await;
-                        let _ = reply.send(r.as_ref().map(|n| format!("announced {n} disks")).map_err(|e| e.to_string()));
-                        r?;
+                        match self.announce(t).await {
+                            Ok(n) => { let _ = reply.send(Ok(n)); }
+                            Err(e) => {
+                                let _ = reply.send(Err(PeerError::Send(std::io::Error::new(e.kind(), e.to_string()))));
+                                return Err(e);
+                            }
+                        }
                     }
                     PeerRequest::Ping(reply) => {
-                        let r = self.send(t, Body::Ping).await;
-                        let _ = reply.send(r.as_ref().map(|_| "ping sent; peers answer within a second".to_string()).map_err(|e| e.to_string()));
-                        r?;
+                        match self.send(t, Body::Ping).await {
+                            Ok(()) => { let _ = reply.send(Ok(())); }
+                            Err(e) => {
+                                let _ = reply.send(Err(PeerError::Send(std::io::Error::new(e.kind(), e.to_string()))));
+                                return Err(e);
+                            }
+                        }
                     }
                     PeerRequest::Mount { target, uuid, read_only, unmount, reply } => {
                         let request = wire::MountRequest {
@@ -713,7 +742,7 @@ impl Layer {
     async fn announce_legacy(
         &mut self,
         t: &MulticastTransport,
-        disks: &[crate::store::DiskRecord],
+        disks: &[crate::model::DiskRecord],
     ) -> std::io::Result<()> {
         let (bytes, left_out) = legacy::encode(disks);
         if left_out != self.ctx.legacy_left_out() {
@@ -804,13 +833,30 @@ impl Layer {
         }
         self.served.insert(key.clone(), None);
         self.served_order.push_back(key.clone());
-        let ctx = self.ctx.clone();
+        let jobs = self.ctx.deps.mount_jobs.clone();
         let tx = self.done_tx.clone();
         let requester = from.node.clone();
         tokio::spawn(async move {
-            let reply = crate::mount::serve_remote(&ctx, &requester, &key.0, &req).await;
-            let _ = tx.send((key, reply)).await;
+            let (reply, answer) = oneshot::channel();
+            let job = IncomingMount {
+                requester,
+                requester_id: key.0.clone(),
+                request: req,
+                reply,
+            };
+            if jobs.send(job).await.is_ok() {
+                if let Ok(reply) = answer.await {
+                    let _ = tx.send((key, reply)).await;
+                }
+            }
         });
+    }
+
+    /// Fail every mount request of ours awaiting an answer (the sockets went down).
+    fn fail_outgoing(&mut self, why: &std::io::Error) {
+        for (_, o) in self.outgoing.drain() {
+            let _ = o.reply.send(Err(PeerError::Down(why.to_string())));
+        }
     }
 
     /// Resend our unanswered mount requests that are due; fail those past their deadline.
@@ -824,9 +870,7 @@ impl Layer {
             .collect();
         for id in expired {
             if let Some(o) = self.outgoing.remove(&id) {
-                let _ = o.reply.send(Err(format!(
-                    "no answer from the disk's host within {MOUNT_TIMEOUT:?}"
-                )));
+                let _ = o.reply.send(Err(PeerError::NoReply(MOUNT_TIMEOUT)));
             }
         }
         let due: Vec<wire::MountRequest> = self

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::wire::{Chunk, Reject};
-use crate::store::DiskRecord;
+use crate::model::DiskRecord;
 
 /// A generation not completed within this time is dropped.
 pub const PENDING_TIMEOUT: Duration = Duration::from_secs(10);

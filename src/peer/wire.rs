@@ -9,40 +9,15 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::DiskRecord;
+use crate::model::DiskRecord;
 
 /// First bytes of every native datagram.
 pub const MAGIC: &[u8; 4] = b"DSKD";
 /// Envelope version this build speaks.
 pub const VERSION: u8 = 1;
-/// Largest datagram accepted (the largest UDP payload over IPv4).
-pub const MAX_DATAGRAM: usize = 65_507;
-/// Smallest `max_datagram` a sender may be configured with.
-pub const MIN_DATAGRAM: usize = 576;
-
-/// Bounds on what one peer may tell us; anything beyond is rejected, not truncated.
-pub mod limits {
-    /// Node name length, bytes.
-    pub const NODE_NAME: usize = 64;
-    /// Chunks in one inventory generation.
-    pub const CHUNKS: u16 = 1024;
-    /// Disks in one datagram.
-    pub const DISKS_PER_CHUNK: usize = 512;
-    /// Disks in one peer's inventory.
-    pub const DISKS_PER_PEER: u32 = 8192;
-    /// UUID length.
-    pub const UUID: usize = 64;
-    /// Label length (blkid labels are at most 256 bytes in practice).
-    pub const LABEL: usize = 256;
-    /// Device path length.
-    pub const DEVICE: usize = 256;
-    /// Filesystem type length.
-    pub const FSTYPE: usize = 32;
-    /// Mountpoints per disk.
-    pub const MOUNTPOINTS: usize = 16;
-    /// Mountpoint length.
-    pub const MOUNTPOINT: usize = 1024;
-}
+pub use crate::model::limits;
+pub use crate::model::limits::{MAX_DATAGRAM, MIN_DATAGRAM};
+use crate::model::{printable, valid_node_id, valid_uuid};
 
 /// Who sent a datagram and in what order; identical on every datagram of one daemon run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -235,14 +210,6 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, Reject> {
     Ok(env)
 }
 
-fn printable(s: &str, max: usize) -> bool {
-    s.len() <= max && !s.chars().any(|c| c.is_control())
-}
-
-fn valid_node_id(id: &str) -> bool {
-    id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
 /// Check every field against the limits.
 pub fn validate(env: &Envelope) -> Result<(), Reject> {
     let bad = Err(Reject::InvalidField);
@@ -256,7 +223,7 @@ pub fn validate(env: &Envelope) -> Result<(), Reject> {
         return bad;
     }
     let mount_ok = match &env.body {
-        Body::MountRequest(r) => valid_node_id(&r.target) && crate::mount::valid_uuid(&r.uuid),
+        Body::MountRequest(r) => valid_node_id(&r.target) && valid_uuid(&r.uuid),
         Body::MountReply(r) => {
             valid_node_id(&r.target)
                 && r.device

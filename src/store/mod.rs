@@ -11,24 +11,11 @@
 //! committed, so a local disk a query has shown cannot be lost by a `kill -9` right after
 //! the answer. Peer inventories are flushed by the peer layer once per burst of datagrams.
 
-mod records;
-
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use records::{AttachRecord, DiskRecord, PeerRecord, Sighting};
-
-/// Milliseconds since the Unix epoch; the store's clock unit.
-pub type Millis = u64;
-
-/// The current wall-clock time in store units.
-pub fn now_millis() -> Millis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as Millis)
-        .unwrap_or(0)
-}
+use crate::model::{AttachRecord, DiskRecord, Millis, PeerRecord, Sighting};
 
 /// The layout version of the data in sled. Bump it when records change incompatibly; an
 /// older or newer store is then refused at open instead of being misread.
@@ -417,19 +404,21 @@ impl Store {
     }
 
     /// Every sighting of every host, in key order. Records that cannot be decoded are
-    /// skipped (and left in place, never deleted).
-    pub fn sightings(&self) -> Vec<Sighting> {
+    /// skipped (and left in place, never deleted); a read error fails the whole answer
+    /// rather than giving a partial one.
+    pub fn sightings(&self) -> Result<Vec<Sighting>, StoreError> {
         let _commit = self.commit.read().unwrap_or_else(|p| p.into_inner());
-        self.sightings
-            .iter()
-            .filter_map(Result::ok)
-            .filter_map(|(_, v)| decode(&v))
-            .collect()
+        let mut out = Vec::new();
+        for item in self.sightings.iter() {
+            let (_, v) = item?;
+            out.extend(decode(&v));
+        }
+        Ok(out)
     }
 
     /// Sightings whose uuid (any case), label (exact) or device (exact) is `term`, through
     /// the term index: a query reads only the matching records, however large the fleet.
-    pub fn find(&self, term: &str) -> Vec<Sighting> {
+    pub fn find(&self, term: &str) -> Result<Vec<Sighting>, StoreError> {
         let _commit = self.commit.read().unwrap_or_else(|p| p.into_inner());
         let mut keys: Vec<Vec<u8>> = Vec::new();
         for prefix in [
@@ -437,50 +426,40 @@ impl Store {
             index_prefix(b'l', term),
             index_prefix(b'd', term),
         ] {
-            for item in self
-                .index
-                .scan_prefix(&prefix)
-                .keys()
-                .filter_map(Result::ok)
-            {
+            for item in self.index.scan_prefix(&prefix).keys() {
+                let item = item?;
                 let key = item[prefix.len()..].to_vec();
                 if !keys.contains(&key) {
                     keys.push(key);
                 }
             }
         }
-        keys.iter()
-            .filter_map(|k| self.sightings.get(k).ok().flatten())
-            .filter_map(|v| decode::<Sighting>(&v))
-            .filter(|s| s.disk.matches(term))
-            .collect()
+        let mut out = Vec::new();
+        for k in &keys {
+            if let Some(v) = self.sightings.get(k)? {
+                out.extend(decode::<Sighting>(&v).filter(|s| s.disk.matches(term)));
+            }
+        }
+        Ok(out)
     }
 
     /// Sightings of the host named `host` (one node name may have had several node ids).
-    pub fn find_host(&self, host: &str) -> Vec<Sighting> {
+    pub fn find_host(&self, host: &str) -> Result<Vec<Sighting>, StoreError> {
         let _commit = self.commit.read().unwrap_or_else(|p| p.into_inner());
         let prefix = index_prefix(b'h', host);
-        let node_ids: Vec<Vec<u8>> = self
-            .index
-            .scan_prefix(&prefix)
-            .keys()
-            .filter_map(Result::ok)
-            .map(|k| k[prefix.len()..].to_vec())
-            .collect();
+        let mut node_ids: Vec<Vec<u8>> = Vec::new();
+        for k in self.index.scan_prefix(&prefix).keys() {
+            node_ids.push(k?[prefix.len()..].to_vec());
+        }
         let mut out = Vec::new();
         for id in node_ids {
             let mut p = id;
             p.push(0);
-            out.extend(
-                self.sightings
-                    .scan_prefix(&p)
-                    .values()
-                    .filter_map(Result::ok)
-                    .filter_map(|v| decode::<Sighting>(&v))
-                    .filter(|s| s.host == host),
-            );
+            for v in self.sightings.scan_prefix(&p).values() {
+                out.extend(decode::<Sighting>(&v?).filter(|s| s.host == host));
+            }
         }
-        out
+        Ok(out)
     }
 
     /// How many sightings the store holds (without reading them).

@@ -40,7 +40,7 @@ fn replace_local_is_a_diff_and_keeps_vanished_disks() {
         .replace_local("h", None, std::slice::from_ref(&a), 3000)
         .unwrap();
     assert_eq!(d.vanished, vec![b.clone()]);
-    let all = s.sightings();
+    let all = s.sightings().unwrap();
     assert_eq!(all.len(), 2);
     let gone = all.iter().find(|x| x.disk == b).unwrap();
     assert!(!gone.present);
@@ -49,7 +49,7 @@ fn replace_local_is_a_diff_and_keeps_vanished_disks() {
     // It comes back: present again, first_seen kept.
     let d = s.replace_local("h", None, &[a, b.clone()], 4000).unwrap();
     assert_eq!(d.appeared, vec![b.clone()]);
-    let back = s.find("beta");
+    let back = s.find("beta").unwrap();
     assert_eq!(back.len(), 1);
     assert!(back[0].present);
     assert_eq!(back[0].first_seen, 1000);
@@ -61,12 +61,12 @@ fn find_matches_uuid_any_case_label_exact_and_device() {
     let s = Store::open(dir.path()).unwrap();
     s.replace_local("h", None, &[disk("AbCd-1", "My Disk", "/dev/sdc1")], 1)
         .unwrap();
-    assert_eq!(s.find("abcd-1").len(), 1);
-    assert_eq!(s.find("ABCD-1").len(), 1);
-    assert_eq!(s.find("My Disk").len(), 1);
-    assert_eq!(s.find("my disk").len(), 0);
-    assert_eq!(s.find("/dev/sdc1").len(), 1);
-    assert_eq!(s.find("/dev/sdc").len(), 0);
+    assert_eq!(s.find("abcd-1").unwrap().len(), 1);
+    assert_eq!(s.find("ABCD-1").unwrap().len(), 1);
+    assert_eq!(s.find("My Disk").unwrap().len(), 1);
+    assert_eq!(s.find("my disk").unwrap().len(), 0);
+    assert_eq!(s.find("/dev/sdc1").unwrap().len(), 1);
+    assert_eq!(s.find("/dev/sdc").unwrap().len(), 0);
 }
 
 #[test]
@@ -85,7 +85,7 @@ fn duplicate_uuids_in_one_inventory_are_both_kept() {
         )
         .unwrap();
     assert_eq!(d.appeared.len(), 2);
-    assert_eq!(s.find("same").len(), 2);
+    assert_eq!(s.find("same").unwrap().len(), 2);
 }
 
 #[test]
@@ -104,10 +104,10 @@ fn peer_and_local_data_are_separate() {
     .unwrap();
     // A local scan without u1 does not touch the peer's record.
     s.replace_local("me", None, &[], 2).unwrap();
-    let peer_rec = s.find("u2");
+    let peer_rec = s.find("u2").unwrap();
     assert!(peer_rec[0].present);
     assert_eq!(peer_rec[0].addr.as_deref(), Some("198.18.0.2"));
-    assert!(!s.find("u1")[0].present);
+    assert!(!s.find("u1").unwrap()[0].present);
 }
 
 #[test]
@@ -153,7 +153,7 @@ fn data_survives_reopen() {
         rt.block_on(s.flush()).unwrap();
     }
     let s = Store::open(dir.path()).unwrap();
-    assert_eq!(s.find("u").len(), 1);
+    assert_eq!(s.find("u").unwrap().len(), 1);
 }
 
 #[test]
@@ -203,7 +203,7 @@ fn a_data_file_sled_would_start_over_is_refused_untouched() {
     {
         let s = Store::open(dir.path()).unwrap();
         assert_eq!(s.node_id(), id);
-        assert_eq!(s.find("u").len(), 1);
+        assert_eq!(s.find("u").unwrap().len(), 1);
     }
 
     // Overwritten with garbage (sled would zero it and start afresh): refused, unchanged.

@@ -2,7 +2,7 @@
 
 use super::Args;
 use crate::control::proto::Reply;
-use crate::daemon::Context;
+use crate::control::Context;
 use crate::peer::PeerRequest;
 
 /// `announce`
@@ -18,6 +18,12 @@ impl Announce {
 
     /// Ask the peer layer to announce and wait for it.
     pub async fn apply(self, ctx: &Context) -> Reply {
-        super::ping::ask_peer_layer(ctx, PeerRequest::Announce).await
+        use super::ping::{peer_reply, PEER_DEADLINE};
+        peer_reply(
+            ctx.peers()
+                .request(PeerRequest::Announce, PEER_DEADLINE)
+                .await,
+            |n| format!("announced {n} disks"),
+        )
     }
 }

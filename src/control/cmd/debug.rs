@@ -5,7 +5,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::Args;
 use crate::control::connection::Connection;
 use crate::control::proto::{encode_body_line, Reply, Status};
-use crate::daemon::Context;
+use crate::control::Context;
 
 /// `debug`
 #[derive(Debug, PartialEq, Eq)]
@@ -20,7 +20,7 @@ impl Debug {
 
     /// Stream events as body lines; any line from the client (or shutdown) ends the reply.
     pub async fn run(self, ctx: &Context, conn: &mut Connection) -> std::io::Result<()> {
-        let mut events = ctx.subscribe();
+        let mut events = ctx.events().subscribe();
         let head = Status::Ok("streaming events; send any line to stop".into()).line();
         conn.write_raw(format!("{head}\n").as_bytes()).await?;
         loop {

@@ -3,8 +3,8 @@
 use super::{json_body, Args};
 use crate::control::proto::{Reply, Status};
 use crate::control::table;
-use crate::daemon::context::now;
-use crate::daemon::Context;
+use crate::control::Context;
+use crate::model::now_millis as now;
 use crate::view::{self, DiskView};
 
 /// `list [host] [--json]`
@@ -31,9 +31,12 @@ impl List {
     /// Build the reply.
     pub fn apply(self, ctx: &Context) -> Reply {
         let store = ctx.store();
-        let sightings = match &self.host {
+        let sightings = match match &self.host {
             Some(h) => store.find_host(h),
             None => store.sightings(),
+        } {
+            Ok(s) => s,
+            Err(e) => return store_failed(e),
         };
         if let Some(h) = &self.host {
             if sightings.is_empty() {
@@ -51,6 +54,11 @@ pub fn no_match(msg: String, json: bool) -> Reply {
         status: Status::NoMatch(msg),
         body: if json { vec!["[]".into()] } else { Vec::new() },
     }
+}
+
+/// A store read that failed: an error, never a partial list that looks complete.
+pub fn store_failed(e: crate::store::StoreError) -> Reply {
+    Reply::status(Status::Error(format!("cannot read the store: {e}")))
 }
 
 /// Render disks as a table or JSON.

@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use super::{json_body, Args};
 use crate::control::proto::Reply;
-use crate::daemon::Context;
+use crate::control::Context;
 
 /// `localhost [--json]`
 #[derive(Debug, PartialEq, Eq)]
@@ -35,7 +35,7 @@ impl Localhost {
             node: &node.name,
             node_id: &node.id,
             addr: node.addr.as_deref(),
-            addresses: crate::daemon::node::addresses()
+            addresses: crate::model::addresses()
                 .iter()
                 .map(ToString::to_string)
                 .collect(),

@@ -27,7 +27,7 @@ pub use status::StatusCmd;
 pub use where_is::Where;
 
 use super::proto::{Reply, Status};
-use crate::daemon::Context;
+use crate::control::Context;
 
 /// A parsed control command.
 #[derive(Debug, PartialEq, Eq)]

@@ -3,16 +3,13 @@
 
 use std::path::PathBuf;
 
-use serde::Serialize;
-use tokio::sync::oneshot;
-
 use super::list::no_match;
 use super::{json_body, Args};
 use crate::control::proto::{Reply, Status};
-use crate::daemon::Context;
-use crate::mount::{self, Mounted, Origin, ResolveError, Resolved};
-use crate::peer::PeerRequest;
-use crate::store::AttachRecord;
+use crate::control::Context;
+use crate::model::AttachRecord;
+use crate::mount::MountError;
+use serde::Serialize;
 
 /// `mount TERM [--read-only] [--attach DIR] [--json]`
 #[derive(Debug, PartialEq, Eq)]
@@ -46,94 +43,20 @@ struct UmountOut<'a> {
     detached: Option<String>,
 }
 
-fn resolve(ctx: &Context, term: &str) -> Result<(Resolved, String), Reply> {
-    let r = mount::resolve(ctx, term).map_err(|e| match e {
-        ResolveError::None(m) => no_match(m, false),
-        ResolveError::Ambiguous(m) => Reply::status(Status::Usage(m)),
-    })?;
-    let uuid = match r.at.disk.uuid.clone() {
-        Some(u) if mount::valid_uuid(&u) => u,
-        Some(u) => {
-            return Err(Reply::status(Status::Refused(format!(
-                "{u:?} is not a UUID diskd can mount by"
-            ))))
-        }
-        None => {
-            return Err(Reply::status(Status::Refused(format!(
-                "{} has no UUID; diskd mounts disks by UUID",
-                r.at.disk.device
-            ))))
-        }
-    };
-    Ok((r, uuid))
-}
-
-/// Mount or unmount on the owner: ourselves, or a peer through the peer layer.
-async fn on_owner(
-    ctx: &Context,
-    r: &Resolved,
-    uuid: &str,
-    read_only: bool,
-    unmount: bool,
-) -> Result<Mounted, Reply> {
-    if r.local {
-        mount::check_policy(ctx, Origin::Local, &r.at.disk)
-            .map_err(|why| Reply::status(Status::Refused(why)))?;
-        let done = if unmount {
-            mount::unmount_local(ctx, uuid).await
-        } else {
-            mount::mount_local(ctx, uuid, read_only).await
-        };
-        let what = if unmount { "unmount" } else { "mount" };
-        return match done {
-            Ok(m) => {
-                tracing::info!(uuid, "local {what}: {} ({})", m.message, m.mountpoint);
-                ctx.event(
-                    "mount",
-                    format!("local {what} of {uuid}: {} ({})", m.message, m.mountpoint),
-                );
-                Ok(m)
-            }
-            Err(e) => {
-                tracing::warn!(uuid, "local {what} failed: {e}");
-                ctx.event("mount", format!("local {what} of {uuid} failed: {e}"));
-                Err(Reply::status(Status::Error(e)))
-            }
-        };
-    }
-    let Some(tx) = ctx.peer_requests() else {
-        return Err(Reply::status(Status::Error(
-            "the peer layer is not running".into(),
-        )));
-    };
-    let (reply, answer) = oneshot::channel();
-    let req = PeerRequest::Mount {
-        target: r.at.node_id.clone(),
-        uuid: uuid.to_string(),
-        read_only,
-        unmount,
-        reply,
-    };
-    if tx.send(req).await.is_err() {
-        return Err(Reply::status(Status::Error(
-            "the peer layer has stopped".into(),
-        )));
-    }
-    match answer.await {
-        Ok(Ok(rep)) if rep.ok => Ok(Mounted {
-            device: rep.device.unwrap_or_else(|| r.at.disk.device.clone()),
-            mountpoint: rep.mountpoint.unwrap_or_default(),
-            message: rep.message,
-        }),
-        Ok(Ok(rep)) => Err(Reply::status(Status::Refused(format!(
-            "{}: {}",
-            r.at.host, rep.message
-        )))),
-        Ok(Err(e)) => Err(Reply::status(Status::Error(format!("{}: {e}", r.at.host)))),
-        Err(_) => Err(Reply::status(Status::Error(
-            "the peer layer has stopped".into(),
-        ))),
-    }
+/// A mount error as a reply: the kind decides the status (and the client's exit code).
+fn failed(e: MountError) -> Reply {
+    let text = e.to_string();
+    Reply::status(match e {
+        MountError::NoMatch(m) => return no_match(m, false),
+        MountError::Ambiguous(_) => Status::Usage(text),
+        MountError::Refused(_) => Status::Refused(text),
+        MountError::NotHere { .. }
+        | MountError::Command { .. }
+        | MountError::Dir { .. }
+        | MountError::Store(_)
+        | MountError::Peer { .. }
+        | MountError::Attach { .. } => Status::Error(text),
+    })
 }
 
 /// Whether `dir` is a mountpoint right now.
@@ -169,13 +92,14 @@ impl Mount {
 
     /// Mount on the owner, then attach here if asked.
     pub async fn apply(self, ctx: &Context) -> Reply {
-        let (r, uuid) = match resolve(ctx, &self.term) {
+        let mounts = ctx.mounts();
+        let (r, uuid) = match mounts.resolve(&self.term) {
             Ok(x) => x,
-            Err(reply) => return reply,
+            Err(e) => return failed(e),
         };
-        let m = match on_owner(ctx, &r, &uuid, self.read_only, false).await {
+        let m = match mounts.on_owner(&r, &uuid, self.read_only, false).await {
             Ok(m) => m,
-            Err(reply) => return reply,
+            Err(e) => return failed(e),
         };
         let mut attached = None;
         if let Some(dir) = &self.attach {
@@ -183,14 +107,16 @@ impl Mount {
                 ctx.store().attach(&uuid).is_some_and(|a| a.dir == *dir) && is_mounted(dir);
             if !already {
                 let addr = r.at.addr.clone().unwrap_or_else(|| "127.0.0.1".into());
-                if let Err(e) =
-                    mount::attach(ctx, &addr, &r.at.host, &m.mountpoint, &PathBuf::from(dir)).await
+                if let Err(e) = mounts
+                    .attach(&addr, &r.at.host, &m.mountpoint, &PathBuf::from(dir))
+                    .await
                 {
                     ctx.event("mount", format!("attach of {uuid} at {dir} failed: {e}"));
-                    return Reply::status(Status::Error(format!(
-                        "mounted on {} at {}, but the attach failed: {e}",
-                        r.at.host, m.mountpoint
-                    )));
+                    return failed(MountError::Attach {
+                        host: r.at.host.clone(),
+                        mountpoint: m.mountpoint.clone(),
+                        source: Box::new(e),
+                    });
                 }
                 let rec = AttachRecord {
                     dir: dir.clone(),
@@ -238,14 +164,15 @@ impl Umount {
 
     /// Detach here, then unmount on the owner.
     pub async fn apply(self, ctx: &Context) -> Reply {
-        let (r, uuid) = match resolve(ctx, &self.term) {
+        let mounts = ctx.mounts();
+        let (r, uuid) = match mounts.resolve(&self.term) {
             Ok(x) => x,
-            Err(reply) => return reply,
+            Err(e) => return failed(e),
         };
         let mut detached = None;
         if let Some(a) = ctx.store().attach(&uuid) {
             if is_mounted(&a.dir) {
-                if let Err(e) = mount::detach(std::path::Path::new(&a.dir)).await {
+                if let Err(e) = crate::mount::detach(std::path::Path::new(&a.dir)).await {
                     return Reply::status(Status::Error(format!("cannot detach {}: {e}", a.dir)));
                 }
             }
@@ -255,9 +182,9 @@ impl Umount {
             ctx.event("mount", format!("detached {uuid} from {}", a.dir));
             detached = Some(a.dir);
         }
-        let m = match on_owner(ctx, &r, &uuid, false, true).await {
+        let m = match mounts.on_owner(&r, &uuid, false, true).await {
             Ok(m) => m,
-            Err(reply) => return reply,
+            Err(e) => return failed(e),
         };
         let out = UmountOut {
             host: &r.at.host,

@@ -3,8 +3,8 @@
 use super::{json_body, Args};
 use crate::control::proto::Reply;
 use crate::control::table;
-use crate::daemon::context::now;
-use crate::daemon::Context;
+use crate::control::Context;
+use crate::model::now_millis as now;
 use crate::view;
 
 /// `peers [--json]`

@@ -2,12 +2,10 @@
 
 use std::time::Duration;
 
-use tokio::sync::oneshot;
-
 use super::Args;
 use crate::control::proto::{Reply, Status};
-use crate::daemon::Context;
-use crate::peer::PeerRequest;
+use crate::control::Context;
+use crate::peer::{PeerError, PeerRequest};
 
 /// `ping`
 #[derive(Debug, PartialEq, Eq)]
@@ -22,28 +20,20 @@ impl Ping {
 
     /// Ask the peer layer to send a ping.
     pub async fn apply(self, ctx: &Context) -> Reply {
-        ask_peer_layer(ctx, PeerRequest::Ping).await
+        peer_reply(
+            ctx.peers().request(PeerRequest::Ping, PEER_DEADLINE).await,
+            |()| "ping sent; peers answer within a second".to_string(),
+        )
     }
 }
 
-/// Send a request to the peer layer and turn its answer into a reply.
-pub async fn ask_peer_layer(
-    ctx: &Context,
-    make: fn(oneshot::Sender<Result<String, String>>) -> PeerRequest,
-) -> Reply {
-    let Some(tx) = ctx.peer_requests() else {
-        return Reply::status(Status::Error("the peer layer is not running".into()));
-    };
-    let (reply, answer) = oneshot::channel();
-    if tx.send(make(reply)).await.is_err() {
-        return Reply::status(Status::Error("the peer layer has stopped".into()));
-    }
-    match tokio::time::timeout(Duration::from_secs(10), answer).await {
-        Ok(Ok(Ok(text))) => Reply::ok_text(text),
-        Ok(Ok(Err(e))) => Reply::status(Status::Error(e)),
-        Ok(Err(_)) => Reply::status(Status::Error("the peer layer has stopped".into())),
-        Err(_) => Reply::status(Status::Error(
-            "the peer layer did not answer in time".into(),
-        )),
+/// How long a command waits for the peer layer.
+pub const PEER_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The peer layer's answer as a reply.
+pub fn peer_reply<T>(r: Result<T, PeerError>, ok: impl FnOnce(T) -> String) -> Reply {
+    match r {
+        Ok(v) => Reply::ok_text(ok(v)),
+        Err(e) => Reply::status(Status::Error(e.to_string())),
     }
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::Args;
 use crate::control::proto::{Reply, Status};
-use crate::daemon::Context;
+use crate::control::Context;
 
 /// `refresh`
 #[derive(Debug, PartialEq, Eq)]
@@ -21,10 +21,9 @@ impl Refresh {
     pub async fn apply(self, ctx: &Context) -> Reply {
         // The slowest watcher is the disk scan; give it its timeout plus slack.
         let deadline = ctx.config().disks.timeout + Duration::from_secs(5);
-        let lines = ctx.refresh_all(deadline).await;
-        let failed = lines
-            .iter()
-            .any(|l| l.contains("failed") || l.contains("did not"));
+        let reports = ctx.inventory().refresh(None, deadline).await;
+        let failed = reports.iter().any(|r| !r.is_ok());
+        let lines = reports.iter().map(ToString::to_string).collect();
         Reply {
             status: if failed {
                 Status::Error("a watcher failed; the previous inventory is kept".into())

@@ -6,8 +6,9 @@ use serde::Serialize;
 
 use super::{json_body, Args};
 use crate::control::proto::Reply;
-use crate::daemon::context::{Stats, WatcherHealth};
-use crate::daemon::Context;
+use crate::control::Context;
+use crate::inventory::WatcherHealth;
+use crate::telemetry::Stats;
 
 /// `status [--json]`
 #[derive(Debug, PartialEq, Eq)]
@@ -85,12 +86,12 @@ impl StatusCmd {
             peers: peers.len(),
             peers_live: peers
                 .iter()
-                .filter(|p| p.is_live(crate::daemon::context::now(), ctx.peer_expiry()))
+                .filter(|p| p.is_live(crate::model::now_millis(), ctx.peer_expiry()))
                 .count(),
-            multicast: ctx.peer_state(),
+            multicast: ctx.peers().status().state(),
             legacy: ctx.config().multicast.legacy,
-            legacy_left_out: ctx.legacy_left_out(),
-            keys: ctx.key_fingerprints(),
+            legacy_left_out: ctx.peers().status().legacy_left_out(),
+            keys: ctx.peers().status().key_fingerprints().to_vec(),
             peer_keys: peers
                 .iter()
                 .map(|p| (p.node.clone(), p.key.clone()))
@@ -99,7 +100,7 @@ impl StatusCmd {
                 packets_sent: Stats::get(&s.packets_sent),
                 packets_received: Stats::get(&s.packets_received),
                 packets_rejected: Stats::get(&s.packets_rejected),
-                rejected_by_reason: ctx.rejected(),
+                rejected_by_reason: ctx.peers().status().rejected(),
                 announces: Stats::get(&s.announces),
                 bytes_sent: Stats::get(&s.bytes_sent),
                 send_errors: Stats::get(&s.send_errors),
@@ -112,7 +113,7 @@ impl StatusCmd {
                 command_errors: Stats::get(&s.command_errors),
                 store_errors: Stats::get(&s.store_errors),
             },
-            watchers: ctx.health().clone(),
+            watchers: ctx.inventory().health(),
         };
         if self.json {
             return Reply::ok(json_body(&out));

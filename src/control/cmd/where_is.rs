@@ -3,8 +3,8 @@
 use super::list::{no_match, render};
 use super::Args;
 use crate::control::proto::{Reply, Status};
-use crate::daemon::context::now;
-use crate::daemon::Context;
+use crate::control::Context;
+use crate::model::now_millis as now;
 use crate::view;
 
 /// `where TERM [--json]`
@@ -28,7 +28,10 @@ impl Where {
     /// Build the reply.
     pub fn apply(self, ctx: &Context) -> Reply {
         let store = ctx.store();
-        let found = store.find(&self.term);
+        let found = match store.find(&self.term) {
+            Ok(f) => f,
+            Err(e) => return super::list::store_failed(e),
+        };
         if found.is_empty() {
             return no_match(format!("no disk matches {:?}", self.term), self.json);
         }

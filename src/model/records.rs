@@ -1,6 +1,7 @@
-//! The records the store keeps, serialised with postcard in sled (see `encode` in the
-//! store module). postcard is positional: a field is never removed or reordered without a
-//! new `SCHEMA_VERSION`.
+//! The records everyone shares: what a host reports about a disk, a (host, disk) sighting,
+//! a peer, an attach. The store keeps them (postcard in sled: positional, so a field is
+//! never removed or reordered without a new store `SCHEMA_VERSION`), the peer layer sends
+//! them, the control server shows them.
 
 use std::time::Duration;
 

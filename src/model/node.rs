@@ -2,21 +2,34 @@
 
 use std::net::IpAddr;
 
-use super::context::NodeInfo;
+use serde::Serialize;
 
-/// Our identity, with the first non-loopback address (IPv4 preferred) as the address
-/// other machines would use to reach our disks.
-pub fn info(name: &str, id: &str) -> NodeInfo {
-    let addrs = addresses();
-    let addr = addrs
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or_else(|| addrs.first())
-        .map(IpAddr::to_string);
-    NodeInfo {
-        name: name.to_string(),
-        id: id.to_string(),
-        addr,
+/// Who this node is.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeInfo {
+    /// Node name.
+    pub name: String,
+    /// Permanent node id.
+    pub id: String,
+    /// The address peers reach us at (the first non-loopback address), if any.
+    pub addr: Option<String>,
+}
+
+impl NodeInfo {
+    /// Our identity, with the first non-loopback address (IPv4 preferred) as the address
+    /// other machines would use to reach our disks.
+    pub fn new(name: &str, id: &str) -> NodeInfo {
+        let addrs = addresses();
+        let addr = addrs
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or_else(|| addrs.first())
+            .map(IpAddr::to_string);
+        NodeInfo {
+            name: name.to_string(),
+            id: id.to_string(),
+            addr,
+        }
     }
 }
 

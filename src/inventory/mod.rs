@@ -1,0 +1,426 @@
+//! This node's inventory: the watchers observe, one writer composes and stores.
+//!
+//! Each watcher runs in a task of its own (a hung blkid never delays the mount table): at
+//! start, every `interval`, at once on a kernel change event, and on `refresh`. A scan
+//! task never writes: it sends what it saw over a bounded channel to the single writer
+//! task, which owns the latest observation of every watcher, composes this node's
+//! inventory from them and writes it to the store off the async runtime (one flush per
+//! write, so it is durable before anyone is told). Because only the writer composes, an
+//! older composition can never land after a newer one.
+//!
+//! A failed scan changes nothing in the store: the previous inventory stays until the next
+//! good scan. Every task stops at once on shutdown, whatever a watcher is doing (dropping
+//! a DiskWatcher scan kills blkid with its process group).
+
+mod health;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use diskd_watchers::{mounts::mountpoints_for, DiskInfo, MountEntry, Observation, Watcher};
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use health::{WatcherHealth, WatcherState};
+
+use crate::model::{now_millis, rfc3339, DiskRecord, NodeInfo};
+use crate::store::Store;
+use crate::telemetry::{Stats, Telemetry};
+
+/// Extra time the daemon allows beyond a watcher's own timeout before it gives up on the
+/// scan future itself (the watcher is expected to clean up within its timeout).
+const TIMEOUT_GRACE: Duration = Duration::from_secs(2);
+
+/// After a kernel change event, wait this long for the rest of the burst before scanning.
+const EVENT_DEBOUNCE: Duration = Duration::from_millis(10);
+
+/// Observations waiting for the writer; a scan task waits when it is full.
+const OBSERVATION_QUEUE: usize = 16;
+
+/// What one watcher's scan came to, as `refresh` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanReport {
+    /// The watcher (`disks`, `mounts`).
+    pub watcher: &'static str,
+    /// How it went.
+    pub outcome: ScanOutcome,
+}
+
+/// How a scan went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScanOutcome {
+    /// It found `found` items in `took`, and the inventory was written.
+    Ok {
+        /// Items found.
+        found: usize,
+        /// How long the scan took.
+        took: Duration,
+    },
+    /// It failed; the previous inventory is kept.
+    Failed {
+        /// Stable reason (`timed_out`, `not_found`, ...).
+        kind: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+    /// The watcher did not answer within the caller's deadline, or is stopping.
+    NoAnswer,
+}
+
+impl ScanReport {
+    /// Whether the scan worked.
+    pub fn is_ok(&self) -> bool {
+        matches!(self.outcome, ScanOutcome::Ok { .. })
+    }
+}
+
+impl fmt::Display for ScanReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = self.watcher;
+        match &self.outcome {
+            ScanOutcome::Ok { found, took } => write!(f, "{name}: ok, {found} found in {took:.0?}"),
+            ScanOutcome::Failed { message, .. } => write!(f, "{name}: failed: {message}"),
+            ScanOutcome::NoAnswer => write!(f, "{name}: did not finish in time"),
+        }
+    }
+}
+
+/// A request to scan now; answered once the result is in the store.
+type RefreshRequest = oneshot::Sender<ScanReport>;
+
+/// What the rest of the daemon may do with the inventory: ask for a scan, read watcher
+/// health, and learn when the local inventory changed. Cheap to clone.
+#[derive(Clone)]
+pub struct InventoryHandle {
+    refresh: Arc<Vec<(&'static str, mpsc::Sender<RefreshRequest>)>>,
+    health: Arc<Mutex<BTreeMap<&'static str, WatcherHealth>>>,
+    changed: Arc<Notify>,
+}
+
+impl InventoryHandle {
+    /// Scan with every watcher now (or only `only`); one report per watcher, in order,
+    /// each once its result is in the store.
+    pub async fn refresh(&self, only: Option<&str>, deadline: Duration) -> Vec<ScanReport> {
+        let mut waits = Vec::new();
+        for (name, tx) in self.refresh.iter() {
+            if only.is_some_and(|o| o != *name) {
+                continue;
+            }
+            let (reply, answer) = oneshot::channel();
+            if tx.send(reply).await.is_ok() {
+                waits.push((*name, answer));
+            }
+        }
+        let mut out = Vec::new();
+        for (watcher, answer) in waits {
+            out.push(match tokio::time::timeout(deadline, answer).await {
+                Ok(Ok(report)) => report,
+                _ => ScanReport {
+                    watcher,
+                    outcome: ScanOutcome::NoAnswer,
+                },
+            });
+        }
+        out
+    }
+
+    /// Every watcher's health now.
+    pub fn health(&self) -> BTreeMap<&'static str, WatcherHealth> {
+        lock(&self.health).clone()
+    }
+
+    /// Notified after each write that changed our inventory (the peer layer announces).
+    pub fn changed(&self) -> Arc<Notify> {
+        self.changed.clone()
+    }
+}
+
+/// What the inventory service needs from the daemon.
+pub struct Deps {
+    /// Who we are (the records are stored under our node id and name).
+    pub node: NodeInfo,
+    /// Where the inventory goes.
+    pub store: Store,
+    /// Counters and events.
+    pub telemetry: Telemetry,
+    /// Stops every task.
+    pub shutdown: CancellationToken,
+}
+
+/// One scan's result on its way to the writer.
+struct Seen {
+    observation: Observation,
+    /// Told once the writer has stored what this observation changed.
+    written: oneshot::Sender<()>,
+}
+
+/// Start the writer and one scan task per watcher on `tracker`.
+pub fn spawn(
+    deps: Deps,
+    tracker: &TaskTracker,
+    watchers: Vec<Arc<dyn Watcher>>,
+) -> InventoryHandle {
+    let (seen_tx, seen_rx) = mpsc::channel(OBSERVATION_QUEUE);
+    let health = Arc::new(Mutex::new(BTreeMap::new()));
+    let changed = Arc::new(Notify::new());
+    let mut refresh = Vec::new();
+    for w in watchers {
+        let (tx, rx) = mpsc::channel::<RefreshRequest>(16);
+        refresh.push((w.name(), tx));
+        lock(&health).insert(w.name(), WatcherHealth::starting(w.interval()));
+        let scanner = Scanner {
+            watcher: w,
+            health: health.clone(),
+            telemetry: deps.telemetry.clone(),
+            seen: seen_tx.clone(),
+        };
+        tracker.spawn(scanner.run(rx, deps.shutdown.clone()));
+    }
+    let writer = Writer {
+        node: deps.node,
+        store: deps.store,
+        telemetry: deps.telemetry,
+        changed: changed.clone(),
+        disks: None,
+        mounts: None,
+        written: None,
+    };
+    tracker.spawn(writer.run(seen_rx, deps.shutdown));
+    InventoryHandle {
+        refresh: Arc::new(refresh),
+        health,
+        changed,
+    }
+}
+
+/// Runs one watcher on its schedule and hands what it sees to the writer.
+struct Scanner {
+    watcher: Arc<dyn Watcher>,
+    health: Arc<Mutex<BTreeMap<&'static str, WatcherHealth>>>,
+    telemetry: Telemetry,
+    seen: mpsc::Sender<Seen>,
+}
+
+impl Scanner {
+    async fn run(self, mut refresh: mpsc::Receiver<RefreshRequest>, shutdown: CancellationToken) {
+        let mut next = tokio::time::Instant::now();
+        loop {
+            let reply = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep_until(next) => None,
+                Some(reply) = refresh.recv() => Some(reply),
+                _ = self.watcher.changed() => {
+                    // A kernel event: let the burst settle, then look.
+                    tokio::time::sleep(EVENT_DEBOUNCE).await;
+                    self.telemetry.events.emit("scan", format!("{}: change notified by the kernel", self.watcher.name()));
+                    None
+                }
+            };
+            // The scan itself is cancelled by shutdown too: a hung blkid must not hold up
+            // `systemctl stop` (dropping the scan kills it with its process group).
+            let report = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = self.scan_once() => r,
+            };
+            if let Some(reply) = reply {
+                // The requester may have given up; that is fine.
+                let _ = reply.send(report);
+            }
+            next = tokio::time::Instant::now() + self.watcher.interval();
+        }
+    }
+
+    /// Scan once, record health, and wait until the writer has stored the result.
+    async fn scan_once(&self) -> ScanReport {
+        let w = self.watcher.as_ref();
+        let name = w.name();
+        let started = Instant::now();
+        self.set_health(|h| h.running_since = Some(rfc3339(now_millis())));
+        let limit = w.timeout() + TIMEOUT_GRACE;
+        let result = match tokio::time::timeout(limit, w.scan()).await {
+            Ok(r) => r,
+            Err(_) => Err(diskd_watchers::WatchError::TimedOut {
+                program: name.to_string(),
+                timeout: limit,
+            }),
+        };
+        let took = started.elapsed();
+        let events = &self.telemetry.events;
+        match result {
+            Ok(observation) => {
+                let found = match &observation {
+                    Observation::Disks(d) => d.len(),
+                    Observation::Mounts(m) => m.len(),
+                };
+                let recovered = self.set_health(|h| h.succeeded(found, took));
+                if recovered {
+                    tracing::info!(watcher = name, "scans work again");
+                }
+                events.emit("scan", format!("{name}: {found} found in {took:.0?}"));
+                let (written, stored) = oneshot::channel();
+                if self
+                    .seen
+                    .send(Seen {
+                        observation,
+                        written,
+                    })
+                    .await
+                    .is_ok()
+                {
+                    // The writer answers once the store has it (or drops the sender when
+                    // stopping): either way the scan is over.
+                    let _ = stored.await;
+                }
+                ScanReport {
+                    watcher: name,
+                    outcome: ScanOutcome::Ok { found, took },
+                }
+            }
+            Err(e) => {
+                let kind = e.kind();
+                let changed = self.set_health(|h| h.failed(kind, e.to_string(), took));
+                // Logged once per change of state, not on every failing scan.
+                if changed {
+                    tracing::warn!(
+                        watcher = name,
+                        reason = kind,
+                        "scan failed: {e}; keeping the previous inventory"
+                    );
+                }
+                events.emit("error", format!("{name}: {e}"));
+                ScanReport {
+                    watcher: name,
+                    outcome: ScanOutcome::Failed {
+                        kind,
+                        message: e.to_string(),
+                    },
+                }
+            }
+        }
+    }
+
+    fn set_health<R>(&self, f: impl FnOnce(&mut WatcherHealth) -> R) -> R {
+        let mut table = lock(&self.health);
+        f(table.entry(self.watcher.name()).or_default())
+    }
+}
+
+/// The one task that writes this node's inventory.
+struct Writer {
+    node: NodeInfo,
+    store: Store,
+    telemetry: Telemetry,
+    changed: Arc<Notify>,
+    disks: Option<Vec<DiskInfo>>,
+    mounts: Option<Vec<MountEntry>>,
+    /// What was last written, so a mount scan that changes nothing writes nothing.
+    written: Option<Vec<DiskRecord>>,
+}
+
+impl Writer {
+    async fn run(mut self, mut seen: mpsc::Receiver<Seen>, shutdown: CancellationToken) {
+        loop {
+            let item = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                item = seen.recv() => item,
+            };
+            let Some(Seen {
+                observation,
+                written,
+            }) = item
+            else {
+                return;
+            };
+            let is_disks = matches!(observation, Observation::Disks(_));
+            match observation {
+                Observation::Disks(d) => self.disks = Some(d),
+                Observation::Mounts(m) => self.mounts = Some(m),
+            }
+            // Nothing is written before the first good disk scan: an empty inventory
+            // would mark every known disk as gone.
+            if let Some(disks) = &self.disks {
+                let records = compose(disks, self.mounts.as_deref().unwrap_or(&[]));
+                // A disk scan always writes (it refreshes last_seen); a mount scan only
+                // when the mounts changed what we would write.
+                if is_disks || self.written.as_ref() != Some(&records) {
+                    self.write(&records).await;
+                    self.written = Some(records);
+                }
+            }
+            let _ = written.send(());
+        }
+    }
+
+    /// Store the records off the runtime (sled writes and the fsync block), then tell
+    /// whoever waits: the peer layer (announce) and `debug` sessions.
+    async fn write(&self, records: &[DiskRecord]) {
+        let store = self.store.clone();
+        let node = self.node.clone();
+        let owned = records.to_vec();
+        let result = tokio::task::spawn_blocking(move || {
+            store.replace_local(&node.name, node.addr.as_deref(), &owned, now_millis())
+        })
+        .await;
+        let events = &self.telemetry.events;
+        let stats = &self.telemetry.stats;
+        match result {
+            Ok(Ok(diff)) => {
+                Stats::bump(&stats.inventory_writes);
+                if !diff.is_empty() {
+                    self.changed.notify_one();
+                }
+                for (what, list) in [
+                    ("appeared", &diff.appeared),
+                    ("vanished", &diff.vanished),
+                    ("changed", &diff.changed),
+                ] {
+                    for d in list {
+                        events.emit("disk", format!("{what}: {}", describe(d)));
+                    }
+                }
+            }
+            Ok(Err(e)) => {
+                Stats::bump(&stats.store_errors);
+                tracing::error!("cannot store the inventory: {e}");
+                events.emit("error", format!("store: {e}"));
+            }
+            Err(e) => {
+                Stats::bump(&stats.store_errors);
+                tracing::error!("the inventory write did not complete: {e}");
+            }
+        }
+    }
+}
+
+/// Combine disks with the mount table into the records we publish.
+fn compose(disks: &[DiskInfo], mounts: &[MountEntry]) -> Vec<DiskRecord> {
+    disks
+        .iter()
+        .map(|d| DiskRecord {
+            uuid: d.uuid.clone(),
+            label: d.label.clone(),
+            device: d.device.clone(),
+            fstype: d.fstype.clone(),
+            mountpoints: mountpoints_for(d, mounts),
+        })
+        .collect()
+}
+
+fn describe(d: &DiskRecord) -> String {
+    format!(
+        "{} uuid={} label={:?} mounts={:?}",
+        d.device,
+        d.uuid.as_deref().unwrap_or("-"),
+        d.label.as_deref().unwrap_or(""),
+        d.mountpoints
+    )
+}
+
+/// Lock a mutex that guards plain data; a poisoned lock only means a panic elsewhere
+/// mid-update, and the data is still usable.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

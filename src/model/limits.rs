@@ -1,0 +1,28 @@
+//! Bounds on what one peer may tell us and on what we send; anything beyond is rejected,
+//! not truncated. Shared by the wire format (which enforces them) and the configuration
+//! (which must not let `max_datagram` leave the range the wire accepts).
+
+/// Largest datagram accepted (the largest UDP payload over IPv4).
+pub const MAX_DATAGRAM: usize = 65_507;
+/// Smallest `max_datagram` a sender may be configured with.
+pub const MIN_DATAGRAM: usize = 576;
+/// Node name length, bytes.
+pub const NODE_NAME: usize = 64;
+/// Chunks in one inventory generation.
+pub const CHUNKS: u16 = 1024;
+/// Disks in one datagram.
+pub const DISKS_PER_CHUNK: usize = 512;
+/// Disks in one peer's inventory.
+pub const DISKS_PER_PEER: u32 = 8192;
+/// UUID length.
+pub const UUID: usize = 64;
+/// Label length (blkid labels are at most 256 bytes in practice).
+pub const LABEL: usize = 256;
+/// Device path length.
+pub const DEVICE: usize = 256;
+/// Filesystem type length.
+pub const FSTYPE: usize = 32;
+/// Mountpoints per disk.
+pub const MOUNTPOINTS: usize = 16;
+/// Mountpoint length.
+pub const MOUNTPOINT: usize = 1024;

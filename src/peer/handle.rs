@@ -1,0 +1,218 @@
+//! What the peer layer is given (`Deps`) and what it gives back (`PeerHandle`).
+//!
+//! The layer owns its state in one task; the rest of the daemon reaches it only through the
+//! handle: a bounded request channel and a status it publishes. It never imports the
+//! control server or the mount service: a peer's mount request goes out as an
+//! [`IncomingMount`] on a channel the daemon wires to the mount service.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio_util::sync::CancellationToken;
+
+use super::wire::{MountReply, MountRequest};
+use super::PeerError;
+use crate::config::Config;
+use crate::model::NodeInfo;
+use crate::store::Store;
+use crate::telemetry::{Events, Stats, Telemetry};
+
+/// What the peer layer needs from the daemon.
+pub struct Deps {
+    /// The validated configuration (multicast, ping, security).
+    pub config: Arc<Config>,
+    /// Who we are.
+    pub node: NodeInfo,
+    /// Peer data goes here; our inventory is read from here.
+    pub store: Store,
+    /// Counters and events.
+    pub telemetry: Telemetry,
+    /// Notified when our own inventory changed: announce it.
+    pub local_changed: Arc<Notify>,
+    /// Where peers' mount requests go (the mount service answers each).
+    pub mount_jobs: mpsc::Sender<IncomingMount>,
+    /// Stops the layer (it says goodbye first).
+    pub shutdown: CancellationToken,
+}
+
+/// A peer asks us to mount (or unmount) one of our disks.
+#[derive(Debug)]
+pub struct IncomingMount {
+    /// The requester's node name (for logs).
+    pub requester: String,
+    /// The requester's node id (the reply is addressed to it).
+    pub requester_id: String,
+    /// What it asks.
+    pub request: MountRequest,
+    /// The answer to send back.
+    pub reply: oneshot::Sender<MountReply>,
+}
+
+/// What the control commands can ask of the peer layer.
+#[derive(Debug)]
+pub enum PeerRequest {
+    /// Multicast our inventory now; answers with the number of disks announced.
+    Announce(oneshot::Sender<Result<usize, PeerError>>),
+    /// Ask every peer to announce.
+    Ping(oneshot::Sender<Result<(), PeerError>>),
+    /// Ask node `target` to mount (or unmount) its disk `uuid`; the owner's answer, or an
+    /// error when none came within `MOUNT_TIMEOUT`.
+    Mount {
+        /// Node id of the owner.
+        target: String,
+        /// The disk.
+        uuid: String,
+        /// Mount read-only.
+        read_only: bool,
+        /// Unmount instead.
+        unmount: bool,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<MountReply, PeerError>>,
+    },
+}
+
+/// The peer layer as the rest of the daemon sees it. Cheap to clone.
+#[derive(Clone)]
+pub struct PeerHandle {
+    pub(super) requests: mpsc::Sender<PeerRequest>,
+    pub(super) status: Arc<PeerStatus>,
+}
+
+impl PeerHandle {
+    /// Send a request, or fail at once when the layer has stopped.
+    pub async fn request<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, PeerError>>) -> PeerRequest,
+        deadline: Duration,
+    ) -> Result<T, PeerError> {
+        let (tx, rx) = oneshot::channel();
+        self.requests
+            .send(make(tx))
+            .await
+            .map_err(|_| PeerError::Stopped)?;
+        match tokio::time::timeout(deadline, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(PeerError::Stopped),
+            Err(_) => Err(PeerError::NoAnswer(deadline)),
+        }
+    }
+
+    /// The layer's published status.
+    pub fn status(&self) -> &PeerStatus {
+        &self.status
+    }
+}
+
+/// What the peer layer publishes for `status`.
+#[derive(Debug, Default)]
+pub struct PeerStatus {
+    state: Mutex<String>,
+    rejected: Mutex<BTreeMap<&'static str, u64>>,
+    key_fingerprints: Vec<String>,
+    legacy_left_out: AtomicU64,
+}
+
+impl PeerStatus {
+    pub(super) fn new(key_fingerprints: Vec<String>) -> PeerStatus {
+        PeerStatus {
+            state: Mutex::new("not started".into()),
+            key_fingerprints,
+            ..Default::default()
+        }
+    }
+
+    /// `up: ...`, `degraded: ...` or `error: ...; retrying`.
+    pub fn state(&self) -> String {
+        lock(&self.state).clone()
+    }
+
+    pub(super) fn set_state(&self, s: String) {
+        *lock(&self.state) = s;
+    }
+
+    /// Dropped datagrams by reason.
+    pub fn rejected(&self) -> BTreeMap<&'static str, u64> {
+        lock(&self.rejected).clone()
+    }
+
+    /// The keyring's fingerprints, signing key first; empty without keys.
+    pub fn key_fingerprints(&self) -> &[String] {
+        &self.key_fingerprints
+    }
+
+    /// How many of our disks did not fit in the last legacy datagram.
+    pub fn legacy_left_out(&self) -> usize {
+        self.legacy_left_out.load(Ordering::Relaxed) as usize
+    }
+}
+
+/// The layer's view of the daemon: the old grab-bag methods, now over its own deps only.
+#[derive(Clone)]
+pub(super) struct Ctx {
+    pub(super) deps: Arc<Deps>,
+    pub(super) status: Arc<PeerStatus>,
+}
+
+impl Ctx {
+    pub(super) fn config(&self) -> &Config {
+        &self.deps.config
+    }
+    pub(super) fn node(&self) -> &NodeInfo {
+        &self.deps.node
+    }
+    pub(super) fn store(&self) -> &Store {
+        &self.deps.store
+    }
+    pub(super) fn stats(&self) -> &Stats {
+        &self.deps.telemetry.stats
+    }
+    fn events(&self) -> &Events {
+        &self.deps.telemetry.events
+    }
+    pub(super) fn event(&self, kind: &str, message: impl AsRef<str>) {
+        self.events().emit(kind, message)
+    }
+    pub(super) fn debugging(&self) -> bool {
+        self.events().debugging()
+    }
+    pub(super) fn has_subscribers(&self) -> bool {
+        self.events().has_subscribers()
+    }
+    pub(super) fn shutdown(&self) -> &CancellationToken {
+        &self.deps.shutdown
+    }
+    pub(super) fn local_changed(&self) -> &Notify {
+        &self.deps.local_changed
+    }
+    pub(super) fn peer_expiry(&self) -> Duration {
+        self.deps.config.multicast.peer_expiry
+    }
+    pub(super) fn set_peer_state(&self, s: String) {
+        self.status.set_state(s)
+    }
+    pub(super) fn peer_state(&self) -> String {
+        self.status.state()
+    }
+    pub(super) fn count_reject(&self, reason: &'static str) {
+        Stats::bump(&self.stats().packets_rejected);
+        *lock(&self.status.rejected).entry(reason).or_default() += 1;
+    }
+    pub(super) fn legacy_left_out(&self) -> usize {
+        self.status.legacy_left_out()
+    }
+    pub(super) fn set_legacy_left_out(&self, n: usize) {
+        self.status
+            .legacy_left_out
+            .store(n as u64, Ordering::Relaxed);
+    }
+    pub(super) fn add_bytes_sent(&self, n: usize) {
+        Stats::add(&self.stats().bytes_sent, n as u64);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

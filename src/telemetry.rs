@@ -1,0 +1,124 @@
+//! Counters and the event feed: how every service tells the operator what it does.
+//!
+//! A leaf like `model`: services bump counters and publish events here without knowing who
+//! reads them (`status`, `debug` sessions, the log). Both are cheap to share (`Arc` inside).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+
+/// How many events a slow `debug` session may fall behind before it is told it lost some.
+const EVENT_BACKLOG: usize = 1024;
+
+/// Monotonic counters shown by `status`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Control sessions open now.
+    pub sessions_open: AtomicU64,
+    /// Control sessions accepted since start.
+    pub sessions_total: AtomicU64,
+    /// Control sessions turned away at the connection limit.
+    pub sessions_refused: AtomicU64,
+    /// Commands run.
+    pub commands: AtomicU64,
+    /// Commands that got an error reply (unknown, malformed, overlong, not UTF-8, failed).
+    pub command_errors: AtomicU64,
+    /// Datagrams sent by the peer layer.
+    pub packets_sent: AtomicU64,
+    /// Datagrams received by the peer layer.
+    pub packets_received: AtomicU64,
+    /// Datagrams dropped as invalid.
+    pub packets_rejected: AtomicU64,
+    /// Pings answered with an announce.
+    pub pings_answered: AtomicU64,
+    /// Pings not answered because of the rate limit.
+    pub pings_suppressed: AtomicU64,
+    /// Store writes that failed.
+    pub store_errors: AtomicU64,
+    /// Inventory announces sent (each may be several datagrams).
+    pub announces: AtomicU64,
+    /// Bytes of datagrams sent.
+    pub bytes_sent: AtomicU64,
+    /// Sends that failed with a transient error (ENOBUFS, unreachable) and were dropped.
+    pub send_errors: AtomicU64,
+    /// Local inventories written to the store.
+    pub inventory_writes: AtomicU64,
+}
+
+impl Stats {
+    /// Add one to a counter.
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Add `n` to a counter.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Take one from a gauge (`sessions_open`).
+    pub fn drop_one(counter: &AtomicU64) {
+        counter.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Read a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// The daemon's notable events (scans, changes, peers, errors), fanned out to `debug`
+/// sessions and logged at debug level.
+#[derive(Debug, Clone)]
+pub struct Events {
+    tx: broadcast::Sender<String>,
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Events {
+            tx: broadcast::channel(EVENT_BACKLOG).0,
+        }
+    }
+}
+
+impl Events {
+    /// Publish an event.
+    pub fn emit(&self, kind: &str, message: impl AsRef<str>) {
+        let message = message.as_ref();
+        tracing::debug!(event = kind, "{message}");
+        let line = format!(
+            "{} {kind}: {message}",
+            humantime::format_rfc3339_millis(std::time::SystemTime::now())
+        );
+        // No receivers is normal: nobody is debugging.
+        let _ = self.tx.send(line);
+    }
+
+    /// Whether anybody would see a detailed event (a `debug` session, or debug logging):
+    /// callers skip formatting per-disk events when not, which matters in a wave of
+    /// thousands of new disks.
+    pub fn debugging(&self) -> bool {
+        self.has_subscribers() || tracing::enabled!(tracing::Level::DEBUG)
+    }
+
+    /// Whether a `debug` session is listening.
+    pub fn has_subscribers(&self) -> bool {
+        self.tx.receiver_count() > 0
+    }
+
+    /// Receive events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<String> {
+        self.tx.subscribe()
+    }
+}
+
+/// Counters and events together: what a service is handed to report through.
+#[derive(Debug, Clone, Default)]
+pub struct Telemetry {
+    /// The counters.
+    pub stats: Arc<Stats>,
+    /// The event feed.
+    pub events: Events,
+}
