@@ -8,6 +8,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::protocol::Request;
+
 /// Where is this disk right now, and where was it last seen?
 ///
 /// diskd runs on every machine of a fleet, inventories the local disks, shares the inventory
@@ -47,64 +49,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon in the foreground; logs go to stderr. Never forks.
     Daemon(Box<DaemonArgs>),
-    /// Where is the disk? TERM is a UUID (any case), a label (exact) or a device path.
-    Query {
-        /// UUID, label or device path.
-        term: String,
-        /// Print a JSON array of disks instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Every disk the daemon knows, live ones first.
-    List {
-        /// Only the disks of this node.
-        #[arg(long, value_name = "NODE")]
-        host: Option<String>,
-        /// Print a JSON array instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Every peer ever heard, with liveness.
-    Peers {
-        /// Print a JSON array instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Node name, uptime, counters, store size and watcher health.
-    Status {
-        /// Print a JSON object instead of text.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Run every watcher now and wait for the result.
-    Refresh,
-    /// Multicast our inventory now.
-    Announce,
-    /// Ask every peer to re-announce (each peer answers at most one ping per interval).
-    Ping,
-    /// Get the disk mounted on the host it is attached to (under mount.root/<uuid>);
-    /// with --attach, also make it reachable here (mount.attach_command, sshfs by default).
-    Mount {
-        /// UUID, label or device path of a live disk.
-        term: String,
-        /// Also reach it from this machine at DIR.
-        #[arg(long, value_name = "DIR")]
-        attach: Option<PathBuf>,
-        /// Mount it read-only.
-        #[arg(long)]
-        read_only: bool,
-        /// Print a JSON object instead of text.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Undo `mount`: detach what --attach attached here, and unmount on the disk's host.
-    Umount {
-        /// UUID, label or device path.
-        term: String,
-        /// Print a JSON object instead of text.
-        #[arg(long)]
-        json: bool,
-    },
+    /// The control commands, as on the socket (defined once in `protocol::commands`).
+    #[command(flatten)]
+    Request(Request),
     /// Write a fresh random 32-byte key (base64, mode 0600) for --key-file; to stdout
     /// without FILE. Never overwrites an existing file.
     Keygen {

@@ -17,6 +17,7 @@ pub mod inventory;
 pub mod model;
 pub mod mount;
 pub mod peer;
+pub mod protocol;
 pub mod store;
 pub mod telemetry;
 pub mod view;

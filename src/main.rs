@@ -37,9 +37,11 @@ fn run(cli: Cli) -> u8 {
                     return 2;
                 }
             };
-            match other.as_ref().and_then(oneshot::command_line) {
-                Some(line) => oneshot::run(&socket, &line),
-                None => repl::run(&socket),
+            match other {
+                Some(Command::Request(request)) => {
+                    oneshot::run(&socket, &oneshot::command_line(&request))
+                }
+                _ => repl::run(&socket),
             }
         }
     }

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use diskd::client::Session;
-use diskd::control::proto::Status;
 use diskd::model::DiskRecord;
 use diskd::peer::wire::{self, Body, Envelope};
+use diskd::protocol::frame::Status;
 use diskd_lab::{disk_line, Lab};
 
 /// Benchmarks of diskd.

@@ -12,9 +12,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use diskd::client::Session;
-use diskd::control::proto::Status;
 use diskd::model::DiskRecord;
 use diskd::peer::wire::{self, Body, Envelope};
+use diskd::protocol::frame::Status;
 use diskd_lab::{disk_line, Lab};
 use rand::{Rng, SeedableRng};
 

@@ -1,8 +1,8 @@
 //! The control socket's command path: tokenizing a line and parsing a command.
 #![no_main]
 
-use diskd::control::cmd::Command;
-use diskd::control::proto::{quote, tokenize};
+use diskd::protocol::{Request, SessionCommand};
+use diskd::protocol::frame::{quote, tokenize};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -14,7 +14,15 @@ fuzz_target!(|data: &[u8]| {
         let requoted: Vec<String> = words.iter().map(|w| quote(w)).collect();
         assert_eq!(tokenize(&requoted.join(" ")).as_ref(), Ok(&words));
         if !words.is_empty() {
-            let _ = Command::parse(words);
+            // A parsed request written back as a line parses to the same request.
+            if let Ok(SessionCommand::Request(r)) = SessionCommand::parse(words) {
+                let again = tokenize(&r.to_line()).map(SessionCommand::parse);
+                assert!(
+                    matches!(&again, Ok(Ok(SessionCommand::Request(a))) if *a == r),
+                    "{r:?} -> {again:?}"
+                );
+                let _: &Request = &r;
+            }
         }
     }
 });

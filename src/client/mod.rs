@@ -4,6 +4,7 @@
 //! Blocking std I/O on purpose: a client does one thing at a time, and keeping tokio out of
 //! it keeps start-up instant.
 
+mod complete;
 pub mod oneshot;
 pub mod repl;
 
@@ -12,7 +13,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::control::proto::{decode_body_line, Status};
+use crate::protocol::frame::{decode_body_line, Status};
 
 /// How long the client waits for any single reply line before it gives up on the daemon.
 /// `refresh` waits for the disk scan, so this is generous.
@@ -74,6 +75,12 @@ impl Session {
             writer,
             greeting,
         })
+    }
+
+    /// Wait for the daemon as long as it takes (a `debug` stream may be quiet for hours).
+    pub fn no_read_timeout(&mut self) -> Result<(), ClientError> {
+        self.reader.get_ref().set_read_timeout(None)?;
+        Ok(())
     }
 
     /// Send one command line.

@@ -1,14 +1,15 @@
 //! `diskd` without a subcommand: an interactive REPL on a terminal (rustyline, history in
-//! `~/.diskd_history`, Ctrl-C cancels the line, Ctrl-D exits), or commands read line by line
-//! from stdin otherwise.
+//! `~/.diskd_history`, Tab completes commands and known UUIDs and labels, Ctrl-C cancels the
+//! line, Ctrl-D exits), or commands read line by line from stdin otherwise.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use rustyline::error::ReadlineError;
 
+use super::complete::DiskdHelper;
 use super::{ClientError, Received, Session};
-use crate::control::proto::{tokenize, Status};
+use crate::protocol::frame::{tokenize, Status};
 
 /// Run the interactive client; returns the exit code (the highest of the commands run in
 /// script mode, 3 when the daemon cannot be reached).
@@ -22,7 +23,7 @@ pub fn run(socket: &Path) -> u8 {
     };
     let result = if std::io::stdin().is_terminal() {
         println!("{}", session.greeting.status.text());
-        interactive(&mut session)
+        interactive(&mut session, socket)
     } else {
         script(&mut session)
     };
@@ -39,9 +40,10 @@ fn history_path() -> PathBuf {
     crate::config::expand_home(Path::new("~/.diskd_history"))
 }
 
-fn interactive(session: &mut Session) -> Result<u8, ClientError> {
-    let mut editor = rustyline::DefaultEditor::new()
+fn interactive(session: &mut Session, socket: &Path) -> Result<u8, ClientError> {
+    let mut editor = rustyline::Editor::<DiskdHelper, rustyline::history::DefaultHistory>::new()
         .map_err(|e| ClientError::Protocol(format!("terminal: {e}")))?;
+    editor.set_helper(Some(DiskdHelper::new(socket.to_path_buf())));
     let history = history_path();
     // No history yet is normal on first use.
     let _ = editor.load_history(&history);

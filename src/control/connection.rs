@@ -11,7 +11,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 
-use super::proto::{Reply, MAX_LINE};
+use crate::protocol::frame::{Reply, MAX_LINE};
 
 /// A client that does not take a reply within this time is disconnected.
 const WRITE_DEADLINE: Duration = Duration::from_secs(10);
@@ -27,10 +27,17 @@ pub enum Line {
     NotUtf8,
 }
 
-/// A session's stream.
+/// A session's stream. It owns the line being read (mini-redis's `read_frame` keeps its
+/// half-read frame in `self` too), so a read cancelled in a `select!` (the `debug` stream
+/// waits on events and on the client at once) loses nothing: the next read goes on where
+/// it stopped.
 pub struct Connection {
     reader: BufReader<OwnedReadHalf>,
     writer: OwnedWriteHalf,
+    /// The line read so far (never more than `MAX_LINE` bytes).
+    line: Vec<u8>,
+    /// The line being read is over `MAX_LINE`: the rest of it is being skipped.
+    too_long: bool,
 }
 
 impl Connection {
@@ -40,17 +47,18 @@ impl Connection {
         Connection {
             reader: BufReader::new(r),
             writer: w,
+            line: Vec::new(),
+            too_long: false,
         }
     }
 
-    /// The next line, or `None` at end of stream.
+    /// The next line, or `None` at end of stream. Cancel-safe.
     pub async fn read_line(&mut self) -> io::Result<Option<Line>> {
-        let mut buf: Vec<u8> = Vec::new();
-        let mut too_long = false;
         loop {
+            // The only await: cancelled here, nothing has been taken from the reader yet.
             let avail = self.reader.fill_buf().await?;
             if avail.is_empty() {
-                if buf.is_empty() && !too_long {
+                if self.line.is_empty() && !self.too_long {
                     return Ok(None);
                 }
                 break;
@@ -59,12 +67,12 @@ impl Connection {
                 Some(i) => (&avail[..i], i + 1, true),
                 None => (avail, avail.len(), false),
             };
-            if !too_long {
-                if buf.len() + chunk.len() > MAX_LINE {
-                    too_long = true;
-                    buf = Vec::new();
+            if !self.too_long {
+                if self.line.len() + chunk.len() > MAX_LINE {
+                    self.too_long = true;
+                    self.line = Vec::new();
                 } else {
-                    buf.extend_from_slice(chunk);
+                    self.line.extend_from_slice(chunk);
                 }
             }
             self.reader.consume(used);
@@ -72,7 +80,8 @@ impl Connection {
                 break;
             }
         }
-        if too_long {
+        let mut buf = std::mem::take(&mut self.line);
+        if std::mem::take(&mut self.too_long) {
             return Ok(Some(Line::TooLong));
         }
         if buf.last() == Some(&b'\r') {
@@ -103,5 +112,40 @@ impl Connection {
                 "client did not read its reply in time",
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn a_read_cancelled_half_way_loses_nothing() {
+        let (server, mut client) = UnixStream::pair().unwrap();
+        let mut conn = Connection::new(server);
+        client.write_all(b"sta").await.unwrap();
+        // The read takes "sta", then waits for the rest; cancel it there.
+        let cancelled = tokio::time::timeout(Duration::from_millis(50), conn.read_line()).await;
+        assert!(cancelled.is_err(), "no line is complete yet");
+        client.write_all(b"tus\n").await.unwrap();
+        assert_eq!(
+            conn.read_line().await.unwrap(),
+            Some(Line::Text("status".into()))
+        );
+    }
+
+    #[tokio::test]
+    async fn an_overlong_line_is_reported_once_and_the_next_line_is_whole() {
+        let (server, mut client) = UnixStream::pair().unwrap();
+        let mut conn = Connection::new(server);
+        let mut long = vec![b'x'; MAX_LINE + 1];
+        long.extend_from_slice(b"\nping\n");
+        client.write_all(&long).await.unwrap();
+        assert_eq!(conn.read_line().await.unwrap(), Some(Line::TooLong));
+        assert_eq!(
+            conn.read_line().await.unwrap(),
+            Some(Line::Text("ping".into()))
+        );
     }
 }

@@ -1,12 +1,11 @@
 //! The private control socket: framing, the server, sessions and one type per command.
 //!
-//! Layered as in mini-redis: `proto` knows the framing, `connection` knows lines on a
+//! Layered as in mini-redis: `protocol::frame` knows the framing, `connection` knows lines on a
 //! stream, `cmd` knows the store; a command never touches a socket.
 
 pub mod cmd;
 pub mod connection;
 mod context;
-pub mod proto;
 pub mod server;
 pub mod socket;
 pub mod table;

@@ -12,10 +12,12 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::cmd::Command;
+use super::cmd;
+use crate::model::Backoff;
 use super::connection::{Connection, Line};
-use super::proto::{tokenize, Reply, Status, MAX_LINE};
 use super::Context;
+use crate::protocol::frame::{tokenize, Reply, Status, MAX_LINE};
+use crate::protocol::{Request, SessionCommand};
 use crate::telemetry::Stats;
 
 /// Most control sessions open at once.
@@ -24,7 +26,7 @@ pub const MAX_SESSIONS: usize = 1024;
 /// Serve the listener until shutdown.
 pub async fn serve(ctx: Context, listener: UnixListener, tracker: TaskTracker) {
     let limit = Arc::new(Semaphore::new(MAX_SESSIONS));
-    let mut backoff = Duration::from_millis(10);
+    let mut backoff = Backoff::new(Duration::from_millis(10), Duration::from_secs(1));
     let mut session_id: u64 = 0;
     loop {
         let accepted = tokio::select! {
@@ -33,16 +35,16 @@ pub async fn serve(ctx: Context, listener: UnixListener, tracker: TaskTracker) {
         };
         let stream = match accepted {
             Ok((s, _)) => {
-                backoff = Duration::from_millis(10);
+                backoff.reset();
                 s
             }
             Err(e) => {
-                tracing::warn!("accept failed: {e}; retrying in {backoff:?}");
+                let wait = backoff.next_delay();
+                tracing::warn!("accept failed: {e}; retrying in {wait:?}");
                 tokio::select! {
                     _ = ctx.shutdown().cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(wait) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
             }
         };
@@ -57,15 +59,11 @@ pub async fn serve(ctx: Context, listener: UnixListener, tracker: TaskTracker) {
         tracker.spawn(
             async move {
                 Stats::bump(&ctx.stats().sessions_total);
-                ctx.stats()
-                    .sessions_open
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Stats::bump(&ctx.stats().sessions_open);
                 if let Err(e) = session(&ctx, stream).await {
                     tracing::debug!("session ended: {e}");
                 }
-                ctx.stats()
-                    .sessions_open
-                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                Stats::drop_one(&ctx.stats().sessions_open);
                 drop(permit);
             }
             .instrument(span),
@@ -134,22 +132,26 @@ async fn session(ctx: &Context, stream: UnixStream) -> std::io::Result<()> {
             }
         };
         Stats::bump(&ctx.stats().commands);
-        let cmd = match Command::parse(words) {
+        let cmd = match SessionCommand::parse(words) {
             Ok(c) => c,
-            Err(reply) => {
+            Err(e) => {
                 Stats::bump(&ctx.stats().command_errors);
-                conn.write_reply(&reply).await?;
+                conn.write_reply(&Reply::status(Status::Usage(e))).await?;
                 continue;
             }
         };
         match cmd {
-            Command::Quit => {
+            SessionCommand::Quit => {
                 conn.write_reply(&Reply::ok_text("bye")).await?;
                 return Ok(());
             }
-            Command::Debug(d) => d.run(ctx, &mut conn).await?,
-            other => {
-                let reply = other.apply(ctx).await;
+            SessionCommand::Help { command } => {
+                conn.write_reply(&cmd::help::apply(command.as_deref()))
+                    .await?;
+            }
+            SessionCommand::Request(Request::Debug) => cmd::debug::run(ctx, &mut conn).await?,
+            SessionCommand::Request(request) => {
+                let reply = cmd::apply(&request, ctx).await;
                 if !matches!(reply.status, Status::Ok(_) | Status::NoMatch(_)) {
                     Stats::bump(&ctx.stats().command_errors);
                 }

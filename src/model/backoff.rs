@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-/// Doubles from `first` up to `max` on each [`Backoff::next`]; [`Backoff::reset`] after a
+/// Doubles from `first` up to `max` on each [`Backoff::next_delay`]; [`Backoff::reset`] after a
 /// success starts over.
 #[derive(Debug, Clone)]
 pub struct Backoff {
@@ -23,13 +23,13 @@ impl Backoff {
     }
 
     /// The wait to use now; the next call returns twice as much (capped).
-    pub fn next(&mut self) -> Duration {
+    pub fn next_delay(&mut self) -> Duration {
         let now = self.current;
         self.current = (self.current * 2).min(self.max);
         now
     }
 
-    /// The wait [`Backoff::next`] would return, without advancing.
+    /// The wait [`Backoff::next_delay`] would return, without advancing.
     pub fn peek(&self) -> Duration {
         self.current
     }
@@ -49,10 +49,10 @@ mod tests {
         let ms = Duration::from_millis;
         let mut b = Backoff::new(ms(10), ms(35));
         assert_eq!(
-            [b.next(), b.next(), b.next(), b.next()],
+            [b.next_delay(), b.next_delay(), b.next_delay(), b.next_delay()],
             [ms(10), ms(20), ms(35), ms(35)]
         );
         b.reset();
-        assert_eq!(b.next(), ms(10));
+        assert_eq!(b.next_delay(), ms(10));
     }
 }

@@ -142,7 +142,7 @@ async fn run(ctx: Ctx, mut requests: mpsc::Receiver<PeerRequest>, keys: Keyring)
             }
         }
         // Wait out the backoff, answering requests with the error meanwhile.
-        let until = Instant::now() + backoff.next();
+        let until = Instant::now() + backoff.next_delay();
         loop {
             tokio::select! {
                 _ = ctx.shutdown().cancelled() => return,

@@ -1,51 +1,30 @@
 //! `list [host] [--json]`: every disk known, live ones first.
 
-use super::{json_body, Args};
-use crate::control::proto::{Reply, Status};
+use super::json_body;
 use crate::control::table;
 use crate::control::Context;
 use crate::model::now_millis as now;
+use crate::protocol::commands::List;
+use crate::protocol::frame::{Reply, Status};
 use crate::view::{self, DiskView};
 
-/// `list [host] [--json]`
-#[derive(Debug, PartialEq, Eq)]
-pub struct List {
-    /// Only this node's disks.
-    pub host: Option<String>,
-    /// Reply in JSON.
-    pub json: bool,
-}
-
-impl List {
-    /// Parse the arguments (`--host NODE` is accepted as well as a bare NODE).
-    pub fn parse(args: &mut Args) -> Result<List, Reply> {
-        let json = args.flag("--json");
-        let mut host = args.positional();
-        if host.as_deref() == Some("--host") {
-            host = Some(args.required("a node name after --host")?);
+/// Build the reply.
+pub fn apply(cmd: &List, ctx: &Context) -> Reply {
+    let store = ctx.store();
+    let sightings = match match cmd.node() {
+        Some(h) => store.find_host(h),
+        None => store.sightings(),
+    } {
+        Ok(s) => s,
+        Err(e) => return store_failed(e),
+    };
+    if let Some(h) = cmd.node() {
+        if sightings.is_empty() {
+            return no_match(format!("no disks known on host {h:?}"), cmd.json);
         }
-        args.finish()?;
-        Ok(List { host, json })
     }
-
-    /// Build the reply.
-    pub fn apply(self, ctx: &Context) -> Reply {
-        let store = ctx.store();
-        let sightings = match match &self.host {
-            Some(h) => store.find_host(h),
-            None => store.sightings(),
-        } {
-            Ok(s) => s,
-            Err(e) => return store_failed(e),
-        };
-        if let Some(h) = &self.host {
-            if sightings.is_empty() {
-                return no_match(format!("no disks known on host {h:?}"), self.json);
-            }
-        }
-        let disks = view::disks(store, sightings, now(), ctx.peer_expiry());
-        render(disks, self.json, Status::Ok(String::new()))
-    }
+    let disks = view::disks(store, sightings, now(), ctx.peer_expiry());
+    render(disks, cmd.json, Status::Ok(String::new()))
 }
 
 /// A no-match reply; in JSON mode its body is an empty array so scripts can parse it.

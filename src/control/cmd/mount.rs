@@ -3,29 +3,14 @@
 
 use std::path::PathBuf;
 
+use super::json_body;
 use super::list::no_match;
-use super::{json_body, Args};
-use crate::control::proto::{Reply, Status};
 use crate::control::Context;
 use crate::model::AttachRecord;
 use crate::mount::MountError;
+use crate::protocol::commands::{Mount, Umount};
+use crate::protocol::frame::{Reply, Status};
 use serde::Serialize;
-
-/// `mount TERM [--read-only] [--attach DIR] [--json]`
-#[derive(Debug, PartialEq, Eq)]
-pub struct Mount {
-    term: String,
-    read_only: bool,
-    attach: Option<String>,
-    json: bool,
-}
-
-/// `umount TERM [--json]`
-#[derive(Debug, PartialEq, Eq)]
-pub struct Umount {
-    term: String,
-    json: bool,
-}
 
 #[derive(Serialize)]
 struct MountOut<'a> {
@@ -67,142 +52,114 @@ fn is_mounted(dir: &str) -> bool {
         .any(|m| m.mountpoint == dir)
 }
 
-impl Mount {
-    /// Parse the arguments.
-    pub fn parse(args: &mut Args) -> Result<Mount, Reply> {
-        let json = args.flag("--json");
-        let read_only = args.flag("--read-only");
-        let attach = args.option("--attach")?;
-        let term = args.required("a UUID, label or device")?;
-        args.finish()?;
-        if let Some(dir) = &attach {
-            if !dir.starts_with('/') {
-                return Err(Reply::status(Status::Usage(format!(
-                    "mount: --attach needs an absolute directory, not {dir:?}"
-                ))));
-            }
+/// `mount`: on the owner, then attach here if asked.
+pub async fn mount(cmd: &Mount, ctx: &Context) -> Reply {
+    if let Some(dir) = &cmd.attach {
+        if !dir.starts_with('/') {
+            return Reply::status(Status::Usage(format!(
+                "mount: --attach needs an absolute directory, not {dir:?}"
+            )));
         }
-        Ok(Mount {
-            term,
-            read_only,
-            attach,
-            json,
-        })
     }
-
-    /// Mount on the owner, then attach here if asked.
-    pub async fn apply(self, ctx: &Context) -> Reply {
-        let mounts = ctx.mounts();
-        let (r, uuid) = match mounts.resolve(&self.term) {
-            Ok(x) => x,
-            Err(e) => return failed(e),
-        };
-        let m = match mounts.on_owner(&r, &uuid, self.read_only, false).await {
-            Ok(m) => m,
-            Err(e) => return failed(e),
-        };
-        let mut attached = None;
-        if let Some(dir) = &self.attach {
-            let already =
-                ctx.store().attach(&uuid).is_some_and(|a| a.dir == *dir) && is_mounted(dir);
-            if !already {
-                let addr = r.at.addr.clone().unwrap_or_else(|| "127.0.0.1".into());
-                if let Err(e) = mounts
-                    .attach(&addr, &r.at.host, &m.mountpoint, &PathBuf::from(dir))
-                    .await
-                {
-                    ctx.event("mount", format!("attach of {uuid} at {dir} failed: {e}"));
-                    return failed(MountError::Attach {
-                        host: r.at.host.clone(),
-                        mountpoint: m.mountpoint.clone(),
-                        source: Box::new(e),
-                    });
-                }
-                let rec = AttachRecord {
-                    dir: dir.clone(),
+    let mounts = ctx.mounts();
+    let (r, uuid) = match mounts.resolve(&cmd.term) {
+        Ok(x) => x,
+        Err(e) => return failed(e),
+    };
+    let m = match mounts.on_owner(&r, &uuid, cmd.read_only, false).await {
+        Ok(m) => m,
+        Err(e) => return failed(e),
+    };
+    let mut attached = None;
+    if let Some(dir) = &cmd.attach {
+        let already = ctx.store().attach(&uuid).is_some_and(|a| a.dir == *dir) && is_mounted(dir);
+        if !already {
+            let addr = r.at.addr.clone().unwrap_or_else(|| "127.0.0.1".into());
+            if let Err(e) = mounts
+                .attach(&addr, &r.at.host, &m.mountpoint, &PathBuf::from(dir))
+                .await
+            {
+                ctx.event("mount", format!("attach of {uuid} at {dir} failed: {e}"));
+                return failed(MountError::Attach {
                     host: r.at.host.clone(),
-                    path: m.mountpoint.clone(),
-                };
-                if let Err(e) = ctx.store().put_attach(&uuid, &rec) {
-                    tracing::warn!("cannot remember the attach: {e}");
-                }
-                ctx.event(
-                    "mount",
-                    format!("attached {uuid} of {} at {dir}", r.at.host),
-                );
+                    mountpoint: m.mountpoint.clone(),
+                    source: Box::new(e),
+                });
             }
-            attached = Some(dir.clone());
+            let rec = AttachRecord {
+                dir: dir.clone(),
+                host: r.at.host.clone(),
+                path: m.mountpoint.clone(),
+            };
+            if let Err(e) = ctx.store().put_attach(&uuid, &rec) {
+                tracing::warn!("cannot remember the attach: {e}");
+            }
+            ctx.event(
+                "mount",
+                format!("attached {uuid} of {} at {dir}", r.at.host),
+            );
         }
-        let out = MountOut {
-            host: &r.at.host,
-            device: &m.device,
-            mountpoint: &m.mountpoint,
-            attached,
-        };
-        if self.json {
-            return Reply::ok(json_body(&out));
-        }
-        let mut body = vec![format!(
-            "{} of {} is at {} ({})",
-            out.device, out.host, out.mountpoint, m.message
-        )];
-        if let Some(dir) = &out.attached {
-            body.push(format!("reachable here at {dir}"));
-        }
-        Reply::ok(body)
+        attached = Some(dir.clone());
     }
+    let out = MountOut {
+        host: &r.at.host,
+        device: &m.device,
+        mountpoint: &m.mountpoint,
+        attached,
+    };
+    if cmd.json {
+        return Reply::ok(json_body(&out));
+    }
+    let mut body = vec![format!(
+        "{} of {} is at {} ({})",
+        out.device, out.host, out.mountpoint, m.message
+    )];
+    if let Some(dir) = &out.attached {
+        body.push(format!("reachable here at {dir}"));
+    }
+    Reply::ok(body)
 }
 
-impl Umount {
-    /// Parse the arguments.
-    pub fn parse(args: &mut Args) -> Result<Umount, Reply> {
-        let json = args.flag("--json");
-        let term = args.required("a UUID, label or device")?;
-        args.finish()?;
-        Ok(Umount { term, json })
-    }
-
-    /// Detach here, then unmount on the owner.
-    pub async fn apply(self, ctx: &Context) -> Reply {
-        let mounts = ctx.mounts();
-        let (r, uuid) = match mounts.resolve(&self.term) {
-            Ok(x) => x,
-            Err(e) => return failed(e),
-        };
-        let mut detached = None;
-        if let Some(a) = ctx.store().attach(&uuid) {
-            if is_mounted(&a.dir) {
-                if let Err(e) = crate::mount::detach(std::path::Path::new(&a.dir)).await {
-                    return Reply::status(Status::Error(format!("cannot detach {}: {e}", a.dir)));
-                }
+/// `umount`: detach here, then unmount on the owner.
+pub async fn umount(cmd: &Umount, ctx: &Context) -> Reply {
+    let mounts = ctx.mounts();
+    let (r, uuid) = match mounts.resolve(&cmd.term) {
+        Ok(x) => x,
+        Err(e) => return failed(e),
+    };
+    let mut detached = None;
+    if let Some(a) = ctx.store().attach(&uuid) {
+        if is_mounted(&a.dir) {
+            if let Err(e) = crate::mount::detach(std::path::Path::new(&a.dir)).await {
+                return Reply::status(Status::Error(format!("cannot detach {}: {e}", a.dir)));
             }
-            if let Err(e) = ctx.store().remove_attach(&uuid) {
-                tracing::warn!("cannot forget the attach: {e}");
-            }
-            ctx.event("mount", format!("detached {uuid} from {}", a.dir));
-            detached = Some(a.dir);
         }
-        let m = match mounts.on_owner(&r, &uuid, false, true).await {
-            Ok(m) => m,
-            Err(e) => return failed(e),
-        };
-        let out = UmountOut {
-            host: &r.at.host,
-            device: &m.device,
-            mountpoint: &m.mountpoint,
-            detached,
-        };
-        if self.json {
-            return Reply::ok(json_body(&out));
+        if let Err(e) = ctx.store().remove_attach(&uuid) {
+            tracing::warn!("cannot forget the attach: {e}");
         }
-        let mut body = Vec::new();
-        if let Some(dir) = &out.detached {
-            body.push(format!("detached {dir}"));
-        }
-        body.push(format!(
-            "{} of {}: {} ({})",
-            out.device, out.host, m.message, out.mountpoint
-        ));
-        Reply::ok(body)
+        ctx.event("mount", format!("detached {uuid} from {}", a.dir));
+        detached = Some(a.dir);
     }
+    let m = match mounts.on_owner(&r, &uuid, false, true).await {
+        Ok(m) => m,
+        Err(e) => return failed(e),
+    };
+    let out = UmountOut {
+        host: &r.at.host,
+        device: &m.device,
+        mountpoint: &m.mountpoint,
+        detached,
+    };
+    if cmd.json {
+        return Reply::ok(json_body(&out));
+    }
+    let mut body = Vec::new();
+    if let Some(dir) = &out.detached {
+        body.push(format!("detached {dir}"));
+    }
+    body.push(format!(
+        "{} of {}: {} ({})",
+        out.device, out.host, m.message, out.mountpoint
+    ));
+    Reply::ok(body)
 }

@@ -2,29 +2,16 @@
 
 use std::time::Duration;
 
-use super::Args;
-use crate::control::proto::{Reply, Status};
 use crate::control::Context;
 use crate::peer::{PeerError, PeerRequest};
+use crate::protocol::frame::{Reply, Status};
 
-/// `ping`
-#[derive(Debug, PartialEq, Eq)]
-pub struct Ping;
-
-impl Ping {
-    /// Parse the arguments.
-    pub fn parse(args: &mut Args) -> Result<Ping, Reply> {
-        args.finish()?;
-        Ok(Ping)
-    }
-
-    /// Ask the peer layer to send a ping.
-    pub async fn apply(self, ctx: &Context) -> Reply {
-        peer_reply(
-            ctx.peers().request(PeerRequest::Ping, PEER_DEADLINE).await,
-            |()| "ping sent; peers answer within a second".to_string(),
-        )
-    }
+/// Ask the peer layer to send a ping.
+pub async fn apply(ctx: &Context) -> Reply {
+    peer_reply(
+        ctx.peers().request(PeerRequest::Ping, PEER_DEADLINE).await,
+        |()| "ping sent; peers answer within a second".to_string(),
+    )
 }
 
 /// How long a command waits for the peer layer.

@@ -4,17 +4,12 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{json_body, Args};
-use crate::control::proto::Reply;
+use super::json_body;
 use crate::control::Context;
 use crate::inventory::WatcherHealth;
+use crate::protocol::commands::Json;
+use crate::protocol::frame::Reply;
 use crate::telemetry::Stats;
-
-/// `status [--json]`
-#[derive(Debug, PartialEq, Eq)]
-pub struct StatusCmd {
-    json: bool,
-}
 
 #[derive(Serialize)]
 struct Counters {
@@ -60,66 +55,58 @@ struct Out {
     watchers: BTreeMap<&'static str, WatcherHealth>,
 }
 
-impl StatusCmd {
-    /// Parse the arguments.
-    pub fn parse(args: &mut Args) -> Result<StatusCmd, Reply> {
-        let json = args.flag("--json");
-        args.finish()?;
-        Ok(StatusCmd { json })
+/// Build the reply.
+pub fn apply(cmd: &Json, ctx: &Context) -> Reply {
+    let s = ctx.stats();
+    let store = ctx.store();
+
+    let peers = store.peers();
+    let out = Out {
+        node: ctx.node().name.clone(),
+        node_id: ctx.node().id.clone(),
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_secs: ctx.uptime().as_secs(),
+        store: store.path().display().to_string(),
+        store_bytes: store.size_on_disk(),
+        disks_local: store.local_inventory().len(),
+        disks_known: store.sightings_len(),
+        peers: peers.len(),
+        peers_live: peers
+            .iter()
+            .filter(|p| p.is_live(crate::model::now_millis(), ctx.peer_expiry()))
+            .count(),
+        multicast: ctx.peers().status().state(),
+        legacy: ctx.config().multicast.legacy,
+        legacy_left_out: ctx.peers().status().legacy_left_out(),
+        keys: ctx.peers().status().key_fingerprints().to_vec(),
+        peer_keys: peers
+            .iter()
+            .map(|p| (p.node.clone(), p.key.clone()))
+            .collect(),
+        counters: Counters {
+            packets_sent: Stats::get(&s.packets_sent),
+            packets_received: Stats::get(&s.packets_received),
+            packets_rejected: Stats::get(&s.packets_rejected),
+            rejected_by_reason: ctx.peers().status().rejected(),
+            announces: Stats::get(&s.announces),
+            bytes_sent: Stats::get(&s.bytes_sent),
+            send_errors: Stats::get(&s.send_errors),
+            pings_answered: Stats::get(&s.pings_answered),
+            pings_suppressed: Stats::get(&s.pings_suppressed),
+            sessions_open: Stats::get(&s.sessions_open),
+            sessions_total: Stats::get(&s.sessions_total),
+            sessions_refused: Stats::get(&s.sessions_refused),
+            commands: Stats::get(&s.commands),
+            command_errors: Stats::get(&s.command_errors),
+            store_errors: Stats::get(&s.store_errors),
+        },
+        watchers: ctx.inventory().health(),
+    };
+    if cmd.json {
+        return Reply::ok(json_body(&out));
     }
-
-    /// Build the reply.
-    pub fn apply(self, ctx: &Context) -> Reply {
-        let s = ctx.stats();
-        let store = ctx.store();
-
-        let peers = store.peers();
-        let out = Out {
-            node: ctx.node().name.clone(),
-            node_id: ctx.node().id.clone(),
-            version: env!("CARGO_PKG_VERSION"),
-            uptime_secs: ctx.uptime().as_secs(),
-            store: store.path().display().to_string(),
-            store_bytes: store.size_on_disk(),
-            disks_local: store.local_inventory().len(),
-            disks_known: store.sightings_len(),
-            peers: peers.len(),
-            peers_live: peers
-                .iter()
-                .filter(|p| p.is_live(crate::model::now_millis(), ctx.peer_expiry()))
-                .count(),
-            multicast: ctx.peers().status().state(),
-            legacy: ctx.config().multicast.legacy,
-            legacy_left_out: ctx.peers().status().legacy_left_out(),
-            keys: ctx.peers().status().key_fingerprints().to_vec(),
-            peer_keys: peers
-                .iter()
-                .map(|p| (p.node.clone(), p.key.clone()))
-                .collect(),
-            counters: Counters {
-                packets_sent: Stats::get(&s.packets_sent),
-                packets_received: Stats::get(&s.packets_received),
-                packets_rejected: Stats::get(&s.packets_rejected),
-                rejected_by_reason: ctx.peers().status().rejected(),
-                announces: Stats::get(&s.announces),
-                bytes_sent: Stats::get(&s.bytes_sent),
-                send_errors: Stats::get(&s.send_errors),
-                pings_answered: Stats::get(&s.pings_answered),
-                pings_suppressed: Stats::get(&s.pings_suppressed),
-                sessions_open: Stats::get(&s.sessions_open),
-                sessions_total: Stats::get(&s.sessions_total),
-                sessions_refused: Stats::get(&s.sessions_refused),
-                commands: Stats::get(&s.commands),
-                command_errors: Stats::get(&s.command_errors),
-                store_errors: Stats::get(&s.store_errors),
-            },
-            watchers: ctx.inventory().health(),
-        };
-        if self.json {
-            return Reply::ok(json_body(&out));
-        }
-        let c = &out.counters;
-        let mut body = vec![
+    let c = &out.counters;
+    let mut body = vec![
             format!("node       {} ({})", out.node, out.node_id),
             format!("version    {}", out.version),
             format!(
@@ -192,22 +179,21 @@ impl StatusCmd {
                 c.sessions_open, c.sessions_total, c.sessions_refused, c.commands, c.command_errors
             ),
         ];
-        for (name, h) in &out.watchers {
-            let mut line = format!(
-                "watcher    {name}: {}; every {}; {} ok, {} failed",
-                h.state, h.interval, h.scans_ok, h.scans_failed
-            );
-            if let Some(t) = &h.last_ok {
-                line.push_str(&format!("; last good scan {t}, {} found", h.found));
-            }
-            if let Some(t) = &h.running_since {
-                line.push_str(&format!("; scanning since {t}"));
-            }
-            if let Some(e) = &h.last_error {
-                line.push_str(&format!("; error: {e}"));
-            }
-            body.push(line);
+    for (name, h) in &out.watchers {
+        let mut line = format!(
+            "watcher    {name}: {}; every {}; {} ok, {} failed",
+            h.state, h.interval, h.scans_ok, h.scans_failed
+        );
+        if let Some(t) = &h.last_ok {
+            line.push_str(&format!("; last good scan {t}, {} found", h.found));
         }
-        Reply::ok(body)
+        if let Some(t) = &h.running_since {
+            line.push_str(&format!("; scanning since {t}"));
+        }
+        if let Some(e) = &h.last_error {
+            line.push_str(&format!("; error: {e}"));
+        }
+        body.push(line);
     }
+    Reply::ok(body)
 }

@@ -1,0 +1,404 @@
+//! Every control command, defined once.
+//!
+//! [`Request`] is what a client may ask the daemon; each variant's doc comment is its help
+//! text, and its fields are its arguments. The same enum is parsed from a socket line
+//! ([`SessionCommand::parse`], which adds the session-only `help` and `quit`), flattened
+//! into the `diskd` subcommands (`flags.rs`), rendered as `help`, and written back to a
+//! line by the one-shot client ([`Request::to_line`]).
+
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+
+use super::frame::quote;
+
+/// A command the daemon carries out.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum Request {
+    /// Where is the disk? TERM is a UUID (any case), a label (exact) or a device path.
+    #[command(visible_alias = "where")]
+    Query(Query),
+    /// Every disk the daemon knows, live ones first (only HOST's with HOST).
+    #[command(visible_alias = "ls")]
+    List(List),
+    /// Every peer ever heard, with liveness.
+    Peers(Json),
+    /// Node name, uptime, counters, store size and watcher health.
+    Status(Json),
+    /// This node's name, id and addresses.
+    Localhost(Json),
+    /// Run every watcher now and report what each found.
+    Refresh,
+    /// Multicast our inventory now.
+    Announce,
+    /// Ask every peer to re-announce (each peer answers at most one ping per interval).
+    Ping,
+    /// Get the disk mounted on the host it is attached to (under mount.root/<uuid>);
+    /// with --attach, also make it reachable here (mount.attach_command, sshfs by default).
+    Mount(Mount),
+    /// Undo `mount`: detach what --attach attached here, and unmount on the disk's host.
+    #[command(visible_alias = "unmount")]
+    Umount(Umount),
+    /// Stream the daemon's events (scans, changes, peers, errors) until stopped (a line
+    /// on the socket, Ctrl-C for `diskd debug`).
+    Debug,
+}
+
+/// `--json` alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct Json {
+    /// Print JSON instead of a table or text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `query`/`where`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct Query {
+    /// UUID, label or device path.
+    pub term: String,
+    /// Print a JSON array of disks instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `list`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct List {
+    /// Only the disks of this node.
+    #[arg(value_name = "HOST", conflicts_with = "host")]
+    pub node: Option<String>,
+    /// Only the disks of this node (same as HOST).
+    #[arg(long, value_name = "NODE")]
+    pub host: Option<String>,
+    /// Print a JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl List {
+    /// The node asked for, however it was given.
+    pub fn node(&self) -> Option<&str> {
+        self.node.as_deref().or(self.host.as_deref())
+    }
+}
+
+/// Arguments of `mount`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct Mount {
+    /// UUID, label or device path of a live disk.
+    pub term: String,
+    /// Also reach it from this machine at DIR (absolute on the socket; the `diskd mount`
+    /// client makes a relative DIR absolute).
+    #[arg(long, value_name = "DIR")]
+    pub attach: Option<String>,
+    /// Mount it read-only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Print a JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `umount`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct Umount {
+    /// UUID, label or device path.
+    pub term: String,
+    /// Print a JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Request {
+    /// The socket line that asks for this (quoted, so any term survives the trip).
+    pub fn to_line(&self) -> String {
+        let mut words: Vec<String> = Vec::new();
+        let flag = |words: &mut Vec<String>, on: bool, name: &str| {
+            if on {
+                words.push(name.to_string());
+            }
+        };
+        match self {
+            Request::Query(q) => {
+                words.extend(["where".into(), quote(&q.term)]);
+                flag(&mut words, q.json, "--json");
+            }
+            Request::List(l) => {
+                words.push("list".into());
+                if let Some(n) = l.node() {
+                    words.push(quote(n));
+                }
+                flag(&mut words, l.json, "--json");
+            }
+            Request::Peers(j) | Request::Status(j) | Request::Localhost(j) => {
+                words.push(self.name().into());
+                flag(&mut words, j.json, "--json");
+            }
+            Request::Refresh | Request::Announce | Request::Ping | Request::Debug => {
+                words.push(self.name().into())
+            }
+            Request::Mount(m) => {
+                words.extend(["mount".into(), quote(&m.term)]);
+                flag(&mut words, m.read_only, "--read-only");
+                if let Some(dir) = &m.attach {
+                    words.extend(["--attach".into(), quote(dir)]);
+                }
+                flag(&mut words, m.json, "--json");
+            }
+            Request::Umount(u) => {
+                words.extend(["umount".into(), quote(&u.term)]);
+                flag(&mut words, u.json, "--json");
+            }
+        }
+        words.join(" ")
+    }
+
+    /// The command's socket name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Query(_) => "where",
+            Request::List(_) => "list",
+            Request::Peers(_) => "peers",
+            Request::Status(_) => "status",
+            Request::Localhost(_) => "localhost",
+            Request::Refresh => "refresh",
+            Request::Announce => "announce",
+            Request::Ping => "ping",
+            Request::Mount(_) => "mount",
+            Request::Umount(_) => "umount",
+            Request::Debug => "debug",
+        }
+    }
+}
+
+/// One line of a control session: a [`Request`], or one of the session's own commands.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum SessionCommand {
+    /// A command for the daemon.
+    #[command(flatten)]
+    Request(Request),
+    /// This list, or the usage of one command.
+    #[command(visible_alias = "?")]
+    Help {
+        /// The command to explain.
+        command: Option<String>,
+    },
+    /// End this session.
+    #[command(visible_alias = "exit")]
+    Quit,
+}
+
+/// The parser of one socket line: no program name, no `--help`/`--version` of clap's own
+/// (`help` is a command here).
+#[derive(Debug, Parser)]
+#[command(
+    name = "diskd",
+    no_binary_name = true,
+    disable_help_flag = true,
+    disable_help_subcommand = true,
+    disable_version_flag = true
+)]
+struct Line {
+    #[command(subcommand)]
+    command: SessionCommand,
+}
+
+impl SessionCommand {
+    /// Parse the words of one line (not empty). The command name is case-insensitive. The
+    /// error is one line, fit for a `-USAGE` reply.
+    pub fn parse(mut words: Vec<String>) -> Result<SessionCommand, String> {
+        let Some(first) = words.first_mut() else {
+            return Err("empty command".into());
+        };
+        *first = first.to_ascii_lowercase();
+        let name = truncate(first, 64);
+        let matches = Line::command().try_get_matches_from(&words).map_err(|e| {
+            use clap::error::ErrorKind;
+            match e.kind() {
+                ErrorKind::InvalidSubcommand => {
+                    format!("unknown command {name:?}; type 'help' for the list")
+                }
+                _ => format!("{name}: {}; see 'help {name}'", first_line(&e.to_string())),
+            }
+        })?;
+        Line::from_arg_matches(&matches)
+            .map(|l| l.command)
+            .map_err(|e| format!("{name}: {}", first_line(&e.to_string())))
+    }
+
+    /// `help`: every command with its usage and what it does, in definition order.
+    pub fn help_rows() -> Vec<(String, String, String)> {
+        let cmd = Line::command();
+        cmd.get_subcommands()
+            .map(|sub| {
+                let name = sub.get_name().to_string();
+                let mut names = vec![name.clone()];
+                names.extend(sub.get_visible_aliases().map(str::to_string));
+                let args = usage_args(sub);
+                let usage = if args.is_empty() {
+                    names.join(" | ")
+                } else {
+                    format!("{} {args}", names.join(" | "))
+                };
+                let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
+                (name, usage, about)
+            })
+            .collect()
+    }
+
+    /// Every command name and alias, for the REPL's tab completion.
+    pub fn names() -> Vec<String> {
+        let cmd = Line::command();
+        let mut out = Vec::new();
+        for sub in cmd.get_subcommands() {
+            out.push(sub.get_name().to_string());
+            out.extend(sub.get_visible_aliases().map(str::to_string));
+        }
+        out
+    }
+}
+
+/// `TERM [--json]`-style usage of one command, from its argument definitions.
+fn usage_args(cmd: &clap::Command) -> String {
+    let mut parts = Vec::new();
+    for arg in cmd.get_arguments() {
+        let value = arg
+            .get_value_names()
+            .and_then(|v| v.first())
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| arg.get_id().to_string().to_ascii_uppercase());
+        let text = match arg.get_long() {
+            Some(long) if arg.get_action().takes_values() => format!("--{long} {value}"),
+            Some(long) => format!("--{long}"),
+            None => value,
+        };
+        parts.push(if arg.is_required_set() {
+            text
+        } else {
+            format!("[{text}]")
+        });
+    }
+    parts.join(" ")
+}
+
+fn first_line(text: &str) -> String {
+    let line = text.lines().next().unwrap_or("").trim();
+    line.strip_prefix("error: ").unwrap_or(line).to_string()
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &str) -> Result<SessionCommand, String> {
+        SessionCommand::parse(crate::protocol::frame::tokenize(line).unwrap())
+    }
+
+    #[test]
+    fn the_definitions_are_consistent() {
+        Line::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_each_command_and_alias() {
+        assert_eq!(
+            parse("where \"my disk\" --json").unwrap(),
+            SessionCommand::Request(Request::Query(Query {
+                term: "my disk".into(),
+                json: true
+            }))
+        );
+        let list = |node: Option<&str>, host: Option<&str>| {
+            SessionCommand::Request(Request::List(List {
+                node: node.map(Into::into),
+                host: host.map(Into::into),
+                json: false,
+            }))
+        };
+        assert_eq!(parse("LIST node-a").unwrap(), list(Some("node-a"), None));
+        assert_eq!(parse("ls --host b").unwrap(), list(None, Some("b")));
+        assert_eq!(parse("exit").unwrap(), SessionCommand::Quit);
+        assert_eq!(
+            parse("? mount").unwrap(),
+            SessionCommand::Help {
+                command: Some("mount".into())
+            }
+        );
+        assert!(matches!(
+            parse("unmount x").unwrap(),
+            SessionCommand::Request(Request::Umount(_))
+        ));
+        assert_eq!(
+            parse("debug").unwrap(),
+            SessionCommand::Request(Request::Debug)
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_commands_and_stray_arguments() {
+        let e = parse("frobnicate --now").unwrap_err();
+        assert!(e.contains("unknown command \"frobnicate\""), "{e}");
+        for bad in [
+            "where",
+            "status extra",
+            "list a b",
+            "peers --xml",
+            "quit now",
+            "list a --host b",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_request_survives_the_trip_to_a_line_and_back() {
+        for line in [
+            "where 'my disk; $(id)' --json",
+            "list node-a --json",
+            "list",
+            "peers --json",
+            "status",
+            "localhost --json",
+            "refresh",
+            "announce",
+            "ping",
+            "debug",
+            "mount x --read-only --attach '/mnt/a b' --json",
+            "umount x",
+        ] {
+            let SessionCommand::Request(r) = parse(line).unwrap() else {
+                panic!("{line}: not a request");
+            };
+            let again = parse(&r.to_line()).unwrap();
+            assert_eq!(again, SessionCommand::Request(r), "{line}");
+        }
+    }
+
+    #[test]
+    fn help_lists_every_command() {
+        let rows = SessionCommand::help_rows();
+        let names: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+        for want in [
+            "query",
+            "list",
+            "peers",
+            "status",
+            "localhost",
+            "refresh",
+            "announce",
+            "ping",
+            "mount",
+            "umount",
+            "debug",
+            "help",
+            "quit",
+        ] {
+            assert!(names.contains(&want), "{want} missing from {names:?}");
+        }
+        let query = rows.iter().find(|r| r.0 == "query").unwrap();
+        assert_eq!(query.1, "query | where TERM [--json]");
+    }
+}
