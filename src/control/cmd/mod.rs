@@ -22,10 +22,10 @@ use crate::protocol::Request;
 /// Carry out a request that produces one reply (`debug` streams, so the session runs it).
 pub async fn apply(request: &Request, ctx: &Context) -> Reply {
     match request {
-        Request::Query(c) => where_is::apply(c, ctx),
-        Request::List(c) => list::apply(c, ctx),
-        Request::Peers(c) => peers::apply(c, ctx),
-        Request::Status(c) => status::apply(c, ctx),
+        Request::Query(c) => off_runtime(ctx, c, where_is::apply).await,
+        Request::List(c) => off_runtime(ctx, c, list::apply).await,
+        Request::Peers(c) => off_runtime(ctx, c, peers::apply).await,
+        Request::Status(c) => off_runtime(ctx, c, status::apply).await,
         Request::Localhost(c) => localhost::apply(c, ctx),
         Request::Refresh => refresh::apply(ctx).await,
         Request::Announce => announce::apply(ctx).await,
@@ -36,6 +36,20 @@ pub async fn apply(request: &Request, ctx: &Context) -> Reply {
             "debug streams; not a one-reply command".into(),
         )),
     }
+}
+
+/// Run a command that reads the store on a blocking thread: a store read may wait while
+/// our own inventory is being flushed (it is durable before it is visible), and that wait
+/// must never hold one of the runtime's worker threads.
+async fn off_runtime<A: Clone + Send + 'static>(
+    ctx: &Context,
+    args: &A,
+    f: fn(&A, &Context) -> Reply,
+) -> Reply {
+    let (ctx, args) = (ctx.clone(), args.clone());
+    tokio::task::spawn_blocking(move || f(&args, &ctx))
+        .await
+        .unwrap_or_else(|e| Reply::status(Status::Error(format!("the command failed: {e}"))))
 }
 
 /// Render a serialisable value as a one-line JSON reply body.
