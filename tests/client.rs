@@ -1,6 +1,6 @@
 //! The one-shot client and the REPL's script mode against a real daemon.
 
-mod util;
+use crate::util;
 
 use util::TestDaemon;
 

@@ -2,7 +2,7 @@
 //! hung/failing/missing blkid, persistence across SIGTERM and SIGKILL, the socket and store
 //! start-up checks, many sessions, bad input, script mode and the config file.
 
-mod util;
+use crate::util;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;

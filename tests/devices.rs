@@ -1,11 +1,11 @@
 //! The real watchers against real block devices: ext4 images on loop devices, found by the
 //! system's blkid, mounted and bind-mounted in a temp dir, then detached.
 //!
-//! Needs root (loop devices, mounts); skipped otherwise (see `util::root_or_skip`). Works in
-//! the host's mount namespace, so everything is mounted below a temp dir and undone by a
-//! guard that also runs when an assertion fails.
+//! Needs root (loop devices, mounts), so every test is `#[ignore = "needs root"]` (see
+//! `util::require_root`). Works in the host's mount namespace, so everything is mounted
+//! below a temp dir and undone by a guard that also runs when an assertion fails.
 
-mod util;
+use crate::util;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -222,10 +222,9 @@ fn assert_disk(d: &TestDaemon, img: &Image, dev: &str, live: bool) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn loop_devices_are_found_mounted_and_lost() {
-    if !util::root_or_skip("loop_devices_are_found_mounted_and_lost") {
-        return;
-    }
+    util::require_root();
     let mut fx = Fixture::new();
     let root = fx.path();
     let a = Image::create(&root, "a.img", "diskd test A");
@@ -337,10 +336,9 @@ fn loop_devices_are_found_mounted_and_lost() {
 /// unmount and a detach showing up within the deadline: the block uevent (or the
 /// /proc/partitions fallback) and mountinfo's POLLPRI trigger the scans.
 #[test]
+#[ignore = "needs root"]
 fn kernel_events_trigger_scans_without_waiting_for_the_interval() {
-    if !util::root_or_skip("kernel_events_trigger_scans") {
-        return;
-    }
+    util::require_root();
     let mut fx = Fixture::new();
     let root = fx.path();
     let img = Image::create(&root, "ev.img", "diskd-events");

@@ -1,6 +1,6 @@
 //! Hostile clients on the control socket: stalled sessions by the thousand, binary garbage.
 
-mod util;
+use crate::util;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;

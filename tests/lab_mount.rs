@@ -3,14 +3,13 @@
 //! through sshfs. Needs root. Everything (mounts, loop devices, sshd, namespaces) is torn
 //! down by guards, also when the test fails.
 
-mod util;
+use crate::util;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use diskd_lab::{sh, wait_for, Lab};
-use util::root_or_skip;
 
 const LONG: Duration = Duration::from_secs(20);
 const HOSTILE: &str = "x; touch /tmp/pwned $(id)";
@@ -115,10 +114,9 @@ fn mounted_at(pid: u32, dir: &str) -> Option<String> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn mount_a_remote_disk_and_reach_it_over_sshfs() {
-    if !root_or_skip("mount_remote") {
-        return;
-    }
+    util::require_root();
     let _ = std::fs::remove_file("/tmp/pwned");
     let work = tempfile::tempdir().unwrap();
     let w = work.path();
@@ -409,10 +407,11 @@ fn mount_a_remote_disk_and_reach_it_over_sshfs() {
         "-c",
         &send(captured.clone()),
     ]);
+    // Every replay counted as rejected means none was acted on, so no pause is needed
+    // before checking that nothing got mounted.
     wait_for("a to reject the replays", LONG, || {
         rejected(&mut lab, "replay") >= replay_before + captured.len() as u64
     });
-    std::thread::sleep(Duration::from_millis(500));
     assert!(
         mounted_at(a_pid, &target).is_none(),
         "a forged or replayed request mounted the disk"

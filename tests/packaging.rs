@@ -3,9 +3,10 @@
 //!
 //! Tools these tests use only when present (systemd-analyze, man, groff, bash, zsh, fish) are
 //! skipped with a printed `SKIPPED` line when missing; scripts/debian-deps installs systemd
-//! (systemd-analyze) and bash for CI.
+//! (systemd-analyze) and bash for CI, so under `DISKD_REQUIRE_ROOT_TESTS=1` (CI) a missing
+//! one of those two is a failure instead (see `have_or_skip`).
 
-mod util;
+use crate::util;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::{UnixDatagram, UnixStream};
@@ -30,6 +31,25 @@ fn have(tool: &str) -> bool {
                     .unwrap_or(false)
         })
     })
+}
+
+/// Tools that scripts/debian-deps installs, so CI must have them.
+const CI_INSTALLS: &[&str] = &["systemd-analyze", "bash"];
+
+/// Whether `tool` is there; if not, print why the check is `SKIPPED` and return false.
+/// Under `DISKD_REQUIRE_ROOT_TESTS=1` (CI, which runs scripts/debian-deps) a missing tool
+/// that CI installs is a failure instead, so CI never passes a check it did not run.
+fn have_or_skip(tool: &str, what: &str) -> bool {
+    if have(tool) {
+        return true;
+    }
+    if CI_INSTALLS.contains(&tool)
+        && std::env::var("DISKD_REQUIRE_ROOT_TESTS").as_deref() == Ok("1")
+    {
+        panic!("{tool} not installed, although scripts/debian-deps installs it for CI");
+    }
+    eprintln!("SKIPPED: {tool} not installed, {what}");
+    false
 }
 
 fn output_text(out: &std::process::Output) -> String {
@@ -64,8 +84,7 @@ fn service_directives(unit: &str) -> Vec<(String, String)> {
 
 #[test]
 fn unit_passes_systemd_analyze_verify() {
-    if !have("systemd-analyze") {
-        eprintln!("SKIPPED: systemd-analyze not installed");
+    if !have_or_skip("systemd-analyze", "the unit not verified") {
         return;
     }
     let unit = std::fs::read_to_string(repo_file("config/diskd.service")).unwrap();
@@ -300,8 +319,7 @@ fn completions_refuse_an_unknown_shell() {
 
 /// Check a completion script's syntax with its own shell, when that shell is installed.
 fn check_syntax(shell: &str, check: &[&str]) {
-    if !have(shell) {
-        eprintln!("SKIPPED: {shell} not installed, completion syntax not checked");
+    if !have_or_skip(shell, "completion syntax not checked") {
         return;
     }
     let r = run_diskd(&["completions", shell], None);
@@ -356,7 +374,7 @@ fn man_page_is_roff_and_documents_every_command() {
         assert!(page.contains(word), "the man page lacks {word}:\n{page}");
     }
 
-    if have("groff") {
+    if have_or_skip("groff", "man page not typeset") {
         let out = Command::new("groff")
             .args(["-man", "-ww", "-z"])
             .stdin(std::process::Stdio::piped())
@@ -374,7 +392,5 @@ fn man_page_is_roff_and_documents_every_command() {
             "groff warns about the man page\n{}",
             output_text(&out)
         );
-    } else {
-        eprintln!("SKIPPED: groff not installed, man page not typeset");
     }
 }

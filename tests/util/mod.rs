@@ -17,17 +17,15 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_diskd"))
 }
 
-/// Tests that need root call this first: `false` (skip, with a printed reason) when not
-/// root, unless `DISKD_REQUIRE_ROOT_TESTS=1`, which turns the skip into a failure (CI).
-pub fn root_or_skip(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var("DISKD_REQUIRE_ROOT_TESTS").as_deref() == Ok("1") {
-        panic!("{test}: needs root, and DISKD_REQUIRE_ROOT_TESTS=1 forbids skipping");
-    }
-    eprintln!("SKIPPED {test}: needs root (loop devices, mounts, namespaces)");
-    false
+/// Tests that need root (loop devices, mounts, namespaces) are `#[ignore = "needs root"]`,
+/// so a normal user's `cargo test` lists them as ignored; root and CI run them with
+/// `-- --include-ignored`. They call this first: run without root, such a test fails with a
+/// clear message rather than passing without having tested anything.
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "needs root: run as root, or without --include-ignored"
+    );
 }
 
 /// Write an executable shell script.
