@@ -948,3 +948,63 @@ fn node_name(d: &TestDaemon) -> String {
     let v: Value = serde_json::from_str(&r.body[0]).unwrap();
     v["node"].as_str().unwrap().to_string()
 }
+
+// ---- 11. shutdown ----
+
+#[test]
+fn sigterm_during_a_hung_scan_stops_at_once_and_kills_blkid() {
+    // The scan may run for a minute before the daemon's own timeout would stop it.
+    let disk_timeout = Duration::from_secs(60);
+    let mut d = TestDaemon::new(&blkid_plain(&[backup_disk()]))
+        .arg("--disk-timeout")
+        .arg(&format!("{}s", disk_timeout.as_secs()))
+        .start();
+    d.wait_query(BACKUP_UUID);
+    let daemon_pid = d.pid() as i32;
+
+    // Every scan from now on hangs; `refresh` starts one (and waits for it, so it is sent
+    // from a thread of its own).
+    let pids = d.dir.path().join("hung.pids");
+    util::script(
+        &d.blkid,
+        &format!(
+            "echo $$ >> '{p}'\nsleep 1000 &\necho $! >> '{p}'\nwait",
+            p = pids.display()
+        ),
+    );
+    let socket = d.socket.to_string_lossy().into_owned();
+    let refresher =
+        std::thread::spawn(move || util::run_diskd(&["--socket", &socket, "refresh"], None));
+    util::wait_for("a hung scan", LONG, || {
+        read_pids(&pids).len() >= 2 && d.disks_health()["running_since"].is_string()
+    });
+    let hung = read_pids(&pids);
+
+    let started = Instant::now();
+    assert_eq!(d.stop(), 0, "log:\n{}", d.log_text());
+    let took = started.elapsed();
+    // Every task stopped on the signal itself: the drain deadline (after which the daemon
+    // warns and exits anyway) was never reached.
+    let log = d.log_text();
+    assert!(!log.contains("did not stop within"), "{log}");
+    // So it stopped far below the scan's own timeout (generous: CI machines are loaded).
+    assert!(
+        took < disk_timeout / 20,
+        "took {took:?} with a hung scan; log:\n{log}"
+    );
+    assert!(!d.socket.exists(), "the socket was not removed");
+    for &pid in &hung {
+        util::wait_for("the hung blkid to be killed", LONG, || {
+            !util::running_with_argv(pid, &["sleep", "1000"])
+                && !util::descendants(daemon_pid).contains(&pid)
+        });
+    }
+    // The client waiting for the refresh got an answer or an error, never a hang.
+    let r = refresher.join().unwrap();
+    assert_ne!(
+        r.code(),
+        0,
+        "a refresh cut short by shutdown cannot succeed: {}",
+        r.stderr()
+    );
+}

@@ -382,3 +382,41 @@ fn kernel_events_trigger_scans_without_waiting_for_the_interval() {
         record(d, &img.uuid).is_some_and(|r| r["live"] == false)
     });
 }
+
+/// The one-writer rule: a device attached and mounted back to back makes both watchers
+/// fire at nearly the same time; whatever order their scans finish in, the stored record
+/// must end with the mountpoint, never with an older composition written last.
+#[test]
+#[ignore = "needs root"]
+fn attach_then_mount_back_to_back_always_ends_with_the_mountpoint() {
+    util::require_root();
+    let mut fx = Fixture::new();
+    let root = fx.path();
+    let img = Image::create(&root, "race.img", "diskd-race");
+    fx.daemon = Some(
+        TestDaemon::new("")
+            .real_blkid()
+            .arg("--include-device")
+            .arg("/dev/loop*")
+            .start(),
+    );
+    let target = root.join("race mnt");
+    for round in 0..8 {
+        let dev = fx.attach(&img.file);
+        fx.mount(&[&dev], &target);
+        let d = fx.daemon();
+        let want = json!([path_str(&target)]);
+        wait_for(&format!("round {round}: the mount"), DEADLINE, || {
+            is_live(d, &img.uuid) && mountpoints(d, &img.uuid) == want
+        });
+        // Both watchers have run since; another scan of each changes nothing.
+        d.client(&["refresh"]).expect_code(0);
+        assert_eq!(mountpoints(d, &img.uuid), want, "round {round}");
+        fx.umount(&target);
+        fx.detach(&dev);
+        let d = fx.daemon();
+        wait_for(&format!("round {round}: the detach"), DEADLINE, || {
+            record(d, &img.uuid).is_some_and(|r| r["live"] == false)
+        });
+    }
+}

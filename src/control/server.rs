@@ -13,9 +13,9 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::cmd;
-use crate::model::Backoff;
 use super::connection::{Connection, Line};
 use super::Context;
+use crate::model::Backoff;
 use crate::protocol::frame::{tokenize, Reply, Status, MAX_LINE};
 use crate::protocol::{Request, SessionCommand};
 use crate::telemetry::Stats;

@@ -49,7 +49,12 @@ mod tests {
         let ms = Duration::from_millis;
         let mut b = Backoff::new(ms(10), ms(35));
         assert_eq!(
-            [b.next_delay(), b.next_delay(), b.next_delay(), b.next_delay()],
+            [
+                b.next_delay(),
+                b.next_delay(),
+                b.next_delay(),
+                b.next_delay()
+            ],
             [ms(10), ms(20), ms(35), ms(35)]
         );
         b.reset();
