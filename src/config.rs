@@ -534,6 +534,55 @@ mod tests {
     }
 
     #[test]
+    fn commands_split_as_a_shell_would_so_paths_may_hold_spaces() {
+        let c = load_yaml(
+            "watchers:\n  disks:\n    command: \"'/opt/my tools/blkid' -c /dev/null\"\nmount:\n  attach_command: \"sshfs -o 'IdentityFile=/root/my key' {addr}:{path} {target}\"\n",
+            &DaemonArgs::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.disks.command,
+            vec!["/opt/my tools/blkid", "-c", "/dev/null"]
+        );
+        let argv =
+            crate::mount::attach_argv(&c.mount.attach_command, "198.18.0.1", "a", "/p", "/t");
+        assert_eq!(
+            argv,
+            vec![
+                "sshfs",
+                "-o",
+                "IdentityFile=/root/my key",
+                "198.18.0.1:/p",
+                "/t"
+            ]
+        );
+        let e = load_yaml(
+            "mount:\n  attach_command: \"sshfs '{addr}\"\n",
+            &DaemonArgs::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("mount.attach_command"), "{e}");
+    }
+
+    #[test]
+    fn mount_allow_globs_follow_the_device_glob_rules() {
+        let args = DaemonArgs {
+            mount_allow: vec!["backup*".into()],
+            ..Default::default()
+        };
+        let c = Config::load(None, None, &args).unwrap();
+        assert!(c.mount.allow_set.is_match("backup-2024"));
+        // `*` stops at `/`, as in watchers.disks.include.
+        assert!(!c.mount.allow_set.is_match("backup/../etc"));
+        let bad = DaemonArgs {
+            mount_allow: vec!["[".into()],
+            ..Default::default()
+        };
+        let e = Config::load(None, None, &bad).unwrap_err();
+        assert!(e.to_string().contains("mount.allow"), "{e}");
+    }
+
+    #[test]
     fn bad_values_name_their_key() {
         let d = DaemonArgs::default();
         let cases = [

@@ -50,8 +50,8 @@ fn unreachable_daemon_is_exit_3_with_a_hint() {
 }
 
 /// The interactive REPL on a real terminal (a pty from util-linux `script`): commands run,
-/// Ctrl-C cancels the line being typed, end of input (Ctrl-D) exits, and the history is
-/// kept in ~/.diskd_history.
+/// Ctrl-C cancels the line being typed, Tab completes commands and known UUIDs, end of
+/// input (Ctrl-D) exits, and the history is kept in ~/.diskd_history.
 #[test]
 fn the_repl_on_a_terminal_keeps_history_and_cancels_with_ctrl_c() {
     use std::io::{Read, Write};
@@ -106,6 +106,13 @@ fn the_repl_on_a_terminal_keeps_history_and_cancels_with_ctrl_c() {
         stdin.write_all(b"status\r").unwrap();
         stdin.flush().unwrap();
         util::wait_for("the prompt after status", limit, prompts(4));
+        // Tab completes a command name, then a UUID the daemon knows.
+        stdin.write_all(b"ann\t\r").unwrap();
+        stdin.flush().unwrap();
+        util::wait_for("the prompt after a completed command", limit, prompts(5));
+        stdin.write_all(b"where 6fe1\t\r").unwrap();
+        stdin.flush().unwrap();
+        util::wait_for("the prompt after a completed UUID", limit, prompts(6));
     } // end of input: Ctrl-D at the prompt
     let status = child.wait().unwrap();
     reader.join().unwrap();
@@ -122,8 +129,88 @@ fn the_repl_on_a_terminal_keeps_history_and_cancels_with_ctrl_c() {
         history.contains("where backup") && history.contains("status"),
         "{history}"
     );
+    assert!(text.contains("announced"), "{text}");
+    assert!(
+        history.contains("announce\n")
+            && history.contains("where 6fe176fb-83a0-4e4a-af6a-f578ca7a1f65"),
+        "Tab did not complete: {history}"
+    );
     assert!(
         !history.contains("nothing-to-see"),
         "a cancelled line was kept: {history}"
     );
+}
+
+/// Every socket command is a `diskd` subcommand too, and `help` lists every command: both
+/// come from one definition.
+#[test]
+fn every_command_is_a_subcommand_and_in_help() {
+    let d = TestDaemon::new(TWO_DISKS).start();
+    d.wait_query("backup");
+    let r = d.client(&["localhost", "--json"]);
+    r.expect_code(0);
+    assert_eq!(r.json()["node"], "test-node", "{}", r.stdout());
+    let sock = d.socket.to_string_lossy().into_owned();
+    let help = util::run_diskd(&["--socket", &sock], Some("help\nhelp umount\n"));
+    help.expect_code(0);
+    let text = help.stdout();
+    for cmd in [
+        "query | where",
+        "list",
+        "peers",
+        "status",
+        "localhost",
+        "refresh",
+        "announce",
+        "ping",
+        "mount",
+        "umount",
+        "debug",
+        "help",
+        "quit",
+    ] {
+        assert!(text.contains(cmd), "help lacks {cmd}: {text}");
+    }
+    assert!(text.contains("umount | unmount TERM [--json]:"), "{text}");
+}
+
+/// `diskd debug` streams the daemon's events until it is interrupted.
+#[test]
+fn diskd_debug_streams_events() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let d = TestDaemon::new(TWO_DISKS).start();
+    d.wait_query("backup");
+    let mut child = Command::new(util::bin())
+        .args(["--socket", &d.socket.to_string_lossy(), "debug"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn diskd debug");
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let done = line.contains(" scan: disks:");
+            seen.push(line);
+            if done {
+                return (true, seen);
+            }
+        }
+        (false, seen)
+    });
+    // Scans until the stream shows one (the first may run before `debug` subscribed).
+    util::wait_for(
+        "a disk scan event on diskd debug",
+        std::time::Duration::from_secs(20),
+        || {
+            d.client(&["refresh"]).expect_code(0);
+            reader.is_finished()
+        },
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    let (found, seen) = reader.join().unwrap();
+    assert!(found, "no scan event in {seen:?}");
 }
