@@ -134,6 +134,20 @@ fn query_one(daemon: &TestDaemon, term: &str, d: &Disk) -> Value {
     all[0].clone()
 }
 
+/// Make every scan from now on hang: the fake blkid and a `sleep 1000` child of it, both
+/// pids appended to the returned file (read it with `read_pids`).
+fn hang_blkid(d: &TestDaemon) -> PathBuf {
+    let pids = d.dir.path().join("hung.pids");
+    util::script(
+        &d.blkid,
+        &format!(
+            "echo $$ >> '{p}'\nsleep 1000 &\necho $! >> '{p}'\nwait",
+            p = pids.display()
+        ),
+    );
+    pids
+}
+
 fn read_pids(path: &Path) -> Vec<i32> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     // Only complete lines: the script may be writing the next one.
@@ -262,14 +276,7 @@ fn hung_blkid_is_killed_and_queries_still_answer() {
     let daemon_pid = d.pid() as i32;
 
     // From now on every scan hangs: the script and a child of it, both pids recorded.
-    let pids = d.dir.path().join("hung.pids");
-    util::script(
-        &d.blkid,
-        &format!(
-            "echo $$ >> '{p}'\nsleep 1000 &\necho $! >> '{p}'\nwait",
-            p = pids.display()
-        ),
-    );
+    let pids = hang_blkid(&d);
 
     // A query sent while a scan hangs (its sleep is running before and after the reply)
     // is answered from the store. Scans time out every second or so, hence the retries.
@@ -964,14 +971,7 @@ fn sigterm_during_a_hung_scan_stops_at_once_and_kills_blkid() {
 
     // Every scan from now on hangs; `refresh` starts one (and waits for it, so it is sent
     // from a thread of its own).
-    let pids = d.dir.path().join("hung.pids");
-    util::script(
-        &d.blkid,
-        &format!(
-            "echo $$ >> '{p}'\nsleep 1000 &\necho $! >> '{p}'\nwait",
-            p = pids.display()
-        ),
-    );
+    let pids = hang_blkid(&d);
     let socket = d.socket.to_string_lossy().into_owned();
     let refresher =
         std::thread::spawn(move || util::run_diskd(&["--socket", &socket, "refresh"], None));
