@@ -240,16 +240,14 @@ impl Transport for MemoryTransport {
         std::future::ready(Ok(()))
     }
 
-    fn recv(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
-        async move {
-            loop {
-                // `notify_one` stores a permit when nobody waits, so a datagram delivered
-                // between the check and the wait is not missed.
-                if let Some(d) = self.pop() {
-                    return Ok(Self::copy(d, buf));
-                }
-                self.notify.notified().await;
+    async fn recv(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        loop {
+            // `notify_one` stores a permit when nobody waits, so a datagram delivered
+            // between the check and the wait is not missed.
+            if let Some(d) = self.pop() {
+                return Ok(Self::copy(d, buf));
             }
+            self.notify.notified().await;
         }
     }
 
