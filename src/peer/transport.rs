@@ -4,7 +4,13 @@
 //! daemons and the Perl diskd share the port; bound to the group so it receives nothing
 //! else), and one unbound for sending with the configured interface and TTL. Loopback is on:
 //! daemons on the same machine hear each other; our own datagrams are recognised by node id.
+//!
+//! The layer reaches the network only through the [`Transport`] trait, so the whole layer
+//! also runs in-process on a [`memory::MemoryHub`] (unit tests, simulations).
 
+pub mod memory;
+
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -16,6 +22,20 @@ use crate::config::Multicast;
 /// Receive buffer asked for: a wave from 1,000 peers is about 8,000 datagrams, which take
 /// about 2.5 KiB of buffer each in the kernel's accounting.
 const RECV_BUFFER: usize = 32 << 20;
+
+/// A datagram network the peer layer can run on: every datagram sent reaches every member
+/// of the group (the sender included, as multicast loops back), at most once, maybe not.
+pub trait Transport: Send + Sync {
+    /// Send one datagram to the group.
+    fn send(&self, datagram: &[u8]) -> impl Future<Output = io::Result<()>> + Send;
+    /// Receive one datagram; returns its length and sender address.
+    fn recv(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send;
+    /// Receive a datagram only if one is waiting now (`WouldBlock` otherwise), to drain a
+    /// burst before flushing.
+    fn try_recv(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)>;
+    /// Human description for logs and `status`.
+    fn describe(&self) -> &str;
+}
 
 /// The pair of sockets of the peer layer.
 pub struct MulticastTransport {
@@ -107,6 +127,21 @@ impl MulticastTransport {
     /// Receive one datagram; returns its length and sender address.
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
         self.recv.recv_from(buf).await
+    }
+}
+
+impl Transport for MulticastTransport {
+    fn send(&self, datagram: &[u8]) -> impl Future<Output = io::Result<()>> + Send {
+        MulticastTransport::send(self, datagram)
+    }
+    fn recv(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
+        MulticastTransport::recv(self, buf)
+    }
+    fn try_recv(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        MulticastTransport::try_recv(self, buf)
+    }
+    fn describe(&self) -> &str {
+        &self.describe
     }
 }
 

@@ -1,0 +1,385 @@
+//! What the layer does with a datagram it received, and with the passing of time.
+//!
+//! Each datagram is opened, decoded, checked against replays and the peer-table cap, and
+//! then handed to the state machines; this file turns their answers into store writes,
+//! events and counters. Housekeeping (expiry, stale generations) and the shutdown write
+//! live here too, as they are the other half of the peer table's I/O.
+
+use std::net::SocketAddr;
+
+use tokio::sync::oneshot;
+
+use super::mount_rpc::Serve;
+use super::pacer::Want;
+use super::table::Room;
+use super::wire::{self, Body, Reject};
+use super::{legacy, outbound::legacy_digest, IncomingMount, Layer};
+use crate::model::PeerRecord;
+use crate::telemetry::Stats;
+
+enum Kind {
+    Ping,
+    Other,
+}
+
+impl Layer {
+    /// Count a dropped datagram; describe it only to `debug` sessions (and trace logs): a
+    /// flood must not cost a formatted log line per datagram.
+    fn reject(&self, reason: Reject, from: SocketAddr) {
+        self.ctx.count_reject(reason.name());
+        tracing::trace!(%from, reason = reason.name(), "datagram dropped");
+        if self.ctx.has_subscribers() {
+            self.ctx.event(
+                "reject",
+                format!("datagram from {from} dropped: {}", reason.name()),
+            );
+        }
+    }
+
+    /// Whether a newcomer fits in the peer table (forgetting the oldest non-live peer,
+    /// in the store too, when at the cap).
+    fn make_room(&mut self) -> bool {
+        match self.table.make_room(self.clock.wall_ms()) {
+            Room::Fits => true,
+            Room::Full => false,
+            Room::Forgot { node_id, node } => {
+                tracing::info!(peer = %node, "peer table full: forgetting the oldest non-live peer");
+                self.ctx.store().remove_peer(&node_id).is_ok()
+            }
+        }
+    }
+
+    pub(super) async fn receive(&mut self, bytes: &[u8], from: SocketAddr) {
+        if bytes.starts_with(legacy::PREFIX) {
+            if !self.ctx.config().multicast.legacy {
+                return self.reject(Reject::Legacy, from);
+            }
+            return self.receive_legacy(bytes, from).await;
+        }
+        let (plain, key) = match self.keys.open(bytes) {
+            Ok(x) => x,
+            Err(reason) => return self.reject(reason, from),
+        };
+        let key = key.map(str::to_string);
+        let env = match wire::decode(&plain) {
+            Ok(env) => env,
+            Err(reason) => return self.reject(reason, from),
+        };
+        if env.node_id == self.ctx.node().id {
+            return; // our own datagram, looped back
+        }
+        if self.keys.enabled() {
+            // Only authenticated traffic can be meaningfully checked for replays: without
+            // keys anyone can forge a fresh datagram anyway.
+            let now = self.clock.wall_ms();
+            if let Err(reason) =
+                self.replay
+                    .check(&env.node_id, env.boot, env.seq, env.sent_ms, now)
+            {
+                return self.reject(reason, from);
+            }
+        }
+        let is_new = !self.table.contains(&env.node_id);
+        if is_new && !self.make_room() {
+            return self.reject(Reject::OverCapacity, from);
+        }
+        // Counted as received once it passed every check; a chunk refused by reassembly
+        // below is counted as rejected instead.
+        Stats::bump(&self.ctx.stats().packets_received);
+        let addr = from.ip().to_string();
+        let t = self.clock.wall_ms();
+        let heard = self.table.observe(&env, &addr, key, t);
+        for other in heard.conflicts {
+            tracing::warn!(
+                node = %env.node,
+                new_id = %env.node_id,
+                old_id = %other,
+                "two daemons use the same node name; listing both"
+            );
+            self.ctx.event(
+                "peer",
+                format!(
+                    "name conflict: {} is used by {} and {}",
+                    env.node, other, env.node_id
+                ),
+            );
+        }
+        let mut peer = heard.peer;
+        let mut important = heard.important;
+        let kind = match env.body {
+            Body::Ping => Kind::Ping,
+            _ => Kind::Other,
+        };
+        match env.body {
+            Body::Goodbye => {
+                self.table.said_goodbye(&mut peer);
+                self.save_peer(peer.clone(), true).await;
+                tracing::info!(peer = %peer.node, addr = %addr, "peer said goodbye");
+                self.ctx
+                    .event("peer", format!("{} ({addr}) said goodbye", peer.node));
+                return;
+            }
+            Body::Ping => {
+                self.want_announce("ping", &peer.node);
+            }
+            Body::MountRequest(req) => {
+                if req.target == self.ctx.node().id {
+                    self.serve_mount_request(&peer, req);
+                }
+            }
+            Body::MountReply(reply) => {
+                if reply.target == self.ctx.node().id {
+                    self.rpc.answered(reply);
+                }
+            }
+            Body::Inventory(chunk) => {
+                let now = self.clock.instant().into_std();
+                match self.reassembly.add(&env.node_id, env.boot, chunk, now) {
+                    Err(reason) => {
+                        self.ctx
+                            .stats()
+                            .packets_received
+                            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                        return self.reject(reason, from);
+                    }
+                    Ok(None) => {}
+                    Ok(Some(disks)) => {
+                        important |= peer.disks != disks.len();
+                        peer.disks = disks.len();
+                        self.store_inventory(&peer, &addr, &disks, t);
+                    }
+                }
+            }
+        }
+        let joined = self.table.joins(&peer);
+        important |= joined;
+        let rebooted = self.table.rebooted(&peer.node_id, env.boot);
+        if (joined || rebooted) && !matches!(kind, Kind::Ping) {
+            // It may have missed our announces while it was away or starting.
+            self.want_announce("new or restarted peer", &peer.node);
+        }
+        peer.gone = false;
+        self.save_peer(peer.clone(), important).await;
+        if joined {
+            self.table.mark_live(&peer.node_id);
+            tracing::info!(peer = %peer.node, addr = %addr, "peer joined");
+            self.ctx
+                .event("peer", format!("{} ({addr}) joined", peer.node));
+        }
+    }
+
+    /// Write a peer's complete inventory to the store.
+    fn store_inventory(
+        &mut self,
+        peer: &PeerRecord,
+        addr: &str,
+        disks: &[crate::model::DiskRecord],
+        t: u64,
+    ) {
+        let store = self.ctx.store();
+        match store.replace_peer_inventory(&peer.node_id, &peer.node, Some(addr), disks, t) {
+            Ok(diff) => {
+                // Only a changed inventory needs to reach the disk soon.
+                self.dirty |= !diff.is_empty();
+                let shown = if self.ctx.debugging() { usize::MAX } else { 0 };
+                for d in diff.appeared.iter().take(shown) {
+                    self.ctx
+                        .event("disk", format!("{}: appeared {}", peer.node, d.device));
+                }
+                for d in diff.vanished.iter().take(shown) {
+                    self.ctx
+                        .event("disk", format!("{}: vanished {}", peer.node, d.device));
+                }
+            }
+            Err(e) => {
+                Stats::bump(&self.ctx.stats().store_errors);
+                tracing::error!(peer = %peer.node, "cannot store inventory: {e}");
+            }
+        }
+    }
+
+    pub(super) async fn flush_if_dirty(&mut self) {
+        if std::mem::take(&mut self.dirty) {
+            let result = if self.clock.is_simulated() {
+                // See `Clock::is_simulated`: the same flush, on a blocking thread.
+                let store = self.ctx.store().clone();
+                let rt = tokio::runtime::Handle::current();
+                tokio::task::spawn_blocking(move || rt.block_on(store.flush()))
+                    .await
+                    .unwrap_or(Ok(()))
+            } else {
+                self.ctx.store().flush().await
+            };
+            if let Err(e) = result {
+                Stats::bump(&self.ctx.stats().store_errors);
+                tracing::error!("store flush failed: {e}");
+            }
+        }
+    }
+
+    /// Write every peer whose stored record lags behind (last seen, replay floor), so that
+    /// after a clean restart nothing we accepted before can be replayed to us.
+    pub(super) fn persist_all(&mut self) {
+        let store = self.ctx.store();
+        for p in self.table.unsaved() {
+            if let Err(e) = store.upsert_peer(p) {
+                tracing::warn!(peer = %p.node, "cannot store peer at shutdown: {e}");
+            }
+        }
+    }
+
+    /// A Perl diskd's datagram: its sender is listed under its IP address, marked legacy,
+    /// with the disks it sent (replacing its previous list, as the Perl daemon does). It is
+    /// never authenticated, so it never triggers anything (no announce, no mount).
+    async fn receive_legacy(&mut self, bytes: &[u8], from: SocketAddr) {
+        if self.sent_legacy.contains(&legacy_digest(bytes)) {
+            return; // our own, looped back
+        }
+        let disks = match legacy::decode(bytes) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::debug!(%from, "{e}");
+                return self.reject(Reject::LegacyInvalid, from);
+            }
+        };
+        let ip = from.ip().to_string();
+        let node_id = format!("legacy-{ip}");
+        let is_new = !self.table.contains(&node_id);
+        if is_new && !self.make_room() {
+            return self.reject(Reject::OverCapacity, from);
+        }
+        Stats::bump(&self.ctx.stats().packets_received);
+        let t = self.clock.wall_ms();
+        let mut peer = self.table.get(&node_id).cloned().unwrap_or(PeerRecord {
+            node_id: node_id.clone(),
+            node: ip.clone(),
+            addr: Some(ip.clone()),
+            first_seen: t,
+            last_seen: t,
+            gone: false,
+            legacy: true,
+            disks: 0,
+            key: None,
+            boot: 0,
+            sent_ms: 0,
+        });
+        peer.last_seen = t;
+        peer.disks = disks.len();
+        match self
+            .ctx
+            .store()
+            .replace_peer_inventory(&node_id, &ip, Some(&ip), &disks, t)
+        {
+            Ok(diff) => {
+                for d in &diff.appeared {
+                    self.ctx
+                        .event("disk", format!("{ip} (legacy): appeared {}", d.device));
+                }
+                for d in &diff.vanished {
+                    self.ctx
+                        .event("disk", format!("{ip} (legacy): vanished {}", d.device));
+                }
+            }
+            Err(e) => {
+                Stats::bump(&self.ctx.stats().store_errors);
+                tracing::error!(peer = %ip, "cannot store legacy inventory: {e}");
+            }
+        }
+        self.dirty = true;
+        let joined = self.table.joins(&peer);
+        self.save_peer(peer, true).await;
+        if joined {
+            self.table.mark_live(&node_id);
+            tracing::info!(peer = %ip, "legacy (Perl diskd) peer joined");
+            self.ctx.event("peer", format!("{ip} (legacy) joined"));
+        }
+    }
+
+    /// Keep the peer in memory; write it to the store when the table says it is due.
+    /// Hearing a peer again every few seconds does not rewrite its record each time.
+    async fn save_peer(&mut self, peer: PeerRecord, important: bool) {
+        if self.table.needs_write(&peer, important) {
+            match self.ctx.store().upsert_peer(&peer) {
+                Ok(()) => {
+                    self.table.written(&peer);
+                    self.dirty |= important;
+                }
+                Err(e) => {
+                    Stats::bump(&self.ctx.stats().store_errors);
+                    tracing::error!("cannot store peer: {e}");
+                }
+            }
+        }
+        self.table.insert(peer);
+    }
+
+    /// A peer asked for our inventory (a ping, or it is new or restarted and has none);
+    /// the pacer decides when (see `pacer.rs`).
+    fn want_announce(&mut self, why: &str, from: &str) {
+        let now = self.clock.instant();
+        match self.pacer.want(now, &mut self.rng) {
+            Want::Coalesced => Stats::bump(&self.ctx.stats().pings_suppressed),
+            Want::Scheduled(at) => {
+                Stats::bump(&self.ctx.stats().pings_answered);
+                self.ctx.event(
+                    "peer",
+                    format!(
+                        "{why} from {from}: announcing in {} ms",
+                        at.duration_since(now).as_millis()
+                    ),
+                );
+            }
+        }
+    }
+
+    /// A peer asks us to mount one of our disks. Carried out in its own task (a mount can
+    /// take a while); retries of the same request id get the same answer.
+    fn serve_mount_request(&mut self, from: &PeerRecord, req: wire::MountRequest) {
+        let key = (from.node_id.clone(), req.request_id);
+        let tx = self.done_tx.clone();
+        match self.rpc.serve(key.clone()) {
+            Serve::InProgress => {}
+            Serve::Repeat(reply) => {
+                // A retry: the answer was lost; send it again.
+                tokio::spawn(async move {
+                    let _ = tx.send((key, reply)).await;
+                });
+            }
+            Serve::New => {
+                let jobs = self.ctx.deps.mount_jobs.clone();
+                let requester = from.node.clone();
+                tokio::spawn(async move {
+                    let (reply, answer) = oneshot::channel();
+                    let job = IncomingMount {
+                        requester,
+                        requester_id: key.0.clone(),
+                        request: req,
+                        reply,
+                    };
+                    if jobs.send(job).await.is_ok() {
+                        if let Ok(reply) = answer.await {
+                            let _ = tx.send((key, reply)).await;
+                        }
+                    }
+                });
+            }
+        }
+    }
+
+    /// Expire peers and stale generations; true when a generation was dropped incomplete.
+    pub(super) fn housekeeping(&mut self) -> bool {
+        let dropped = self.reassembly.expire(self.clock.instant().into_std());
+        for _ in 0..dropped {
+            self.ctx.count_reject("incomplete_generation");
+        }
+        for gone in self.table.expire(self.clock.wall_ms()) {
+            // Persist the last time it was heard, which `save_peer` may have held back.
+            if let Some(p) = &gone.write {
+                let _ = self.ctx.store().upsert_peer(p);
+            }
+            tracing::info!(peer = %gone.name, "peer expired (not heard within peer_expiry)");
+            self.ctx.event("peer", format!("{} expired", gone.name));
+        }
+        dropped > 0
+    }
+}

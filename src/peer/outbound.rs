@@ -1,0 +1,139 @@
+//! What the layer sends: sealed envelopes, whole inventories (chunked and paced), the Perl
+//! format when enabled, and what a failed send means (transient: count it; repeated or
+//! fatal: reopen the transport).
+
+use super::transport::Transport;
+use super::wire::{self, Body, Envelope};
+use super::{keys, legacy, Layer, PACE_EVERY, PACE_PAUSE, SEND_FAILURES_BEFORE_REOPEN};
+use crate::model::DiskRecord;
+use crate::telemetry::Stats;
+
+impl Layer {
+    pub(super) fn envelope(&mut self, body: Body) -> Envelope {
+        self.seq += 1;
+        let node = self.ctx.node();
+        Envelope {
+            node_id: node.id.clone(),
+            node: node.name.clone(),
+            boot: self.boot,
+            seq: self.seq,
+            sent_ms: self.clock.wall_ms(),
+            body,
+        }
+    }
+
+    /// Seal, encode and send one message.
+    pub(super) async fn send<T: Transport>(&mut self, t: &T, body: Body) -> std::io::Result<()> {
+        let env = self.envelope(body);
+        let bytes = self.keys.seal(wire::encode(&env));
+        let result = t.send(&bytes).await;
+        self.after_send(t, result, bytes.len())
+    }
+
+    /// Count a send; a transient error (ENOBUFS, unreachable) is dropped and counted, but
+    /// several in a row mean the link is gone: the sockets are reopened (with backoff), which
+    /// also rejoins the group once the interface is back.
+    fn after_send<T: Transport>(
+        &mut self,
+        t: &T,
+        result: std::io::Result<()>,
+        len: usize,
+    ) -> std::io::Result<()> {
+        match result {
+            Ok(()) => {
+                Stats::bump(&self.ctx.stats().packets_sent);
+                self.ctx.add_bytes_sent(len);
+                if std::mem::take(&mut self.send_failures) > 0 {
+                    tracing::info!("multicast sends work again");
+                    self.ctx.set_peer_state(format!("up: {}", t.describe()));
+                }
+                Ok(())
+            }
+            Err(e) if transient(&e) => {
+                Stats::bump(&self.ctx.stats().send_errors);
+                self.send_failures += 1;
+                if self.send_failures == 1 {
+                    tracing::warn!("multicast send failed: {e}");
+                    self.ctx
+                        .set_peer_state(format!("degraded: sends fail: {e}"));
+                    self.ctx
+                        .event("error", format!("multicast send failed: {e}"));
+                }
+                if self.send_failures >= SEND_FAILURES_BEFORE_REOPEN {
+                    self.send_failures = 0;
+                    return Err(e);
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Send our whole inventory as one generation; returns the number of disks.
+    pub(super) async fn announce<T: Transport>(&mut self, t: &T) -> std::io::Result<usize> {
+        let disks = self.ctx.store().local_inventory();
+        self.generation += 1;
+        let template = self.envelope(Body::Ping);
+        let mut max = self.ctx.config().multicast.max_datagram;
+        if self.keys.enabled() {
+            max -= keys::OVERHEAD;
+        }
+        let chunks = wire::chunk_inventory(&template, self.generation, &disks, max);
+        for (i, c) in chunks.into_iter().enumerate() {
+            if i > 0 && i % PACE_EVERY == 0 {
+                // Let receivers drain their socket buffers during a large burst.
+                tokio::time::sleep(PACE_PAUSE).await;
+            }
+            self.send(t, Body::Inventory(c)).await?;
+        }
+        if self.ctx.config().multicast.legacy {
+            self.announce_legacy(t, &disks).await?;
+        }
+        Stats::bump(&self.ctx.stats().announces);
+        self.ctx
+            .event("peer", format!("announced {} disks", disks.len()));
+        Ok(disks.len())
+    }
+
+    /// Send our inventory in the Perl format too (plaintext: the Perl diskd has no keys).
+    async fn announce_legacy<T: Transport>(
+        &mut self,
+        t: &T,
+        disks: &[DiskRecord],
+    ) -> std::io::Result<()> {
+        let (bytes, left_out) = legacy::encode(disks);
+        if left_out != self.ctx.legacy_left_out() {
+            if left_out > 0 {
+                tracing::warn!(
+                    left_out,
+                    "our inventory does not fit in one 1500-byte legacy datagram; Perl daemons see only part of it"
+                );
+            }
+            self.ctx.set_legacy_left_out(left_out);
+        }
+        self.sent_legacy.push_back(legacy_digest(&bytes));
+        if self.sent_legacy.len() > 8 {
+            self.sent_legacy.pop_front();
+        }
+        let result = t.send(&bytes).await;
+        self.after_send(t, result, bytes.len())
+    }
+}
+
+/// Recognises our own legacy datagrams when they loop back.
+pub(super) fn legacy_digest(bytes: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
+
+fn transient(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(nix::libc::ENOBUFS)
+            | Some(nix::libc::EAGAIN)
+            | Some(nix::libc::ENETUNREACH)
+            | Some(nix::libc::EHOSTUNREACH)
+    )
+}
