@@ -544,17 +544,9 @@ mod tests {
             c.disks.command,
             vec!["/opt/my tools/blkid", "-c", "/dev/null"]
         );
-        let argv =
-            crate::mount::attach_argv(&c.mount.attach_command, "198.18.0.1", "a", "/p", "/t");
         assert_eq!(
-            argv,
-            vec![
-                "sshfs",
-                "-o",
-                "IdentityFile=/root/my key",
-                "198.18.0.1:/p",
-                "/t"
-            ]
+            c.mount.attach_command,
+            "sshfs -o 'IdentityFile=/root/my key' {addr}:{path} {target}"
         );
         let e = load_yaml(
             "mount:\n  attach_command: \"sshfs '{addr}\"\n",

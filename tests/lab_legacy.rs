@@ -11,9 +11,8 @@ use diskd_lab as lab;
 use lab::{disk_line, sh, wait_for, Lab};
 
 const LONG: Duration = Duration::from_secs(20);
-/// The daemon's longest random delay before answering a ping (`PING_JITTER_MS` in
-/// src/peer/mod.rs), plus a margin for the send.
-const PING_JITTER: Duration = Duration::from_millis(500 + 200);
+/// The daemon's longest random delay before answering a ping (`peer::pacer::PING_JITTER_MS`), plus a margin for the send.
+const PING_JITTER: Duration = Duration::from_millis(diskd::peer::pacer::PING_JITTER_MS + 200);
 const UA: &str = "aaaaaaaa-0000-4000-8000-00000000000a";
 const PERL_UUID: &str = "6fe176fb-83a0-4e4a-af6a-f578ca7a1f65";
 

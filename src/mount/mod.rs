@@ -284,6 +284,24 @@ mod tests {
             "/t",
         );
         assert_eq!(argv, vec!["sshfs", "[fd00::1]:/p{target}", "/t"]);
+        // Quotes keep a word with spaces whole, as a shell would (but no shell runs).
+        let argv = attach_argv(
+            "sshfs -o 'IdentityFile=/root/my key' {addr}:{path} {target}",
+            "198.18.0.1",
+            "a",
+            "/p",
+            "/t",
+        );
+        assert_eq!(
+            argv,
+            vec![
+                "sshfs",
+                "-o",
+                "IdentityFile=/root/my key",
+                "198.18.0.1:/p",
+                "/t"
+            ]
+        );
         assert_eq!(
             attach_argv("x {unknown} {", "a", "h", "p", "t"),
             vec!["x", "{unknown}", "{"]
