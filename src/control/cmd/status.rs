@@ -28,6 +28,8 @@ struct Counters {
     commands: u64,
     command_errors: u64,
     store_errors: u64,
+    /// Local inventories written to the store (one per disk scan, and per mount change).
+    inventory_writes: u64,
 }
 
 #[derive(Serialize)]
@@ -99,6 +101,7 @@ pub fn apply(cmd: &Json, ctx: &Context) -> Reply {
             commands: Stats::get(&s.commands),
             command_errors: Stats::get(&s.command_errors),
             store_errors: Stats::get(&s.store_errors),
+            inventory_writes: Stats::get(&s.inventory_writes),
         },
         watchers: ctx.inventory().health(),
     };
