@@ -628,8 +628,9 @@ fn stopped_store_with_backup() -> TestDaemon {
 
 fn store_has_backup(store: &Path) -> bool {
     let db = sled::open(store).unwrap();
-    let sightings = db.open_tree("sightings").unwrap();
-    let found = sightings
+    // Schema 3: one value per host in tree `hosts` (records are postcard: strings as is).
+    let hosts = db.open_tree("hosts").unwrap();
+    let found = hosts
         .iter()
         .values()
         .any(|v| String::from_utf8_lossy(&v.unwrap()).contains(BACKUP_UUID));
