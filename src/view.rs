@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use crate::model::rfc3339;
-use crate::model::{Millis, PeerRecord, Sighting};
+use crate::model::{Millis, PeerRecord, Sighting, Stay};
 use crate::store::Store;
 
 /// A disk, as printed by `query --json` and `list --json`.
@@ -105,6 +105,53 @@ pub fn disks(
             .then_with(|| a.device.cmp(&b.device))
     });
     rows.into_iter().map(|(_, v)| v).collect()
+}
+
+/// A stay of a disk, as printed by `history --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StayView {
+    /// Node name of the host.
+    pub host: String,
+    /// Address of the host.
+    pub addr: Option<String>,
+    /// Device path on the host.
+    pub device: String,
+    /// Filesystem label.
+    pub label: Option<String>,
+    /// RFC 3339 time the stay began.
+    pub first_seen: String,
+    /// RFC 3339 time the disk was last seen there.
+    pub last_seen: String,
+    /// The disk is still there, in the latest inventory of a live host.
+    pub live: bool,
+    /// The disk is in its host's latest inventory (whether or not the host is live).
+    #[serde(skip)]
+    pub current: bool,
+}
+
+/// Turn stays (newest first, as the store gives them) into views. A current stay was seen
+/// whenever its host last was, as for `disks`.
+pub fn stays(store: &Store, stays: Vec<Stay>, now: Millis, expiry: Duration) -> Vec<StayView> {
+    stays
+        .into_iter()
+        .map(|s| {
+            let last_seen = if s.current {
+                s.last_seen.max(store.host_seen(&s.node_id).unwrap_or(0))
+            } else {
+                s.last_seen
+            };
+            StayView {
+                live: s.current && store.host_is_live(&s.node_id, now, expiry),
+                current: s.current,
+                host: s.host,
+                addr: s.addr,
+                device: s.device,
+                label: s.label,
+                first_seen: rfc3339(s.first_seen),
+                last_seen: rfc3339(last_seen),
+            }
+        })
+        .collect()
 }
 
 /// Turn peer records into views, live first, then by name.

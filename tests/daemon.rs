@@ -635,8 +635,9 @@ fn stopped_store_with_backup() -> TestDaemon {
 
 fn store_has_backup(store: &Path) -> bool {
     let db = sled::open(store).unwrap();
-    let sightings = db.open_tree("sightings").unwrap();
-    let found = sightings
+    // Schema 3: one value per host in tree `hosts` (records are postcard: strings as is).
+    let hosts = db.open_tree("hosts").unwrap();
+    let found = hosts
         .iter()
         .values()
         .any(|v| String::from_utf8_lossy(&v.unwrap()).contains(BACKUP_UUID));
@@ -1007,4 +1008,210 @@ fn sigterm_during_a_hung_scan_stops_at_once_and_kills_blkid() {
         "a refresh cut short by shutdown cannot succeed: {}",
         r.stderr()
     );
+}
+
+// ---- 12. store schema 3: history, conversion of a schema-2 store, kill -9 mid-write ----
+
+#[test]
+fn history_shows_each_stay_newest_first() {
+    let first = backup_disk();
+    let mut moved = backup_disk();
+    moved.device = "/dev/sdc1".into();
+    let d = TestDaemon::new(&blkid_plain(std::slice::from_ref(&first))).start();
+    d.wait_query(BACKUP_UUID);
+    // Let the first stay last a little, then move the disk to another device.
+    std::thread::sleep(Duration::from_millis(1100));
+    util::fake_blkid(&d.blkid, &blkid_plain(std::slice::from_ref(&moved)));
+    d.client(&["refresh"]).expect_code(0);
+    d.wait_query("/dev/sdc1");
+
+    let r = d.client(&["history", &BACKUP_UUID.to_ascii_uppercase(), "--json"]);
+    r.expect_code(0);
+    let v = r.json();
+    let stays = v.as_array().expect("an array");
+    assert_eq!(stays.len(), 2, "{v}");
+    let keys: Vec<&str> = stays[0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    for k in [
+        "host",
+        "addr",
+        "device",
+        "label",
+        "first_seen",
+        "last_seen",
+        "live",
+    ] {
+        assert!(keys.contains(&k), "{k} missing: {v}");
+    }
+    assert_eq!(stays[0]["device"], "/dev/sdc1", "newest first: {v}");
+    assert_eq!(stays[0]["live"], true, "{v}");
+    assert_eq!(stays[1]["device"], "/dev/sdb1", "{v}");
+    assert_eq!(stays[1]["live"], false, "{v}");
+    assert_eq!(stays[0]["host"], "test-node", "{v}");
+    assert_eq!(stays[1]["label"], "backup", "{v}");
+    let t = |x: &Value, k: &str| x[k].as_str().unwrap().to_string();
+    assert!(t(&stays[0], "first_seen").ends_with('Z'), "{v}");
+    assert!(
+        t(&stays[1], "first_seen") < t(&stays[0], "first_seen"),
+        "{v}"
+    );
+    assert!(
+        t(&stays[1], "last_seen") <= t(&stays[0], "first_seen"),
+        "{v}"
+    );
+
+    // The old device path finds the disk too; a table without --json.
+    let r = d.client(&["history", "/dev/sdb1"]);
+    r.expect_code(0);
+    let out = r.stdout();
+    assert!(out.contains("FIRST SEEN"), "{out}");
+    assert_eq!(out.lines().count(), 3, "{out}");
+    // Nothing known: no match, exit 1.
+    let r = d.client(&["history", "no-such-disk", "--json"]);
+    r.expect_code(1);
+    assert_eq!(r.stdout().trim(), "[]");
+    let mut s = d.session();
+    assert!(s
+        .call("history no-such-disk")
+        .status
+        .starts_with("-NOMATCH"));
+}
+
+/// Copy the schema-2 fixture's sled files into `store`.
+fn copy_v2_fixture(store: &Path) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v2");
+    std::fs::create_dir_all(store.join("blobs")).unwrap();
+    for e in std::fs::read_dir(&src).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name == "conf" || name == "db" || name.starts_with("snap.") {
+            std::fs::copy(e.path(), store.join(&name)).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_schema_2_store_is_converted_at_start() {
+    // A blkid that never answers: everything shown comes from the converted store.
+    let mut d = TestDaemon::new("");
+    util::script(&d.blkid, "sleep 600");
+    copy_v2_fixture(&d.store);
+    let mut d = {
+        d.spawn();
+        d.wait_ready();
+        d
+    };
+    assert_eq!(d.node_id(), "07964bbb2408b9270cc78230daa887cc");
+    let r = d.client(&["list", "--json"]);
+    r.expect_code(0);
+    let all = r.json();
+    assert_eq!(all.as_array().unwrap().len(), 4, "{all}");
+    let (code, v) = d.query_json("my \"big\" disk 2");
+    assert_eq!(code, 0);
+    assert_eq!(v[0]["live"], false, "{v}");
+    assert_eq!(v[0]["last_seen"], "2026-11-26T10:18:08Z", "{v}");
+    assert_eq!(v[0]["host"], "fixture-a", "{v}");
+    let (code, v) = d.query_json("/dev/sdd1");
+    assert_eq!(code, 0);
+    assert_eq!(v[0]["host"], "fixture-b", "{v}");
+    let r = d.client(&["list", "fixture-b", "--json"]);
+    r.expect_code(0);
+    assert_eq!(r.json().as_array().unwrap().len(), 2);
+    let r = d.client(&["peers", "--json"]);
+    r.expect_code(0);
+    assert_eq!(r.json()[0]["node"], "fixture-b");
+    let status = d.status_json();
+    assert!(status["store_records"].as_u64().unwrap() >= 7, "{status}");
+    assert_eq!(d.stop(), 0);
+    let db = sled::open(&d.store).unwrap();
+    let meta = db.open_tree("meta").unwrap();
+    assert_eq!(meta.get("schema_version").unwrap().unwrap(), b"3"[..]);
+}
+
+/// `n` disks of generation `gen`, each with its own UUID, label and device.
+fn generation(gen: usize, n: usize) -> Vec<Disk> {
+    (0..n)
+        .map(|i| Disk {
+            device: format!("/dev/disk/by-id/gen{gen}-disk{i:05}"),
+            uuid: Some(format!("{gen:08x}-{i:04x}-4000-8000-00000000abcd")),
+            label: Some(format!("gen {gen} disk {i}")),
+            fstype: "ext4".into(),
+        })
+        .collect()
+}
+
+/// For each generation of host `node`'s disks on daemon `d`: (live, known) counts.
+fn by_generation(d: &TestDaemon, node: &str) -> BTreeMap<usize, (usize, usize)> {
+    let r = d.client(&["list", node, "--json"]);
+    let mut out: BTreeMap<usize, (usize, usize)> = BTreeMap::new();
+    if r.code() == 1 {
+        return out; // nothing known of that host
+    }
+    r.expect_code(0);
+    for x in r.json().as_array().unwrap() {
+        let label = x["label"].as_str().unwrap();
+        let gen: usize = label.split(' ').nth(1).unwrap().parse().unwrap();
+        let e = out.entry(gen).or_default();
+        e.0 += usize::from(x["live"] == true);
+        e.1 += 1;
+    }
+    out
+}
+
+/// A peer announces a large inventory (one write of one host value on the receiver); the
+/// receiver is killed at various moments while it arrives. After a restart, every
+/// generation of that host is whole or absent, and exactly one is live, whole.
+#[test]
+fn kill_9_during_a_large_peer_inventory_leaves_it_whole_or_absent() {
+    const N: usize = 2000;
+    let net = util::local_only_multicast("receiver");
+    let mut sender_args = net.clone();
+    sender_args[1] = "sender".into();
+    let mut receiver = TestDaemon::new("");
+    receiver.args = net;
+    let mut receiver = receiver.arg("--peer-expiry").arg("600s").start();
+    let mut sender = TestDaemon::new(&blkid_plain(&generation(1, N)));
+    sender.args = sender_args;
+    let mut sender = sender.start();
+    let has = |d: &TestDaemon, gen: usize| by_generation(d, "sender").get(&gen) == Some(&(N, N));
+    util::wait_for("the first generation on the receiver", LONG, || {
+        has(&receiver, 1)
+    });
+    for (round, delay_ms) in [0u64, 120, 160, 200, 240, 300, 1000]
+        .into_iter()
+        .enumerate()
+    {
+        let gen = round + 2;
+        util::fake_blkid(&sender.blkid, &blkid_plain(&generation(gen, N)));
+        sender.client(&["refresh"]).expect_code(0);
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        receiver.kill9();
+        // Nothing more arrives while the receiver restarts.
+        sender.kill9();
+        receiver.restart();
+        let seen = by_generation(&receiver, "sender");
+        eprintln!("round {round} (killed {delay_ms} ms after the refresh): {seen:?}");
+        for (g, (live, known)) in &seen {
+            assert!(
+                *known == N && (*live == 0 || *live == N),
+                "round {round}: generation {g} is half there: {seen:?}"
+            );
+        }
+        let live: Vec<usize> = seen
+            .iter()
+            .filter(|(_, c)| c.0 == N)
+            .map(|(g, _)| *g)
+            .collect();
+        assert!(
+            live == [gen] || live == [gen - 1],
+            "round {round}: live generations {live:?}: {seen:?}"
+        );
+        sender.restart();
+        util::wait_for("the receiver has the latest generation", LONG, || {
+            has(&receiver, gen)
+        });
+    }
 }

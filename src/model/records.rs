@@ -118,3 +118,25 @@ pub struct AttachRecord {
     /// The mountpoint on the owner.
     pub path: String,
 }
+
+/// One stay of a disk: a stretch of time it spent on one host at one device path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stay {
+    /// Node id of the host.
+    pub node_id: String,
+    /// Node name of the host then.
+    pub host: String,
+    /// Address of the host then.
+    pub addr: Option<String>,
+    /// Device path on the host.
+    pub device: String,
+    /// Filesystem label then.
+    pub label: Option<String>,
+    /// When the stay began.
+    pub first_seen: Millis,
+    /// When the disk was last seen there (for a current stay, as stored: its host's seen
+    /// time extends it).
+    pub last_seen: Millis,
+    /// The disk is still there (in its host's latest inventory, at this device).
+    pub current: bool,
+}

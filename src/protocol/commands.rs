@@ -19,6 +19,9 @@ pub enum Request {
     /// Every disk the daemon knows, live ones first (only HOST's with HOST).
     #[command(visible_alias = "ls")]
     List(List),
+    /// Where a disk has been: each stay (host, device, first and last seen), newest first.
+    /// TERM is a UUID (any case), a label or a device path (exact, now or earlier).
+    History(History),
     /// Every peer ever heard, with liveness.
     Peers(Json),
     /// Node name, uptime, counters, store size and watcher health.
@@ -56,6 +59,16 @@ pub struct Query {
     /// UUID, label or device path.
     pub term: String,
     /// Print a JSON array of disks instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `history`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct History {
+    /// UUID, label or device path.
+    pub term: String,
+    /// Print a JSON array of stays instead of a table.
     #[arg(long)]
     pub json: bool,
 }
@@ -122,6 +135,10 @@ impl Request {
                 words.extend(["where".into(), quote(&q.term)]);
                 flag(&mut words, q.json, "--json");
             }
+            Request::History(h) => {
+                words.extend(["history".into(), quote(&h.term)]);
+                flag(&mut words, h.json, "--json");
+            }
             Request::List(l) => {
                 words.push("list".into());
                 if let Some(n) = l.node() {
@@ -157,6 +174,7 @@ impl Request {
         match self {
             Request::Query(_) => "where",
             Request::List(_) => "list",
+            Request::History(_) => "history",
             Request::Peers(_) => "peers",
             Request::Status(_) => "status",
             Request::Localhost(_) => "localhost",
@@ -358,6 +376,8 @@ mod tests {
         for line in [
             "where 'my disk; $(id)' --json",
             "list node-a --json",
+            "history x --json",
+            "history 'my disk'",
             "list",
             "peers --json",
             "status",
@@ -384,6 +404,7 @@ mod tests {
         for want in [
             "query",
             "list",
+            "history",
             "peers",
             "status",
             "localhost",

@@ -1,36 +1,53 @@
 //! The only code that touches sled.
 //!
 //! The store keeps, across restarts and `kill -9`: this node's identity (a random id made
-//! on first start and kept forever), every (host, disk) sighting with first/last seen, the
-//! peers ever heard, and a schema version checked at open. Local and peer data go in through
-//! separate calls (`replace_local` for the watchers, `replace_peer_inventory` and
-//! `upsert_peer` for the peer layer); queries read the fleet-wide picture.
+//! on first start and kept forever), every (host, disk) sighting with first/last seen and
+//! the disk's stays (history), the peers ever heard, and a schema version checked at open.
+//! Local and peer data go in through separate calls (`replace_local` for the watchers,
+//! `replace_peer_inventory` and `upsert_peer` for the peer layer); queries read the
+//! fleet-wide picture.
 //!
-//! Every write that replaces an inventory is one sled batch (atomic). Our own inventory is
-//! flushed before it becomes visible: readers of the sightings wait while it is being
-//! committed, so a local disk a query has shown cannot be lost by a `kill -9` right after
-//! the answer. Peer inventories are flushed by the peer layer once per burst of datagrams.
+//! Layout (schema 3, see `layout`): the unit of change is one host's inventory, so each
+//! host is ONE value in tree `hosts` (split across a few keys only when larger than 64 KiB),
+//! rewritten as one atomic sled batch when its inventory changes and not written at all
+//! when it does not. The term index (UUID, label, device, host name) lives in memory only,
+//! built at open from the host values and updated with every write.
+//!
+//! Readers answer from memory: the committed value of every host (an `Arc`, swapped on
+//! each write) and the index, behind a lock held only for memory access, never across sled
+//! I/O or a flush. Our own inventory is written and flushed before it is published, so a
+//! local disk a query has shown cannot be lost by a `kill -9` right after the answer. Peer
+//! inventories are published at once and flushed by the peer layer once per burst of
+//! datagrams (`flush`).
 
-use std::collections::{BTreeMap, HashSet};
+mod layout;
+mod migrate;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use crate::model::{AttachRecord, DiskRecord, Millis, PeerRecord, Sighting};
+pub use layout::MAX_STAYS;
+use layout::{chunk_key, parse_chunk_key, term, Entry, HostState, PastStay};
 
-/// The layout version of the data in sled. Bump it when records change incompatibly; an
-/// older or newer store is then refused at open instead of being misread.
-pub const SCHEMA_VERSION: u32 = 2;
+use crate::model::{AttachRecord, DiskRecord, Millis, PeerRecord, Sighting, Stay};
+
+/// The layout version of the data in sled. Bump it when records change incompatibly. An
+/// older store is converted at open (schema 2 -> 3, see `migrate`); a newer one is refused
+/// instead of being misread.
+pub const SCHEMA_VERSION: u32 = 3;
 
 const META: &str = "meta";
-const SIGHTINGS: &str = "sightings";
+const HOSTS: &str = "hosts";
 const PEERS: &str = "peers";
 const ATTACHES: &str = "attaches";
 const KEY_SCHEMA: &[u8] = b"schema_version";
 const KEY_NODE_ID: &[u8] = b"node_id";
 const KEY_LOCAL_SEEN: &[u8] = b"local_seen";
-const KEY_INDEXED: &[u8] = b"term_index_v1";
-const INDEX: &str = "index";
-/// sled's page cache size.
+/// sled's page cache size. Reads are served from memory, so sled's cache only serves
+/// writes (and the load at open).
 const CACHE_BYTES: u64 = 8 << 20;
 
 /// Why the store could not do what was asked. Open errors stop the daemon; they never lead
@@ -97,27 +114,149 @@ impl InventoryDiff {
     }
 }
 
-/// The persistent store. Cheap to clone (sled handles are reference counted).
+/// The persistent store. Cheap to clone (one shared handle).
 #[derive(Clone)]
 pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     db: sled::Db,
     meta: sled::Tree,
-    sightings: sled::Tree,
-    /// Term index: `u`/`l`/`d` + uuid/label/device + NUL + sighting key, and
-    /// `h` + host name + NUL + node id. Written before the records it points to.
-    index: sled::Tree,
-    peers: sled::Tree,
+    /// One value per host (see `layout`).
+    hosts: sled::Tree,
+    peers_tree: sled::Tree,
     attaches: sled::Tree,
     node_id: String,
     path: PathBuf,
-    /// Held for writing while an inventory is applied and flushed, for reading while
-    /// sightings are read: sled shows a batch to readers at once, before it is on disk.
-    commit: std::sync::Arc<std::sync::RwLock<()>>,
+    /// What readers see: every host's committed value and the term index.
+    mem: RwLock<Memory>,
+    /// Every peer ever heard (what `peers_tree` holds), by node id.
+    peers: RwLock<BTreeMap<String, PeerRecord>>,
+    /// When our own latest inventory was taken (`NONE` before the first).
+    local_seen: AtomicU64,
+    /// How many sled keys each host's value takes (also for hosts whose value could not be
+    /// read at open, so that their next write replaces every old key).
+    chunks: Mutex<HashMap<String, u32>>,
+    /// Each host has one writer (the watchers for ours, the peer layer for a peer's); these
+    /// keep the two from interleaving with themselves, never with readers.
+    local_writer: Mutex<()>,
+    peer_writer: Mutex<()>,
+    /// Host values written since open (for tests: an unchanged inventory writes none).
+    host_writes: AtomicU64,
+}
+
+const NONE: u64 = u64::MAX;
+
+/// The committed picture.
+#[derive(Default)]
+struct Memory {
+    hosts: BTreeMap<Arc<str>, Arc<HostState>>,
+    /// Term (see `layout::term`) -> the hosts that have it.
+    index: HashMap<u64, Vec<Arc<str>>, std::hash::BuildHasherDefault<TermHasher>>,
+    /// Sightings of every host.
+    sightings: usize,
+}
+
+impl Memory {
+    fn add_terms(&mut self, node_id: &Arc<str>, terms: &[u64]) {
+        for &t in terms {
+            self.index.entry(t).or_default().push(node_id.clone());
+        }
+    }
+
+    fn remove_terms(&mut self, node_id: &str, terms: &[u64]) {
+        for t in terms {
+            if let Some(v) = self.index.get_mut(t) {
+                if let Some(i) = v.iter().position(|n| &**n == node_id) {
+                    v.swap_remove(i);
+                }
+                if v.is_empty() {
+                    self.index.remove(t);
+                }
+            }
+        }
+    }
+
+    /// Put `state` in place of the host's previous value.
+    fn publish(&mut self, state: Arc<HostState>) {
+        let old = self.hosts.insert(state.node_id.clone(), state.clone());
+        let old_terms: &[u64] = old.as_ref().map_or(&[], |o| &o.terms);
+        // Both sorted: change only the terms that differ.
+        let gone: Vec<u64> = old_terms
+            .iter()
+            .filter(|t| state.terms.binary_search(t).is_err())
+            .copied()
+            .collect();
+        let new: Vec<u64> = state
+            .terms
+            .iter()
+            .filter(|t| old_terms.binary_search(t).is_err())
+            .copied()
+            .collect();
+        self.remove_terms(&state.node_id, &gone);
+        self.add_terms(&state.node_id, &new);
+        self.sightings =
+            self.sightings + state.entries.len() - old.as_ref().map_or(0, |o| o.entries.len());
+    }
+
+    fn remove(&mut self, node_id: &str) {
+        if let Some(old) = self.hosts.remove(node_id) {
+            self.remove_terms(node_id, &old.terms);
+            self.sightings -= old.entries.len();
+        }
+    }
+
+    /// The hosts that have any of `terms`, in node id order.
+    fn hosts_with(&self, terms: impl IntoIterator<Item = u64>) -> Vec<Arc<HostState>> {
+        let mut ids: Vec<&Arc<str>> = terms
+            .into_iter()
+            .filter_map(|t| self.index.get(&t))
+            .flatten()
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.into_iter()
+            .filter_map(|id| self.hosts.get(id).cloned())
+            .collect()
+    }
+}
+
+/// The index keys are hashes already.
+#[derive(Default)]
+struct TermHasher(u64);
+
+impl std::hash::Hasher for TermHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
+
+fn lock<T>(l: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    l.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.path).finish()
+        f.debug_struct("Store")
+            .field("path", &self.inner.path)
+            .finish()
     }
 }
 
@@ -131,8 +270,13 @@ fn is_lock_error(e: &sled::Error) -> bool {
 }
 
 impl Store {
-    /// Open (or create) the store in `path`, check its schema and load or make the node id.
+    /// Open (or create) the store in `path`, check its schema (converting a schema-2
+    /// store), load or make the node id, and load every host into memory.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_until(path, migrate::Until::All)
+    }
+
+    fn open_until(path: &Path, until: migrate::Until) -> Result<Store, StoreError> {
         let open_err = |source: sled::Error| {
             if is_lock_error(&source) {
                 StoreError::Locked {
@@ -148,9 +292,9 @@ impl Store {
         check_log_readable(path)?;
         let db = sled::Config::new()
             .path(path)
-            // Fewer rewrites of log segments than LowSpace (faster steady ingest, see
-            // BENCHMARKS.md), and no timer-driven flushes: every write that must be durable
-            // is flushed explicitly, so an idle daemon does no I/O at all.
+            // Fewer rewrites of log segments than LowSpace (faster ingest; see
+            // BENCHMARKS.md), and no timer-driven flushes: every write that must be
+            // durable is flushed explicitly, so an idle daemon does no I/O at all.
             .mode(sled::Mode::HighThroughput)
             .flush_every_ms(None)
             // sled caches up to 1 GiB by default; diskd's working set is small.
@@ -158,24 +302,34 @@ impl Store {
             .open()
             .map_err(open_err)?;
         let meta = db.open_tree(META).map_err(open_err)?;
-        let sightings = db.open_tree(SIGHTINGS).map_err(open_err)?;
-        let peers = db.open_tree(PEERS).map_err(open_err)?;
-        let attaches = db.open_tree(ATTACHES).map_err(open_err)?;
-        let index = db.open_tree(INDEX).map_err(open_err)?;
+        let has_tree = |name: &str| {
+            db.tree_names()
+                .iter()
+                .any(|n| n.as_ref() == name.as_bytes())
+        };
 
         match meta.get(KEY_SCHEMA).map_err(open_err)? {
+            Some(v) if v.as_ref() == SCHEMA_VERSION.to_string().as_bytes() => {
+                migrate::drop_v2_leftovers(&db, &meta).map_err(open_err)?;
+            }
+            Some(v) if v.as_ref() == b"2" => {
+                migrate::from_v2(&db, &meta, HOSTS, KEY_SCHEMA, until).map_err(open_err)?;
+            }
             Some(v) => {
-                let found = String::from_utf8_lossy(&v).into_owned();
-                if found != SCHEMA_VERSION.to_string() {
-                    return Err(StoreError::Schema {
-                        path: path.to_path_buf(),
-                        found,
-                        expected: SCHEMA_VERSION,
-                    });
-                }
+                return Err(StoreError::Schema {
+                    path: path.to_path_buf(),
+                    found: String::from_utf8_lossy(&v).into_owned(),
+                    expected: SCHEMA_VERSION,
+                });
             }
             None => {
-                if !sightings.is_empty() || !peers.is_empty() {
+                let mut data = false;
+                for name in [HOSTS, PEERS, migrate::V2_SIGHTINGS] {
+                    if has_tree(name) {
+                        data |= !db.open_tree(name).map_err(open_err)?.is_empty();
+                    }
+                }
+                if data {
                     return Err(StoreError::Schema {
                         path: path.to_path_buf(),
                         found: "none (data without a version)".into(),
@@ -186,6 +340,9 @@ impl Store {
                     .map_err(open_err)?;
             }
         }
+        let hosts = db.open_tree(HOSTS).map_err(open_err)?;
+        let peers_tree = db.open_tree(PEERS).map_err(open_err)?;
+        let attaches = db.open_tree(ATTACHES).map_err(open_err)?;
         let node_id = match meta.get(KEY_NODE_ID).map_err(open_err)? {
             Some(v) => String::from_utf8_lossy(&v).into_owned(),
             None => {
@@ -194,55 +351,99 @@ impl Store {
                 id
             }
         };
-        if meta.get(KEY_INDEXED).map_err(open_err)?.is_none() {
-            // A store written before the index existed: build it once.
-            for item in sightings.iter() {
-                let (k, v) = item.map_err(open_err)?;
-                if let Some(s) = decode::<Sighting>(&v) {
-                    for e in index_keys(&s.disk, &s.host, &k) {
-                        index.insert(e, &[][..]).map_err(open_err)?;
-                    }
-                }
+        let local_seen = meta
+            .get(KEY_LOCAL_SEEN)
+            .map_err(open_err)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map_or(NONE, u64::from_be_bytes);
+
+        // Every host into memory, and the index with it.
+        let mut mem = Memory::default();
+        let mut chunks: HashMap<String, u32> = HashMap::new();
+        let mut group: Vec<sled::IVec> = Vec::new();
+        let mut group_id: Option<String> = None;
+        let finish = |id: &str, group: &mut Vec<sled::IVec>, mem: &mut Memory| {
+            if let Some(state) = HostState::decode(id, group) {
+                let state = Arc::new(state);
+                mem.add_terms(&state.node_id, &state.terms);
+                mem.sightings += state.entries.len();
+                mem.hosts.insert(state.node_id.clone(), state);
             }
-            meta.insert(KEY_INDEXED, &b"1"[..]).map_err(open_err)?;
+            group.clear();
+        };
+        for item in hosts.iter() {
+            let (k, v) = item.map_err(open_err)?;
+            let Some((id, i)) = parse_chunk_key(&k) else {
+                continue;
+            };
+            if group_id.as_deref() != Some(id) {
+                if let Some(prev) = group_id.take() {
+                    finish(&prev, &mut group, &mut mem);
+                }
+                group_id = Some(id.to_string());
+            }
+            let n = chunks.entry(id.to_string()).or_default();
+            *n = (*n).max(i + 1);
+            // Chunks must be numbered 0, 1, ... without a gap to make a value.
+            if i as usize == group.len() {
+                group.push(v);
+            }
+        }
+        if let Some(prev) = group_id.take() {
+            finish(&prev, &mut group, &mut mem);
+        }
+        let mut peers = BTreeMap::new();
+        for item in peers_tree.iter() {
+            let (k, v) = item.map_err(open_err)?;
+            if let Some(p) = decode::<PeerRecord>(&v) {
+                peers.insert(String::from_utf8_lossy(&k).into_owned(), p);
+            }
         }
         db.flush().map_err(open_err)?;
         Ok(Store {
-            db,
-            meta,
-            index,
-            sightings,
-            peers,
-            attaches,
-            node_id,
-            path: path.to_path_buf(),
-            commit: Default::default(),
+            inner: Arc::new(Inner {
+                db,
+                meta,
+                hosts,
+                peers_tree,
+                attaches,
+                node_id,
+                path: path.to_path_buf(),
+                mem: RwLock::new(mem),
+                peers: RwLock::new(peers),
+                local_seen: AtomicU64::new(local_seen),
+                chunks: Mutex::new(chunks),
+                local_writer: Mutex::new(()),
+                peer_writer: Mutex::new(()),
+                host_writes: AtomicU64::new(0),
+            }),
         })
     }
 
     /// This node's permanent id.
     pub fn node_id(&self) -> &str {
-        &self.node_id
+        &self.inner.node_id
     }
 
     /// The store directory.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.inner.path
     }
 
     /// Bytes the store takes on disk.
     pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        self.inner.db.size_on_disk().unwrap_or(0)
     }
 
     /// Make everything written so far durable. Callers await this before they report a
     /// change as done, so a `kill -9` afterwards cannot lose it.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
+        self.inner.db.flush_async().await?;
         Ok(())
     }
 
-    /// Replace this node's inventory with what the watchers found, as one atomic step.
+    /// Replace this node's inventory with what the watchers found, as one atomic step,
+    /// durable before it is visible.
     pub fn replace_local(
         &self,
         host: &str,
@@ -250,14 +451,18 @@ impl Store {
         disks: &[DiskRecord],
         now: Millis,
     ) -> Result<InventoryDiff, StoreError> {
-        let id = self.node_id.clone();
-        self.replace_inventory(&id, host, addr, disks, now, true)
+        let _writer = lock(&self.inner.local_writer);
+        let id = self.inner.node_id.clone();
+        let diff = self.replace_inventory(&id, host, addr, disks, now, true)?;
+        self.inner.local_seen.store(now, Ordering::Release);
+        Ok(diff)
     }
 
-    /// Replace a peer's inventory with the one it announced, as one atomic step. Not flushed
-    /// here: the peer layer flushes once per burst of datagrams (`flush`), so a wave of
-    /// announces costs one disk sync, not one per peer; a peer's data lost in a crash within
-    /// that window comes back with its next announce.
+    /// Replace a peer's inventory with the one it announced, as one atomic step. Visible
+    /// at once; not flushed here: the peer layer flushes once per burst of datagrams
+    /// (`flush`), so a wave of announces costs one disk sync, not one per peer; a peer's
+    /// data lost in a crash within that window comes back with its next announce. An
+    /// announce that changes nothing writes nothing.
     pub fn replace_peer_inventory(
         &self,
         node_id: &str,
@@ -266,6 +471,7 @@ impl Store {
         disks: &[DiskRecord],
         now: Millis,
     ) -> Result<InventoryDiff, StoreError> {
+        let _writer = lock(&self.inner.peer_writer);
         self.replace_inventory(node_id, host, addr, disks, now, false)
     }
 
@@ -276,240 +482,218 @@ impl Store {
         addr: Option<&str>,
         disks: &[DiskRecord],
         now: Millis,
-        durable_before_visible: bool,
+        local: bool,
     ) -> Result<InventoryDiff, StoreError> {
-        // Each host's records have one writer (the watchers for ours, the peer layer for a
-        // peer's), so reading and comparing needs no lock. Only a write that must be on
-        // disk before anyone sees it holds readers off, from apply to flush.
-        let prefix = node_prefix(node_id);
-        let mut old: BTreeMap<Vec<u8>, Sighting> = BTreeMap::new();
-        for item in self.sightings.scan_prefix(&prefix) {
-            let (k, v) = item?;
-            if let Some(s) = decode::<Sighting>(&v) {
-                old.insert(k.to_vec(), s);
-            }
-        }
+        let old = read(&self.inner.mem).hosts.get(node_id).cloned();
         // When this host's previous inventory arrived: the last time a disk that is gone
         // now was seen.
         let prev_seen = self.host_seen(node_id).unwrap_or(now);
-        let mut diff = InventoryDiff::default();
-        let mut writes: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        let mut index_add: Vec<Vec<u8>> = Vec::new();
-        let mut index_del: Vec<Vec<u8>> = Vec::new();
-        let mut seen: HashSet<Vec<u8>> = HashSet::new();
-        for disk in disks {
-            let mut key = prefix.clone();
-            key.extend_from_slice(disk.identity().as_bytes());
-            if seen.contains(&key) {
-                // Two devices with the same UUID (a cloned disk, a snapshot): keep both,
-                // the second one keyed by its device too.
-                key.push(0);
-                key.extend_from_slice(disk.device.as_bytes());
-                if seen.contains(&key) {
-                    continue;
-                }
+        let merged = merge(old.as_deref(), node_id, host, addr, disks, now, prev_seen);
+        let Some(entries) = merged.entries else {
+            if local {
+                // Nothing changed: only the time of our latest inventory (present disks
+                // count as seen then), not worth a flush.
+                self.inner.meta.insert(KEY_LOCAL_SEEN, &now.to_be_bytes())?;
             }
-            seen.insert(key.clone());
-            let first_seen = match old.get(&key) {
-                Some(prev) => {
-                    let same_place = prev.host == host && prev.addr.as_deref() == addr;
-                    if prev.present && prev.disk == *disk && same_place {
-                        // Unchanged: nothing is rewritten. While present, its last-seen
-                        // time is its host's (see `host_seen`).
-                        continue;
-                    }
-                    if !prev.present {
-                        diff.appeared.push(disk.clone());
-                    } else if prev.disk != *disk {
-                        diff.changed.push(disk.clone());
-                    }
-                    if prev.disk != *disk {
-                        index_del.extend(term_keys(&prev.disk, &key));
-                        index_add.extend(term_keys(disk, &key));
-                    }
-                    prev.first_seen
-                }
-                None => {
-                    diff.appeared.push(disk.clone());
-                    index_add.extend(term_keys(disk, &key));
-                    now
-                }
-            };
-            let sighting = Sighting {
-                node_id: node_id.to_string(),
-                host: host.to_string(),
-                addr: addr.map(str::to_string),
-                disk: disk.clone(),
-                present: true,
-                first_seen,
-                last_seen: now,
-            };
-            writes.push((key, encode(&sighting)?));
+            return Ok(merged.diff);
+        };
+        let node: Arc<str> = old
+            .as_ref()
+            .map_or_else(|| Arc::from(node_id), |o| o.node_id.clone());
+        let state = HostState::new(node, host.to_string(), addr.map(str::to_string), entries);
+        let chunks = state.encode()?;
+        let n = chunks.len() as u32;
+        let before = lock(&self.inner.chunks).get(node_id).copied().unwrap_or(0);
+        let mut batch = sled::Batch::default();
+        for (i, c) in chunks.into_iter().enumerate() {
+            batch.insert(chunk_key(node_id, i as u32), c);
         }
-        for (key, mut prev) in old {
-            if seen.contains(&key) || !prev.present {
-                continue;
-            }
-            diff.vanished.push(prev.disk.clone());
-            prev.present = false;
-            prev.last_seen = prev.last_seen.max(prev_seen);
-            writes.push((key, encode(&prev)?));
+        for i in n..before {
+            batch.remove(chunk_key(node_id, i));
         }
-        let _commit =
-            durable_before_visible.then(|| self.commit.write().unwrap_or_else(|p| p.into_inner()));
-        if !writes.is_empty() {
-            // The host name of this node, once (not once per disk).
-            index_add.push(host_key(host, node_id.as_bytes()));
-            // Three batches instead of one transaction (which costs sled a copy of every
-            // node it touches): new index entries first, then the records, then the stale
-            // entries. A crash in between leaves extra index entries at worst, and `find`
-            // checks every record it reaches through the index, so nothing is ever missed.
-            let mut add = sled::Batch::default();
-            for k in &index_add {
-                add.insert(k.as_slice(), &[][..]);
-            }
-            self.index.apply_batch(add)?;
-            let mut batch = sled::Batch::default();
-            for (k, v) in writes {
-                batch.insert(k, v);
-            }
-            self.sightings.apply_batch(batch)?;
-            let mut del = sled::Batch::default();
-            for k in index_del.iter().filter(|k| !index_add.contains(k)) {
-                del.remove(k.as_slice());
-            }
-            self.index.apply_batch(del)?;
-        }
-        if node_id == self.node_id {
-            // Our own inventory's last-seen time: one key per scan instead of every record.
-            self.meta.insert(KEY_LOCAL_SEEN, &now.to_be_bytes())?;
-        }
-        if durable_before_visible {
+        self.inner.hosts.apply_batch(batch)?;
+        self.inner.host_writes.fetch_add(1, Ordering::Relaxed);
+        lock(&self.inner.chunks).insert(node_id.to_string(), n);
+        if local {
+            self.inner.meta.insert(KEY_LOCAL_SEEN, &now.to_be_bytes())?;
             // On disk before any reader (who could be a query) can see it.
-            self.db.flush()?;
+            self.inner.db.flush()?;
         }
-        Ok(diff)
+        write(&self.inner.mem).publish(Arc::new(state));
+        Ok(merged.diff)
     }
 
     /// When host `node_id`'s latest inventory arrived: our last scan, or the peer's last
     /// datagram as stored.
     pub fn host_seen(&self, node_id: &str) -> Option<Millis> {
-        if node_id == self.node_id {
-            let v = self.meta.get(KEY_LOCAL_SEEN).ok().flatten()?;
-            let bytes: [u8; 8] = v.as_ref().try_into().ok()?;
-            Some(u64::from_be_bytes(bytes))
+        if node_id == self.inner.node_id {
+            let t = self.inner.local_seen.load(Ordering::Acquire);
+            (t != NONE).then_some(t)
         } else {
-            self.peer(node_id).map(|p| p.last_seen)
+            read(&self.inner.peers).get(node_id).map(|p| p.last_seen)
         }
     }
 
-    /// Every sighting of every host, in key order. Records that cannot be decoded are
-    /// skipped (and left in place, never deleted); a read error fails the whole answer
-    /// rather than giving a partial one.
+    /// The committed values of every host, in node id order.
+    fn all_hosts(&self) -> Vec<Arc<HostState>> {
+        read(&self.inner.mem).hosts.values().cloned().collect()
+    }
+
+    /// Every sighting of every host, by host (node id order), then by disk.
     pub fn sightings(&self) -> Result<Vec<Sighting>, StoreError> {
-        let _commit = self.commit.read().unwrap_or_else(|p| p.into_inner());
-        let mut out = Vec::new();
-        for item in self.sightings.iter() {
-            let (_, v) = item?;
-            out.extend(decode(&v));
+        let hosts = self.all_hosts();
+        let mut out = Vec::with_capacity(hosts.iter().map(|h| h.entries.len()).sum());
+        for h in &hosts {
+            out.extend(h.entries.iter().map(|e| e.s.clone()));
         }
         Ok(out)
     }
 
     /// Sightings whose uuid (any case), label (exact) or device (exact) is `term`, through
-    /// the term index: a query reads only the matching records, however large the fleet.
-    pub fn find(&self, term: &str) -> Result<Vec<Sighting>, StoreError> {
-        let _commit = self.commit.read().unwrap_or_else(|p| p.into_inner());
-        let mut keys: Vec<Vec<u8>> = Vec::new();
-        for prefix in [
-            index_prefix(b'u', &term.to_ascii_lowercase()),
-            index_prefix(b'l', term),
-            index_prefix(b'd', term),
-        ] {
-            for item in self.index.scan_prefix(&prefix).keys() {
-                let item = item?;
-                let key = item[prefix.len()..].to_vec();
-                if !keys.contains(&key) {
-                    keys.push(key);
-                }
-            }
-        }
+    /// the in-memory term index: a query reads only the matching hosts.
+    pub fn find(&self, term_text: &str) -> Result<Vec<Sighting>, StoreError> {
+        let hosts = read(&self.inner.mem).hosts_with(disk_terms(term_text));
         let mut out = Vec::new();
-        for k in &keys {
-            if let Some(v) = self.sightings.get(k)? {
-                out.extend(decode::<Sighting>(&v).filter(|s| s.disk.matches(term)));
-            }
+        for h in &hosts {
+            out.extend(
+                h.entries
+                    .iter()
+                    .filter(|e| e.s.disk.matches(term_text))
+                    .map(|e| e.s.clone()),
+            );
         }
         Ok(out)
     }
 
     /// Sightings of the host named `host` (one node name may have had several node ids).
     pub fn find_host(&self, host: &str) -> Result<Vec<Sighting>, StoreError> {
-        let _commit = self.commit.read().unwrap_or_else(|p| p.into_inner());
-        let prefix = index_prefix(b'h', host);
-        let mut node_ids: Vec<Vec<u8>> = Vec::new();
-        for k in self.index.scan_prefix(&prefix).keys() {
-            node_ids.push(k?[prefix.len()..].to_vec());
-        }
+        let hosts = read(&self.inner.mem).hosts_with([term(b'h', host)]);
         let mut out = Vec::new();
-        for id in node_ids {
-            let mut p = id;
-            p.push(0);
-            for v in self.sightings.scan_prefix(&p).values() {
-                out.extend(decode::<Sighting>(&v?).filter(|s| s.host == host));
-            }
+        for h in &hosts {
+            out.extend(
+                h.entries
+                    .iter()
+                    .filter(|e| e.s.host == host)
+                    .map(|e| e.s.clone()),
+            );
         }
         Ok(out)
     }
 
-    /// How many sightings the store holds (without reading them).
+    /// The stays of every disk `term` names (UUID in any case, label or device exactly,
+    /// now or in an earlier stay), newest first, at most `MAX_STAYS` per disk. A disk is
+    /// its UUID (lower case) on any host, or its device on one host when it has no UUID.
+    /// A current stay's `last_seen` is as stored; its host's seen time extends it (see
+    /// `host_seen`).
+    pub fn history(&self, term_text: &str) -> Result<Vec<Stay>, StoreError> {
+        let candidates = read(&self.inner.mem).hosts_with(disk_terms(term_text));
+        let mut uuids: HashSet<String> = HashSet::new();
+        let mut per_disk: Vec<Vec<Stay>> = Vec::new();
+        for h in &candidates {
+            for e in &h.entries {
+                let hit = e.s.disk.matches(term_text)
+                    || e.past
+                        .iter()
+                        .any(|p| p.device == term_text || p.label.as_deref() == Some(term_text));
+                if !hit {
+                    continue;
+                }
+                match uuid_of(&e.s.disk) {
+                    Some(u) => {
+                        uuids.insert(u);
+                    }
+                    None => per_disk.push(stays(e)),
+                }
+            }
+        }
+        if !uuids.is_empty() {
+            let hosts = read(&self.inner.mem).hosts_with(uuids.iter().map(|u| term(b'u', u)));
+            let mut by_uuid: BTreeMap<String, Vec<Stay>> = BTreeMap::new();
+            for h in &hosts {
+                for e in &h.entries {
+                    if let Some(u) = uuid_of(&e.s.disk).filter(|u| uuids.contains(u)) {
+                        by_uuid.entry(u).or_default().extend(stays(e));
+                    }
+                }
+            }
+            per_disk.extend(by_uuid.into_values());
+        }
+        let newest_first = |a: &Stay, b: &Stay| {
+            (b.first_seen, b.last_seen, b.current)
+                .cmp(&(a.first_seen, a.last_seen, a.current))
+                .then_with(|| a.host.cmp(&b.host))
+                .then_with(|| a.device.cmp(&b.device))
+        };
+        let mut out = Vec::new();
+        for mut d in per_disk {
+            d.sort_by(newest_first);
+            d.truncate(MAX_STAYS);
+            out.extend(d);
+        }
+        out.sort_by(newest_first);
+        Ok(out)
+    }
+
+    /// How many sightings the store holds.
     pub fn sightings_len(&self) -> usize {
-        self.sightings.len()
+        read(&self.inner.mem).sightings
+    }
+
+    /// How many key/value records the store holds: one per host (a few for a host whose
+    /// inventory is larger than 64 KiB), one per peer and per attach, and the metadata.
+    pub fn records(&self) -> usize {
+        let hosts: u32 = lock(&self.inner.chunks).values().sum();
+        hosts as usize
+            + read(&self.inner.peers).len()
+            + self.inner.attaches.len()
+            + self.inner.meta.len()
     }
 
     /// This node's current inventory (what the peer layer announces).
     pub fn local_inventory(&self) -> Vec<DiskRecord> {
-        let _commit = self.commit.read().unwrap_or_else(|p| p.into_inner());
-        self.sightings
-            .scan_prefix(node_prefix(&self.node_id))
-            .filter_map(Result::ok)
-            .filter_map(|(_, v)| decode::<Sighting>(&v))
-            .filter(|s| s.present)
-            .map(|s| s.disk)
-            .collect()
+        let mine = read(&self.inner.mem)
+            .hosts
+            .get(self.inner.node_id.as_str())
+            .cloned();
+        mine.map(|h| {
+            h.entries
+                .iter()
+                .filter(|e| e.s.present)
+                .map(|e| e.s.disk.clone())
+                .collect()
+        })
+        .unwrap_or_default()
     }
 
     /// Forget a peer and its sightings (used only to keep the peer table bounded).
     pub fn remove_peer(&self, node_id: &str) -> Result<(), StoreError> {
-        let _commit = self.commit.write().unwrap_or_else(|p| p.into_inner());
+        let _writer = lock(&self.inner.peer_writer);
+        let n = lock(&self.inner.chunks).get(node_id).copied().unwrap_or(0);
         let mut batch = sled::Batch::default();
-        let mut index_batch = sled::Batch::default();
-        for item in self.sightings.scan_prefix(node_prefix(node_id)) {
-            let (k, v) = item?;
-            if let Some(s) = decode::<Sighting>(&v) {
-                for e in index_keys(&s.disk, &s.host, &k) {
-                    index_batch.remove(e);
-                }
-            }
-            batch.remove(k);
+        for i in 0..n {
+            batch.remove(chunk_key(node_id, i));
         }
-        self.sightings.apply_batch(batch)?;
-        self.index.apply_batch(index_batch)?;
-        self.peers.remove(node_id.as_bytes())?;
+        self.inner.hosts.apply_batch(batch)?;
+        self.inner.peers_tree.remove(node_id.as_bytes())?;
+        lock(&self.inner.chunks).remove(node_id);
+        write(&self.inner.mem).remove(node_id);
+        write(&self.inner.peers).remove(node_id);
         Ok(())
     }
 
     /// Remember an attach made for disk `uuid`.
     pub fn put_attach(&self, uuid: &str, rec: &AttachRecord) -> Result<(), StoreError> {
-        self.attaches
+        self.inner
+            .attaches
             .insert(uuid.to_ascii_lowercase().as_bytes(), encode(rec)?)?;
-        self.db.flush()?;
+        self.inner.db.flush()?;
         Ok(())
     }
 
     /// The attach made for disk `uuid`, if any.
     pub fn attach(&self, uuid: &str) -> Option<AttachRecord> {
-        self.attaches
+        self.inner
+            .attaches
             .get(uuid.to_ascii_lowercase().as_bytes())
             .ok()
             .flatten()
@@ -518,44 +702,206 @@ impl Store {
 
     /// Forget the attach of disk `uuid`.
     pub fn remove_attach(&self, uuid: &str) -> Result<(), StoreError> {
-        self.attaches.remove(uuid.to_ascii_lowercase().as_bytes())?;
-        self.db.flush()?;
+        self.inner
+            .attaches
+            .remove(uuid.to_ascii_lowercase().as_bytes())?;
+        self.inner.db.flush()?;
         Ok(())
     }
 
     /// Insert or update a peer.
     pub fn upsert_peer(&self, peer: &PeerRecord) -> Result<(), StoreError> {
-        let _commit = self.commit.write().unwrap_or_else(|p| p.into_inner());
-        self.peers.insert(peer.node_id.as_bytes(), encode(peer)?)?;
+        self.inner
+            .peers_tree
+            .insert(peer.node_id.as_bytes(), encode(peer)?)?;
+        write(&self.inner.peers).insert(peer.node_id.clone(), peer.clone());
         Ok(())
     }
 
     /// One peer, by node id.
     pub fn peer(&self, node_id: &str) -> Option<PeerRecord> {
-        self.peers
-            .get(node_id.as_bytes())
-            .ok()
-            .flatten()
-            .and_then(|v| decode(&v))
+        read(&self.inner.peers).get(node_id).cloned()
     }
 
-    /// Every peer ever heard.
+    /// Every peer ever heard, in node id order.
     pub fn peers(&self) -> Vec<PeerRecord> {
-        // sled iterators are not snapshots: under the lock, a peer replaced while we read
-        // is not counted twice.
-        let _commit = self.commit.read().unwrap_or_else(|p| p.into_inner());
-        self.peers
-            .iter()
-            .filter_map(Result::ok)
-            .filter_map(|(_, v)| decode(&v))
-            .collect()
+        read(&self.inner.peers).values().cloned().collect()
     }
 
     /// Whether the host `node_id` counts as live now: this node always, a peer when heard
     /// within `expiry` and not gone with a goodbye.
     pub fn host_is_live(&self, node_id: &str, now: Millis, expiry: Duration) -> bool {
-        node_id == self.node_id || self.peer(node_id).is_some_and(|p| p.is_live(now, expiry))
+        node_id == self.inner.node_id
+            || read(&self.inner.peers)
+                .get(node_id)
+                .is_some_and(|p| p.is_live(now, expiry))
     }
+}
+
+/// What `replace_inventory` decided.
+struct Merged {
+    diff: InventoryDiff,
+    /// The host's new entries; `None` when nothing changed (nothing is written).
+    entries: Option<Vec<Entry>>,
+}
+
+/// Merge an inventory into a host's previous entries: what appeared, vanished or changed,
+/// and the entries to store (with their stays), unless nothing changed.
+fn merge(
+    old: Option<&HostState>,
+    node_id: &str,
+    host: &str,
+    addr: Option<&str>,
+    disks: &[DiskRecord],
+    now: Millis,
+    prev_seen: Millis,
+) -> Merged {
+    let old_entries: HashMap<&str, &Entry> = old
+        .map(|o| o.entries.iter().map(|e| (e.key.as_str(), e)).collect())
+        .unwrap_or_default();
+    let mut diff = InventoryDiff::default();
+    let mut changed = false;
+    let mut entries: Vec<Entry> = Vec::with_capacity(disks.len().max(old_entries.len()));
+    let mut seen: HashSet<String> = HashSet::with_capacity(disks.len());
+    for disk in disks {
+        let mut key = disk.identity();
+        if seen.contains(&key) {
+            // Two devices with the same UUID (a cloned disk, a snapshot): keep both, the
+            // second one keyed by its device too.
+            key.push('\0');
+            key.push_str(&disk.device);
+            if seen.contains(&key) {
+                continue;
+            }
+        }
+        seen.insert(key.clone());
+        let sighting = |first_seen| Sighting {
+            node_id: node_id.to_string(),
+            host: host.to_string(),
+            addr: addr.map(str::to_string),
+            disk: disk.clone(),
+            present: true,
+            first_seen,
+            last_seen: now,
+        };
+        match old_entries.get(key.as_str()) {
+            Some(prev) => {
+                let p = &prev.s;
+                let same_place = p.host == host && p.addr.as_deref() == addr;
+                if p.present && p.disk == *disk && same_place {
+                    // Unchanged: kept as it is. While present, its last-seen time is its
+                    // host's (see `host_seen`).
+                    entries.push((*prev).clone());
+                    continue;
+                }
+                changed = true;
+                if !p.present {
+                    diff.appeared.push(disk.clone());
+                } else if p.disk != *disk {
+                    diff.changed.push(disk.clone());
+                }
+                let mut e = Entry {
+                    key,
+                    s: sighting(p.first_seen),
+                    since: prev.since,
+                    past: prev.past.clone(),
+                };
+                if !p.present || p.disk.device != disk.device {
+                    // A new stay: back after an absence, or on another device. The one
+                    // that ended lasted until the host's previous inventory.
+                    e.past.push(PastStay {
+                        host: p.host.clone(),
+                        addr: p.addr.clone(),
+                        device: p.disk.device.clone(),
+                        label: p.disk.label.clone(),
+                        first_seen: prev.since,
+                        last_seen: if p.present {
+                            p.last_seen.max(prev_seen)
+                        } else {
+                            p.last_seen
+                        },
+                    });
+                    let over = e.past.len().saturating_sub(MAX_STAYS - 1);
+                    e.past.drain(..over);
+                    e.since = now;
+                }
+                entries.push(e);
+            }
+            None => {
+                changed = true;
+                diff.appeared.push(disk.clone());
+                entries.push(Entry {
+                    key,
+                    s: sighting(now),
+                    since: now,
+                    past: Vec::new(),
+                });
+            }
+        }
+    }
+    for prev in old.map_or(&[][..], |o| &o.entries[..]) {
+        if seen.contains(&prev.key) {
+            continue;
+        }
+        let mut e = prev.clone();
+        if e.s.present {
+            changed = true;
+            diff.vanished.push(e.s.disk.clone());
+            e.s.present = false;
+            e.s.last_seen = e.s.last_seen.max(prev_seen);
+        }
+        entries.push(e);
+    }
+    Merged {
+        diff,
+        entries: changed.then_some(entries),
+    }
+}
+
+/// The stays of one entry: its past ones and its latest.
+fn stays(e: &Entry) -> Vec<Stay> {
+    let mut out: Vec<Stay> = e
+        .past
+        .iter()
+        .map(|p| Stay {
+            node_id: e.s.node_id.clone(),
+            host: p.host.clone(),
+            addr: p.addr.clone(),
+            device: p.device.clone(),
+            label: p.label.clone(),
+            first_seen: p.first_seen,
+            last_seen: p.last_seen,
+            current: false,
+        })
+        .collect();
+    out.push(Stay {
+        node_id: e.s.node_id.clone(),
+        host: e.s.host.clone(),
+        addr: e.s.addr.clone(),
+        device: e.s.disk.device.clone(),
+        label: e.s.disk.label.clone(),
+        first_seen: e.since,
+        last_seen: e.s.last_seen,
+        current: e.s.present,
+    });
+    out
+}
+
+/// A disk's UUID in lower case, when it has one (its identity across hosts).
+fn uuid_of(d: &DiskRecord) -> Option<String> {
+    d.uuid
+        .as_deref()
+        .filter(|u| !u.is_empty())
+        .map(str::to_ascii_lowercase)
+}
+
+/// The index terms a disk query looks up.
+fn disk_terms(text: &str) -> [u64; 3] {
+    [
+        term(b'u', &text.to_ascii_lowercase()),
+        term(b'l', text),
+        term(b'd', text),
+    ]
 }
 
 /// Refuse a data file that sled 0.34 would silently start afresh over.
@@ -647,8 +993,7 @@ fn crc32(bytes: &[u8]) -> u32 {
     !crc
 }
 
-/// Records are postcard-encoded: compact, and several times faster to decode than JSON,
-/// which matters when a query or an announce wave touches thousands of them.
+/// Records are postcard-encoded: compact, and several times faster to decode than JSON.
 fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
     Ok(postcard::to_allocvec(v)?)
 }
@@ -656,55 +1001,6 @@ fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
 /// A record that does not decode is skipped (and left in place, never deleted).
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<T> {
     postcard::from_bytes(bytes).ok()
-}
-
-/// `kind` + term + NUL: the index prefix of one term.
-fn index_prefix(kind: u8, term: &str) -> Vec<u8> {
-    let mut p = Vec::with_capacity(term.len() + 2);
-    p.push(kind);
-    p.extend_from_slice(term.as_bytes());
-    p.push(0);
-    p
-}
-
-/// The index entries of one sighting: its UUID (lower case), label and device, each
-/// pointing at the sighting's key, and its host name pointing at its node id.
-fn index_keys(disk: &DiskRecord, host: &str, key: &[u8]) -> Vec<Vec<u8>> {
-    let mut out = term_keys(disk, key);
-    let node_id = key.split(|&b| b == 0).next().unwrap_or(key);
-    out.push(host_key(host, node_id));
-    out
-}
-
-/// `h` + host + NUL + node id: which node ids have carried a host name.
-fn host_key(host: &str, node_id: &[u8]) -> Vec<u8> {
-    let mut k = index_prefix(b'h', host);
-    k.extend_from_slice(node_id);
-    k
-}
-
-/// The UUID, label and device entries of one sighting.
-fn term_keys(disk: &DiskRecord, key: &[u8]) -> Vec<Vec<u8>> {
-    let mut out = Vec::with_capacity(3);
-    let mut entry = |kind: u8, term: &str, target: &[u8]| {
-        let mut k = index_prefix(kind, term);
-        k.extend_from_slice(target);
-        out.push(k);
-    };
-    if let Some(u) = &disk.uuid {
-        entry(b'u', &u.to_ascii_lowercase(), key);
-    }
-    if let Some(l) = &disk.label {
-        entry(b'l', l, key);
-    }
-    entry(b'd', &disk.device, key);
-    out
-}
-
-fn node_prefix(node_id: &str) -> Vec<u8> {
-    let mut p = node_id.as_bytes().to_vec();
-    p.push(0);
-    p
 }
 
 fn new_node_id() -> String {

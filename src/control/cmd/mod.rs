@@ -6,6 +6,7 @@
 mod announce;
 pub mod debug;
 pub mod help;
+mod history;
 mod list;
 mod localhost;
 mod mount;
@@ -24,6 +25,7 @@ pub async fn apply(request: &Request, ctx: &Context) -> Reply {
     match request {
         Request::Query(c) => off_runtime(ctx, c, where_is::apply).await,
         Request::List(c) => off_runtime(ctx, c, list::apply).await,
+        Request::History(c) => off_runtime(ctx, c, history::apply).await,
         Request::Peers(c) => off_runtime(ctx, c, peers::apply).await,
         Request::Status(c) => off_runtime(ctx, c, status::apply).await,
         Request::Localhost(c) => localhost::apply(c, ctx),

@@ -40,6 +40,8 @@ struct Out {
     uptime_secs: u64,
     store: String,
     store_bytes: u64,
+    /// Key/value records in the store (one per host, plus peers, attaches, metadata).
+    store_records: usize,
     disks_local: usize,
     disks_known: usize,
     peers: usize,
@@ -70,6 +72,7 @@ pub fn apply(cmd: &Json, ctx: &Context) -> Reply {
         uptime_secs: ctx.uptime().as_secs(),
         store: store.path().display().to_string(),
         store_bytes: store.size_on_disk(),
+        store_records: store.records(),
         disks_local: store.local_inventory().len(),
         disks_known: store.sightings_len(),
         peers: peers.len(),
@@ -116,7 +119,10 @@ pub fn apply(cmd: &Json, ctx: &Context) -> Reply {
                 "uptime     {}",
                 humantime::format_duration(std::time::Duration::from_secs(out.uptime_secs))
             ),
-            format!("store      {} ({} bytes)", out.store, out.store_bytes),
+            format!(
+                "store      {} ({} bytes, {} records)",
+                out.store, out.store_bytes, out.store_records
+            ),
             format!(
                 "disks      {} local, {} known; peers {} live of {}",
                 out.disks_local, out.disks_known, out.peers_live, out.peers
