@@ -1215,3 +1215,113 @@ fn kill_9_during_a_large_peer_inventory_leaves_it_whole_or_absent() {
         });
     }
 }
+
+/// Datagrams of a fleet of `peers` made-up hosts with `disks` disks each (one chunk per
+/// host, unsealed), as the peer layer would receive them on first contact.
+fn fleet_datagrams(peers: usize, disks: usize) -> Vec<Vec<u8>> {
+    use diskd::peer::wire::{encode, Body, Chunk, Envelope};
+    (0..peers)
+        .map(|p| {
+            encode(&Envelope {
+                node_id: format!("{:032x}", 0xf1ee7_0000_0000u64 + p as u64),
+                node: format!("fleet-{p:05}"),
+                boot: 1,
+                seq: 1,
+                sent_ms: diskd::model::now_millis(),
+                body: Body::Inventory(Chunk {
+                    generation: 1,
+                    index: 0,
+                    count: 1,
+                    total: disks as u32,
+                    disks: (0..disks)
+                        .map(|d| diskd::model::DiskRecord {
+                            uuid: Some(format!("{p:08x}-{d:04x}-4000-8000-0000f1ee7000")),
+                            label: Some(format!("fleet {p} disk {d}")),
+                            device: format!("/dev/disk/by-id/fleet-{p:05}-{d:02}"),
+                            fstype: Some("ext4".into()),
+                            mountpoints: vec![],
+                        })
+                        .collect(),
+                }),
+            })
+        })
+        .collect()
+}
+
+/// Send datagrams to the group and port of `net` (flags from `util::local_only_multicast`)
+/// on the loopback interface, TTL 0: they never leave this machine. Paced, so a receiver
+/// without a large socket buffer keeps up.
+fn send_on_loopback(net: &[String], datagrams: &[Vec<u8>]) {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let value = |flag: &str| {
+        let i = net.iter().position(|a| a == flag).unwrap();
+        net[i + 1].clone()
+    };
+    let group: std::net::Ipv4Addr = value("--group").parse().unwrap();
+    let port: u16 = value("--port").parse().unwrap();
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+    s.set_multicast_if_v4(&std::net::Ipv4Addr::LOCALHOST)
+        .unwrap();
+    s.set_multicast_ttl_v4(0).unwrap();
+    s.set_multicast_loop_v4(true).unwrap();
+    let to = std::net::SocketAddr::from((group, port)).into();
+    for (i, d) in datagrams.iter().enumerate() {
+        if i % 64 == 63 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        s.send_to(d, &to).unwrap();
+    }
+}
+
+/// For each fleet host on `d`: how many of its disks are known.
+fn fleet_hosts(d: &TestDaemon) -> BTreeMap<String, usize> {
+    let r = d.client(&["list", "--json"]);
+    r.expect_code(0);
+    let mut out: BTreeMap<String, usize> = BTreeMap::new();
+    for x in r.json().as_array().unwrap() {
+        let host = x["host"].as_str().unwrap();
+        if host.starts_with("fleet-") {
+            *out.entry(host.to_string()).or_default() += 1;
+        }
+    }
+    out
+}
+
+/// The first contact: 4,000 hosts x 16 disks (64,000 records) arriving at once. The
+/// daemon is killed (-9) in the middle of it; after a restart every host it stored is
+/// complete, none half-written; sent again, the whole fleet is there.
+#[test]
+fn kill_9_in_the_middle_of_a_64000_record_first_contact_leaves_no_host_half_written() {
+    const PEERS: usize = 4000;
+    const DISKS: usize = 16;
+    let net = util::local_only_multicast("receiver");
+    let mut d = TestDaemon::new("");
+    d.args = net.clone();
+    let mut d = d.arg("--peer-expiry").arg("600s").start();
+    let fleet = fleet_datagrams(PEERS, DISKS);
+    let sender = {
+        let (net, fleet) = (net.clone(), fleet.clone());
+        std::thread::spawn(move || send_on_loopback(&net, &fleet))
+    };
+    // In the middle: some hosts have arrived, not all.
+    util::wait_for("a part of the fleet", LONG, || {
+        let n = d.status_json()["peers"].as_u64().unwrap_or(0) as usize;
+        n >= PEERS / 10
+    });
+    d.kill9();
+    sender.join().unwrap();
+    d.restart();
+    let stored = fleet_hosts(&d);
+    let half: Vec<_> = stored.iter().filter(|(_, n)| **n != DISKS).collect();
+    assert!(half.is_empty(), "half-written hosts: {half:?}");
+    eprintln!(
+        "{} of {PEERS} hosts were stored before the kill",
+        stored.len()
+    );
+    // The fleet again (it announces again after a restart): every host, whole.
+    util::wait_for("the whole fleet", Duration::from_secs(60), || {
+        send_on_loopback(&net, &fleet);
+        let hosts = fleet_hosts(&d);
+        hosts.len() == PEERS && hosts.values().all(|n| *n == DISKS)
+    });
+}
