@@ -1223,7 +1223,7 @@ fn fleet_datagrams(peers: usize, disks: usize) -> Vec<Vec<u8>> {
     (0..peers)
         .map(|p| {
             encode(&Envelope {
-                node_id: format!("{:032x}", 0xf1ee7_0000_0000u64 + p as u64),
+                node_id: format!("{:032x}", 0x000f_1ee7_0000_0000_u64 + p as u64),
                 node: format!("fleet-{p:05}"),
                 boot: 1,
                 seq: 1,
