@@ -100,6 +100,31 @@ fn a_disk_that_moves_shows_the_new_host_live_and_the_old_one_as_last_known() {
     let rows = lab.host("c").query("traveller");
     assert_eq!(rows[0]["device"], "/dev/sdq9");
     assert_eq!(rows[1]["device"], "/dev/sdx1");
+    // Its history, as a third host saw it: the stay on b (now), then the one on a.
+    let r = lab.host("c").client(&["history", "traveller", "--json"]);
+    r.expect_code(0);
+    let stays = r.json();
+    let got: Vec<(&str, &str, bool)> = stays
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["host"].as_str().unwrap(),
+                s["device"].as_str().unwrap(),
+                s["live"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [("b", "/dev/sdq9", true), ("a", "/dev/sdx1", false)],
+        "{stays}"
+    );
+    assert!(
+        stays[0]["first_seen"].as_str() >= stays[1]["last_seen"].as_str(),
+        "{stays}"
+    );
 }
 
 #[test]
