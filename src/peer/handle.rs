@@ -149,7 +149,8 @@ impl PeerStatus {
     }
 }
 
-/// The layer's view of the daemon: the old grab-bag methods, now over its own deps only.
+/// What the layer's code reaches through: its own deps and the status it publishes,
+/// behind short accessors so the receive and send paths read the same as before.
 #[derive(Clone)]
 pub(super) struct Ctx {
     pub(super) deps: Arc<Deps>,
