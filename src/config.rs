@@ -99,9 +99,8 @@ pub struct MountSettings {
     pub enabled: bool,
     /// Where disks get mounted.
     pub root: PathBuf,
-    /// UUID/label globs that may be mounted, as written.
-    pub allow: Vec<String>,
-    /// The same globs, compiled with the device globs' rules (`*` stops at `/`).
+    /// The UUID/label globs that may be mounted, compiled with the device globs' rules
+    /// (`*` stops at `/`).
     pub allow_set: globset::GlobSet,
     /// Argv template for `--attach`.
     pub attach_command: String,
@@ -454,7 +453,6 @@ impl Config {
         let mount = MountSettings {
             enabled: args.allow_mount || fm.enabled.unwrap_or(false),
             root,
-            allow,
             allow_set,
             attach_command,
         };

@@ -1,9 +1,12 @@
 //! diskd: where is this disk right now, and where was it last seen?
 //!
 //! Data flows one way: the watchers (crate `diskd-watchers`) observe this machine, the
-//! daemon writes what they find into the `store`, and the control server answers from the
-//! store. The `client` talks to the control socket; `flags` and `config` turn the command
-//! line and the YAML file into one validated configuration before anything starts.
+//! `inventory` writer puts what they find into the `store`, the `peer` layer shares it and
+//! learns the fleet's, and the `control` server answers from the store. Shared vocabulary
+//! lives in the leaves (`model`, `telemetry`, `protocol`); `daemon` wires the services and
+//! is imported by nobody. The `client` talks to the control socket; `flags` and `config`
+//! turn the command line and the YAML file into one validated configuration before
+//! anything starts. README.md, "Architecture", draws the picture.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

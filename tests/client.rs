@@ -214,3 +214,18 @@ fn diskd_debug_streams_events() {
     let (found, seen) = reader.join().unwrap();
     assert!(found, "no scan event in {seen:?}");
 }
+
+/// A label that starts with a dash is a term, on the command line and on the socket.
+#[test]
+fn a_term_that_starts_with_a_dash_is_found() {
+    let d =
+        TestDaemon::new("/dev/sdd1: UUID=\"dddd-0001\" LABEL=\"-dash\" TYPE=\"ext4\"\n").start();
+    d.wait_query("dddd-0001");
+    let r = d.client(&["query", "-dash", "--json"]);
+    r.expect_code(0);
+    assert_eq!(r.json()[0]["uuid"], "dddd-0001");
+    d.client(&["history", "--", "-dash"]).expect_code(0);
+    let mut s = d.session();
+    assert_eq!(s.call("where -dash").status, "+OK");
+    assert!(s.call("where").status.contains("needs <TERM>"));
+}

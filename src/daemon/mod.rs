@@ -139,7 +139,11 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         inventory.clone(),
         peers.clone(),
     );
-    tracker.spawn(mounts.clone().serve(incoming_mounts, shutdown.clone()));
+    tracker.spawn(
+        mounts
+            .clone()
+            .serve(incoming_mounts, tracker.clone(), shutdown.clone()),
+    );
     let ctx = Context::new(Handles {
         config: config.clone(),
         node,

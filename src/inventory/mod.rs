@@ -104,25 +104,32 @@ impl InventoryHandle {
     /// Scan with every watcher now (or only `only`); one report per watcher, in order,
     /// each once its result is in the store.
     pub async fn refresh(&self, only: Option<&str>, deadline: Duration) -> Vec<ScanReport> {
+        // One deadline for the whole call, queueing included.
+        let until = tokio::time::Instant::now() + deadline;
         let mut waits = Vec::new();
         for (name, tx) in self.refresh.iter() {
             if only.is_some_and(|o| o != *name) {
                 continue;
             }
             let (reply, answer) = oneshot::channel();
-            if tx.send(reply).await.is_ok() {
-                waits.push((*name, answer));
+            match tokio::time::timeout_at(until, tx.send(reply)).await {
+                Ok(Ok(())) => waits.push((*name, Some(answer))),
+                _ => waits.push((*name, None)),
             }
         }
         let mut out = Vec::new();
         for (watcher, answer) in waits {
-            out.push(match tokio::time::timeout(deadline, answer).await {
-                Ok(Ok(report)) => report,
-                _ => ScanReport {
-                    watcher,
-                    outcome: ScanOutcome::NoAnswer,
-                },
-            });
+            let report = match answer {
+                Some(a) => tokio::time::timeout_at(until, a)
+                    .await
+                    .ok()
+                    .and_then(Result::ok),
+                None => None,
+            };
+            out.push(report.unwrap_or(ScanReport {
+                watcher,
+                outcome: ScanOutcome::NoAnswer,
+            }));
         }
         out
     }
@@ -211,7 +218,14 @@ impl Scanner {
             let reply = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep_until(next) => None,
-                Some(reply) = refresh.recv() => Some(reply),
+                Some(reply) = refresh.recv() => {
+                    // Its caller gave up while it waited (a hung scan before it): no scan
+                    // for nobody.
+                    if reply.is_closed() {
+                        continue;
+                    }
+                    Some(reply)
+                }
                 _ = self.watcher.changed() => {
                     // A kernel event: let the burst settle, then look.
                     tokio::time::sleep(EVENT_DEBOUNCE).await;

@@ -6,13 +6,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::{
     attach_argv, create_dir, current_mountpoints, run, valid_uuid, MountError, Mounted, Origin,
     Resolved,
 };
+use diskd_watchers::MountWatcher;
+
 use crate::config::Config;
 use crate::inventory::InventoryHandle;
 use crate::model::{now_millis, DiskRecord, NodeInfo, Sighting};
@@ -20,6 +23,9 @@ use crate::peer::wire::{MountReply, MountRequest};
 use crate::peer::{IncomingMount, PeerHandle, PeerRequest, MOUNT_TIMEOUT};
 use crate::store::Store;
 use crate::telemetry::Events;
+
+/// Peers' mount requests carried out at once.
+const REMOTE_AT_ONCE: usize = 4;
 
 /// How long a mount waits for the mount watcher to show the change.
 const REFRESH_DEADLINE: Duration = Duration::from_secs(10);
@@ -37,6 +43,9 @@ struct Inner {
     events: Events,
     inventory: InventoryHandle,
     peers: PeerHandle,
+    /// Held while a disk of ours is mounted or unmounted: a local and a remote request (or
+    /// two remote ones) never both find a disk "not mounted" and both mount it.
+    local_ops: tokio::sync::Mutex<()>,
 }
 
 impl MountService {
@@ -57,6 +66,7 @@ impl MountService {
                 events,
                 inventory,
                 peers,
+                local_ops: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -69,21 +79,37 @@ impl MountService {
         self.inner.events.emit("mount", message);
     }
 
-    /// Answer peers' mount requests until shutdown, each in its own task (a mount can take
-    /// a while).
-    pub async fn serve(self, mut jobs: mpsc::Receiver<IncomingMount>, shutdown: CancellationToken) {
+    /// Answer peers' mount requests until shutdown, at most `REMOTE_AT_ONCE` at a time
+    /// (a mount can take a while), each in a task on `tracker` so shutdown waits for it.
+    pub async fn serve(
+        self,
+        mut jobs: mpsc::Receiver<IncomingMount>,
+        tracker: TaskTracker,
+        shutdown: CancellationToken,
+    ) {
+        let limit = Arc::new(Semaphore::new(REMOTE_AT_ONCE));
         loop {
+            // A permit first: jobs wait in the bounded queue, where the peer layer sees it
+            // is full and answers "busy".
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                p = limit.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+            };
             let job = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 job = jobs.recv() => job,
             };
             let Some(job) = job else { return };
             let service = self.clone();
-            tokio::spawn(async move {
+            tracker.spawn(async move {
                 let reply = service
                     .serve_remote(&job.requester, &job.requester_id, &job.request)
                     .await;
                 let _ = job.reply.send(reply);
+                drop(permit);
             });
         }
     }
@@ -215,6 +241,7 @@ impl MountService {
     /// Mount our disk `uuid` (policy already checked). Idempotent: a disk already mounted
     /// by diskd, or by someone else, is reported where it is and not mounted twice.
     pub async fn mount_local(&self, uuid: &str, read_only: bool) -> Result<Mounted, MountError> {
+        let _one_at_a_time = self.inner.local_ops.lock().await;
         let disk = self.our_disk(uuid).ok_or_else(|| self.not_here(uuid))?;
         let target = self.mountpoint_for(uuid)?;
         let target_text = target.display().to_string();
@@ -258,6 +285,7 @@ impl MountService {
 
     /// Unmount our disk `uuid`, but only where diskd mounted it.
     pub async fn unmount_local(&self, uuid: &str) -> Result<Mounted, MountError> {
+        let _one_at_a_time = self.inner.local_ops.lock().await;
         let disk = self.our_disk(uuid).ok_or_else(|| self.not_here(uuid))?;
         let target = self.mountpoint_for(uuid)?;
         let target_text = target.display().to_string();
@@ -288,10 +316,16 @@ impl MountService {
     /// The MountWatcher sees the change at once, so `list` (and the peers, via the
     /// change-triggered announce) show it.
     async fn refresh_mounts(&self) {
-        self.inner
+        for report in self
+            .inner
             .inventory
-            .refresh(Some("mounts"), REFRESH_DEADLINE)
-            .await;
+            .refresh(Some(MountWatcher::NAME), REFRESH_DEADLINE)
+            .await
+        {
+            if !report.is_ok() {
+                tracing::warn!("after a mount: {report}; the change shows at the next scan");
+            }
+        }
     }
 
     /// Mount or unmount on the owner: ourselves, or a peer through the peer layer.

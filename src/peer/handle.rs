@@ -82,22 +82,25 @@ pub struct PeerHandle {
 }
 
 impl PeerHandle {
-    /// Send a request, or fail at once when the layer has stopped.
+    /// Send a request and wait for its answer, at most `deadline`; fails at once when the
+    /// layer has stopped.
     pub async fn request<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<Result<T, PeerError>>) -> PeerRequest,
         deadline: Duration,
     ) -> Result<T, PeerError> {
         let (tx, rx) = oneshot::channel();
-        self.requests
-            .send(make(tx))
+        // One deadline for queueing and answering: a busy layer cannot hold the caller.
+        let asked = async {
+            self.requests
+                .send(make(tx))
+                .await
+                .map_err(|_| PeerError::Stopped)?;
+            rx.await.unwrap_or(Err(PeerError::Stopped))
+        };
+        tokio::time::timeout(deadline, asked)
             .await
-            .map_err(|_| PeerError::Stopped)?;
-        match tokio::time::timeout(deadline, rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(PeerError::Stopped),
-            Err(_) => Err(PeerError::NoAnswer(deadline)),
-        }
+            .unwrap_or(Err(PeerError::NoAnswer(deadline)))
     }
 
     /// The layer's published status.

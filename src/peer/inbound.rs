@@ -332,34 +332,47 @@ impl Layer {
         }
     }
 
-    /// A peer asks us to mount one of our disks. Carried out in its own task (a mount can
-    /// take a while); retries of the same request id get the same answer.
+    /// A peer asks us to mount one of our disks. Handed to the mount service over a
+    /// bounded channel (a mount can take a while); when it is full the request is refused
+    /// as busy at once, so no datagram can make work pile up. Retries of the same request
+    /// id get the same answer.
     fn serve_mount_request(&mut self, from: &PeerRecord, req: wire::MountRequest) {
         let key = (from.node_id.clone(), req.request_id);
         let tx = self.done_tx.clone();
         match self.rpc.serve(key.clone()) {
             Serve::InProgress => {}
             Serve::Repeat(reply) => {
-                // A retry: the answer was lost; send it again.
-                tokio::spawn(async move {
-                    let _ = tx.send((key, reply)).await;
-                });
+                // A retry: the answer was lost; send it again (or at its next retry).
+                let _ = tx.try_send((key, reply));
             }
             Serve::New => {
-                let jobs = self.ctx.deps.mount_jobs.clone();
-                let requester = from.node.clone();
-                tokio::spawn(async move {
-                    let (reply, answer) = oneshot::channel();
-                    let job = IncomingMount {
-                        requester,
-                        requester_id: key.0.clone(),
-                        request: req,
-                        reply,
+                let (reply, answer) = oneshot::channel();
+                let job = IncomingMount {
+                    requester: from.node.clone(),
+                    requester_id: key.0.clone(),
+                    request: req.clone(),
+                    reply,
+                };
+                if self.ctx.deps.mount_jobs.try_send(job).is_err() {
+                    let busy = wire::MountReply {
+                        request_id: req.request_id,
+                        target: key.0.clone(),
+                        ok: false,
+                        device: None,
+                        mountpoint: None,
+                        message: format!(
+                            "{} is busy with other mounts; try again",
+                            self.ctx.node().name
+                        ),
                     };
-                    if jobs.send(job).await.is_ok() {
-                        if let Ok(reply) = answer.await {
-                            let _ = tx.send((key, reply)).await;
-                        }
+                    let _ = tx.try_send((key, busy));
+                    return;
+                }
+                // One forwarder per accepted job: bounded by the job queue and the mount
+                // service's concurrency.
+                tokio::spawn(async move {
+                    if let Ok(reply) = answer.await {
+                        let _ = tx.send((key, reply)).await;
                     }
                 });
             }

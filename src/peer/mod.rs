@@ -344,8 +344,10 @@ impl Layer {
                             unmount,
                         };
                         let now = self.clock.instant();
-                        self.send(t, Body::MountRequest(request.clone())).await?;
-                        self.rpc.start(request, reply, now);
+                        // Waiting first: if the send fails, the reopen path fails it with
+                        // the reason instead of dropping the reply.
+                        self.rpc.start(request.clone(), reply, now);
+                        self.send(t, Body::MountRequest(request)).await?;
                     }
                 },
                 _ = at(self.rpc.next_due()) => {

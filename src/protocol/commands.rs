@@ -57,6 +57,7 @@ pub struct Json {
 #[derive(Debug, Clone, PartialEq, Eq, Args)]
 pub struct Query {
     /// UUID, label or device path.
+    #[arg(allow_hyphen_values = true)]
     pub term: String,
     /// Print a JSON array of disks instead of a table.
     #[arg(long)]
@@ -67,6 +68,7 @@ pub struct Query {
 #[derive(Debug, Clone, PartialEq, Eq, Args)]
 pub struct History {
     /// UUID, label or device path.
+    #[arg(allow_hyphen_values = true)]
     pub term: String,
     /// Print a JSON array of stays instead of a table.
     #[arg(long)]
@@ -77,7 +79,11 @@ pub struct History {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
 pub struct List {
     /// Only the disks of this node.
-    #[arg(value_name = "HOST", conflicts_with = "host")]
+    #[arg(
+        value_name = "HOST",
+        conflicts_with = "host",
+        allow_hyphen_values = true
+    )]
     pub node: Option<String>,
     /// Only the disks of this node (same as HOST).
     #[arg(long, value_name = "NODE")]
@@ -98,6 +104,7 @@ impl List {
 #[derive(Debug, Clone, PartialEq, Eq, Args)]
 pub struct Mount {
     /// UUID, label or device path of a live disk.
+    #[arg(allow_hyphen_values = true)]
     pub term: String,
     /// Also reach it from this machine at DIR (absolute on the socket; the `diskd mount`
     /// client makes a relative DIR absolute).
@@ -115,6 +122,7 @@ pub struct Mount {
 #[derive(Debug, Clone, PartialEq, Eq, Args)]
 pub struct Umount {
     /// UUID, label or device path.
+    #[arg(allow_hyphen_values = true)]
     pub term: String,
     /// Print a JSON object instead of text.
     #[arg(long)]
@@ -122,49 +130,48 @@ pub struct Umount {
 }
 
 impl Request {
-    /// The socket line that asks for this (quoted, so any term survives the trip).
+    /// The socket line that asks for this: the name, the flags, then `--` and the term
+    /// (quoted), so any term survives the trip, one that starts with `-` included.
     pub fn to_line(&self) -> String {
-        let mut words: Vec<String> = Vec::new();
-        let flag = |words: &mut Vec<String>, on: bool, name: &str| {
+        let mut words: Vec<String> = vec![self.name().into()];
+        let mut flag = |on: bool, name: &str| {
             if on {
                 words.push(name.to_string());
             }
         };
-        match self {
+        let term: Option<&str> = match self {
             Request::Query(q) => {
-                words.extend(["where".into(), quote(&q.term)]);
-                flag(&mut words, q.json, "--json");
+                flag(q.json, "--json");
+                Some(&q.term)
             }
             Request::History(h) => {
-                words.extend(["history".into(), quote(&h.term)]);
-                flag(&mut words, h.json, "--json");
+                flag(h.json, "--json");
+                Some(&h.term)
             }
             Request::List(l) => {
-                words.push("list".into());
-                if let Some(n) = l.node() {
-                    words.push(quote(n));
-                }
-                flag(&mut words, l.json, "--json");
+                flag(l.json, "--json");
+                l.node()
             }
             Request::Peers(j) | Request::Status(j) | Request::Localhost(j) => {
-                words.push(self.name().into());
-                flag(&mut words, j.json, "--json");
+                flag(j.json, "--json");
+                None
             }
-            Request::Refresh | Request::Announce | Request::Ping | Request::Debug => {
-                words.push(self.name().into())
-            }
+            Request::Refresh | Request::Announce | Request::Ping | Request::Debug => None,
             Request::Mount(m) => {
-                words.extend(["mount".into(), quote(&m.term)]);
-                flag(&mut words, m.read_only, "--read-only");
+                flag(m.read_only, "--read-only");
+                flag(m.json, "--json");
                 if let Some(dir) = &m.attach {
                     words.extend(["--attach".into(), quote(dir)]);
                 }
-                flag(&mut words, m.json, "--json");
+                Some(&m.term)
             }
             Request::Umount(u) => {
-                words.extend(["umount".into(), quote(&u.term)]);
-                flag(&mut words, u.json, "--json");
+                flag(u.json, "--json");
+                Some(&u.term)
             }
+        };
+        if let Some(t) = term {
+            words.extend(["--".into(), quote(t)]);
         }
         words.join(" ")
     }
@@ -213,7 +220,8 @@ pub enum SessionCommand {
     no_binary_name = true,
     disable_help_flag = true,
     disable_help_subcommand = true,
-    disable_version_flag = true
+    disable_version_flag = true,
+    args_override_self = true
 )]
 struct Line {
     #[command(subcommand)]
@@ -234,6 +242,13 @@ impl SessionCommand {
             match e.kind() {
                 ErrorKind::InvalidSubcommand => {
                     format!("unknown command {name:?}; type 'help' for the list")
+                }
+                ErrorKind::MissingRequiredArgument => {
+                    let what = e
+                        .get(clap::error::ContextKind::InvalidArg)
+                        .map(|v| v.to_string())
+                        .unwrap_or_else(|| "an argument".into());
+                    format!("{name} needs {what}; see 'help {name}'")
                 }
                 _ => format!("{name}: {}; see 'help {name}'", first_line(&e.to_string())),
             }
@@ -359,6 +374,12 @@ mod tests {
     fn rejects_unknown_commands_and_stray_arguments() {
         let e = parse("frobnicate --now").unwrap_err();
         assert!(e.contains("unknown command \"frobnicate\""), "{e}");
+        let e = parse("where").unwrap_err();
+        assert!(e.contains("where needs <TERM>"), "{e}");
+        assert!(
+            parse("where x --json --json").is_ok(),
+            "a repeated flag is harmless"
+        );
         for bad in [
             "where",
             "status extra",
@@ -388,6 +409,10 @@ mod tests {
             "debug",
             "mount x --read-only --attach '/mnt/a b' --json",
             "umount x",
+            "where -backup",
+            "list -node --json",
+            "mount --json -- -x",
+            "where -- --json",
         ] {
             let SessionCommand::Request(r) = parse(line).unwrap() else {
                 panic!("{line}: not a request");

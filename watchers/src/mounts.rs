@@ -24,6 +24,9 @@ pub struct MountWatcher {
 }
 
 impl MountWatcher {
+    /// The watcher's name (`status`, `refresh`), for callers that ask this one to scan.
+    pub const NAME: &'static str = "mounts";
+
     /// Watches this process's view of the mounts, which is the view that matters to the
     /// daemon (it is what it could open) and, outside containers, the host's.
     pub fn new(interval: Duration) -> MountWatcher {
@@ -43,7 +46,7 @@ impl MountWatcher {
 #[async_trait]
 impl Watcher for MountWatcher {
     fn name(&self) -> &'static str {
-        "mounts"
+        Self::NAME
     }
 
     fn interval(&self) -> Duration {

@@ -23,10 +23,10 @@ use crate::protocol::Request;
 /// Carry out a request that produces one reply (`debug` streams, so the session runs it).
 pub async fn apply(request: &Request, ctx: &Context) -> Reply {
     match request {
-        Request::Query(c) => off_runtime(ctx, c, where_is::apply).await,
-        Request::List(c) => off_runtime(ctx, c, list::apply).await,
-        Request::History(c) => off_runtime(ctx, c, history::apply).await,
-        Request::Peers(c) => off_runtime(ctx, c, peers::apply).await,
+        Request::Query(c) => where_is::apply(c, ctx),
+        Request::List(c) => list::apply(c, ctx),
+        Request::History(c) => history::apply(c, ctx),
+        Request::Peers(c) => peers::apply(c, ctx),
         Request::Status(c) => off_runtime(ctx, c, status::apply).await,
         Request::Localhost(c) => localhost::apply(c, ctx),
         Request::Refresh => refresh::apply(ctx).await,
@@ -40,9 +40,9 @@ pub async fn apply(request: &Request, ctx: &Context) -> Reply {
     }
 }
 
-/// Run a command that reads the store on a blocking thread: a store read may wait while
-/// our own inventory is being flushed (it is durable before it is visible), and that wait
-/// must never hold one of the runtime's worker threads.
+/// Run a command that does file I/O on a blocking thread (`status` measures the store on
+/// disk), so it never holds one of the runtime's worker threads. Queries answer from the
+/// store's memory and run in place.
 async fn off_runtime<A: Clone + Send + 'static>(
     ctx: &Context,
     args: &A,

@@ -91,7 +91,14 @@ pub async fn mount(cmd: &Mount, ctx: &Context) -> Reply {
                 host: r.at.host.clone(),
                 path: m.mountpoint.clone(),
             };
-            if let Err(e) = ctx.store().put_attach(&uuid, &rec) {
+            let store = ctx.store().clone();
+            let key = uuid.clone();
+            // The record is flushed (an fsync): not on a runtime thread.
+            let saved = tokio::task::spawn_blocking(move || store.put_attach(&key, &rec)).await;
+            if let Err(e) = saved
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()))
+            {
                 tracing::warn!("cannot remember the attach: {e}");
             }
             ctx.event(
@@ -134,7 +141,13 @@ pub async fn umount(cmd: &Umount, ctx: &Context) -> Reply {
                 return Reply::status(Status::Error(format!("cannot detach {}: {e}", a.dir)));
             }
         }
-        if let Err(e) = ctx.store().remove_attach(&uuid) {
+        let store = ctx.store().clone();
+        let key = uuid.clone();
+        let forgot = tokio::task::spawn_blocking(move || store.remove_attach(&key)).await;
+        if let Err(e) = forgot
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+        {
             tracing::warn!("cannot forget the attach: {e}");
         }
         ctx.event("mount", format!("detached {uuid} from {}", a.dir));
