@@ -91,6 +91,8 @@ pub struct StoreHealth {
     pub reopens: u64,
     /// Hosts whose latest inventory is in memory but maybe not on disk yet.
     pub pending_hosts: usize,
+    /// Compactions since start (see `Store::compact_if_needed`).
+    pub compactions: u64,
 }
 
 impl StoreHealth {
@@ -116,6 +118,9 @@ pub(super) struct Durability {
     failures: u64,
     retries: u64,
     reopens: u64,
+    /// Live bytes at the last measure (see `compact`), and compactions done.
+    pub live_bytes: u64,
+    pub compactions: u64,
 }
 
 struct Failure {
@@ -201,6 +206,7 @@ impl Durability {
             retries: self.retries,
             reopens: self.reopens,
             pending_hosts: self.hosts.len(),
+            compactions: self.compactions,
         }
     }
 }
@@ -344,16 +350,28 @@ impl Store {
     /// Drop sled and open the same directory again with the same settings (sled stays
     /// failed after an I/O error). Recounts each host's keys from what sled recovered.
     fn reopen(&self) -> Result<Arc<Sled>, StoreError> {
+        self.release();
+        lock(&self.inner.durability).reopens += 1;
+        let s = self.open_again()?;
+        tracing::warn!(store = %self.inner.path.display(), "store reopened after write failures");
+        Ok(s)
+    }
+
+    /// Drop our sled handle (the caller holds both writer locks), waiting briefly for
+    /// whoever still holds it (a reader of the attach records) to let go.
+    pub(super) fn release(&self) {
         let old = write(&self.inner.sled).take();
         if let Some(old) = old {
-            // Whoever still holds it (a reader of the attach records) lets go quickly.
             let deadline = std::time::Instant::now() + RELEASE_WAIT;
             while Arc::strong_count(&old) > 1 && std::time::Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(5));
             }
-            drop(old);
         }
-        lock(&self.inner.durability).reopens += 1;
+    }
+
+    /// Open the store directory with the usual settings and put it in place, recounting
+    /// each host's keys from what is there.
+    pub(super) fn open_again(&self) -> Result<Arc<Sled>, StoreError> {
         let mut tries = 0;
         let db = loop {
             match config(&self.inner.path).open() {
@@ -376,17 +394,27 @@ impl Store {
         }
         *lock(&self.inner.chunks) = counts;
         *write(&self.inner.sled) = Some(s.clone());
-        tracing::warn!(store = %self.inner.path.display(), "store reopened after write failures");
         Ok(s)
     }
 
     /// Keep the store durable: while it is failing, retry with backoff (see
     /// [`Store::repair`]) until it works again or `shutdown`. Run by the daemon as a task.
     pub async fn keep(self, shutdown: CancellationToken) {
+        let mut check = tokio::time::interval(super::compact::CHECK_EVERY);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        check.tick().await;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = self.inner.trouble.notified() => {}
+                _ = check.tick() => {
+                    // Writers wait meanwhile; queries answer from memory throughout.
+                    let store = self.clone();
+                    let done = tokio::task::spawn_blocking(move || store.compact_if_needed());
+                    if let Ok(Err(e)) = done.await {
+                        tracing::warn!("store compaction failed: {e}");
+                    }
+                }
             }
             let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
             while !self.health().is_ok() {

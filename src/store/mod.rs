@@ -20,6 +20,7 @@
 //! inventories are published at once and flushed by the peer layer once per burst of
 //! datagrams (`flush`).
 
+mod compact;
 mod health;
 mod layout;
 mod migrate;

@@ -53,6 +53,8 @@ struct Out {
     store_pending_hosts: usize,
     /// Times sled was reopened after write failures, since start.
     store_reopens: u64,
+    /// Times the store was compacted (its log past twice its live data), since start.
+    store_compactions: u64,
     disks_local: usize,
     disks_known: usize,
     peers: usize,
@@ -90,6 +92,7 @@ pub fn apply(cmd: &Json, ctx: &Context) -> Reply {
         store_failing_since: health.failing_since.map(crate::model::rfc3339),
         store_pending_hosts: health.pending_hosts,
         store_reopens: health.reopens,
+        store_compactions: health.compactions,
         disks_local: store.local_inventory().len(),
         disks_known: store.sightings_len(),
         peers: peers.len(),
@@ -141,7 +144,10 @@ pub fn apply(cmd: &Json, ctx: &Context) -> Reply {
                 out.store, out.store_bytes, out.store_records
             ),
             match &out.store_error {
-                None => format!("store      ok; reopened {} times", out.store_reopens),
+                None => format!(
+                    "store      ok; reopened {} times, compacted {} times",
+                    out.store_reopens, out.store_compactions
+                ),
                 Some(e) => format!(
                     "store      FAILING since {}: {e}; answering from memory, {} hosts not yet durable, retrying",
                     out.store_failing_since.as_deref().unwrap_or("?"),
