@@ -18,7 +18,9 @@
 //! I/O or a flush. Our own inventory is written and flushed before it is published, so a
 //! local disk a query has shown cannot be lost by a `kill -9` right after the answer. Peer
 //! inventories are published at once and flushed by the peer layer once per burst of
-//! datagrams (`flush`).
+//! datagrams (`flush`). When sled cannot write (a full disk), everything is published in
+//! memory all the same and `health` takes over: see `health.rs` (retries, reopening sled)
+//! and `compact.rs` (a log past twice its live data).
 
 mod compact;
 mod health;
