@@ -117,6 +117,23 @@ fn a_full_disk_then_room_again() {
         assert_eq!(diff.appeared.len(), 3000);
         assert_eq!(s.local_inventory().len(), 3000, "published in memory");
         assert_eq!(s.find("/dev/during2999").unwrap().len(), 1);
+        // A peer's inventory and record: kept in memory too.
+        let peer = crate::model::PeerRecord {
+            node_id: "peer1".into(),
+            node: "host1".into(),
+            addr: None,
+            first_seen: 2_000,
+            last_seen: 2_000,
+            gone: false,
+            legacy: false,
+            disks: 500,
+            key: None,
+            boot: 1,
+            sent_ms: 2_000,
+        };
+        let _ = s.upsert_peer(&peer);
+        let _ = s.replace_peer_inventory("peer1", "host1", None, &disks(500, "peer"), 2_000);
+        assert_eq!(s.find("/dev/peer499").unwrap().len(), 1);
         let h = s.health();
         assert_eq!(h.state, "failing");
         assert!(h.error.unwrap().contains(&err.to_string()[..10]));
@@ -144,5 +161,7 @@ fn a_full_disk_then_room_again() {
     assert_eq!(old.len(), 1);
     assert!(!old[0].present);
     assert_eq!(s.host_seen(&node_id), Some(4_000));
+    assert_eq!(s.find("/dev/peer499").unwrap().len(), 1);
+    assert_eq!(s.peer("peer1").map(|p| p.disks), Some(500));
     drop(s);
 }
