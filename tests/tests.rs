@@ -17,3 +17,4 @@ mod lab_mount;
 mod lab_peers;
 mod lab_security;
 mod packaging;
+mod store_full;

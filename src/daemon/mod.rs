@@ -101,6 +101,9 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     // and control server. Each service gets what it needs and hands back a small handle.
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
+    // While the store's writes fail (a full disk), this retries them with backoff and
+    // reopens sled when it stays failed; queries answer from memory meanwhile.
+    tracker.spawn(store.clone().keep(shutdown.clone()));
     let config = Arc::new(config);
     let telemetry = Telemetry::default();
     let watchers: Vec<Arc<dyn Watcher>> = vec![
@@ -175,6 +178,11 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         .is_err()
     {
         tracing::warn!("some tasks did not stop within {DRAIN_DEADLINE:?}");
+    }
+    if !store.health().is_ok() {
+        // One last try to get what is only in memory onto the disk.
+        let s = store.clone();
+        let _ = tokio::task::spawn_blocking(move || s.repair()).await;
     }
     store
         .flush()

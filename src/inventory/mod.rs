@@ -6,7 +6,9 @@
 //! task, which owns the latest observation of every watcher, composes this node's
 //! inventory from them and writes it to the store off the async runtime (one flush per
 //! write, so it is durable before anyone is told). Because only the writer composes, an
-//! older composition can never land after a newer one.
+//! older composition can never land after a newer one. When the store cannot write (a
+//! full disk), the inventory is published in memory all the same and the store retries
+//! (`Store::keep`): the daemon keeps answering what the watchers found.
 //!
 //! A failed scan changes nothing in the store: the previous inventory stays until the next
 //! good scan. Every task stops at once on shutdown, whatever a watcher is doing (dropping
@@ -369,41 +371,49 @@ impl Writer {
     }
 
     /// Store the records off the runtime (sled writes and the fsync block), then tell
-    /// whoever waits: the peer layer (announce) and `debug` sessions.
+    /// whoever waits: the peer layer (announce) and `debug` sessions. When the store
+    /// works, the inventory is on disk before it is visible; when it fails (a full disk),
+    /// the inventory is visible all the same, so queries answer what the watchers found,
+    /// and the store's keeper (`Store::keep`) writes it once the disk works again.
     async fn write(&self, records: &[DiskRecord]) {
         let store = self.store.clone();
         let node = self.node.clone();
         let owned = records.to_vec();
         let result = tokio::task::spawn_blocking(move || {
-            store.replace_local(&node.name, node.addr.as_deref(), &owned, now_millis())
+            store.publish_local(&node.name, node.addr.as_deref(), &owned, now_millis())
         })
         .await;
         let events = &self.telemetry.events;
         let stats = &self.telemetry.stats;
-        match result {
-            Ok(Ok(diff)) => {
+        let diff = match result {
+            Ok((diff, Ok(()))) => {
                 Stats::bump(&stats.inventory_writes);
-                if !diff.is_empty() {
-                    self.changed.notify_one();
-                }
-                for (what, list) in [
-                    ("appeared", &diff.appeared),
-                    ("vanished", &diff.vanished),
-                    ("changed", &diff.changed),
-                ] {
-                    for d in list {
-                        events.emit("disk", format!("{what}: {}", describe(d)));
-                    }
-                }
+                diff
             }
-            Ok(Err(e)) => {
+            Ok((diff, Err(e))) => {
+                // The store logs when it starts failing and when it works again; `status`
+                // shows why meanwhile.
                 Stats::bump(&stats.store_errors);
-                tracing::error!("cannot store the inventory: {e}");
-                events.emit("error", format!("store: {e}"));
+                tracing::debug!("inventory not durable yet: {e}");
+                events.emit("error", format!("store: {e}; kept in memory, retrying"));
+                diff
             }
             Err(e) => {
                 Stats::bump(&stats.store_errors);
                 tracing::error!("the inventory write did not complete: {e}");
+                return;
+            }
+        };
+        if !diff.is_empty() {
+            self.changed.notify_one();
+        }
+        for (what, list) in [
+            ("appeared", &diff.appeared),
+            ("vanished", &diff.vanished),
+            ("changed", &diff.changed),
+        ] {
+            for d in list {
+                events.emit("disk", format!("{what}: {}", describe(d)));
             }
         }
     }

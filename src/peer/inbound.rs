@@ -192,8 +192,10 @@ impl Layer {
                 }
             }
             Err(e) => {
+                // Kept in memory (queries answer it); the store logs its failure once and
+                // rewrites it when the disk works again (`Store::keep`).
                 Stats::bump(&self.ctx.stats().store_errors);
-                tracing::error!(peer = %peer.node, "cannot store inventory: {e}");
+                tracing::debug!(peer = %peer.node, "inventory not durable yet: {e}");
             }
         }
     }
@@ -211,8 +213,9 @@ impl Layer {
                 self.ctx.store().flush().await
             };
             if let Err(e) = result {
+                // The store is marked failing and retries by itself (`Store::keep`).
                 Stats::bump(&self.ctx.stats().store_errors);
-                tracing::error!("store flush failed: {e}");
+                tracing::debug!("store flush failed: {e}");
             }
         }
     }
@@ -282,7 +285,7 @@ impl Layer {
             }
             Err(e) => {
                 Stats::bump(&self.ctx.stats().store_errors);
-                tracing::error!(peer = %ip, "cannot store legacy inventory: {e}");
+                tracing::debug!(peer = %ip, "legacy inventory not durable yet: {e}");
             }
         }
         self.dirty = true;
@@ -305,8 +308,9 @@ impl Layer {
                     self.dirty |= important;
                 }
                 Err(e) => {
+                    // In memory all the same; the store rewrites it (`Store::keep`).
                     Stats::bump(&self.ctx.stats().store_errors);
-                    tracing::error!("cannot store peer: {e}");
+                    tracing::debug!("peer not durable yet: {e}");
                 }
             }
         }

@@ -18,8 +18,12 @@
 //! I/O or a flush. Our own inventory is written and flushed before it is published, so a
 //! local disk a query has shown cannot be lost by a `kill -9` right after the answer. Peer
 //! inventories are published at once and flushed by the peer layer once per burst of
-//! datagrams (`flush`).
+//! datagrams (`flush`). When sled cannot write (a full disk), everything is published in
+//! memory all the same and `health` takes over: see `health.rs` (retries, reopening sled)
+//! and `compact.rs` (a log past twice its live data).
 
+mod compact;
+mod health;
 mod layout;
 mod migrate;
 
@@ -29,6 +33,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+pub use health::StoreHealth;
+use health::{Durability, Sled, Wrote};
 pub use layout::MAX_STAYS;
 use layout::{chunk_key, parse_chunk_key, term, Entry, HostState, PastStay};
 
@@ -94,6 +100,9 @@ pub enum StoreError {
     /// A record that cannot be encoded.
     #[error("store: cannot encode record: {0}")]
     Encode(#[from] postcard::Error),
+    /// sled was closed after write failures and could not be opened again yet.
+    #[error("store {}: closed after write failures, reopening", .0.display())]
+    Closed(PathBuf),
 }
 
 /// What changed when an inventory was replaced; drives `debug` events and announces.
@@ -121,12 +130,13 @@ pub struct Store {
 }
 
 struct Inner {
-    db: sled::Db,
-    meta: sled::Tree,
-    /// One value per host (see `layout`).
-    hosts: sled::Tree,
-    peers_tree: sled::Tree,
-    attaches: sled::Tree,
+    /// sled and its trees; `None` only between a failed reopen and the next (see
+    /// `health`).
+    sled: RwLock<Option<Arc<Sled>>>,
+    /// What may not be on disk yet, and the current write failure (see `health`).
+    durability: Mutex<Durability>,
+    /// Woken on a write failure: `Store::keep` retries.
+    trouble: tokio::sync::Notify,
     node_id: String,
     path: PathBuf,
     /// What readers see: every host's committed value and the term index.
@@ -290,17 +300,7 @@ impl Store {
             }
         };
         check_log_readable(path)?;
-        let db = sled::Config::new()
-            .path(path)
-            // Fewer rewrites of log segments than LowSpace (faster ingest; see
-            // BENCHMARKS.md), and no timer-driven flushes: every write that must be
-            // durable is flushed explicitly, so an idle daemon does no I/O at all.
-            .mode(sled::Mode::HighThroughput)
-            .flush_every_ms(None)
-            // sled caches up to 1 GiB by default; diskd's working set is small.
-            .cache_capacity(CACHE_BYTES)
-            .open()
-            .map_err(open_err)?;
+        let db = health::config(path).open().map_err(open_err)?;
         let meta = db.open_tree(META).map_err(open_err)?;
         let has_tree = |name: &str| {
             db.tree_names()
@@ -402,11 +402,15 @@ impl Store {
         db.flush().map_err(open_err)?;
         Ok(Store {
             inner: Arc::new(Inner {
-                db,
-                meta,
-                hosts,
-                peers_tree,
-                attaches,
+                sled: RwLock::new(Some(Arc::new(Sled {
+                    db,
+                    meta,
+                    hosts,
+                    peers_tree,
+                    attaches,
+                }))),
+                durability: Mutex::new(Durability::default()),
+                trouble: tokio::sync::Notify::new(),
                 node_id,
                 path: path.to_path_buf(),
                 mem: RwLock::new(mem),
@@ -432,18 +436,37 @@ impl Store {
 
     /// Bytes the store takes on disk.
     pub fn size_on_disk(&self) -> u64 {
-        self.inner.db.size_on_disk().unwrap_or(0)
+        match self.sled() {
+            Ok(s) => s.db.size_on_disk().unwrap_or(0),
+            Err(_) => 0,
+        }
     }
 
     /// Make everything written so far durable. Callers await this before they report a
-    /// change as done, so a `kill -9` afterwards cannot lose it.
+    /// change as done, so a `kill -9` afterwards cannot lose it. A failure marks the store
+    /// failing (see `health`): `keep` retries.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.inner.db.flush_async().await?;
-        Ok(())
+        let mark = lock(&self.inner.durability).mark();
+        let result = match self.sled() {
+            Ok(s) => s.db.flush_async().await.map_err(StoreError::from),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(_) => {
+                lock(&self.inner.durability).flushed(mark);
+                Ok(())
+            }
+            Err(e) => {
+                self.failed(&e);
+                Err(e)
+            }
+        }
     }
 
     /// Replace this node's inventory with what the watchers found, as one atomic step,
-    /// durable before it is visible.
+    /// durable before it is visible. When the store cannot write, the new inventory is
+    /// published in memory all the same (queries answer it) and the error returned; see
+    /// [`Store::publish_local`].
     pub fn replace_local(
         &self,
         host: &str,
@@ -451,18 +474,34 @@ impl Store {
         disks: &[DiskRecord],
         now: Millis,
     ) -> Result<InventoryDiff, StoreError> {
+        let (diff, durable) = self.publish_local(host, addr, disks, now);
+        durable.map(|()| diff)
+    }
+
+    /// Replace this node's inventory: written and flushed, then visible. When the write or
+    /// the flush fails, it is visible all the same (the daemon answers from what it knows)
+    /// and the error comes back with the diff: the store is marked failing and
+    /// [`Store::keep`] rewrites it from memory once the disk works again.
+    pub fn publish_local(
+        &self,
+        host: &str,
+        addr: Option<&str>,
+        disks: &[DiskRecord],
+        now: Millis,
+    ) -> (InventoryDiff, Result<(), StoreError>) {
         let _writer = lock(&self.inner.local_writer);
         let id = self.inner.node_id.clone();
-        let diff = self.replace_inventory(&id, host, addr, disks, now, true)?;
+        let out = self.replace_inventory(&id, host, addr, disks, now, true);
         self.inner.local_seen.store(now, Ordering::Release);
-        Ok(diff)
+        out
     }
 
     /// Replace a peer's inventory with the one it announced, as one atomic step. Visible
     /// at once; not flushed here: the peer layer flushes once per burst of datagrams
     /// (`flush`), so a wave of announces costs one disk sync, not one per peer; a peer's
     /// data lost in a crash within that window comes back with its next announce. An
-    /// announce that changes nothing writes nothing.
+    /// announce that changes nothing writes nothing. When sled cannot write, the new
+    /// inventory is visible all the same, the error is returned and `keep` rewrites it.
     pub fn replace_peer_inventory(
         &self,
         node_id: &str,
@@ -472,9 +511,12 @@ impl Store {
         now: Millis,
     ) -> Result<InventoryDiff, StoreError> {
         let _writer = lock(&self.inner.peer_writer);
-        self.replace_inventory(node_id, host, addr, disks, now, false)
+        let (diff, written) = self.replace_inventory(node_id, host, addr, disks, now, false);
+        written.map(|()| diff)
     }
 
+    /// Merge, write (and for our own inventory, flush), publish. Published even when sled
+    /// fails; the error comes back with the diff.
     fn replace_inventory(
         &self,
         node_id: &str,
@@ -483,44 +525,69 @@ impl Store {
         disks: &[DiskRecord],
         now: Millis,
         local: bool,
-    ) -> Result<InventoryDiff, StoreError> {
+    ) -> (InventoryDiff, Result<(), StoreError>) {
         let old = read(&self.inner.mem).hosts.get(node_id).cloned();
         // When this host's previous inventory arrived: the last time a disk that is gone
         // now was seen.
         let prev_seen = self.host_seen(node_id).unwrap_or(now);
         let merged = merge(old.as_deref(), node_id, host, addr, disks, now, prev_seen);
         let Some(entries) = merged.entries else {
+            let mut result = Ok(());
             if local {
                 // Nothing changed: only the time of our latest inventory (present disks
                 // count as seen then), not worth a flush.
-                self.inner.meta.insert(KEY_LOCAL_SEEN, &now.to_be_bytes())?;
+                result = self.sled().and_then(|s| {
+                    s.meta.insert(KEY_LOCAL_SEEN, &now.to_be_bytes())?;
+                    Ok(())
+                });
+                self.wrote(Wrote::LocalSeen);
+                if let Err(e) = &result {
+                    self.failed(e);
+                }
             }
-            return Ok(merged.diff);
+            return (merged.diff, result);
         };
         let node: Arc<str> = old
             .as_ref()
             .map_or_else(|| Arc::from(node_id), |o| o.node_id.clone());
         let state = HostState::new(node, host.to_string(), addr.map(str::to_string), entries);
-        let chunks = state.encode()?;
-        let n = chunks.len() as u32;
         let before = lock(&self.inner.chunks).get(node_id).copied().unwrap_or(0);
-        let mut batch = sled::Batch::default();
-        for (i, c) in chunks.into_iter().enumerate() {
-            batch.insert(chunk_key(node_id, i as u32), c);
-        }
-        for i in n..before {
-            batch.remove(chunk_key(node_id, i));
-        }
-        self.inner.hosts.apply_batch(batch)?;
-        self.inner.host_writes.fetch_add(1, Ordering::Relaxed);
-        lock(&self.inner.chunks).insert(node_id.to_string(), n);
+        let written = (|| {
+            let chunks = state.encode()?;
+            let n = chunks.len() as u32;
+            let mut batch = sled::Batch::default();
+            for (i, c) in chunks.into_iter().enumerate() {
+                batch.insert(chunk_key(node_id, i as u32), c);
+            }
+            for i in n..before {
+                batch.remove(chunk_key(node_id, i));
+            }
+            let s = self.sled()?;
+            s.hosts.apply_batch(batch)?;
+            self.inner.host_writes.fetch_add(1, Ordering::Relaxed);
+            lock(&self.inner.chunks).insert(node_id.to_string(), n);
+            if local {
+                s.meta.insert(KEY_LOCAL_SEEN, &now.to_be_bytes())?;
+            }
+            Ok(())
+        })();
+        // After the write (a flush starting later covers it), or after it failed (then
+        // only a rewrite from memory makes it durable).
+        self.wrote(Wrote::Host(node_id));
         if local {
-            self.inner.meta.insert(KEY_LOCAL_SEEN, &now.to_be_bytes())?;
-            // On disk before any reader (who could be a query) can see it.
-            self.inner.db.flush()?;
+            self.wrote(Wrote::LocalSeen);
         }
+        let result = match written {
+            // Ours is on disk before any reader (who could be a query) can see it.
+            Ok(()) if local => self.flush_tracked(),
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.failed(&e);
+                Err(e)
+            }
+        };
         write(&self.inner.mem).publish(Arc::new(state));
-        Ok(merged.diff)
+        (merged.diff, result)
     }
 
     /// When host `node_id`'s latest inventory arrived: our last scan, or the peer's last
@@ -643,10 +710,10 @@ impl Store {
     /// inventory is larger than 64 KiB), one per peer and per attach, and the metadata.
     pub fn records(&self) -> usize {
         let hosts: u32 = lock(&self.inner.chunks).values().sum();
-        hosts as usize
-            + read(&self.inner.peers).len()
-            + self.inner.attaches.len()
-            + self.inner.meta.len()
+        let (attaches, meta) = self
+            .sled()
+            .map_or((0, 0), |s| (s.attaches.len(), s.meta.len()));
+        hosts as usize + read(&self.inner.peers).len() + attaches + meta
     }
 
     /// This node's current inventory (what the peer layer announces).
@@ -666,6 +733,7 @@ impl Store {
     }
 
     /// Forget a peer and its sightings (used only to keep the peer table bounded).
+    /// Forgotten in memory even when sled fails (then `keep` removes it from disk later).
     pub fn remove_peer(&self, node_id: &str) -> Result<(), StoreError> {
         let _writer = lock(&self.inner.peer_writer);
         let n = lock(&self.inner.chunks).get(node_id).copied().unwrap_or(0);
@@ -673,26 +741,40 @@ impl Store {
         for i in 0..n {
             batch.remove(chunk_key(node_id, i));
         }
-        self.inner.hosts.apply_batch(batch)?;
-        self.inner.peers_tree.remove(node_id.as_bytes())?;
-        lock(&self.inner.chunks).remove(node_id);
+        let result = self.sled().and_then(|s| {
+            s.hosts.apply_batch(batch)?;
+            s.peers_tree.remove(node_id.as_bytes())?;
+            lock(&self.inner.chunks).remove(node_id);
+            Ok(())
+        });
         write(&self.inner.mem).remove(node_id);
         write(&self.inner.peers).remove(node_id);
-        Ok(())
+        self.wrote(Wrote::Host(node_id));
+        self.wrote(Wrote::Peer(node_id));
+        if let Err(e) = &result {
+            self.failed(e);
+        }
+        result
     }
 
     /// Remember an attach made for disk `uuid`.
     pub fn put_attach(&self, uuid: &str, rec: &AttachRecord) -> Result<(), StoreError> {
-        self.inner
-            .attaches
-            .insert(uuid.to_ascii_lowercase().as_bytes(), encode(rec)?)?;
-        self.inner.db.flush()?;
-        Ok(())
+        let value = encode(rec)?;
+        let result = self.sled().and_then(|s| {
+            s.attaches
+                .insert(uuid.to_ascii_lowercase().as_bytes(), value)?;
+            Ok(())
+        });
+        if let Err(e) = &result {
+            self.failed(e);
+        }
+        result.and_then(|()| self.flush_tracked())
     }
 
     /// The attach made for disk `uuid`, if any.
     pub fn attach(&self, uuid: &str) -> Option<AttachRecord> {
-        self.inner
+        self.sled()
+            .ok()?
             .attaches
             .get(uuid.to_ascii_lowercase().as_bytes())
             .ok()
@@ -702,20 +784,29 @@ impl Store {
 
     /// Forget the attach of disk `uuid`.
     pub fn remove_attach(&self, uuid: &str) -> Result<(), StoreError> {
-        self.inner
-            .attaches
-            .remove(uuid.to_ascii_lowercase().as_bytes())?;
-        self.inner.db.flush()?;
-        Ok(())
+        let result = self.sled().and_then(|s| {
+            s.attaches.remove(uuid.to_ascii_lowercase().as_bytes())?;
+            Ok(())
+        });
+        if let Err(e) = &result {
+            self.failed(e);
+        }
+        result.and_then(|()| self.flush_tracked())
     }
 
-    /// Insert or update a peer.
+    /// Insert or update a peer: in memory at once, in sled (not flushed, see
+    /// `replace_peer_inventory`); when sled fails, `keep` writes it later.
     pub fn upsert_peer(&self, peer: &PeerRecord) -> Result<(), StoreError> {
-        self.inner
-            .peers_tree
-            .insert(peer.node_id.as_bytes(), encode(peer)?)?;
+        let result = encode(peer).and_then(|v| {
+            self.sled()?.peers_tree.insert(peer.node_id.as_bytes(), v)?;
+            Ok(())
+        });
         write(&self.inner.peers).insert(peer.node_id.clone(), peer.clone());
-        Ok(())
+        self.wrote(Wrote::Peer(&peer.node_id));
+        if let Err(e) = &result {
+            self.failed(e);
+        }
+        result
     }
 
     /// One peer, by node id.

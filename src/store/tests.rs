@@ -308,7 +308,7 @@ fn a_large_inventory_is_split_and_read_back_whole() {
             .unwrap();
         let chunks = *lock(&s.inner.chunks).get("big").unwrap();
         assert!(chunks > 1, "{chunks}");
-        s.inner.db.flush().unwrap();
+        s.sled().unwrap().db.flush().unwrap();
     }
     let s = Store::open(dir.path()).unwrap();
     assert_eq!(s.sightings_len(), 3002);
@@ -318,7 +318,7 @@ fn a_large_inventory_is_split_and_read_back_whole() {
     // Fewer chunks after shrinking... vanished disks are kept, so forget the host instead.
     s.remove_peer("big").unwrap();
     assert_eq!(s.sightings_len(), 2);
-    s.inner.db.flush().unwrap();
+    s.sled().unwrap().db.flush().unwrap();
     drop(s);
     let s = Store::open(dir.path()).unwrap();
     assert_eq!(s.sightings_len(), 2);
@@ -364,7 +364,7 @@ fn history_keeps_every_stay_newest_first() {
             5000,
         )
         .unwrap();
-        s.inner.db.flush().unwrap();
+        s.sled().unwrap().db.flush().unwrap();
     }
     let s = Store::open(dir.path()).unwrap();
     let h = s.history("x").unwrap();
@@ -692,7 +692,7 @@ fn open_time_of_a_fleet_sized_store() {
             )
             .unwrap();
         }
-        s.inner.db.flush().unwrap();
+        s.sled().unwrap().db.flush().unwrap();
         println!(
             "write 4000 hosts: {:?}, size {}",
             t.elapsed(),

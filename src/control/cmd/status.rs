@@ -42,6 +42,19 @@ struct Out {
     store_bytes: u64,
     /// Key/value records in the store (one per host, plus peers, attaches, metadata).
     store_records: usize,
+    /// `"ok"`, or `"failing"` while writes do not reach the disk (a full disk): the
+    /// daemon answers from memory and retries.
+    store_state: &'static str,
+    /// Why the store's last write failed, while failing; else null.
+    store_error: Option<String>,
+    /// Since when it is failing (RFC 3339), while failing; else null.
+    store_failing_since: Option<String>,
+    /// Hosts whose latest inventory is known in memory but maybe not on disk yet.
+    store_pending_hosts: usize,
+    /// Times sled was reopened after write failures, since start.
+    store_reopens: u64,
+    /// Times the store was compacted (its log past twice its live data), since start.
+    store_compactions: u64,
     disks_local: usize,
     disks_known: usize,
     peers: usize,
@@ -65,6 +78,7 @@ pub fn apply(cmd: &Json, ctx: &Context) -> Reply {
     let store = ctx.store();
 
     let peers = store.peers();
+    let health = store.health();
     let out = Out {
         node: ctx.node().name.clone(),
         node_id: ctx.node().id.clone(),
@@ -73,6 +87,12 @@ pub fn apply(cmd: &Json, ctx: &Context) -> Reply {
         store: store.path().display().to_string(),
         store_bytes: store.size_on_disk(),
         store_records: store.records(),
+        store_state: health.state,
+        store_error: health.error.clone(),
+        store_failing_since: health.failing_since.map(crate::model::rfc3339),
+        store_pending_hosts: health.pending_hosts,
+        store_reopens: health.reopens,
+        store_compactions: health.compactions,
         disks_local: store.local_inventory().len(),
         disks_known: store.sightings_len(),
         peers: peers.len(),
@@ -123,6 +143,17 @@ pub fn apply(cmd: &Json, ctx: &Context) -> Reply {
                 "store      {} ({} bytes, {} records)",
                 out.store, out.store_bytes, out.store_records
             ),
+            match &out.store_error {
+                None => format!(
+                    "store      ok; reopened {} times, compacted {} times",
+                    out.store_reopens, out.store_compactions
+                ),
+                Some(e) => format!(
+                    "store      FAILING since {}: {e}; answering from memory, {} hosts not yet durable, retrying",
+                    out.store_failing_since.as_deref().unwrap_or("?"),
+                    out.store_pending_hosts
+                ),
+            },
             format!(
                 "disks      {} local, {} known; peers {} live of {}",
                 out.disks_local, out.disks_known, out.peers_live, out.peers
