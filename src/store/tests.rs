@@ -162,7 +162,7 @@ fn wrong_schema_is_refused_and_left_alone() {
     let dir = tempfile::tempdir().unwrap();
     drop(Store::open(dir.path()).unwrap());
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = sled_open(dir.path());
         db.open_tree(META)
             .unwrap()
             .insert(KEY_SCHEMA, &b"99"[..])
@@ -173,7 +173,7 @@ fn wrong_schema_is_refused_and_left_alone() {
     assert!(matches!(e, StoreError::Schema { .. }), "{e}");
     assert!(e.to_string().contains("99"));
     // Still 99: nothing was rewritten.
-    let db = sled::open(dir.path()).unwrap();
+    let db = sled_open(dir.path());
     assert_eq!(
         &*db.open_tree(META)
             .unwrap()
@@ -546,7 +546,7 @@ fn assert_fixture(s: &Store) {
 
 /// The schema and tree names of a closed store.
 fn layout_of(path: &Path) -> (String, Vec<String>) {
-    let db = sled::open(path).unwrap();
+    let db = sled_open(path);
     let schema = db
         .open_tree(META)
         .unwrap()
@@ -599,7 +599,7 @@ fn an_interrupted_conversion_is_redone_from_scratch() {
     // A run that wrote the new tree and died before the schema flipped...
     drop(Store::open_until(dir.path(), migrate::Until::NewTrees).unwrap());
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = sled_open(dir.path());
         assert_eq!(
             db.open_tree(META)
                 .unwrap()
@@ -628,7 +628,7 @@ fn an_interrupted_conversion_is_redone_from_scratch() {
     let dir = fixture_copy();
     drop(Store::open_until(dir.path(), migrate::Until::NewTrees).unwrap());
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = sled_open(dir.path());
         db.open_tree(META)
             .unwrap()
             .insert(KEY_SCHEMA, &b"3"[..])
@@ -717,5 +717,21 @@ fn open_time_of_a_fleet_sized_store() {
             t.elapsed(),
             s.sightings_len()
         );
+    }
+}
+
+/// Open the store's sled directly, as a test inspecting it does. A `Store` dropped just
+/// before may still be closing (sled's own threads hold its lock for a moment), so a lock
+/// error is retried for a while.
+fn sled_open(path: &std::path::Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(e) if std::time::Instant::now() < deadline && e.to_string().contains("lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("cannot open {}: {e}", path.display()),
+        }
     }
 }
