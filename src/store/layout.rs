@@ -257,10 +257,17 @@ impl<'a> HostView<'a> {
         terms
     }
 
-    /// The value to store, in chunks, and the same bytes unframed (what memory keeps).
-    pub fn encode(&self) -> Result<(Vec<Vec<u8>>, Box<[u8]>), postcard::Error> {
+    /// The value to store, in chunks, and the same value as one framed buffer (what
+    /// memory keeps: for a one-chunk value, the very buffer handed to sled, so that the
+    /// copy in sled's cache and ours are one allocation).
+    pub fn encode(&self) -> Result<(Vec<sled::IVec>, sled::IVec), postcard::Error> {
         let bytes = postcard::to_allocvec(self)?;
-        Ok((split(&bytes), bytes.into_boxed_slice()))
+        let chunks: Vec<sled::IVec> = split(&bytes).into_iter().map(sled::IVec::from).collect();
+        let value = match &chunks[..] {
+            [one] => one.clone(),
+            _ => framed(&bytes),
+        };
+        Ok((chunks, value))
     }
 }
 
@@ -300,7 +307,7 @@ pub(super) fn encode_entries(
             })
             .collect(),
     };
-    Ok(view.encode()?.0)
+    Ok(view.encode()?.0.into_iter().map(|c| c.to_vec()).collect())
 }
 
 /// One host's committed state, shared with readers (never changed once published): its
@@ -308,14 +315,15 @@ pub(super) fn encode_entries(
 #[derive(Debug)]
 pub(super) struct HostState {
     pub node_id: Arc<str>,
-    bytes: Box<[u8]>,
+    /// Framed as chunk 0 is (see `join_chunks`).
+    bytes: sled::IVec,
     /// How many entries it has.
     pub len: usize,
 }
 
 impl HostState {
     /// `bytes` must decode (see `HostView::decode`).
-    pub fn new(node_id: Arc<str>, bytes: Box<[u8]>, len: usize) -> HostState {
+    pub fn new(node_id: Arc<str>, bytes: sled::IVec, len: usize) -> HostState {
         HostState {
             node_id,
             bytes,
@@ -326,7 +334,7 @@ impl HostState {
     /// Its value. Only bytes that decoded are ever kept, so this is never empty for a
     /// host that has entries.
     pub fn view(&self) -> HostView<'_> {
-        HostView::decode(&self.bytes).unwrap_or(HostView {
+        HostView::decode(unframed(&self.bytes)).unwrap_or(HostView {
             host: "",
             addr: None,
             entries: Vec::new(),
@@ -334,21 +342,38 @@ impl HostState {
     }
 }
 
-/// A host's value from its stored chunks (in order), unframed; `None` when they do not
-/// make a value.
-pub(super) fn join_chunks(chunks: &[sled::IVec]) -> Option<Box<[u8]>> {
+/// A host's value from its stored chunks (in order), as one buffer framed like chunk 0
+/// (the chunk itself when there is only one: shared with sled, not copied); `None` when
+/// they do not make a value.
+pub(super) fn join_chunks(chunks: &[sled::IVec]) -> Option<sled::IVec> {
     let first = chunks.first()?;
     let n = u32::from_be_bytes(first.get(..4)?.try_into().ok()?) as usize;
     if n == 0 || chunks.len() < n {
         return None;
     }
-    let len = first.len() - 4 + chunks[1..n].iter().map(|c| c.len()).sum::<usize>();
+    if n == 1 {
+        return Some(first.clone());
+    }
+    let len = first.len() + chunks[1..n].iter().map(|c| c.len()).sum::<usize>();
     let mut bytes = Vec::with_capacity(len);
-    bytes.extend_from_slice(&first[4..]);
+    bytes.extend_from_slice(first);
     for c in &chunks[1..n] {
         bytes.extend_from_slice(c);
     }
-    Some(bytes.into_boxed_slice())
+    Some(sled::IVec::from(bytes))
+}
+
+/// The encoded value in a buffer framed by `framed` or `join_chunks`.
+pub(super) fn unframed(bytes: &[u8]) -> &[u8] {
+    bytes.get(4..).unwrap_or(&[])
+}
+
+/// `bytes` behind a (meaningless) 4-byte frame, as chunk 0 has.
+fn framed(bytes: &[u8]) -> sled::IVec {
+    let mut v = Vec::with_capacity(bytes.len() + 4);
+    v.extend_from_slice(&[0; 4]);
+    v.extend_from_slice(bytes);
+    sled::IVec::from(v)
 }
 
 /// Split an encoded value into chunks, the first one prefixed with their number.

@@ -31,8 +31,8 @@ use std::time::Duration;
 
 pub use layout::MAX_STAYS;
 use layout::{
-    chunk_key, join_chunks, parse_chunk_key, term, term_lower, DiskView, EntryView, HostState,
-    HostView, Key, PastStay,
+    chunk_key, join_chunks, parse_chunk_key, term, term_lower, unframed, DiskView, EntryView,
+    HostState, HostView, Key, PastStay,
 };
 
 use crate::model::{AttachRecord, DiskRecord, Millis, PeerRecord, Sighting, Stay};
@@ -458,7 +458,7 @@ impl Store {
         let mut loaded: Vec<(HostState, Vec<u64>)> = Vec::new();
         let finish = |id: &str, group: &mut Vec<sled::IVec>, loaded: &mut Vec<_>| {
             if let Some(bytes) = join_chunks(group) {
-                if let Some(view) = HostView::decode(&bytes) {
+                if let Some(view) = HostView::decode(unframed(&bytes)) {
                     let (terms, len) = (view.terms(), view.entries.len());
                     loaded.push((HostState::new(Arc::from(id), bytes, len), terms));
                 }
