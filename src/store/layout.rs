@@ -297,7 +297,7 @@ pub(super) fn encode_entries(
             .map(|e| EntryView {
                 dup: e.key != e.s.disk.identity(),
                 place: (e.s.host != host || e.s.addr.as_deref() != addr)
-                    .then(|| (e.s.host.as_str(), e.s.addr.as_deref())),
+                    .then_some((e.s.host.as_str(), e.s.addr.as_deref())),
                 disk: DiskView::of(&e.s.disk),
                 present: e.s.present,
                 first_seen: e.s.first_seen,
