@@ -7,6 +7,7 @@
 
 mod devices;
 mod scale;
+mod store;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -46,11 +47,21 @@ enum Cmd {
     /// 1,000 simulated peers x 64 disks against one daemon (needs root): CPU, memory,
     /// ingest, query latency during waves, store size and writes, restart time.
     Scale(scale::SimOptions),
+    /// The store alone (no root, no lab): write a PEERS x DISKS store through the public
+    /// API, then time reopening it, each open in a fresh process.
+    Store(store::StoreOptions),
     /// Every benchmark above in turn, with their default sizes (needs root).
     All,
     /// The simulator itself (run by `scale` inside a lab namespace).
     #[command(hide = true)]
     Simulate(scale::SimOptions),
+    /// One timed open (run by `store` in a fresh process).
+    #[command(hide = true)]
+    StoreOpen {
+        dir: std::path::PathBuf,
+        uuid: String,
+        sightings: usize,
+    },
 }
 
 fn main() {
@@ -67,10 +78,23 @@ fn main() {
             scale::scale(&o)
         }
         Cmd::Simulate(o) => scale::simulate(&o),
+        Cmd::Store(o) => store::store(&o),
+        Cmd::StoreOpen {
+            dir,
+            uuid,
+            sightings,
+        } => store::store_open(&dir, &uuid, sightings),
         Cmd::All => {
             require_root("all");
             println!("# diskd-bench all\n\n## Wire\n");
             wire_figures();
+            println!();
+            store::store(&store::StoreOptions {
+                peers: 4000,
+                disks: 16,
+                opens: 5,
+                dir: None,
+            });
             println!("\n## Convergence\n");
             convergence(100);
             println!("\n## Devices\n");

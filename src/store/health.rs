@@ -303,12 +303,12 @@ impl Store {
             )
         };
         for id in &hosts {
-            let state = read(&self.inner.mem).hosts.get(id.as_str()).cloned();
+            let state = read(&self.inner.mem).get(id.as_str()).cloned();
             let before = lock(&self.inner.chunks).get(id).copied().unwrap_or(0);
             let mut batch = sled::Batch::default();
             let n = match &state {
                 Some(state) => {
-                    let chunks = state.encode()?;
+                    let chunks = state.view().encode()?.0;
                     let n = chunks.len() as u32;
                     for (i, c) in chunks.into_iter().enumerate() {
                         batch.insert(chunk_key(id, i as u32), c);

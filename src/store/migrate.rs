@@ -13,9 +13,8 @@
 //! over drops them.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use super::layout::{chunk_key, Entry, HostState};
+use super::layout::{chunk_key, encode_entries, Entry};
 use crate::model::Sighting;
 
 pub(super) const V2_SIGHTINGS: &str = "sightings";
@@ -62,7 +61,6 @@ pub(super) fn from_v2(
                 key,
                 since: s.first_seen,
                 s,
-                past: Vec::new(),
             });
     }
     let mut batch = sled::Batch::default();
@@ -79,9 +77,7 @@ pub(super) fn from_v2(
             e.key == e.s.disk.identity()
                 || e.key == format!("{}\0{}", e.s.disk.identity(), e.s.disk.device)
         });
-        let state = HostState::new(Arc::from(node_id.as_str()), latest.0, latest.1, entries);
-        let chunks = state
-            .encode()
+        let chunks = encode_entries(&latest.0, latest.1.as_deref(), &entries)
             .map_err(|e| sled::Error::Unsupported(format!("cannot encode host {node_id}: {e}")))?;
         for (i, c) in chunks.into_iter().enumerate() {
             batch.insert(chunk_key(&node_id, i as u32), c);

@@ -36,7 +36,10 @@ use std::time::Duration;
 pub use health::StoreHealth;
 use health::{Durability, Sled, Wrote};
 pub use layout::MAX_STAYS;
-use layout::{chunk_key, parse_chunk_key, term, Entry, HostState, PastStay};
+use layout::{
+    chunk_key, join_chunks, parse_chunk_key, term, term_lower, unframed, DiskView, EntryView,
+    HostState, HostView, Key, PastStay,
+};
 
 use crate::model::{AttachRecord, DiskRecord, Millis, PeerRecord, Sighting, Stay};
 
@@ -161,73 +164,161 @@ const NONE: u64 = u64::MAX;
 /// The committed picture.
 #[derive(Default)]
 struct Memory {
-    hosts: BTreeMap<Arc<str>, Arc<HostState>>,
-    /// Term (see `layout::term`) -> the hosts that have it.
-    index: HashMap<u64, Vec<Arc<str>>, std::hash::BuildHasherDefault<TermHasher>>,
+    /// Every host's slot in `slots`, by node id.
+    hosts: BTreeMap<Arc<str>, u32>,
+    slots: Vec<Option<Arc<HostState>>>,
+    /// Slots no host has.
+    free: Vec<u32>,
+    /// Term (see `layout::term`) -> the slot of the one host that has it, or `MANY` + the
+    /// position in `many` of the slots of the hosts that have it (a term of one host is
+    /// the common case: UUIDs, devices and labels are mostly unique).
+    index: HashMap<u64, u32, std::hash::BuildHasherDefault<TermHasher>>,
+    many: Vec<Vec<u32>>,
+    many_free: Vec<u32>,
     /// Sightings of every host.
     sightings: usize,
 }
 
+/// See `Memory::index`.
+const MANY: u32 = 1 << 31;
+
 impl Memory {
-    fn add_terms(&mut self, node_id: &Arc<str>, terms: &[u64]) {
-        for &t in terms {
-            self.index.entry(t).or_default().push(node_id.clone());
-        }
+    fn get(&self, node_id: &str) -> Option<&Arc<HostState>> {
+        let slot = *self.hosts.get(node_id)?;
+        self.slots[slot as usize].as_ref()
     }
 
-    fn remove_terms(&mut self, node_id: &str, terms: &[u64]) {
-        for t in terms {
-            if let Some(v) = self.index.get_mut(t) {
-                if let Some(i) = v.iter().position(|n| &**n == node_id) {
-                    v.swap_remove(i);
-                }
-                if v.is_empty() {
-                    self.index.remove(t);
+    fn index_add(&mut self, t: u64, slot: u32) {
+        use std::collections::hash_map::Entry as E;
+        match self.index.entry(t) {
+            E::Vacant(v) => {
+                v.insert(slot);
+            }
+            E::Occupied(mut o) => {
+                let cur = *o.get();
+                if cur & MANY != 0 {
+                    let list = &mut self.many[(cur & !MANY) as usize];
+                    if !list.contains(&slot) {
+                        list.push(slot);
+                    }
+                } else if cur != slot {
+                    let i = match self.many_free.pop() {
+                        Some(i) => {
+                            self.many[i as usize] = vec![cur, slot];
+                            i
+                        }
+                        None => {
+                            self.many.push(vec![cur, slot]);
+                            (self.many.len() - 1) as u32
+                        }
+                    };
+                    *o.get_mut() = MANY | i;
                 }
             }
         }
     }
 
-    /// Put `state` in place of the host's previous value.
-    fn publish(&mut self, state: Arc<HostState>) {
-        let old = self.hosts.insert(state.node_id.clone(), state.clone());
-        let old_terms: &[u64] = old.as_ref().map_or(&[], |o| &o.terms);
+    fn index_remove(&mut self, t: u64, slot: u32) {
+        use std::collections::hash_map::Entry as E;
+        let E::Occupied(mut o) = self.index.entry(t) else {
+            return;
+        };
+        let cur = *o.get();
+        if cur & MANY == 0 {
+            if cur == slot {
+                o.remove();
+            }
+            return;
+        }
+        let i = cur & !MANY;
+        let list = &mut self.many[i as usize];
+        if let Some(p) = list.iter().position(|&s| s == slot) {
+            list.swap_remove(p);
+        }
+        match list.len() {
+            0 => {
+                o.remove();
+            }
+            1 => *o.get_mut() = list[0],
+            _ => return,
+        }
+        self.many[i as usize] = Vec::new();
+        self.many_free.push(i);
+    }
+
+    /// Put `state` (whose terms are `terms`) in place of the host's previous value (whose
+    /// terms were `old_terms`).
+    fn publish(&mut self, state: Arc<HostState>, old_terms: &[u64], terms: &[u64]) {
+        let slot = match self.hosts.get(&*state.node_id) {
+            Some(&slot) => slot,
+            None => {
+                let slot = match self.free.pop() {
+                    Some(slot) => slot,
+                    None => {
+                        self.slots.push(None);
+                        (self.slots.len() - 1) as u32
+                    }
+                };
+                self.hosts.insert(state.node_id.clone(), slot);
+                slot
+            }
+        };
+        let new_len = state.len;
+        let old = self.slots[slot as usize].replace(state);
         // Both sorted: change only the terms that differ.
-        let gone: Vec<u64> = old_terms
-            .iter()
-            .filter(|t| state.terms.binary_search(t).is_err())
-            .copied()
-            .collect();
-        let new: Vec<u64> = state
-            .terms
-            .iter()
-            .filter(|t| old_terms.binary_search(t).is_err())
-            .copied()
-            .collect();
-        self.remove_terms(&state.node_id, &gone);
-        self.add_terms(&state.node_id, &new);
-        self.sightings =
-            self.sightings + state.entries.len() - old.as_ref().map_or(0, |o| o.entries.len());
+        for t in old_terms {
+            if terms.binary_search(t).is_err() {
+                self.index_remove(*t, slot);
+            }
+        }
+        for t in terms {
+            if old_terms.binary_search(t).is_err() {
+                self.index_add(*t, slot);
+            }
+        }
+        self.sightings = self.sightings + new_len - old.map_or(0, |o| o.len);
     }
 
     fn remove(&mut self, node_id: &str) {
-        if let Some(old) = self.hosts.remove(node_id) {
-            self.remove_terms(node_id, &old.terms);
-            self.sightings -= old.entries.len();
+        let Some(slot) = self.hosts.remove(node_id) else {
+            return;
+        };
+        if let Some(old) = self.slots[slot as usize].take() {
+            for t in old.view().terms() {
+                self.index_remove(t, slot);
+            }
+            self.sightings -= old.len;
         }
+        self.free.push(slot);
     }
 
     /// The hosts that have any of `terms`, in node id order.
     fn hosts_with(&self, terms: impl IntoIterator<Item = u64>) -> Vec<Arc<HostState>> {
-        let mut ids: Vec<&Arc<str>> = terms
+        let mut slots: Vec<u32> = Vec::new();
+        for t in terms {
+            match self.index.get(&t) {
+                Some(&s) if s & MANY != 0 => {
+                    slots.extend_from_slice(&self.many[(s & !MANY) as usize]);
+                }
+                Some(&s) => slots.push(s),
+                None => {}
+            }
+        }
+        slots.sort_unstable();
+        slots.dedup();
+        let mut out: Vec<Arc<HostState>> = slots
             .into_iter()
-            .filter_map(|t| self.index.get(&t))
-            .flatten()
+            .filter_map(|s| self.slots[s as usize].clone())
             .collect();
-        ids.sort_unstable();
-        ids.dedup();
-        ids.into_iter()
-            .filter_map(|id| self.hosts.get(id).cloned())
+        out.sort_unstable_by(|a, b| a.node_id.cmp(&b.node_id));
+        out
+    }
+
+    /// Every host, in node id order.
+    fn all(&self) -> Vec<Arc<HostState>> {
+        self.hosts
+            .values()
+            .filter_map(|&s| self.slots[s as usize].clone())
             .collect()
     }
 }
@@ -362,12 +453,15 @@ impl Store {
         let mut chunks: HashMap<String, u32> = HashMap::new();
         let mut group: Vec<sled::IVec> = Vec::new();
         let mut group_id: Option<String> = None;
-        let finish = |id: &str, group: &mut Vec<sled::IVec>, mem: &mut Memory| {
-            if let Some(state) = HostState::decode(id, group) {
-                let state = Arc::new(state);
-                mem.add_terms(&state.node_id, &state.terms);
-                mem.sightings += state.entries.len();
-                mem.hosts.insert(state.node_id.clone(), state);
+        // Only the index is built: the values stay encoded (borrowed while hashing). The
+        // index is sized once, when every host's terms are known.
+        let mut loaded: Vec<(HostState, Vec<u64>)> = Vec::new();
+        let finish = |id: &str, group: &mut Vec<sled::IVec>, loaded: &mut Vec<_>| {
+            if let Some(bytes) = join_chunks(group) {
+                if let Some(view) = HostView::decode(unframed(&bytes)) {
+                    let (terms, len) = (view.terms(), view.entries.len());
+                    loaded.push((HostState::new(Arc::from(id), bytes, len), terms));
+                }
             }
             group.clear();
         };
@@ -378,7 +472,7 @@ impl Store {
             };
             if group_id.as_deref() != Some(id) {
                 if let Some(prev) = group_id.take() {
-                    finish(&prev, &mut group, &mut mem);
+                    finish(&prev, &mut group, &mut loaded);
                 }
                 group_id = Some(id.to_string());
             }
@@ -390,7 +484,12 @@ impl Store {
             }
         }
         if let Some(prev) = group_id.take() {
-            finish(&prev, &mut group, &mut mem);
+            finish(&prev, &mut group, &mut loaded);
+        }
+        mem.index
+            .reserve(loaded.iter().map(|(_, terms)| terms.len()).sum());
+        for (state, terms) in loaded {
+            mem.publish(Arc::new(state), &[], &terms);
         }
         let mut peers = BTreeMap::new();
         for item in peers_tree.iter() {
@@ -526,12 +625,13 @@ impl Store {
         now: Millis,
         local: bool,
     ) -> (InventoryDiff, Result<(), StoreError>) {
-        let old = read(&self.inner.mem).hosts.get(node_id).cloned();
+        let old = read(&self.inner.mem).get(node_id).cloned();
+        let old_view = old.as_ref().map(|o| o.view());
         // When this host's previous inventory arrived: the last time a disk that is gone
         // now was seen.
         let prev_seen = self.host_seen(node_id).unwrap_or(now);
-        let merged = merge(old.as_deref(), node_id, host, addr, disks, now, prev_seen);
-        let Some(entries) = merged.entries else {
+        let merged = merge(old_view.as_ref(), host, addr, disks, now, prev_seen);
+        let Some(view) = merged.host else {
             let mut result = Ok(());
             if local {
                 // Nothing changed: only the time of our latest inventory (present disks
@@ -550,10 +650,16 @@ impl Store {
         let node: Arc<str> = old
             .as_ref()
             .map_or_else(|| Arc::from(node_id), |o| o.node_id.clone());
-        let state = HostState::new(node, host.to_string(), addr.map(str::to_string), entries);
+        let (chunks, bytes) = match view.encode() {
+            Ok(x) => x,
+            // Our own records always encode; nothing to publish if they did not.
+            Err(e) => return (merged.diff, Err(e.into())),
+        };
+        let terms = view.terms();
+        let old_terms = old_view.as_ref().map(HostView::terms).unwrap_or_default();
+        let state = HostState::new(node, bytes, view.entries.len());
         let before = lock(&self.inner.chunks).get(node_id).copied().unwrap_or(0);
         let written = (|| {
-            let chunks = state.encode()?;
             let n = chunks.len() as u32;
             let mut batch = sled::Batch::default();
             for (i, c) in chunks.into_iter().enumerate() {
@@ -586,7 +692,7 @@ impl Store {
                 Err(e)
             }
         };
-        write(&self.inner.mem).publish(Arc::new(state));
+        write(&self.inner.mem).publish(Arc::new(state), &old_terms, &terms);
         (merged.diff, result)
     }
 
@@ -603,15 +709,16 @@ impl Store {
 
     /// The committed values of every host, in node id order.
     fn all_hosts(&self) -> Vec<Arc<HostState>> {
-        read(&self.inner.mem).hosts.values().cloned().collect()
+        read(&self.inner.mem).all()
     }
 
     /// Every sighting of every host, by host (node id order), then by disk.
     pub fn sightings(&self) -> Result<Vec<Sighting>, StoreError> {
         let hosts = self.all_hosts();
-        let mut out = Vec::with_capacity(hosts.iter().map(|h| h.entries.len()).sum());
+        let mut out = Vec::with_capacity(hosts.iter().map(|h| h.len).sum());
         for h in &hosts {
-            out.extend(h.entries.iter().map(|e| e.s.clone()));
+            let v = h.view();
+            out.extend(v.entries.iter().map(|e| e.sighting(&h.node_id, &v)));
         }
         Ok(out)
     }
@@ -622,11 +729,12 @@ impl Store {
         let hosts = read(&self.inner.mem).hosts_with(disk_terms(term_text));
         let mut out = Vec::new();
         for h in &hosts {
+            let v = h.view();
             out.extend(
-                h.entries
+                v.entries
                     .iter()
-                    .filter(|e| e.s.disk.matches(term_text))
-                    .map(|e| e.s.clone()),
+                    .filter(|e| e.disk.matches(term_text))
+                    .map(|e| e.sighting(&h.node_id, &v)),
             );
         }
         Ok(out)
@@ -637,11 +745,12 @@ impl Store {
         let hosts = read(&self.inner.mem).hosts_with([term(b'h', host)]);
         let mut out = Vec::new();
         for h in &hosts {
+            let v = h.view();
             out.extend(
-                h.entries
+                v.entries
                     .iter()
-                    .filter(|e| e.s.host == host)
-                    .map(|e| e.s.clone()),
+                    .filter(|e| e.place(v.host, v.addr).0 == host)
+                    .map(|e| e.sighting(&h.node_id, &v)),
             );
         }
         Ok(out)
@@ -657,19 +766,20 @@ impl Store {
         let mut uuids: HashSet<String> = HashSet::new();
         let mut per_disk: Vec<Vec<Stay>> = Vec::new();
         for h in &candidates {
-            for e in &h.entries {
-                let hit = e.s.disk.matches(term_text)
+            let v = h.view();
+            for e in &v.entries {
+                let hit = e.disk.matches(term_text)
                     || e.past
                         .iter()
-                        .any(|p| p.device == term_text || p.label.as_deref() == Some(term_text));
+                        .any(|p| p.device == term_text || p.label == Some(term_text));
                 if !hit {
                     continue;
                 }
-                match uuid_of(&e.s.disk) {
+                match uuid_of(&e.disk) {
                     Some(u) => {
                         uuids.insert(u);
                     }
-                    None => per_disk.push(stays(e)),
+                    None => per_disk.push(stays(&h.node_id, &v, e)),
                 }
             }
         }
@@ -677,9 +787,13 @@ impl Store {
             let hosts = read(&self.inner.mem).hosts_with(uuids.iter().map(|u| term(b'u', u)));
             let mut by_uuid: BTreeMap<String, Vec<Stay>> = BTreeMap::new();
             for h in &hosts {
-                for e in &h.entries {
-                    if let Some(u) = uuid_of(&e.s.disk).filter(|u| uuids.contains(u)) {
-                        by_uuid.entry(u).or_default().extend(stays(e));
+                let v = h.view();
+                for e in &v.entries {
+                    if let Some(u) = uuid_of(&e.disk).filter(|u| uuids.contains(u)) {
+                        by_uuid
+                            .entry(u)
+                            .or_default()
+                            .extend(stays(&h.node_id, &v, e));
                     }
                 }
             }
@@ -719,14 +833,14 @@ impl Store {
     /// This node's current inventory (what the peer layer announces).
     pub fn local_inventory(&self) -> Vec<DiskRecord> {
         let mine = read(&self.inner.mem)
-            .hosts
             .get(self.inner.node_id.as_str())
             .cloned();
         mine.map(|h| {
-            h.entries
+            h.view()
+                .entries
                 .iter()
-                .filter(|e| e.s.present)
-                .map(|e| e.s.disk.clone())
+                .filter(|e| e.present)
+                .map(|e| e.disk.to_record())
                 .collect()
         })
         .unwrap_or_default()
@@ -830,86 +944,87 @@ impl Store {
 }
 
 /// What `replace_inventory` decided.
-struct Merged {
+struct Merged<'a> {
     diff: InventoryDiff,
-    /// The host's new entries; `None` when nothing changed (nothing is written).
-    entries: Option<Vec<Entry>>,
+    /// The host's new value; `None` when nothing changed (nothing is written).
+    host: Option<HostView<'a>>,
 }
 
-/// Merge an inventory into a host's previous entries: what appeared, vanished or changed,
-/// and the entries to store (with their stays), unless nothing changed.
-fn merge(
-    old: Option<&HostState>,
-    node_id: &str,
-    host: &str,
-    addr: Option<&str>,
-    disks: &[DiskRecord],
+/// Merge an inventory into a host's previous value: what appeared, vanished or changed,
+/// and the value to store (with the stays), unless nothing changed. The new value borrows
+/// its text from the old one and from `disks`.
+fn merge<'a>(
+    old: Option<&'a HostView<'a>>,
+    host: &'a str,
+    addr: Option<&'a str>,
+    disks: &'a [DiskRecord],
     now: Millis,
     prev_seen: Millis,
-) -> Merged {
-    let old_entries: HashMap<&str, &Entry> = old
-        .map(|o| o.entries.iter().map(|e| (e.key.as_str(), e)).collect())
-        .unwrap_or_default();
+) -> Merged<'a> {
+    type Keyed<'k, V> = HashMap<Key<'k>, V, std::hash::BuildHasherDefault<TermHasher>>;
+    let old_entries: &'a [EntryView<'a>] = old.map_or(&[][..], |o| &o.entries[..]);
+    let (old_host, old_addr) = old.map_or(("", None), |o| (o.host, o.addr));
+    let mut by_key: Keyed<'a, &'a EntryView<'a>> = Keyed::default();
+    by_key.reserve(old_entries.len());
+    by_key.extend(old_entries.iter().map(|e| (e.key(), e)));
     let mut diff = InventoryDiff::default();
     let mut changed = false;
-    let mut entries: Vec<Entry> = Vec::with_capacity(disks.len().max(old_entries.len()));
-    let mut seen: HashSet<String> = HashSet::with_capacity(disks.len());
+    let mut entries: Vec<EntryView<'a>> = Vec::with_capacity(disks.len().max(old_entries.len()));
+    let mut seen: Keyed<'a, ()> = Keyed::default();
+    seen.reserve(disks.len());
     for disk in disks {
-        let mut key = disk.identity();
-        if seen.contains(&key) {
+        let mut key = Key::of(disk);
+        if seen.contains_key(&key) {
             // Two devices with the same UUID (a cloned disk, a snapshot): keep both, the
             // second one keyed by its device too.
-            key.push('\0');
-            key.push_str(&disk.device);
-            if seen.contains(&key) {
+            key.dup = true;
+            if seen.contains_key(&key) {
                 continue;
             }
         }
-        seen.insert(key.clone());
-        let sighting = |first_seen| Sighting {
-            node_id: node_id.to_string(),
-            host: host.to_string(),
-            addr: addr.map(str::to_string),
-            disk: disk.clone(),
+        seen.insert(key, ());
+        let new = |first_seen, since, past| EntryView {
+            disk: DiskView::of(disk),
             present: true,
             first_seen,
             last_seen: now,
+            since,
+            dup: key.dup,
+            place: Some((host, addr)),
+            past,
         };
-        match old_entries.get(key.as_str()) {
+        match by_key.get(&key) {
             Some(prev) => {
-                let p = &prev.s;
-                let same_place = p.host == host && p.addr.as_deref() == addr;
-                if p.present && p.disk == *disk && same_place {
+                let (p_host, p_addr) = prev.place(old_host, old_addr);
+                let same_place = p_host == host && p_addr == addr;
+                if prev.present && prev.disk.same_as(disk) && same_place {
                     // Unchanged: kept as it is. While present, its last-seen time is its
                     // host's (see `host_seen`).
-                    entries.push((*prev).clone());
+                    let mut e = (*prev).clone();
+                    e.place = Some((p_host, p_addr));
+                    entries.push(e);
                     continue;
                 }
                 changed = true;
-                if !p.present {
+                if !prev.present {
                     diff.appeared.push(disk.clone());
-                } else if p.disk != *disk {
+                } else if !prev.disk.same_as(disk) {
                     diff.changed.push(disk.clone());
                 }
-                let mut e = Entry {
-                    key,
-                    s: sighting(p.first_seen),
-                    since: prev.since,
-                    past: prev.past.clone(),
-                };
-                if !p.present || p.disk.device != disk.device {
+                let mut e = new(prev.first_seen, prev.since, prev.past.clone());
+                if !prev.present || prev.disk.device != disk.device {
                     // A new stay: back after an absence, or on another device. The one
                     // that ended lasted until the host's previous inventory.
                     e.past.push(PastStay {
-                        host: p.host.clone(),
-                        addr: p.addr.clone(),
-                        device: p.disk.device.clone(),
-                        label: p.disk.label.clone(),
+                        host: p_host,
+                        addr: p_addr,
+                        device: prev.disk.device,
+                        label: prev.disk.label,
                         first_seen: prev.since,
-                        last_seen: if p.present {
-                            p.last_seen.max(prev_seen)
+                        last_seen: if prev.present {
+                            prev.last_seen.max(prev_seen)
                         } else {
-                            p.last_seen
+                            prev.last_seen
                         },
                     });
                     let over = e.past.len().saturating_sub(MAX_STAYS - 1);
@@ -921,78 +1036,82 @@ fn merge(
             None => {
                 changed = true;
                 diff.appeared.push(disk.clone());
-                entries.push(Entry {
-                    key,
-                    s: sighting(now),
-                    since: now,
-                    past: Vec::new(),
-                });
+                entries.push(new(now, now, Vec::new()));
             }
         }
     }
-    for prev in old.map_or(&[][..], |o| &o.entries[..]) {
-        if seen.contains(&prev.key) {
+    for prev in old_entries {
+        if seen.contains_key(&prev.key()) {
             continue;
         }
         let mut e = prev.clone();
-        if e.s.present {
+        e.place = Some(prev.place(old_host, old_addr));
+        if e.present {
             changed = true;
-            diff.vanished.push(e.s.disk.clone());
-            e.s.present = false;
-            e.s.last_seen = e.s.last_seen.max(prev_seen);
+            diff.vanished.push(e.disk.to_record());
+            e.present = false;
+            e.last_seen = e.last_seen.max(prev_seen);
         }
         entries.push(e);
     }
+    if !changed {
+        return Merged { diff, host: None };
+    }
+    // Stored in key order, each with its own place only where it is not the host's.
+    entries.sort_by(|a, b| a.key().cmp(&b.key()));
+    for e in &mut entries {
+        if e.place == Some((host, addr)) {
+            e.place = None;
+        }
+    }
     Merged {
         diff,
-        entries: changed.then_some(entries),
+        host: Some(HostView {
+            host,
+            addr,
+            entries,
+        }),
     }
 }
 
-/// The stays of one entry: its past ones and its latest.
-fn stays(e: &Entry) -> Vec<Stay> {
+/// The stays of one entry of host `node_id` (value `h`): its past ones and its latest.
+fn stays(node_id: &str, h: &HostView<'_>, e: &EntryView<'_>) -> Vec<Stay> {
+    let (host, addr) = e.place(h.host, h.addr);
     let mut out: Vec<Stay> = e
         .past
         .iter()
         .map(|p| Stay {
-            node_id: e.s.node_id.clone(),
-            host: p.host.clone(),
-            addr: p.addr.clone(),
-            device: p.device.clone(),
-            label: p.label.clone(),
+            node_id: node_id.to_string(),
+            host: p.host.to_string(),
+            addr: p.addr.map(str::to_string),
+            device: p.device.to_string(),
+            label: p.label.map(str::to_string),
             first_seen: p.first_seen,
             last_seen: p.last_seen,
             current: false,
         })
         .collect();
     out.push(Stay {
-        node_id: e.s.node_id.clone(),
-        host: e.s.host.clone(),
-        addr: e.s.addr.clone(),
-        device: e.s.disk.device.clone(),
-        label: e.s.disk.label.clone(),
+        node_id: node_id.to_string(),
+        host: host.to_string(),
+        addr: addr.map(str::to_string),
+        device: e.disk.device.to_string(),
+        label: e.disk.label.map(str::to_string),
         first_seen: e.since,
-        last_seen: e.s.last_seen,
-        current: e.s.present,
+        last_seen: e.last_seen,
+        current: e.present,
     });
     out
 }
 
 /// A disk's UUID in lower case, when it has one (its identity across hosts).
-fn uuid_of(d: &DiskRecord) -> Option<String> {
-    d.uuid
-        .as_deref()
-        .filter(|u| !u.is_empty())
-        .map(str::to_ascii_lowercase)
+fn uuid_of(d: &DiskView<'_>) -> Option<String> {
+    d.uuid().map(str::to_ascii_lowercase)
 }
 
 /// The index terms a disk query looks up.
 fn disk_terms(text: &str) -> [u64; 3] {
-    [
-        term(b'u', &text.to_ascii_lowercase()),
-        term(b'l', text),
-        term(b'd', text),
-    ]
+    [term_lower(b'u', text), term(b'l', text), term(b'd', text)]
 }
 
 /// Refuse a data file that sled 0.34 would silently start afresh over.

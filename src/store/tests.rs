@@ -664,62 +664,6 @@ fn readers_answer_while_a_local_write_is_in_progress() {
     assert_eq!(t.join().unwrap(), (1, 1, 1, 1));
 }
 
-/// Not a test: how long open takes on a fleet-sized store (run with --release --ignored
-/// --nocapture; DISKD_BENCH_DIR keeps the store).
-#[test]
-#[ignore]
-fn open_time_of_a_fleet_sized_store() {
-    let dir = tempfile::tempdir().unwrap();
-    let t = std::time::Instant::now();
-    {
-        let s = Store::open(dir.path()).unwrap();
-        for p in 0..4000 {
-            let disks: Vec<DiskRecord> = (0..16)
-                .map(|d| DiskRecord {
-                    uuid: Some(format!("{p:04x}{d:04x}-83a0-4e4a-af6a-f578ca7a1f65")),
-                    label: Some(format!("vol {d} of sim host {p}")),
-                    device: format!("/dev/disk/by-id/wwn-0x5000c500{p:04x}{d:04x}-part1"),
-                    fstype: Some("ext4".into()),
-                    mountpoints: vec![],
-                })
-                .collect();
-            s.replace_peer_inventory(
-                &format!("{p:032x}"),
-                &format!("sim-{p:04}"),
-                Some("192.0.2.3"),
-                &disks,
-                1,
-            )
-            .unwrap();
-        }
-        s.sled().unwrap().db.flush().unwrap();
-        println!(
-            "write 4000 hosts: {:?}, size {}",
-            t.elapsed(),
-            s.size_on_disk()
-        );
-    }
-    for _ in 0..3 {
-        let t = std::time::Instant::now();
-        let db = sled::Config::new()
-            .path(dir.path())
-            .mode(sled::Mode::HighThroughput)
-            .cache_capacity(CACHE_BYTES)
-            .open()
-            .unwrap();
-        let n = db.open_tree(HOSTS).unwrap().iter().count();
-        println!("sled open + scan {n}: {:?}", t.elapsed());
-        drop(db);
-        let t = std::time::Instant::now();
-        let s = Store::open(dir.path()).unwrap();
-        println!(
-            "Store::open: {:?} ({} sightings)",
-            t.elapsed(),
-            s.sightings_len()
-        );
-    }
-}
-
 /// Open the store's sled directly, as a test inspecting it does. A `Store` dropped just
 /// before may still be closing (sled's own threads hold its lock for a moment), so a lock
 /// error is retried for a while.
