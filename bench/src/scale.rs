@@ -281,9 +281,10 @@ pub fn scale(o: &SimOptions) {
         while let Ok(l) = rx.try_recv() {
             let cpu = proc_stat_cpu(pid) - cpu_waves0;
             eprintln!(
-                "simulator: {l}; daemon cpu so far {:.2} s, written {:.1} MB",
+                "simulator: {l}; daemon cpu so far {:.2} s, written {:.1} MB, store {:.1} MB",
                 cpu.as_secs_f64(),
-                (proc_write_bytes(pid) - w0) as f64 / 1_048_576.0
+                (proc_write_bytes(pid) - w0) as f64 / 1_048_576.0,
+                dir_size(&store_dir) as f64 / 1_048_576.0
             );
             cpu_at_wave.push(cpu);
             wave_records.push(

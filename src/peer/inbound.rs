@@ -13,7 +13,7 @@ use super::mount_rpc::Serve;
 use super::pacer::Want;
 use super::table::Room;
 use super::wire::{self, Body, Reject};
-use super::{legacy, outbound::legacy_digest, IncomingMount, Layer};
+use super::{legacy, outbound::legacy_digest, IncomingMount, Layer, JOINS_LOGGED_PER_TICK};
 use crate::model::PeerRecord;
 use crate::telemetry::Stats;
 
@@ -162,9 +162,19 @@ impl Layer {
         self.save_peer(peer.clone(), important).await;
         if joined {
             self.table.mark_live(&peer.node_id);
-            tracing::info!(peer = %peer.node, addr = %addr, "peer joined");
-            self.ctx
-                .event("peer", format!("{} ({addr}) joined", peer.node));
+            // One line per peer, but not thousands in a second when a whole fleet appears
+            // at once (first contact): past the budget they are counted, and housekeeping
+            // logs the count.
+            if self.joins_logged < JOINS_LOGGED_PER_TICK {
+                self.joins_logged += 1;
+                tracing::info!(peer = %peer.node, addr = %addr, "peer joined");
+            } else {
+                self.joins_unlogged += 1;
+            }
+            if self.ctx.debugging() {
+                self.ctx
+                    .event("peer", format!("{} ({addr}) joined", peer.node));
+            }
         }
     }
 
@@ -383,12 +393,20 @@ impl Layer {
         }
     }
 
-    /// Expire peers and stale generations; true when a generation was dropped incomplete.
+    /// Expire peers and stale generations (and close the window of the join log budget); true when a generation was dropped incomplete.
     pub(super) fn housekeeping(&mut self) -> bool {
         let dropped = self.reassembly.expire(self.clock.instant().into_std());
         for _ in 0..dropped {
             self.ctx.count_reject("incomplete_generation");
         }
+        if self.joins_unlogged > 0 {
+            tracing::info!(
+                "{} more peers joined (not logged one by one; `peers` lists them)",
+                self.joins_unlogged
+            );
+        }
+        self.joins_logged = 0;
+        self.joins_unlogged = 0;
         for gone in self.table.expire(self.clock.wall_ms()) {
             // Persist the last time it was heard, which `save_peer` may have held back.
             if let Some(p) = &gone.write {
