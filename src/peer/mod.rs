@@ -65,14 +65,8 @@ const PACE_EVERY: usize = 32;
 const PACE_PAUSE: Duration = Duration::from_millis(2);
 /// Transient send errors in a row after which the sockets are reopened.
 const SEND_FAILURES_BEFORE_REOPEN: u32 = 3;
-/// Most datagrams taken off the socket in one go.
+/// Most datagrams handled before the store is flushed.
 const BURST: usize = 512;
-/// Peer data written to the store is flushed this long after the first unflushed write:
-/// one flush per burst, where a burst is what arrives within this window. During a wave
-/// from a large fleet the socket drains a few datagrams at a time; flushing after each
-/// such drain cost thousands of flushes per wave (see BENCHMARKS.md). A peer's data lost
-/// in a crash within the window comes back with its next announce.
-const PEER_FLUSH_WINDOW: Duration = Duration::from_millis(100);
 /// "peer joined" lines logged per housekeeping tick; more are counted and summed up.
 const JOINS_LOGGED_PER_TICK: u32 = 20;
 /// How often liveness and reassembly timeouts are checked.
@@ -224,8 +218,6 @@ struct Layer {
     /// "peer joined" lines logged in this housekeeping tick, and joins past the budget.
     joins_logged: u32,
     joins_unlogged: u32,
-    /// When the unflushed peer data is flushed (`PEER_FLUSH_WINDOW` after it was written).
-    flush_at: Option<Instant>,
     /// Transient send errors in a row.
     send_failures: u32,
     /// Digests of our latest legacy datagrams, to recognise them when they loop back (the
@@ -273,7 +265,6 @@ impl Layer {
             reassembly: Reassembly::default(),
             change_announce_at: None,
             dirty: false,
-            flush_at: None,
             joins_logged: 0,
             joins_unlogged: 0,
             send_failures: 0,
@@ -310,7 +301,7 @@ impl Layer {
                 r = t.recv(&mut buf) => {
                     let (n, from) = r?;
                     self.receive(&buf[..n], from).await;
-                    // Take the rest of what is waiting; one flush per burst window.
+                    // Take the rest of the burst, then make it durable with one flush.
                     for _ in 0..BURST {
                         match t.try_recv(&mut buf) {
                             Ok((n, from)) => self.receive(&buf[..n], from).await,
@@ -318,12 +309,6 @@ impl Layer {
                             Err(e) => return Err(e),
                         }
                     }
-                    if self.dirty && self.flush_at.is_none() {
-                        self.flush_at = Some(self.clock.instant() + PEER_FLUSH_WINDOW);
-                    }
-                }
-                _ = at(self.flush_at) => {
-                    self.flush_at = None;
                     self.flush_if_dirty().await;
                 }
                 _ = tokio::time::sleep_until(next_announce) => {

@@ -108,7 +108,7 @@ pub struct Mount {
     pub term: String,
     /// Also reach it from this machine at DIR (absolute on the socket; the `diskd mount`
     /// client makes a relative DIR absolute).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", allow_hyphen_values = true)]
     pub attach: Option<String>,
     /// Mount it read-only.
     #[arg(long)]
@@ -419,6 +419,21 @@ mod tests {
             };
             let again = parse(&r.to_line()).unwrap();
             assert_eq!(again, SessionCommand::Request(r), "{line}");
+        }
+        // Two spellings of one request are written as one line.
+        for (line, want) in [
+            ("ls --host b", "list -- b"),
+            ("mount --attach=-x t", "mount --attach -x -- t"),
+            ("where x --json --json", "where --json -- x"),
+        ] {
+            let SessionCommand::Request(r) = parse(line).unwrap() else {
+                panic!("{line}: not a request");
+            };
+            assert_eq!(r.to_line(), want, "{line}");
+            let SessionCommand::Request(again) = parse(want).unwrap() else {
+                panic!("{want}: not a request");
+            };
+            assert_eq!(again.to_line(), want);
         }
     }
 
