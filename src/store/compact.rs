@@ -37,7 +37,7 @@ pub struct Compaction {
 }
 
 /// The sibling directory a compaction builds the new store in.
-fn staging(path: &Path) -> PathBuf {
+pub(super) fn staging(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".compacting");
     path.with_file_name(name)
@@ -102,6 +102,11 @@ impl Store {
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(io)?;
         }
+        // The copy is as private as the store from the start (umask may be 022).
+        std::fs::create_dir(&tmp).map_err(io)?;
+        if let Ok(m) = std::fs::metadata(&path) {
+            std::fs::set_permissions(&tmp, m.permissions()).map_err(io)?;
+        }
         let copied = (|| -> Result<(), StoreError> {
             let old = self.sled()?;
             old.db.flush()?;
@@ -120,11 +125,13 @@ impl Store {
             let _ = std::fs::remove_dir_all(&tmp);
             return Err(e);
         }
-        if let Ok(m) = std::fs::metadata(&path) {
-            std::fs::set_permissions(&tmp, m.permissions()).map_err(io)?;
+        // sled's file lock must go before the compacted copy is opened in its place; a
+        // handle still in use (a flush) means not now.
+        if !self.release() {
+            let _ = std::fs::remove_dir_all(&tmp);
+            tracing::debug!("store busy; compaction put off");
+            return Ok(());
         }
-        // sled's file lock must go before the compacted copy is opened in its place.
-        self.release();
         let swapped = nix::fcntl::renameat2(
             None,
             &path,
@@ -136,7 +143,10 @@ impl Store {
         if let Err(e) = swapped {
             // Still the old store in its place; reopened as it was.
             let _ = std::fs::remove_dir_all(&tmp);
-            reopened?;
+            if let Err(r) = reopened {
+                self.failed(&r);
+                return Err(r);
+            }
             return Err(io(e.into()));
         }
         if let Err(e) = reopened {

@@ -350,7 +350,10 @@ impl Store {
     /// Drop sled and open the same directory again with the same settings (sled stays
     /// failed after an I/O error). Recounts each host's keys from what sled recovered.
     fn reopen(&self) -> Result<Arc<Sled>, StoreError> {
-        self.release();
+        if !self.release() {
+            // Still in use: the next try reopens it.
+            return Err(StoreError::Closed(self.inner.path.clone()));
+        }
         lock(&self.inner.durability).reopens += 1;
         let s = self.open_again()?;
         tracing::warn!(store = %self.inner.path.display(), "store reopened after write failures");
@@ -358,15 +361,21 @@ impl Store {
     }
 
     /// Drop our sled handle (the caller holds both writer locks), waiting briefly for
-    /// whoever still holds it (a reader of the attach records) to let go.
-    pub(super) fn release(&self) {
+    /// whoever still holds it (a flush in progress) to let go. False, with the handle put
+    /// back, when it is still held: closing it then would lose what its holder writes.
+    pub(super) fn release(&self) -> bool {
         let old = write(&self.inner.sled).take();
         if let Some(old) = old {
             let deadline = std::time::Instant::now() + RELEASE_WAIT;
             while Arc::strong_count(&old) > 1 && std::time::Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(5));
             }
+            if Arc::strong_count(&old) > 1 {
+                *write(&self.inner.sled) = Some(old);
+                return false;
+            }
         }
+        true
     }
 
     /// Open the store directory with the usual settings and put it in place, recounting

@@ -19,6 +19,10 @@ pub(super) const CHUNK_BYTES: usize = 64 * 1024;
 /// At most this many stays are kept per disk (per host, and in `history` answers).
 pub const MAX_STAYS: usize = 64;
 
+/// Disks no longer attached that are kept per host (their last known location and
+/// history); past it the ones seen longest ago are forgotten.
+pub const MAX_ABSENT_PER_HOST: usize = 4096;
+
 /// One host's inventory as stored: the place its latest inventory came from and every
 /// disk it ever reported (present or not), each with its past stays.
 ///

@@ -35,11 +35,11 @@ use std::time::Duration;
 
 pub use health::StoreHealth;
 use health::{Durability, Sled, Wrote};
-pub use layout::MAX_STAYS;
 use layout::{
     chunk_key, join_chunks, parse_chunk_key, term, term_lower, unframed, DiskView, EntryView,
     HostState, HostView, Key, PastStay,
 };
+pub use layout::{MAX_ABSENT_PER_HOST, MAX_STAYS};
 
 use crate::model::{AttachRecord, DiskRecord, Millis, PeerRecord, Sighting, Stay};
 
@@ -391,6 +391,16 @@ impl Store {
             }
         };
         check_log_readable(path)?;
+        // A compaction that died before its swap left a full copy beside the store.
+        let leftover = compact::staging(path);
+        if leftover.is_dir() {
+            if let Err(e) = std::fs::remove_dir_all(&leftover) {
+                tracing::warn!(
+                    "cannot remove {} (left by a compaction): {e}",
+                    leftover.display()
+                );
+            }
+        }
         let db = health::config(path).open().map_err(open_err)?;
         let meta = db.open_tree(META).map_err(open_err)?;
         let has_tree = |name: &str| {
@@ -873,6 +883,8 @@ impl Store {
 
     /// Remember an attach made for disk `uuid`.
     pub fn put_attach(&self, uuid: &str, rec: &AttachRecord) -> Result<(), StoreError> {
+        // The writer lock keeps it out of a compaction or a reopen, which would lose it.
+        let _writer = lock(&self.inner.peer_writer);
         let value = encode(rec)?;
         let result = self.sled().and_then(|s| {
             s.attaches
@@ -887,6 +899,8 @@ impl Store {
 
     /// The attach made for disk `uuid`, if any.
     pub fn attach(&self, uuid: &str) -> Option<AttachRecord> {
+        // Not in the middle of a compaction or a reopen, where there is no sled to ask.
+        let _writer = lock(&self.inner.peer_writer);
         self.sled()
             .ok()?
             .attaches
@@ -898,6 +912,7 @@ impl Store {
 
     /// Forget the attach of disk `uuid`.
     pub fn remove_attach(&self, uuid: &str) -> Result<(), StoreError> {
+        let _writer = lock(&self.inner.peer_writer);
         let result = self.sled().and_then(|s| {
             s.attaches.remove(uuid.to_ascii_lowercase().as_bytes())?;
             Ok(())
@@ -911,11 +926,14 @@ impl Store {
     /// Insert or update a peer: in memory at once, in sled (not flushed, see
     /// `replace_peer_inventory`); when sled fails, `keep` writes it later.
     pub fn upsert_peer(&self, peer: &PeerRecord) -> Result<(), StoreError> {
+        // The writer lock keeps it out of a compaction or a reopen (which would lose it or
+        // rewrite an older copy over it); memory first, so a rewrite writes this one.
+        let _writer = lock(&self.inner.peer_writer);
+        write(&self.inner.peers).insert(peer.node_id.clone(), peer.clone());
         let result = encode(peer).and_then(|v| {
             self.sled()?.peers_tree.insert(peer.node_id.as_bytes(), v)?;
             Ok(())
         });
-        write(&self.inner.peers).insert(peer.node_id.clone(), peer.clone());
         self.wrote(Wrote::Peer(&peer.node_id));
         if let Err(e) = &result {
             self.failed(e);
@@ -1053,6 +1071,17 @@ fn merge<'a>(
             e.last_seen = e.last_seen.max(prev_seen);
         }
         entries.push(e);
+    }
+    // Last-known disks of one host are bounded: a host that reports new disks forever
+    // (loop devices, containers, a broken peer) must not grow its value without end.
+    let absent = entries.iter().filter(|e| !e.present).count();
+    if absent > MAX_ABSENT_PER_HOST {
+        let (present, mut gone): (Vec<_>, Vec<_>) = entries.into_iter().partition(|e| e.present);
+        gone.sort_by_key(|e| std::cmp::Reverse(e.last_seen));
+        gone.truncate(MAX_ABSENT_PER_HOST);
+        entries = present;
+        entries.extend(gone);
+        changed = true;
     }
     if !changed {
         return Merged { diff, host: None };

@@ -679,3 +679,24 @@ fn sled_open(path: &std::path::Path) -> sled::Db {
         }
     }
 }
+
+#[test]
+fn a_hosts_last_known_disks_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let peer = "0123456789abcdef0123456789abcdef";
+    let many: Vec<DiskRecord> = (0..MAX_ABSENT_PER_HOST + 10)
+        .map(|i| disk(&format!("u{i}"), &format!("l{i}"), &format!("/dev/d{i}")))
+        .collect();
+    s.replace_peer_inventory(peer, "busy", None, &many, 1).unwrap();
+    assert_eq!(s.find_host("busy").unwrap().len(), MAX_ABSENT_PER_HOST + 10);
+    // All of them gone at once, one new disk: the oldest absent ones beyond the cap go.
+    s.replace_peer_inventory(peer, "busy", None, &[disk("new", "n", "/dev/n")], 2)
+        .unwrap();
+    let known = s.find_host("busy").unwrap();
+    assert_eq!(known.len(), MAX_ABSENT_PER_HOST + 1);
+    assert_eq!(known.iter().filter(|x| x.present).count(), 1);
+    drop(s);
+    let s = Store::open(dir.path()).unwrap();
+    assert_eq!(s.find_host("busy").unwrap().len(), MAX_ABSENT_PER_HOST + 1);
+}
