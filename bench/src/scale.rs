@@ -46,7 +46,8 @@ fn peer_id(p: usize) -> String {
     format!("{:032x}", 0x5151_0000_0000u64 + p as u64)
 }
 
-fn sim_disk(p: usize, d: usize) -> DiskRecord {
+/// Disk `d` of simulated host `p` (also what `diskd-bench store` writes).
+pub fn sim_disk(p: usize, d: usize) -> DiskRecord {
     DiskRecord {
         uuid: Some(format!("{p:04x}{d:04x}-83a0-4e4a-af6a-f578ca7a1f65")),
         label: Some(format!("vol {d} of sim host {p}")),

@@ -31,21 +31,6 @@ fn peer_id(p: usize) -> String {
     format!("{p:032x}")
 }
 
-/// The same disks as `scale`'s simulator.
-fn disk(p: usize, d: usize) -> DiskRecord {
-    DiskRecord {
-        uuid: Some(format!("{p:04x}{d:04x}-83a0-4e4a-af6a-f578ca7a1f65")),
-        label: Some(format!("vol {d} of sim host {p}")),
-        device: format!("/dev/disk/by-id/wwn-0x5000c500{p:04x}{d:04x}-part1"),
-        fstype: Some("ext4".into()),
-        mountpoints: if d % 4 == 0 {
-            vec![format!("/srv/data/{d}")]
-        } else {
-            vec![]
-        },
-    }
-}
-
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
@@ -110,15 +95,15 @@ pub fn store(o: &StoreOptions) {
     let rss0 = rss_kib();
     let store = Store::open(&dir).expect("open");
     let (first_wall, first_cpu) = pass(&store, &rt, o.peers, 1, |p| {
-        (0..o.disks).map(|d| disk(p, d)).collect()
+        (0..o.disks).map(|d| crate::scale::sim_disk(p, d)).collect()
     });
     let rss_written = rss_kib();
     let (same_wall, same_cpu) = pass(&store, &rt, o.peers, 2, |p| {
-        (0..o.disks).map(|d| disk(p, d)).collect()
+        (0..o.disks).map(|d| crate::scale::sim_disk(p, d)).collect()
     });
     // One disk per host changes its device (a new stay; every host is rewritten).
     let (churn_wall, churn_cpu) = pass(&store, &rt, o.peers, 3, |p| {
-        let mut v: Vec<DiskRecord> = (0..o.disks).map(|d| disk(p, d)).collect();
+        let mut v: Vec<DiskRecord> = (0..o.disks).map(|d| crate::scale::sim_disk(p, d)).collect();
         if let Some(d) = v.first_mut() {
             d.device.push_str("-moved");
         }
@@ -137,7 +122,11 @@ pub fn store(o: &StoreOptions) {
         let out = std::process::Command::new(&exe)
             .arg("store-open")
             .arg(&dir)
-            .arg(disk(o.peers / 2, 1).uuid.unwrap_or_default())
+            .arg(
+                crate::scale::sim_disk(o.peers / 2, 1)
+                    .uuid
+                    .unwrap_or_default(),
+            )
             .arg(sightings.to_string())
             .output()
             .expect("store-open");

@@ -688,7 +688,8 @@ fn a_hosts_last_known_disks_are_bounded() {
     let many: Vec<DiskRecord> = (0..MAX_ABSENT_PER_HOST + 10)
         .map(|i| disk(&format!("u{i}"), &format!("l{i}"), &format!("/dev/d{i}")))
         .collect();
-    s.replace_peer_inventory(peer, "busy", None, &many, 1).unwrap();
+    s.replace_peer_inventory(peer, "busy", None, &many, 1)
+        .unwrap();
     assert_eq!(s.find_host("busy").unwrap().len(), MAX_ABSENT_PER_HOST + 10);
     // All of them gone at once, one new disk: the oldest absent ones beyond the cap go.
     s.replace_peer_inventory(peer, "busy", None, &[disk("new", "n", "/dev/n")], 2)
