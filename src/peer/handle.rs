@@ -170,6 +170,20 @@ impl Ctx {
     pub(super) fn store(&self) -> &Store {
         &self.deps.store
     }
+    /// Run a store write (sled I/O; it waits while the store is compacted or reopened)
+    /// without holding up the runtime's other tasks: on the daemon's multi-thread runtime
+    /// this worker hands its tasks to another first. In-process tests run on a single
+    /// thread, where the write simply runs.
+    pub(super) fn store_write<R>(&self, f: impl FnOnce(&Store) -> R) -> R {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        let multi =
+            Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
+        if multi {
+            tokio::task::block_in_place(|| f(&self.deps.store))
+        } else {
+            f(&self.deps.store)
+        }
+    }
     pub(super) fn stats(&self) -> &Stats {
         &self.deps.telemetry.stats
     }

@@ -44,7 +44,7 @@ impl Layer {
             Room::Full => false,
             Room::Forgot { node_id, node } => {
                 tracing::info!(peer = %node, "peer table full: forgetting the oldest non-live peer");
-                self.ctx.store().remove_peer(&node_id).is_ok()
+                self.ctx.store_write(|s| s.remove_peer(&node_id)).is_ok()
             }
         }
     }
@@ -186,8 +186,10 @@ impl Layer {
         disks: &[crate::model::DiskRecord],
         t: u64,
     ) {
-        let store = self.ctx.store();
-        match store.replace_peer_inventory(&peer.node_id, &peer.node, Some(addr), disks, t) {
+        let written = self.ctx.store_write(|s| {
+            s.replace_peer_inventory(&peer.node_id, &peer.node, Some(addr), disks, t)
+        });
+        match written {
             Ok(diff) => {
                 // Only a changed inventory needs to reach the disk soon.
                 self.dirty |= !diff.is_empty();
@@ -280,8 +282,7 @@ impl Layer {
         peer.disks = disks.len();
         match self
             .ctx
-            .store()
-            .replace_peer_inventory(&node_id, &ip, Some(&ip), &disks, t)
+            .store_write(|s| s.replace_peer_inventory(&node_id, &ip, Some(&ip), &disks, t))
         {
             Ok(diff) => {
                 for d in &diff.appeared {
@@ -312,7 +313,7 @@ impl Layer {
     /// Hearing a peer again every few seconds does not rewrite its record each time.
     async fn save_peer(&mut self, peer: PeerRecord, important: bool) {
         if self.table.needs_write(&peer, important) {
-            match self.ctx.store().upsert_peer(&peer) {
+            match self.ctx.store_write(|s| s.upsert_peer(&peer)) {
                 Ok(()) => {
                     self.table.written(&peer);
                     self.dirty |= important;
@@ -410,7 +411,7 @@ impl Layer {
         for gone in self.table.expire(self.clock.wall_ms()) {
             // Persist the last time it was heard, which `save_peer` may have held back.
             if let Some(p) = &gone.write {
-                let _ = self.ctx.store().upsert_peer(p);
+                let _ = self.ctx.store_write(|s| s.upsert_peer(p));
             }
             tracing::info!(peer = %gone.name, "peer expired (not heard within peer_expiry)");
             self.ctx.event("peer", format!("{} expired", gone.name));

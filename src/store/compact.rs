@@ -94,6 +94,7 @@ impl Store {
     /// Copy every tree into a fresh directory and put it in the store's place (see the
     /// module's comment). Writers wait meanwhile; readers answer from memory.
     pub fn compact(&self) -> Result<(), StoreError> {
+        let _maintenance = self.maintenance();
         let _local = lock(&self.inner.local_writer);
         let _peer = lock(&self.inner.peer_writer);
         let path = self.inner.path.clone();
@@ -213,6 +214,7 @@ mod tests {
             let c = c.expect("measured");
             assert!(c.after.expect("compacted") < before);
             assert_eq!(s.health().compactions, 1);
+            assert!(!s.in_maintenance(), "the flag outlived the compaction");
         }
         // A compaction even when not needed keeps everything too.
         s.compact().unwrap();

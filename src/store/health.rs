@@ -261,6 +261,7 @@ impl Store {
     /// when that fails and the filesystem has room, reopen sled first. Blocking; the
     /// writers wait meanwhile, readers never do.
     pub fn repair(&self) -> Result<(), StoreError> {
+        let _maintenance = self.maintenance();
         let _local = lock(&self.inner.local_writer);
         let _peer = lock(&self.inner.peer_writer);
         lock(&self.inner.durability).retries += 1;

@@ -155,6 +155,9 @@ struct Inner {
     /// keep the two from interleaving with themselves, never with readers.
     local_writer: Mutex<()>,
     peer_writer: Mutex<()>,
+    /// A compaction or a repair holds (or is about to hold) the writer locks: a write now
+    /// waits for it (see [`Store::in_maintenance`]).
+    maintenance: std::sync::atomic::AtomicBool,
     /// Host values written since open (for tests: an unchanged inventory writes none).
     host_writes: AtomicU64,
 }
@@ -528,6 +531,7 @@ impl Store {
                 chunks: Mutex::new(chunks),
                 local_writer: Mutex::new(()),
                 peer_writer: Mutex::new(()),
+                maintenance: std::sync::atomic::AtomicBool::new(false),
                 host_writes: AtomicU64::new(0),
             }),
         })
@@ -879,6 +883,19 @@ impl Store {
             self.failed(e);
         }
         result
+    }
+
+    /// Whether a compaction or a repair is running, so that a write now would wait for it:
+    /// async callers then write from a blocking context instead of holding up their
+    /// runtime (a write that checks just before one starts still waits for it, once).
+    pub fn in_maintenance(&self) -> bool {
+        self.inner.maintenance.load(Ordering::Acquire)
+    }
+
+    /// Mark a compaction or a repair for its duration (see [`Store::in_maintenance`]).
+    fn maintenance(&self) -> MaintenanceGuard<'_> {
+        self.inner.maintenance.store(true, Ordering::Release);
+        MaintenanceGuard(&self.inner.maintenance)
     }
 
     /// Remember an attach made for disk `uuid`.
@@ -1249,3 +1266,12 @@ fn new_node_id() -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// Clears the maintenance flag when a compaction or a repair ends, however it ends.
+struct MaintenanceGuard<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for MaintenanceGuard<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
