@@ -14,6 +14,7 @@
 //! the next compaction replaces); one after it leaves the compacted store.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::health::config;
@@ -61,7 +62,7 @@ impl Store {
     /// 4 MiB); `None` when it was not even worth measuring. Blocking: run it off the
     /// async runtime. Never while the store is failing.
     pub fn compact_if_needed(&self) -> Result<Option<Compaction>, StoreError> {
-        if !self.health().is_ok() {
+        if !self.health().is_ok() || self.inner.no_exchange.load(Ordering::Relaxed) {
             return Ok(None);
         }
         let before = self.size_on_disk();
@@ -142,6 +143,13 @@ impl Store {
         );
         let reopened = self.open_again();
         if let Err(e) = swapped {
+            if matches!(e, nix::errno::Errno::EINVAL | nix::errno::Errno::EOPNOTSUPP) {
+                tracing::warn!(
+                    store = %path.display(),
+                    "this filesystem cannot exchange directories; store compaction is off"
+                );
+                self.inner.no_exchange.store(true, Ordering::Relaxed);
+            }
             // Still the old store in its place; reopened as it was.
             let _ = std::fs::remove_dir_all(&tmp);
             if let Err(r) = reopened {

@@ -158,6 +158,9 @@ struct Inner {
     /// A compaction or a repair holds (or is about to hold) the writer locks: a write now
     /// waits for it (see [`Store::in_maintenance`]).
     maintenance: std::sync::atomic::AtomicBool,
+    /// The filesystem cannot exchange two directories (`RENAME_EXCHANGE`): compaction is
+    /// off for this run instead of copying the store every check only to fail.
+    no_exchange: std::sync::atomic::AtomicBool,
     /// Host values written since open (for tests: an unchanged inventory writes none).
     host_writes: AtomicU64,
 }
@@ -377,7 +380,17 @@ impl Store {
     /// Open (or create) the store in `path`, check its schema (converting a schema-2
     /// store), load or make the node id, and load every host into memory.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        Store::open_until(path, migrate::Until::All)
+        // A store just closed in this process may hold sled's lock for a moment longer
+        // (its background threads finish first): a short wait, then `Locked` stands.
+        let deadline = std::time::Instant::now() + OPEN_LOCK_WAIT;
+        loop {
+            match Store::open_until(path, migrate::Until::All) {
+                Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
     }
 
     fn open_until(path: &Path, until: migrate::Until) -> Result<Store, StoreError> {
@@ -532,6 +545,7 @@ impl Store {
                 local_writer: Mutex::new(()),
                 peer_writer: Mutex::new(()),
                 maintenance: std::sync::atomic::AtomicBool::new(false),
+                no_exchange: std::sync::atomic::AtomicBool::new(false),
                 host_writes: AtomicU64::new(0),
             }),
         })
@@ -559,6 +573,11 @@ impl Store {
     /// change as done, so a `kill -9` afterwards cannot lose it. A failure marks the store
     /// failing (see `health`): `keep` retries.
     pub async fn flush(&self) -> Result<(), StoreError> {
+        // A compaction or a repair has no handle to flush for a moment, and makes what was
+        // written before it durable itself: wait for it, as writers do.
+        while self.in_maintenance() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let mark = lock(&self.inner.durability).mark();
         let result = match self.sled() {
             Ok(s) => s.db.flush_async().await.map_err(StoreError::from),
@@ -1266,6 +1285,9 @@ fn new_node_id() -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// How long `Store::open` waits for a lock that a store closed a moment ago still holds.
+const OPEN_LOCK_WAIT: Duration = Duration::from_millis(500);
 
 /// Clears the maintenance flag when a compaction or a repair ends, however it ends.
 struct MaintenanceGuard<'a>(&'a std::sync::atomic::AtomicBool);
