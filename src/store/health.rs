@@ -245,8 +245,19 @@ impl Store {
     /// Flush sled (blocking), keeping track of what became durable.
     pub(super) fn flush_tracked(&self) -> Result<(), StoreError> {
         let mark = lock(&self.inner.durability).mark();
-        match self.sled().and_then(|s| Ok(s.db.flush()?)) {
-            Ok(_) => {
+        let result = self.sled().and_then(|s| Ok(s.db.flush().map(drop)?));
+        self.flush_done(mark, result)
+    }
+
+    /// Record a flush's outcome: what was written before `mark` is durable, or the store
+    /// is failing.
+    pub(super) fn flush_done(
+        &self,
+        mark: u64,
+        result: Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        match result {
+            Ok(()) => {
                 lock(&self.inner.durability).flushed(mark);
                 Ok(())
             }

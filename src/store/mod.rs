@@ -580,19 +580,10 @@ impl Store {
         }
         let mark = lock(&self.inner.durability).mark();
         let result = match self.sled() {
-            Ok(s) => s.db.flush_async().await.map_err(StoreError::from),
+            Ok(s) => s.db.flush_async().await.map(drop).map_err(StoreError::from),
             Err(e) => Err(e),
         };
-        match result {
-            Ok(_) => {
-                lock(&self.inner.durability).flushed(mark);
-                Ok(())
-            }
-            Err(e) => {
-                self.failed(&e);
-                Err(e)
-            }
-        }
+        self.flush_done(mark, result)
     }
 
     /// Replace this node's inventory with what the watchers found, as one atomic step,
@@ -760,33 +751,15 @@ impl Store {
     /// the in-memory term index: a query reads only the matching hosts.
     pub fn find(&self, term_text: &str) -> Result<Vec<Sighting>, StoreError> {
         let hosts = read(&self.inner.mem).hosts_with(disk_terms(term_text));
-        let mut out = Vec::new();
-        for h in &hosts {
-            let v = h.view();
-            out.extend(
-                v.entries
-                    .iter()
-                    .filter(|e| e.disk.matches(term_text))
-                    .map(|e| e.sighting(&h.node_id, &v)),
-            );
-        }
-        Ok(out)
+        Ok(sightings_of(&hosts, |e, _| e.disk.matches(term_text)))
     }
 
     /// Sightings of the host named `host` (one node name may have had several node ids).
     pub fn find_host(&self, host: &str) -> Result<Vec<Sighting>, StoreError> {
         let hosts = read(&self.inner.mem).hosts_with([term(b'h', host)]);
-        let mut out = Vec::new();
-        for h in &hosts {
-            let v = h.view();
-            out.extend(
-                v.entries
-                    .iter()
-                    .filter(|e| e.place(v.host, v.addr).0 == host)
-                    .map(|e| e.sighting(&h.node_id, &v)),
-            );
-        }
-        Ok(out)
+        Ok(sightings_of(&hosts, |e, v| {
+            e.place(v.host, v.addr).0 == host
+        }))
     }
 
     /// The stays of every disk `term` names (UUID in any case, label or device exactly,
@@ -1285,6 +1258,24 @@ fn new_node_id() -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// The sightings of `hosts` whose entry passes `keep` (given the entry and its host).
+fn sightings_of(
+    hosts: &[Arc<HostState>],
+    keep: impl Fn(&layout::EntryView<'_>, &HostView<'_>) -> bool,
+) -> Vec<Sighting> {
+    let mut out = Vec::new();
+    for h in hosts {
+        let v = h.view();
+        out.extend(
+            v.entries
+                .iter()
+                .filter(|e| keep(e, &v))
+                .map(|e| e.sighting(&h.node_id, &v)),
+        );
+    }
+    out
+}
 
 /// How long `Store::open` waits for a lock that a store closed a moment ago still holds.
 const OPEN_LOCK_WAIT: Duration = Duration::from_millis(500);
