@@ -4,7 +4,7 @@
 //! starts, and reported as one line naming the key (exit 2), so a daemon never runs
 //! half-configured.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -18,6 +18,8 @@ pub const DEFAULT_GROUP: &str = "230.1.2.3";
 pub const DEFAULT_PORT: u16 = 32003;
 /// Default socket path, relative to the home directory, the same as the Perl diskd.
 pub const DEFAULT_SOCKET: &str = "~/.diskd-socket";
+/// Default UDP port of the unicast gossip listener (next to the multicast port).
+pub const DEFAULT_GOSSIP_PORT: u16 = 32004;
 /// Default argv template for `mount --attach`.
 pub const DEFAULT_ATTACH: &str = "sshfs {addr}:{path} {target}";
 
@@ -54,11 +56,91 @@ pub struct Config {
     pub max_clock_skew: Duration,
     /// Mount-request policy.
     pub mount: MountSettings,
+    /// Unicast gossip (routed networks).
+    pub gossip: Gossip,
+}
+
+/// Unicast gossip settings. Gossip runs only with keys: on a routed network an unsealed
+/// inventory would be readable (and forgeable) by anyone on the path.
+#[derive(Debug, Clone)]
+pub struct Gossip {
+    /// Whether the gossip listener runs (keys configured and not turned off).
+    pub enabled: bool,
+    /// Where to join: `HOST[:PORT]`, resolved again on every retry (names may move).
+    pub seeds: Vec<Seed>,
+    /// Address and port the listener binds.
+    pub listen: SocketAddr,
+    /// The address other members reach us at; `None`: found at start (see the peer layer).
+    pub advertise: Option<SocketAddr>,
+    /// Protocol period: membership gossip runs at this pace and probes at twice it.
+    pub interval: Duration,
+}
+
+/// A gossip seed as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seed {
+    /// Host name or address.
+    pub host: String,
+    /// UDP port.
+    pub port: u16,
+}
+
+impl std::fmt::Display for Seed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl Seed {
+    /// Parse `HOST`, `HOST:PORT`, `ADDR`, `ADDR:PORT` or `[V6]:PORT`.
+    pub fn parse(text: &str, default_port: u16) -> Result<Seed, String> {
+        let text = text.trim();
+        if let Ok(sa) = text.parse::<SocketAddr>() {
+            return Ok(Seed {
+                host: sa.ip().to_string(),
+                port: sa.port(),
+            });
+        }
+        if let Ok(ip) = text.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+            return Ok(Seed {
+                host: ip.to_string(),
+                port: default_port,
+            });
+        }
+        let (host, port) = match text.rsplit_once(':') {
+            Some((h, p)) => (
+                h,
+                p.parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| format!("{text:?}: {p:?} is not a port (1-65535)"))?,
+            ),
+            None => (text, default_port),
+        };
+        let valid = !host.is_empty()
+            && host.len() <= 253
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+        if !valid {
+            return Err(format!("{text:?} is not HOST[:PORT]"));
+        }
+        Ok(Seed {
+            host: host.to_string(),
+            port,
+        })
+    }
 }
 
 /// Multicast settings (used by the peer layer).
 #[derive(Debug, Clone)]
 pub struct Multicast {
+    /// Whether the multicast sockets are opened at all (off: gossip only).
+    pub enabled: bool,
     /// Group address.
     pub group: IpAddr,
     /// UDP port.
@@ -124,11 +206,25 @@ struct FileConfig {
     security: FileSecurity,
     #[serde(default)]
     mount: FileMount,
+    #[serde(default)]
+    gossip: FileGossip,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileGossip {
+    enabled: Option<bool>,
+    seeds: Option<Vec<String>>,
+    port: Option<u16>,
+    listen: Option<String>,
+    advertise: Option<String>,
+    interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileMulticast {
+    enabled: Option<bool>,
     group: Option<String>,
     port: Option<u16>,
     interface: Option<String>,
@@ -357,6 +453,7 @@ impl Config {
         }
         let interface = pick(args.interface.clone(), m.interface).filter(|s| !s.is_empty());
         let multicast = Multicast {
+            enabled: !args.no_multicast && m.enabled.unwrap_or(true),
             group,
             port,
             interface,
@@ -413,7 +510,7 @@ impl Config {
             Some(v) => duration("ping.min_interval", &v)?,
             None => Duration::from_secs(5),
         };
-        let key_files = if args.key_file.is_empty() {
+        let key_files: Vec<PathBuf> = if args.key_file.is_empty() {
             f.security.key_files.unwrap_or_default()
         } else {
             args.key_file.clone()
@@ -457,7 +554,15 @@ impl Config {
             attach_command,
         };
 
+        let gossip = gossip_settings(f.gossip, args, !key_files.is_empty())?;
+        if !multicast.enabled && !gossip.enabled {
+            tracing::warn!(
+                "multicast.enabled is false and gossip is off: this daemon will hear no peers"
+            );
+        }
+
         Ok(Config {
+            gossip,
             node_name,
             socket,
             store,
@@ -470,6 +575,100 @@ impl Config {
             mount,
         })
     }
+}
+
+/// An address with an optional port (`ADDR`, `ADDR:PORT`, `[V6]:PORT`).
+fn addr_with_port(key: &str, text: &str, default_port: u16) -> Result<SocketAddr, ConfigError> {
+    let text = text.trim();
+    if let Ok(sa) = text.parse::<SocketAddr>() {
+        return Ok(sa);
+    }
+    text.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, default_port))
+        .map_err(|_| err(format!("{key}: {text:?} is not ADDR[:PORT]")))
+}
+
+fn gossip_settings(
+    g: FileGossip,
+    args: &DaemonArgs,
+    have_keys: bool,
+) -> Result<Gossip, ConfigError> {
+    let port = pick(args.gossip_port, g.port).unwrap_or(DEFAULT_GOSSIP_PORT);
+    if port == 0 {
+        return Err(err("gossip.port: must be 1-65535"));
+    }
+    let seed_texts = if args.seed.is_empty() {
+        g.seeds.unwrap_or_default()
+    } else {
+        args.seed.clone()
+    };
+    let seeds = seed_texts
+        .iter()
+        .map(|s| Seed::parse(s, port).map_err(|e| err(format!("gossip.seeds: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let advertise = match pick(args.gossip_advertise.clone(), g.advertise) {
+        Some(t) => {
+            let a = addr_with_port("gossip.advertise", &t, port)?;
+            if a.ip().is_unspecified() || a.ip().is_multicast() {
+                return Err(err(format!(
+                    "gossip.advertise: {a} is not an address other hosts can reach"
+                )));
+            }
+            Some(a)
+        }
+        None => None,
+    };
+    // Without an explicit listen address, listen on every address of the family we
+    // advertise (IPv4 unless told otherwise).
+    let any = match advertise {
+        Some(a) if a.is_ipv6() => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+        _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    };
+    let listen = match pick(args.gossip_listen.clone(), g.listen) {
+        Some(t) => addr_with_port("gossip.listen", &t, port)?,
+        None => SocketAddr::new(any, port),
+    };
+    if let Some(a) = advertise {
+        if a.is_ipv6() != listen.is_ipv6() {
+            return Err(err(format!(
+                "gossip.advertise: {a} and gossip.listen {listen} are of different address families"
+            )));
+        }
+    }
+    let interval = match pick(args.gossip_interval.clone(), g.interval) {
+        Some(v) => duration("gossip.interval", &v)?,
+        None => Duration::from_millis(500),
+    };
+    if interval < Duration::from_millis(50) || interval > Duration::from_secs(60) {
+        return Err(err(format!(
+            "gossip.interval: {} is not between 50ms and 60s",
+            humantime::format_duration(interval)
+        )));
+    }
+    let wanted = !args.no_gossip && g.enabled.unwrap_or(true);
+    if !have_keys {
+        // Gossip crosses routers: never in the clear. Asking for it without keys is a
+        // mistake worth stopping for; merely not having keys just leaves it off.
+        if !seeds.is_empty() {
+            return Err(err(
+                "gossip.seeds: gossip needs security.key_files (--key-file); it never runs unsealed",
+            ));
+        }
+        if g.enabled == Some(true) {
+            return Err(err(
+                "gossip.enabled: gossip needs security.key_files (--key-file); it never runs unsealed",
+            ));
+        }
+    }
+    Ok(Gossip {
+        enabled: wanted && have_keys,
+        seeds,
+        listen,
+        advertise,
+        interval,
+    })
 }
 
 /// Node names travel in replies and (later) on the wire: keep them printable and short.
@@ -610,6 +809,71 @@ mod tests {
                 "multi-line error: {e:?}"
             );
         }
+    }
+
+    #[test]
+    fn gossip_needs_keys_and_parses_seeds() {
+        let key = tempfile::NamedTempFile::new().unwrap();
+        let keyed = |seeds: Vec<&str>| DaemonArgs {
+            key_file: vec![key.path().to_path_buf()],
+            seed: seeds.into_iter().map(String::from).collect(),
+            ..Default::default()
+        };
+        // No keys: gossip stays off; asking for it is an error naming the key.
+        let c = Config::load(None, None, &DaemonArgs::default()).unwrap();
+        assert!(!c.gossip.enabled);
+        assert!(c.multicast.enabled);
+        let e = Config::load(
+            None,
+            None,
+            &DaemonArgs {
+                seed: vec!["a.example".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("gossip.seeds:"), "{e}");
+        let e = load_yaml("gossip:\n  enabled: true\n", &DaemonArgs::default()).unwrap_err();
+        assert!(e.to_string().starts_with("gossip.enabled:"), "{e}");
+
+        let c = Config::load(
+            None,
+            None,
+            &keyed(vec!["seed.example", "198.18.1.1:4000", "[fd00::1]:5", "fd00::2", "h:7"]),
+        )
+        .unwrap();
+        assert!(c.gossip.enabled);
+        assert_eq!(c.gossip.listen.to_string(), "0.0.0.0:32004");
+        assert_eq!(c.gossip.interval, Duration::from_millis(500));
+        let shown: Vec<String> = c.gossip.seeds.iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            shown,
+            ["seed.example:32004", "198.18.1.1:4000", "[fd00::1]:5", "[fd00::2]:32004", "h:7"]
+        );
+        for bad in ["", "a b", "host:0", "host:x", "x;rm -rf /"] {
+            let e = Config::load(None, None, &keyed(vec![bad])).unwrap_err();
+            assert!(e.to_string().starts_with("gossip.seeds:"), "{bad:?}: {e}");
+        }
+        let mut args = keyed(vec![]);
+        args.no_gossip = true;
+        args.no_multicast = true;
+        let c = Config::load(None, None, &args).unwrap();
+        assert!(!c.gossip.enabled && !c.multicast.enabled);
+        let mut args = keyed(vec![]);
+        args.gossip_advertise = Some("0.0.0.0".into());
+        let e = Config::load(None, None, &args).unwrap_err();
+        assert!(e.to_string().starts_with("gossip.advertise:"), "{e}");
+        let mut args = keyed(vec![]);
+        args.gossip_advertise = Some("fd00::9".into());
+        let c = Config::load(None, None, &args).unwrap();
+        assert_eq!(c.gossip.listen.to_string(), "[::]:32004");
+        assert_eq!(c.gossip.advertise.unwrap().to_string(), "[fd00::9]:32004");
+        let e = load_yaml(
+            "gossip:\n  interval: 10ms\n",
+            &DaemonArgs::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("gossip.interval:"), "{e}");
     }
 
     #[test]

@@ -150,6 +150,29 @@ pub struct DaemonArgs {
     /// Argv template to reach a remote mount [mount.attach_command].
     #[arg(long, value_name = "TEMPLATE")]
     pub attach_command: Option<String>,
+    /// Do not open the multicast sockets (gossip only) [multicast.enabled: false].
+    #[arg(long)]
+    pub no_multicast: bool,
+    /// Do not run the gossip listener even though keys are configured [gossip.enabled: false].
+    #[arg(long)]
+    pub no_gossip: bool,
+    /// Join the fleet through this gossip member; repeatable; names are resolved again on
+    /// every retry. Needs --key-file [gossip.seeds].
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub seed: Vec<String>,
+    /// UDP port of the gossip listener [gossip.port; default: 32004].
+    #[arg(long, value_name = "PORT")]
+    pub gossip_port: Option<u16>,
+    /// Address the gossip listener binds [gossip.listen; default: all addresses].
+    #[arg(long, value_name = "ADDR[:PORT]")]
+    pub gossip_listen: Option<String>,
+    /// Address other members reach us at [gossip.advertise; default: the address of
+    /// multicast.interface, else the route to the first seed].
+    #[arg(long, value_name = "ADDR[:PORT]")]
+    pub gossip_advertise: Option<String>,
+    /// Gossip protocol period [gossip.interval; default: 500ms].
+    #[arg(long, value_name = "DURATION")]
+    pub gossip_interval: Option<String>,
     /// Log filter when RUST_LOG is not set (error, warn, info, debug, trace).
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
