@@ -12,6 +12,7 @@ mod client;
 mod daemon;
 mod devices;
 mod hostile;
+mod lab_gossip;
 mod lab_legacy;
 mod lab_mount;
 mod lab_peers;

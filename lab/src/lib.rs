@@ -1,9 +1,13 @@
-//! The network-namespace lab: N hosts joined by a bridge, each running a real diskd.
+//! The network-namespace lab: hosts joined by bridges, each running a real diskd.
 //!
-//! Layout: one namespace holds the bridge; each host is a namespace with `eth0` (a veth
-//! into the bridge), an address 198.18.0.N/24, and a multicast route (224.0.0.0/4) on that
-//! link. The namespaces have no other link, so nothing the lab sends can reach the real
-//! network. Everything is torn down in `Drop`, which also runs when a test panics.
+//! Layout: one namespace holds the bridges; each host is a namespace with `eth0` (a veth
+//! into its bridge), an address 198.18.S.N/24, and a multicast route (224.0.0.0/4) on that
+//! link. Three topologies: [`Lab::new`] puts every host on one bridge (198.18.0.0/24);
+//! [`Lab::routed`] joins two links with a multicast router; [`Lab::two_subnets`] joins two
+//! subnets with a router that forwards unicast only, the network unicast gossip is for.
+//! The namespaces have no link to anything outside the lab, so nothing the lab sends can
+//! reach the real network. Everything is torn down in `Drop`, which also runs when a test
+//! panics.
 //!
 //! A crate of its own so that the integration tests and `diskd-bench` build the same lab.
 //! Needs root (namespaces); callers check that first.
@@ -49,6 +53,11 @@ pub struct Host {
     pub args: Vec<String>,
     /// The fake blkid script.
     pub blkid: PathBuf,
+    /// The router of the host's default route, if its subnet has one. Kept so that
+    /// `replug` restores the route along with the addresses.
+    pub gateway: Option<String>,
+    /// The bridge the host's cable goes into (kept for `replug`).
+    bridge: String,
     child: Option<Child>,
 }
 
@@ -198,6 +207,17 @@ impl Host {
         all.extend_from_slice(args);
         sh(&all)
     }
+
+    /// Run a command inside this host's namespace and return its output whatever its exit
+    /// status: for probes whose failure is an answer (a datagram that did not arrive).
+    pub fn try_exec(&self, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("{args:?} in {}: {e}", self.ns))
+    }
 }
 
 /// N hosts on one bridge.
@@ -215,65 +235,65 @@ pub struct Lab {
 impl Lab {
     /// Build `n` hosts (daemons not started). `args` are daemon flags for every host.
     pub fn new(n: usize, args: &[&str]) -> Lab {
+        let mut lab = Lab::empty();
+        lab.add_bridge("br0");
+        for i in 0..n {
+            let name = ((b'a' + i as u8) as char).to_string();
+            lab.add_host(&name, "br0", 0, i + 1, None, args);
+        }
+        lab
+    }
+
+    /// A lab with its bridge namespace and nothing in it. Names are unique per process
+    /// and lab (`dk<pid>x<n>...`), so labs of tests running in parallel never meet, and
+    /// each lab may use the same addresses.
+    fn empty() -> Lab {
         let id = NEXT_LAB.fetch_add(1, Ordering::Relaxed);
         let prefix = format!("dk{}x{id}", std::process::id());
         let bridge_ns = format!("{prefix}br");
         let dir = tempfile::tempdir().unwrap();
-        let mut lab = Lab {
-            prefix: prefix.clone(),
-            bridge_ns: bridge_ns.clone(),
+        let lab = Lab {
+            prefix,
+            bridge_ns,
             hosts: Vec::new(),
             router: None,
             router_child: None,
             _dir: dir,
         };
         // From here on, Drop cleans up whatever was made, even if a step fails.
-        sh(&["ip", "netns", "add", &bridge_ns]);
-        sh(&[
-            "ip",
-            "-n",
-            &bridge_ns,
-            "link",
-            "add",
-            "br0",
-            "type",
-            "bridge",
-            "mcast_snooping",
-            "0",
-        ]);
-        sh(&["ip", "-n", &bridge_ns, "link", "set", "br0", "up"]);
-        for i in 0..n {
-            let name = ((b'a' + i as u8) as char).to_string();
-            lab.add_host(&name, "br0", 0, i + 1, args);
-        }
+        sh(&["ip", "netns", "add", &lab.bridge_ns]);
         lab
     }
 
-    /// Two links joined by a multicast router (smcrouted forwarding 230.1.2.3 from link 0
-    /// to link 1): host `a` on 198.18.0.0/24, host `b` on 198.18.1.0/24. A datagram from a
-    /// reaches b only with a TTL of at least 2.
-    pub fn routed(args: &[&str]) -> Lab {
-        let mut lab = Lab::new(0, args);
-        let br = lab.bridge_ns.clone();
+    /// A bridge in the bridge namespace. Snooping off: the bridge floods multicast to every
+    /// port, as a dumb switch would, so group membership never depends on IGMP timing.
+    fn add_bridge(&mut self, name: &str) {
+        let br = &self.bridge_ns;
         sh(&[
             "ip",
             "-n",
-            &br,
+            br,
             "link",
             "add",
-            "br1",
+            name,
             "type",
             "bridge",
             "mcast_snooping",
             "0",
         ]);
-        sh(&["ip", "-n", &br, "link", "set", "br1", "up"]);
-        lab.add_host("a", "br0", 0, 1, args);
-        lab.add_host("b", "br1", 1, 1, args);
-        let r = format!("{}r", lab.prefix);
+        sh(&["ip", "-n", br, "link", "set", name, "up"]);
+    }
+
+    /// The router namespace: one leg per `(bridge, subnet)`, at 198.18.SUBNET.254/24, and
+    /// IPv4 forwarding on. It has no multicast routing of its own (the kernel forwards
+    /// multicast only for a multicast routing daemon, which `routed` adds), and no link
+    /// outside the lab: a datagram for any other address dies here.
+    fn add_router(&mut self, legs: &[(&str, usize)]) {
+        let r = format!("{}r", self.prefix);
         sh(&["ip", "netns", "add", &r]);
-        lab.router = Some(r.clone());
-        for (i, bridge) in ["br0", "br1"].iter().enumerate() {
+        self.router = Some(r.clone());
+        let br = self.bridge_ns.clone();
+        for (i, (bridge, subnet)) in legs.iter().enumerate() {
             let veth = format!("r{i}");
             let dev = format!("eth{i}");
             sh(&[
@@ -289,7 +309,7 @@ impl Lab {
                 &r,
                 "addr",
                 "add",
-                &format!("198.18.{i}.254/24"),
+                &format!("198.18.{subnet}.254/24"),
                 "dev",
                 &dev,
             ]);
@@ -305,6 +325,56 @@ impl Lab {
             "-qw",
             "net.ipv4.ip_forward=1",
         ]);
+    }
+
+    /// The router's namespace, in a lab that has one.
+    pub fn router_ns(&self) -> Option<&str> {
+        self.router.as_deref()
+    }
+
+    /// Two subnets joined by a router that forwards unicast and never multicast: hosts
+    /// `a1..aN` on 198.18.1.0/24 and `b1..bN` on 198.18.2.0/24 (`N` = `per_subnet`; host
+    /// `a2` is 198.18.1.2), each with its default route via the router (198.18.S.254).
+    /// Multicast stays on each subnet whatever its TTL, so only unicast (gossip) can carry
+    /// what one subnet knows to the other. Daemons are not started; `args` are daemon flags
+    /// for every host (node names are the host names).
+    pub fn two_subnets(per_subnet: usize, args: &[&str]) -> Lab {
+        assert!(
+            (1..=9).contains(&per_subnet),
+            "two_subnets: 1 to 9 hosts per subnet"
+        );
+        let mut lab = Lab::empty();
+        for (letter, subnet) in [('a', 1), ('b', 2)] {
+            let bridge = format!("br{subnet}");
+            lab.add_bridge(&bridge);
+            let gateway = format!("198.18.{subnet}.254");
+            for i in 1..=per_subnet {
+                lab.add_host(
+                    &format!("{letter}{i}"),
+                    &bridge,
+                    subnet,
+                    i,
+                    Some(&gateway),
+                    args,
+                );
+            }
+        }
+        lab.add_router(&[("br1", 1), ("br2", 2)]);
+        lab
+    }
+
+    /// Two links joined by a multicast router (smcrouted forwarding 230.1.2.3 from link 0
+    /// to link 1): host `a` on 198.18.0.0/24, host `b` on 198.18.1.0/24, each with its
+    /// default route via the router. A datagram from a reaches b only with a TTL of at
+    /// least 2.
+    pub fn routed(args: &[&str]) -> Lab {
+        let mut lab = Lab::empty();
+        lab.add_bridge("br0");
+        lab.add_bridge("br1");
+        lab.add_host("a", "br0", 0, 1, Some("198.18.0.254"), args);
+        lab.add_host("b", "br1", 1, 1, Some("198.18.1.254"), args);
+        lab.add_router(&[("br0", 0), ("br1", 1)]);
+        let r = lab.router.clone().expect("router namespace");
         let dir = lab._dir.path().join("router");
         std::fs::create_dir_all(&dir).unwrap();
         let conf = dir.join("smcroute.conf");
@@ -353,7 +423,15 @@ impl Lab {
         lab
     }
 
-    fn add_host(&mut self, name: &str, bridge: &str, subnet: usize, number: usize, args: &[&str]) {
+    fn add_host(
+        &mut self,
+        name: &str,
+        bridge: &str,
+        subnet: usize,
+        number: usize,
+        gateway: Option<&str>,
+        args: &[&str],
+    ) {
         let ns = format!("{}{}", self.prefix, name);
         let dir = self._dir.path().join(name);
         std::fs::create_dir_all(&dir).unwrap();
@@ -369,21 +447,24 @@ impl Lab {
             blkid: dir.join("blkid"),
             dir,
             args: args.iter().map(|s| s.to_string()).collect(),
+            gateway: gateway.map(str::to_string),
+            bridge: bridge.to_string(),
             child: None,
         };
         host.set_disks("");
         self.hosts.push(host);
-        self.plug(name, bridge);
+        self.plug(name);
     }
 
-    /// Connect host `name` to `bridge`: veth, addresses, the multicast route.
-    fn plug(&self, name: &str, bridge: &str) {
+    /// Connect host `name` to its bridge: veth, addresses, the multicast route, and the
+    /// default route when its subnet has a router.
+    fn plug(&self, name: &str) {
         let h = self
             .hosts
             .iter()
             .find(|h| h.name == name)
             .unwrap_or_else(|| panic!("no host {name}"));
-        let (ns, addr, addr6) = (&h.ns, &h.addr, &h.addr6);
+        let (ns, addr, addr6, bridge) = (&h.ns, &h.addr, &h.addr6, &h.bridge);
         let veth = format!("v{name}");
         let br = &self.bridge_ns;
         sh(&[
@@ -426,6 +507,9 @@ impl Lab {
         sh(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
         // The only route for multicast: the lab link.
         sh(&["ip", "-n", ns, "route", "add", "224.0.0.0/4", "dev", "eth0"]);
+        if let Some(gw) = &h.gateway {
+            sh(&["ip", "-n", ns, "route", "add", "default", "via", gw]);
+        }
     }
 
     /// Pull host `name`'s cable: its `eth0` disappears (the interface is gone).
@@ -440,15 +524,24 @@ impl Lab {
         ]);
     }
 
-    /// Plug host `name` back into the first bridge, with the same addresses.
+    /// Plug host `name` back into its bridge, with the same addresses and routes.
     pub fn replug(&mut self, name: &str) {
-        self.plug(name, "br0");
+        self.plug(name);
     }
 
     /// Host by name.
     pub fn host(&mut self, name: &str) -> &mut Host {
         self.hosts
             .iter_mut()
+            .find(|h| h.name == name)
+            .unwrap_or_else(|| panic!("no host {name}"))
+    }
+
+    /// Host by name, borrowed shared: several hosts can be watched at once (a `wait_for`
+    /// that compares what two hosts see).
+    pub fn get(&self, name: &str) -> &Host {
+        self.hosts
+            .iter()
             .find(|h| h.name == name)
             .unwrap_or_else(|| panic!("no host {name}"))
     }
