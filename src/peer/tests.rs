@@ -23,7 +23,8 @@ use super::keys::Keyring;
 use super::reassembly::PENDING_TIMEOUT;
 use super::transport::memory::MemoryHub;
 use super::wire::{self, Body, MountReply};
-use super::{spawn_with, Deps, IncomingMount, PeerError, PeerHandle, PeerRequest, MOUNT_TIMEOUT};
+use super::transport::memory::MemoryUnicast;
+use super::{spawn_with, GossipSetup, Deps, IncomingMount, PeerError, PeerHandle, PeerRequest, MOUNT_TIMEOUT};
 use crate::config::Config;
 use crate::flags::DaemonArgs;
 use crate::model::{DiskRecord, NodeInfo};
@@ -129,6 +130,7 @@ impl Node {
             clock,
             StdRng::seed_from_u64(n as u64),
             move |_| Ok(hub2.join(addr(n))),
+            None::<GossipSetup<MemoryUnicast>>,
         );
         tracker.close();
         Node {
