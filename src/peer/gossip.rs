@@ -400,7 +400,11 @@ mod tests {
     }
 
     /// Deliver every `Send` between engines until quiet; returns the other outputs.
-    fn pump(nodes: &mut [Gossip], mut queue: Vec<(usize, Output)>, now: Instant) -> Vec<(usize, Output)> {
+    fn pump(
+        nodes: &mut [Gossip],
+        mut queue: Vec<(usize, Output)>,
+        now: Instant,
+    ) -> Vec<(usize, Output)> {
         let mut events = Vec::new();
         let mut rounds = 0;
         while let Some((from, o)) = queue.pop() {
@@ -426,11 +430,13 @@ mod tests {
     async fn members_find_each_other_through_a_seed_and_see_a_leave() {
         let now = Instant::now();
         let iv = Duration::from_millis(500);
-        let mut nodes: Vec<Gossip> = (1..=4).map(|n| Gossip::new(id(n, 32004), iv, 1200, n as u64)).collect();
+        let mut nodes: Vec<Gossip> = (1..=4)
+            .map(|n| Gossip::new(id(n, 32004), iv, 1200, n as u64))
+            .collect();
         // Everyone announces to node 1 (the seed, known only by address).
         let mut queue = Vec::new();
-        for i in 1..4 {
-            for o in nodes[i].announce(MemberId::seed(id(1, 32004).addr), now) {
+        for (i, g) in nodes.iter_mut().enumerate().skip(1) {
+            for o in g.announce(MemberId::seed(id(1, 32004).addr), now) {
                 queue.push((i, o));
             }
         }
@@ -440,8 +446,8 @@ mod tests {
         for _ in 0..40 {
             t += iv;
             let mut queue = Vec::new();
-            for i in 0..4 {
-                for o in nodes[i].fire_due(t) {
+            for (i, g) in nodes.iter_mut().enumerate() {
+                for o in g.fire_due(t) {
                     queue.push((i, o));
                 }
             }
@@ -451,14 +457,23 @@ mod tests {
             assert_eq!(g.live_members(), 3, "{:?}", g.me());
         }
         // A notice from node 4 reaches everyone.
-        let notice = Notice { node: 4, boot: 9, generation: 3, at_ms: 1 };
-        let queue: Vec<_> = nodes[3].notice(notice, t).into_iter().map(|o| (3, o)).collect();
+        let notice = Notice {
+            node: 4,
+            boot: 9,
+            generation: 3,
+            at_ms: 1,
+        };
+        let queue: Vec<_> = nodes[3]
+            .notice(notice, t)
+            .into_iter()
+            .map(|o| (3, o))
+            .collect();
         let mut seen = pump(&mut nodes, queue, t);
         for _ in 0..20 {
             t += iv;
             let mut queue = Vec::new();
-            for i in 0..4 {
-                for o in nodes[i].fire_due(t) {
+            for (i, g) in nodes.iter_mut().enumerate() {
+                for o in g.fire_due(t) {
                     queue.push((i, o));
                 }
             }
@@ -482,9 +497,24 @@ mod tests {
 
     #[test]
     fn a_newer_notice_replaces_an_older_one() {
-        let a = NoticeKey(Notice { node: 1, boot: 1, generation: 2, at_ms: 5 });
-        let b = NoticeKey(Notice { node: 1, boot: 1, generation: 1, at_ms: 5 });
-        let c = NoticeKey(Notice { node: 2, boot: 1, generation: 1, at_ms: 5 });
+        let a = NoticeKey(Notice {
+            node: 1,
+            boot: 1,
+            generation: 2,
+            at_ms: 5,
+        });
+        let b = NoticeKey(Notice {
+            node: 1,
+            boot: 1,
+            generation: 1,
+            at_ms: 5,
+        });
+        let c = NoticeKey(Notice {
+            node: 2,
+            boot: 1,
+            generation: 1,
+            at_ms: 5,
+        });
         assert!(a.invalidates(&b));
         assert!(!b.invalidates(&a));
         assert!(!a.invalidates(&c));
@@ -493,7 +523,11 @@ mod tests {
     #[test]
     fn node_ids_round_trip() {
         let n = MemberId::parse_node("00112233445566778899aabbccddeeff").unwrap();
-        let m = MemberId { node: n, addr: "10.0.0.1:1".parse().unwrap(), bump: 0 };
+        let m = MemberId {
+            node: n,
+            addr: "10.0.0.1:1".parse().unwrap(),
+            bump: 0,
+        };
         assert_eq!(m.node_id(), "00112233445566778899aabbccddeeff");
         assert!(MemberId::parse_node("xyz").is_none());
     }

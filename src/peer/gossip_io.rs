@@ -193,7 +193,13 @@ impl Layer {
     }
 
     /// A foca packet inside a gossip envelope.
-    pub(super) async fn receive_swim(&mut self, node_id: &str, boot: u64, swim: Swim, from: SocketAddr) -> bool {
+    pub(super) async fn receive_swim(
+        &mut self,
+        node_id: &str,
+        boot: u64,
+        swim: Swim,
+        from: SocketAddr,
+    ) -> bool {
         let now = self.clock.instant();
         let Some(gs) = self.gossip.as_mut() else {
             return false;
@@ -482,13 +488,21 @@ impl Layer {
         let mut via = HashMap::new();
         for (id, when) in &gs.heard {
             if gs.up.contains_key(id) || t.saturating_sub(*when) <= expiry {
-                let v = if self.multicast_fresh(id) { "both" } else { "gossip" };
+                let v = if self.multicast_fresh(id) {
+                    "both"
+                } else {
+                    "gossip"
+                };
                 via.insert(id.clone(), v);
             }
         }
         for id in gs.up.keys() {
             via.entry(id.clone())
-                .or_insert(if self.multicast_fresh(id) { "both" } else { "gossip" });
+                .or_insert(if self.multicast_fresh(id) {
+                    "both"
+                } else {
+                    "gossip"
+                });
         }
         self.ctx.status.set_via(via);
         let members: Vec<_> = gs.engine.members().collect();
@@ -544,28 +558,28 @@ impl Layer {
         self.publish_gossip();
     }
 
-    /// Stopping: tell every live member at once (then foca's leave, for the others).
+    /// Stopping: foca's leave (for members we do not know to be live), then a goodbye to
+    /// every live member, last, so that nothing of ours arrives after it.
     pub(super) async fn gossip_leave<G: Unicast>(&mut self, g: &G) {
         let now = self.clock.instant();
         let Some(gs) = self.gossip.as_mut() else {
             return;
         };
-        let members: Vec<SocketAddr> = gs.up.values().copied().collect();
-        for to in members {
-            gs.outbox.push_back((to, Body::Goodbye));
-        }
         let out = gs.engine.leave(now);
         self.gossip_outputs_sync(out);
+        if let Some(gs) = self.gossip.as_mut() {
+            let members: Vec<SocketAddr> = gs.up.values().copied().collect();
+            for to in members {
+                gs.outbox.push_back((to, Body::Goodbye));
+            }
+        }
         self.flush_outbox(g).await;
     }
 
     /// Seal and send everything queued, pacing long bursts.
     pub(super) async fn flush_outbox<G: Unicast>(&mut self, g: &G) {
         let mut sent = 0usize;
-        loop {
-            let Some((to, body)) = self.gossip.as_mut().and_then(|gs| gs.outbox.pop_front()) else {
-                break;
-            };
+        while let Some((to, body)) = self.gossip.as_mut().and_then(|gs| gs.outbox.pop_front()) {
             let body = match body {
                 // The generation others compare with is the latest at sending time.
                 Body::Swim(s) => Body::Swim(Swim {
@@ -626,7 +640,11 @@ impl Layer {
     /// Returns whether it must go by multicast.
     pub(super) fn route_to_node(&mut self, node_id: &str, body: &Body) -> bool {
         let fresh = self.multicast_fresh(node_id);
-        match self.gossip.as_mut().and_then(|gs| gs.route(node_id).map(|a| (gs, a))) {
+        match self
+            .gossip
+            .as_mut()
+            .and_then(|gs| gs.route(node_id).map(|a| (gs, a)))
+        {
             Some((gs, addr)) => {
                 gs.outbox.push_back((addr, body.clone()));
                 fresh && self.ctx.config().multicast.enabled

@@ -9,11 +9,11 @@ use std::net::SocketAddr;
 
 use tokio::sync::oneshot;
 
+use super::gossip_io::replay_key;
 use super::mount_rpc::Serve;
 use super::pacer::Want;
 use super::table::Room;
 use super::wire::{self, Body, Reject};
-use super::gossip_io::replay_key;
 use super::{legacy, outbound::legacy_digest, IncomingMount, Layer, Path, JOINS_LOGGED_PER_TICK};
 use crate::model::PeerRecord;
 use crate::telemetry::Stats;

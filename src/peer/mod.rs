@@ -52,16 +52,16 @@ use crate::config::Multicast;
 use crate::model::Backoff;
 use crate::telemetry::Stats;
 use clock::Clock;
+use gossip::{Gossip, MemberId};
+use gossip_io::GossipState;
 use handle::Ctx;
 use keys::Keyring;
 use mount_rpc::{MountRpc, ServedKey};
 use pacer::PingPacer;
 use reassembly::Reassembly;
 use replay::ReplayGuard;
-use table::PeerTable;
-use gossip::{Gossip, MemberId};
-use gossip_io::GossipState;
 use seeds::Seeds;
+use table::PeerTable;
 use transport::{AnyMulticast, Transport, UdpUnicast, Unicast};
 use wire::{Body, MountReply};
 
@@ -187,7 +187,10 @@ async fn run<T, F, G>(
                 tracing::info!("peer layer up: {}", t.describe());
                 ctx.set_peer_state(format!("up: {}", t.describe()));
                 ctx.event("peer", format!("multicast up: {}", t.describe()));
-                match layer.serve(&t, g.as_ref(), &mut requests, &mut resolve_rx).await {
+                match layer
+                    .serve(&t, g.as_ref(), &mut requests, &mut resolve_rx)
+                    .await
+                {
                     Ok(()) => return,
                     Err(e) => {
                         // Our mount requests cannot be answered while the sockets are down:
@@ -362,7 +365,9 @@ impl Layer {
         );
         let own = vec![advertise, listen];
         let seeds = Seeds::new(&self.ctx.config().gossip.seeds, own, self.clock.instant());
-        self.gossip = Some(GossipState::new(engine, seeds, listen, advertise, resolve_tx));
+        self.gossip = Some(GossipState::new(
+            engine, seeds, listen, advertise, resolve_tx,
+        ));
         for p in self.table.peers().filter(|p| p.sent_ms > 0) {
             // Our gossip window for each peer starts where its multicast one does.
             self.replay.restore(

@@ -150,7 +150,10 @@ impl Seeds {
     /// A packet arrived from `from`: a seed at that address has answered.
     pub fn heard_from(&mut self, from: SocketAddr) {
         for e in &mut self.entries {
-            if e.state != SeedState::Joined && e.state != SeedState::Myself && e.addrs.contains(&from) {
+            if e.state != SeedState::Joined
+                && e.state != SeedState::Myself
+                && e.addrs.contains(&from)
+            {
                 e.state = SeedState::Joined;
                 e.error = None;
                 e.next = None;
@@ -201,7 +204,10 @@ mod tests {
         assert_eq!(s.next_due(), None, "both are being looked up");
         let a: SocketAddr = "198.18.1.1:32004".parse().unwrap();
         assert_eq!(s.resolved(0, Ok(vec![a]), now), vec![a]);
-        assert!(s.resolved(1, Ok(vec![me]), now).is_empty(), "a seed that is us");
+        assert!(
+            s.resolved(1, Ok(vec![me]), now).is_empty(),
+            "a seed that is us"
+        );
         let first_retry = s.next_due().unwrap();
         assert!(first_retry > now);
         // No answer: tried again, later each time, and reported as never answering.

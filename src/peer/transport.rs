@@ -40,8 +40,11 @@ pub trait Transport: Send + Sync {
 /// A unicast datagram endpoint (gossip): send to one address, receive from anyone.
 pub trait Unicast: Send + Sync {
     /// Send one datagram to `to`.
-    fn send_to(&self, to: SocketAddr, datagram: &[u8])
-        -> impl Future<Output = io::Result<()>> + Send;
+    fn send_to(
+        &self,
+        to: SocketAddr,
+        datagram: &[u8],
+    ) -> impl Future<Output = io::Result<()>> + Send;
     /// Receive one datagram; returns its length and sender address.
     fn recv(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send;
     /// Receive a datagram only if one is waiting now (`WouldBlock` otherwise).
@@ -59,7 +62,11 @@ pub struct UdpUnicast {
 impl UdpUnicast {
     /// Bind (errors name the address: a port in use is a configuration problem).
     pub fn bind(addr: SocketAddr) -> io::Result<UdpUnicast> {
-        let domain = if addr.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
+        let domain = if addr.is_ipv6() {
+            Domain::IPV6
+        } else {
+            Domain::IPV4
+        };
         let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
         if addr.is_ipv6() {
             s.set_only_v6(false).ok();
@@ -110,7 +117,9 @@ pub async fn advertise_address(cfg: &crate::config::Config, listen: SocketAddr) 
     }
     if let Some(seed) = cfg.gossip.seeds.first() {
         let lookup = tokio::net::lookup_host((seed.host.as_str(), seed.port));
-        if let Ok(Ok(mut addrs)) = tokio::time::timeout(std::time::Duration::from_secs(2), lookup).await {
+        if let Ok(Ok(mut addrs)) =
+            tokio::time::timeout(std::time::Duration::from_secs(2), lookup).await
+        {
             if let Some(to) = addrs.find(|a| a.is_ipv4() == listen.is_ipv4()) {
                 let any: SocketAddr = if to.is_ipv4() {
                     (Ipv4Addr::UNSPECIFIED, 0).into()
@@ -139,7 +148,10 @@ impl Transport for NoMulticast {
     fn send(&self, _datagram: &[u8]) -> impl Future<Output = io::Result<()>> + Send {
         std::future::ready(Ok(()))
     }
-    fn recv(&self, _buf: &mut [u8]) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
+    fn recv(
+        &self,
+        _buf: &mut [u8],
+    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
         std::future::pending()
     }
     fn try_recv(&self, _buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {

@@ -40,7 +40,16 @@ pub fn apply(cmd: &Json, ctx: &Context) -> Reply {
         })
         .collect();
     let mut body = table::render(
-        &["NODE", "ADDR", "STATE", "LAST SEEN", "DISKS", "VIA", "KEY", "NOTE"],
+        &[
+            "NODE",
+            "ADDR",
+            "STATE",
+            "LAST SEEN",
+            "DISKS",
+            "VIA",
+            "KEY",
+            "NOTE",
+        ],
         &rows,
     );
     if peers.is_empty() {
