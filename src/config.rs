@@ -105,7 +105,11 @@ impl Seed {
                 port: sa.port(),
             });
         }
-        if let Ok(ip) = text.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+        if let Ok(ip) = text
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+        {
             return Ok(Seed {
                 host: ip.to_string(),
                 port: default_port,
@@ -839,7 +843,13 @@ mod tests {
         let c = Config::load(
             None,
             None,
-            &keyed(vec!["seed.example", "198.18.1.1:4000", "[fd00::1]:5", "fd00::2", "h:7"]),
+            &keyed(vec![
+                "seed.example",
+                "198.18.1.1:4000",
+                "[fd00::1]:5",
+                "fd00::2",
+                "h:7",
+            ]),
         )
         .unwrap();
         assert!(c.gossip.enabled);
@@ -848,7 +858,13 @@ mod tests {
         let shown: Vec<String> = c.gossip.seeds.iter().map(|s| s.to_string()).collect();
         assert_eq!(
             shown,
-            ["seed.example:32004", "198.18.1.1:4000", "[fd00::1]:5", "[fd00::2]:32004", "h:7"]
+            [
+                "seed.example:32004",
+                "198.18.1.1:4000",
+                "[fd00::1]:5",
+                "[fd00::2]:32004",
+                "h:7"
+            ]
         );
         for bad in ["", "a b", "host:0", "host:x", "x;rm -rf /"] {
             let e = Config::load(None, None, &keyed(vec![bad])).unwrap_err();
@@ -868,11 +884,7 @@ mod tests {
         let c = Config::load(None, None, &args).unwrap();
         assert_eq!(c.gossip.listen.to_string(), "[::]:32004");
         assert_eq!(c.gossip.advertise.unwrap().to_string(), "[fd00::9]:32004");
-        let e = load_yaml(
-            "gossip:\n  interval: 10ms\n",
-            &DaemonArgs::default(),
-        )
-        .unwrap_err();
+        let e = load_yaml("gossip:\n  interval: 10ms\n", &DaemonArgs::default()).unwrap_err();
         assert!(e.to_string().starts_with("gossip.interval:"), "{e}");
     }
 

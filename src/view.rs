@@ -57,6 +57,9 @@ pub struct PeerView {
     pub name_conflict: bool,
     /// Fingerprint of the key that sealed its last datagram.
     pub key: Option<String>,
+    /// How it is heard: `multicast`, `gossip`, `both` or `legacy`.
+    #[serde(default)]
+    pub via: String,
 }
 
 /// Turn sightings into views, ordered live first, then most recently seen.
@@ -154,8 +157,14 @@ pub fn stays(store: &Store, stays: Vec<Stay>, now: Millis, expiry: Duration) -> 
         .collect()
 }
 
-/// Turn peer records into views, live first, then by name.
-pub fn peers(records: Vec<PeerRecord>, now: Millis, expiry: Duration) -> Vec<PeerView> {
+/// Turn peer records into views, live first, then by name. `via` says which peers gossip
+/// reaches (`gossip` or `both`); the others are multicast (or legacy) peers.
+pub fn peers(
+    records: Vec<PeerRecord>,
+    now: Millis,
+    expiry: Duration,
+    via: impl Fn(&str) -> Option<&'static str>,
+) -> Vec<PeerView> {
     let mut ids_by_name: HashMap<String, usize> = HashMap::new();
     for p in &records {
         *ids_by_name.entry(p.node.clone()).or_default() += 1;
@@ -163,6 +172,12 @@ pub fn peers(records: Vec<PeerRecord>, now: Millis, expiry: Duration) -> Vec<Pee
     let mut v: Vec<PeerView> = records
         .into_iter()
         .map(|p| PeerView {
+            via: if p.legacy {
+                "legacy"
+            } else {
+                via(&p.node_id).unwrap_or("multicast")
+            }
+            .to_string(),
             live: p.is_live(now, expiry),
             name_conflict: ids_by_name.get(&p.node).is_some_and(|&n| n > 1),
             last_seen: rfc3339(p.last_seen),

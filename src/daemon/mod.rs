@@ -69,6 +69,13 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     })
     .map_err(|e| DaemonError::Startup(format!("watchers.disks: {e}")))?;
     let keys = crate::peer::keys::Keyring::load(&config.key_files).map_err(|e| startup(&e))?;
+    // The gossip port is bound before the control socket: a port in use is a configuration
+    // problem, reported at start like the others.
+    let gossip_socket = if config.gossip.enabled {
+        Some(peer::transport::UdpUnicast::bind(config.gossip.listen).map_err(|e| startup(&e))?)
+    } else {
+        None
+    };
     let listener = control::socket::bind(&config.socket).map_err(|e| startup(&e))?;
 
     let node = NodeInfo::new(&config.node_name, store.node_id());
@@ -121,6 +128,17 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         watchers,
     );
     let (mount_jobs, incoming_mounts) = mpsc::channel(MOUNT_JOBS);
+    let gossip = match gossip_socket {
+        Some(socket) => {
+            use peer::transport::Unicast;
+            let advertise = peer::transport::advertise_address(&config, socket.local_addr()).await;
+            Some(peer::GossipSetup {
+                transport: socket,
+                advertise,
+            })
+        }
+        None => None,
+    };
     let peers = peer::spawn(
         peer::Deps {
             config: config.clone(),
@@ -133,6 +151,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         },
         &tracker,
         keys,
+        gossip,
     );
     let mounts = MountService::new(
         config.clone(),

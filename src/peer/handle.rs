@@ -5,7 +5,7 @@
 //! control server or the mount service: a peer's mount request goes out as an
 //! [`IncomingMount`] on a channel the daemon wires to the mount service.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -116,6 +116,29 @@ pub struct PeerStatus {
     rejected: Mutex<BTreeMap<&'static str, u64>>,
     key_fingerprints: Vec<String>,
     legacy_left_out: AtomicU64,
+    gossip: Mutex<Option<GossipReport>>,
+    /// How each peer heard over gossip is reached (`gossip` or `both`); peers not in the
+    /// map are heard by multicast only (or are legacy).
+    via: Mutex<HashMap<String, &'static str>>,
+}
+
+/// The gossip listener as `status` shows it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct GossipReport {
+    /// The address it is bound to.
+    pub listen: String,
+    /// The address we tell others to reach us at.
+    pub advertise: String,
+    /// Members known (live or not), us excluded.
+    pub members: usize,
+    /// Members the failure detector considers live.
+    pub members_live: usize,
+    /// Bytes received on the gossip socket (every packet, accepted or not).
+    pub bytes_in: u64,
+    /// Bytes sent on the gossip socket.
+    pub bytes_out: u64,
+    /// Configured seeds and how they are doing.
+    pub seeds: Vec<super::seeds::SeedReport>,
 }
 
 impl PeerStatus {
@@ -144,6 +167,25 @@ impl PeerStatus {
     /// The keyring's fingerprints, signing key first; empty without keys.
     pub fn key_fingerprints(&self) -> &[String] {
         &self.key_fingerprints
+    }
+
+    /// The gossip listener, when gossip runs.
+    pub fn gossip(&self) -> Option<GossipReport> {
+        lock(&self.gossip).clone()
+    }
+
+    pub(super) fn set_gossip(&self, r: GossipReport) {
+        *lock(&self.gossip) = Some(r);
+    }
+
+    /// How a peer is heard: `gossip` or `both` when gossip is involved; `None`: multicast
+    /// only (or legacy, which the caller knows from the record).
+    pub fn via(&self, node_id: &str) -> Option<&'static str> {
+        lock(&self.via).get(node_id).copied()
+    }
+
+    pub(super) fn set_via(&self, via: HashMap<String, &'static str>) {
+        *lock(&self.via) = via;
     }
 
     /// How many of our disks did not fit in the last legacy datagram.

@@ -9,11 +9,12 @@ use std::net::SocketAddr;
 
 use tokio::sync::oneshot;
 
+use super::gossip_io::replay_key;
 use super::mount_rpc::Serve;
 use super::pacer::Want;
 use super::table::Room;
 use super::wire::{self, Body, Reject};
-use super::{legacy, outbound::legacy_digest, IncomingMount, Layer, JOINS_LOGGED_PER_TICK};
+use super::{legacy, outbound::legacy_digest, IncomingMount, Layer, Path, JOINS_LOGGED_PER_TICK};
 use crate::model::PeerRecord;
 use crate::telemetry::Stats;
 
@@ -49,9 +50,14 @@ impl Layer {
         }
     }
 
-    pub(super) async fn receive(&mut self, bytes: &[u8], from: SocketAddr) {
+    pub(super) async fn receive(&mut self, bytes: &[u8], from: SocketAddr, path: Path) {
+        if path == Path::Gossip {
+            if let Some(gs) = self.gossip.as_mut() {
+                gs.count_in(bytes.len());
+            }
+        }
         if bytes.starts_with(legacy::PREFIX) {
-            if !self.ctx.config().multicast.legacy {
+            if !self.ctx.config().multicast.legacy || path == Path::Gossip {
                 return self.reject(Reject::Legacy, from);
             }
             return self.receive_legacy(bytes, from).await;
@@ -61,6 +67,7 @@ impl Layer {
             Err(reason) => return self.reject(reason, from),
         };
         let key = key.map(str::to_string);
+        let key_used = key.is_some();
         let env = match wire::decode(&plain) {
             Ok(env) => env,
             Err(reason) => return self.reject(reason, from),
@@ -72,12 +79,25 @@ impl Layer {
             // Only authenticated traffic can be meaningfully checked for replays: without
             // keys anyone can forge a fresh datagram anyway.
             let now = self.clock.wall_ms();
-            if let Err(reason) =
-                self.replay
-                    .check(&env.node_id, env.boot, env.seq, env.sent_ms, now)
-            {
+            let checked = match path {
+                Path::Multicast => {
+                    self.replay
+                        .check(&env.node_id, env.boot, env.seq, env.sent_ms, now)
+                }
+                Path::Gossip => self.replay.check(
+                    &replay_key(&env.node_id),
+                    env.boot,
+                    env.seq,
+                    env.sent_ms,
+                    now,
+                ),
+            };
+            if let Err(reason) = checked {
                 return self.reject(reason, from);
             }
+        }
+        if matches!(env.body, Body::Swim(_)) && path == Path::Multicast {
+            return self.reject(Reject::GossipInvalid, from);
         }
         let is_new = !self.table.contains(&env.node_id);
         if is_new && !self.make_room() {
@@ -106,6 +126,10 @@ impl Layer {
         }
         let mut peer = heard.peer;
         let mut important = heard.important;
+        match path {
+            Path::Multicast => self.heard_by_multicast(&env.node_id, from, key_used),
+            Path::Gossip => self.heard_by_gossip(&env.node_id, from),
+        }
         let kind = match env.body {
             Body::Ping => Kind::Ping,
             _ => Kind::Other,
@@ -119,8 +143,21 @@ impl Layer {
                     .event("peer", format!("{} ({addr}) said goodbye", peer.node));
                 return;
             }
+            Body::Ping if path == Path::Gossip => {
+                // A member pulls our inventory.
+                self.answer_pull(&env.node_id, from);
+            }
             Body::Ping => {
                 self.want_announce("ping", &peer.node);
+            }
+            Body::Swim(swim) => {
+                if !self.receive_swim(&env.node_id, env.boot, swim, from).await {
+                    self.ctx
+                        .stats()
+                        .packets_received
+                        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                    return self.reject(Reject::GossipInvalid, from);
+                }
             }
             Body::MountRequest(req) => {
                 if req.target == self.ctx.node().id {
@@ -133,6 +170,7 @@ impl Layer {
                 }
             }
             Body::Inventory(chunk) => {
+                let generation = chunk.generation;
                 let now = self.clock.instant().into_std();
                 match self.reassembly.add(&env.node_id, env.boot, chunk, now) {
                     Err(reason) => {
@@ -144,6 +182,7 @@ impl Layer {
                     }
                     Ok(None) => {}
                     Ok(Some(disks)) => {
+                        self.note_inventory(&env.node_id, env.boot, generation);
                         important |= peer.disks != disks.len();
                         peer.disks = disks.len();
                         self.store_inventory(&peer, &addr, &disks, t);
@@ -156,7 +195,10 @@ impl Layer {
         let rebooted = self.table.rebooted(&peer.node_id, env.boot);
         if (joined || rebooted) && !matches!(kind, Kind::Ping) {
             // It may have missed our announces while it was away or starting.
-            self.want_announce("new or restarted peer", &peer.node);
+            match path {
+                Path::Multicast => self.want_announce("new or restarted peer", &peer.node),
+                Path::Gossip => self.answer_pull(&env.node_id, from),
+            }
         }
         peer.gone = false;
         self.save_peer(peer.clone(), important).await;
@@ -311,7 +353,7 @@ impl Layer {
 
     /// Keep the peer in memory; write it to the store when the table says it is due.
     /// Hearing a peer again every few seconds does not rewrite its record each time.
-    async fn save_peer(&mut self, peer: PeerRecord, important: bool) {
+    pub(super) async fn save_peer(&mut self, peer: PeerRecord, important: bool) {
         if self.table.needs_write(&peer, important) {
             match self.ctx.store_write(|s| s.upsert_peer(&peer)) {
                 Ok(()) => {

@@ -15,6 +15,8 @@
 //! in-process hub for tests).
 
 pub mod clock;
+pub mod gossip;
+mod gossip_io;
 mod handle;
 mod inbound;
 pub mod keys;
@@ -24,6 +26,7 @@ mod outbound;
 pub mod pacer;
 pub mod reassembly;
 pub mod replay;
+pub mod seeds;
 pub mod table;
 pub mod transport;
 pub mod wire;
@@ -41,21 +44,25 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
-pub use handle::{Deps, IncomingMount, PeerHandle, PeerRequest, PeerStatus};
+pub use handle::{Deps, GossipReport, IncomingMount, PeerHandle, PeerRequest, PeerStatus};
 pub use mount_rpc::MOUNT_TIMEOUT;
 pub use table::MAX_PEERS;
 
 use crate::config::Multicast;
 use crate::model::Backoff;
+use crate::telemetry::Stats;
 use clock::Clock;
+use gossip::{Gossip, MemberId};
+use gossip_io::GossipState;
 use handle::Ctx;
 use keys::Keyring;
 use mount_rpc::{MountRpc, ServedKey};
 use pacer::PingPacer;
 use reassembly::Reassembly;
 use replay::ReplayGuard;
+use seeds::Seeds;
 use table::PeerTable;
-use transport::{MulticastTransport, Transport};
+use transport::{AnyMulticast, Transport, UdpUnicast, Unicast};
 use wire::{Body, MountReply};
 
 /// Local changes within this window go out as one announce.
@@ -92,31 +99,48 @@ pub enum PeerError {
     Stopped,
 }
 
+/// The gossip half, when it runs: its socket and the address we advertise.
+pub struct GossipSetup<G> {
+    /// The bound gossip socket.
+    pub transport: G,
+    /// Where other members reach us.
+    pub advertise: std::net::SocketAddr,
+}
+
 /// Start the peer layer; the handle is how the rest of the daemon reaches it.
-pub fn spawn(deps: Deps, tracker: &TaskTracker, keys: Keyring) -> PeerHandle {
+pub fn spawn(
+    deps: Deps,
+    tracker: &TaskTracker,
+    keys: Keyring,
+    gossip: Option<GossipSetup<UdpUnicast>>,
+) -> PeerHandle {
     spawn_with(
         deps,
         tracker,
         keys,
         Clock::system(),
         StdRng::from_entropy(),
-        MulticastTransport::open,
+        AnyMulticast::open,
+        gossip,
     )
 }
 
-/// Start the peer layer on any transport, reading the given clock and randomness; `open`
-/// is called at start and after every transport failure (with backoff).
-pub fn spawn_with<T, F>(
+/// Start the peer layer on any transports, reading the given clock and randomness; `open`
+/// is called at start and after every multicast transport failure (with backoff); the
+/// gossip socket, if any, stays open for the layer's whole life.
+pub fn spawn_with<T, F, G>(
     deps: Deps,
     tracker: &TaskTracker,
     keys: Keyring,
     clock: Clock,
     rng: StdRng,
     open: F,
+    gossip: Option<GossipSetup<G>>,
 ) -> PeerHandle
 where
     T: Transport + 'static,
     F: FnMut(&Multicast) -> std::io::Result<T> + Send + 'static,
+    G: Unicast + 'static,
 {
     let (tx, rx) = mpsc::channel(32);
     let status = Arc::new(PeerStatus::new(keys.fingerprints()));
@@ -124,25 +148,37 @@ where
         deps: Arc::new(deps),
         status: status.clone(),
     };
-    tracker.spawn(run(ctx, rx, keys, clock, rng, open));
+    tracker.spawn(run(ctx, rx, keys, clock, rng, open, gossip));
     PeerHandle {
         requests: tx,
         status,
     }
 }
 
-async fn run<T, F>(
+async fn run<T, F, G>(
     ctx: Ctx,
     mut requests: mpsc::Receiver<PeerRequest>,
     keys: Keyring,
     clock: Clock,
     rng: StdRng,
     mut open: F,
+    gossip: Option<GossipSetup<G>>,
 ) where
     T: Transport,
     F: FnMut(&Multicast) -> std::io::Result<T>,
+    G: Unicast,
 {
     let mut layer = Layer::new(ctx.clone(), keys, clock, rng);
+    let (resolve_tx, mut resolve_rx) = mpsc::channel(16);
+    let g = gossip.map(|setup| {
+        layer.start_gossip(setup.transport.local_addr(), setup.advertise, resolve_tx);
+        tracing::info!(
+            "gossip up: listening on {}, advertising {}",
+            setup.transport.local_addr(),
+            setup.advertise
+        );
+        setup.transport
+    });
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     loop {
         match open(&ctx.config().multicast) {
@@ -151,7 +187,10 @@ async fn run<T, F>(
                 tracing::info!("peer layer up: {}", t.describe());
                 ctx.set_peer_state(format!("up: {}", t.describe()));
                 ctx.event("peer", format!("multicast up: {}", t.describe()));
-                match layer.serve(&t, &mut requests).await {
+                match layer
+                    .serve(&t, g.as_ref(), &mut requests, &mut resolve_rx)
+                    .await
+                {
                     Ok(()) => return,
                     Err(e) => {
                         // Our mount requests cannot be answered while the sockets are down:
@@ -227,6 +266,33 @@ struct Layer {
     /// Answers of the mount service to remote requests, to send.
     done_tx: mpsc::Sender<(ServedKey, MountReply)>,
     done_rx: mpsc::Receiver<(ServedKey, MountReply)>,
+    /// The gossip half, when gossip runs.
+    gossip: Option<GossipState>,
+    /// When each peer was last heard by multicast.
+    mcast_heard: std::collections::HashMap<String, crate::model::Millis>,
+    /// The generation of our latest inventory whose content changed (what members
+    /// compare with to know whether they are behind).
+    content_gen: u64,
+}
+
+/// Receive on the gossip socket, or never when gossip does not run.
+async fn recv_gossip<G: Unicast>(
+    g: Option<&G>,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, std::net::SocketAddr)> {
+    match g {
+        Some(g) => g.recv(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Which way a datagram came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Path {
+    /// On the multicast group.
+    Multicast,
+    /// On the gossip socket (unicast).
+    Gossip,
 }
 
 async fn at(deadline: Option<Instant>) {
@@ -246,7 +312,8 @@ impl Layer {
         let now = clock.wall_ms();
         let table = PeerTable::load(ctx.store().peers(), now, ctx.peer_expiry());
         let tolerance = ctx.config().max_clock_skew.as_millis() as u64;
-        let mut replay = ReplayGuard::new(tolerance, 2 * MAX_PEERS);
+        // Two windows per peer: multicast and gossip.
+        let mut replay = ReplayGuard::new(tolerance, 4 * MAX_PEERS);
         for p in table.peers().filter(|p| p.sent_ms > 0) {
             replay.restore(&p.node_id, p.boot, p.sent_ms, now);
         }
@@ -272,44 +339,121 @@ impl Layer {
             rpc: MountRpc::default(),
             done_tx,
             done_rx,
+            gossip: None,
+            mcast_heard: std::collections::HashMap::new(),
+            content_gen: 0,
         }
     }
 
-    /// Serve until shutdown (Ok) or a transport error (Err: reopen).
-    async fn serve<T: Transport>(
+    /// Turn the gossip half on (before serving).
+    fn start_gossip(
+        &mut self,
+        listen: std::net::SocketAddr,
+        advertise: std::net::SocketAddr,
+        resolve_tx: mpsc::Sender<gossip_io::Resolved>,
+    ) {
+        let me = MemberId {
+            node: MemberId::parse_node(&self.ctx.node().id).unwrap_or(0),
+            addr: advertise,
+            bump: self.clock.wall_ms(),
+        };
+        let engine = Gossip::new(
+            me,
+            self.ctx.config().gossip.interval,
+            gossip_io::MAX_SWIM,
+            self.rng.gen(),
+        );
+        let own = vec![advertise, listen];
+        let seeds = Seeds::new(&self.ctx.config().gossip.seeds, own, self.clock.instant());
+        self.gossip = Some(GossipState::new(
+            engine, seeds, listen, advertise, resolve_tx,
+        ));
+        for p in self.table.peers().filter(|p| p.sent_ms > 0) {
+            // Our gossip window for each peer starts where its multicast one does.
+            self.replay.restore(
+                &gossip_io::replay_key(&p.node_id),
+                p.boot,
+                p.sent_ms,
+                self.clock.wall_ms(),
+            );
+        }
+        self.publish_gossip();
+    }
+
+    /// Serve until shutdown (Ok) or a multicast transport error (Err: reopen).
+    async fn serve<T: Transport, G: Unicast>(
         &mut self,
         t: &T,
+        g: Option<&G>,
         requests: &mut mpsc::Receiver<PeerRequest>,
+        resolved: &mut mpsc::Receiver<gossip_io::Resolved>,
     ) -> std::io::Result<()> {
         let ctx = self.ctx.clone();
         let interval = ctx.config().multicast.announce_interval;
-        self.announce(t).await?;
+        self.changed_announce(t).await?;
         self.send(t, Body::Ping).await?;
         let mut next_announce = self.clock.instant() + interval;
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
         let mut buf = vec![0u8; wire::MAX_DATAGRAM + 1];
+        let mut gbuf = vec![0u8; wire::MAX_DATAGRAM + 1];
         loop {
+            if let Some(g) = g {
+                if self.outbox_pending() {
+                    self.flush_outbox(g).await;
+                }
+            }
             tokio::select! {
                 _ = ctx.shutdown().cancelled() => {
-                    // Best effort: peers fall back to expiry if this is lost.
+                    // Best effort: peers fall back to expiry (or the failure detector).
                     if let Err(e) = self.send(t, Body::Goodbye).await {
                         tracing::debug!("goodbye not sent: {e}");
+                    }
+                    if let Some(g) = g {
+                        self.gossip_leave(g).await;
                     }
                     self.persist_all();
                     return Ok(());
                 }
                 r = t.recv(&mut buf) => {
                     let (n, from) = r?;
-                    self.receive(&buf[..n], from).await;
+                    self.receive(&buf[..n], from, Path::Multicast).await;
                     // Take the rest of the burst, then make it durable with one flush.
                     for _ in 0..BURST {
                         match t.try_recv(&mut buf) {
-                            Ok((n, from)) => self.receive(&buf[..n], from).await,
+                            Ok((n, from)) => self.receive(&buf[..n], from, Path::Multicast).await,
                             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                             Err(e) => return Err(e),
                         }
                     }
                     self.flush_if_dirty().await;
+                }
+                r = recv_gossip(g, &mut gbuf) => {
+                    match r {
+                        Ok((n, from)) => {
+                            self.receive(&gbuf[..n], from, Path::Gossip).await;
+                            if let Some(g) = g {
+                                for _ in 0..BURST {
+                                    match g.try_recv(&mut gbuf) {
+                                        Ok((n, from)) => self.receive(&gbuf[..n], from, Path::Gossip).await,
+                                        Err(_) => break,
+                                    }
+                                }
+                            }
+                            self.flush_if_dirty().await;
+                        }
+                        Err(e) => {
+                            // A bound UDP socket's errors are per datagram (an ICMP
+                            // error surfacing): count and go on.
+                            Stats::bump(&ctx.stats().send_errors);
+                            tracing::debug!("gossip receive: {e}");
+                        }
+                    }
+                }
+                _ = at(self.gossip.as_ref().and_then(|gs| gs.next_due())) => {
+                    self.gossip_tick().await;
+                }
+                Some(r) = resolved.recv() => {
+                    self.seed_resolved(r);
                 }
                 _ = tokio::time::sleep_until(next_announce) => {
                     self.announce(t).await?;
@@ -320,7 +464,7 @@ impl Layer {
                 }
                 _ = at(self.change_announce_at) => {
                     self.change_announce_at = None;
-                    self.announce(t).await?;
+                    self.changed_announce(t).await?;
                     next_announce = self.clock.instant() + interval;
                 }
                 _ = at(self.pacer.due_at()) => {
@@ -328,7 +472,7 @@ impl Layer {
                     self.announce(t).await?;
                 }
                 Some(req) = requests.recv() => match req {
-                    PeerRequest::Announce(reply) => match self.announce(t).await {
+                    PeerRequest::Announce(reply) => match self.changed_announce(t).await {
                         Ok(n) => { let _ = reply.send(Ok(n)); }
                         Err(e) => {
                             let _ = reply.send(Err(send_error(&e)));
@@ -336,7 +480,10 @@ impl Layer {
                         }
                     },
                     PeerRequest::Ping(reply) => match self.send(t, Body::Ping).await {
-                        Ok(()) => { let _ = reply.send(Ok(())); }
+                        Ok(()) => {
+                            self.ping_members();
+                            let _ = reply.send(Ok(()));
+                        }
                         Err(e) => {
                             let _ = reply.send(Err(send_error(&e)));
                             return Err(e);
@@ -354,28 +501,53 @@ impl Layer {
                         // Waiting first: if the send fails, the reopen path fails it with
                         // the reason instead of dropping the reply.
                         self.rpc.start(request.clone(), reply, now);
-                        self.send(t, Body::MountRequest(request)).await?;
+                        let target = request.target.clone();
+                        self.send_to_node(t, &target, Body::MountRequest(request)).await?;
                     }
                 },
                 _ = at(self.rpc.next_due()) => {
                     // Resend our unanswered mount requests that are due; fail those past
                     // their deadline.
                     for request in self.rpc.due(self.clock.instant()) {
-                        self.send(t, Body::MountRequest(request)).await?;
+                        let target = request.target.clone();
+                        self.send_to_node(t, &target, Body::MountRequest(request)).await?;
                     }
                 }
                 Some((key, reply)) = self.done_rx.recv() => {
                     tracing::info!(requester = %key.0, ok = reply.ok, "mount request answered: {}", reply.message);
                     self.rpc.served(&key, &reply);
-                    self.send(t, Body::MountReply(reply)).await?;
+                    self.send_to_node(t, &key.0, Body::MountReply(reply)).await?;
                 }
                 _ = housekeeping.tick() => {
                     if self.housekeeping() {
                         // A generation never completed (a chunk was lost): ask again.
                         self.send(t, Body::Ping).await?;
                     }
+                    self.gossip_housekeeping().await;
                 }
             }
         }
+    }
+
+    /// Announce our inventory because it changed (or at start, or on request): by
+    /// multicast, and to gossip members with a notice.
+    async fn changed_announce<T: Transport>(&mut self, t: &T) -> std::io::Result<usize> {
+        let n = self.announce(t).await?;
+        self.content_gen = self.generation;
+        self.gossip_changed();
+        Ok(n)
+    }
+
+    /// Send to one node by the way it is reached (gossip, multicast or both).
+    async fn send_to_node<T: Transport>(
+        &mut self,
+        t: &T,
+        node_id: &str,
+        body: Body,
+    ) -> std::io::Result<()> {
+        if self.route_to_node(node_id, &body) {
+            self.send(t, body).await?;
+        }
+        Ok(())
     }
 }

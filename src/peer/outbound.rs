@@ -22,8 +22,31 @@ impl Layer {
         }
     }
 
-    /// Seal, encode and send one message.
+    /// An envelope for the gossip socket: its own sequence numbers (see `GossipState::seq`).
+    pub(super) fn envelope_gossip(&mut self, body: Body) -> Envelope {
+        let seq = match self.gossip.as_mut() {
+            Some(gs) => {
+                gs.seq += 1;
+                gs.seq
+            }
+            None => 0,
+        };
+        let node = self.ctx.node();
+        Envelope {
+            node_id: node.id.clone(),
+            node: node.name.clone(),
+            boot: self.boot,
+            seq,
+            sent_ms: self.clock.wall_ms(),
+            body,
+        }
+    }
+
+    /// Seal, encode and multicast one message (nothing when multicast is off).
     pub(super) async fn send<T: Transport>(&mut self, t: &T, body: Body) -> std::io::Result<()> {
+        if !self.ctx.config().multicast.enabled {
+            return Ok(());
+        }
         let env = self.envelope(body);
         let bytes = self.keys.seal(wire::encode(&env));
         let result = t.send(&bytes).await;
@@ -86,7 +109,7 @@ impl Layer {
             }
             self.send(t, Body::Inventory(c)).await?;
         }
-        if self.ctx.config().multicast.legacy {
+        if self.ctx.config().multicast.legacy && self.ctx.config().multicast.enabled {
             self.announce_legacy(t, &disks).await?;
         }
         Stats::bump(&self.ctx.stats().announces);

@@ -283,6 +283,16 @@ impl PeerTable {
                 .is_none_or(|&t| peer.last_seen.saturating_sub(t) >= self.persist_every_ms())
     }
 
+    /// Whether a live gossip member's refreshed last-seen time must be written: a quarter
+    /// of the expiry keeps queries right (they judge liveness from the store) at one write
+    /// per member per quarter expiry, not one per second.
+    pub fn needs_touch_write(&self, peer: &PeerRecord) -> bool {
+        let quarter = self.expiry.as_millis() as u64 / 4;
+        self.persisted
+            .get(&peer.node_id)
+            .is_none_or(|&t| peer.last_seen.saturating_sub(t) >= quarter)
+    }
+
     /// The record was written to the store.
     pub fn written(&mut self, peer: &PeerRecord) {
         self.persisted.insert(peer.node_id.clone(), peer.last_seen);

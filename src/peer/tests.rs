@@ -23,7 +23,9 @@ use super::keys::Keyring;
 use super::reassembly::PENDING_TIMEOUT;
 use super::transport::memory::MemoryHub;
 use super::wire::{self, Body, MountReply};
-use super::{spawn_with, Deps, IncomingMount, PeerError, PeerHandle, PeerRequest, MOUNT_TIMEOUT};
+use super::{
+    spawn_with, Deps, GossipSetup, IncomingMount, PeerError, PeerHandle, PeerRequest, MOUNT_TIMEOUT,
+};
 use crate::config::Config;
 use crate::flags::DaemonArgs;
 use crate::model::{DiskRecord, NodeInfo};
@@ -39,6 +41,10 @@ struct Opts {
     max_datagram: Option<usize>,
     keys: Option<[u8; 32]>,
     disks: usize,
+    /// Run gossip on this hub (needs keys), knocking at these seeds.
+    gossip: Option<MemoryHub>,
+    seeds: Vec<String>,
+    no_multicast: bool,
 }
 
 impl Default for Opts {
@@ -50,6 +56,9 @@ impl Default for Opts {
             max_datagram: None,
             keys: None,
             disks: 2,
+            gossip: None,
+            seeds: Vec::new(),
+            no_multicast: false,
         }
     }
 }
@@ -65,7 +74,14 @@ struct Node {
     tracker: TaskTracker,
     mount_jobs: mpsc::Receiver<IncomingMount>,
     events: broadcast::Receiver<String>,
+    local_changed: Arc<Notify>,
     _dir: TempDir,
+}
+
+/// A node's gossip address: its multicast address with the gossip port (on a hub of its
+/// own, as gossip has a socket of its own).
+fn gaddr(n: u8) -> SocketAddr {
+    SocketAddr::from(([198, 18, 0, n], 32004))
 }
 
 fn addr(n: u8) -> SocketAddr {
@@ -95,6 +111,15 @@ impl Node {
             peer_expiry: Some(o.expiry.into()),
             ping_interval: Some(o.ping.into()),
             max_datagram: o.max_datagram,
+            // Only the gossip switch reads the path; the keyring below is built directly.
+            key_file: if o.gossip.is_some() {
+                vec!["/nonexistent/key".into()]
+            } else {
+                Vec::new()
+            },
+            seed: o.seeds.clone(),
+            no_multicast: o.no_multicast,
+            gossip_advertise: o.gossip.as_ref().map(|_| gaddr(n).to_string()),
             ..Default::default()
         };
         let config = Config::load(None, None, &args).unwrap();
@@ -114,13 +139,18 @@ impl Node {
             None => Keyring::default(),
         };
         let hub2 = hub.clone();
+        let local_changed = Arc::new(Notify::new());
+        let gossip = o.gossip.as_ref().map(|g| GossipSetup {
+            transport: g.join_unicast(gaddr(n)),
+            advertise: gaddr(n),
+        });
         let handle = spawn_with(
             Deps {
                 config: Arc::new(config),
                 node: node.clone(),
                 store: store.clone(),
                 telemetry: telemetry.clone(),
-                local_changed: Arc::new(Notify::new()),
+                local_changed: local_changed.clone(),
                 mount_jobs: mount_tx,
                 shutdown: shutdown.clone(),
             },
@@ -129,6 +159,7 @@ impl Node {
             clock,
             StdRng::seed_from_u64(n as u64),
             move |_| Ok(hub2.join(addr(n))),
+            gossip,
         );
         tracker.close();
         Node {
@@ -142,6 +173,7 @@ impl Node {
             tracker,
             mount_jobs,
             events,
+            local_changed,
             _dir: dir,
         }
     }
@@ -552,4 +584,147 @@ async fn a_full_inbox_drops_and_counts_datagrams_and_the_layer_keeps_serving() {
         .unwrap();
     a.stop().await;
     b.stop().await;
+}
+
+const KEY: [u8; 32] = [7; 32];
+
+fn gossip_opts(hub: &MemoryHub, seeds: &[u8]) -> Opts {
+    Opts {
+        keys: Some(KEY),
+        gossip: Some(hub.clone()),
+        seeds: seeds.iter().map(|n| gaddr(*n).to_string()).collect(),
+        no_multicast: true,
+        expiry: "180s",
+        ..Opts::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn gossip_alone_joins_through_a_seed_spreads_changes_and_detects_failures() {
+    let (hub, clock) = setup();
+    let ghub = MemoryHub::default();
+    // Node 1 is the seed; the others only know it.
+    let a = Node::start(&hub, clock, 1, &gossip_opts(&ghub, &[]));
+    let b = Node::start(&hub, clock, 2, &gossip_opts(&ghub, &[1]));
+    let c = Node::start(&hub, clock, 3, &gossip_opts(&ghub, &[1]));
+    let d = Node::start(&hub, clock, 4, &gossip_opts(&ghub, &[1]));
+    let all = [&a, &b, &c, &d];
+    until(Duration::from_secs(10), || {
+        all.iter()
+            .all(|x| all.iter().all(|y| x.id == y.id || x.knows_disks_of(y) == 2))
+    })
+    .await;
+    assert!(
+        hub.sent().is_empty(),
+        "multicast is off: nothing on the group"
+    );
+    // Every peer is one peer, reached by gossip.
+    assert_eq!(c.store.peers().len(), 3);
+    until(Duration::from_secs(2), || {
+        c.handle.status().via(&b.id) == Some("gossip")
+    })
+    .await;
+    let g = c.handle.status().gossip().expect("gossip status");
+    assert_eq!(g.members_live, 3, "{g:?}");
+    assert_eq!(g.seeds[0].state, super::seeds::SeedState::Joined);
+
+    // A change on b reaches d (pushed; no multicast).
+    let mut disks: Vec<DiskRecord> = (0..3).map(|i| disk(2, i)).collect();
+    disks[2].label = Some("new".into());
+    b.store
+        .replace_local(&b.name, None, &disks, clock.wall_ms())
+        .unwrap();
+    b.local_changed.notify_one();
+    let took = until(Duration::from_secs(3), || d.knows_disks_of(&b) == 3).await;
+    assert!(took < Duration::from_secs(1), "change took {took:?}");
+
+    // A clean stop is seen at once; a silent death within the failure detector's time.
+    b.stop().await;
+    until(Duration::from_secs(3), || {
+        !a.store
+            .peer(&b.id)
+            .unwrap()
+            .is_live(clock.wall_ms(), Duration::from_secs(180))
+    })
+    .await;
+    ghub.isolate(gaddr(3), true);
+    let took = until(Duration::from_secs(30), || {
+        !a.store
+            .peer(&c.id)
+            .unwrap()
+            .is_live(clock.wall_ms(), Duration::from_secs(180))
+    })
+    .await;
+    assert!(
+        took > Duration::from_secs(1),
+        "declared down too fast: {took:?}"
+    );
+    // Both keep their disks as last known.
+    assert_eq!(a.knows_disks_of(&b), 3);
+    assert_eq!(a.knows_disks_of(&c), 2);
+    for x in [&a, &c, &d] {
+        x.stop().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_member_that_lost_the_push_pulls_after_the_notice() {
+    let (hub, clock) = setup();
+    let ghub = MemoryHub::default();
+    let a = Node::start(&hub, clock, 1, &gossip_opts(&ghub, &[]));
+    let b = Node::start(&hub, clock, 2, &gossip_opts(&ghub, &[1]));
+    let c = Node::start(&hub, clock, 3, &gossip_opts(&ghub, &[1]));
+    until(Duration::from_secs(10), || {
+        a.knows_disks_of(&c) == 2 && c.knows_disks_of(&a) == 2 && c.knows_disks_of(&b) == 2
+    })
+    .await;
+    // The inventory pushes from a to c are lost; everything else gets through.
+    let a_id = a.id.clone();
+    ghub.set_drop_rule(Some(Box::new(move |from, to, bytes| {
+        from == gaddr(1) && to == gaddr(3) && bytes.len() > 300 && !a_id.is_empty()
+    })));
+    let disks: Vec<DiskRecord> = (0..3).map(|i| disk(1, i)).collect();
+    a.store
+        .replace_local(&a.name, None, &disks, clock.wall_ms())
+        .unwrap();
+    a.local_changed.notify_one();
+    until(Duration::from_secs(2), || b.knows_disks_of(&a) == 3).await;
+    ghub.set_drop_rule(None);
+    // c hears of the change (a notice via b, or a's own packets) and pulls.
+    let took = until(Duration::from_secs(15), || c.knows_disks_of(&a) == 3).await;
+    assert!(
+        took >= Duration::from_millis(500),
+        "no push got through, so this was a pull: {took:?}"
+    );
+    for x in [&a, &b, &c] {
+        x.stop().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lan_peer_heard_by_multicast_becomes_a_member_and_is_listed_once() {
+    let (hub, clock) = setup();
+    let ghub = MemoryHub::default();
+    let both = |seeds: &[u8]| Opts {
+        no_multicast: false,
+        ..gossip_opts(&ghub, seeds)
+    };
+    let a = Node::start(&hub, clock, 1, &both(&[]));
+    let b = Node::start(&hub, clock, 2, &both(&[]));
+    // c is across a router: gossip only, seeded with b.
+    let c = Node::start(&hub, clock, 3, &gossip_opts(&ghub, &[2]));
+    hub.isolate(addr(3), true);
+    until(Duration::from_secs(15), || {
+        c.knows_disks_of(&a) == 2 && a.knows_disks_of(&c) == 2
+    })
+    .await;
+    until(Duration::from_secs(5), || {
+        a.handle.status().via(&b.id) == Some("both")
+    })
+    .await;
+    assert_eq!(a.handle.status().via(&c.id), Some("gossip"));
+    assert_eq!(a.store.peers().len(), 2, "b is one peer, heard both ways");
+    for x in [&a, &b, &c] {
+        x.stop().await;
+    }
 }

@@ -37,6 +37,177 @@ pub trait Transport: Send + Sync {
     fn describe(&self) -> &str;
 }
 
+/// A unicast datagram endpoint (gossip): send to one address, receive from anyone.
+pub trait Unicast: Send + Sync {
+    /// Send one datagram to `to`.
+    fn send_to(
+        &self,
+        to: SocketAddr,
+        datagram: &[u8],
+    ) -> impl Future<Output = io::Result<()>> + Send;
+    /// Receive one datagram; returns its length and sender address.
+    fn recv(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send;
+    /// Receive a datagram only if one is waiting now (`WouldBlock` otherwise).
+    fn try_recv(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)>;
+    /// The address it is bound to.
+    fn local_addr(&self) -> SocketAddr;
+}
+
+/// The gossip socket: one UDP socket bound to `gossip.listen`.
+pub struct UdpUnicast {
+    socket: UdpSocket,
+    local: SocketAddr,
+}
+
+impl UdpUnicast {
+    /// Bind (errors name the address: a port in use is a configuration problem).
+    pub fn bind(addr: SocketAddr) -> io::Result<UdpUnicast> {
+        let domain = if addr.is_ipv6() {
+            Domain::IPV6
+        } else {
+            Domain::IPV4
+        };
+        let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+        if addr.is_ipv6() {
+            s.set_only_v6(false).ok();
+        }
+        // Best effort: the kernel caps it at net.core.rmem_max.
+        let _ = s.set_recv_buffer_size(RECV_BUFFER / 4);
+        s.set_nonblocking(true)?;
+        s.bind(&SockAddr::from(addr))
+            .map_err(|e| io::Error::new(e.kind(), format!("gossip.listen {addr}: {e}")))?;
+        let socket = UdpSocket::from_std(s.into())?;
+        let local = socket.local_addr()?;
+        Ok(UdpUnicast { socket, local })
+    }
+}
+
+impl Unicast for UdpUnicast {
+    async fn send_to(&self, to: SocketAddr, datagram: &[u8]) -> io::Result<()> {
+        self.socket.send_to(datagram, to).await.map(|_| ())
+    }
+    fn recv(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
+        self.socket.recv_from(buf)
+    }
+    fn try_recv(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        self.socket.try_recv_from(buf)
+    }
+    fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+}
+
+/// The address other members reach our gossip socket at, when `gossip.advertise` does
+/// not say: the address of `multicast.interface`, else a specific listen address, else the
+/// source address of the route to the first seed, else our first non-loopback address.
+pub async fn advertise_address(cfg: &crate::config::Config, listen: SocketAddr) -> SocketAddr {
+    let port = listen.port();
+    if let Some(a) = cfg.gossip.advertise {
+        return a;
+    }
+    if let Some(spec) = &cfg.multicast.interface {
+        if let Ok(Iface { v4: Some(ip), .. }) = resolve_interface(spec) {
+            if listen.is_ipv4() {
+                return SocketAddr::new(IpAddr::V4(ip), port);
+            }
+        }
+    }
+    if !listen.ip().is_unspecified() {
+        return listen;
+    }
+    if let Some(seed) = cfg.gossip.seeds.first() {
+        let lookup = tokio::net::lookup_host((seed.host.as_str(), seed.port));
+        if let Ok(Ok(mut addrs)) =
+            tokio::time::timeout(std::time::Duration::from_secs(2), lookup).await
+        {
+            if let Some(to) = addrs.find(|a| a.is_ipv4() == listen.is_ipv4()) {
+                let any: SocketAddr = if to.is_ipv4() {
+                    (Ipv4Addr::UNSPECIFIED, 0).into()
+                } else {
+                    (Ipv6Addr::UNSPECIFIED, 0).into()
+                };
+                if let Ok(s) = std::net::UdpSocket::bind(any) {
+                    // A connected UDP socket sends nothing; it only picks the route.
+                    if s.connect(to).is_ok() {
+                        if let Ok(local) = s.local_addr() {
+                            return SocketAddr::new(local.ip(), port);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    super::gossip::fallback_advertise(&crate::model::addresses(), port)
+}
+
+/// No multicast at all (`multicast.enabled: false`): nothing arrives; the layer does not
+/// send on it.
+pub struct NoMulticast;
+
+impl Transport for NoMulticast {
+    fn send(&self, _datagram: &[u8]) -> impl Future<Output = io::Result<()>> + Send {
+        std::future::ready(Ok(()))
+    }
+    fn recv(
+        &self,
+        _buf: &mut [u8],
+    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
+        std::future::pending()
+    }
+    fn try_recv(&self, _buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        Err(io::ErrorKind::WouldBlock.into())
+    }
+    fn describe(&self) -> &str {
+        "multicast off"
+    }
+}
+
+/// The multicast sockets, or none when multicast is turned off.
+pub enum AnyMulticast {
+    /// Multicast on.
+    On(MulticastTransport),
+    /// `multicast.enabled: false`.
+    Off(NoMulticast),
+}
+
+impl AnyMulticast {
+    /// Open per the configuration.
+    pub fn open(cfg: &Multicast) -> io::Result<AnyMulticast> {
+        if cfg.enabled {
+            MulticastTransport::open(cfg).map(AnyMulticast::On)
+        } else {
+            Ok(AnyMulticast::Off(NoMulticast))
+        }
+    }
+}
+
+impl Transport for AnyMulticast {
+    async fn send(&self, datagram: &[u8]) -> io::Result<()> {
+        match self {
+            AnyMulticast::On(t) => t.send(datagram).await,
+            AnyMulticast::Off(t) => Transport::send(t, datagram).await,
+        }
+    }
+    async fn recv(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        match self {
+            AnyMulticast::On(t) => t.recv(buf).await,
+            AnyMulticast::Off(t) => Transport::recv(t, buf).await,
+        }
+    }
+    fn try_recv(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        match self {
+            AnyMulticast::On(t) => t.try_recv(buf),
+            AnyMulticast::Off(t) => Transport::try_recv(t, buf),
+        }
+    }
+    fn describe(&self) -> &str {
+        match self {
+            AnyMulticast::On(t) => &t.describe,
+            AnyMulticast::Off(t) => Transport::describe(t),
+        }
+    }
+}
+
 /// The pair of sockets of the peer layer.
 pub struct MulticastTransport {
     recv: UdpSocket,

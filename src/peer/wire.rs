@@ -50,6 +50,19 @@ pub enum Body {
     MountRequest(MountRequest),
     /// The owner's answer to a mount request, addressed to the requester.
     MountReply(MountReply),
+    /// A gossip membership packet (unicast only; never multicast, so daemons that predate
+    /// gossip never see this variant).
+    Swim(Swim),
+}
+
+/// A foca packet, with the sender's inventory version riding along: a member that talks
+/// to us learns whether it is behind on our disks (anti-entropy at no extra packet).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Swim {
+    /// The sender's latest inventory generation that changed content (this boot).
+    pub generation: u64,
+    /// foca's bytes.
+    pub data: Vec<u8>,
 }
 
 /// A remote mount or unmount request.
@@ -149,6 +162,9 @@ pub enum Reject {
     /// A Perl-format datagram that does not parse (with `multicast.legacy` on).
     #[error("legacy_invalid")]
     LegacyInvalid,
+    /// A gossip packet the engine refused, or one that came the wrong way (multicast).
+    #[error("gossip_invalid")]
+    GossipInvalid,
 }
 
 impl Reject {
@@ -170,6 +186,7 @@ impl Reject {
             Reject::Replay => "replay",
             Reject::ClockSkew => "clock_skew",
             Reject::LegacyInvalid => "legacy_invalid",
+            Reject::GossipInvalid => "gossip_invalid",
         }
     }
 }

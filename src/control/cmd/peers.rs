@@ -10,7 +10,10 @@ use crate::view;
 
 /// Build the reply.
 pub fn apply(cmd: &Json, ctx: &Context) -> Reply {
-    let peers = view::peers(ctx.store().peers(), now(), ctx.peer_expiry());
+    let status = ctx.peers().status();
+    let peers = view::peers(ctx.store().peers(), now(), ctx.peer_expiry(), |id| {
+        status.via(id)
+    });
     if cmd.json {
         return Reply::ok(json_body(&peers));
     }
@@ -23,14 +26,13 @@ pub fn apply(cmd: &Json, ctx: &Context) -> Reply {
                 if p.live { "live" } else { "not live" }.into(),
                 p.last_seen.clone(),
                 p.disks.to_string(),
+                p.via.clone(),
                 p.key.clone().unwrap_or_default(),
                 if p.name_conflict {
                     format!(
                         "name also used by another node id; this one is {}",
                         p.node_id
                     )
-                } else if p.legacy {
-                    "legacy".into()
                 } else {
                     String::new()
                 },
@@ -38,7 +40,16 @@ pub fn apply(cmd: &Json, ctx: &Context) -> Reply {
         })
         .collect();
     let mut body = table::render(
-        &["NODE", "ADDR", "STATE", "LAST SEEN", "DISKS", "KEY", "NOTE"],
+        &[
+            "NODE",
+            "ADDR",
+            "STATE",
+            "LAST SEEN",
+            "DISKS",
+            "VIA",
+            "KEY",
+            "NOTE",
+        ],
         &rows,
     );
     if peers.is_empty() {

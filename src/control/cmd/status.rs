@@ -68,8 +68,20 @@ struct Out {
     keys: Vec<String>,
     /// For each peer (by node name), the fingerprint of the key of its last datagram.
     peer_keys: BTreeMap<String, Option<String>>,
+    /// The gossip listener; null when gossip does not run.
+    gossip: Option<crate::peer::GossipReport>,
     counters: Counters,
     watchers: BTreeMap<&'static str, WatcherHealth>,
+}
+
+fn seed_state(s: crate::peer::seeds::SeedState) -> &'static str {
+    use crate::peer::seeds::SeedState::*;
+    match s {
+        Trying => "trying",
+        Joined => "joined",
+        NeverAnswered => "never answered",
+        Myself => "is us",
+    }
 }
 
 /// Build the reply.
@@ -108,6 +120,7 @@ pub fn apply(cmd: &Json, ctx: &Context) -> Reply {
             .iter()
             .map(|p| (p.node.clone(), p.key.clone()))
             .collect(),
+        gossip: ctx.peers().status().gossip(),
         counters: Counters {
             packets_sent: Stats::get(&s.packets_sent),
             packets_received: Stats::get(&s.packets_received),
@@ -186,6 +199,33 @@ pub fn apply(cmd: &Json, ctx: &Context) -> Reply {
                             .map(|(n, k)| format!("{n} {}", k.as_deref().unwrap_or("-")))
                             .collect::<Vec<_>>()
                             .join(", ")
+                    }
+                ),
+            },
+            match &out.gossip {
+                None => "gossip     off (needs security.key_files; gossip.enabled)".to_string(),
+                Some(g) => format!(
+                    "gossip     {} advertised as {}; members {} live of {}; bytes in {}, out {}{}",
+                    g.listen,
+                    g.advertise,
+                    g.members_live,
+                    g.members,
+                    g.bytes_in,
+                    g.bytes_out,
+                    if g.seeds.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            "; seeds: {}",
+                            g.seeds
+                                .iter()
+                                .map(|s| match &s.error {
+                                    None => format!("{} {}", s.seed, seed_state(s.state)),
+                                    Some(e) => format!("{} {} ({e})", s.seed, seed_state(s.state)),
+                                })
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
                     }
                 ),
             },

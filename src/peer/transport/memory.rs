@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::Transport;
+use super::{Transport, Unicast};
 
 /// Datagrams a member's inbox holds before further ones are dropped.
 pub const DEFAULT_INBOX: usize = 1024;
@@ -58,6 +58,42 @@ struct Hub {
 }
 
 impl Hub {
+    /// One datagram to one member (unicast), with the same loss rules as the group.
+    fn deliver_to(&mut self, from: SocketAddr, to: SocketAddr, bytes: &[u8]) {
+        if self.isolated.contains(&from) || self.isolated.contains(&to) {
+            return;
+        }
+        if let Some(rule) = self.drop_rule.as_mut() {
+            if rule(from, to, bytes) {
+                self.dropped_rule += 1;
+                return;
+            }
+        }
+        let capacity = self.inbox_capacity;
+        let Some(m) = self.members.get_mut(&to) else {
+            return;
+        };
+        if m.inbox.len() >= capacity {
+            self.dropped_full += 1;
+            return;
+        }
+        m.inbox.push_back((bytes.to_vec(), from));
+        m.notify.notify_one();
+    }
+
+    fn log(&mut self, from: SocketAddr, bytes: &[u8]) {
+        if self.log.len() >= LOG {
+            self.log.pop_front();
+        }
+        if !self.isolated.contains(&from) {
+            self.log.push_back(Sent {
+                from,
+                at: Instant::now(),
+                bytes: bytes.to_vec(),
+            });
+        }
+    }
+
     fn deliver(&mut self, from: SocketAddr, bytes: &[u8]) {
         if self.isolated.contains(&from) {
             return;
@@ -226,16 +262,7 @@ impl Drop for MemoryTransport {
 impl Transport for MemoryTransport {
     fn send(&self, datagram: &[u8]) -> impl Future<Output = io::Result<()>> + Send {
         let mut hub = self.hub.hub();
-        if hub.log.len() >= LOG {
-            hub.log.pop_front();
-        }
-        if !hub.isolated.contains(&self.addr) {
-            hub.log.push_back(Sent {
-                from: self.addr,
-                at: Instant::now(),
-                bytes: datagram.to_vec(),
-            });
-        }
+        hub.log(self.addr, datagram);
         hub.deliver(self.addr, datagram);
         std::future::ready(Ok(()))
     }
@@ -260,6 +287,42 @@ impl Transport for MemoryTransport {
 
     fn describe(&self) -> &str {
         &self.describe
+    }
+}
+
+/// A member used as a unicast endpoint (gossip), reached by its address. Use a hub of its
+/// own for gossip, as gossip has a port of its own.
+pub struct MemoryUnicast(MemoryTransport);
+
+impl MemoryHub {
+    /// Join as a unicast endpoint at `addr`.
+    pub fn join_unicast(&self, addr: SocketAddr) -> MemoryUnicast {
+        MemoryUnicast(self.join(addr))
+    }
+}
+
+impl Unicast for MemoryUnicast {
+    fn send_to(
+        &self,
+        to: SocketAddr,
+        datagram: &[u8],
+    ) -> impl Future<Output = io::Result<()>> + Send {
+        let mut hub = self.0.hub.hub();
+        hub.log(self.0.addr, datagram);
+        hub.deliver_to(self.0.addr, to, datagram);
+        std::future::ready(Ok(()))
+    }
+
+    fn recv(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send {
+        Transport::recv(&self.0, buf)
+    }
+
+    fn try_recv(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        Transport::try_recv(&self.0, buf)
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        self.0.addr
     }
 }
 
