@@ -449,6 +449,8 @@ impl Layer {
                             // error surfacing): count and go on.
                             Stats::bump(&ctx.stats().send_errors);
                             tracing::debug!("gossip receive: {e}");
+                            // Never a hot loop, whatever the error.
+                            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                         }
                     }
                 }
