@@ -930,6 +930,34 @@ fn config_errors_stop_the_daemon_with_one_line_naming_the_key() {
 }
 
 #[test]
+fn gossip_without_keys_or_on_a_taken_port_stops_the_daemon_with_one_line() {
+    // A seed without keys: gossip never runs unsealed.
+    let d = TestDaemon::new("").arg("--seed").arg("198.18.9.9");
+    let (code, err) = d.run_expect_exit_within(LONG);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err:?}");
+    assert!(err.contains("gossip.seeds"), "{err}");
+    assert!(err.contains("key"), "{err}");
+    assert!(!d.socket.exists());
+
+    // Keys, but the gossip port is taken: named at start, not retried forever.
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let d = TestDaemon::new("");
+    let key = d.dir.path().join("fleet.key");
+    util::run_diskd(&["keygen", &key.to_string_lossy()], None).expect_code(0);
+    let d = d
+        .arg("--key-file")
+        .arg(&key.to_string_lossy())
+        .arg("--gossip-listen")
+        .arg(&format!("127.0.0.1:{port}"));
+    let (code, err) = d.run_expect_exit_within(LONG);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("gossip.listen 127.0.0.1:"), "{err}");
+    assert!(!d.socket.exists());
+}
+
+#[test]
 fn flags_win_over_the_config_file() {
     let yaml = "node_name: from-file\nwatchers:\n  disks:\n    interval: 7s\n";
     let d = TestDaemon::new(&blkid_plain(&[backup_disk()]));

@@ -87,6 +87,9 @@ pub(super) struct GossipState {
     bytes_out: u64,
     resolve_tx: mpsc::Sender<Resolved>,
     had_members: bool,
+    /// The published `via` map needs rebuilding (a member or a path came or went).
+    via_dirty: bool,
+    via_published: Millis,
 }
 
 impl GossipState {
@@ -114,6 +117,8 @@ impl GossipState {
             bytes_out: 0,
             resolve_tx,
             had_members: false,
+            via_dirty: true,
+            via_published: 0,
         }
     }
 
@@ -164,12 +169,16 @@ impl Layer {
         if self.mcast_heard.len() >= MAX_TRACKED && !self.mcast_heard.contains_key(node_id) {
             self.mcast_heard.clear();
         }
+        let was_fresh = self.multicast_fresh(node_id);
         self.mcast_heard
             .insert(node_id.to_string(), self.clock.wall_ms());
         let now = self.clock.instant();
         let Some(gs) = self.gossip.as_mut() else {
             return;
         };
+        if !was_fresh {
+            gs.via_dirty = true;
+        }
         if !keyed || gs.up.contains_key(node_id) {
             return;
         }
@@ -187,7 +196,9 @@ impl Layer {
             if gs.heard.len() >= MAX_TRACKED && !gs.heard.contains_key(node_id) {
                 gs.heard.clear();
             }
-            gs.heard.insert(node_id.to_string(), t);
+            if gs.heard.insert(node_id.to_string(), t).is_none() {
+                gs.via_dirty = true;
+            }
             gs.seeds.heard_from(from);
         }
     }
@@ -274,6 +285,7 @@ impl Layer {
         let new = gs.up.insert(node_id.clone(), id.addr) != Some(id.addr);
         gs.seeds.heard_from(id.addr);
         if new {
+            gs.via_dirty = true;
             tracing::debug!(member = ?id, "gossip member up");
         }
         if !fresh {
@@ -293,6 +305,7 @@ impl Layer {
         }
         gs.up.remove(&node_id);
         gs.behind.remove(&node_id);
+        gs.via_dirty = true;
         if gs.up.is_empty() && gs.had_members {
             gs.seeds.all_lost(self.clock.instant());
         }
@@ -462,10 +475,21 @@ impl Layer {
             gs.outbox.push_back((to, Body::Ping));
         }
         // Members the failure detector holds live are live in the table (and so in
-        // queries), however rarely they happen to send to us.
-        let live: Vec<String> = gs.up.keys().cloned().collect();
-        for node_id in live {
-            let Some(mut peer) = self.table.get(&node_id).filter(|p| !p.gone).cloned() else {
+        // queries), however rarely they happen to send to us; refreshed every few seconds,
+        // not every tick (a lookup per member, a copy only when due).
+        let every = (self.ctx.peer_expiry().as_millis() as Millis / 8).clamp(1_000, 5_000);
+        let due: Vec<String> = gs
+            .up
+            .keys()
+            .filter(|id| {
+                self.table
+                    .get(id)
+                    .is_some_and(|p| !p.gone && t.saturating_sub(p.last_seen) >= every)
+            })
+            .cloned()
+            .collect();
+        for node_id in due {
+            let Some(mut peer) = self.table.get(&node_id).cloned() else {
                 continue;
             };
             peer.last_seen = t;
@@ -478,8 +502,37 @@ impl Layer {
         self.publish_gossip();
     }
 
-    /// Publish the gossip status and how each peer is reached.
-    pub(super) fn publish_gossip(&self) {
+    /// Publish the gossip status, and how each peer is reached (rebuilt when membership
+    /// changed, else every ten seconds: paths also age out with time).
+    pub(super) fn publish_gossip(&mut self) {
+        let t = self.clock.wall_ms();
+        let Some(gs) = self.gossip.as_mut() else {
+            return;
+        };
+        if gs.via_dirty || t.saturating_sub(gs.via_published) >= 10_000 {
+            gs.via_dirty = false;
+            gs.via_published = t;
+            self.publish_via();
+        }
+        let Some(gs) = self.gossip.as_ref() else {
+            return;
+        };
+        let (members, members_live) = gs
+            .engine
+            .members()
+            .fold((0, 0), |(n, l), (_, live)| (n + 1, l + usize::from(live)));
+        self.ctx.status.set_gossip(GossipReport {
+            listen: gs.listen.to_string(),
+            advertise: gs.advertise.to_string(),
+            members,
+            members_live,
+            bytes_in: gs.bytes_in,
+            bytes_out: gs.bytes_out,
+            seeds: gs.seeds.report(),
+        });
+    }
+
+    fn publish_via(&self) {
         let Some(gs) = self.gossip.as_ref() else {
             return;
         };
@@ -505,16 +558,6 @@ impl Layer {
                 });
         }
         self.ctx.status.set_via(via);
-        let members: Vec<_> = gs.engine.members().collect();
-        self.ctx.status.set_gossip(GossipReport {
-            listen: gs.listen.to_string(),
-            advertise: gs.advertise.to_string(),
-            members: members.len(),
-            members_live: members.iter().filter(|(_, live)| *live).count(),
-            bytes_in: gs.bytes_in,
-            bytes_out: gs.bytes_out,
-            seeds: gs.seeds.report(),
-        });
     }
 
     /// Engine timers and seed tries that are due.

@@ -99,6 +99,12 @@ impl Layer {
         if matches!(env.body, Body::Swim(_)) && path == Path::Multicast {
             return self.reject(Reject::GossipInvalid, from);
         }
+        if self.goodbyes.get(&env.node_id) == Some(&env.boot) {
+            // A late datagram of a run that said goodbye (it came the other way, or was
+            // reordered, or is the goodbye's copy on the other path): it must not bring
+            // the peer back. A restart has a new boot id.
+            return;
+        }
         let is_new = !self.table.contains(&env.node_id);
         if is_new && !self.make_room() {
             return self.reject(Reject::OverCapacity, from);
@@ -136,6 +142,10 @@ impl Layer {
         };
         match env.body {
             Body::Goodbye => {
+                if self.goodbyes.len() >= 2 * super::MAX_PEERS {
+                    self.goodbyes.clear(); // bounded; at worst a late datagram revives one
+                }
+                self.goodbyes.insert(env.node_id.clone(), env.boot);
                 self.table.said_goodbye(&mut peer);
                 self.save_peer(peer.clone(), true).await;
                 tracing::info!(peer = %peer.node, addr = %addr, "peer said goodbye");
@@ -151,12 +161,18 @@ impl Layer {
                 self.want_announce("ping", &peer.node);
             }
             Body::Swim(swim) => {
+                let was_gone = self.table.get(&env.node_id).is_some_and(|p| p.gone);
                 if !self.receive_swim(&env.node_id, env.boot, swim, from).await {
                     self.ctx
                         .stats()
                         .packets_received
                         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                     return self.reject(Reject::GossipInvalid, from);
+                }
+                if !was_gone && self.table.get(&env.node_id).is_some_and(|p| p.gone) {
+                    // The packet itself made the engine declare its sender down (it
+                    // announced its leave): keep it down.
+                    return;
                 }
             }
             Body::MountRequest(req) => {

@@ -268,6 +268,8 @@ struct Layer {
     done_rx: mpsc::Receiver<(ServedKey, MountReply)>,
     /// The gossip half, when gossip runs.
     gossip: Option<GossipState>,
+    /// The boot id each peer said goodbye from (its later datagrams are ignored).
+    goodbyes: std::collections::HashMap<String, u64>,
     /// When each peer was last heard by multicast.
     mcast_heard: std::collections::HashMap<String, crate::model::Millis>,
     /// The generation of our latest inventory whose content changed (what members
@@ -340,6 +342,7 @@ impl Layer {
             done_tx,
             done_rx,
             gossip: None,
+            goodbyes: std::collections::HashMap::new(),
             mcast_heard: std::collections::HashMap::new(),
             content_gen: 0,
         }
@@ -446,6 +449,8 @@ impl Layer {
                             // error surfacing): count and go on.
                             Stats::bump(&ctx.stats().send_errors);
                             tracing::debug!("gossip receive: {e}");
+                            // Never a hot loop, whatever the error.
+                            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                         }
                     }
                 }

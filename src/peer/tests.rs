@@ -728,3 +728,50 @@ async fn a_lan_peer_heard_by_multicast_becomes_a_member_and_is_listed_once() {
         x.stop().await;
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_mount_request_reaches_a_gossip_member_unicast_and_is_retried() {
+    let (hub, clock) = setup();
+    let ghub = MemoryHub::default();
+    let a = Node::start(&hub, clock, 1, &gossip_opts(&ghub, &[]));
+    let mut b = Node::start(&hub, clock, 2, &gossip_opts(&ghub, &[1]));
+    until(Duration::from_secs(10), || a.knows_disks_of(&b) == 2).await;
+    let mut jobs = std::mem::replace(&mut b.mount_jobs, mpsc::channel(1).1);
+    // Lose a's first packet to b once the request is made (the request: the layer sends
+    // its outbox in order, and nothing else is queued when the request comes): the retry,
+    // unicast too, gets through.
+    let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let arm = armed.clone();
+    let requests_before = ghub.sent().len();
+    ghub.set_drop_rule(Some(Box::new(move |from, to, _| {
+        from == gaddr(1) && to == gaddr(2) && arm.swap(false, Ordering::SeqCst)
+    })));
+    let a_id = a.id.clone();
+    let service = tokio::spawn(async move {
+        let job = jobs.recv().await.unwrap();
+        assert_eq!(job.requester_id, a_id);
+        job.reply
+            .send(MountReply {
+                request_id: job.request.request_id,
+                target: job.requester_id.clone(),
+                ok: true,
+                device: Some("/dev/sdz1".into()),
+                mountpoint: Some("/srv/diskd/test".into()),
+                message: "mounted".into(),
+            })
+            .unwrap();
+    });
+    armed.store(true, Ordering::SeqCst);
+    let reply = a
+        .handle
+        .request(mount(&b.id), Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(reply.ok, "{reply:?}");
+    assert_eq!(ghub.dropped_by_rule(), 1);
+    assert!(ghub.sent().len() > requests_before);
+    assert!(hub.sent().is_empty(), "nothing went by multicast");
+    service.await.unwrap();
+    a.stop().await;
+    b.stop().await;
+}
