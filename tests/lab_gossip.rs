@@ -107,8 +107,8 @@ fn peer_row(host: &Host, node: &str) -> Option<serde_json::Value> {
     rows.into_iter().next()
 }
 
-/// What `host` knows of gossip, for failure messages: its `status` gossip object and its
-/// peers (node, via, live).
+/// What `host` knows of gossip, for failure messages: its `status` gossip object, its
+/// peers (node, via, live) and whose disks it lists.
 fn gossip_state(host: &Host) -> String {
     let st = host.client(&["status", "--json"]);
     let gossip = if st.code() == 0 {
@@ -130,7 +130,16 @@ fn gossip_state(host: &Host) -> String {
     } else {
         "(peers failed)".into()
     };
-    format!("{}: gossip={gossip} peers=[{peers}]", host.name)
+    let lists = host.client(&["list", "--json"]);
+    let lists = if matches!(lists.code(), 0 | 1) {
+        format!("{:?}", hosts_listed(host))
+    } else {
+        "(list failed)".into()
+    };
+    format!(
+        "{}: gossip={gossip} peers=[{peers}] disks of {lists}",
+        host.name
+    )
 }
 
 /// Poll `cond` until it holds or `limit` passes, and return how long it took. Unlike
