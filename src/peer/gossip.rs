@@ -194,7 +194,11 @@ type Engine = Foca<MemberId, foca::PostcardCodec, rand_foca::rngs::StdRng, Notic
 /// period; probes run every two intervals, with one interval to answer; suspicion lasts
 /// foca's LAN multiple of the probe period (it grows with log10 of the fleet).
 pub fn engine_config(interval: Duration, members: usize, max_packet: usize) -> foca::Config {
-    let size = NonZeroU32::new((members as u32).max(1)).unwrap_or(NonZeroU32::MIN);
+    // Sized for at least `MIN_SIZE` members: sized for the one member a daemon knows at
+    // start, foca would send each piece of membership news once, and a member that joins
+    // a moment later (or that a single lost packet misses) would not hear of the others
+    // until the next periodic announce.
+    let size = NonZeroU32::new((members.max(MIN_SIZE)) as u32).unwrap_or(NonZeroU32::MIN);
     let mut c = foca::Config::new_lan(size);
     let period = interval * 2;
     let lan_period = c.probe_period;
@@ -206,12 +210,21 @@ pub fn engine_config(interval: Duration, members: usize, max_packet: usize) -> f
     if let Some(g) = c.periodic_gossip.as_mut() {
         g.frequency = interval.mul_f64(0.4);
     }
+    // Membership anti-entropy: every ten intervals (5 s), ask one random member for its
+    // member list (one packet of at most `max_packet` bytes back), so a gap in anyone's
+    // view heals in seconds, not foca's LAN default of 30 s.
+    if let Some(a) = c.periodic_announce.as_mut() {
+        a.frequency = interval * 10;
+    }
     c.max_packet_size = NonZeroUsize::new(max_packet).unwrap_or(NonZeroUsize::MIN);
     // Down members are kept (and re-announced to, in case they come back) for a day; the
     // peer table and store keep them for good.
     c.remove_down_after = Some(Duration::from_secs(24 * 3600));
     c
 }
+
+/// The smallest fleet the engine's settings are sized for (see [`engine_config`]).
+const MIN_SIZE: usize = 32;
 
 /// Membership, as the peer layer drives it.
 pub struct Gossip {
@@ -239,7 +252,7 @@ impl Gossip {
         };
         let foca = Foca::with_custom_broadcast(
             me,
-            engine_config(interval, 1, max_packet),
+            engine_config(interval, MIN_SIZE, max_packet),
             rand_foca::rngs::StdRng::seed_from_u64(seed),
             foca::PostcardCodec,
             handler,
@@ -253,7 +266,7 @@ impl Gossip {
             inbox,
             interval,
             max_packet,
-            sized_for: 1,
+            sized_for: MIN_SIZE,
         }
     }
 
@@ -363,7 +376,7 @@ impl Gossip {
         {
             out.push(Output::Notice(n));
         }
-        let n = self.foca.num_members().max(1);
+        let n = self.foca.num_members().max(MIN_SIZE);
         if n > self.sized_for * 2 || n * 4 < self.sized_for {
             self.sized_for = n;
             let c = engine_config(self.interval, n, self.max_packet);

@@ -41,6 +41,8 @@ const PULL_EVERY: Duration = Duration::from_secs(3);
 const PULL_TRIES: u32 = 5;
 /// A LAN peer heard by multicast is asked to let us in at most this often.
 const KNOCK_EVERY: Duration = Duration::from_secs(30);
+/// A member with at most this many live members announces back to a new one.
+const SMALL_VIEW: usize = 8;
 /// Most entries in each rate-limit map; past it the map is cleared (bounded memory).
 const MAX_TRACKED: usize = 2 * super::MAX_PEERS;
 /// Largest foca packet before our envelope and seal are added.
@@ -192,12 +194,17 @@ impl Layer {
     /// A gossip envelope from `node_id` passed every check.
     pub(super) fn heard_by_gossip(&mut self, node_id: &str, from: SocketAddr) {
         let t = self.clock.wall_ms();
+        let fresh = self.multicast_fresh(node_id);
         if let Some(gs) = self.gossip.as_mut() {
             if gs.heard.len() >= MAX_TRACKED && !gs.heard.contains_key(node_id) {
                 gs.heard.clear();
             }
             if gs.heard.insert(node_id.to_string(), t).is_none() {
                 gs.via_dirty = true;
+                // Shown at once (the full map is rebuilt on the next tick): a peer first
+                // heard by gossip must never be listed as heard by multicast.
+                let v = if fresh { "both" } else { "gossip" };
+                self.ctx.status.set_via_one(node_id, v);
             }
             gs.seeds.heard_from(from);
         }
@@ -284,13 +291,23 @@ impl Layer {
         gs.had_members = true;
         let new = gs.up.insert(node_id.clone(), id.addr) != Some(id.addr);
         gs.seeds.heard_from(id.addr);
+        let mut back = Vec::new();
         if new {
             gs.via_dirty = true;
             tracing::debug!(member = ?id, "gossip member up");
+            if gs.up.len() <= SMALL_VIEW && allow(&mut gs.knocked, &node_id, now, KNOCK_EVERY) {
+                // We know few members: maybe we were let in by a member that knocked at
+                // us (a LAN peer), not by announcing ourselves. Announce back, so it
+                // answers with its member list.
+                back = gs.engine.announce(id.clone(), now);
+            }
         }
+        self.gossip_outputs_sync(back);
         if !fresh {
             // It may have nothing of ours yet (new, restarted, or back from a partition).
-            gs.pushed.remove(&node_id);
+            if let Some(gs) = self.gossip.as_mut() {
+                gs.pushed.remove(&node_id);
+            }
             self.push_inventory(id.addr, &node_id, now);
         }
     }

@@ -184,6 +184,10 @@ impl PeerStatus {
         lock(&self.via).get(node_id).copied()
     }
 
+    pub(super) fn set_via_one(&self, node_id: &str, via: &'static str) {
+        lock(&self.via).insert(node_id.to_string(), via);
+    }
+
     pub(super) fn set_via(&self, via: HashMap<String, &'static str>) {
         *lock(&self.via) = via;
     }
