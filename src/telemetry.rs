@@ -1,12 +1,15 @@
 //! Counters and the event feed: how every service tells the operator what it does.
 //!
-//! A leaf like `model`: services bump counters and publish events here without knowing who
-//! reads them (`status`, `debug` sessions, the log). Both are cheap to share (`Arc` inside).
+//! Next to `model` at the bottom (it imports only `model`): services bump counters and
+//! publish events here without knowing who reads them (`status`, `debug` sessions, the
+//! log; `events`, `wait` and hooks for fleet changes). All cheap to share (`Arc` inside).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::broadcast;
+
+use crate::model::FleetEvent;
 
 /// How many events a slow `debug` session may fall behind before it is told it lost some.
 const EVENT_BACKLOG: usize = 1024;
@@ -115,10 +118,46 @@ impl Events {
 }
 
 /// Counters and events together: what a service is handed to report through.
+/// Changes of the fleet picture are kept for this many events for each slow reader;
+/// past it a reader is told how many it missed.
+const FLEET_BACKLOG: usize = 4096;
+
+/// The fleet event bus: where the store's writers (the inventory writer, the peer layer)
+/// publish changes of the fleet picture, and where `events`, `wait` and hooks listen.
+#[derive(Debug, Clone)]
+pub struct Fleet {
+    tx: broadcast::Sender<Arc<FleetEvent>>,
+}
+
+impl Default for Fleet {
+    fn default() -> Self {
+        Fleet {
+            tx: broadcast::channel(FLEET_BACKLOG).0,
+        }
+    }
+}
+
+impl Fleet {
+    /// Publish changes (nobody listening is normal).
+    pub fn emit(&self, events: impl IntoIterator<Item = FleetEvent>) {
+        for e in events {
+            tracing::debug!(event = e.kind.name(), host = %e.host, "fleet change");
+            let _ = self.tx.send(Arc::new(e));
+        }
+    }
+
+    /// Listen from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<FleetEvent>> {
+        self.tx.subscribe()
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Telemetry {
     /// The counters.
     pub stats: Arc<Stats>,
     /// The event feed.
     pub events: Events,
+    /// Changes of the fleet picture.
+    pub fleet: Fleet,
 }

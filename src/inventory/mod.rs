@@ -406,6 +406,13 @@ impl Writer {
         };
         if !diff.is_empty() {
             self.changed.notify_one();
+            let host = crate::model::fleet::Host {
+                node_id: &self.node.id,
+                name: &self.node.name,
+                addr: self.node.addr.as_deref(),
+                local: true,
+            };
+            self.telemetry.fleet.emit(diff.events(&host, now_millis()));
         }
         for (what, list) in [
             ("appeared", &diff.appeared),

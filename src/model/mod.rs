@@ -6,12 +6,14 @@
 //! vocabulary they exchange lives here.
 
 mod backoff;
+pub mod fleet;
 pub mod limits;
 mod node;
 mod records;
 mod validate;
 
 pub use backoff::Backoff;
+pub use fleet::{FleetEvent, FleetEventKind};
 pub use node::{addresses, NodeInfo};
 pub use records::{AttachRecord, DiskRecord, PeerRecord, Sighting, Stay, LEGACY_EXPIRY};
 pub use validate::{printable, valid_node_id, valid_uuid};

@@ -335,6 +335,9 @@ impl Layer {
         if peer.gone {
             return;
         }
+        if !self.table.joins(&peer) {
+            self.fleet_peer_lost(&peer, self.clock.wall_ms());
+        }
         self.table.said_goodbye(&mut peer);
         self.save_peer(peer.clone(), true).await;
         tracing::info!(peer = %peer.node, "peer lost (the gossip failure detector declared it down)");

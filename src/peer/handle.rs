@@ -230,6 +230,9 @@ impl Ctx {
             f(&self.deps.store)
         }
     }
+    pub(super) fn fleet(&self) -> &crate::telemetry::Fleet {
+        &self.deps.telemetry.fleet
+    }
     pub(super) fn stats(&self) -> &Stats {
         &self.deps.telemetry.stats
     }

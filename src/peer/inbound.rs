@@ -15,7 +15,7 @@ use super::pacer::Want;
 use super::table::Room;
 use super::wire::{self, Body, Reject};
 use super::{legacy, outbound::legacy_digest, IncomingMount, Layer, Path, JOINS_LOGGED_PER_TICK};
-use crate::model::PeerRecord;
+use crate::model::{fleet, FleetEvent, FleetEventKind, PeerRecord};
 use crate::telemetry::Stats;
 
 enum Kind {
@@ -132,6 +132,11 @@ impl Layer {
         }
         let mut peer = heard.peer;
         let mut important = heard.important;
+        if self.table.joins(&peer) && !matches!(env.body, Body::Goodbye) {
+            // Before its inventory is applied: the stored disks come back live now, and
+            // the new inventory's differences follow as their own events.
+            self.fleet_peer_live(&peer, t);
+        }
         match path {
             Path::Multicast => self.heard_by_multicast(&env.node_id, from, key_used),
             Path::Gossip => self.heard_by_gossip(&env.node_id, from),
@@ -146,6 +151,9 @@ impl Layer {
                     self.goodbyes.clear(); // bounded; at worst a late datagram revives one
                 }
                 self.goodbyes.insert(env.node_id.clone(), env.boot);
+                if !self.table.joins(&peer) {
+                    self.fleet_peer_lost(&peer, t);
+                }
                 self.table.said_goodbye(&mut peer);
                 self.save_peer(peer.clone(), true).await;
                 tracing::info!(peer = %peer.node, addr = %addr, "peer said goodbye");
@@ -251,6 +259,13 @@ impl Layer {
             Ok(diff) => {
                 // Only a changed inventory needs to reach the disk soon.
                 self.dirty |= !diff.is_empty();
+                let host = fleet::Host {
+                    node_id: &peer.node_id,
+                    name: &peer.node,
+                    addr: Some(addr),
+                    local: false,
+                };
+                self.ctx.fleet().emit(diff.events(&host, t));
                 let shown = if self.ctx.debugging() { usize::MAX } else { 0 };
                 for d in diff.appeared.iter().take(shown) {
                     self.ctx
@@ -338,11 +353,22 @@ impl Layer {
         });
         peer.last_seen = t;
         peer.disks = disks.len();
+        let joined = self.table.joins(&peer);
+        if joined {
+            self.fleet_peer_live(&peer, t);
+        }
         match self
             .ctx
             .store_write(|s| s.replace_peer_inventory(&node_id, &ip, Some(&ip), &disks, t))
         {
             Ok(diff) => {
+                let host = fleet::Host {
+                    node_id: &node_id,
+                    name: &ip,
+                    addr: Some(&ip),
+                    local: false,
+                };
+                self.ctx.fleet().emit(diff.events(&host, t));
                 for d in &diff.appeared {
                     self.ctx
                         .event("disk", format!("{ip} (legacy): appeared {}", d.device));
@@ -358,13 +384,49 @@ impl Layer {
             }
         }
         self.dirty = true;
-        let joined = self.table.joins(&peer);
         self.save_peer(peer, true).await;
         if joined {
             self.table.mark_live(&node_id);
             tracing::info!(peer = %ip, "legacy (Perl diskd) peer joined");
             self.ctx.event("peer", format!("{ip} (legacy) joined"));
         }
+    }
+
+    /// A peer became live: say so, and that its stored disks are live again.
+    pub(super) fn fleet_peer_live(&self, peer: &PeerRecord, t: crate::model::Millis) {
+        let host = fleet::Host {
+            node_id: &peer.node_id,
+            name: &peer.node,
+            addr: peer.addr.as_deref(),
+            local: false,
+        };
+        let disks = self.ctx.store().host_inventory(&peer.node_id);
+        self.ctx.fleet().emit(
+            std::iter::once(FleetEvent::peer(FleetEventKind::PeerLive, t, &host)).chain(
+                disks
+                    .iter()
+                    .map(|d| FleetEvent::disk(FleetEventKind::Appeared, t, &host, d)),
+            ),
+        );
+    }
+
+    /// A peer was lost: say so, and that its disks are not live any more (they stay as
+    /// last known locations).
+    pub(super) fn fleet_peer_lost(&self, peer: &PeerRecord, t: crate::model::Millis) {
+        let host = fleet::Host {
+            node_id: &peer.node_id,
+            name: &peer.node,
+            addr: peer.addr.as_deref(),
+            local: false,
+        };
+        let disks = self.ctx.store().host_inventory(&peer.node_id);
+        self.ctx.fleet().emit(
+            std::iter::once(FleetEvent::peer(FleetEventKind::PeerLost, t, &host)).chain(
+                disks
+                    .iter()
+                    .map(|d| FleetEvent::disk(FleetEventKind::Vanished, t, &host, d)),
+            ),
+        );
     }
 
     /// Keep the peer in memory; write it to the store when the table says it is due.
@@ -470,6 +532,9 @@ impl Layer {
             // Persist the last time it was heard, which `save_peer` may have held back.
             if let Some(p) = &gone.write {
                 let _ = self.ctx.store_write(|s| s.upsert_peer(p));
+            }
+            if let Some(p) = self.table.get(&gone.node_id).cloned() {
+                self.fleet_peer_lost(&p, self.clock.wall_ms());
             }
             tracing::info!(peer = %gone.name, "peer expired (not heard within peer_expiry)");
             self.ctx.event("peer", format!("{} expired", gone.name));

@@ -779,3 +779,63 @@ async fn a_mount_request_reaches_a_gossip_member_unicast_and_is_retried() {
     a.stop().await;
     b.stop().await;
 }
+
+/// Fleet events a node has published so far, drained, as (kind, host) pairs.
+fn fleet_events(
+    rx: &mut broadcast::Receiver<Arc<crate::model::FleetEvent>>,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        out.push((e.kind.name().to_string(), e.host.clone()));
+    }
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn fleet_events_come_once_per_change_not_per_announce() {
+    let (hub, clock) = setup();
+    let a = Node::start(&hub, clock, 1, &Opts::default());
+    let mut rx = a.telemetry.fleet.subscribe();
+    let b = Node::start(&hub, clock, 2, &Opts::default());
+    until(Duration::from_secs(2), || a.knows_disks_of(&b) == 2).await;
+    sleep(Duration::from_millis(100)).await;
+    let first = fleet_events(&mut rx);
+    let n =
+        |v: &[(String, String)], k: &str| v.iter().filter(|(e, h)| e == k && h == "node2").count();
+    assert_eq!(n(&first, "peer-live"), 1, "{first:?}");
+    assert_eq!(n(&first, "appeared"), 2, "{first:?}");
+    // Re-announces of the same inventory change nothing.
+    for _ in 0..3 {
+        b.handle
+            .request(PeerRequest::Announce, Duration::from_secs(5))
+            .await
+            .unwrap();
+    }
+    sleep(Duration::from_secs(1)).await;
+    assert_eq!(fleet_events(&mut rx), vec![], "re-announce fired events");
+    // A label change and a new mount: one `changed`, one `mounted`.
+    let mut disks: Vec<DiskRecord> = (0..2).map(|i| disk(2, i)).collect();
+    disks[0].label = Some("renamed".into());
+    disks[1].mountpoints.push("/mnt/extra".into());
+    b.store
+        .replace_local(&b.name, None, &disks, clock.wall_ms())
+        .unwrap();
+    b.local_changed.notify_one();
+    until(Duration::from_secs(2), || {
+        a.store.find("renamed").is_ok_and(|f| !f.is_empty())
+    })
+    .await;
+    sleep(Duration::from_millis(100)).await;
+    let change = fleet_events(&mut rx);
+    assert_eq!(n(&change, "changed"), 1, "{change:?}");
+    assert_eq!(n(&change, "mounted"), 1, "{change:?}");
+    assert_eq!(change.len(), 2, "{change:?}");
+    // A clean stop: lost once, and its disks vanish (kept as last known).
+    b.stop().await;
+    sleep(Duration::from_millis(100)).await;
+    let gone = fleet_events(&mut rx);
+    assert_eq!(n(&gone, "peer-lost"), 1, "{gone:?}");
+    assert_eq!(n(&gone, "vanished"), 2, "{gone:?}");
+    assert_eq!(a.knows_disks_of(&b), 2);
+    a.stop().await;
+}

@@ -41,7 +41,10 @@ use layout::{
 };
 pub use layout::{MAX_ABSENT_PER_HOST, MAX_STAYS};
 
-use crate::model::{AttachRecord, DiskRecord, Millis, PeerRecord, Sighting, Stay};
+use crate::model::fleet;
+use crate::model::{
+    AttachRecord, DiskRecord, FleetEvent, FleetEventKind, Millis, PeerRecord, Sighting, Stay,
+};
 
 /// The layout version of the data in sled. Bump it when records change incompatibly. An
 /// older store is converted at open (schema 2 -> 3, see `migrate`); a newer one is refused
@@ -117,9 +120,26 @@ pub struct InventoryDiff {
     pub vanished: Vec<DiskRecord>,
     /// Disks present before and now whose details (label, device, mounts, ...) changed.
     pub changed: Vec<DiskRecord>,
+    /// The same disks as they were before (`was[i]` is `changed[i]` before the change).
+    pub was: Vec<DiskRecord>,
 }
 
 impl InventoryDiff {
+    /// The fleet events this diff makes for `host` (see [`crate::model::fleet`]).
+    pub fn events(&self, host: &fleet::Host<'_>, time: Millis) -> Vec<FleetEvent> {
+        let mut out = Vec::new();
+        for d in &self.appeared {
+            out.extend(fleet::disk_change(None, d, time, host));
+        }
+        for (now, was) in self.changed.iter().zip(&self.was) {
+            out.extend(fleet::disk_change(Some(was), now, time, host));
+        }
+        for d in &self.vanished {
+            out.push(FleetEvent::disk(FleetEventKind::Vanished, time, host, d));
+        }
+        out
+    }
+
     /// Whether anything a reader would notice changed.
     pub fn is_empty(&self) -> bool {
         self.appeared.is_empty() && self.vanished.is_empty() && self.changed.is_empty()
@@ -838,9 +858,12 @@ impl Store {
 
     /// This node's current inventory (what the peer layer announces).
     pub fn local_inventory(&self) -> Vec<DiskRecord> {
-        let mine = read(&self.inner.mem)
-            .get(self.inner.node_id.as_str())
-            .cloned();
+        self.host_inventory(&self.inner.node_id)
+    }
+
+    /// A host's latest inventory (its disks present in it, live or not).
+    pub fn host_inventory(&self, node_id: &str) -> Vec<DiskRecord> {
+        let mine = read(&self.inner.mem).get(node_id).cloned();
         mine.map(|h| {
             h.view()
                 .entries
@@ -1037,6 +1060,7 @@ fn merge<'a>(
                     diff.appeared.push(disk.clone());
                 } else if !prev.disk.same_as(disk) {
                     diff.changed.push(disk.clone());
+                    diff.was.push(prev.disk.to_record());
                 }
                 let mut e = new(prev.first_seen, prev.since, prev.past.clone());
                 if !prev.present || prev.disk.device != disk.device {
