@@ -117,7 +117,6 @@ impl Events {
     }
 }
 
-/// Counters and events together: what a service is handed to report through.
 /// Changes of the fleet picture are kept for this many events for each slow reader;
 /// past it a reader is told how many it missed.
 const FLEET_BACKLOG: usize = 4096;
@@ -152,6 +151,7 @@ impl Fleet {
     }
 }
 
+/// Counters and events together: what a service is handed to report through.
 #[derive(Debug, Clone, Default)]
 pub struct Telemetry {
     /// The counters.
