@@ -88,6 +88,11 @@ impl Context {
         &self.h().telemetry.events
     }
 
+    /// Changes of the fleet picture (`events`, `wait`).
+    pub fn fleet(&self) -> &crate::telemetry::Fleet {
+        &self.h().telemetry.fleet
+    }
+
     /// Publish an event to `debug` sessions.
     pub fn event(&self, kind: &str, message: impl AsRef<str>) {
         self.events().emit(kind, message)
