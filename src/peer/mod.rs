@@ -65,7 +65,9 @@ use table::PeerTable;
 use transport::{AnyMulticast, Transport, UdpUnicast, Unicast};
 use wire::{Body, MountReply};
 
-/// Local changes within this window go out as one announce.
+/// A local change goes out at once; further changes within this window after it go out
+/// together at its end (a burst costs at most two announces per window, the first change
+/// no wait at all).
 const DEBOUNCE: Duration = Duration::from_millis(20);
 /// In a long announce, pause `PACE_PAUSE` after every `PACE_EVERY` datagrams.
 const PACE_EVERY: usize = 32;
@@ -252,6 +254,8 @@ struct Layer {
     reassembly: Reassembly,
     pacer: PingPacer,
     change_announce_at: Option<Instant>,
+    /// When the last change-triggered announce went out (the debounce window's start).
+    last_change_announce: Option<Instant>,
     /// Store writes not yet flushed.
     dirty: bool,
     /// "peer joined" lines logged in this housekeeping tick, and joins past the budget.
@@ -333,6 +337,7 @@ impl Layer {
             generation: 0,
             reassembly: Reassembly::default(),
             change_announce_at: None,
+            last_change_announce: None,
             dirty: false,
             joins_logged: 0,
             joins_unlogged: 0,
@@ -464,11 +469,26 @@ impl Layer {
                     self.announce(t).await?;
                     next_announce = self.clock.instant() + interval;
                 }
-                _ = ctx.local_changed().notified(), if self.change_announce_at.is_none() => {
-                    self.change_announce_at = Some(self.clock.instant() + DEBOUNCE);
+                _ = ctx.local_changed().notified() => {
+                    let now = self.clock.instant();
+                    match self.last_change_announce {
+                        // Already due at the window's end: this change goes with it (taking
+                        // the notification now leaves none stored to fire a needless one).
+                        _ if self.change_announce_at.is_some() => {}
+                        Some(last) if now < last + DEBOUNCE => {
+                            // Part of a burst: folded into one announce at the window's end.
+                            self.change_announce_at = Some(last + DEBOUNCE);
+                        }
+                        _ => {
+                            self.last_change_announce = Some(now);
+                            self.changed_announce(t).await?;
+                            next_announce = self.clock.instant() + interval;
+                        }
+                    }
                 }
                 _ = at(self.change_announce_at) => {
                     self.change_announce_at = None;
+                    self.last_change_announce = Some(self.clock.instant());
                     self.changed_announce(t).await?;
                     next_announce = self.clock.instant() + interval;
                 }

@@ -839,3 +839,42 @@ async fn fleet_events_come_once_per_change_not_per_announce() {
     assert_eq!(a.knows_disks_of(&b), 2);
     a.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_change_is_announced_at_once_and_a_burst_folded_into_one_more() {
+    let (hub, clock) = setup();
+    let a = Node::start(&hub, clock, 1, &Opts::default());
+    sleep(Duration::from_secs(1)).await;
+    let announces = |hub: &MemoryHub| {
+        hub.sent()
+            .iter()
+            .filter(|s| {
+                s.from == addr(1)
+                    && matches!(wire::decode(&s.bytes), Ok(e) if matches!(e.body, Body::Inventory(_)))
+            })
+            .map(|s| s.at)
+            .collect::<Vec<_>>()
+    };
+    let before = announces(&hub).len();
+    let t0 = Instant::now();
+    for i in 0..5 {
+        let disks: Vec<DiskRecord> = (0..2 + i).map(|j| disk(1, j)).collect();
+        a.store
+            .replace_local(&a.name, None, &disks, clock.wall_ms())
+            .unwrap();
+        a.local_changed.notify_one();
+        sleep(Duration::from_millis(2)).await;
+    }
+    sleep(Duration::from_millis(100)).await;
+    let after = announces(&hub);
+    let new: Vec<Duration> = after[before..].iter().map(|t| *t - t0).collect();
+    // Each announce here is one datagram (a few disks): the first at once, the rest of the
+    // burst in one more at the end of the window.
+    assert_eq!(new.len(), 2, "{new:?}");
+    assert!(new[0] < Duration::from_millis(1), "{new:?}");
+    assert!(
+        new[1] >= Duration::from_millis(19) && new[1] <= Duration::from_millis(25),
+        "{new:?}"
+    );
+    a.stop().await;
+}
