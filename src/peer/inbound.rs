@@ -14,7 +14,10 @@ use super::mount_rpc::Serve;
 use super::pacer::Want;
 use super::table::Room;
 use super::wire::{self, Body, Reject};
-use super::{legacy, outbound::legacy_digest, IncomingMount, Layer, Path, JOINS_LOGGED_PER_TICK};
+use super::{
+    legacy, outbound::legacy_digest, IncomingMount, Layer, Path, GOODBYE_GRACE,
+    JOINS_LOGGED_PER_TICK,
+};
 use crate::model::{fleet, FleetEvent, FleetEventKind, PeerRecord};
 use crate::telemetry::Stats;
 
@@ -133,9 +136,13 @@ impl Layer {
         let mut peer = heard.peer;
         let mut important = heard.important;
         if self.table.joins(&peer) && !matches!(env.body, Body::Goodbye) {
-            // Before its inventory is applied: the stored disks come back live now, and
-            // the new inventory's differences follow as their own events.
-            self.fleet_peer_live(&peer, t);
+            if self.pending_lost.remove(&env.node_id).is_none() {
+                // Before its inventory is applied: the stored disks come back live now,
+                // and the new inventory's differences follow as their own events.
+                self.fleet_peer_live(&peer, t);
+            }
+            // Else it said goodbye and is back within the grace (a restart): its loss was
+            // never told, so neither is its return; its inventory's differences are.
         }
         match path {
             Path::Multicast => self.heard_by_multicast(&env.node_id, from, key_used),
@@ -152,7 +159,14 @@ impl Layer {
                 }
                 self.goodbyes.insert(env.node_id.clone(), env.boot);
                 if !self.table.joins(&peer) {
-                    self.fleet_peer_lost(&peer, t);
+                    // Said for the fleet only after a grace: a daemon restarting (an
+                    // upgrade) is back before it, and then nothing changed for the fleet.
+                    let due = self.clock.instant() + GOODBYE_GRACE;
+                    if self.pending_lost.len() >= 2 * super::MAX_PEERS {
+                        self.flush_pending_lost(true);
+                    }
+                    self.pending_lost
+                        .insert(env.node_id.clone(), (due, peer.clone()));
                 }
                 self.table.said_goodbye(&mut peer);
                 self.save_peer(peer.clone(), true).await;
@@ -287,6 +301,8 @@ impl Layer {
 
     pub(super) async fn flush_if_dirty(&mut self) {
         if std::mem::take(&mut self.dirty) {
+            self.last_flush = self.clock.instant();
+            self.unflushed = false;
             let result = if self.clock.is_simulated() {
                 // See `Clock::is_simulated`: the same flush, on a blocking thread.
                 let store = self.ctx.store().clone();
@@ -392,6 +408,23 @@ impl Layer {
         }
     }
 
+    /// Tell the fleet about the goodbyes whose grace is over (all of them with `all`).
+    pub(super) fn flush_pending_lost(&mut self, all: bool) {
+        let now = self.clock.instant();
+        let due: Vec<String> = self
+            .pending_lost
+            .iter()
+            .filter(|(_, (at, _))| all || *at <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let t = self.clock.wall_ms();
+        for id in due {
+            if let Some((_, peer)) = self.pending_lost.remove(&id) {
+                self.fleet_peer_lost(&peer, t);
+            }
+        }
+    }
+
     /// A peer became live: say so, and that its stored disks are live again.
     pub(super) fn fleet_peer_live(&self, peer: &PeerRecord, t: crate::model::Millis) {
         let host = fleet::Host {
@@ -437,6 +470,10 @@ impl Layer {
                 Ok(()) => {
                     self.table.written(&peer);
                     self.dirty |= important;
+                    // Routine last-seen writes are flushed by housekeeping now and then, so
+                    // a crash does not make a restart see live peers as lost (and re-fire
+                    // their `peer-live`).
+                    self.unflushed |= !important;
                 }
                 Err(e) => {
                     // In memory all the same; the store rewrites it (`Store::keep`).
