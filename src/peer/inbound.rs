@@ -135,14 +135,15 @@ impl Layer {
         }
         let mut peer = heard.peer;
         let mut important = heard.important;
-        if self.table.joins(&peer) && !matches!(env.body, Body::Goodbye) {
-            if self.pending_lost.remove(&env.node_id).is_none() {
-                // Before its inventory is applied: the stored disks come back live now,
-                // and the new inventory's differences follow as their own events.
-                self.fleet_peer_live(&peer, t);
-            }
-            // Else it said goodbye and is back within the grace (a restart): its loss was
-            // never told, so neither is its return; its inventory's differences are.
+        // If it said goodbye and is back within the grace (a restart), its loss was never
+        // told, so neither is its return; its inventory's differences are. Else, before
+        // its inventory is applied: the stored disks come back live now, and the new
+        // inventory's differences follow as their own events.
+        if self.table.joins(&peer)
+            && !matches!(env.body, Body::Goodbye)
+            && self.pending_lost.remove(&env.node_id).is_none()
+        {
+            self.fleet_peer_live(&peer, t);
         }
         match path {
             Path::Multicast => self.heard_by_multicast(&env.node_id, from, key_used),
