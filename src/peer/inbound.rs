@@ -260,39 +260,37 @@ impl Layer {
         disks: &[crate::model::DiskRecord],
         t: u64,
     ) -> Vec<FleetEvent> {
-        let written = self.ctx.store_write(|s| {
-            s.replace_peer_inventory(&peer.node_id, &peer.node, Some(addr), disks, t)
-        });
+        let (diff, written) = self
+            .ctx
+            .store_write(|s| s.publish_peer(&peer.node_id, &peer.node, Some(addr), disks, t));
         match written {
-            Ok(diff) => {
-                // Only a changed inventory needs to reach the disk soon.
-                self.dirty |= !diff.is_empty();
-                let host = fleet::Host {
-                    node_id: &peer.node_id,
-                    name: &peer.node,
-                    addr: Some(addr),
-                    local: false,
-                };
-                let changes = diff.events(&host, t);
-                let shown = if self.ctx.debugging() { usize::MAX } else { 0 };
-                for d in diff.appeared.iter().take(shown) {
-                    self.ctx
-                        .event("disk", format!("{}: appeared {}", peer.node, d.device));
-                }
-                for d in diff.vanished.iter().take(shown) {
-                    self.ctx
-                        .event("disk", format!("{}: vanished {}", peer.node, d.device));
-                }
-                changes
-            }
+            // Only a changed inventory needs to reach the disk soon.
+            Ok(()) => self.dirty |= !diff.is_empty(),
             Err(e) => {
                 // Kept in memory (queries answer it); the store logs its failure once and
-                // rewrites it when the disk works again (`Store::keep`).
+                // rewrites it when the disk works again (`Store::keep`). What changed has
+                // changed for every reader all the same, so it is still said below.
                 Stats::bump(&self.ctx.stats().store_errors);
                 tracing::debug!(peer = %peer.node, "inventory not durable yet: {e}");
-                Vec::new()
             }
         }
+        let host = fleet::Host {
+            node_id: &peer.node_id,
+            name: &peer.node,
+            addr: Some(addr),
+            local: false,
+        };
+        let changes = diff.events(&host, t);
+        let shown = if self.ctx.debugging() { usize::MAX } else { 0 };
+        for d in diff.appeared.iter().take(shown) {
+            self.ctx
+                .event("disk", format!("{}: appeared {}", peer.node, d.device));
+        }
+        for d in diff.vanished.iter().take(shown) {
+            self.ctx
+                .event("disk", format!("{}: vanished {}", peer.node, d.device));
+        }
+        changes
     }
 
     pub(super) async fn flush_if_dirty(&mut self) {
@@ -370,31 +368,28 @@ impl Layer {
         } else {
             Vec::new()
         };
-        match self
+        let (diff, written) = self
             .ctx
-            .store_write(|s| s.replace_peer_inventory(&node_id, &ip, Some(&ip), &disks, t))
-        {
-            Ok(diff) => {
-                let host = fleet::Host {
-                    node_id: &node_id,
-                    name: &ip,
-                    addr: Some(&ip),
-                    local: false,
-                };
-                changes.extend(diff.events(&host, t));
-                for d in &diff.appeared {
-                    self.ctx
-                        .event("disk", format!("{ip} (legacy): appeared {}", d.device));
-                }
-                for d in &diff.vanished {
-                    self.ctx
-                        .event("disk", format!("{ip} (legacy): vanished {}", d.device));
-                }
-            }
-            Err(e) => {
-                Stats::bump(&self.ctx.stats().store_errors);
-                tracing::debug!(peer = %ip, "legacy inventory not durable yet: {e}");
-            }
+            .store_write(|s| s.publish_peer(&node_id, &ip, Some(&ip), &disks, t));
+        if let Err(e) = written {
+            // Visible all the same (see `store_inventory`), so still said below.
+            Stats::bump(&self.ctx.stats().store_errors);
+            tracing::debug!(peer = %ip, "legacy inventory not durable yet: {e}");
+        }
+        let host = fleet::Host {
+            node_id: &node_id,
+            name: &ip,
+            addr: Some(&ip),
+            local: false,
+        };
+        changes.extend(diff.events(&host, t));
+        for d in &diff.appeared {
+            self.ctx
+                .event("disk", format!("{ip} (legacy): appeared {}", d.device));
+        }
+        for d in &diff.vanished {
+            self.ctx
+                .event("disk", format!("{ip} (legacy): vanished {}", d.device));
         }
         self.dirty = true;
         self.save_peer(peer, true).await;
