@@ -126,17 +126,31 @@ const FLEET_BACKLOG: usize = 4096;
 #[derive(Debug, Clone)]
 pub struct Fleet {
     tx: broadcast::Sender<Arc<FleetEvent>>,
+    /// Bumped when the store's picture changed in a way told as no event (a peer back
+    /// within its goodbye grace): `wait` re-checks on it; `events` and hooks see nothing.
+    quiet: tokio::sync::watch::Sender<u64>,
 }
 
 impl Default for Fleet {
     fn default() -> Self {
         Fleet {
             tx: broadcast::channel(FLEET_BACKLOG).0,
+            quiet: tokio::sync::watch::channel(0).0,
         }
     }
 }
 
 impl Fleet {
+    /// The picture changed without an event to tell (see `quiet`).
+    pub fn nudge(&self) {
+        self.quiet.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Woken by [`Fleet::nudge`].
+    pub fn nudges(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.quiet.subscribe()
+    }
+
     /// Publish changes (nobody listening is normal).
     pub fn emit(&self, events: impl IntoIterator<Item = FleetEvent>) {
         for e in events {

@@ -141,14 +141,16 @@ impl Layer {
         // change there. A datagram refused half-way publishes nothing.
         let mut changes = Vec::new();
         // If it said goodbye and is back within the grace (a restart), its loss was never
-        // told, so neither is its return; its inventory's differences are. Else, before
-        // its inventory is applied: the stored disks come back live now, and the new
-        // inventory's differences follow as their own events.
-        if self.table.joins(&peer)
-            && !matches!(env.body, Body::Goodbye)
-            && self.pending_lost.remove(&env.node_id).is_none()
-        {
-            changes = self.peer_live_events(&peer, t);
+        // told, so neither is its return (its inventory's differences are; `wait` is
+        // nudged, as queries see it live again). Else, before its inventory is applied:
+        // the stored disks come back live now, and the new inventory's differences follow
+        // as their own events.
+        let mut back_in_grace = false;
+        if self.table.joins(&peer) && !matches!(env.body, Body::Goodbye) {
+            back_in_grace = self.pending_lost.remove(&env.node_id).is_some();
+            if !back_in_grace {
+                changes = self.peer_live_events(&peer, t);
+            }
         }
         match path {
             Path::Multicast => self.heard_by_multicast(&env.node_id, from, key_used),
@@ -248,6 +250,9 @@ impl Layer {
         peer.gone = false;
         self.save_peer(peer.clone(), important).await;
         self.ctx.fleet().emit(changes);
+        if back_in_grace {
+            self.ctx.fleet().nudge();
+        }
         if joined {
             self.table.mark_live(&peer.node_id);
             // One line per peer, but not thousands in a second when a whole fleet appears

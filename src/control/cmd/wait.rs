@@ -32,6 +32,7 @@ pub async fn run(
 ) -> std::io::Result<Option<Reply>> {
     // First subscribe, then look: the other order could miss a change made in between.
     let mut fleet = ctx.fleet().subscribe();
+    let mut nudges = ctx.fleet().nudges();
     // A deadline too far to represent (`--timeout 1000years`) is no deadline.
     let deadline = cmd.timeout.and_then(|t| Instant::now().checked_add(t));
     loop {
@@ -68,6 +69,15 @@ pub async fn run(
                         ))));
                     }
                 },
+                // A change told as no event (a peer back within its goodbye grace).
+                r = nudges.changed() => {
+                    if r.is_err() {
+                        return Ok(Some(Reply::status(Status::Error(
+                            "the daemon's event bus closed (shutting down)".into(),
+                        ))));
+                    }
+                    break;
+                }
                 _ = until(deadline) => break,
             }
         }
