@@ -79,6 +79,8 @@ pub(super) struct GossipState {
     latest: HashMap<String, (u64, u64)>,
     behind: HashMap<String, Behind>,
     pushed: HashMap<String, Instant>,
+    /// Our content version (boot, generation) each member was last sent.
+    sent: HashMap<String, (u64, u64)>,
     knocked: HashMap<String, Instant>,
     /// Messages to send, flushed by the serve loop.
     outbox: VecDeque<(SocketAddr, Body)>,
@@ -112,6 +114,7 @@ impl GossipState {
             latest: HashMap::new(),
             behind: HashMap::new(),
             pushed: HashMap::new(),
+            sent: HashMap::new(),
             knocked: HashMap::new(),
             outbox: VecDeque::new(),
             seq: 0,
@@ -140,6 +143,14 @@ impl GossipState {
     pub(super) fn count_in(&mut self, n: usize) {
         self.bytes_in += n as u64;
     }
+}
+
+/// Remember which content version a member was sent (bounded like the other maps).
+fn note_sent(sent: &mut HashMap<String, (u64, u64)>, node_id: &str, version: (u64, u64)) {
+    if sent.len() >= MAX_TRACKED && !sent.contains_key(node_id) {
+        sent.clear();
+    }
+    sent.insert(node_id.to_string(), version);
 }
 
 /// Bounded rate limit: true (and noted) when `key` was not let through within `every`.
@@ -303,12 +314,10 @@ impl Layer {
             }
         }
         self.gossip_outputs_sync(back);
-        if !fresh {
-            // It may have nothing of ours yet (new, restarted, or back from a partition).
-            if let Some(gs) = self.gossip.as_mut() {
-                gs.pushed.remove(&node_id);
-            }
-            self.push_inventory(id.addr, &node_id, now);
+        if !fresh && new {
+            // It may have nothing of ours yet (new, or at a new address). A renewed
+            // identity at the same address is the same daemon: it has what it had.
+            self.push_inventory(id.addr, &node_id, now, false);
         }
     }
 
@@ -350,11 +359,15 @@ impl Layer {
     }
 
     /// Queue our whole inventory, as a new generation, to one member (rate-limited).
-    fn push_inventory(&mut self, to: SocketAddr, node_id: &str, now: Instant) {
-        let allowed = self
-            .gossip
-            .as_mut()
-            .is_some_and(|gs| allow(&mut gs.pushed, node_id, now, PUSH_EVERY));
+    /// Unless `asked`, nothing is sent to a member already sent our current content (a
+    /// member that comes up again, or renews its identity, still has it; one that lost it
+    /// pulls, as our packets carry our generation).
+    fn push_inventory(&mut self, to: SocketAddr, node_id: &str, now: Instant, asked: bool) {
+        let version = (self.boot, self.content_gen);
+        let allowed = self.gossip.as_mut().is_some_and(|gs| {
+            (asked || gs.sent.get(node_id) != Some(&version))
+                && allow(&mut gs.pushed, node_id, now, PUSH_EVERY)
+        });
         if !allowed {
             return;
         }
@@ -363,13 +376,20 @@ impl Layer {
             for c in chunks {
                 gs.outbox.push_back((to, Body::Inventory(c)));
             }
+            note_sent(&mut gs.sent, node_id, version);
         }
     }
 
     /// A member asked for our inventory (a unicast ping).
     pub(super) fn answer_pull(&mut self, node_id: &str, from: SocketAddr) {
         let now = self.clock.instant();
-        self.push_inventory(from, node_id, now);
+        self.push_inventory(from, node_id, now, true);
+    }
+
+    /// A member is new to us or restarted: it gets our inventory unless it has it.
+    pub(super) fn welcome(&mut self, node_id: &str, from: SocketAddr) {
+        let now = self.clock.instant();
+        self.push_inventory(from, node_id, now, false);
     }
 
     /// Our inventory changed and went out by multicast as generation `content_gen`: copy
@@ -383,18 +403,19 @@ impl Layer {
             .as_ref()
             .map(|gs| gs.up.iter().map(|(k, v)| (k.clone(), *v)).collect())
             .unwrap_or_default();
-        let targets: Vec<SocketAddr> = targets
+        let targets: Vec<(String, SocketAddr)> = targets
             .into_iter()
             .filter(|(id, _)| !self.multicast_fresh(id))
-            .map(|(_, a)| a)
             .collect();
         if !targets.is_empty() {
             let chunks = self.inventory_chunks(false);
+            let version = (self.boot, self.content_gen);
             if let Some(gs) = self.gossip.as_mut() {
-                for to in targets {
+                for (id, to) in targets {
                     for c in &chunks {
                         gs.outbox.push_back((to, Body::Inventory(c.clone())));
                     }
+                    note_sent(&mut gs.sent, &id, version);
                 }
             }
         }

@@ -244,7 +244,7 @@ impl Layer {
             // It may have missed our announces while it was away or starting.
             match path {
                 Path::Multicast => self.want_announce("new or restarted peer", &peer.node),
-                Path::Gossip => self.answer_pull(&env.node_id, from),
+                Path::Gossip => self.welcome(&env.node_id, from),
             }
         }
         peer.gone = false;
