@@ -374,7 +374,9 @@ fn broken_blkid_keeps_the_inventory(break_it: impl FnOnce(&Path), reason: &str, 
 
     let h = d.disks_health();
     assert_eq!(h["state"], reason, "{h}");
-    assert_eq!(h["failures"][reason], 1, "{h}");
+    // At least the refresh's scan; a block uevent from another test's loop device (root
+    // runs attach some in parallel) may have run one more with the broken blkid.
+    assert!(h["failures"][reason].as_u64().unwrap_or(0) >= 1, "{h}");
     assert!(
         h["last_error"].as_str().unwrap_or("").contains(detail),
         "{h}"
