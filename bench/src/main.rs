@@ -2,10 +2,12 @@
 //!
 //! `wire` measures encodings offline; `convergence` builds a two-host network-namespace lab
 //! (root needed) and times how long a disk that appears on host A takes to be found by a
-//! query on host B.
+//! query on host B. `gossip` runs a whole fleet of peer layers in this one process, joined
+//! by unicast gossip over an in-memory network (no root).
 #![forbid(unsafe_code)]
 
 mod devices;
+mod gossip;
 mod scale;
 mod store;
 
@@ -50,6 +52,10 @@ enum Cmd {
     /// The store alone (no root, no lab): write a PEERS x DISKS store through the public
     /// API, then time reopening it, each open in a fresh process.
     Store(store::StoreOptions),
+    /// A gossip fleet in one process (no root): NODES peer layers, each with its own
+    /// store, over an in-memory network that still seals every packet; times convergence
+    /// and change propagation, gossip bytes per node, memory per node.
+    Gossip(gossip::GossipOptions),
     /// Every benchmark above in turn, with their default sizes (needs root).
     All,
     /// The simulator itself (run by `scale` inside a lab namespace).
@@ -79,6 +85,7 @@ fn main() {
         }
         Cmd::Simulate(o) => scale::simulate(&o),
         Cmd::Store(o) => store::store(&o),
+        Cmd::Gossip(o) => gossip::gossip(&o),
         Cmd::StoreOpen {
             dir,
             uuid,

@@ -31,7 +31,8 @@ fn peer_id(p: usize) -> String {
     format!("{p:032x}")
 }
 
-fn rss_kib() -> u64 {
+/// This process's resident memory (VmRSS), KiB.
+pub(crate) fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
         .lines()
@@ -41,7 +42,8 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-fn cpu() -> Duration {
+/// CPU time (user + system) this process has used so far.
+pub(crate) fn cpu() -> Duration {
     let text = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let after = text.rsplit(')').next().unwrap_or("");
     let f: Vec<&str> = after.split_whitespace().collect();

@@ -183,6 +183,8 @@ struct Inner {
     no_exchange: std::sync::atomic::AtomicBool,
     /// Host values written since open (for tests: an unchanged inventory writes none).
     host_writes: AtomicU64,
+    /// `flush` waits for sled on the calling thread (see [`Store::open_sharing_process`]).
+    inline_flush: std::sync::atomic::AtomicBool,
 }
 
 const NONE: u64 = u64::MAX;
@@ -567,8 +569,23 @@ impl Store {
                 maintenance: std::sync::atomic::AtomicBool::new(false),
                 no_exchange: std::sync::atomic::AtomicBool::new(false),
                 host_writes: AtomicU64::new(0),
+                inline_flush: std::sync::atomic::AtomicBool::new(false),
             }),
         })
+    }
+
+    /// Open like [`Store::open`], as one of many stores in one process (`diskd-bench
+    /// gossip` runs a whole fleet in one): [`Store::flush`] then waits for sled on the
+    /// calling thread instead of on sled's thread pool. That pool is process-wide and
+    /// grows only when more than 7 jobs are queued, while `flush_async` holds a pool
+    /// thread until the log write it queued on the same pool is done; with dozens of
+    /// stores flushing at once, every pool thread waits for a write queued behind it and
+    /// nothing moves again (a 30-node simulation hung so). A daemon has one store and
+    /// flushes it from one task at a time, so [`Store::open`] keeps `flush_async`.
+    pub fn open_sharing_process(path: &Path) -> Result<Store, StoreError> {
+        let store = Store::open(path)?;
+        store.inner.inline_flush.store(true, Ordering::Relaxed);
+        Ok(store)
     }
 
     /// This node's permanent id.
@@ -600,6 +617,18 @@ impl Store {
         }
         let mark = lock(&self.inner.durability).mark();
         let result = match self.sled() {
+            Ok(s) if self.inner.inline_flush.load(Ordering::Relaxed) => {
+                // On a multi-thread runtime, hand this worker's other tasks on first.
+                use tokio::runtime::{Handle, RuntimeFlavor};
+                let multi = Handle::try_current()
+                    .is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
+                let flush = || s.db.flush().map(drop).map_err(StoreError::from);
+                if multi {
+                    tokio::task::block_in_place(flush)
+                } else {
+                    flush()
+                }
+            }
             Ok(s) => s.db.flush_async().await.map(drop).map_err(StoreError::from),
             Err(e) => Err(e),
         };
