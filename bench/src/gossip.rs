@@ -7,14 +7,18 @@
 //! (`--no-multicast`), as across routers; its hub is there only because `spawn_with`
 //! needs an `open` for it, and stays silent.
 //!
-//! One real clock (`Clock::system()`, not paused time): the fleet runs as fast as two
-//! cores let 1,000 layers run, which is what a figure about seconds must include. The
-//! observer (this thread) reads each node's store and status directly, as `where` and
-//! `status` would, without touching the runtime the nodes run on.
+//! One real clock (`Clock::system()`, not paused time), so timers, pacing and store
+//! writes take the time they take; but every layer shares this host's cores, so the
+//! figures hold only while the host keeps up with N layers (the CPU share is printed; at
+//! 1,000 nodes two cores do not, see BENCHMARKS.md). The observer (this thread) reads
+//! each node's store and status directly, as `where` and `status` would, without
+//! touching the runtime the nodes run on.
 //!
-//! Stores live on tmpfs (`/dev/shm`, when there is one) through the ordinary
-//! `Store::open`: the same code path as a daemon, without 1,000 sleds doing disk syncs
-//! on one SSD. tmpfs pages are not process RSS, so the store size is reported apart.
+//! Stores live on tmpfs (`/dev/shm`, when there is one): the daemon's store code without
+//! hundreds of sleds syncing to one disk. They are opened with
+//! `Store::open_sharing_process` (flushes wait on the calling thread: many sleds in one
+//! process otherwise hang in sled's shared thread pool). tmpfs pages are not process
+//! RSS, so the store size is reported apart.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
