@@ -93,17 +93,12 @@ impl FleetEvent {
         disk: &DiskRecord,
     ) -> FleetEvent {
         FleetEvent {
-            kind,
-            time,
-            node_id: host.node_id.to_string(),
-            host: host.name.to_string(),
-            addr: host.addr.map(str::to_string),
             disk: Some(disk.clone()),
-            local: host.local,
+            ..FleetEvent::peer(kind, time, host)
         }
     }
 
-    /// A peer event.
+    /// A peer event (and the host part of a disk event).
     pub fn peer(kind: FleetEventKind, time: Millis, host: &Host<'_>) -> FleetEvent {
         FleetEvent {
             kind,

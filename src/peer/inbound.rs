@@ -449,20 +449,7 @@ impl Layer {
         peer: &PeerRecord,
         t: crate::model::Millis,
     ) -> Vec<FleetEvent> {
-        let host = fleet::Host {
-            node_id: &peer.node_id,
-            name: &peer.node,
-            addr: peer.addr.as_deref(),
-            local: false,
-        };
-        let disks = self.ctx.store().host_inventory(&peer.node_id);
-        std::iter::once(FleetEvent::peer(FleetEventKind::PeerLive, t, &host))
-            .chain(
-                disks
-                    .iter()
-                    .map(|d| FleetEvent::disk(FleetEventKind::Appeared, t, &host, d)),
-            )
-            .collect()
+        self.peer_events(peer, t, FleetEventKind::PeerLive, FleetEventKind::Appeared)
     }
 
     /// A peer was lost: the events that say so, and that its disks are not live any more
@@ -473,6 +460,17 @@ impl Layer {
         peer: &PeerRecord,
         t: crate::model::Millis,
     ) -> Vec<FleetEvent> {
+        self.peer_events(peer, t, FleetEventKind::PeerLost, FleetEventKind::Vanished)
+    }
+
+    /// `about_peer` for the peer, then `about_disks` for each disk of its stored inventory.
+    fn peer_events(
+        &self,
+        peer: &PeerRecord,
+        t: crate::model::Millis,
+        about_peer: FleetEventKind,
+        about_disks: FleetEventKind,
+    ) -> Vec<FleetEvent> {
         let host = fleet::Host {
             node_id: &peer.node_id,
             name: &peer.node,
@@ -480,11 +478,11 @@ impl Layer {
             local: false,
         };
         let disks = self.ctx.store().host_inventory(&peer.node_id);
-        std::iter::once(FleetEvent::peer(FleetEventKind::PeerLost, t, &host))
+        std::iter::once(FleetEvent::peer(about_peer, t, &host))
             .chain(
                 disks
                     .iter()
-                    .map(|d| FleetEvent::disk(FleetEventKind::Vanished, t, &host, d)),
+                    .map(|d| FleetEvent::disk(about_disks, t, &host, d)),
             )
             .collect()
     }
