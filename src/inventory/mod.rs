@@ -254,6 +254,7 @@ impl Scanner {
         let w = self.watcher.as_ref();
         let name = w.name();
         let started = Instant::now();
+        tracing::debug!(watcher = name, "scan started");
         self.set_health(|h| h.running_since = Some(rfc3339(now_millis())));
         let limit = w.timeout() + TIMEOUT_GRACE;
         let result = match tokio::time::timeout(limit, w.scan()).await {

@@ -72,6 +72,13 @@ pub fn is_block_uevent(msg: &[u8]) -> bool {
         .any(|field| field == b"SUBSYSTEM=block")
 }
 
+/// The device name (`DEVNAME=loop3`, relative to `/dev`) a uevent message is about.
+pub fn uevent_devname(msg: &[u8]) -> Option<&str> {
+    msg.split(|&b| b == 0)
+        .find_map(|field| field.strip_prefix(b"DEVNAME="))
+        .and_then(|name| std::str::from_utf8(name).ok())
+}
+
 impl BlockEvents {
     /// Open the best source available here.
     pub fn open() -> BlockEvents {
@@ -104,13 +111,18 @@ impl BlockEvents {
                 loop {
                     let mut guard = fd.readable().await?;
                     let mut block = false;
+                    let mut devices = Vec::new();
                     // Drain everything queued: one wake-up per burst.
                     loop {
                         match guard.try_io(|inner| {
                             recv(inner.get_ref().as_raw_fd(), &mut buf, MsgFlags::empty())
                                 .map_err(io::Error::from)
                         }) {
-                            Ok(Ok(n)) => block |= is_block_uevent(&buf[..n]),
+                            Ok(Ok(n)) if is_block_uevent(&buf[..n]) => {
+                                block = true;
+                                devices.extend(uevent_devname(&buf[..n]).map(str::to_string));
+                            }
+                            Ok(Ok(_)) => {}
                             Ok(Err(e)) if e.raw_os_error() == Some(nix::libc::ENOBUFS) => {
                                 // Events were lost: assume something changed.
                                 block = true;
@@ -120,6 +132,10 @@ impl BlockEvents {
                         }
                     }
                     if block {
+                        // The moment the kernel's news reached us: the first step of a
+                        // disk's way to the fleet that diskd can time (see BENCHMARKS.md,
+                        // "Latency budget").
+                        tracing::debug!(?devices, "block device event");
                         return Ok(());
                     }
                 }
@@ -175,5 +191,7 @@ mod tests {
         let net = b"add@/devices/virtual/net/veth0\0ACTION=add\0SUBSYSTEM=net\0INTERFACE=veth0\0";
         assert!(!is_block_uevent(net));
         assert!(!is_block_uevent(b"SUBSYSTEM=blocked\0"));
+        assert_eq!(uevent_devname(loop_change), Some("loop3"));
+        assert_eq!(uevent_devname(net), None);
     }
 }
