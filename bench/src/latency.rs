@@ -459,6 +459,8 @@ pub fn latency(o: &LatencyOptions) {
     // The peer layer's per-datagram trace line times the network hop.
     lab.host("b").log_filter = "diskd=debug,diskd::peer::inbound=trace,info".into();
     lab.start_all();
+    // The start-up scans and announces are over before the first plug.
+    std::thread::sleep(Duration::from_secs(1).max(o.gap));
     let b_sock = lab.host("b").socket();
     let mut b = Session::connect(&b_sock).expect("connect b");
     let mut log_a = Log::new(lab.host("a").log());

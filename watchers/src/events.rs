@@ -103,15 +103,17 @@ impl BlockEvents {
         }
     }
 
-    /// Wait until block devices changed; a burst of events counts once.
-    pub async fn next(&mut self) -> io::Result<()> {
+    /// Wait until block devices changed; a burst of events counts once. Returns the
+    /// devices the burst named (`/dev/loop3`), or `None` when that is not known (events
+    /// were lost, a block event without a name, or the `/proc/partitions` fallback).
+    pub async fn next(&mut self) -> io::Result<Option<Vec<String>>> {
         match self {
             BlockEvents::Netlink(fd) => {
                 let mut buf = vec![0u8; 8192];
                 loop {
                     let mut guard = fd.readable().await?;
                     let mut block = false;
-                    let mut devices = Vec::new();
+                    let mut devices = Some(Vec::new());
                     // Drain everything queued: one wake-up per burst.
                     loop {
                         match guard.try_io(|inner| {
@@ -120,12 +122,16 @@ impl BlockEvents {
                         }) {
                             Ok(Ok(n)) if is_block_uevent(&buf[..n]) => {
                                 block = true;
-                                devices.extend(uevent_devname(&buf[..n]).map(str::to_string));
+                                match (uevent_devname(&buf[..n]), devices.as_mut()) {
+                                    (Some(name), Some(list)) => list.push(format!("/dev/{name}")),
+                                    _ => devices = None,
+                                }
                             }
                             Ok(Ok(_)) => {}
                             Ok(Err(e)) if e.raw_os_error() == Some(nix::libc::ENOBUFS) => {
-                                // Events were lost: assume something changed.
+                                // Events were lost: assume something changed, anywhere.
                                 block = true;
+                                devices = None;
                             }
                             Ok(Err(e)) => return Err(e),
                             Err(_would_block) => break,
@@ -136,7 +142,11 @@ impl BlockEvents {
                         // disk's way to the fleet that diskd can time (see BENCHMARKS.md,
                         // "Latency budget").
                         tracing::debug!(?devices, "block device event");
-                        return Ok(());
+                        if let Some(list) = devices.as_mut() {
+                            list.sort();
+                            list.dedup();
+                        }
+                        return Ok(devices);
                     }
                 }
             }
@@ -145,7 +155,7 @@ impl BlockEvents {
                 let now = tokio::fs::read_to_string("/proc/partitions").await?;
                 if now != *last {
                     *last = now;
-                    return Ok(());
+                    return Ok(None);
                 }
             },
         }
