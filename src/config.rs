@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::flags::DaemonArgs;
+use crate::model::FleetEventKind;
 
 /// Default multicast group, the same as the Perl diskd so both find each other.
 pub const DEFAULT_GROUP: &str = "230.1.2.3";
@@ -58,6 +59,10 @@ pub struct Config {
     pub mount: MountSettings,
     /// Unicast gossip (routed networks).
     pub gossip: Gossip,
+    /// Commands run on changes of the fleet picture, in the order written (YAML only).
+    pub hooks: Vec<Hook>,
+    /// At most this many hook commands run at once; the others wait in a queue.
+    pub hooks_max_running: usize,
 }
 
 /// Unicast gossip settings. Gossip runs only with keys: on a routed network an unsealed
@@ -212,6 +217,10 @@ struct FileConfig {
     mount: FileMount,
     #[serde(default)]
     gossip: FileGossip,
+    /// Each entry is read on its own (see [`hooks_settings`]), so an error names
+    /// `hooks[i]` and its key.
+    hooks: Option<Vec<serde_yaml::Value>>,
+    hooks_max_running: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -559,6 +568,13 @@ impl Config {
         };
 
         let gossip = gossip_settings(f.gossip, args, !key_files.is_empty())?;
+        let hooks = hooks_settings(f.hooks.unwrap_or_default())?;
+        let hooks_max_running = f.hooks_max_running.unwrap_or(DEFAULT_HOOKS_MAX_RUNNING);
+        if !(1..=MAX_HOOKS_RUNNING).contains(&hooks_max_running) {
+            return Err(err(format!(
+                "hooks_max_running: {hooks_max_running} is not in 1-{MAX_HOOKS_RUNNING}"
+            )));
+        }
         if !multicast.enabled && !gossip.enabled {
             tracing::warn!(
                 "multicast.enabled is false and gossip is off: this daemon will hear no peers"
@@ -577,6 +593,8 @@ impl Config {
             key_files,
             max_clock_skew,
             mount,
+            hooks,
+            hooks_max_running,
         })
     }
 }
@@ -673,6 +691,236 @@ fn gossip_settings(
         advertise,
         interval,
     })
+}
+
+// ---- hooks ----
+
+/// Default of `hooks_max_running`.
+pub const DEFAULT_HOOKS_MAX_RUNNING: usize = 4;
+/// The largest `hooks_max_running` accepted.
+pub const MAX_HOOKS_RUNNING: usize = 256;
+/// Default of a hook's `timeout`.
+pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A hook: a command run on some changes of the fleet picture, validated and compiled.
+/// The runner is `crate::hooks`.
+#[derive(Debug, Clone)]
+pub struct Hook {
+    /// Its place in the `hooks` list (`hook[0]` in logs and `status`).
+    pub index: usize,
+    /// The kinds of change it runs on (no duplicates, in the order written).
+    pub on: Vec<FleetEventKind>,
+    /// `match`: UUID or label glob; for peer events only the default `*` matches.
+    pub disk: Pattern,
+    /// `host`: host-name glob.
+    pub host: Pattern,
+    /// `local`: only this machine's disks.
+    pub local: bool,
+    /// The argv run (never through a shell); `run[0]` is looked up in `PATH` when it
+    /// has no `/`.
+    pub run: Vec<String>,
+    /// Killed with its process group after this long.
+    pub timeout: Duration,
+}
+
+/// A glob of a hook (`match`, `host`) as written and compiled. `*` (the default) matches
+/// everything, also what has no value to test (a disk without UUID or label, a peer).
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    text: String,
+    /// `None`: `*`.
+    set: Option<globset::GlobSet>,
+}
+
+impl Pattern {
+    fn compile(key: &str, text: Option<String>) -> Result<Pattern, ConfigError> {
+        let text = text.unwrap_or_else(|| "*".to_string());
+        let set = if text == "*" {
+            None
+        } else {
+            Some(glob_set(key, std::slice::from_ref(&text))?)
+        };
+        Ok(Pattern { text, set })
+    }
+
+    /// The pattern as written.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether it is `*`, matching everything.
+    pub fn is_any(&self) -> bool {
+        self.set.is_none()
+    }
+
+    /// Whether any of `values` matches (always, for `*`).
+    pub fn matches_any<'a>(&self, values: impl IntoIterator<Item = Option<&'a str>>) -> bool {
+        match &self.set {
+            None => true,
+            Some(set) => values.into_iter().flatten().any(|v| set.is_match(v)),
+        }
+    }
+}
+
+/// A hook as written: every value read on its own, so that an error names its key.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a hook: a map with `on` and `run` (and optionally `match`, `host`, `local`, `timeout`)"
+)]
+struct FileHook {
+    on: Option<serde_yaml::Value>,
+    #[serde(rename = "match")]
+    pattern: Option<serde_yaml::Value>,
+    host: Option<serde_yaml::Value>,
+    local: Option<serde_yaml::Value>,
+    run: Option<serde_yaml::Value>,
+    timeout: Option<serde_yaml::Value>,
+}
+
+/// One value of a hook, typed; a wrong type names `hooks[i].key`.
+fn hook_value<T: serde::de::DeserializeOwned>(
+    key: &str,
+    value: Option<serde_yaml::Value>,
+) -> Result<Option<T>, ConfigError> {
+    match value {
+        None | Some(serde_yaml::Value::Null) => Ok(None),
+        Some(v) => serde_yaml::from_value(v)
+            .map(Some)
+            .map_err(|e| err(format!("{key}: {e}"))),
+    }
+}
+
+/// A glob of a hook: text, or a number as written (a label `2024` needs no quotes).
+fn hook_text(key: &str, value: Option<serde_yaml::Value>) -> Result<Option<String>, ConfigError> {
+    match value {
+        Some(serde_yaml::Value::Number(n)) => Ok(Some(n.to_string())),
+        v => hook_value(key, v),
+    }
+}
+
+/// A string or a list of strings, with a message naming the key and what was expected
+/// (serde's own one, for an untagged enum, says neither).
+fn string_or_list(
+    key: &str,
+    value: Option<serde_yaml::Value>,
+    expected: &str,
+) -> Result<Option<StringOrList>, ConfigError> {
+    match value {
+        None | Some(serde_yaml::Value::Null) => Ok(None),
+        Some(v) => serde_yaml::from_value(v).map(Some).map_err(|_| {
+            err(format!(
+                "{key}: expected {expected}, as text or a list of text"
+            ))
+        }),
+    }
+}
+
+fn hooks_settings(entries: Vec<serde_yaml::Value>) -> Result<Vec<Hook>, ConfigError> {
+    entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| hook_settings(i, v))
+        .collect()
+}
+
+fn hook_settings(index: usize, entry: serde_yaml::Value) -> Result<Hook, ConfigError> {
+    let at = format!("hooks[{index}]");
+    let f: FileHook = serde_yaml::from_value(entry).map_err(|e| err(format!("{at}: {e}")))?;
+
+    let key = format!("{at}.on");
+    let names: Vec<String> = match string_or_list(&key, f.on, "a list of event names")? {
+        None => {
+            return Err(err(format!(
+                "{key}: required (a list of events: {})",
+                event_names()
+            )))
+        }
+        Some(StringOrList::One(name)) => vec![name],
+        Some(StringOrList::Many(names)) => names,
+    };
+    if names.is_empty() {
+        return Err(err(format!(
+            "{key}: must list at least one event ({})",
+            event_names()
+        )));
+    }
+    let mut on = Vec::new();
+    for name in &names {
+        let kind = FleetEventKind::parse(name.trim())
+            .ok_or_else(|| err(format!("{key}: unknown event {name:?} ({})", event_names())))?;
+        if !on.contains(&kind) {
+            on.push(kind);
+        }
+    }
+
+    let key = format!("{at}.match");
+    let disk = Pattern::compile(&key, hook_text(&key, f.pattern)?)?;
+    let host_key = format!("{at}.host");
+    let host = Pattern::compile(&host_key, hook_text(&host_key, f.host)?)?;
+    let local_key = format!("{at}.local");
+    let local = hook_value::<bool>(&local_key, f.local)?.unwrap_or(false);
+    // A hook that can never run is a mistake worth stopping for: peer events carry no disk
+    // (so no UUID or label to match) and are never about this machine.
+    if on.iter().all(|k| k.is_peer()) {
+        if !disk.is_any() {
+            return Err(err(format!(
+                "{key}: {:?} never matches: peer-live and peer-lost have no disk (use host, or add disk events)",
+                disk.text()
+            )));
+        }
+        if local {
+            return Err(err(format!(
+                "{local_key}: true never matches: peer-live and peer-lost are never about this machine"
+            )));
+        }
+    }
+
+    let key = format!("{at}.run");
+    let run = match string_or_list(&key, f.run, "an argv list, or a command line")? {
+        None => {
+            return Err(err(format!(
+                "{key}: required (an argv list, or a command line split into words)"
+            )))
+        }
+        Some(r) => r.into_argv(&key)?,
+    };
+    if run.first().is_none_or(|p| p.is_empty()) {
+        return Err(err(format!("{key}: must name a program")));
+    }
+    if let Some(i) = run.iter().position(|w| w.contains('\0')) {
+        return Err(err(format!("{key}: word {i} contains a NUL byte")));
+    }
+
+    let key = format!("{at}.timeout");
+    let timeout = match f.timeout {
+        Some(serde_yaml::Value::Number(n)) => {
+            return Err(err(format!("{key}: {n} has no unit (write {n}s or {n}m)")))
+        }
+        Some(t) => match hook_value::<String>(&key, Some(t))? {
+            Some(t) => duration(&key, &t)?,
+            None => DEFAULT_HOOK_TIMEOUT,
+        },
+        None => DEFAULT_HOOK_TIMEOUT,
+    };
+
+    Ok(Hook {
+        index,
+        on,
+        disk,
+        host,
+        local,
+        run,
+        timeout,
+    })
+}
+
+fn event_names() -> String {
+    FleetEventKind::ALL
+        .iter()
+        .map(|k| k.name())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Node names travel in replies and (later) on the wire: keep them printable and short.
@@ -886,6 +1134,130 @@ mod tests {
         assert_eq!(c.gossip.advertise.unwrap().to_string(), "[fd00::9]:32004");
         let e = load_yaml("gossip:\n  interval: 10ms\n", &DaemonArgs::default()).unwrap_err();
         assert!(e.to_string().starts_with("gossip.interval:"), "{e}");
+    }
+
+    #[test]
+    fn hooks_parse_with_defaults_and_bad_entries_name_their_key() {
+        let d = DaemonArgs::default();
+        let c = Config::load(None, None, &d).unwrap();
+        assert!(c.hooks.is_empty());
+        assert_eq!(c.hooks_max_running, 4);
+        let c = load_yaml(
+            "hooks:\n\
+             - on: [appeared, mounted, appeared]\n\
+             \x20 match: 'backup*'\n\
+             \x20 run: \"'/opt/my hooks/backup' --quiet\"\n\
+             \x20 timeout: 10m\n\
+             - {on: peer-lost, host: 2024, local: false, run: [/bin/echo, 'a b']}\n\
+             hooks_max_running: 2\n",
+            &d,
+        )
+        .unwrap();
+        assert_eq!(c.hooks_max_running, 2);
+        let h = &c.hooks[0];
+        assert_eq!(h.index, 0);
+        assert_eq!(h.on, [FleetEventKind::Appeared, FleetEventKind::Mounted]);
+        assert_eq!(h.run, ["/opt/my hooks/backup", "--quiet"]);
+        assert_eq!(h.timeout, Duration::from_secs(600));
+        assert_eq!(h.disk.text(), "backup*");
+        assert!(h.host.is_any() && !h.local);
+        let h = &c.hooks[1];
+        assert_eq!(h.on, [FleetEventKind::PeerLost]);
+        assert_eq!(h.host.text(), "2024");
+        assert_eq!(h.run, ["/bin/echo", "a b"]);
+        assert_eq!(h.timeout, DEFAULT_HOOK_TIMEOUT);
+
+        let ok = "- {on: [appeared], run: x}\n";
+        let cases = [
+            (
+                "- {on: [plugged], run: x}\n",
+                "hooks[1].on: unknown event \"plugged\"",
+            ),
+            ("- {on: [], run: x}\n", "hooks[1].on:"),
+            ("- {run: x}\n", "hooks[1].on: required"),
+            ("- {on: [appeared]}\n", "hooks[1].run: required"),
+            (
+                "- {on: [appeared], run: []}\n",
+                "hooks[1].run: must name a program",
+            ),
+            (
+                "- {on: [appeared], run: ''}\n",
+                "hooks[1].run: must name a program",
+            ),
+            ("- {on: [appeared], run: \"a 'b\"}\n", "hooks[1].run:"),
+            (
+                "- {on: [appeared], run: [\"a\\0\"]}\n",
+                "hooks[1].run: word 0",
+            ),
+            (
+                "- {on: [appeared], run: x, match: '['}\n",
+                "hooks[1].match:",
+            ),
+            ("- {on: [appeared], run: x, host: 'a{'}\n", "hooks[1].host:"),
+            (
+                "- {on: [appeared], run: x, timeout: soon}\n",
+                "hooks[1].timeout:",
+            ),
+            (
+                "- {on: [appeared], run: x, timeout: 60}\n",
+                "hooks[1].timeout: 60 has no unit",
+            ),
+            (
+                "- {on: [appeared], run: x, colour: red}\n",
+                "hooks[1]: unknown field `colour`",
+            ),
+            (
+                "- {on: [appeared], run: x, local: maybe}\n",
+                "hooks[1].local:",
+            ),
+            (
+                "- {on: [peer-live], run: x, match: 'b*'}\n",
+                "hooks[1].match:",
+            ),
+            (
+                "- {on: [peer-live], run: x, local: true}\n",
+                "hooks[1].local:",
+            ),
+            ("- a string\n", "hooks[1]: invalid type"),
+        ];
+        for (entry, want) in cases {
+            let yaml = format!("hooks:\n{ok}{entry}");
+            let e = load_yaml(&yaml, &d).unwrap_err().to_string();
+            assert!(
+                e.starts_with(want),
+                "{yaml:?} gave {e:?}, expected {want:?}"
+            );
+            assert!(!e.contains('\n'), "multi-line error: {e:?}");
+        }
+        // Peer events with a disk event besides: `match` applies to the disk events.
+        load_yaml(
+            "hooks:\n- {on: [appeared, peer-live], match: 'b*', run: x}\n",
+            &d,
+        )
+        .unwrap();
+        for n in ["0", "257"] {
+            let e = load_yaml(&format!("hooks_max_running: {n}\n"), &d).unwrap_err();
+            assert!(e.to_string().starts_with("hooks_max_running:"), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_example_config_parses_also_with_its_hooks_uncommented() {
+        let text = include_str!("../config/diskd.yaml");
+        let d = DaemonArgs::default();
+        let c = load_yaml(text, &d).unwrap();
+        assert!(c.hooks.is_empty());
+        let uncommented: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if rest.starts_with("hooks:") || rest.starts_with("  ") => rest,
+                _ => l,
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let c = load_yaml(&uncommented, &d).unwrap();
+        assert_eq!(c.hooks.len(), 1, "{uncommented}");
+        assert_eq!(c.hooks[0].run, ["/usr/local/bin/backup-to", "--quiet"]);
     }
 
     #[test]

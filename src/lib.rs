@@ -2,7 +2,8 @@
 //!
 //! Data flows one way: the watchers (crate `diskd-watchers`) observe this machine, the
 //! `inventory` writer puts what they find into the `store`, the `peer` layer shares it and
-//! learns the fleet's, and the `control` server answers from the store. Shared vocabulary
+//! learns the fleet's, and the `control` server answers from the store; `hooks`, beside
+//! it, runs the operator's commands on changes of the fleet picture. Shared vocabulary
 //! lives in the leaves (`model`, `telemetry`, `protocol`); `daemon` wires the services and
 //! is imported by nobody. The `client` talks to the control socket; `flags` and `config`
 //! turn the command line and the YAML file into one validated configuration before
@@ -16,6 +17,7 @@ pub mod control;
 pub mod daemon;
 pub mod flags;
 pub mod generate;
+pub mod hooks;
 pub mod inventory;
 pub mod model;
 pub mod mount;

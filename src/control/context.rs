@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::hooks::HooksHandle;
 use crate::inventory::InventoryHandle;
 use crate::model::NodeInfo;
 use crate::mount::MountService;
@@ -39,6 +40,8 @@ pub struct Handles {
     pub peers: PeerHandle,
     /// The mount service.
     pub mounts: MountService,
+    /// The hooks' counters.
+    pub hooks: HooksHandle,
     /// The daemon-wide shutdown signal (sessions end on it).
     pub shutdown: CancellationToken,
 }
@@ -111,6 +114,11 @@ impl Context {
     /// The mount service.
     pub fn mounts(&self) -> &MountService {
         &self.h().mounts
+    }
+
+    /// The hooks.
+    pub fn hooks(&self) -> &HooksHandle {
+        &self.h().hooks
     }
 
     /// Time since the control server started.

@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::control::{self, Context, Handles};
+use crate::hooks;
 use crate::inventory;
 use crate::model::NodeInfo;
 use crate::mount::MountService;
@@ -113,6 +114,17 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     tracker.spawn(store.clone().keep(shutdown.clone()));
     let config = Arc::new(config);
     let telemetry = Telemetry::default();
+    // Hooks consume fleet events beside the control server; they subscribe to the bus
+    // before anything can publish on it, so the first inventory's changes reach them.
+    let hooks = hooks::spawn(
+        hooks::Deps {
+            config: config.clone(),
+            node: node.clone(),
+            telemetry: telemetry.clone(),
+            shutdown: shutdown.clone(),
+        },
+        &tracker,
+    );
     let watchers: Vec<Arc<dyn Watcher>> = vec![
         Arc::new(MountWatcher::new(config.mount_interval)),
         Arc::new(disk_watcher),
@@ -174,6 +186,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         inventory,
         peers,
         mounts,
+        hooks,
         shutdown: shutdown.clone(),
     });
     tracker.spawn(control::server::serve(ctx, listener, tracker.clone()));

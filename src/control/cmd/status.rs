@@ -1,4 +1,4 @@
-//! `status [--json]`: uptime, counters, store size and watcher health.
+//! `status [--json]`: uptime, counters, store size, watcher health and hooks.
 
 use std::collections::BTreeMap;
 
@@ -72,6 +72,14 @@ struct Out {
     gossip: Option<crate::peer::GossipReport>,
     counters: Counters,
     watchers: BTreeMap<&'static str, WatcherHealth>,
+    /// Each configured hook with its counters (empty without hooks).
+    hooks: Vec<crate::hooks::HookReport>,
+    /// Hook runs waiting for a free slot now.
+    hooks_queued: u64,
+    /// At most this many hook commands run at once.
+    hooks_max_running: usize,
+    /// Fleet events the hooks missed (the bus ran ahead of them), since start.
+    hooks_events_missed: u64,
 }
 
 fn seed_state(s: crate::peer::seeds::SeedState) -> &'static str {
@@ -140,6 +148,10 @@ pub fn apply(cmd: &Json, ctx: &Context) -> Reply {
             inventory_writes: Stats::get(&s.inventory_writes),
         },
         watchers: ctx.inventory().health(),
+        hooks: ctx.hooks().report(),
+        hooks_queued: ctx.hooks().queued(),
+        hooks_max_running: ctx.hooks().max_running(),
+        hooks_events_missed: ctx.hooks().events_missed(),
     };
     if cmd.json {
         return Reply::ok(json_body(&out));
@@ -274,6 +286,31 @@ pub fn apply(cmd: &Json, ctx: &Context) -> Reply {
             line.push_str(&format!("; error: {e}"));
         }
         body.push(line);
+    }
+    if !out.hooks.is_empty() {
+        body.push(format!(
+            "hooks      {} configured, at most {} at once; {} queued; {} events missed",
+            out.hooks.len(),
+            out.hooks_max_running,
+            out.hooks_queued,
+            out.hooks_events_missed
+        ));
+    }
+    for h in &out.hooks {
+        body.push(format!(
+            "{:<10} on {} match {:?} host {:?}{}: {}; runs {}, failures {}, timeouts {}, dropped {}, running {}",
+            format!("hook[{}]", h.index),
+            h.on.join(","),
+            h.pattern,
+            h.host,
+            if h.local { " local" } else { "" },
+            h.run,
+            h.runs,
+            h.failures,
+            h.timeouts,
+            h.dropped,
+            h.running
+        ));
     }
     Reply::ok(body)
 }
