@@ -38,9 +38,7 @@ fn run(cli: Cli) -> u8 {
                 }
             };
             match other {
-                Some(Command::Request(request)) => {
-                    oneshot::run(&socket, &oneshot::command_line(&request))
-                }
+                Some(Command::Request(request)) => oneshot::run(&socket, &request),
                 _ => repl::run(&socket),
             }
         }

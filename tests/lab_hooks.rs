@@ -135,6 +135,23 @@ fn a_disk_appearing_on_a_runs_bs_hook_once_and_vanishing_runs_the_vanished_hook(
         "counters are per run of the daemon"
     );
 
+    // A clean restart of A, the disk's host (an upgrade): it says goodbye and is back
+    // within the grace, so nothing changed for the fleet and no hook runs again.
+    lab.host("a").stop();
+    lab.host("a").start();
+    let b = lab.get("b");
+    let_packets_arrive(b, 3);
+    std::thread::sleep(Duration::from_secs(6)); // past the goodbye grace
+    assert_eq!(
+        runs(&dir, "appeared").len(),
+        1,
+        "a's restart ran the appeared hook again"
+    );
+    assert!(
+        runs(&dir, "vanished").is_empty(),
+        "a's restart ran the vanished hook"
+    );
+
     // The disk goes: the vanished hook runs, once, with the disk as it was.
     lab.host("a")
         .set_disks(&diskd_lab::disk_line("/dev/sdz2", OTHER, "photos"));

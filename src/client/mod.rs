@@ -34,11 +34,19 @@ pub enum ClientError {
     /// The daemon went away or answered something that is not the protocol.
     #[error("daemon connection failed: {0}")]
     Protocol(String),
+    /// No reply within the read timeout: the daemon is alive but not answering (or, for
+    /// `wait`, the local copy of its `--timeout` ran out first).
+    #[error("the daemon did not answer in time")]
+    TimedOut,
 }
 
 impl From<io::Error> for ClientError {
     fn from(e: io::Error) -> Self {
-        ClientError::Protocol(e.to_string())
+        match e.kind() {
+            // What a read past `set_read_timeout` gives on Linux (and elsewhere).
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ClientError::TimedOut,
+            _ => ClientError::Protocol(e.to_string()),
+        }
     }
 }
 
@@ -79,8 +87,21 @@ impl Session {
 
     /// Wait for the daemon as long as it takes (a `debug` stream may be quiet for hours).
     pub fn no_read_timeout(&mut self) -> Result<(), ClientError> {
-        self.reader.get_ref().set_read_timeout(None)?;
+        self.set_read_timeout(None)
+    }
+
+    /// How long to wait for any one reply line: `None` is as long as it takes; the default
+    /// is [`READ_TIMEOUT`] (see [`Session::default_read_timeout`]).
+    pub fn set_read_timeout(&mut self, limit: Option<Duration>) -> Result<(), ClientError> {
+        // The socket refuses a zero timeout; a millisecond is as good as none left.
+        let limit = limit.map(|d| d.max(Duration::from_millis(1)));
+        self.reader.get_ref().set_read_timeout(limit)?;
         Ok(())
+    }
+
+    /// Back to the usual limit on a reply, after a command that waits on purpose.
+    pub fn default_read_timeout(&mut self) -> Result<(), ClientError> {
+        self.set_read_timeout(Some(READ_TIMEOUT))
     }
 
     /// Send one command line.

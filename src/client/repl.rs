@@ -1,6 +1,11 @@
 //! `diskd` without a subcommand: an interactive REPL on a terminal (rustyline, history in
 //! `~/.diskd_history`, Tab completes commands and known UUIDs and labels, Ctrl-C cancels the
 //! line, Ctrl-D exits), or commands read line by line from stdin otherwise.
+//!
+//! `debug` and `events` stream and `wait` blocks: on a terminal, Enter stops the stream or
+//! cancels the wait (and the prompt is back as soon as either ends by itself); in a script,
+//! the next input line stops a stream, and a `wait` runs to its end. While they run there
+//! is no limit on how long the daemon may stay quiet.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -56,15 +61,17 @@ fn interactive(session: &mut Session, socket: &Path) -> Result<u8, ClientError> 
                 let _ = editor.add_history_entry(line.as_str());
                 let _ = editor.save_history(&history);
                 let quit = is_quit(&line);
-                let stop = || {
-                    // Any line (even empty) ends a debug stream.
-                    let mut s = String::new();
-                    let _ = std::io::stdin().read_line(&mut s);
+                let reply = match kind(&line) {
+                    Kind::Plain => session.call(&line)?,
+                    Kind::Stream => {
+                        println!("(press Enter to stop)");
+                        until_enter(session, &line)?
+                    }
+                    Kind::Wait => {
+                        println!("(waiting; press Enter to cancel)");
+                        until_enter(session, &line)?
+                    }
                 };
-                if is_debug(&line) {
-                    println!("(press Enter to stop)");
-                }
-                let reply = run_one(session, &line, stop)?;
                 print_reply(&reply, true);
                 if quit {
                     return Ok(0);
@@ -87,10 +94,19 @@ fn script(session: &mut Session) -> Result<u8, ClientError> {
             continue;
         }
         let quit = is_quit(&line);
-        let reply = run_one(session, &line, || {
-            // In a script, the next input line (or its end) stops a debug stream.
-            let _ = lines.next();
-        })?;
+        let reply = match kind(&line) {
+            Kind::Plain => session.call(&line)?,
+            Kind::Stream => stream(session, &line, || {
+                // In a script, the next input line (or its end) stops a stream.
+                let _ = lines.next();
+            })?,
+            Kind::Wait => {
+                session.no_read_timeout()?;
+                let r = session.call(&line);
+                session.default_read_timeout()?;
+                r?
+            }
+        };
         print_reply(&reply, false);
         worst = worst.max(reply.status.exit_code());
         if quit {
@@ -112,22 +128,35 @@ fn is_quit(line: &str) -> bool {
     matches!(first_word(line).as_str(), "quit" | "exit")
 }
 
-fn is_debug(line: &str) -> bool {
-    first_word(line) == "debug"
+/// How a command's reply comes.
+enum Kind {
+    /// At once, whole.
+    Plain,
+    /// As a stream that ends when we send a line (`debug`, `events`).
+    Stream,
+    /// Whole, but only when the daemon has something to say (`wait`); a line cancels it.
+    Wait,
 }
 
-/// Send one line; for `debug`, print events as they come until `wait_to_stop` returns.
-fn run_one(
+fn kind(line: &str) -> Kind {
+    match first_word(line).as_str() {
+        "debug" | "events" => Kind::Stream,
+        "wait" => Kind::Wait,
+        _ => Kind::Plain,
+    }
+}
+
+/// Send a streaming command; print its lines as they come until `wait_to_stop` returns,
+/// then end the stream.
+fn stream(
     session: &mut Session,
     line: &str,
     wait_to_stop: impl FnOnce(),
 ) -> Result<Received, ClientError> {
+    session.no_read_timeout()?;
     session.send_line(line)?;
-    if !is_debug(line) {
-        return session.read_reply(|_| {});
-    }
     let mut writer = session.writer()?;
-    std::thread::scope(|scope| {
+    let result = std::thread::scope(|scope| {
         let printer = scope.spawn(|| {
             session.read_reply(|l| {
                 println!("{l}");
@@ -139,11 +168,84 @@ fn run_one(
         printer
             .join()
             .unwrap_or_else(|_| Err(ClientError::Protocol("printer thread failed".into())))
-    })
-    .map(|mut r| {
+    });
+    session.default_read_timeout()?;
+    result.map(|mut r| {
         r.body.clear(); // already printed
         r
     })
+}
+
+/// On a terminal: send a streaming or waiting command and print its lines as they come,
+/// until its reply ends by itself or the user presses Enter (which sends a line, and the
+/// daemon ends the reply). The prompt does not wait for an Enter the reply no longer needs.
+fn until_enter(session: &mut Session, line: &str) -> Result<Received, ClientError> {
+    session.no_read_timeout()?;
+    session.send_line(line)?;
+    let mut writer = session.writer()?;
+    // The printer closes its end when the reply is complete, which wakes the poll below.
+    let (done, done_tx) = std::os::unix::net::UnixStream::pair()?;
+    let reading = &mut *session;
+    let result = std::thread::scope(|scope| {
+        let printer = scope.spawn(move || {
+            let r = reading.read_reply(|l| {
+                println!("{l}");
+            });
+            drop(done_tx);
+            r
+        });
+        match enter_or(&done) {
+            Ok(true) => {
+                // If the daemon is gone, the reader says so.
+                let _ = writer.write_all(b"\n");
+            }
+            Ok(false) => {}
+            Err(e) => {
+                // Cannot watch the terminal: stop rather than wait with no way out.
+                eprintln!("diskd: terminal: {e}");
+                let _ = writer.write_all(b"\n");
+            }
+        }
+        printer
+            .join()
+            .unwrap_or_else(|_| Err(ClientError::Protocol("printer thread failed".into())))
+    });
+    session.default_read_timeout()?;
+    result.map(|mut r| {
+        r.body.clear(); // already printed
+        r
+    })
+}
+
+/// Block until a line is typed (read it: true) or `done` becomes readable or closed
+/// (false). The terminal is in line mode here, so stdin is readable only once a whole line
+/// is there.
+fn enter_or(done: &std::os::unix::net::UnixStream) -> std::io::Result<bool> {
+    use nix::errno::Errno;
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let stdin = std::io::stdin();
+    loop {
+        let mut fds = [
+            PollFd::new(done.as_fd(), PollFlags::POLLIN),
+            PollFd::new(stdin.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+            Ok(_) => {}
+        }
+        let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+        // The reply first: a line typed just as it ended is left for the prompt.
+        if ready(&fds[0]) {
+            return Ok(false);
+        }
+        if ready(&fds[1]) {
+            let mut s = String::new();
+            stdin.read_line(&mut s)?;
+            return Ok(true);
+        }
+    }
 }
 
 fn print_reply(reply: &Received, interactive: bool) {

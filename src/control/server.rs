@@ -150,13 +150,28 @@ async fn session(ctx: &Context, stream: UnixStream) -> std::io::Result<()> {
                     .await?;
             }
             SessionCommand::Request(Request::Debug) => cmd::debug::run(ctx, &mut conn).await?,
+            SessionCommand::Request(Request::Events(c)) => {
+                cmd::events::run(&c, ctx, &mut conn).await?
+            }
+            SessionCommand::Request(Request::Wait(c)) => {
+                match cmd::wait::run(&c, ctx, &mut conn).await? {
+                    Some(reply) => send(ctx, &mut conn, &reply).await?,
+                    // The client left while waiting: the session is over.
+                    None => return Ok(()),
+                }
+            }
             SessionCommand::Request(request) => {
                 let reply = cmd::apply(&request, ctx).await;
-                if !matches!(reply.status, Status::Ok(_) | Status::NoMatch(_)) {
-                    Stats::bump(&ctx.stats().command_errors);
-                }
-                conn.write_reply(&reply).await?;
+                send(ctx, &mut conn, &reply).await?;
             }
         }
     }
+}
+
+/// Send a command's reply, counting it as an error unless it succeeded or matched nothing.
+async fn send(ctx: &Context, conn: &mut Connection, reply: &Reply) -> std::io::Result<()> {
+    if !matches!(reply.status, Status::Ok(_) | Status::NoMatch(_)) {
+        Stats::bump(&ctx.stats().command_errors);
+    }
+    conn.write_reply(reply).await
 }

@@ -335,11 +335,15 @@ impl Layer {
         if peer.gone {
             return;
         }
-        if !self.table.joins(&peer) {
-            self.fleet_peer_lost(&peer, self.clock.wall_ms());
-        }
+        // Published once the peer is saved gone, so that queries agree with them.
+        let lost = if self.table.joins(&peer) {
+            Vec::new()
+        } else {
+            self.peer_lost_events(&peer, self.clock.wall_ms())
+        };
         self.table.said_goodbye(&mut peer);
         self.save_peer(peer.clone(), true).await;
+        self.ctx.fleet().emit(lost);
         tracing::info!(peer = %peer.node, "peer lost (the gossip failure detector declared it down)");
         self.ctx
             .event("peer", format!("{} lost (gossip: down)", peer.node));

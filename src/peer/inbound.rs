@@ -14,7 +14,10 @@ use super::mount_rpc::Serve;
 use super::pacer::Want;
 use super::table::Room;
 use super::wire::{self, Body, Reject};
-use super::{legacy, outbound::legacy_digest, IncomingMount, Layer, Path, JOINS_LOGGED_PER_TICK};
+use super::{
+    legacy, outbound::legacy_digest, IncomingMount, Layer, Path, GOODBYE_GRACE,
+    JOINS_LOGGED_PER_TICK,
+};
 use crate::model::{fleet, FleetEvent, FleetEventKind, PeerRecord};
 use crate::telemetry::Stats;
 
@@ -132,10 +135,20 @@ impl Layer {
         }
         let mut peer = heard.peer;
         let mut important = heard.important;
-        if self.table.joins(&peer) && !matches!(env.body, Body::Goodbye) {
-            // Before its inventory is applied: the stored disks come back live now, and
-            // the new inventory's differences follow as their own events.
-            self.fleet_peer_live(&peer, t);
+        // The fleet events this datagram makes, published only once the store shows what
+        // they say (the peer saved live or gone, its inventory written): a listener that
+        // reads the store on an event (`wait`, a hook running `diskd query`) must find the
+        // change there. A datagram refused half-way publishes nothing.
+        let mut changes = Vec::new();
+        // If it said goodbye and is back within the grace (a restart), its loss was never
+        // told, so neither is its return; its inventory's differences are. Else, before
+        // its inventory is applied: the stored disks come back live now, and the new
+        // inventory's differences follow as their own events.
+        if self.table.joins(&peer)
+            && !matches!(env.body, Body::Goodbye)
+            && self.pending_lost.remove(&env.node_id).is_none()
+        {
+            changes = self.peer_live_events(&peer, t);
         }
         match path {
             Path::Multicast => self.heard_by_multicast(&env.node_id, from, key_used),
@@ -152,10 +165,18 @@ impl Layer {
                 }
                 self.goodbyes.insert(env.node_id.clone(), env.boot);
                 if !self.table.joins(&peer) {
-                    self.fleet_peer_lost(&peer, t);
+                    // Said for the fleet only after a grace: a daemon restarting (an
+                    // upgrade) is back before it, and then nothing changed for the fleet.
+                    let due = self.clock.instant() + GOODBYE_GRACE;
+                    if self.pending_lost.len() >= 2 * super::MAX_PEERS {
+                        self.flush_pending_lost(true);
+                    }
+                    self.pending_lost
+                        .insert(env.node_id.clone(), (due, peer.clone()));
                 }
                 self.table.said_goodbye(&mut peer);
                 self.save_peer(peer.clone(), true).await;
+                self.ctx.fleet().emit(changes);
                 tracing::info!(peer = %peer.node, addr = %addr, "peer said goodbye");
                 self.ctx
                     .event("peer", format!("{} ({addr}) said goodbye", peer.node));
@@ -213,7 +234,7 @@ impl Layer {
                         self.note_inventory(&env.node_id, env.boot, generation);
                         important |= peer.disks != disks.len();
                         peer.disks = disks.len();
-                        self.store_inventory(&peer, &addr, &disks, t);
+                        changes.extend(self.store_inventory(&peer, &addr, &disks, t));
                     }
                 }
             }
@@ -230,6 +251,7 @@ impl Layer {
         }
         peer.gone = false;
         self.save_peer(peer.clone(), important).await;
+        self.ctx.fleet().emit(changes);
         if joined {
             self.table.mark_live(&peer.node_id);
             // One line per peer, but not thousands in a second when a whole fleet appears
@@ -248,49 +270,52 @@ impl Layer {
         }
     }
 
-    /// Write a peer's complete inventory to the store.
+    /// Write a peer's complete inventory to the store; returns the fleet events it makes,
+    /// for the caller to publish once the peer's record is saved too.
     fn store_inventory(
         &mut self,
         peer: &PeerRecord,
         addr: &str,
         disks: &[crate::model::DiskRecord],
         t: u64,
-    ) {
-        let written = self.ctx.store_write(|s| {
-            s.replace_peer_inventory(&peer.node_id, &peer.node, Some(addr), disks, t)
-        });
+    ) -> Vec<FleetEvent> {
+        let (diff, written) = self
+            .ctx
+            .store_write(|s| s.publish_peer(&peer.node_id, &peer.node, Some(addr), disks, t));
         match written {
-            Ok(diff) => {
-                // Only a changed inventory needs to reach the disk soon.
-                self.dirty |= !diff.is_empty();
-                let host = fleet::Host {
-                    node_id: &peer.node_id,
-                    name: &peer.node,
-                    addr: Some(addr),
-                    local: false,
-                };
-                self.ctx.fleet().emit(diff.events(&host, t));
-                let shown = if self.ctx.debugging() { usize::MAX } else { 0 };
-                for d in diff.appeared.iter().take(shown) {
-                    self.ctx
-                        .event("disk", format!("{}: appeared {}", peer.node, d.device));
-                }
-                for d in diff.vanished.iter().take(shown) {
-                    self.ctx
-                        .event("disk", format!("{}: vanished {}", peer.node, d.device));
-                }
-            }
+            // Only a changed inventory needs to reach the disk soon.
+            Ok(()) => self.dirty |= !diff.is_empty(),
             Err(e) => {
                 // Kept in memory (queries answer it); the store logs its failure once and
-                // rewrites it when the disk works again (`Store::keep`).
+                // rewrites it when the disk works again (`Store::keep`). What changed has
+                // changed for every reader all the same, so it is still said below.
                 Stats::bump(&self.ctx.stats().store_errors);
                 tracing::debug!(peer = %peer.node, "inventory not durable yet: {e}");
             }
         }
+        let host = fleet::Host {
+            node_id: &peer.node_id,
+            name: &peer.node,
+            addr: Some(addr),
+            local: false,
+        };
+        let changes = diff.events(&host, t);
+        let shown = if self.ctx.debugging() { usize::MAX } else { 0 };
+        for d in diff.appeared.iter().take(shown) {
+            self.ctx
+                .event("disk", format!("{}: appeared {}", peer.node, d.device));
+        }
+        for d in diff.vanished.iter().take(shown) {
+            self.ctx
+                .event("disk", format!("{}: vanished {}", peer.node, d.device));
+        }
+        changes
     }
 
     pub(super) async fn flush_if_dirty(&mut self) {
         if std::mem::take(&mut self.dirty) {
+            self.last_flush = self.clock.instant();
+            self.unflushed = false;
             let result = if self.clock.is_simulated() {
                 // See `Clock::is_simulated`: the same flush, on a blocking thread.
                 let store = self.ctx.store().clone();
@@ -358,37 +383,38 @@ impl Layer {
         peer.last_seen = t;
         peer.disks = disks.len();
         let joined = self.table.joins(&peer);
-        if joined {
-            self.fleet_peer_live(&peer, t);
-        }
-        match self
+        // Published once the store shows them (see `receive`).
+        let mut changes = if joined {
+            self.peer_live_events(&peer, t)
+        } else {
+            Vec::new()
+        };
+        let (diff, written) = self
             .ctx
-            .store_write(|s| s.replace_peer_inventory(&node_id, &ip, Some(&ip), &disks, t))
-        {
-            Ok(diff) => {
-                let host = fleet::Host {
-                    node_id: &node_id,
-                    name: &ip,
-                    addr: Some(&ip),
-                    local: false,
-                };
-                self.ctx.fleet().emit(diff.events(&host, t));
-                for d in &diff.appeared {
-                    self.ctx
-                        .event("disk", format!("{ip} (legacy): appeared {}", d.device));
-                }
-                for d in &diff.vanished {
-                    self.ctx
-                        .event("disk", format!("{ip} (legacy): vanished {}", d.device));
-                }
-            }
-            Err(e) => {
-                Stats::bump(&self.ctx.stats().store_errors);
-                tracing::debug!(peer = %ip, "legacy inventory not durable yet: {e}");
-            }
+            .store_write(|s| s.publish_peer(&node_id, &ip, Some(&ip), &disks, t));
+        if let Err(e) = written {
+            // Visible all the same (see `store_inventory`), so still said below.
+            Stats::bump(&self.ctx.stats().store_errors);
+            tracing::debug!(peer = %ip, "legacy inventory not durable yet: {e}");
+        }
+        let host = fleet::Host {
+            node_id: &node_id,
+            name: &ip,
+            addr: Some(&ip),
+            local: false,
+        };
+        changes.extend(diff.events(&host, t));
+        for d in &diff.appeared {
+            self.ctx
+                .event("disk", format!("{ip} (legacy): appeared {}", d.device));
+        }
+        for d in &diff.vanished {
+            self.ctx
+                .event("disk", format!("{ip} (legacy): vanished {}", d.device));
         }
         self.dirty = true;
         self.save_peer(peer, true).await;
+        self.ctx.fleet().emit(changes);
         if joined {
             self.table.mark_live(&node_id);
             tracing::info!(peer = %ip, "legacy (Perl diskd) peer joined");
@@ -396,8 +422,32 @@ impl Layer {
         }
     }
 
-    /// A peer became live: say so, and that its stored disks are live again.
-    pub(super) fn fleet_peer_live(&self, peer: &PeerRecord, t: crate::model::Millis) {
+    /// Tell the fleet about the goodbyes whose grace is over (all of them with `all`).
+    pub(super) fn flush_pending_lost(&mut self, all: bool) {
+        let now = self.clock.instant();
+        let due: Vec<String> = self
+            .pending_lost
+            .iter()
+            .filter(|(_, (at, _))| all || *at <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let t = self.clock.wall_ms();
+        for id in due {
+            if let Some((_, peer)) = self.pending_lost.remove(&id) {
+                let changes = self.peer_lost_events(&peer, t);
+                self.ctx.fleet().emit(changes);
+            }
+        }
+    }
+
+    /// A peer became live: the events that say so, and that its stored disks are live
+    /// again. Made before its new inventory is stored (they are about the stored one);
+    /// published after the peer is saved live.
+    pub(super) fn peer_live_events(
+        &self,
+        peer: &PeerRecord,
+        t: crate::model::Millis,
+    ) -> Vec<FleetEvent> {
         let host = fleet::Host {
             node_id: &peer.node_id,
             name: &peer.node,
@@ -405,18 +455,23 @@ impl Layer {
             local: false,
         };
         let disks = self.ctx.store().host_inventory(&peer.node_id);
-        self.ctx.fleet().emit(
-            std::iter::once(FleetEvent::peer(FleetEventKind::PeerLive, t, &host)).chain(
+        std::iter::once(FleetEvent::peer(FleetEventKind::PeerLive, t, &host))
+            .chain(
                 disks
                     .iter()
                     .map(|d| FleetEvent::disk(FleetEventKind::Appeared, t, &host, d)),
-            ),
-        );
+            )
+            .collect()
     }
 
-    /// A peer was lost: say so, and that its disks are not live any more (they stay as
-    /// last known locations).
-    pub(super) fn fleet_peer_lost(&self, peer: &PeerRecord, t: crate::model::Millis) {
+    /// A peer was lost: the events that say so, and that its disks are not live any more
+    /// (they stay as last known locations). Published after the peer is saved gone (or,
+    /// on expiry, once the store's last-seen time says it is not live).
+    pub(super) fn peer_lost_events(
+        &self,
+        peer: &PeerRecord,
+        t: crate::model::Millis,
+    ) -> Vec<FleetEvent> {
         let host = fleet::Host {
             node_id: &peer.node_id,
             name: &peer.node,
@@ -424,13 +479,13 @@ impl Layer {
             local: false,
         };
         let disks = self.ctx.store().host_inventory(&peer.node_id);
-        self.ctx.fleet().emit(
-            std::iter::once(FleetEvent::peer(FleetEventKind::PeerLost, t, &host)).chain(
+        std::iter::once(FleetEvent::peer(FleetEventKind::PeerLost, t, &host))
+            .chain(
                 disks
                     .iter()
                     .map(|d| FleetEvent::disk(FleetEventKind::Vanished, t, &host, d)),
-            ),
-        );
+            )
+            .collect()
     }
 
     /// Keep the peer in memory; write it to the store when the table says it is due.
@@ -441,6 +496,10 @@ impl Layer {
                 Ok(()) => {
                     self.table.written(&peer);
                     self.dirty |= important;
+                    // Routine last-seen writes are flushed by housekeeping now and then, so
+                    // a crash does not make a restart see live peers as lost (and re-fire
+                    // their `peer-live`).
+                    self.unflushed |= !important;
                 }
                 Err(e) => {
                     // In memory all the same; the store rewrites it (`Store::keep`).
@@ -538,7 +597,10 @@ impl Layer {
                 let _ = self.ctx.store_write(|s| s.upsert_peer(p));
             }
             if let Some(p) = self.table.get(&gone.node_id).cloned() {
-                self.fleet_peer_lost(&p, self.clock.wall_ms());
+                // The store judges liveness by the last-seen time just written, which is
+                // older than the expiry: queries already say not live.
+                let lost = self.peer_lost_events(&p, self.clock.wall_ms());
+                self.ctx.fleet().emit(lost);
             }
             tracing::info!(peer = %gone.name, "peer expired (not heard within peer_expiry)");
             self.ctx.event("peer", format!("{} expired", gone.name));

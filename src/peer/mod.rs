@@ -78,6 +78,11 @@ const SEND_FAILURES_BEFORE_REOPEN: u32 = 3;
 const BURST: usize = 512;
 /// "peer joined" lines logged per housekeeping tick; more are counted and summed up.
 const JOINS_LOGGED_PER_TICK: u32 = 20;
+/// A peer that said goodbye is told to the fleet (`peer-lost`, `vanished`) only after this
+/// long: a daemon restarting cleanly is back sooner, and then nothing changed.
+pub(crate) const GOODBYE_GRACE: Duration = Duration::from_secs(5);
+/// Routine store writes (peers' last-seen times) are flushed at least this often.
+const FLUSH_EVERY: Duration = Duration::from_secs(10);
 /// How often liveness and reassembly timeouts are checked.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
@@ -272,6 +277,11 @@ struct Layer {
     done_rx: mpsc::Receiver<(ServedKey, MountReply)>,
     /// The gossip half, when gossip runs.
     gossip: Option<GossipState>,
+    /// Goodbyes not yet told to the fleet, with when they are due (see `GOODBYE_GRACE`).
+    pending_lost: std::collections::HashMap<String, (Instant, crate::model::PeerRecord)>,
+    /// Store writes made since the last flush that did not ask for one.
+    unflushed: bool,
+    last_flush: Instant,
     /// The boot id each peer said goodbye from (its later datagrams are ignored).
     goodbyes: std::collections::HashMap<String, u64>,
     /// When each peer was last heard by multicast.
@@ -348,6 +358,9 @@ impl Layer {
             done_rx,
             gossip: None,
             goodbyes: std::collections::HashMap::new(),
+            pending_lost: std::collections::HashMap::new(),
+            unflushed: false,
+            last_flush: clock.instant(),
             mcast_heard: std::collections::HashMap::new(),
             content_gen: 0,
         }
@@ -549,6 +562,13 @@ impl Layer {
                         self.send(t, Body::Ping).await?;
                     }
                     self.gossip_housekeeping().await;
+                    self.flush_pending_lost(false);
+                    let now = self.clock.instant();
+                    if self.unflushed && now >= self.last_flush + FLUSH_EVERY {
+                        self.unflushed = false;
+                        self.dirty = true;
+                    }
+                    self.flush_if_dirty().await;
                 }
             }
         }

@@ -830,9 +830,12 @@ async fn fleet_events_come_once_per_change_not_per_announce() {
     assert_eq!(n(&change, "changed"), 1, "{change:?}");
     assert_eq!(n(&change, "mounted"), 1, "{change:?}");
     assert_eq!(change.len(), 2, "{change:?}");
-    // A clean stop: lost once, and its disks vanish (kept as last known).
+    // A clean stop: lost once, after the goodbye grace (a restart would be back before
+    // it), and its disks vanish (kept as last known).
     b.stop().await;
     sleep(Duration::from_millis(100)).await;
+    assert_eq!(fleet_events(&mut rx), vec![], "told before the grace");
+    sleep(super::GOODBYE_GRACE + Duration::from_secs(1)).await;
     let gone = fleet_events(&mut rx);
     assert_eq!(n(&gone, "peer-lost"), 1, "{gone:?}");
     assert_eq!(n(&gone, "vanished"), 2, "{gone:?}");

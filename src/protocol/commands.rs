@@ -6,6 +6,8 @@
 //! into the `diskd` subcommands (`flags.rs`), rendered as `help`, and written back to a
 //! line by the one-shot client ([`Request::to_line`]).
 
+use std::time::Duration;
+
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use super::frame::quote;
@@ -43,6 +45,15 @@ pub enum Request {
     /// Stream the daemon's events (scans, changes, peers, errors) until stopped (a line
     /// on the socket, Ctrl-C for `diskd debug`).
     Debug,
+    /// Wait until the disk is live on some host (on NAME with --host; also mounted there
+    /// with --mounted), then print it as `query` does. Gives up after --timeout (exit 1);
+    /// without it, waits as long as it takes. Ctrl-C (exit 130), or on the socket any line
+    /// sent meanwhile, cancels it.
+    Wait(Wait),
+    /// Stream changes of the fleet picture, one line each (disks appeared, vanished,
+    /// changed, mounted, unmounted; peers live, lost), until stopped (a line on the socket;
+    /// Ctrl-C for `diskd events`, exit 130). --json: one JSON object per line.
+    Events(Json),
 }
 
 /// `--json` alone.
@@ -59,6 +70,26 @@ pub struct Query {
     /// UUID, label or device path.
     #[arg(allow_hyphen_values = true)]
     pub term: String,
+    /// Print a JSON array of disks instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `wait`.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct Wait {
+    /// UUID, label or device path.
+    #[arg(allow_hyphen_values = true)]
+    pub term: String,
+    /// Give up after this long (30s, 5m, 1h 30m); without it, wait as long as it takes.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Only a disk that is also mounted (has a mountpoint) on its host.
+    #[arg(long)]
+    pub mounted: bool,
+    /// Only on the host with this node name.
+    #[arg(long, value_name = "NAME", allow_hyphen_values = true)]
+    pub host: Option<String>,
     /// Print a JSON array of disks instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -152,7 +183,7 @@ impl Request {
                 flag(l.json, "--json");
                 l.node()
             }
-            Request::Peers(j) | Request::Status(j) | Request::Localhost(j) => {
+            Request::Peers(j) | Request::Status(j) | Request::Localhost(j) | Request::Events(j) => {
                 flag(j.json, "--json");
                 None
             }
@@ -168,6 +199,20 @@ impl Request {
             Request::Umount(u) => {
                 flag(u.json, "--json");
                 Some(&u.term)
+            }
+            Request::Wait(w) => {
+                flag(w.mounted, "--mounted");
+                flag(w.json, "--json");
+                if let Some(host) = &w.host {
+                    words.extend(["--host".into(), quote(host)]);
+                }
+                if let Some(t) = w.timeout {
+                    // humantime's own spelling ("1m 30s", exact to the nanosecond), which
+                    // it parses back unchanged.
+                    let text = humantime::format_duration(t).to_string();
+                    words.extend(["--timeout".into(), quote(&text)]);
+                }
+                Some(&w.term)
             }
         };
         if let Some(t) = term {
@@ -191,6 +236,8 @@ impl Request {
             Request::Mount(_) => "mount",
             Request::Umount(_) => "umount",
             Request::Debug => "debug",
+            Request::Wait(_) => "wait",
+            Request::Events(_) => "events",
         }
     }
 }
@@ -368,6 +415,16 @@ mod tests {
             parse("debug").unwrap(),
             SessionCommand::Request(Request::Debug)
         );
+        assert_eq!(
+            parse("wait backup --timeout 1m30s --host a").unwrap(),
+            SessionCommand::Request(Request::Wait(Wait {
+                term: "backup".into(),
+                timeout: Some(Duration::from_secs(90)),
+                mounted: false,
+                host: Some("a".into()),
+                json: false,
+            }))
+        );
     }
 
     #[test]
@@ -387,6 +444,10 @@ mod tests {
             "peers --xml",
             "quit now",
             "list a --host b",
+            "wait",
+            "wait x --timeout soon",
+            "wait x --timeout",
+            "events x",
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
@@ -413,6 +474,13 @@ mod tests {
             "list -node --json",
             "mount --json -- -x",
             "where -- --json",
+            "wait backup",
+            "wait 'my disk' --timeout 30s --mounted --host node-a --json",
+            "wait x --timeout '1m 30s 250ms'",
+            "wait x --timeout 0s --host -odd-host",
+            "wait -- -backup",
+            "events",
+            "events --json",
         ] {
             let SessionCommand::Request(r) = parse(line).unwrap() else {
                 panic!("{line}: not a request");
@@ -425,6 +493,11 @@ mod tests {
             ("ls --host b", "list -- b"),
             ("mount --attach=-x t", "mount --attach -x -- t"),
             ("where x --json --json", "where --json -- x"),
+            ("wait x --timeout 90s", "wait --timeout \"1m 30s\" -- x"),
+            (
+                "wait x --json --host h --mounted",
+                "wait --mounted --json --host h -- x",
+            ),
         ] {
             let SessionCommand::Request(r) = parse(line).unwrap() else {
                 panic!("{line}: not a request");
@@ -454,6 +527,8 @@ mod tests {
             "mount",
             "umount",
             "debug",
+            "wait",
+            "events",
             "help",
             "quit",
         ] {
@@ -461,5 +536,12 @@ mod tests {
         }
         let query = rows.iter().find(|r| r.0 == "query").unwrap();
         assert_eq!(query.1, "query | where TERM [--json]");
+        let wait = rows.iter().find(|r| r.0 == "wait").unwrap();
+        assert_eq!(
+            wait.1,
+            "wait TERM [--timeout DURATION] [--mounted] [--host NAME] [--json]"
+        );
+        let events = rows.iter().find(|r| r.0 == "events").unwrap();
+        assert_eq!(events.1, "events [--json]");
     }
 }

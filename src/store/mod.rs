@@ -653,9 +653,25 @@ impl Store {
         disks: &[DiskRecord],
         now: Millis,
     ) -> Result<InventoryDiff, StoreError> {
-        let _writer = lock(&self.inner.peer_writer);
-        let (diff, written) = self.replace_inventory(node_id, host, addr, disks, now, false);
+        let (diff, written) = self.publish_peer(node_id, host, addr, disks, now);
         written.map(|()| diff)
+    }
+
+    /// [`Store::replace_peer_inventory`], with the diff even when sled fails: the new
+    /// inventory is visible then all the same, so what changed has happened for every
+    /// reader, and the peer layer must still say so (fleet events). Dropping the diff with
+    /// the error would lose those changes for good: the next announce diffs against the
+    /// inventory already in memory and finds nothing.
+    pub fn publish_peer(
+        &self,
+        node_id: &str,
+        host: &str,
+        addr: Option<&str>,
+        disks: &[DiskRecord],
+        now: Millis,
+    ) -> (InventoryDiff, Result<(), StoreError>) {
+        let _writer = lock(&self.inner.peer_writer);
+        self.replace_inventory(node_id, host, addr, disks, now, false)
     }
 
     /// Merge, write (and for our own inventory, flush), publish. Published even when sled

@@ -10,6 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The binary under test.
@@ -505,5 +506,118 @@ impl TestDaemon {
             status.code().unwrap_or(-1),
             std::fs::read_to_string(&err_path).unwrap_or_default(),
         )
+    }
+}
+
+// ---- a client in the background (`wait`, `events`), for tests/wait_events.rs and labs ----
+
+/// How long a background client may take to end once it should.
+const BG_LIMIT: Duration = Duration::from_secs(30);
+
+/// A client run in the background: its stdout lines as they come, its exit status.
+/// Killed (by its PID) in `Drop`, so a failing test leaves nothing running.
+pub struct Bg {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    stderr: Arc<Mutex<String>>,
+    shown: String,
+}
+
+impl Bg {
+    /// Start `diskd --socket SOCKET ARGS...`.
+    pub fn spawn(socket: &Path, args: &[&str]) -> Bg {
+        let mut child = Command::new(bin())
+            .arg("--socket")
+            .arg(socket)
+            .args(args)
+            .env_remove("DISKD_SOCKET")
+            .env_remove("DISKD_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn diskd");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().unwrap();
+        let sink = lines.clone();
+        let reader = std::thread::spawn(move || {
+            for l in BufReader::new(out).lines() {
+                let Ok(l) = l else { break };
+                sink.lock().unwrap().push(l);
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let err = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut BufReader::new(err), &mut s);
+            sink.lock().unwrap().push_str(&s);
+        });
+        Bg {
+            child,
+            lines,
+            reader: Some(reader),
+            stderr,
+            shown: format!("diskd {}", args.join(" ")),
+        }
+    }
+
+    /// Its stdout lines so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Whether it still runs.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Wait for the exit (at most `BG_LIMIT`), then for the last of its output.
+    pub fn finish(&mut self) -> std::process::ExitStatus {
+        let start = Instant::now();
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                start.elapsed() < BG_LIMIT,
+                "{} still runs after {BG_LIMIT:?}; stdout so far: {:?}",
+                self.shown,
+                self.lines()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if let Some(r) = self.reader.take() {
+            r.join().unwrap();
+        }
+        status
+    }
+
+    /// Its stderr (complete once it has exited).
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Send it a signal.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, sig).unwrap();
+    }
+
+    /// The parsed JSON objects among the lines so far.
+    pub fn objects(&self) -> Vec<serde_json::Value> {
+        self.lines()
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}")))
+            .collect()
+    }
+}
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -5,6 +5,7 @@
 
 mod announce;
 pub mod debug;
+pub mod events;
 pub mod help;
 mod history;
 mod list;
@@ -14,13 +15,16 @@ mod peers;
 mod ping;
 mod refresh;
 mod status;
+pub mod wait;
 mod where_is;
 
 use crate::control::Context;
 use crate::protocol::frame::{Reply, Status};
 use crate::protocol::Request;
 
-/// Carry out a request that produces one reply (`debug` streams, so the session runs it).
+/// Carry out a request that produces one reply at once. `debug` and `events` stream and
+/// `wait` blocks while it watches the client's stream, so the session runs those (they need
+/// its connection).
 pub async fn apply(request: &Request, ctx: &Context) -> Reply {
     match request {
         Request::Query(c) => where_is::apply(c, ctx),
@@ -34,9 +38,12 @@ pub async fn apply(request: &Request, ctx: &Context) -> Reply {
         Request::Ping => ping::apply(ctx).await,
         Request::Mount(c) => mount::mount(c, ctx).await,
         Request::Umount(c) => mount::umount(c, ctx).await,
-        Request::Debug => Reply::status(Status::Error(
-            "debug streams; not a one-reply command".into(),
-        )),
+        Request::Debug | Request::Events(_) | Request::Wait(_) => {
+            Reply::status(Status::Error(format!(
+                "{} runs on the session; not a one-reply command",
+                request.name()
+            )))
+        }
     }
 }
 

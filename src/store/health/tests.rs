@@ -132,7 +132,10 @@ fn a_full_disk_then_room_again() {
             sent_ms: 2_000,
         };
         let _ = s.upsert_peer(&peer);
-        let _ = s.replace_peer_inventory("peer1", "host1", None, &disks(500, "peer"), 2_000);
+        let (diff, durable) = s.publish_peer("peer1", "host1", None, &disks(500, "peer"), 2_000);
+        assert!(durable.is_err(), "sled stays failed after ENOSPC");
+        // What changed, for the fleet events, though the write failed.
+        assert_eq!(diff.appeared.len(), 500);
         assert_eq!(s.find("/dev/peer499").unwrap().len(), 1);
         let h = s.health();
         assert_eq!(h.state, "failing");
