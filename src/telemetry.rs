@@ -154,7 +154,13 @@ impl Fleet {
     /// Publish changes (nobody listening is normal).
     pub fn emit(&self, events: impl IntoIterator<Item = FleetEvent>) {
         for e in events {
-            tracing::debug!(event = e.kind.name(), host = %e.host, "fleet change");
+            // The disk's UUID or device, so a log can be followed per disk (and
+            // `diskd-bench latency` can time each step of one disk's way).
+            let disk = e
+                .disk
+                .as_ref()
+                .map(|d| d.uuid.as_deref().unwrap_or(&d.device));
+            tracing::debug!(event = e.kind.name(), host = %e.host, disk, "fleet change");
             let _ = self.tx.send(Arc::new(e));
         }
     }

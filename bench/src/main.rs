@@ -8,6 +8,7 @@
 
 mod devices;
 mod gossip;
+mod latency;
 mod scale;
 mod store;
 
@@ -46,6 +47,22 @@ enum Cmd {
         #[arg(long, default_value_t = 100)]
         trials: usize,
     },
+    /// The automation issue's budget, measured from outside (needs root): the clock starts
+    /// before `losetup` runs on host A and stops when a separate, already running process
+    /// on host B sees the disk; every step in between is timed from the daemons' logs.
+    Latency(latency::LatencyOptions),
+    /// The observer process of `latency` (run by it; polls B's daemon).
+    #[command(hide = true)]
+    LatencyPoll {
+        #[arg(long)]
+        socket: std::path::PathBuf,
+        #[arg(long)]
+        uuid: String,
+        #[arg(long)]
+        poll_us: u64,
+        #[arg(long)]
+        session: bool,
+    },
     /// 1,000 simulated peers x 64 disks against one daemon (needs root): CPU, memory,
     /// ingest, query latency during waves, store size and writes, restart time.
     Scale(scale::SimOptions),
@@ -79,6 +96,16 @@ fn main() {
             require_root("devices");
             devices::devices(trials)
         }
+        Cmd::Latency(o) => {
+            require_root("latency");
+            latency::latency(&o)
+        }
+        Cmd::LatencyPoll {
+            socket,
+            uuid,
+            poll_us,
+            session,
+        } => latency::poll(&socket, &uuid, poll_us, session),
         Cmd::Scale(o) => {
             require_root("scale");
             scale::scale(&o)
@@ -106,6 +133,8 @@ fn main() {
             convergence(100);
             println!("\n## Devices\n");
             devices::devices(100);
+            println!("\n## Latency budget");
+            latency::latency(&latency::default_options());
             println!();
             scale::scale(&scale::SimOptions {
                 peers: 1000,

@@ -56,6 +56,9 @@ pub struct Host {
     /// The router of the host's default route, if its subnet has one. Kept so that
     /// `replug` restores the route along with the addresses.
     pub gateway: Option<String>,
+    /// The daemon's `RUST_LOG` (default `diskd=debug,info`); a benchmark that times
+    /// steps from the log turns on a module's trace lines here.
+    pub log_filter: String,
     /// The bridge the host's cable goes into (kept for `replug`).
     bridge: String,
     child: Option<Child>,
@@ -132,7 +135,7 @@ impl Host {
             .arg(&self.blkid)
             .args(["--node-name", &self.node])
             .args(&self.args)
-            .env("RUST_LOG", "diskd=debug,info")
+            .env("RUST_LOG", &self.log_filter)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
@@ -448,6 +451,7 @@ impl Lab {
             dir,
             args: args.iter().map(|s| s.to_string()).collect(),
             gateway: gateway.map(str::to_string),
+            log_filter: "diskd=debug,info".to_string(),
             bridge: bridge.to_string(),
             child: None,
         };

@@ -1,7 +1,8 @@
 //! This node's inventory: the watchers observe, one writer composes and stores.
 //!
 //! Each watcher runs in a task of its own (a hung blkid never delays the mount table): at
-//! start, every `interval`, at once on a kernel change event, and on `refresh`. A scan
+//! start, every `interval`, on a kernel change event (at once when the event is isolated,
+//! and again once its burst has settled), and on `refresh`. A scan
 //! task never writes: it sends what it saw over a bounded channel to the single writer
 //! task, which owns the latest observation of every watcher, composes this node's
 //! inventory from them and writes it to the store off the async runtime (one flush per
@@ -36,8 +37,20 @@ use crate::telemetry::{Stats, Telemetry};
 /// scan future itself (the watcher is expected to clean up within its timeout).
 const TIMEOUT_GRACE: Duration = Duration::from_secs(2);
 
-/// After a kernel change event, wait this long for the rest of the burst before scanning.
-const EVENT_DEBOUNCE: Duration = Duration::from_millis(10);
+/// How long after a kernel change event the scan that closes its burst runs (a disk and
+/// its partitions, a loop attach and its partition scan arrive as several events). The
+/// first event of an isolated burst is scanned at once as well (see [`LEADING_QUIET`]),
+/// so this no longer delays the first change: it is the window within which anything the
+/// kernel finishes after its first event is still picked up without waiting for another
+/// event or the interval, as before.
+const EVENT_SETTLE: Duration = Duration::from_millis(10);
+
+/// A kernel event is scanned at once (a "leading" scan, before the settle window) only when
+/// no scan of this watcher started within this long before it. A plugged disk is such an
+/// isolated event and reaches the fleet without waiting for [`EVENT_SETTLE`]; a storm of
+/// events (a flapping device, a machine attaching hundreds of loop devices) costs at most
+/// one extra scan per `LEADING_QUIET` and is otherwise handled as before: settle, scan.
+const LEADING_QUIET: Duration = Duration::from_millis(250);
 
 /// Observations waiting for the writer; a scan task waits when it is full.
 const OBSERVATION_QUEUE: usize = 16;
@@ -205,6 +218,14 @@ pub fn spawn(
     }
 }
 
+/// Sleeps until `t`; never wakes without one.
+async fn at(t: Option<tokio::time::Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Runs one watcher on its schedule and hands what it sees to the writer.
 struct Scanner {
     watcher: Arc<dyn Watcher>,
@@ -215,31 +236,53 @@ struct Scanner {
 
 impl Scanner {
     async fn run(self, mut refresh: mpsc::Receiver<RefreshRequest>, shutdown: CancellationToken) {
+        let name = self.watcher.name();
         let mut next = tokio::time::Instant::now();
+        // When the scan that closes the current burst of kernel events is due.
+        let mut settled: Option<tokio::time::Instant> = None;
+        let mut last_start: Option<tokio::time::Instant> = None;
         loop {
-            let reply = tokio::select! {
+            let (reply, quick) = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep_until(next) => None,
+                _ = tokio::time::sleep_until(next) => (None, false),
                 Some(reply) = refresh.recv() => {
                     // Its caller gave up while it waited (a hung scan before it): no scan
                     // for nobody.
                     if reply.is_closed() {
                         continue;
                     }
-                    Some(reply)
+                    (Some(reply), false)
+                }
+                _ = at(settled) => {
+                    settled = None;
+                    self.telemetry.events.emit("scan", format!("{name}: kernel events settled"));
+                    (None, false)
                 }
                 _ = self.watcher.changed() => {
-                    // A kernel event: let the burst settle, then look.
-                    tokio::time::sleep(EVENT_DEBOUNCE).await;
-                    self.telemetry.events.emit("scan", format!("{}: change notified by the kernel", self.watcher.name()));
-                    None
+                    if settled.is_some() {
+                        // Part of a burst: the settled scan, still to come, covers it.
+                        continue;
+                    }
+                    let now = tokio::time::Instant::now();
+                    // Whatever happens, one scan after the burst has settled, so anything
+                    // the kernel completes just after its event is seen.
+                    settled = Some(now + EVENT_SETTLE);
+                    if last_start.is_some_and(|t| now < t + LEADING_QUIET) {
+                        // Events in quick succession: settle first, as one scan.
+                        continue;
+                    }
+                    // An isolated event (a disk plugged in): look now, at what it named
+                    // if the watcher can (the settled scan looks at everything).
+                    self.telemetry.events.emit("scan", format!("{name}: change notified by the kernel"));
+                    (None, true)
                 }
             };
+            last_start = Some(tokio::time::Instant::now());
             // The scan itself is cancelled by shutdown too: a hung blkid must not hold up
             // `systemctl stop` (dropping the scan kills it with its process group).
             let report = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                r = self.scan_once() => r,
+                r = self.scan_once(quick) => r,
             };
             if let Some(reply) = reply {
                 // The requester may have given up; that is fine.
@@ -249,19 +292,35 @@ impl Scanner {
         }
     }
 
-    /// Scan once, record health, and wait until the writer has stored the result.
-    async fn scan_once(&self) -> ScanReport {
+    /// Scan once (`quick`: only what the kernel events named, when the watcher can; see
+    /// [`Watcher::scan_changed`]), record health, and wait until the writer has stored
+    /// the result.
+    async fn scan_once(&self, quick: bool) -> ScanReport {
         let w = self.watcher.as_ref();
         let name = w.name();
         let started = Instant::now();
+        tracing::debug!(watcher = name, quick, "scan started");
         self.set_health(|h| h.running_since = Some(rfc3339(now_millis())));
         let limit = w.timeout() + TIMEOUT_GRACE;
-        let result = match tokio::time::timeout(limit, w.scan()).await {
-            Ok(r) => r,
-            Err(_) => Err(diskd_watchers::WatchError::TimedOut {
-                program: name.to_string(),
-                timeout: limit,
-            }),
+        let looked = if quick {
+            // A quick look that hangs or declines is followed by a full scan at once.
+            tokio::time::timeout(limit, w.scan_changed())
+                .await
+                .ok()
+                .flatten()
+        } else {
+            None
+        };
+        let quick = looked.is_some();
+        let result = match looked {
+            Some(observation) => Ok(observation),
+            None => match tokio::time::timeout(limit, w.scan()).await {
+                Ok(r) => r,
+                Err(_) => Err(diskd_watchers::WatchError::TimedOut {
+                    program: name.to_string(),
+                    timeout: limit,
+                }),
+            },
         };
         let took = started.elapsed();
         let events = &self.telemetry.events;
@@ -275,7 +334,8 @@ impl Scanner {
                 if recovered {
                     tracing::info!(watcher = name, "scans work again");
                 }
-                events.emit("scan", format!("{name}: {found} found in {took:.0?}"));
+                let only = if quick { " (changed devices only)" } else { "" };
+                events.emit("scan", format!("{name}: {found} found in {took:.0?}{only}"));
                 let (written, stored) = oneshot::channel();
                 if self
                     .seen
@@ -454,4 +514,119 @@ fn describe(d: &DiskRecord) -> String {
 /// mid-update, and the data is still usable.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diskd_watchers::WatchError;
+
+    /// A watcher driven by the test: `changed` resolves once per event sent; every look is
+    /// recorded, `quick` or `full`.
+    struct Scripted {
+        events: tokio::sync::Mutex<mpsc::UnboundedReceiver<()>>,
+        looks: Mutex<Vec<&'static str>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Watcher for Scripted {
+        fn name(&self) -> &'static str {
+            "disks"
+        }
+        fn interval(&self) -> Duration {
+            Duration::from_secs(3600)
+        }
+        fn timeout(&self) -> Duration {
+            Duration::from_secs(5)
+        }
+        async fn scan(&self) -> Result<Observation, WatchError> {
+            lock(&self.looks).push("full");
+            Ok(Observation::Disks(Vec::new()))
+        }
+        async fn scan_changed(&self) -> Option<Observation> {
+            lock(&self.looks).push("quick");
+            Some(Observation::Disks(Vec::new()))
+        }
+        async fn changed(&self) {
+            if self.events.lock().await.recv().await.is_none() {
+                std::future::pending::<()>().await
+            }
+        }
+    }
+
+    /// A scanner of a scripted watcher, its writer acknowledging every observation; the
+    /// sender of kernel events and the watcher (for its looks).
+    fn start() -> (mpsc::UnboundedSender<()>, Arc<Scripted>, CancellationToken) {
+        let (events, rx) = mpsc::unbounded_channel();
+        let watcher = Arc::new(Scripted {
+            events: tokio::sync::Mutex::new(rx),
+            looks: Mutex::new(Vec::new()),
+        });
+        let (seen, mut seen_rx) = mpsc::channel::<Seen>(OBSERVATION_QUEUE);
+        let scanner = Scanner {
+            watcher: watcher.clone(),
+            health: Arc::new(Mutex::new(BTreeMap::new())),
+            telemetry: Telemetry::default(),
+            seen,
+        };
+        let (refresh, refresh_rx) = mpsc::channel(1);
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            // Kept open: no refresh in these tests.
+            let _refresh = refresh;
+            scanner.run(refresh_rx, stop).await
+        });
+        tokio::spawn(async move {
+            while let Some(s) = seen_rx.recv().await {
+                let _ = s.written.send(());
+            }
+        });
+        (events, watcher, shutdown)
+    }
+
+    fn looks(w: &Scripted) -> Vec<&'static str> {
+        std::mem::take(&mut *lock(&w.looks))
+    }
+
+    /// Time (paused, so only the order of things matters) for every due scan to run.
+    async fn idle() {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_isolated_event_is_looked_at_at_once_and_scanned_again_once_settled() {
+        let (events, w, stop) = start();
+        idle().await;
+        assert_eq!(looks(&w), ["full"], "the start-up scan");
+        events.send(()).unwrap();
+        idle().await;
+        assert_eq!(looks(&w), ["quick", "full"]);
+        // A burst: one quick look at its first event, one full scan for the rest.
+        for _ in 0..3 {
+            events.send(()).unwrap();
+        }
+        idle().await;
+        assert_eq!(looks(&w), ["quick", "full"]);
+        stop.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn events_in_quick_succession_settle_first_as_before() {
+        let (events, w, stop) = start();
+        idle().await;
+        events.send(()).unwrap();
+        // After the settled scan of the first event, but well within LEADING_QUIET of it.
+        tokio::time::sleep(EVENT_SETTLE * 5).await;
+        assert!(EVENT_SETTLE * 5 < LEADING_QUIET);
+        events.send(()).unwrap();
+        idle().await;
+        assert_eq!(looks(&w), ["full", "quick", "full", "full"]);
+        // Quiet again: the next event is isolated.
+        tokio::time::sleep(LEADING_QUIET).await;
+        events.send(()).unwrap();
+        idle().await;
+        assert_eq!(looks(&w), ["quick", "full"]);
+        stop.cancel();
+    }
 }

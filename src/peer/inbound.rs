@@ -218,6 +218,10 @@ impl Layer {
             }
             Body::Inventory(chunk) => {
                 let generation = chunk.generation;
+                // Trace, not debug: one line per datagram would flood a debug log during a
+                // fleet's first contact; `diskd-bench latency` turns it on for this module
+                // to time the network hop.
+                tracing::trace!(peer = %env.node, generation, "inventory chunk received");
                 let now = self.clock.instant().into_std();
                 match self.reassembly.add(&env.node_id, env.boot, chunk, now) {
                     Err(reason) => {

@@ -6,6 +6,7 @@
 //! that is killed as a whole on timeout, its output is capped, and labels are decoded, never
 //! interpreted.
 
+use std::collections::BTreeSet;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::process::{ExitStatus, Stdio};
@@ -81,6 +82,41 @@ pub struct DiskWatcher {
     exclude: Option<GlobSet>,
     /// Block device events, opened on first use by the daemon's scheduler.
     events: tokio::sync::Mutex<Option<crate::events::BlockEvents>>,
+    /// What the events since the last scan named: what a quick look probes.
+    changes: std::sync::Mutex<Changes>,
+    /// The latest observation (a full scan, or a quick look merged into one): what a quick
+    /// look patches.
+    last: std::sync::Mutex<Option<Vec<DiskInfo>>>,
+}
+
+/// The devices named by block events since the last scan.
+#[derive(Debug, Default)]
+struct Changes {
+    /// Device paths (`/dev/loop3`).
+    devices: BTreeSet<String>,
+    /// Something changed that the events did not name (events lost, the
+    /// `/proc/partitions` fallback): only a full scan will do.
+    unknown: bool,
+}
+
+/// Kinds of block device (kernel name prefixes) that blkid's own enumeration lists as
+/// `/dev/<kernel name>`, the name the uevent gives, so probing one by that name reports
+/// it exactly as a full scan does. Others are left to a full scan: device-mapper nodes
+/// are enumerated as `/dev/mapper/<name>` while the kernel says `dm-0`, md arrays may be
+/// listed under `/dev/md/`, and anything unknown is not worth a guess.
+const QUICK_KINDS: [&str; 8] = ["loop", "sd", "vd", "xvd", "hd", "nvme", "mmcblk", "sr"];
+
+/// Whether a device named by a uevent may be probed alone (see [`QUICK_KINDS`]).
+fn quick_kind(device: &str) -> bool {
+    device
+        .strip_prefix("/dev/")
+        .is_some_and(|name| !name.contains('/') && QUICK_KINDS.iter().any(|k| name.starts_with(k)))
+}
+
+/// Lock a mutex around plain data; a poisoned lock only means a panic elsewhere
+/// mid-update, and the data is still usable.
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl DiskWatcher {
@@ -99,12 +135,24 @@ impl DiskWatcher {
             include,
             exclude,
             events: tokio::sync::Mutex::new(None),
+            changes: std::sync::Mutex::new(Changes::default()),
+            last: std::sync::Mutex::new(None),
         })
     }
 
     /// The argv each scan runs, so `debug` output can show exactly what is executed.
     pub fn argv(&self) -> &[String] {
         &self.argv
+    }
+
+    /// Remember what a burst of block events named (`None`: something unnamed changed)
+    /// for the next quick look.
+    fn note(&self, devices: Option<Vec<String>>) {
+        let mut changes = lock(&self.changes);
+        match devices {
+            Some(devices) => changes.devices.extend(devices),
+            None => changes.unknown = true,
+        }
     }
 
     /// Whether a device passes the include/exclude filters.
@@ -120,11 +168,11 @@ impl DiskWatcher {
         }
     }
 
-    /// Runs the command and returns its stdout, mapping every way it can go wrong to a
-    /// [`WatchError`].
-    async fn run(&self) -> Result<String, WatchError> {
-        let program = self.argv.first().cloned().unwrap_or_default();
-        let mut child = spawn(&self.argv).await?;
+    /// Runs `argv` (the scan's, or the quick look's) and returns its stdout, mapping every
+    /// way it can go wrong to a [`WatchError`].
+    async fn run(&self, argv: &[String]) -> Result<String, WatchError> {
+        let program = argv.first().cloned().unwrap_or_default();
+        let mut child = spawn(argv).await?;
         // With process_group(0) the child's pid is also its process group id.
         let mut group = GroupGuard {
             pgid: child.id().and_then(|id| i32::try_from(id).ok()),
@@ -202,22 +250,87 @@ impl Watcher for DiskWatcher {
             tracing::debug!(source = e.kind(), "watching block device events");
             e
         });
-        if let Err(e) = source.next().await {
-            tracing::warn!("block device events failed: {e}; comparing /proc/partitions instead");
-            *events = Some(crate::events::BlockEvents::Partitions {
-                last: std::fs::read_to_string("/proc/partitions").unwrap_or_default(),
-            });
+        match source.next().await {
+            Ok(devices) => self.note(devices),
+            Err(e) => {
+                tracing::warn!(
+                    "block device events failed: {e}; comparing /proc/partitions instead"
+                );
+                *events = Some(crate::events::BlockEvents::Partitions {
+                    last: std::fs::read_to_string("/proc/partitions").unwrap_or_default(),
+                });
+                self.note(None);
+            }
         }
     }
 
     async fn scan(&self) -> Result<Observation, WatchError> {
-        let output = self.run().await?;
+        // Whatever was notified before this scan starts, it sees.
+        *lock(&self.changes) = Changes::default();
+        let output = self.run(&self.argv).await?;
         let mut disks = parse_blkid(&output)?;
         disks.retain(|d| self.wanted(&d.device));
         for disk in &mut disks {
             disk.devno = device_number(&disk.device);
         }
+        *lock(&self.last) = Some(disks.clone());
         Ok(Observation::Disks(disks))
+    }
+
+    /// blkid on the named devices only (`blkid -c /dev/null -o export DEV...`), merged into
+    /// the last observation. On this VM that is about 0.7 ms of a 3 ms blkid run; on a
+    /// machine with many disks the full scan probes every one of them (and waits for the
+    /// slowest) before a plugged disk is reported. Declined (a full scan instead) for a
+    /// configured command other than plain blkid (its arguments are not ours to extend),
+    /// for events that named nothing or devices of a kind blkid enumerates under another
+    /// name (see [`QUICK_KINDS`]), before the first full scan, when the probe fails or
+    /// reports anything but what was asked, and when a probed disk shares its UUID with a
+    /// disk already listed (which of the two is listed first decides how the store keys
+    /// them, and only a full scan knows blkid's order).
+    async fn scan_changed(&self) -> Option<Observation> {
+        let changes = std::mem::take(&mut *lock(&self.changes));
+        if changes.unknown || changes.devices.is_empty() || self.cfg.command.len() > 1 {
+            return None;
+        }
+        let last = lock(&self.last).clone()?;
+        if !changes.devices.iter().all(|d| quick_kind(d)) {
+            return None;
+        }
+        // Devices the filters drop are not probed at all.
+        let probe: Vec<String> = changes
+            .devices
+            .into_iter()
+            .filter(|d| self.wanted(d))
+            .collect();
+        let found = if probe.is_empty() {
+            Vec::new()
+        } else {
+            let mut argv = self.argv.clone();
+            argv.extend(probe.iter().cloned());
+            let output = self.run(&argv).await.ok()?;
+            let (found, skipped) = parse_blkid_counted(&output);
+            if skipped > 0 || found.iter().any(|d| !probe.contains(&d.device)) {
+                return None;
+            }
+            found
+        };
+        let mut disks: Vec<DiskInfo> = last
+            .into_iter()
+            .filter(|d| !probe.contains(&d.device))
+            .collect();
+        for mut disk in found {
+            let shared_uuid = disk.uuid.is_some()
+                && disks
+                    .iter()
+                    .any(|d| d.uuid == disk.uuid && d.device != disk.device);
+            if shared_uuid {
+                return None;
+            }
+            disk.devno = device_number(&disk.device);
+            disks.push(disk);
+        }
+        *lock(&self.last) = Some(disks.clone());
+        Some(Observation::Disks(disks))
     }
 }
 
@@ -1104,6 +1217,174 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.kind(), "bad_output", "{err:?}");
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    /// A fake blkid for quick looks: without device arguments it prints `full`; with
+    /// some, the `probe-<name>` file of each device that has one (and exits 2, as blkid
+    /// does, when none has). Every call's arguments are appended to `calls`.
+    fn quick_fixture(dir: &Path, full: &str) -> (PathBuf, PathBuf) {
+        let calls = dir.join("calls");
+        std::fs::write(dir.join("full"), full).unwrap();
+        let body = format!(
+            r#"echo "$*" >> '{calls}'
+shift 4
+if [ $# -eq 0 ]; then cat '{dir}/full'; exit 0; fi
+found=0
+for d in "$@"; do
+  f='{dir}/probe-'$(basename "$d")
+  if [ -f "$f" ]; then cat "$f"; found=1; fi
+done
+[ $found -eq 1 ] || exit 2
+"#,
+            calls = s(&calls),
+            dir = s(dir),
+        );
+        (script(dir, "blkid", &body), calls)
+    }
+
+    fn devices(obs: Option<Observation>) -> Option<Vec<(String, Option<String>)>> {
+        match obs? {
+            Observation::Disks(d) => Some(d.into_iter().map(|d| (d.device, d.uuid)).collect()),
+            Observation::Mounts(_) => panic!("disks expected"),
+        }
+    }
+
+    fn pair(device: &str, uuid: &str) -> (String, Option<String>) {
+        (device.to_string(), Some(uuid.to_string()))
+    }
+
+    #[tokio::test]
+    async fn a_quick_look_probes_only_the_named_devices_and_patches_the_last_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let (blkid, calls) = quick_fixture(
+            dir.path(),
+            "DEVNAME=/dev/loop1\nUUID=u1\nTYPE=ext4\n\nDEVNAME=/dev/loop2\nUUID=u2\n",
+        );
+        std::fs::write(
+            dir.path().join("probe-loop7"),
+            "DEVNAME=/dev/loop7\nUUID=u7\n",
+        )
+        .unwrap();
+        let w = watcher(cfg_for(vec![s(&blkid)], Duration::from_secs(5)));
+        // Nothing to patch before the first full scan.
+        w.note(Some(vec!["/dev/loop7".into()]));
+        assert_eq!(w.scan_changed().await, None);
+        w.scan().await.unwrap();
+
+        // An attach: probed alone, added to what the full scan saw.
+        w.note(Some(vec!["/dev/loop7".into()]));
+        assert_eq!(
+            devices(w.scan_changed().await),
+            Some(vec![
+                pair("/dev/loop1", "u1"),
+                pair("/dev/loop2", "u2"),
+                pair("/dev/loop7", "u7")
+            ])
+        );
+        let last = std::fs::read_to_string(&calls).unwrap();
+        assert_eq!(
+            last.lines().last(),
+            Some("-c /dev/null -o export /dev/loop7")
+        );
+
+        // A detach: blkid finds nothing there (exit 2), so it is gone; the patch builds on
+        // the previous quick look, not only on the last full scan.
+        w.note(Some(vec!["/dev/loop2".into()]));
+        assert_eq!(
+            devices(w.scan_changed().await),
+            Some(vec![pair("/dev/loop1", "u1"), pair("/dev/loop7", "u7")])
+        );
+
+        // Nothing noted since: nothing to look at quickly.
+        assert_eq!(w.scan_changed().await, None);
+    }
+
+    #[tokio::test]
+    async fn a_quick_look_declines_what_only_a_full_scan_gets_right() {
+        let dir = tempfile::tempdir().unwrap();
+        let (blkid, calls) = quick_fixture(dir.path(), "DEVNAME=/dev/loop1\nUUID=u1\n");
+        std::fs::write(
+            dir.path().join("probe-loop5"),
+            "DEVNAME=/dev/loop5\nUUID=u1\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("probe-loop6"),
+            "DEVNAME=/dev/mapper/x\nUUID=u6\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("probe-loop9"),
+            "DEVNAME=/dev/loop9\nUUID=u9\n",
+        )
+        .unwrap();
+        let mut cfg = cfg_for(vec![s(&blkid)], Duration::from_secs(5));
+        cfg.exclude = vec!["/dev/loop9".into()];
+        let w = watcher(cfg);
+        w.scan().await.unwrap();
+        // Events that named nothing, or a device blkid lists under another name.
+        w.note(None);
+        assert_eq!(w.scan_changed().await, None);
+        w.note(Some(vec!["/dev/dm-0".into()]));
+        assert_eq!(w.scan_changed().await, None);
+        // A probe answering for another device than asked.
+        w.note(Some(vec!["/dev/loop6".into()]));
+        assert_eq!(w.scan_changed().await, None);
+        // A clone of a listed disk: which one is listed first is blkid's order.
+        w.note(Some(vec!["/dev/loop5".into()]));
+        assert_eq!(w.scan_changed().await, None);
+        // An excluded device is not even probed.
+        let before = std::fs::read_to_string(&calls).unwrap().lines().count();
+        w.note(Some(vec!["/dev/loop9".into()]));
+        assert_eq!(
+            devices(w.scan_changed().await),
+            Some(vec![pair("/dev/loop1", "u1")])
+        );
+        assert_eq!(
+            std::fs::read_to_string(&calls).unwrap().lines().count(),
+            before
+        );
+        // A full scan forgets what was noted before it.
+        w.note(Some(vec!["/dev/loop7".into()]));
+        w.scan().await.unwrap();
+        assert_eq!(w.scan_changed().await, None);
+
+        // A configured command line is run as given, never extended.
+        let custom = watcher(cfg_for(
+            vec![
+                s(&blkid),
+                "-c".into(),
+                "/dev/null".into(),
+                "-o".into(),
+                "export".into(),
+            ],
+            Duration::from_secs(5),
+        ));
+        custom.scan().await.unwrap();
+        custom.note(Some(vec!["/dev/loop1".into()]));
+        assert_eq!(custom.scan_changed().await, None);
+    }
+
+    #[test]
+    fn quick_kinds() {
+        for ok in [
+            "/dev/loop3",
+            "/dev/sdb1",
+            "/dev/nvme0n1p2",
+            "/dev/vdc",
+            "/dev/mmcblk0p1",
+        ] {
+            assert!(quick_kind(ok), "{ok}");
+        }
+        for no in [
+            "/dev/dm-0",
+            "/dev/md127",
+            "/dev/mapper/vg-lv",
+            "loop3",
+            "/dev/loop/0",
+        ] {
+            assert!(!quick_kind(no), "{no}");
+        }
     }
 
     /// State letter from /proc/<pid>/stat, or None when the process is gone.

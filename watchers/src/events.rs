@@ -72,6 +72,13 @@ pub fn is_block_uevent(msg: &[u8]) -> bool {
         .any(|field| field == b"SUBSYSTEM=block")
 }
 
+/// The device name (`DEVNAME=loop3`, relative to `/dev`) a uevent message is about.
+pub fn uevent_devname(msg: &[u8]) -> Option<&str> {
+    msg.split(|&b| b == 0)
+        .find_map(|field| field.strip_prefix(b"DEVNAME="))
+        .and_then(|name| std::str::from_utf8(name).ok())
+}
+
 impl BlockEvents {
     /// Open the best source available here.
     pub fn open() -> BlockEvents {
@@ -96,31 +103,50 @@ impl BlockEvents {
         }
     }
 
-    /// Wait until block devices changed; a burst of events counts once.
-    pub async fn next(&mut self) -> io::Result<()> {
+    /// Wait until block devices changed; a burst of events counts once. Returns the
+    /// devices the burst named (`/dev/loop3`), or `None` when that is not known (events
+    /// were lost, a block event without a name, or the `/proc/partitions` fallback).
+    pub async fn next(&mut self) -> io::Result<Option<Vec<String>>> {
         match self {
             BlockEvents::Netlink(fd) => {
                 let mut buf = vec![0u8; 8192];
                 loop {
                     let mut guard = fd.readable().await?;
                     let mut block = false;
+                    let mut devices = Some(Vec::new());
                     // Drain everything queued: one wake-up per burst.
                     loop {
                         match guard.try_io(|inner| {
                             recv(inner.get_ref().as_raw_fd(), &mut buf, MsgFlags::empty())
                                 .map_err(io::Error::from)
                         }) {
-                            Ok(Ok(n)) => block |= is_block_uevent(&buf[..n]),
-                            Ok(Err(e)) if e.raw_os_error() == Some(nix::libc::ENOBUFS) => {
-                                // Events were lost: assume something changed.
+                            Ok(Ok(n)) if is_block_uevent(&buf[..n]) => {
                                 block = true;
+                                match (uevent_devname(&buf[..n]), devices.as_mut()) {
+                                    (Some(name), Some(list)) => list.push(format!("/dev/{name}")),
+                                    _ => devices = None,
+                                }
+                            }
+                            Ok(Ok(_)) => {}
+                            Ok(Err(e)) if e.raw_os_error() == Some(nix::libc::ENOBUFS) => {
+                                // Events were lost: assume something changed, anywhere.
+                                block = true;
+                                devices = None;
                             }
                             Ok(Err(e)) => return Err(e),
                             Err(_would_block) => break,
                         }
                     }
                     if block {
-                        return Ok(());
+                        // The moment the kernel's news reached us: the first step of a
+                        // disk's way to the fleet that diskd can time (see BENCHMARKS.md,
+                        // "Latency budget").
+                        tracing::debug!(?devices, "block device event");
+                        if let Some(list) = devices.as_mut() {
+                            list.sort();
+                            list.dedup();
+                        }
+                        return Ok(devices);
                     }
                 }
             }
@@ -129,7 +155,7 @@ impl BlockEvents {
                 let now = tokio::fs::read_to_string("/proc/partitions").await?;
                 if now != *last {
                     *last = now;
-                    return Ok(());
+                    return Ok(None);
                 }
             },
         }
@@ -175,5 +201,7 @@ mod tests {
         let net = b"add@/devices/virtual/net/veth0\0ACTION=add\0SUBSYSTEM=net\0INTERFACE=veth0\0";
         assert!(!is_block_uevent(net));
         assert!(!is_block_uevent(b"SUBSYSTEM=blocked\0"));
+        assert_eq!(uevent_devname(loop_change), Some("loop3"));
+        assert_eq!(uevent_devname(net), None);
     }
 }

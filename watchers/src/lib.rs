@@ -137,6 +137,18 @@ pub trait Watcher: Send + Sync {
     /// Look once.
     async fn scan(&self) -> Result<Observation, WatchError>;
 
+    /// Look only at what the change notifications since the last scan named, merged into
+    /// the last observation: what the daemon runs first on an isolated kernel event, so a
+    /// plugged disk is not kept waiting by every other device's probe. `None` when this
+    /// watcher cannot tell what changed, or the quick look failed: the daemon then runs
+    /// [`Watcher::scan`]. The daemon always runs a full `scan` shortly after a quick one
+    /// (once the burst has settled), which corrects anything a quick look got wrong; a
+    /// quick look must still never report a device differently from how `scan` would, or
+    /// the fleet would see it change twice. The default never looks quickly.
+    async fn scan_changed(&self) -> Option<Observation> {
+        None
+    }
+
     /// Resolves when what this watcher looks at may have changed (a kernel event), so the
     /// daemon rescans at once instead of waiting for the interval. The default never
     /// resolves: such a watcher is polled on its interval only. Must be cancel-safe: the
