@@ -540,16 +540,18 @@ pub fn latency(o: &LatencyOptions) {
         if stopped() {
             break;
         }
+        let before = Pressure::now();
         let (trials, missed) = round_of(o, kind, round, &img_s, dir.path(), &mut csv);
-        results.push((kind, trials, missed));
+        let noise = before.and_then(|b| b.since());
+        results.push((kind, trials, missed, noise));
     }
     drop(loops);
     if let Some(keep) = &o.keep {
         let _ = std::fs::create_dir_all(keep);
         let _ = std::fs::write(keep.join("trials.csv"), &csv);
     }
-    for (kind, trials, missed) in results {
-        report(kind, &trials, missed, o);
+    for (kind, trials, missed, noise) in results {
+        report(kind, &trials, missed, noise, o);
     }
 }
 
@@ -726,8 +728,53 @@ fn marks_of(
     tr
 }
 
+/// The kernel's pressure stall counters (`/proc/pressure/{cpu,io}`, "some" line: total
+/// microseconds during which at least one task waited): on a shared 2-core machine the
+/// figures mean little without how busy it was meanwhile. Over a round it is mostly the
+/// neighbours (a trial is ~20 ms of work then a 300 ms gap); within one trial it would be
+/// mostly the trial's own processes competing for two cores, so it is not taken per trial.
+struct Pressure {
+    at: Instant,
+    cpu: u64,
+    io: u64,
+}
+
+impl Pressure {
+    fn total(kind: &str) -> Option<u64> {
+        let text = std::fs::read_to_string(format!("/proc/pressure/{kind}")).ok()?;
+        let some = text.lines().find(|l| l.starts_with("some "))?;
+        some.split_whitespace()
+            .find_map(|f| f.strip_prefix("total="))
+            .and_then(|t| t.parse().ok())
+    }
+
+    fn now() -> Option<Pressure> {
+        Some(Pressure {
+            at: Instant::now(),
+            cpu: Pressure::total("cpu")?,
+            io: Pressure::total("io")?,
+        })
+    }
+
+    /// Percent of the time since `self` that some task waited for CPU, and for I/O.
+    fn since(&self) -> Option<(f64, f64)> {
+        let us = self.at.elapsed().as_micros() as f64;
+        let pct = |now: u64, then: u64| now.saturating_sub(then) as f64 * 100.0 / us;
+        Some((
+            pct(Pressure::total("cpu")?, self.cpu),
+            pct(Pressure::total("io")?, self.io),
+        ))
+    }
+}
+
 /// Print one round's table: p50 / p99 of each step and of the total.
-fn report(kind: Observer, trials: &[Trial], missed: usize, o: &LatencyOptions) {
+fn report(
+    kind: Observer,
+    trials: &[Trial],
+    missed: usize,
+    noise: Option<(f64, f64)>,
+    o: &LatencyOptions,
+) {
     println!(
         "\nobserver `{}` ({} trials, {} missed, poll {:?}): milliseconds",
         kind.name(),
@@ -735,6 +782,11 @@ fn report(kind: Observer, trials: &[Trial], missed: usize, o: &LatencyOptions) {
         missed,
         o.poll
     );
+    if let Some((cpu, io)) = noise {
+        println!(
+            "machine during the round: some task waited for CPU {cpu:.0} % of the time, for I/O {io:.0} % (/proc/pressure)"
+        );
+    }
     println!("\n| step | p50 | p99 | max | trials timed |");
     println!("|---|---:|---:|---:|---:|");
     let mut by_step: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
