@@ -364,10 +364,10 @@ impl Watch {
         Watch { pid, seen }
     }
 
-    /// `diskd wait UUID` on B; returns once B counts its session open (and a moment more
+    /// `diskd wait UUID` on B; returns once B has accepted its session (and a moment more
     /// for it to subscribe). The disk is seen when the process exits with 0.
     fn wait(sock: &Path, uuid: &str, b: &mut Session) -> Watch {
-        let open_before = sessions_open(b);
+        let accepted_before = sessions_total(b);
         let mut child = Command::new(diskd_lab::binary())
             .arg("--socket")
             .arg(sock)
@@ -387,7 +387,7 @@ impl Watch {
             }
         });
         let start = Instant::now();
-        while sessions_open(b) <= open_before {
+        while sessions_total(b) <= accepted_before {
             assert!(
                 start.elapsed() < Duration::from_secs(10),
                 "`diskd wait` never connected"
@@ -410,13 +410,15 @@ impl Watch {
     }
 }
 
-/// Control sessions open on B now (ours included).
-fn sessions_open(b: &mut Session) -> u64 {
+/// Control sessions B has accepted since it started: a counter that only grows, so a new
+/// session is seen even while an earlier observer's session is still being closed (the
+/// number of open sessions could stay the same).
+fn sessions_total(b: &mut Session) -> u64 {
     b.call("status --json")
         .ok()
         .and_then(|r| r.body.first().cloned())
         .and_then(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
-        .and_then(|v| v["counters"]["sessions_open"].as_u64())
+        .and_then(|v| v["counters"]["sessions_total"].as_u64())
         .unwrap_or(0)
 }
 
