@@ -267,8 +267,11 @@ fn a_hook_past_its_timeout_is_killed_with_its_whole_process_group() {
     };
     util::wait_for("the hook to start", LONG, || pid("leader.pid") > 0);
     let (leader, c1, c2) = (pid("leader.pid"), pid("child1.pid"), pid("child2.pid"));
-    assert!(util::running_with_argv(c1, &["sleep", "1000"]));
-    assert!(util::running_with_argv(c2, &["sleep", "1001"]));
+    // `$!` is known as soon as the shell forks; the child becomes `sleep` a moment later.
+    util::wait_for("both children to be running sleep", LONG, || {
+        util::running_with_argv(c1, &["sleep", "1000"])
+            && util::running_with_argv(c2, &["sleep", "1001"])
+    });
     util::wait_for("the timeout to count", LONG, || {
         hook_status(&d, 0)["timeouts"] == 1
     });
