@@ -398,15 +398,7 @@ impl Layer {
         if self.gossip.is_none() {
             return;
         }
-        let targets: Vec<(String, SocketAddr)> = self
-            .gossip
-            .as_ref()
-            .map(|gs| gs.up.iter().map(|(k, v)| (k.clone(), *v)).collect())
-            .unwrap_or_default();
-        let targets: Vec<(String, SocketAddr)> = targets
-            .into_iter()
-            .filter(|(id, _)| !self.multicast_fresh(id))
-            .collect();
+        let targets = self.unicast_only_members();
         if !targets.is_empty() {
             let chunks = self.inventory_chunks(false);
             let version = (self.boot, self.content_gen);
@@ -701,21 +693,27 @@ impl Layer {
 
     /// `diskd ping`: ask every live member multicast does not reach to send its inventory.
     pub(super) fn ping_members(&mut self) {
-        let targets: Vec<(String, SocketAddr)> = self
-            .gossip
-            .as_ref()
-            .map(|gs| gs.up.iter().map(|(k, v)| (k.clone(), *v)).collect())
-            .unwrap_or_default();
-        let targets: Vec<SocketAddr> = targets
-            .into_iter()
-            .filter(|(id, _)| !self.multicast_fresh(id))
-            .map(|(_, a)| a)
-            .collect();
+        let targets = self.unicast_only_members();
         if let Some(gs) = self.gossip.as_mut() {
-            for to in targets {
+            for (_, to) in targets {
                 gs.outbox.push_back((to, Body::Ping));
             }
         }
+    }
+
+    /// Live members that multicast does not reach (node id, gossip address): those that
+    /// need a unicast copy of what we multicast.
+    fn unicast_only_members(&self) -> Vec<(String, SocketAddr)> {
+        self.gossip
+            .as_ref()
+            .map(|gs| {
+                gs.up
+                    .iter()
+                    .filter(|(id, _)| !self.multicast_fresh(id))
+                    .map(|(k, v)| (k.clone(), *v))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Whether anything waits in the outbox.
