@@ -309,7 +309,10 @@ impl Watcher for DiskWatcher {
             argv.extend(probe.iter().cloned());
             let output = self.run(&argv).await.ok()?;
             let (found, skipped) = parse_blkid_counted(&output);
-            if skipped > 0 || found.iter().any(|d| !probe.contains(&d.device)) {
+            // Output that yields no disk is garbage, not "the device is gone" (that is
+            // blkid printing nothing): a full scan judges it, and keeps the last inventory.
+            let garbage = found.is_empty() && !output.trim().is_empty();
+            if garbage || skipped > 0 || found.iter().any(|d| !probe.contains(&d.device)) {
                 return None;
             }
             found
