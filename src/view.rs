@@ -208,6 +208,7 @@ mod tests {
             device: format!("/dev/{u}"),
             fstype: None,
             mountpoints: vec![],
+            hardware: Default::default(),
         };
         store
             .replace_local("me", None, &[d("a"), d("b")], 1000)

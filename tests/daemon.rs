@@ -1273,6 +1273,7 @@ fn fleet_datagrams(peers: usize, disks: usize) -> Vec<Vec<u8>> {
                             device: format!("/dev/disk/by-id/fleet-{p:05}-{d:02}"),
                             fstype: Some("ext4".into()),
                             mountpoints: vec![],
+                            hardware: Default::default(),
                         })
                         .collect(),
                 }),

@@ -136,6 +136,7 @@ fn forged_and_replayed_datagrams_change_nothing() {
                 device: "/dev/evil".into(),
                 fstype: None,
                 mountpoints: vec![],
+                hardware: Default::default(),
             }],
         }),
     });
@@ -606,6 +607,7 @@ fn fake_peer_datagrams(n: usize, salt: u32) -> String {
                     device: format!("/dev/fake{i}"),
                     fstype: None,
                     mountpoints: vec![],
+                    hardware: Default::default(),
                 }],
             }),
         };

@@ -157,6 +157,7 @@ fn disk(i: usize) -> DiskRecord {
         device: format!("/dev/disk/by-id/ata-ST4000DM004-2CV104_ZFN{i:05}-part1"),
         fstype: Some("ext4".into()),
         mountpoints: vec![format!("/srv/backup/{i}")],
+        hardware: Default::default(),
     }
 }
 

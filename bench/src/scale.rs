@@ -58,6 +58,7 @@ pub fn sim_disk(p: usize, d: usize) -> DiskRecord {
         } else {
             vec![]
         },
+        hardware: Default::default(),
     }
 }
 

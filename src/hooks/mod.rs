@@ -477,6 +477,7 @@ mod tests {
             device: "/dev/sdb1".into(),
             fstype: Some("ext4".into()),
             mountpoints: vec![],
+            hardware: Default::default(),
         }
     }
 

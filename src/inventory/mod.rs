@@ -496,6 +496,7 @@ fn compose(disks: &[DiskInfo], mounts: &[MountEntry]) -> Vec<DiskRecord> {
             device: d.device.clone(),
             fstype: d.fstype.clone(),
             mountpoints: mountpoints_for(d, mounts),
+            hardware: Default::default(),
         })
         .collect()
 }

@@ -196,6 +196,7 @@ mod tests {
             device: "/dev/sdb1".into(),
             fstype: Some("ext4".into()),
             mountpoints: mounts.iter().map(|m| m.to_string()).collect(),
+            hardware: Default::default(),
         }
     }
 

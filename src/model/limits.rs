@@ -26,3 +26,10 @@ pub const FSTYPE: usize = 32;
 pub const MOUNTPOINTS: usize = 16;
 /// Mountpoint length.
 pub const MOUNTPOINT: usize = 1024;
+/// Model, vendor, serial and WWN length (sysfs values are far shorter; an NVMe wwid is
+/// the longest, about 70 bytes).
+pub const HARDWARE_TEXT: usize = 128;
+/// Transport name length (`usb`, `nvme`, ...).
+pub const TRANSPORT: usize = 16;
+/// Backing file path length of a loop device.
+pub const BACKING_FILE: usize = 1024;

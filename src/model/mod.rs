@@ -15,7 +15,10 @@ mod validate;
 pub use backoff::Backoff;
 pub use fleet::{FleetEvent, FleetEventKind};
 pub use node::{addresses, NodeInfo};
-pub use records::{AttachRecord, DiskRecord, PeerRecord, Sighting, Stay, LEGACY_EXPIRY};
+pub use records::{
+    identity_parts, matches, wwn_key, AttachRecord, DiskRecord, Hardware, PeerRecord, Sighting,
+    Stay, LEGACY_EXPIRY,
+};
 pub use validate::{printable, valid_node_id, valid_uuid};
 
 /// Milliseconds since the Unix epoch; the clock unit of records and the store.

@@ -10,7 +10,10 @@ use serde::{Deserialize, Serialize};
 use super::Millis;
 
 /// A disk as a host reports it: the facts that travel between daemons.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// A device without a filesystem is a record too (`uuid`, `fstype` null): a blank disk is
+/// exactly what someone looking for "the new disk" wants to find.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiskRecord {
     /// Filesystem UUID.
     pub uuid: Option<String>,
@@ -22,27 +25,129 @@ pub struct DiskRecord {
     pub fstype: Option<String>,
     /// Where it is mounted on its host.
     pub mountpoints: Vec<String>,
+    /// What the hardware says (all unknown from a watcher that cannot tell, or from a
+    /// peer that predates hardware identity).
+    pub hardware: Hardware,
+}
+
+/// What sysfs knows about a block device: the identity printed on the drive's label and
+/// the facts an operator needs to tell "the new 4 TB disk" from the others. Every field
+/// is `None` when unknown.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hardware {
+    /// Size in bytes.
+    pub size: Option<u64>,
+    /// Model, as the drive reports it.
+    pub model: Option<String>,
+    /// Vendor, as the drive reports it.
+    pub vendor: Option<String>,
+    /// Serial number (whole disks only: a partition has its parent's).
+    pub serial: Option<String>,
+    /// World wide name / wwid (whole disks only).
+    pub wwn: Option<String>,
+    /// How it is attached: `usb`, `sata`, `nvme`, `virtio`, `scsi`, `loop`, `mmc`, ...
+    pub transport: Option<String>,
+    /// Removable media (a card reader, a USB stick).
+    pub removable: Option<bool>,
+    /// Spinning disk.
+    pub rotational: Option<bool>,
+    /// The whole disk a partition belongs to (`/dev/sda` for `/dev/sda1`).
+    pub parent: Option<String>,
+    /// The file behind a loop device.
+    pub backing_file: Option<String>,
+}
+
+impl Hardware {
+    /// Nothing is known.
+    pub fn is_empty(&self) -> bool {
+        self == &Hardware::default()
+    }
+}
+
+/// A WWN as compared: lower case, without the `0x`, `naa.` or `eui.` prefix, so
+/// `0x5000C500A1B2C3D4` (udev) finds `naa.5000c500a1b2c3d4` (sysfs).
+pub fn wwn_key(wwn: &str) -> String {
+    let lower = wwn.trim().to_ascii_lowercase();
+    for prefix in ["0x", "naa.", "eui."] {
+        if let Some(rest) = lower.strip_prefix(prefix) {
+            return rest.to_string();
+        }
+    }
+    lower
 }
 
 impl DiskRecord {
     /// The key that identifies this disk on one host: its UUID (lower case) when it has
-    /// one, so the same disk on another device path stays one record; else its device.
+    /// one, so the same disk on another device path stays one record; else its WWN or
+    /// serial (a blank disk moved to another port or host is still the same disk); else
+    /// its device.
     pub fn identity(&self) -> String {
-        match &self.uuid {
-            Some(u) if !u.is_empty() => format!("uuid:{}", u.to_ascii_lowercase()),
-            _ => format!("dev:{}", self.device),
+        match self.identity_parts() {
+            ("uuid:", u) => format!("uuid:{}", u.to_ascii_lowercase()),
+            ("wwn:", w) => format!("wwn:{}", wwn_key(w)),
+            (kind, text) => format!("{kind}{text}"),
         }
     }
 
-    /// Whether a query term names this disk: UUID in any case, label exactly, device path
-    /// exactly.
-    pub fn matches(&self, term: &str) -> bool {
-        self.uuid
-            .as_deref()
-            .is_some_and(|u| u.eq_ignore_ascii_case(term))
-            || self.label.as_deref() == Some(term)
-            || self.device == term
+    /// The kind of [`DiskRecord::identity`] (`uuid:`, `wwn:`, `serial:` or `dev:`) and its
+    /// text before case folding.
+    pub fn identity_parts(&self) -> (&'static str, &str) {
+        identity_parts(
+            self.uuid.as_deref(),
+            self.hardware.wwn.as_deref(),
+            self.hardware.serial.as_deref(),
+            &self.device,
+        )
     }
+
+    /// Whether a query term names this disk: UUID in any case, label exactly, device path
+    /// exactly, serial number exactly, WWN in any case with or without its `0x`/`naa.`
+    /// prefix.
+    pub fn matches(&self, term: &str) -> bool {
+        matches(
+            self.uuid.as_deref(),
+            self.label.as_deref(),
+            &self.device,
+            self.hardware.serial.as_deref(),
+            self.hardware.wwn.as_deref(),
+            term,
+        )
+    }
+}
+
+/// See [`DiskRecord::identity_parts`]; shared with the store's borrowed records.
+pub fn identity_parts<'a>(
+    uuid: Option<&'a str>,
+    wwn: Option<&'a str>,
+    serial: Option<&'a str>,
+    device: &'a str,
+) -> (&'static str, &'a str) {
+    let nonempty = |v: Option<&'a str>| v.filter(|s| !s.trim().is_empty());
+    if let Some(u) = nonempty(uuid) {
+        ("uuid:", u)
+    } else if let Some(w) = nonempty(wwn) {
+        ("wwn:", w)
+    } else if let Some(s) = nonempty(serial) {
+        ("serial:", s)
+    } else {
+        ("dev:", device)
+    }
+}
+
+/// See [`DiskRecord::matches`]; shared with the store's borrowed records.
+pub fn matches(
+    uuid: Option<&str>,
+    label: Option<&str>,
+    device: &str,
+    serial: Option<&str>,
+    wwn: Option<&str>,
+    term: &str,
+) -> bool {
+    uuid.is_some_and(|u| u.eq_ignore_ascii_case(term))
+        || label == Some(term)
+        || device == term
+        || serial.is_some_and(|s| !s.is_empty() && s == term)
+        || wwn.is_some_and(|w| !w.trim().is_empty() && wwn_key(w) == wwn_key(term))
 }
 
 /// A disk seen on a host: the (host, disk) pair with its history.

@@ -173,6 +173,8 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<DiskRecord>, LegacyError> {
             label,
             device,
             fstype: None,
+            // The Perl diskd knows no hardware.
+            hardware: Default::default(),
             mountpoints: Vec::new(),
         };
         if !super::wire::valid_disk(&disk) {
@@ -224,6 +226,7 @@ mod tests {
             device: dev.into(),
             fstype: None,
             mountpoints: vec![],
+            hardware: Default::default(),
         }
     }
 

@@ -134,6 +134,7 @@ mod tests {
             device: format!("/dev/d{i}"),
             fstype: None,
             mountpoints: vec![],
+            hardware: Default::default(),
         }
     }
 

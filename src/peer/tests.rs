@@ -97,6 +97,7 @@ fn disk(node: u8, i: usize) -> DiskRecord {
         device: format!("/dev/disk/by-test/node{node}/device{i}"),
         fstype: Some("ext4".into()),
         mountpoints: vec![format!("/srv/test/node{node}/mount{i}")],
+        hardware: Default::default(),
     }
 }
 

@@ -398,6 +398,7 @@ mod tests {
             device: format!("/dev/disk/by-id/ata-SAMSUNG_SSD_870_EVO_{i:06}-part1"),
             fstype: Some("ext4".into()),
             mountpoints: vec![format!("/srv/data/{i}")],
+            hardware: Default::default(),
         }
     }
 

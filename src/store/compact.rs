@@ -182,6 +182,7 @@ mod tests {
                 device: format!("/dev/sd{i}"),
                 fstype: Some("ext4".into()),
                 mountpoints: vec![],
+                hardware: Default::default(),
             })
             .collect()
     }

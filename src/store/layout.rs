@@ -106,6 +106,7 @@ impl<'a> DiskView<'a> {
             device: self.device.to_string(),
             fstype: self.fstype.map(str::to_string),
             mountpoints: self.mountpoints.iter().map(|m| m.to_string()).collect(),
+            hardware: Default::default(),
         }
     }
 

@@ -8,6 +8,7 @@ fn disk(uuid: &str, label: &str, dev: &str) -> DiskRecord {
         device: dev.into(),
         fstype: Some("ext4".into()),
         mountpoints: vec![],
+        hardware: Default::default(),
     }
 }
 
@@ -441,6 +442,7 @@ fn assert_fixture(s: &Store) {
         device: dev.into(),
         fstype: Some(fs.into()),
         mountpoints: vec![],
+        hardware: Default::default(),
     };
     let sig = |id: &str, host: &str, addr: &str, disk, present, t| Sighting {
         node_id: id.into(),

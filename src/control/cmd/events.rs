@@ -129,6 +129,7 @@ mod tests {
             device: "/dev/sdb1".into(),
             fstype: None,
             mountpoints: vec!["/srv/a b".into(), "/mnt".into()],
+            hardware: Default::default(),
         };
         let e = FleetEvent::disk(FleetEventKind::Mounted, 0, &HOST, &d);
         assert_eq!(

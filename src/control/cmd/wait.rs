@@ -180,6 +180,7 @@ mod tests {
             device: "/dev/sdb1".into(),
             fstype: None,
             mountpoints: vec![],
+            hardware: Default::default(),
         };
         if kind.is_peer() {
             FleetEvent::peer(kind, 0, &h)

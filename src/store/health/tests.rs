@@ -49,6 +49,7 @@ fn disks(n: usize, tag: &str) -> Vec<DiskRecord> {
             device: format!("/dev/{tag}{i}"),
             fstype: Some("ext4".into()),
             mountpoints: vec![],
+            hardware: Default::default(),
         })
         .collect()
 }
