@@ -33,6 +33,9 @@ pub struct DiskRecord {
 /// What sysfs knows about a block device: the identity printed on the drive's label and
 /// the facts an operator needs to tell "the new 4 TB disk" from the others. Every field
 /// is `None` when unknown.
+///
+/// Its postcard layout is part of wire revision 2 (the hardware trailer) and of store
+/// schema 4: a field is only ever added with a new trailer tag and a new schema.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hardware {
     /// Size in bytes.

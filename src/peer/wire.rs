@@ -6,15 +6,33 @@
 //! group and port. postcard rather than YAML: about a fifth fewer bytes per record, headers
 //! included (see BENCHMARKS.md), no aliases or anchors to bomb a parser with, and lengths
 //! are checked against the bytes actually present.
+//!
+//! ## Revisions and mixed-version fleets
+//!
+//! Revision 1 (the first releases) is the envelope alone. Revision 2 adds hardware
+//! identity without changing a byte of revision 1: an inventory datagram is the revision-1
+//! envelope, its disks in the revision-1 layout, followed by a *trailer*: the tag
+//! [`TRAILER_HARDWARE`] and the postcard list of every disk's [`Hardware`], in the chunk's
+//! order. The version byte stays 1 on purpose. A revision-1 daemon decodes the envelope
+//! and ignores the bytes after it (postcard's `from_bytes` does not require the input to be
+//! used up), so an older peer still sees a newer peer's disks, only without hardware; a
+//! newer daemon reading an older peer finds no trailer and leaves the hardware unknown.
+//! A trailer with a tag this build does not know is ignored the same way, which is the rule
+//! for any later revision: a new trailer tag, never a changed layout.
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::DiskRecord;
+use crate::model::{DiskRecord, Hardware};
 
 /// First bytes of every native datagram.
 pub const MAGIC: &[u8; 4] = b"DSKD";
-/// Envelope version this build speaks.
+/// Envelope version this build speaks (unchanged by later revisions: see the module
+/// documentation).
 pub const VERSION: u8 = 1;
+/// The wire revision this build speaks: 2 adds the hardware trailer.
+pub const REVISION: u8 = 2;
+/// Tag of the trailer that carries the hardware of an inventory chunk's disks.
+pub const TRAILER_HARDWARE: u8 = 2;
 pub use crate::model::limits;
 pub use crate::model::limits::{MAX_DATAGRAM, MIN_DATAGRAM};
 use crate::model::{printable, valid_node_id, valid_uuid};
@@ -98,6 +116,9 @@ pub struct MountReply {
 }
 
 /// One numbered part of an inventory generation.
+///
+/// Its serde form is the revision-1 layout (disks without hardware); [`encode`] and
+/// [`decode`] carry the hardware in the trailer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Chunk {
     /// Inventory generation; a receiver replaces the inventory only when every chunk of
@@ -110,7 +131,69 @@ pub struct Chunk {
     /// How many disks the whole generation holds.
     pub total: u32,
     /// The disks in this chunk.
+    #[serde(with = "revision1")]
     pub disks: Vec<DiskRecord>,
+}
+
+/// The disks of a chunk as revision 1 lays them out: every field but the hardware.
+mod revision1 {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::model::DiskRecord;
+
+    #[derive(Serialize)]
+    struct Out<'a> {
+        uuid: &'a Option<String>,
+        label: &'a Option<String>,
+        device: &'a String,
+        fstype: &'a Option<String>,
+        mountpoints: &'a Vec<String>,
+    }
+
+    #[derive(Deserialize)]
+    struct In {
+        uuid: Option<String>,
+        label: Option<String>,
+        device: String,
+        fstype: Option<String>,
+        mountpoints: Vec<String>,
+    }
+
+    pub fn serialize<S: Serializer>(disks: &[DiskRecord], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(disks.iter().map(|d| Out {
+            uuid: &d.uuid,
+            label: &d.label,
+            device: &d.device,
+            fstype: &d.fstype,
+            mountpoints: &d.mountpoints,
+        }))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<DiskRecord>, D::Error> {
+        Ok(Vec::<In>::deserialize(d)?
+            .into_iter()
+            .map(|i| DiskRecord {
+                uuid: i.uuid,
+                label: i.label,
+                device: i.device,
+                fstype: i.fstype,
+                mountpoints: i.mountpoints,
+                hardware: Default::default(),
+            })
+            .collect())
+    }
+
+    /// The revision-1 size of a disk, in bytes.
+    pub fn size(d: &DiskRecord) -> usize {
+        postcard::experimental::serialized_size(&Out {
+            uuid: &d.uuid,
+            label: &d.label,
+            device: &d.device,
+            fstype: &d.fstype,
+            mountpoints: &d.mountpoints,
+        })
+        .unwrap_or(usize::MAX)
+    }
 }
 
 /// Why a datagram was dropped; each reason has its own counter in `status`.
@@ -199,9 +282,23 @@ pub fn encode(env: &Envelope) -> Vec<u8> {
     // postcard cannot fail on these types (no maps with non-string keys, no floats); an
     // error would be a bug in our own types, so fall back to an empty payload that every
     // receiver rejects rather than panic.
-    match postcard::to_extend(env, out) {
+    let out = match postcard::to_extend(env, out) {
         Ok(v) => v,
-        Err(_) => MAGIC.to_vec(),
+        Err(_) => return MAGIC.to_vec(),
+    };
+    match &env.body {
+        // Only when some disk has hardware: an inventory without any is revision 1 to the
+        // byte, and costs no trailer.
+        Body::Inventory(c) if c.disks.iter().any(|d| !d.hardware.is_empty()) => {
+            let mut out = out;
+            out.push(TRAILER_HARDWARE);
+            let hardware: Vec<&Hardware> = c.disks.iter().map(|d| &d.hardware).collect();
+            match postcard::to_extend(&hardware, out) {
+                Ok(v) => v,
+                Err(_) => MAGIC.to_vec(),
+            }
+        }
+        _ => out,
     }
 }
 
@@ -222,7 +319,21 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, Reject> {
     if version != VERSION {
         return Err(Reject::BadVersion);
     }
-    let env: Envelope = postcard::from_bytes(payload).map_err(|_| Reject::Undecodable)?;
+    let (mut env, trailer): (Envelope, &[u8]) =
+        postcard::take_from_bytes(payload).map_err(|_| Reject::Undecodable)?;
+    if let (Body::Inventory(c), Some((&TRAILER_HARDWARE, rest))) =
+        (&mut env.body, trailer.split_first())
+    {
+        let hardware: Vec<Hardware> =
+            postcard::from_bytes(rest).map_err(|_| Reject::Undecodable)?;
+        if hardware.len() != c.disks.len() {
+            return Err(Reject::BadChunk);
+        }
+        for (d, h) in c.disks.iter_mut().zip(hardware) {
+            d.hardware = h;
+        }
+    }
+    // Any other trailer is a later revision's: ignored, as revision 1 ignores ours.
     validate(&env)?;
     Ok(env)
 }
@@ -289,6 +400,20 @@ pub fn valid_disk(d: &DiskRecord) -> bool {
         && d.mountpoints
             .iter()
             .all(|m| m.len() <= limits::MOUNTPOINT && !m.contains('\0'))
+        && valid_hardware(&d.hardware)
+}
+
+/// Whether hardware from the wire is within bounds: short printable text, a sane
+/// transport name, and paths within the device and file limits.
+pub fn valid_hardware(h: &Hardware) -> bool {
+    let text = |v: &Option<String>, max: usize| v.as_deref().is_none_or(|s| printable(s, max));
+    text(&h.model, limits::HARDWARE_TEXT)
+        && text(&h.vendor, limits::HARDWARE_TEXT)
+        && text(&h.serial, limits::HARDWARE_TEXT)
+        && text(&h.wwn, limits::HARDWARE_TEXT)
+        && text(&h.transport, limits::TRANSPORT)
+        && text(&h.parent, limits::DEVICE)
+        && text(&h.backing_file, limits::BACKING_FILE)
 }
 
 /// Make a disk fit the wire limits (a local label or mount list can be longer than a
@@ -298,6 +423,10 @@ pub fn fit_disk(d: &DiskRecord) -> Option<DiskRecord> {
     d.mountpoints
         .retain(|m| m.len() <= limits::MOUNTPOINT && !m.contains('\0'));
     d.mountpoints.truncate(limits::MOUNTPOINTS);
+    if !valid_hardware(&d.hardware) {
+        // The disk matters more than what its hardware says.
+        d.hardware = Hardware::default();
+    }
     valid_disk(&d).then_some(d)
 }
 
@@ -323,8 +452,9 @@ pub fn chunk_inventory(
         }),
         ..template.clone()
     };
-    // +3: the disk list's length prefix grows from 1 to at most 3 varint bytes.
-    let overhead = encode(&worst).len() + 3;
+    // +3: the disk list's length prefix grows from 1 to at most 3 varint bytes; +4: the
+    // trailer's tag and its list's length prefix.
+    let overhead = encode(&worst).len() + 3 + 4;
     let budget = max_datagram.saturating_sub(overhead).max(1);
 
     let fitted: Vec<DiskRecord> = disks.iter().filter_map(fit_disk).collect();
@@ -332,15 +462,17 @@ pub fn chunk_inventory(
     let mut current: Vec<DiskRecord> = Vec::new();
     let mut used = 0usize;
     for d in fitted {
-        let mut size = postcard::to_allocvec(&d)
-            .map(|v| v.len())
-            .unwrap_or(usize::MAX);
+        let wire_size = |d: &DiskRecord| {
+            // Every disk of a chunk has a trailer entry once one has hardware: count it.
+            revision1::size(d).saturating_add(
+                postcard::experimental::serialized_size(&d.hardware).unwrap_or(usize::MAX),
+            )
+        };
+        let mut size = wire_size(&d);
         let mut d = d;
         while size > budget && !d.mountpoints.is_empty() {
             d.mountpoints.pop();
-            size = postcard::to_allocvec(&d)
-                .map(|v| v.len())
-                .unwrap_or(usize::MAX);
+            size = wire_size(&d);
         }
         if size > budget {
             tracing::warn!(device = %d.device, "disk record does not fit in one datagram; left out");
@@ -489,6 +621,116 @@ mod tests {
             .all(|c| c.total == 1000 && c.count as usize == chunks.len()));
     }
 
+    /// A whole disk with everything sysfs can say.
+    pub(crate) fn hardware(i: usize) -> Hardware {
+        Hardware {
+            size: Some(4_000_787_030_016 + i as u64),
+            model: Some("ST4000DM004-2CV104".into()),
+            vendor: Some("ATA".into()),
+            serial: Some(format!("ZFN{i:05}")),
+            wwn: Some(format!("naa.5000c500{i:08x}")),
+            transport: Some("sata".into()),
+            removable: Some(false),
+            rotational: Some(true),
+            parent: None,
+            backing_file: None,
+        }
+    }
+
+    fn inventory(disks: Vec<DiskRecord>) -> Envelope {
+        env(Body::Inventory(Chunk {
+            generation: 1,
+            index: 0,
+            count: 1,
+            total: disks.len() as u32,
+            disks,
+        }))
+    }
+
+    #[test]
+    fn hardware_travels_in_the_trailer_and_only_when_known() {
+        let mut with = disk(1);
+        with.hardware = hardware(1);
+        let e = inventory(vec![with.clone(), disk(2)]);
+        let bytes = encode(&e);
+        assert_eq!(decode(&bytes).unwrap(), e);
+        // Without hardware, not a byte more than revision 1.
+        let plain = encode(&inventory(vec![disk(1), disk(2)]));
+        assert!(bytes.starts_with(&plain));
+        assert_eq!(bytes[plain.len()], TRAILER_HARDWARE);
+        // A trailer from a later revision is ignored, as revision 1 ignores ours.
+        let mut later = plain.clone();
+        later.extend_from_slice(&[9, 1, 2, 3]);
+        assert_eq!(decode(&later).unwrap(), inventory(vec![disk(1), disk(2)]));
+        // Ours, but for another number of disks, or cut short: refused.
+        let mut short = encode(&inventory(vec![with.clone()]));
+        short.truncate(short.len() - 3);
+        assert!(decode(&short).is_err());
+        let mut other = plain.clone();
+        other.push(TRAILER_HARDWARE);
+        other.extend(postcard::to_allocvec(&vec![hardware(1)]).unwrap());
+        assert_eq!(decode(&other), Err(Reject::BadChunk));
+        // Hardware is bounded like every other field.
+        for bad in [
+            Hardware {
+                serial: Some("x".repeat(limits::HARDWARE_TEXT + 1)),
+                ..hardware(1)
+            },
+            Hardware {
+                model: Some("evil\nmodel".into()),
+                ..hardware(1)
+            },
+            Hardware {
+                transport: Some("t".repeat(limits::TRANSPORT + 1)),
+                ..hardware(1)
+            },
+        ] {
+            let mut d = disk(1);
+            d.hardware = bad;
+            assert_eq!(
+                decode(&encode(&inventory(vec![d]))),
+                Err(Reject::InvalidField)
+            );
+        }
+    }
+
+    #[test]
+    fn disks_with_hardware_fit_in_bounded_datagrams() {
+        let disks: Vec<_> = (0..300)
+            .map(|i| DiskRecord {
+                hardware: hardware(i),
+                ..disk(i)
+            })
+            .collect();
+        let t = env(Body::Ping);
+        let chunks = chunk_inventory(&t, 9, &disks, 1400);
+        let mut back = Vec::new();
+        for c in &chunks {
+            let e = Envelope {
+                seq: u64::MAX,
+                body: Body::Inventory(c.clone()),
+                ..t.clone()
+            };
+            let bytes = encode(&e);
+            assert!(bytes.len() <= 1400, "datagram of {} bytes", bytes.len());
+            match decode(&bytes).unwrap().body {
+                Body::Inventory(c) => back.extend(c.disks),
+                _ => unreachable!(),
+            }
+        }
+        assert_eq!(back, disks);
+    }
+
+    #[test]
+    fn hardware_that_would_be_refused_is_left_out_not_the_disk() {
+        let mut d = disk(1);
+        d.hardware.model = Some("m".repeat(limits::HARDWARE_TEXT + 1));
+        let chunks = chunk_inventory(&env(Body::Ping), 1, &[d.clone()], 1400);
+        assert_eq!(chunks[0].disks.len(), 1);
+        assert!(chunks[0].disks[0].hardware.is_empty());
+        assert_eq!(chunks[0].disks[0].device, d.device);
+    }
+
     #[test]
     fn an_empty_inventory_is_one_empty_chunk() {
         let chunks = chunk_inventory(&env(Body::Ping), 1, &[], 1400);
@@ -537,6 +779,12 @@ mod previous_release {
             assert_eq!(kind, want);
             assert_eq!(encode(&env), bytes, "{want}: the encoding changed");
         }
+        // A revision-1 inventory has no trailer: its disks' hardware is unknown.
+        let old = decode(&hex::decode(INVENTORY).unwrap()).unwrap();
+        let Body::Inventory(c) = &old.body else {
+            unreachable!()
+        };
+        assert!(c.disks[0].hardware.is_empty());
         // And the new variant is one an older daemon rejects as undecodable (counted),
         // never misreads: its index is past every older variant.
         let swim = Envelope {
@@ -547,5 +795,113 @@ mod previous_release {
             ..decode(&hex::decode(PING).unwrap()).unwrap()
         };
         assert_eq!(encode(&swim)[PING.len() / 2 - 1], 5);
+    }
+}
+
+/// A daemon of the previous release reading this one's datagrams: its decoder, frozen
+/// (the revision-1 types and `decode`'s checks as they were), must read an inventory that
+/// carries hardware as the same disks without it. That is the mixed-version rule.
+#[cfg(test)]
+mod read_by_the_previous_release {
+    use super::*;
+
+    mod v1 {
+        use serde::Deserialize;
+
+        #[derive(Debug, Deserialize)]
+        pub struct Envelope {
+            pub node_id: String,
+            pub node: String,
+            pub boot: u64,
+            pub seq: u64,
+            pub sent_ms: u64,
+            pub body: Body,
+        }
+
+        #[derive(Debug, Deserialize)]
+        pub enum Body {
+            Inventory(Chunk),
+            Ping,
+            Goodbye,
+        }
+
+        #[derive(Debug, Deserialize)]
+        pub struct Chunk {
+            pub generation: u64,
+            pub index: u16,
+            pub count: u16,
+            pub total: u32,
+            pub disks: Vec<Disk>,
+        }
+
+        #[derive(Debug, Deserialize, PartialEq)]
+        pub struct Disk {
+            pub uuid: Option<String>,
+            pub label: Option<String>,
+            pub device: String,
+            pub fstype: Option<String>,
+            pub mountpoints: Vec<String>,
+        }
+
+        /// `decode` of the previous release, without the field checks.
+        pub fn decode(bytes: &[u8]) -> Option<Envelope> {
+            let rest = bytes.strip_prefix(b"DSKD")?;
+            let (&version, payload) = rest.split_first()?;
+            if version != 1 {
+                return None;
+            }
+            postcard::from_bytes(payload).ok()
+        }
+    }
+
+    #[test]
+    fn an_older_daemon_reads_a_newer_inventory_without_the_hardware() {
+        let disks: Vec<DiskRecord> = (0..3)
+            .map(|i| DiskRecord {
+                hardware: super::tests::hardware(i),
+                ..super::tests::disk(i)
+            })
+            .collect();
+        let e = Envelope {
+            node_id: "0123456789abcdef0123456789abcdef".into(),
+            node: "new-node".into(),
+            boot: 7,
+            seq: 3,
+            sent_ms: 1_700_000_000_000,
+            body: Body::Inventory(Chunk {
+                generation: 4,
+                index: 0,
+                count: 1,
+                total: 3,
+                disks: disks.clone(),
+            }),
+        };
+        let old = v1::decode(&encode(&e)).expect("the previous release decodes it");
+        assert_eq!((old.node.as_str(), old.seq), ("new-node", 3));
+        let v1::Body::Inventory(c) = old.body else {
+            panic!("{:?}", old.body)
+        };
+        assert_eq!((c.generation, c.index, c.count, c.total), (4, 0, 1, 3));
+        let want: Vec<v1::Disk> = disks
+            .iter()
+            .map(|d| v1::Disk {
+                uuid: d.uuid.clone(),
+                label: d.label.clone(),
+                device: d.device.clone(),
+                fstype: d.fstype.clone(),
+                mountpoints: d.mountpoints.clone(),
+            })
+            .collect();
+        assert_eq!(c.disks, want);
+        let _ = (old.node_id, old.boot, old.sent_ms);
+        // And a ping is still a ping to it.
+        let ping = Envelope {
+            body: Body::Ping,
+            ..e
+        };
+        assert!(matches!(
+            v1::decode(&encode(&ping)).map(|e| e.body),
+            Some(v1::Body::Ping)
+        ));
     }
 }
