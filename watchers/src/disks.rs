@@ -13,12 +13,13 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
 
+use crate::events::LazyBlockEvents;
+use crate::filter::DeviceFilter;
 use crate::{DiskInfo, Observation, WatchError, Watcher};
 
 /// More stdout than this is not a device list but a runaway program; 16 MiB is thousands of
@@ -78,10 +79,9 @@ impl Default for DiskWatcherConfig {
 pub struct DiskWatcher {
     cfg: DiskWatcherConfig,
     argv: Vec<String>,
-    include: Option<GlobSet>,
-    exclude: Option<GlobSet>,
+    filter: DeviceFilter,
     /// Block device events, opened on first use by the daemon's scheduler.
-    events: tokio::sync::Mutex<Option<crate::events::BlockEvents>>,
+    events: LazyBlockEvents,
     /// What the events since the last scan named: what a quick look probes.
     changes: std::sync::Mutex<Changes>,
     /// The latest observation (a full scan, or a quick look merged into one): what a quick
@@ -126,15 +126,13 @@ impl DiskWatcher {
     /// In the patterns `*` does not cross `/` (as in a shell): `/dev/*` means the nodes
     /// directly in `/dev`, `/dev/**` everything below it.
     pub fn new(cfg: DiskWatcherConfig) -> Result<DiskWatcher, globset::Error> {
-        let include = compile_globs(&cfg.include)?;
-        let exclude = compile_globs(&cfg.exclude)?;
+        let filter = DeviceFilter::new(&cfg.include, &cfg.exclude)?;
         let argv = effective_argv(&cfg.command);
         Ok(DiskWatcher {
             cfg,
             argv,
-            include,
-            exclude,
-            events: tokio::sync::Mutex::new(None),
+            filter,
+            events: LazyBlockEvents::default(),
             changes: std::sync::Mutex::new(Changes::default()),
             last: std::sync::Mutex::new(None),
         })
@@ -157,15 +155,7 @@ impl DiskWatcher {
 
     /// Whether a device passes the include/exclude filters.
     fn wanted(&self, device: &str) -> bool {
-        if let Some(include) = &self.include {
-            if !include.is_match(device) {
-                return false;
-            }
-        }
-        match &self.exclude {
-            Some(exclude) => !exclude.is_match(device),
-            None => true,
-        }
+        self.filter.wanted(device)
     }
 
     /// Runs `argv` (the scan's, or the quick look's) and returns its stdout, mapping every
@@ -244,24 +234,8 @@ impl Watcher for DiskWatcher {
     }
 
     async fn changed(&self) {
-        let mut events = self.events.lock().await;
-        let source = events.get_or_insert_with(|| {
-            let e = crate::events::BlockEvents::open();
-            tracing::debug!(source = e.kind(), "watching block device events");
-            e
-        });
-        match source.next().await {
-            Ok(devices) => self.note(devices),
-            Err(e) => {
-                tracing::warn!(
-                    "block device events failed: {e}; comparing /proc/partitions instead"
-                );
-                *events = Some(crate::events::BlockEvents::Partitions {
-                    last: std::fs::read_to_string("/proc/partitions").unwrap_or_default(),
-                });
-                self.note(None);
-            }
-        }
+        let devices = self.events.next().await;
+        self.note(devices);
     }
 
     async fn scan(&self) -> Result<Observation, WatchError> {
@@ -357,17 +331,6 @@ pub fn effective_argv(command: &[String]) -> Vec<String> {
         ],
         _ => command.to_vec(),
     }
-}
-
-fn compile_globs(patterns: &[String]) -> Result<Option<GlobSet>, globset::Error> {
-    if patterns.is_empty() {
-        return Ok(None);
-    }
-    let mut set = GlobSetBuilder::new();
-    for p in patterns {
-        set.add(GlobBuilder::new(p).literal_separator(true).build()?);
-    }
-    set.build().map(Some)
 }
 
 /// Kills the child's whole process group unless disarmed, also when the scan future is
@@ -1248,7 +1211,7 @@ done
     fn devices(obs: Option<Observation>) -> Option<Vec<(String, Option<String>)>> {
         match obs? {
             Observation::Disks(d) => Some(d.into_iter().map(|d| (d.device, d.uuid)).collect()),
-            Observation::Mounts(_) => panic!("disks expected"),
+            other => panic!("disks expected, got {other:?}"),
         }
     }
 

@@ -162,6 +162,45 @@ impl BlockEvents {
     }
 }
 
+/// Block device events opened on the first wait, as every watcher that rescans on them
+/// needs: the daemon only asks for changes once it schedules the watcher, so a watcher
+/// that is built but never run opens no socket. Each watcher owns its own instance, so
+/// each sees every burst: the kernel gives every socket its own copy of an event, but a
+/// message read from a shared socket would be gone for the other reader.
+#[derive(Debug, Default)]
+pub struct LazyBlockEvents {
+    source: tokio::sync::Mutex<Option<BlockEvents>>,
+}
+
+impl LazyBlockEvents {
+    /// Wait until block devices changed, opening the source on first use. Returns what
+    /// [`BlockEvents::next`] names; when the source fails it is replaced by the
+    /// `/proc/partitions` comparison and `None` is returned (something may have changed
+    /// that nobody saw), so a watcher is never left without notifications. Cancel-safe, as
+    /// `Watcher::changed` must be: `BlockEvents::next` only awaits before it has consumed
+    /// anything, so a dropped wait loses no event.
+    pub async fn next(&self) -> Option<Vec<String>> {
+        let mut events = self.source.lock().await;
+        let source = events.get_or_insert_with(|| {
+            let e = BlockEvents::open();
+            tracing::debug!(source = e.kind(), "watching block device events");
+            e
+        });
+        match source.next().await {
+            Ok(devices) => devices,
+            Err(e) => {
+                tracing::warn!(
+                    "block device events failed: {e}; comparing /proc/partitions instead"
+                );
+                *events = Some(BlockEvents::Partitions {
+                    last: std::fs::read_to_string("/proc/partitions").unwrap_or_default(),
+                });
+                None
+            }
+        }
+    }
+}
+
 /// Change notifications of a mount table file (`/proc/self/mountinfo`).
 #[derive(Debug)]
 pub struct MountEvents {
