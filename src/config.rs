@@ -48,6 +48,8 @@ pub struct Config {
     pub disks: DiskSettings,
     /// Mount table scan period.
     pub mount_interval: Duration,
+    /// The sysfs hardware watcher, when enabled.
+    pub hardware: Option<HardwareSettings>,
     /// Answer at most one ping per this period.
     pub ping_min_interval: Duration,
     /// Key files; the first signs.
@@ -183,6 +185,16 @@ pub struct DiskSettings {
     pub exclude: Vec<String>,
 }
 
+/// Hardware watcher settings (it shares the disk watcher's include/exclude globs, so one
+/// list says which devices this machine reports).
+#[derive(Debug, Clone)]
+pub struct HardwareSettings {
+    /// Scan period (kernel events trigger a scan at once as well).
+    pub interval: Duration,
+    /// Where sysfs is mounted (another tree for containers and tests).
+    pub sysfs: PathBuf,
+}
+
 /// Mount settings.
 #[derive(Debug, Clone)]
 pub struct MountSettings {
@@ -255,6 +267,16 @@ struct FileWatchers {
     disks: FileDisks,
     #[serde(default)]
     mounts: FileMounts,
+    #[serde(default)]
+    hardware: FileHardware,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileHardware {
+    enabled: Option<bool>,
+    interval: Option<String>,
+    sysfs: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -519,6 +541,22 @@ impl Config {
             Some(v) => duration("watchers.mounts.interval", &v)?,
             None => Duration::from_secs(10),
         };
+        let h = f.watchers.hardware;
+        let hardware = if !args.no_hardware && h.enabled.unwrap_or(true) {
+            Some(HardwareSettings {
+                interval: match pick(args.hardware_interval.clone(), h.interval) {
+                    Some(v) => duration("watchers.hardware.interval", &v)?,
+                    None => Duration::from_secs(60),
+                },
+                sysfs: args
+                    .sysfs
+                    .clone()
+                    .or(h.sysfs)
+                    .unwrap_or_else(|| PathBuf::from("/sys")),
+            })
+        } else {
+            None
+        };
         let ping_min_interval = match pick(args.ping_interval.clone(), f.ping.min_interval) {
             Some(v) => duration("ping.min_interval", &v)?,
             None => Duration::from_secs(5),
@@ -589,6 +627,7 @@ impl Config {
             multicast,
             disks,
             mount_interval,
+            hardware,
             ping_min_interval,
             key_files,
             max_clock_skew,

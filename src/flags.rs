@@ -128,6 +128,17 @@ pub struct DaemonArgs {
     /// Mount table scan period [watchers.mounts.interval; default: 10s].
     #[arg(long, value_name = "DURATION")]
     pub mount_interval: Option<String>,
+    /// Do not read hardware identity (size, model, serial) from sysfs; no blank disks
+    /// either [watchers.hardware.enabled: false].
+    #[arg(long)]
+    pub no_hardware: bool,
+    /// Hardware (sysfs) scan period; block device events trigger one at once as well
+    /// [watchers.hardware.interval; default: 60s].
+    #[arg(long, value_name = "DURATION")]
+    pub hardware_interval: Option<String>,
+    /// Where sysfs is mounted [watchers.hardware.sysfs; default: /sys].
+    #[arg(long, value_name = "DIR")]
+    pub sysfs: Option<PathBuf>,
     /// Answer at most one ping per this period [ping.min_interval; default: 5s].
     #[arg(long, value_name = "DURATION")]
     pub ping_interval: Option<String>,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use crate::model::rfc3339;
-use crate::model::{Millis, PeerRecord, Sighting, Stay};
+use crate::model::{Hardware, Millis, PeerRecord, Sighting, Stay};
 use crate::store::Store;
 
 /// A disk, as printed by `query --json` and `list --json`.
@@ -30,6 +30,9 @@ pub struct DiskView {
     pub fstype: Option<String>,
     /// Mountpoints on the host.
     pub mountpoints: Vec<String>,
+    /// Size, model, serial, ...: every field null when unknown (or from an older peer).
+    #[serde(flatten)]
+    pub hardware: Hardware,
     /// In the latest inventory of a live host.
     pub live: bool,
     /// RFC 3339 time the host last reported the disk.
@@ -94,6 +97,7 @@ pub fn disks(
                 device: s.disk.device,
                 fstype: s.disk.fstype,
                 mountpoints: s.disk.mountpoints,
+                hardware: s.disk.hardware,
                 live: s.present && live_host,
                 last_seen: rfc3339(last_seen),
             };

@@ -1204,10 +1204,10 @@ fn kill_9_during_a_large_peer_inventory_leaves_it_whole_or_absent() {
     let mut sender_args = net.clone();
     sender_args[1] = "sender".into();
     let mut receiver = TestDaemon::new("");
-    receiver.args = net;
+    receiver.args.splice(..net.len(), net);
     let mut receiver = receiver.arg("--peer-expiry").arg("600s").start();
     let mut sender = TestDaemon::new(&blkid_plain(&generation(1, N)));
-    sender.args = sender_args;
+    sender.args.splice(..sender_args.len(), sender_args);
     let mut sender = sender.start();
     let has = |d: &TestDaemon, gen: usize| by_generation(d, "sender").get(&gen) == Some(&(N, N));
     util::wait_for("the first generation on the receiver", LONG, || {
@@ -1330,7 +1330,7 @@ fn kill_9_in_the_middle_of_a_64000_record_first_contact_leaves_no_host_half_writ
     const DISKS: usize = 16;
     let net = util::local_only_multicast("receiver");
     let mut d = TestDaemon::new("");
-    d.args = net.clone();
+    d.args.splice(..net.len(), net.clone());
     let mut d = d.arg("--peer-expiry").arg("600s").start();
     let fleet = fleet_datagrams(PEERS, DISKS);
     let sender = {

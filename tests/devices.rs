@@ -420,3 +420,131 @@ fn attach_then_mount_back_to_back_always_ends_with_the_mountpoint() {
         });
     }
 }
+
+/// The record in `rows` of the loop device backed by `file` (the number alone could be
+/// reused by another test).
+fn backed_by<'a>(rows: &'a [Value], file: &Path) -> Option<&'a Value> {
+    rows.iter()
+        .find(|r| r["backing_file"] == path_str(file) && r["live"] == true)
+}
+
+fn list(d: &TestDaemon, args: &[&str]) -> Vec<Value> {
+    let mut all = vec!["list", "--json"];
+    all.extend_from_slice(args);
+    d.client(&all)
+        .json()
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_blank_loop_device_is_listed_with_its_size_and_an_ext4_one_is_one_record() {
+    util::require_root();
+    let mut fx = Fixture::new();
+    let root = fx.path();
+    let blank = root.join("blank.img");
+    std::fs::File::create(&blank)
+        .and_then(|f| f.set_len(24 * 1024 * 1024))
+        .expect("create blank image");
+    let img = Image::create(&root, "fs.img", "diskd hw test");
+    // Started before the devices exist: they arrive by kernel events, as a plugged disk.
+    fx.daemon = Some(
+        TestDaemon::new("")
+            .real_blkid()
+            .hardware(Path::new("/sys"))
+            .arg("--include-device")
+            .arg("/dev/loop*")
+            .start(),
+    );
+    let blank_dev = fx.attach(&blank);
+    let fs_dev = fx.attach(&img.file);
+    let d = fx.daemon();
+
+    wait_for("the blank loop device in list --blank", DEADLINE, || {
+        backed_by(&list(d, &["--blank"]), &blank).is_some()
+    });
+    let rows = list(d, &["--blank"]);
+    let r = backed_by(&rows, &blank).unwrap();
+    assert_eq!(r["device"], blank_dev.as_str(), "{r}");
+    assert_eq!(r["size"], 24 * 1024 * 1024, "{r}");
+    assert_eq!(r["transport"], "loop", "{r}");
+    assert_eq!(r["uuid"], Value::Null, "{r}");
+    assert_eq!(r["fstype"], Value::Null, "{r}");
+
+    wait_for("the ext4 loop device", DEADLINE, || is_live(d, &img.uuid));
+    let r = record(d, &img.uuid).unwrap();
+    assert_eq!(r["device"], fs_dev.as_str(), "{r}");
+    assert_eq!(r["fstype"], "ext4", "{r}");
+    assert_eq!(r["size"], 16 * 1024 * 1024, "{r}");
+    assert_eq!(r["transport"], "loop", "{r}");
+    assert_eq!(r["backing_file"], path_str(&img.file), "{r}");
+    let same: Vec<_> = list(d, &[])
+        .into_iter()
+        .filter(|x| x["device"] == fs_dev.as_str() && x["live"] == true)
+        .collect();
+    assert_eq!(same.len(), 1, "one record per device: {same:#?}");
+    assert!(
+        backed_by(&list(d, &["--blank"]), &img.file).is_none(),
+        "a filesystem is not blank"
+    );
+
+    fx.detach(&blank_dev);
+    let d = fx.daemon();
+    wait_for("the detached blank device to be gone", DEADLINE, || {
+        backed_by(&list(d, &["--blank"]), &blank).is_none()
+    });
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_peer_sees_a_blank_loop_device_and_an_ext4_one_with_their_sizes() {
+    use diskd_lab::Lab;
+    util::require_root();
+    let mut fx = Fixture::new();
+    let root = fx.path();
+    let blank = root.join("peer-blank.img");
+    std::fs::File::create(&blank)
+        .and_then(|f| f.set_len(20 * 1024 * 1024))
+        .expect("create blank image");
+    let img = Image::create(&root, "peer-fs.img", "diskd hw peer");
+    let blank_dev = fx.attach(&blank);
+    let fs_dev = fx.attach(&img.file);
+
+    let mut lab = Lab::new(2, &["--announce-interval", "2s"]);
+    {
+        let a = lab.host("a");
+        a.hardware = true;
+        a.args
+            .extend(["--include-device".into(), blank_dev.clone()]);
+        a.args.extend(["--include-device".into(), fs_dev.clone()]);
+        // The system's blkid behind the lab's fake one.
+        util::script(&a.blkid, "exec blkid \"$@\"\n");
+    }
+    lab.start_all();
+    let b = lab.get("b");
+    wait_for("b to see a's ext4 loop device", DEADLINE, || {
+        !b.query(&img.uuid).is_empty()
+    });
+    let rows = b.query(&img.uuid);
+    assert_eq!(rows[0]["host"], "a", "{rows:?}");
+    assert_eq!(rows[0]["size"], 16 * 1024 * 1024, "{rows:?}");
+    assert_eq!(rows[0]["fstype"], "ext4", "{rows:?}");
+    wait_for("b to see a's blank loop device", DEADLINE, || {
+        let r = b.client(&["list", "--blank", "--json"]);
+        r.json()
+            .as_array()
+            .is_some_and(|v| v.iter().any(|x| x["device"] == blank_dev.as_str()))
+    });
+    let r = b.client(&["list", "--blank", "--json"]).json();
+    let x = r
+        .as_array()
+        .and_then(|v| v.iter().find(|x| x["device"] == blank_dev.as_str()))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(x["host"], "a", "{x}");
+    assert_eq!(x["size"], 20 * 1024 * 1024, "{x}");
+    assert_eq!(x["backing_file"], path_str(&blank), "{x}");
+    drop(lab);
+}

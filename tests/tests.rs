@@ -11,6 +11,7 @@ mod util;
 mod client;
 mod daemon;
 mod devices;
+mod hardware;
 mod hooks;
 mod hostile;
 mod lab_events;

@@ -59,6 +59,9 @@ pub struct Host {
     /// The daemon's `RUST_LOG` (default `diskd=debug,info`); a benchmark that times
     /// steps from the log turns on a module's trace lines here.
     pub log_filter: String,
+    /// Run the sysfs hardware watcher (off by default: every lab host shares this
+    /// machine's block devices, which would show up on all of them as blank disks).
+    pub hardware: bool,
     /// The bridge the host's cable goes into (kept for `replug`).
     bridge: String,
     child: Option<Child>,
@@ -134,6 +137,7 @@ impl Host {
             .arg("--blkid")
             .arg(&self.blkid)
             .args(["--node-name", &self.node])
+            .args((!self.hardware).then_some("--no-hardware"))
             .args(&self.args)
             .env("RUST_LOG", &self.log_filter)
             .stdin(Stdio::null())
@@ -452,6 +456,7 @@ impl Lab {
             args: args.iter().map(|s| s.to_string()).collect(),
             gateway: gateway.map(str::to_string),
             log_filter: "diskd=debug,info".to_string(),
+            hardware: false,
             bridge: bridge.to_string(),
             child: None,
         };

@@ -60,9 +60,37 @@ pub fn opt(v: &Option<String>) -> String {
     v.clone().unwrap_or_default()
 }
 
+/// A size in bytes for people, in binary units as `lsblk` and `df -h` show them: `512B`,
+/// `4K`, `1.5G`, `3.6T` (one decimal below 10 units, none above).
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "K", "M", "G", "T", "P", "E"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 || value >= 10.0 || value.fract() < 0.05 {
+        format!("{value:.0}{}", UNITS[unit])
+    } else {
+        format!("{value:.1}{}", UNITS[unit])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_as_lsblk_shows_them() {
+        assert_eq!(size(0), "0B");
+        assert_eq!(size(512), "512B");
+        assert_eq!(size(4096), "4K");
+        assert_eq!(size(1536 * 1024 * 1024), "1.5G");
+        assert_eq!(size(64 << 20), "64M");
+        assert_eq!(size(4_000_787_030_016), "3.6T");
+        assert_eq!(size(u64::MAX), "16E");
+    }
 
     #[test]
     fn aligns_and_escapes() {

@@ -11,7 +11,9 @@ mod systemd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use diskd_watchers::{DiskWatcher, DiskWatcherConfig, MountWatcher, Watcher};
+use diskd_watchers::{
+    DiskWatcher, DiskWatcherConfig, HardwareWatcher, HardwareWatcherConfig, MountWatcher, Watcher,
+};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -69,6 +71,20 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         exclude: config.disks.exclude.clone(),
     })
     .map_err(|e| DaemonError::Startup(format!("watchers.disks: {e}")))?;
+    // Another watcher is one more entry here: it observes, the inventory's writer merges.
+    let hardware_watcher = match &config.hardware {
+        Some(h) => Some(
+            HardwareWatcher::new(HardwareWatcherConfig {
+                root: h.sysfs.clone(),
+                interval: h.interval,
+                timeout: config.disks.timeout,
+                include: config.disks.include.clone(),
+                exclude: config.disks.exclude.clone(),
+            })
+            .map_err(|e| DaemonError::Startup(format!("watchers.hardware: {e}")))?,
+        ),
+        None => None,
+    };
     let keys = crate::peer::keys::Keyring::load(&config.key_files).map_err(|e| startup(&e))?;
     // The gossip port is bound before the control socket: a port in use is a configuration
     // problem, reported at start like the others.
@@ -125,10 +141,11 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         },
         &tracker,
     );
-    let watchers: Vec<Arc<dyn Watcher>> = vec![
+    let mut watchers: Vec<Arc<dyn Watcher>> = vec![
         Arc::new(MountWatcher::new(config.mount_interval)),
         Arc::new(disk_watcher),
     ];
+    watchers.extend(hardware_watcher.map(|w| Arc::new(w) as Arc<dyn Watcher>));
     let inventory = inventory::spawn(
         inventory::Deps {
             node: node.clone(),

@@ -154,16 +154,20 @@ impl HooksHandle {
 /// Whether `hook` runs on `event`.
 ///
 /// `on` lists the event's kind; `local: true` wants this machine; `host` matches the
-/// host's node name; `match` matches the disk's UUID or label. Peer events have no disk:
+/// host's node name; `match` matches the disk's UUID, label, serial or WWN (a blank disk
+/// has only its hardware to be known by). Peer events have no disk:
 /// they match only a hook whose `match` is `*` (the default).
 pub fn matches(hook: &Hook, event: &FleetEvent) -> bool {
     hook.on.contains(&event.kind)
         && (!hook.local || event.local)
         && hook.host.matches_any([Some(event.host.as_str())])
         && match &event.disk {
-            Some(d) => hook
-                .disk
-                .matches_any([d.uuid.as_deref(), d.label.as_deref()]),
+            Some(d) => hook.disk.matches_any([
+                d.uuid.as_deref(),
+                d.label.as_deref(),
+                d.hardware.serial.as_deref(),
+                d.hardware.wwn.as_deref(),
+            ]),
             None => hook.disk.is_any(),
         }
 }

@@ -130,6 +130,23 @@ impl Runner {
                 "DISKD_MOUNTPOINT",
                 text(d.and_then(|d| d.mountpoints.first()).map(String::as_str)),
             ),
+            (
+                "DISKD_SERIAL",
+                text(d.and_then(|d| d.hardware.serial.as_deref())),
+            ),
+            ("DISKD_WWN", text(d.and_then(|d| d.hardware.wwn.as_deref()))),
+            (
+                "DISKD_MODEL",
+                text(d.and_then(|d| d.hardware.model.as_deref())),
+            ),
+            (
+                "DISKD_SIZE",
+                text(
+                    d.and_then(|d| d.hardware.size)
+                        .map(|s| s.to_string())
+                        .as_deref(),
+                ),
+            ),
             ("DISKD_LOCAL", text(Some(if e.local { "1" } else { "0" }))),
             ("DISKD_NODE", text(Some(&self.node))),
             ("DISKD_TIME", text(Some(&rfc3339(e.time)))),

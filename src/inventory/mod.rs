@@ -15,6 +15,7 @@
 //! good scan. Every task stops at once on shutdown, whatever a watcher is doing (dropping
 //! a DiskWatcher scan kills blkid with its process group).
 
+mod compose;
 mod health;
 
 use std::collections::BTreeMap;
@@ -22,7 +23,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use diskd_watchers::{mounts::mountpoints_for, DiskInfo, MountEntry, Observation, Watcher};
+use diskd_watchers::{Observation, Watcher};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -51,6 +52,9 @@ const EVENT_SETTLE: Duration = Duration::from_millis(10);
 /// events (a flapping device, a machine attaching hundreds of loop devices) costs at most
 /// one extra scan per `LEADING_QUIET` and is otherwise handled as before: settle, scan.
 const LEADING_QUIET: Duration = Duration::from_millis(250);
+
+/// The name of the hardware watcher, whose first look the first write waits for.
+const HARDWARE: &str = diskd_watchers::HardwareWatcher::NAME;
 
 /// Observations waiting for the writer; a scan task waits when it is full.
 const OBSERVATION_QUEUE: usize = 16;
@@ -174,7 +178,13 @@ pub struct Deps {
 
 /// One scan's result on its way to the writer.
 struct Seen {
-    observation: Observation,
+    /// What it saw; `None` when the scan failed (the writer keeps what it had, but knows
+    /// the watcher has had its try).
+    observation: Option<Observation>,
+    /// The watcher.
+    watcher: &'static str,
+    /// When the scan began (see `compose`: what a device waits for).
+    started: tokio::time::Instant,
     /// Told once the writer has stored what this observation changed.
     written: oneshot::Sender<()>,
 }
@@ -186,6 +196,7 @@ pub fn spawn(
     watchers: Vec<Arc<dyn Watcher>>,
 ) -> InventoryHandle {
     let (seen_tx, seen_rx) = mpsc::channel(OBSERVATION_QUEUE);
+    let hardware_expected = watchers.iter().any(|w| w.name() == HARDWARE);
     let health = Arc::new(Mutex::new(BTreeMap::new()));
     let changed = Arc::new(Notify::new());
     let mut refresh = Vec::new();
@@ -206,8 +217,7 @@ pub fn spawn(
         store: deps.store,
         telemetry: deps.telemetry,
         changed: changed.clone(),
-        disks: None,
-        mounts: None,
+        composer: compose::Composer::new(hardware_expected),
         written: None,
     };
     tracker.spawn(writer.run(seen_rx, deps.shutdown));
@@ -299,6 +309,7 @@ impl Scanner {
         let w = self.watcher.as_ref();
         let name = w.name();
         let started = Instant::now();
+        let began = tokio::time::Instant::now();
         tracing::debug!(watcher = name, quick, "scan started");
         self.set_health(|h| h.running_since = Some(rfc3339(now_millis())));
         let limit = w.timeout() + TIMEOUT_GRACE;
@@ -323,12 +334,39 @@ impl Scanner {
             },
         };
         let took = started.elapsed();
+        let report = self.report(name, result, quick, took);
+        let observation = report.1;
+        let (written, stored) = oneshot::channel();
+        let seen = Seen {
+            observation,
+            watcher: name,
+            started: began,
+            written,
+        };
+        if self.seen.send(seen).await.is_ok() {
+            // The writer answers once the store has it (or drops the sender when
+            // stopping): either way the scan is over.
+            let _ = stored.await;
+        }
+        report.0
+    }
+
+    /// Record how a scan went (health, logs, the debug feed); the report for `refresh`
+    /// and what goes to the writer.
+    fn report(
+        &self,
+        name: &'static str,
+        result: Result<Observation, diskd_watchers::WatchError>,
+        quick: bool,
+        took: Duration,
+    ) -> (ScanReport, Option<Observation>) {
         let events = &self.telemetry.events;
         match result {
             Ok(observation) => {
                 let found = match &observation {
                     Observation::Disks(d) => d.len(),
                     Observation::Mounts(m) => m.len(),
+                    Observation::Hardware(h) => h.len(),
                 };
                 let recovered = self.set_health(|h| h.succeeded(found, took));
                 if recovered {
@@ -336,24 +374,11 @@ impl Scanner {
                 }
                 let only = if quick { " (changed devices only)" } else { "" };
                 events.emit("scan", format!("{name}: {found} found in {took:.0?}{only}"));
-                let (written, stored) = oneshot::channel();
-                if self
-                    .seen
-                    .send(Seen {
-                        observation,
-                        written,
-                    })
-                    .await
-                    .is_ok()
-                {
-                    // The writer answers once the store has it (or drops the sender when
-                    // stopping): either way the scan is over.
-                    let _ = stored.await;
-                }
-                ScanReport {
+                let report = ScanReport {
                     watcher: name,
                     outcome: ScanOutcome::Ok { found, took },
-                }
+                };
+                (report, Some(observation))
             }
             Err(e) => {
                 let kind = e.kind();
@@ -367,13 +392,14 @@ impl Scanner {
                     );
                 }
                 events.emit("error", format!("{name}: {e}"));
-                ScanReport {
+                let report = ScanReport {
                     watcher: name,
                     outcome: ScanOutcome::Failed {
                         kind,
                         message: e.to_string(),
                     },
-                }
+                };
+                (report, None)
             }
         }
     }
@@ -390,44 +416,61 @@ struct Writer {
     store: Store,
     telemetry: Telemetry,
     changed: Arc<Notify>,
-    disks: Option<Vec<DiskInfo>>,
-    mounts: Option<Vec<MountEntry>>,
-    /// What was last written, so a mount scan that changes nothing writes nothing.
+    /// The latest observation of every watcher, merged into records.
+    composer: compose::Composer,
+    /// What was last written, so a scan that changes nothing but mounts or hardware
+    /// writes nothing.
     written: Option<Vec<DiskRecord>>,
 }
 
 impl Writer {
     async fn run(mut self, mut seen: mpsc::Receiver<Seen>, shutdown: CancellationToken) {
+        // When a device held back (see `compose`) is due to be published anyway.
+        let mut wake: Option<tokio::time::Instant> = None;
         loop {
             let item = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 item = seen.recv() => item,
+                _ = at(wake) => {
+                    wake = self.publish(false).await;
+                    continue;
+                }
             };
             let Some(Seen {
                 observation,
+                watcher,
+                started,
                 written,
             }) = item
             else {
                 return;
             };
-            let is_disks = matches!(observation, Observation::Disks(_));
+            let is_disks = matches!(observation, Some(Observation::Disks(_)));
             match observation {
-                Observation::Disks(d) => self.disks = Some(d),
-                Observation::Mounts(m) => self.mounts = Some(m),
+                Some(Observation::Disks(d)) => self.composer.disks(d, started),
+                Some(Observation::Mounts(m)) => self.composer.mounts(m),
+                Some(Observation::Hardware(h)) => self.composer.hardware(h, started),
+                None if watcher == HARDWARE => self.composer.hardware_failed(),
+                None => {}
             }
-            // Nothing is written before the first good disk scan: an empty inventory
-            // would mark every known disk as gone.
-            if let Some(disks) = &self.disks {
-                let records = compose(disks, self.mounts.as_deref().unwrap_or(&[]));
-                // A disk scan always writes (it refreshes last_seen); a mount scan only
-                // when the mounts changed what we would write.
-                if is_disks || self.written.as_ref() != Some(&records) {
-                    self.write(&records).await;
-                    self.written = Some(records);
-                }
-            }
+            wake = self.publish(is_disks).await;
             let _ = written.send(());
         }
+    }
+
+    /// Compose and write what the watchers know, if it is whole enough to publish (see
+    /// `Composer::ready`) and says something new; `always`: write even when unchanged (a
+    /// disk scan refreshes last_seen). Returns when to look again for held devices.
+    async fn publish(&mut self, always: bool) -> Option<tokio::time::Instant> {
+        if !self.composer.ready() {
+            return None;
+        }
+        let (records, wake) = self.composer.compose(tokio::time::Instant::now());
+        if always || self.written.as_ref() != Some(&records) {
+            self.write(&records).await;
+            self.written = Some(records);
+        }
+        wake
     }
 
     /// Store the records off the runtime (sled writes and the fsync block), then tell
@@ -484,21 +527,6 @@ impl Writer {
             }
         }
     }
-}
-
-/// Combine disks with the mount table into the records we publish.
-fn compose(disks: &[DiskInfo], mounts: &[MountEntry]) -> Vec<DiskRecord> {
-    disks
-        .iter()
-        .map(|d| DiskRecord {
-            uuid: d.uuid.clone(),
-            label: d.label.clone(),
-            device: d.device.clone(),
-            fstype: d.fstype.clone(),
-            mountpoints: mountpoints_for(d, mounts),
-            hardware: Default::default(),
-        })
-        .collect()
 }
 
 fn describe(d: &DiskRecord) -> String {

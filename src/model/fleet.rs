@@ -126,6 +126,9 @@ impl FleetEvent {
                 o.insert("device".into(), d.device.clone().into());
                 o.insert("fstype".into(), d.fstype.clone().into());
                 o.insert("mountpoints".into(), d.mountpoints.clone().into());
+                if let Ok(serde_json::Value::Object(hw)) = serde_json::to_value(&d.hardware) {
+                    o.extend(hw);
+                }
             }
             None => {
                 o.insert("node".into(), self.host.clone().into());

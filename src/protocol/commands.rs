@@ -119,6 +119,9 @@ pub struct List {
     /// Only the disks of this node (same as HOST).
     #[arg(long, value_name = "NODE")]
     pub host: Option<String>,
+    /// Only devices without a filesystem (and without partitions): where is the new disk?
+    #[arg(long)]
+    pub blank: bool,
     /// Print a JSON array instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -180,6 +183,7 @@ impl Request {
                 Some(&h.term)
             }
             Request::List(l) => {
+                flag(l.blank, "--blank");
                 flag(l.json, "--json");
                 l.node()
             }
@@ -395,11 +399,21 @@ mod tests {
             SessionCommand::Request(Request::List(List {
                 node: node.map(Into::into),
                 host: host.map(Into::into),
+                blank: false,
                 json: false,
             }))
         };
         assert_eq!(parse("LIST node-a").unwrap(), list(Some("node-a"), None));
         assert_eq!(parse("ls --host b").unwrap(), list(None, Some("b")));
+        let blank = Request::List(List {
+            blank: true,
+            ..List::default()
+        });
+        assert_eq!(
+            parse("list --blank").unwrap(),
+            SessionCommand::Request(blank.clone())
+        );
+        assert_eq!(blank.to_line(), "list --blank");
         assert_eq!(parse("exit").unwrap(), SessionCommand::Quit);
         assert_eq!(
             parse("? mount").unwrap(),

@@ -109,10 +109,24 @@ impl TestDaemon {
             log: dir.path().join("daemon.log"),
             blkid,
             dir,
-            args: local_only_multicast("test-node"),
+            // The host's own block devices would be listed as blank disks; tests that
+            // want the hardware watcher ask for it (`hardware`).
+            args: [
+                local_only_multicast("test-node"),
+                vec!["--no-hardware".into()],
+            ]
+            .concat(),
             envs: Vec::new(),
             child: None,
         }
+    }
+
+    /// Run the sysfs hardware watcher (reading `sysfs`, a fake tree or `/sys`).
+    pub fn hardware(mut self, sysfs: &Path) -> Self {
+        self.args.retain(|a| a != "--no-hardware");
+        self.args.push("--sysfs".into());
+        self.args.push(sysfs.display().to_string());
+        self
     }
 
     /// Add daemon flags.

@@ -1,9 +1,12 @@
-//! `list [host] [--json]`: every disk known, live ones first.
+//! `list [host] [--blank] [--json]`: every disk known, live ones first.
+
+use std::collections::HashSet;
 
 use super::json_body;
 use crate::control::table;
 use crate::control::Context;
 use crate::model::now_millis as now;
+use crate::model::Sighting;
 use crate::protocol::commands::List;
 use crate::protocol::frame::{Reply, Status};
 use crate::view::{self, DiskView};
@@ -11,7 +14,7 @@ use crate::view::{self, DiskView};
 /// Build the reply.
 pub fn apply(cmd: &List, ctx: &Context) -> Reply {
     let store = ctx.store();
-    let sightings = match match cmd.node() {
+    let mut sightings = match match cmd.node() {
         Some(h) => store.find_host(h),
         None => store.sightings(),
     } {
@@ -23,8 +26,35 @@ pub fn apply(cmd: &List, ctx: &Context) -> Reply {
             return no_match(format!("no disks known on host {h:?}"), cmd.json);
         }
     }
+    if cmd.blank {
+        sightings = blank(sightings);
+        if sightings.is_empty() {
+            return no_match("no blank devices known".into(), cmd.json);
+        }
+    }
     let disks = view::disks(store, sightings, now(), ctx.peer_expiry());
     render(disks, cmd.json, Status::Ok(String::new()))
+}
+
+/// The devices without a filesystem: no UUID, no filesystem type, and no partition
+/// (a disk whose partitions are listed is not blank, even though it holds no filesystem
+/// itself).
+fn blank(sightings: Vec<Sighting>) -> Vec<Sighting> {
+    let parents: HashSet<(String, String)> = sightings
+        .iter()
+        .filter_map(|s| {
+            let parent = s.disk.hardware.parent.clone()?;
+            Some((s.node_id.clone(), parent))
+        })
+        .collect();
+    sightings
+        .into_iter()
+        .filter(|s| {
+            s.disk.uuid.is_none()
+                && s.disk.fstype.is_none()
+                && !parents.contains(&(s.node_id.clone(), s.disk.device.clone()))
+        })
+        .collect()
 }
 
 /// A no-match reply; in JSON mode its body is an empty array so scripts can parse it.
@@ -54,6 +84,7 @@ pub fn render(disks: Vec<DiskView>, json: bool, status: Status) -> Reply {
                     table::opt(&d.uuid),
                     table::opt(&d.label),
                     d.device.clone(),
+                    d.hardware.size.map(table::size).unwrap_or_default(),
                     table::opt(&d.fstype),
                     d.mountpoints.join(","),
                     if d.live { "live" } else { "last-known" }.to_string(),
@@ -68,6 +99,7 @@ pub fn render(disks: Vec<DiskView>, json: bool, status: Status) -> Reply {
                 "UUID",
                 "LABEL",
                 "DEVICE",
+                "SIZE",
                 "FSTYPE",
                 "MOUNTPOINTS",
                 "STATE",

@@ -1,0 +1,379 @@
+//! One record per device from what every watcher knows about it: blkid's filesystem,
+//! sysfs's hardware, the mount table's mountpoints.
+//!
+//! Two watchers describe the same devices (blkid and sysfs), each on its own schedule, so
+//! a device that just appeared may be known to one and not yet to the other. Publishing
+//! that half-known state would tell the fleet twice about one plugged disk: first as a
+//! blank disk (sysfs was quicker), then as a filesystem with another identity; or first
+//! without hardware, then "changed". So a *new* device that only one of them reports is
+//! held back until the other has had a look that began after the device was first seen
+//! (then the absence is the truth: a blank disk, or a filesystem sysfs does not list), or
+//! until [`HOLD`] has passed (a failing or hung watcher delays nobody for long). Devices
+//! already published are never held: holding them would report them gone.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use diskd_watchers::{mounts::mountpoints_for, DiskInfo, HardwareInfo, MountEntry};
+use tokio::time::Instant;
+
+use crate::model::{DiskRecord, Hardware};
+
+/// The longest a new device waits for the other device watcher (see the module
+/// documentation).
+pub const HOLD: Duration = Duration::from_secs(5);
+
+/// A device number: (major, minor).
+type Devno = (u32, u32);
+
+/// An observation and when the scan that made it began.
+#[derive(Debug)]
+struct Timed<T> {
+    value: T,
+    started: Instant,
+}
+
+/// The latest observation of every watcher, and what is needed to decide what to hold.
+#[derive(Debug)]
+pub struct Composer {
+    /// Whether a hardware watcher runs at all (else nothing waits for it).
+    hardware_expected: bool,
+    disks: Option<Timed<Vec<DiskInfo>>>,
+    hardware: Option<Timed<Vec<HardwareInfo>>>,
+    /// The hardware watcher has had its first try (it may have failed).
+    hardware_tried: bool,
+    mounts: Option<Vec<MountEntry>>,
+    /// When each device now observed was first observed (by either watcher).
+    noticed: HashMap<Devno, Instant>,
+    /// Devices in the last composition.
+    published: HashSet<Devno>,
+    /// When the composer was made: what the devices of a watcher's first observation
+    /// count as noticed at (they were there before anyone looked).
+    start: Instant,
+}
+
+impl Composer {
+    /// A composer; `hardware_expected` when a hardware watcher runs.
+    pub fn new(hardware_expected: bool) -> Composer {
+        Composer {
+            hardware_expected,
+            disks: None,
+            hardware: None,
+            hardware_tried: false,
+            mounts: None,
+            noticed: HashMap::new(),
+            published: HashSet::new(),
+            start: Instant::now(),
+        }
+    }
+
+    /// blkid's latest observation, from a scan that began at `started`.
+    pub fn disks(&mut self, disks: Vec<DiskInfo>, started: Instant) {
+        let first = self.disks.is_none();
+        self.notice(disks.iter().filter_map(|d| d.devno), started, first);
+        self.disks = Some(Timed {
+            value: disks,
+            started,
+        });
+    }
+
+    /// sysfs's latest observation, from a scan that began at `started`.
+    pub fn hardware(&mut self, hardware: Vec<HardwareInfo>, started: Instant) {
+        let first = self.hardware.is_none();
+        self.notice(hardware.iter().map(|h| h.devno), started, first);
+        self.hardware = Some(Timed {
+            value: hardware,
+            started,
+        });
+        self.hardware_tried = true;
+    }
+
+    /// The hardware watcher failed: whatever it knew stands, but the first write need not
+    /// wait for it any more.
+    pub fn hardware_failed(&mut self) {
+        self.hardware_tried = true;
+    }
+
+    /// The mount table.
+    pub fn mounts(&mut self, mounts: Vec<MountEntry>) {
+        self.mounts = Some(mounts);
+    }
+
+    /// Whether there is anything to publish: a good disk scan (an empty inventory would
+    /// mark every known disk as gone), and the hardware watcher's first try, so that the
+    /// first inventory of a run is whole rather than hardware arriving as "changed".
+    pub fn ready(&self) -> bool {
+        self.disks.is_some() && (!self.hardware_expected || self.hardware_tried)
+    }
+
+    fn notice(&mut self, devnos: impl Iterator<Item = Devno>, started: Instant, first: bool) {
+        let at = if first { self.start } else { started };
+        for devno in devnos {
+            self.noticed.entry(devno).or_insert(at);
+        }
+    }
+
+    /// The records to publish now, and when to compose again because something is held.
+    pub fn compose(&mut self, now: Instant) -> (Vec<DiskRecord>, Option<Instant>) {
+        let no_disks = Vec::new();
+        let no_hardware = Vec::new();
+        let disks = self.disks.as_ref().map_or(&no_disks, |t| &t.value);
+        let hardware = self.hardware.as_ref().map_or(&no_hardware, |t| &t.value);
+        let mounts = self.mounts.as_deref().unwrap_or(&[]);
+        let by_devno: HashMap<Devno, &HardwareInfo> =
+            hardware.iter().map(|h| (h.devno, h)).collect();
+        let by_device: HashMap<&str, &HardwareInfo> =
+            hardware.iter().map(|h| (h.device.as_str(), h)).collect();
+
+        // Whether a new device seen by one watcher only waits for the other, whose latest
+        // look began at `other` (None: it has not looked yet).
+        let mut wake: Option<Instant> = None;
+        let mut held = |devno: Devno, other: Option<Instant>| -> bool {
+            if self.published.contains(&devno) {
+                return false;
+            }
+            let noticed = self.noticed.get(&devno).copied().unwrap_or(self.start);
+            if other.is_some_and(|o| o >= noticed) || now >= noticed + HOLD {
+                return false;
+            }
+            let until = noticed + HOLD;
+            wake = Some(wake.map_or(until, |w| w.min(until)));
+            true
+        };
+
+        let hardware_started = self.hardware.as_ref().map(|t| t.started);
+        let disks_started = self.disks.as_ref().map(|t| t.started);
+        let mut used: HashSet<Devno> = HashSet::new();
+        let mut records = Vec::with_capacity(disks.len() + hardware.len());
+        let mut devnos = HashSet::new();
+        for d in disks {
+            let hw = d
+                .devno
+                .and_then(|n| by_devno.get(&n))
+                .or_else(|| by_device.get(d.device.as_str()))
+                .copied();
+            match (hw, d.devno) {
+                (Some(h), _) => {
+                    used.insert(h.devno);
+                }
+                (None, Some(devno)) if self.hardware_expected && held(devno, hardware_started) => {
+                    continue;
+                }
+                _ => {}
+            }
+            devnos.extend(d.devno.or(hw.map(|h| h.devno)));
+            records.push(DiskRecord {
+                uuid: d.uuid.clone(),
+                label: d.label.clone(),
+                device: d.device.clone(),
+                fstype: d.fstype.clone(),
+                mountpoints: mountpoints_for(d, mounts),
+                hardware: hw.map(hardware_of).unwrap_or_default(),
+            });
+        }
+        for h in hardware {
+            if used.contains(&h.devno) || held(h.devno, disks_started) {
+                continue;
+            }
+            devnos.insert(h.devno);
+            // Nothing blkid could read: a blank disk, a partition table, or a filesystem
+            // blkid may not open. Still a disk someone may be looking for.
+            let as_disk = DiskInfo {
+                uuid: None,
+                label: None,
+                device: h.device.clone(),
+                fstype: None,
+                devno: Some(h.devno),
+            };
+            records.push(DiskRecord {
+                device: h.device.clone(),
+                mountpoints: mountpoints_for(&as_disk, mounts),
+                hardware: hardware_of(h),
+                ..DiskRecord::default()
+            });
+        }
+        // Forget devices no watcher reports any more: back, they are new again.
+        let seen: HashSet<Devno> = disks
+            .iter()
+            .filter_map(|d| d.devno)
+            .chain(hardware.iter().map(|h| h.devno))
+            .collect();
+        self.noticed.retain(|n, _| seen.contains(n));
+        self.published = devnos;
+        (records, wake)
+    }
+}
+
+/// The record's hardware from what sysfs read.
+fn hardware_of(h: &HardwareInfo) -> Hardware {
+    Hardware {
+        size: h.size,
+        model: h.model.clone(),
+        vendor: h.vendor.clone(),
+        serial: h.serial.clone(),
+        wwn: h.wwn.clone(),
+        transport: h.transport.clone(),
+        removable: h.removable,
+        rotational: h.rotational,
+        parent: h.parent.clone(),
+        backing_file: h.backing_file.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn disk(device: &str, devno: (u32, u32), uuid: Option<&str>) -> DiskInfo {
+        DiskInfo {
+            uuid: uuid.map(str::to_string),
+            label: None,
+            device: device.into(),
+            fstype: uuid.map(|_| "ext4".to_string()),
+            devno: Some(devno),
+        }
+    }
+
+    fn hw(device: &str, devno: (u32, u32)) -> HardwareInfo {
+        HardwareInfo {
+            device: device.into(),
+            devno,
+            size: Some(1 << 30),
+            serial: Some(format!("SER-{}", devno.1)),
+            transport: Some("loop".into()),
+            ..HardwareInfo::default()
+        }
+    }
+
+    fn devices(records: &[DiskRecord]) -> Vec<(&str, Option<&str>, Option<u64>)> {
+        let mut v: Vec<_> = records
+            .iter()
+            .map(|r| (r.device.as_str(), r.uuid.as_deref(), r.hardware.size))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn both_watchers_merge_into_one_record_and_a_blank_device_is_one_too() {
+        let mut c = Composer::new(true);
+        let t0 = Instant::now();
+        c.disks(vec![disk("/dev/loop1", (7, 1), Some("u-1"))], t0);
+        assert!(!c.ready(), "the first write waits for the hardware watcher");
+        c.hardware(vec![hw("/dev/loop1", (7, 1)), hw("/dev/loop2", (7, 2))], t0);
+        assert!(c.ready());
+        let (records, wake) = c.compose(Instant::now());
+        assert_eq!(
+            devices(&records),
+            [
+                ("/dev/loop1", Some("u-1"), Some(1 << 30)),
+                ("/dev/loop2", None, Some(1 << 30))
+            ]
+        );
+        assert_eq!(wake, None);
+        let blank = records.iter().find(|r| r.device == "/dev/loop2").unwrap();
+        assert_eq!(blank.identity(), "serial:SER-2");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_device_waits_for_the_other_watcher_but_not_for_ever() {
+        let mut c = Composer::new(true);
+        c.disks(vec![], Instant::now());
+        c.hardware(vec![], Instant::now());
+        assert!(c.compose(Instant::now()).0.is_empty());
+        tokio::time::advance(Duration::from_secs(1)).await;
+
+        // sysfs saw loop3 first: not published as blank before blkid looked again.
+        c.hardware(vec![hw("/dev/loop3", (7, 3))], Instant::now());
+        let (records, wake) = c.compose(Instant::now());
+        assert!(records.is_empty(), "{records:?}");
+        assert_eq!(wake, Some(Instant::now() + HOLD));
+        // blkid's look, begun after: it has a filesystem. One record, whole.
+        tokio::time::advance(Duration::from_millis(5)).await;
+        c.disks(
+            vec![disk("/dev/loop3", (7, 3), Some("u-3"))],
+            Instant::now(),
+        );
+        let (records, wake) = c.compose(Instant::now());
+        assert_eq!(
+            devices(&records),
+            [("/dev/loop3", Some("u-3"), Some(1 << 30))]
+        );
+        assert_eq!(wake, None);
+
+        // blkid saw loop4 first: not published without its hardware...
+        tokio::time::advance(Duration::from_millis(5)).await;
+        let both = vec![
+            disk("/dev/loop3", (7, 3), Some("u-3")),
+            disk("/dev/loop4", (7, 4), Some("u-4")),
+        ];
+        c.disks(both.clone(), Instant::now());
+        let (records, _) = c.compose(Instant::now());
+        assert_eq!(records.len(), 1, "loop3 stays, loop4 waits");
+        // ...unless sysfs does not answer within HOLD.
+        tokio::time::advance(HOLD).await;
+        let (records, wake) = c.compose(Instant::now());
+        assert_eq!(
+            devices(&records),
+            [
+                ("/dev/loop3", Some("u-3"), Some(1 << 30)),
+                ("/dev/loop4", Some("u-4"), None)
+            ]
+        );
+        assert_eq!(wake, None);
+
+        // A blank device: blkid's later look does not list it, so it is blank.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        c.hardware(
+            vec![hw("/dev/loop3", (7, 3)), hw("/dev/loop5", (7, 5))],
+            Instant::now(),
+        );
+        assert_eq!(c.compose(Instant::now()).0.len(), 2, "loop5 waits");
+        tokio::time::advance(Duration::from_millis(5)).await;
+        c.disks(
+            vec![disk("/dev/loop3", (7, 3), Some("u-3"))],
+            Instant::now(),
+        );
+        let (records, _) = c.compose(Instant::now());
+        assert_eq!(
+            devices(&records),
+            [
+                ("/dev/loop3", Some("u-3"), Some(1 << 30)),
+                ("/dev/loop5", None, Some(1 << 30))
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn published_devices_are_never_held_and_no_hardware_watcher_holds_nothing() {
+        let mut c = Composer::new(false);
+        c.disks(vec![disk("/dev/sdb1", (8, 17), Some("u"))], Instant::now());
+        assert!(c.ready());
+        assert_eq!(c.compose(Instant::now()).0.len(), 1);
+
+        let mut c = Composer::new(true);
+        c.disks(
+            vec![disk("/dev/loop1", (7, 1), Some("u-1"))],
+            Instant::now(),
+        );
+        c.hardware(vec![hw("/dev/loop1", (7, 1))], Instant::now());
+        assert_eq!(c.compose(Instant::now()).0.len(), 1);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        // sysfs no longer lists it (say, a failed read), blkid does: still published.
+        c.hardware(vec![], Instant::now() - Duration::from_millis(500));
+        let (records, wake) = c.compose(Instant::now());
+        assert_eq!(devices(&records), [("/dev/loop1", Some("u-1"), None)]);
+        assert_eq!(wake, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn devices_without_a_device_number_are_published_as_blkid_says() {
+        let mut c = Composer::new(true);
+        c.hardware_failed();
+        let mut d = disk("/dev/sdz9", (0, 0), Some("u"));
+        d.devno = None;
+        c.disks(vec![d], Instant::now());
+        assert!(c.ready());
+        assert_eq!(c.compose(Instant::now()).0.len(), 1);
+    }
+}
