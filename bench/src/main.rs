@@ -161,6 +161,26 @@ fn disk(i: usize) -> DiskRecord {
     }
 }
 
+/// [`disk`] with the hardware sysfs reports for a SATA disk's partition's parent: a model,
+/// a vendor, a serial, a WWN, the size.
+fn disk_with_hardware(i: usize) -> DiskRecord {
+    DiskRecord {
+        hardware: diskd::model::Hardware {
+            size: Some(4_000_787_030_016),
+            model: Some("ST4000DM004-2CV104".into()),
+            vendor: Some("ATA".into()),
+            serial: Some(format!("ZFN{i:05}")),
+            wwn: Some(format!("naa.5000c500{i:08x}")),
+            transport: Some("sata".into()),
+            removable: Some(false),
+            rotational: Some(true),
+            parent: None,
+            backing_file: None,
+        },
+        ..disk(i)
+    }
+}
+
 fn wire_figures() {
     let template = Envelope {
         node_id: "0123456789abcdef0123456789abcdef".into(),
@@ -190,14 +210,33 @@ fn wire_figures() {
             "| {n} | native (postcard, with headers) | {bytes} | {:.1} | {datagrams} |",
             bytes as f64 / n as f64
         );
-        let yaml = serde_yaml::to_string(&disks).map(|s| s.len()).unwrap_or(0);
+        // The same disks with everything sysfs can say (wire revision 2's trailer).
+        let with_hw: Vec<DiskRecord> = (0..n).map(disk_with_hardware).collect();
+        let chunks = wire::chunk_inventory(&template, 1, &with_hw, 1400);
+        let hw_datagrams = chunks.len();
+        let hw_bytes: usize = chunks
+            .into_iter()
+            .map(|c| {
+                wire::encode(&Envelope {
+                    body: Body::Inventory(c),
+                    ..template.clone()
+                })
+                .len()
+            })
+            .sum();
         println!(
-            "| {n} | YAML payload only | {yaml} | {:.1} | - |",
+            "| {n} | native, with hardware | {hw_bytes} | {:.1} | {hw_datagrams} |",
+            hw_bytes as f64 / n as f64
+        );
+        // The text formats of the same records, hardware included.
+        let yaml = serde_yaml::to_string(&with_hw).map(|s| s.len()).unwrap_or(0);
+        println!(
+            "| {n} | YAML payload only, with hardware | {yaml} | {:.1} | - |",
             yaml as f64 / n as f64
         );
-        let json = serde_json::to_string(&disks).map(|s| s.len()).unwrap_or(0);
+        let json = serde_json::to_string(&with_hw).map(|s| s.len()).unwrap_or(0);
         println!(
-            "| {n} | JSON payload only | {json} | {:.1} | - |",
+            "| {n} | JSON payload only, with hardware | {json} | {:.1} | - |",
             json as f64 / n as f64
         );
     }
