@@ -7,11 +7,18 @@
 //! `replace_peer_inventory` and `upsert_peer` for the peer layer); queries read the
 //! fleet-wide picture.
 //!
-//! Layout (schema 3, see `layout`): the unit of change is one host's inventory, so each
+//! Layout (schema 4, see `layout`): the unit of change is one host's inventory, so each
 //! host is ONE value in tree `hosts` (split across a few keys only when larger than 64 KiB),
 //! rewritten as one atomic sled batch when its inventory changes and not written at all
-//! when it does not. The term index (UUID, label, device, host name) lives in memory only,
-//! built at open from the host values and updated with every write.
+//! when it does not. Each disk in it carries its hardware (size, model, serial, WWN, ...),
+//! new in schema 4, and is keyed within its host by its identity (UUID, else WWN, else
+//! serial, else device: `DiskRecord::identity`). The term index (UUID, label, device,
+//! serial, WWN, host name) lives in memory only, built at open from the host values and
+//! updated with every write.
+//!
+//! Older stores are converted at open (see `migrate`): schema 3 (the same layout without
+//! the hardware) host by host in place, schema 2 (one record per sighting) in one pass;
+//! both crash-safe, committed by setting the schema version last.
 //!
 //! Readers answer from memory: the committed value of every host (an `Arc`, swapped on
 //! each write) and the index, behind a lock held only for memory access, never across sled
@@ -27,7 +34,7 @@ mod health;
 mod layout;
 mod migrate;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -36,8 +43,8 @@ use std::time::Duration;
 pub use health::StoreHealth;
 use health::{Durability, Sled, Wrote};
 use layout::{
-    chunk_key, join_chunks, parse_chunk_key, term, term_lower, unframed, DiskView, EntryView,
-    HostState, HostView, Key, PastStay,
+    chunk_key, join_chunks, parse_chunk_key, term, term_lower, term_wwn, unframed, DiskView,
+    EntryView, HostState, HostView, Key, PastStay,
 };
 pub use layout::{MAX_ABSENT_PER_HOST, MAX_STAYS};
 
@@ -47,9 +54,9 @@ use crate::model::{
 };
 
 /// The layout version of the data in sled. Bump it when records change incompatibly. An
-/// older store is converted at open (schema 2 -> 3, see `migrate`); a newer one is refused
-/// instead of being misread.
-pub const SCHEMA_VERSION: u32 = 3;
+/// older store is converted at open (schema 3 -> 4 and 2 -> 4, see `migrate`); a newer one
+/// is refused instead of being misread.
+pub const SCHEMA_VERSION: u32 = 4;
 
 const META: &str = "meta";
 const HOSTS: &str = "hosts";
@@ -399,8 +406,8 @@ fn is_lock_error(e: &sled::Error) -> bool {
 }
 
 impl Store {
-    /// Open (or create) the store in `path`, check its schema (converting a schema-2
-    /// store), load or make the node id, and load every host into memory.
+    /// Open (or create) the store in `path`, check its schema (converting a schema-2 or
+    /// schema-3 store), load or make the node id, and load every host into memory.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         // A store just closed in this process may hold sled's lock for a moment longer
         // (its background threads finish first): a short wait, then `Locked` stands.
@@ -450,6 +457,12 @@ impl Store {
         match meta.get(KEY_SCHEMA).map_err(open_err)? {
             Some(v) if v.as_ref() == SCHEMA_VERSION.to_string().as_bytes() => {
                 migrate::drop_v2_leftovers(&db, &meta).map_err(open_err)?;
+            }
+            Some(v) if v.as_ref() == b"3" => {
+                // Schema 3 converted schema 2 the same way and may have left its trees.
+                migrate::drop_v2_leftovers(&db, &meta).map_err(open_err)?;
+                let hosts = db.open_tree(HOSTS).map_err(open_err)?;
+                migrate::from_v3(&db, &meta, &hosts, KEY_SCHEMA, until).map_err(open_err)?;
             }
             Some(v) if v.as_ref() == b"2" => {
                 migrate::from_v2(&db, &meta, HOSTS, KEY_SCHEMA, until).map_err(open_err)?;
@@ -812,8 +825,9 @@ impl Store {
         Ok(out)
     }
 
-    /// Sightings whose uuid (any case), label (exact) or device (exact) is `term`, through
-    /// the in-memory term index: a query reads only the matching hosts.
+    /// Sightings whose uuid (any case), label, device or serial (exact) or WWN (any case,
+    /// with or without its `0x`/`naa.`/`eui.` prefix) is `term`, through the in-memory term
+    /// index: a query reads only the matching hosts.
     pub fn find(&self, term_text: &str) -> Result<Vec<Sighting>, StoreError> {
         let hosts = read(&self.inner.mem).hosts_with(disk_terms(term_text));
         Ok(sightings_of(&hosts, |e, _| e.disk.matches(term_text)))
@@ -827,14 +841,17 @@ impl Store {
         }))
     }
 
-    /// The stays of every disk `term` names (UUID in any case, label or device exactly,
-    /// now or in an earlier stay), newest first, at most `MAX_STAYS` per disk. A disk is
-    /// its UUID (lower case) on any host, or its device on one host when it has no UUID.
-    /// A current stay's `last_seen` is as stored; its host's seen time extends it (see
-    /// `host_seen`).
+    /// The stays of every disk `term` names (UUID in any case, label, device or serial
+    /// exactly, WWN in any form; now or, for a label or device, in an earlier stay), newest
+    /// first, at most `MAX_STAYS` per disk. A disk is its identity (see
+    /// `DiskRecord::identity`): its UUID, WWN or serial on any host (a blank disk that
+    /// moved from one host to another is one disk), or its device on one host when it has
+    /// none of them. A current stay's `last_seen` is as stored; its host's seen time
+    /// extends it (see `host_seen`).
     pub fn history(&self, term_text: &str) -> Result<Vec<Stay>, StoreError> {
         let candidates = read(&self.inner.mem).hosts_with(disk_terms(term_text));
-        let mut uuids: HashSet<String> = HashSet::new();
+        // Identities known on any host, and the index term that finds each.
+        let mut wanted: HashMap<String, u64> = HashMap::new();
         let mut per_disk: Vec<Vec<Stay>> = Vec::new();
         for h in &candidates {
             let v = h.view();
@@ -846,29 +863,33 @@ impl Store {
                 if !hit {
                     continue;
                 }
-                match uuid_of(&e.disk) {
-                    Some(u) => {
-                        uuids.insert(u);
+                match fleet_identity(&e.disk) {
+                    Some(found) => {
+                        wanted.insert(e.disk.identity(), found);
                     }
                     None => per_disk.push(stays(&h.node_id, &v, e)),
                 }
             }
         }
-        if !uuids.is_empty() {
-            let hosts = read(&self.inner.mem).hosts_with(uuids.iter().map(|u| term(b'u', u)));
-            let mut by_uuid: BTreeMap<String, Vec<Stay>> = BTreeMap::new();
+        if !wanted.is_empty() {
+            let hosts = read(&self.inner.mem).hosts_with(wanted.values().copied());
+            let mut by_identity: BTreeMap<String, Vec<Stay>> = BTreeMap::new();
             for h in &hosts {
                 let v = h.view();
                 for e in &v.entries {
-                    if let Some(u) = uuid_of(&e.disk).filter(|u| uuids.contains(u)) {
-                        by_uuid
-                            .entry(u)
+                    if fleet_identity(&e.disk).is_none() {
+                        continue;
+                    }
+                    let id = e.disk.identity();
+                    if wanted.contains_key(&id) {
+                        by_identity
+                            .entry(id)
                             .or_default()
                             .extend(stays(&h.node_id, &v, e));
                     }
                 }
             }
-            per_disk.extend(by_uuid.into_values());
+            per_disk.extend(by_identity.into_values());
         }
         let newest_first = |a: &Stay, b: &Stay| {
             (b.first_seen, b.last_seen, b.current)
@@ -1211,14 +1232,26 @@ fn stays(node_id: &str, h: &HostView<'_>, e: &EntryView<'_>) -> Vec<Stay> {
     out
 }
 
-/// A disk's UUID in lower case, when it has one (its identity across hosts).
-fn uuid_of(d: &DiskView<'_>) -> Option<String> {
-    d.uuid().map(str::to_ascii_lowercase)
+/// When a disk's identity holds across hosts (a UUID, a WWN or a serial, not a device
+/// path), the index term that finds every host that has a disk with that identity.
+fn fleet_identity(d: &DiskView<'_>) -> Option<u64> {
+    match d.identity_parts() {
+        ("uuid:", u) => Some(term_lower(b'u', u)),
+        ("wwn:", w) => Some(term_wwn(w)),
+        ("serial:", s) => Some(term(b's', s)),
+        _ => None,
+    }
 }
 
-/// The index terms a disk query looks up.
-fn disk_terms(text: &str) -> [u64; 3] {
-    [term_lower(b'u', text), term(b'l', text), term(b'd', text)]
+/// The index terms a disk query looks up: everything `DiskRecord::matches` compares.
+fn disk_terms(text: &str) -> [u64; 5] {
+    [
+        term_lower(b'u', text),
+        term(b'l', text),
+        term(b'd', text),
+        term(b's', text),
+        term_wwn(text),
+    ]
 }
 
 /// Refuse a data file that sled 0.34 would silently start afresh over.
