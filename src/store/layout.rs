@@ -308,6 +308,16 @@ impl<'a> Key<'a> {
         }
     }
 
+    /// A disk known by its UUID.
+    pub fn is_uuid(&self) -> bool {
+        self.kind == "uuid:"
+    }
+
+    /// A disk known by its device only (no UUID, WWN or serial).
+    pub fn is_device(&self) -> bool {
+        self.kind == "dev:"
+    }
+
     /// The key's text, byte by byte (what `DiskRecord::identity` builds, + NUL + device).
     pub fn bytes(&self) -> impl Iterator<Item = u8> + 'a {
         let lower = self.lower;

@@ -34,7 +34,7 @@ mod health;
 mod layout;
 mod migrate;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -1088,6 +1088,10 @@ fn merge<'a>(
     let mut entries: Vec<EntryView<'a>> = Vec::with_capacity(disks.len().max(old_entries.len()));
     let mut seen: Keyed<'a, ()> = Keyed::default();
     seen.reserve(disks.len());
+    // Old entries another identity of the same disk may take over (see `adopt`), built
+    // only when a disk is not found by its own key; and the keys of those taken over.
+    let mut adoptable: Option<HashMap<&'a str, &'a EntryView<'a>>> = None;
+    let mut adopted: Keyed<'a, ()> = Keyed::default();
     for disk in disks {
         let mut key = Key::of(disk);
         if seen.contains_key(&key) {
@@ -1109,7 +1113,18 @@ fn merge<'a>(
             place: Some((host, addr)),
             past,
         };
-        match by_key.get(&key) {
+        let prev = match by_key.get(&key) {
+            Some(prev) => Some(*prev),
+            None => {
+                // Not known by this identity: maybe known by another for the same disk.
+                let by_device =
+                    adoptable.get_or_insert_with(|| adoptable_entries(old_entries, disks));
+                adopt(by_device, &key, disk).inspect(|prev| {
+                    adopted.insert(prev.key(), ());
+                })
+            }
+        };
+        match prev {
             Some(prev) => {
                 let (p_host, p_addr) = prev.place(old_host, old_addr);
                 let same_place = p_host == host && p_addr == addr;
@@ -1158,7 +1173,7 @@ fn merge<'a>(
         }
     }
     for prev in old_entries {
-        if seen.contains_key(&prev.key()) {
+        if seen.contains_key(&prev.key()) || adopted.contains_key(&prev.key()) {
             continue;
         }
         let mut e = prev.clone();
@@ -1200,6 +1215,44 @@ fn merge<'a>(
             entries,
         }),
     }
+}
+
+/// The old entries of a host that a disk of its new inventory may take over although its
+/// key differs (see `adopt`), by device: present, without a UUID, not a duplicate, and not
+/// claimed by their own key in the new inventory.
+fn adoptable_entries<'a>(
+    old_entries: &'a [EntryView<'a>],
+    disks: &'a [DiskRecord],
+) -> HashMap<&'a str, &'a EntryView<'a>> {
+    let claimed: HashSet<Key<'a>> = disks.iter().map(Key::of).collect();
+    old_entries
+        .iter()
+        .filter(|e| e.present && !e.dup && !e.key().is_uuid() && !claimed.contains(&e.key()))
+        .map(|e| (e.disk.device, e))
+        .collect()
+}
+
+/// The old entry `disk` (keyed `key`, not found by it) continues, if any: the entry of
+/// the disk present at the same device when one of the two is known by its device only
+/// and the other by its WWN or serial. A disk is known by its device when the hardware
+/// could not be read: a store, a watcher or a peer older than hardware identity, or a
+/// watcher that failed to read sysfs once. Without this, every whole disk would vanish
+/// and appear again (events, hooks) when a release that reads the hardware first scans
+/// it. Two disks each known by its own serial or WWN stay two disks, whatever their
+/// devices; so does anything with a UUID.
+fn adopt<'a>(
+    by_device: &mut HashMap<&'a str, &'a EntryView<'a>>,
+    key: &Key<'_>,
+    disk: &DiskRecord,
+) -> Option<&'a EntryView<'a>> {
+    if key.dup || key.is_uuid() {
+        return None;
+    }
+    let prev = by_device.get(disk.device.as_str())?;
+    if !(key.is_device() || prev.key().is_device()) {
+        return None;
+    }
+    by_device.remove(disk.device.as_str())
 }
 
 /// The stays of one entry of host `node_id` (value `h`): its past ones and its latest.

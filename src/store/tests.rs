@@ -1473,3 +1473,97 @@ fn a_large_schema_3_host_is_converted_whole() {
     assert_eq!(keys_of("junk"), vec![0]);
     assert!(hosts.contains(&(chunk_key("junk", 0), b"\0\0\0\x01junk".to_vec())));
 }
+
+#[test]
+fn a_disk_known_by_its_device_keeps_its_entry_once_its_hardware_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let host = fleet::Host {
+        node_id: "x",
+        name: "h",
+        addr: None,
+        local: true,
+    };
+    let part = disk("u-1", "data", "/dev/sda1");
+    // As a store, a watcher or a peer older than hardware identity knew them.
+    s.replace_local(
+        "h",
+        None,
+        &[
+            blank("/dev/sda", None, None),
+            part.clone(),
+            blank("/dev/sdb", None, None),
+        ],
+        1000,
+    )
+    .unwrap();
+    // The hardware is read: the same disks, no disk vanished or appeared, no event.
+    let sda = DiskRecord {
+        hardware: full_hardware("WD-1", "naa.5000000000000001"),
+        ..blank("/dev/sda", None, None)
+    };
+    let sdb = blank("/dev/sdb", Some("USB-2"), None);
+    let d = s
+        .replace_local("h", None, &[sda.clone(), part.clone(), sdb.clone()], 2000)
+        .unwrap();
+    assert!(d.appeared.is_empty() && d.vanished.is_empty(), "{d:?}");
+    assert_eq!(d.changed, vec![sda.clone(), sdb.clone()]);
+    assert!(
+        d.events(&host, 2000).is_empty(),
+        "{:?}",
+        d.events(&host, 2000)
+    );
+    assert_eq!(s.sightings_len(), 3);
+    let f = s.find("USB-2").unwrap();
+    assert_eq!((f.len(), f[0].first_seen), (1, 1000));
+    assert_eq!(s.history("/dev/sdb").unwrap().len(), 1, "no new stay");
+    // A watcher that fails to read it once: still the same disk, and back again.
+    let d = s
+        .replace_local(
+            "h",
+            None,
+            &[sda.clone(), part.clone(), blank("/dev/sdb", None, None)],
+            3000,
+        )
+        .unwrap();
+    assert!(d.appeared.is_empty() && d.vanished.is_empty(), "{d:?}");
+    let d = s
+        .replace_local("h", None, &[sda.clone(), part.clone(), sdb.clone()], 4000)
+        .unwrap();
+    assert!(d.appeared.is_empty() && d.vanished.is_empty(), "{d:?}");
+    assert_eq!(s.sightings_len(), 3);
+    assert_eq!(s.find("USB-2").unwrap()[0].first_seen, 1000);
+
+    // Another disk with its own serial at that device is another disk.
+    let other = blank("/dev/sdb", Some("USB-3"), None);
+    let d = s
+        .replace_local("h", None, &[sda.clone(), part.clone(), other.clone()], 5000)
+        .unwrap();
+    assert_eq!((d.appeared, d.vanished), (vec![other], vec![sdb]));
+    assert_eq!(s.sightings_len(), 4);
+    // A disk that was absent is not taken over: it comes back as what it is.
+    s.replace_local("h", None, &[sda.clone(), part.clone()], 6000)
+        .unwrap();
+    let d = s
+        .replace_local("h", None, &[sda, part, blank("/dev/sdb", None, None)], 7000)
+        .unwrap();
+    assert_eq!(d.appeared.len(), 1);
+    assert_eq!(s.sightings_len(), 5);
+}
+
+#[test]
+fn the_blank_disk_of_a_schema_3_store_keeps_its_entry_when_its_serial_is_read() {
+    let dir = copy_of_fixture("store-v3");
+    let s = Store::open(dir.path()).unwrap();
+    let mut inv = s.local_inventory();
+    assert_eq!(inv[0].device, "/dev/sdh");
+    inv[0].hardware = full_hardware("ZZ-SDH", "0x5000000000000999");
+    let d = s
+        .replace_local("fixture-a", Some("192.0.2.2"), &inv, 1795706200000)
+        .unwrap();
+    assert!(d.appeared.is_empty() && d.vanished.is_empty(), "{d:?}");
+    assert_eq!(s.sightings_len(), 6);
+    let f = s.find("ZZ-SDH").unwrap();
+    assert_eq!((f.len(), f[0].first_seen), (1, 1795706183561));
+    assert_eq!(s.history("0x5000000000000999").unwrap().len(), 1);
+}
