@@ -1041,7 +1041,7 @@ fn sigterm_during_a_hung_scan_stops_at_once_and_kills_blkid() {
     );
 }
 
-// ---- 12. store schema 3: history, conversion of a schema-2 store, kill -9 mid-write ----
+// ---- 12. store schema 4: history, conversion of schema-2 and schema-3 stores, kill -9 mid-write ----
 
 #[test]
 fn history_shows_each_stay_newest_first() {
@@ -1159,7 +1159,61 @@ fn a_schema_2_store_is_converted_at_start() {
     assert_eq!(d.stop(), 0);
     let db = sled::open(&d.store).unwrap();
     let meta = db.open_tree("meta").unwrap();
-    assert_eq!(meta.get("schema_version").unwrap().unwrap(), b"3"[..]);
+    assert_eq!(meta.get("schema_version").unwrap().unwrap(), b"4"[..]);
+}
+
+/// Copy the sled files of the schema-3 fixture (written by the previous release) into
+/// `store`.
+fn copy_v3_fixture(store: &Path) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v3");
+    std::fs::create_dir_all(store.join("blobs")).unwrap();
+    for e in std::fs::read_dir(&src).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name == "conf" || name == "db" || name.starts_with("snap.") {
+            std::fs::copy(e.path(), store.join(&name)).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_schema_3_store_is_converted_at_start() {
+    // A blkid that never answers: everything shown comes from the converted store.
+    let mut d = TestDaemon::new("");
+    util::script(&d.blkid, "sleep 600");
+    copy_v3_fixture(&d.store);
+    let mut d = {
+        d.spawn();
+        d.wait_ready();
+        d
+    };
+    assert_eq!(d.node_id(), "e9570b22aa8ac2c1c200563a4cced0c4");
+    let r = d.client(&["list", "--json"]);
+    r.expect_code(0);
+    let all = r.json();
+    assert_eq!(all.as_array().unwrap().len(), 6, "{all}");
+    for x in all.as_array().unwrap() {
+        assert!(x["serial"].is_null() && x["wwn"].is_null(), "{x}");
+    }
+    let (code, v) = d.query_json("my \"big\" disk 3");
+    assert_eq!(code, 0);
+    assert_eq!(v[0]["live"], false, "{v}");
+    assert_eq!(v[0]["host"], "fixture-a", "{v}");
+    let (code, v) = d.query_json("no uuid 'here'");
+    assert_eq!(code, 0);
+    assert_eq!(v[0]["host"], "fixture-b", "{v}");
+    let r = d.client(&["history", "moving disk", "--json"]);
+    r.expect_code(0);
+    let v = r.json();
+    assert_eq!(v.as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(v[0]["device"], "/dev/sdg1", "{v}");
+    assert_eq!(v[1]["device"], "/dev/sdf1", "{v}");
+    let r = d.client(&["peers", "--json"]);
+    r.expect_code(0);
+    assert_eq!(r.json()[0]["node"], "fixture-b");
+    assert_eq!(d.stop(), 0);
+    let db = sled::open(&d.store).unwrap();
+    let meta = db.open_tree("meta").unwrap();
+    assert_eq!(meta.get("schema_version").unwrap().unwrap(), b"4"[..]);
 }
 
 /// `n` disks of generation `gen`, each with its own UUID, label and device.

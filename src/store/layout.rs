@@ -1,16 +1,21 @@
-//! The v3 layout in sled: one value per host, postcard-encoded, split across keys when large.
+//! The v4 layout in sled: one value per host, postcard-encoded, split across keys when large.
 //!
 //! Tree `hosts`: key = node id + NUL + chunk number (u32, big endian); chunk 0 starts with
-//! the number of chunks (u32, big endian), then the encoded [`StoredHost`] follows across
-//! the chunks in order. A host is always rewritten as one sled batch (every chunk, and the
-//! removal of chunks it no longer needs), so after a crash it is either its old or its new
-//! value, never a mix.
+//! the number of chunks (u32, big endian) with its high bit set ([`FRAME_V4`]), then the
+//! encoded [`HostView`] follows across the chunks in order. A host is always rewritten as
+//! one sled batch (every chunk, and the removal of chunks it no longer needs), so after a
+//! crash it is either its old or its new value, never a mix.
+//!
+//! The high bit tells a v4 value from a v3 one (whose count never has it: that would take
+//! 2^31 chunks), so the conversion from schema 3 (see `migrate`) can rewrite hosts one at a
+//! time, and a rerun after a crash skips the hosts already rewritten. Schema 3 had the same
+//! framing without the bit, and a [`DiskView`] without the hardware.
 
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{DiskRecord, Millis, Sighting};
+use crate::model::{identity_parts, DiskRecord, Hardware, Millis, Sighting};
 
 /// Bytes of encoded host value per sled key (sled 0.34 keeps values this small inline in
 /// its pages; larger ones would go to separate blob files).
@@ -73,6 +78,91 @@ pub(super) struct DiskView<'a> {
     pub fstype: Option<&'a str>,
     #[serde(borrow)]
     pub mountpoints: Vec<&'a str>,
+    /// New in schema 4.
+    #[serde(borrow)]
+    pub hardware: HardwareView<'a>,
+}
+
+/// A [`Hardware`], borrowed (the same fields in the same order).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct HardwareView<'a> {
+    pub size: Option<u64>,
+    #[serde(borrow)]
+    pub model: Option<&'a str>,
+    #[serde(borrow)]
+    pub vendor: Option<&'a str>,
+    #[serde(borrow)]
+    pub serial: Option<&'a str>,
+    #[serde(borrow)]
+    pub wwn: Option<&'a str>,
+    #[serde(borrow)]
+    pub transport: Option<&'a str>,
+    pub removable: Option<bool>,
+    pub rotational: Option<bool>,
+    #[serde(borrow)]
+    pub parent: Option<&'a str>,
+    #[serde(borrow)]
+    pub backing_file: Option<&'a str>,
+}
+
+impl<'a> HardwareView<'a> {
+    pub fn of(h: &'a Hardware) -> HardwareView<'a> {
+        HardwareView {
+            size: h.size,
+            model: h.model.as_deref(),
+            vendor: h.vendor.as_deref(),
+            serial: h.serial.as_deref(),
+            wwn: h.wwn.as_deref(),
+            transport: h.transport.as_deref(),
+            removable: h.removable,
+            rotational: h.rotational,
+            parent: h.parent.as_deref(),
+            backing_file: h.backing_file.as_deref(),
+        }
+    }
+
+    pub fn to_record(&self) -> Hardware {
+        let owned = |v: Option<&str>| v.map(str::to_string);
+        Hardware {
+            size: self.size,
+            model: owned(self.model),
+            vendor: owned(self.vendor),
+            serial: owned(self.serial),
+            wwn: owned(self.wwn),
+            transport: owned(self.transport),
+            removable: self.removable,
+            rotational: self.rotational,
+            parent: owned(self.parent),
+            backing_file: owned(self.backing_file),
+        }
+    }
+
+    /// Whether it says the same as `h`.
+    pub fn same_as(&self, h: &Hardware) -> bool {
+        // Destructured, so that a field added to `Hardware` cannot be forgotten here.
+        let Hardware {
+            size,
+            model,
+            vendor,
+            serial,
+            wwn,
+            transport,
+            removable,
+            rotational,
+            parent,
+            backing_file,
+        } = h;
+        self.size == *size
+            && self.model == model.as_deref()
+            && self.vendor == vendor.as_deref()
+            && self.serial == serial.as_deref()
+            && self.wwn == wwn.as_deref()
+            && self.transport == transport.as_deref()
+            && self.removable == *removable
+            && self.rotational == *rotational
+            && self.parent == parent.as_deref()
+            && self.backing_file == backing_file.as_deref()
+    }
 }
 
 /// A stay that ended: where the disk was, and from when to when.
@@ -96,6 +186,7 @@ impl<'a> DiskView<'a> {
             device: &d.device,
             fstype: d.fstype.as_deref(),
             mountpoints: d.mountpoints.iter().map(String::as_str).collect(),
+            hardware: HardwareView::of(&d.hardware),
         }
     }
 
@@ -106,15 +197,36 @@ impl<'a> DiskView<'a> {
             device: self.device.to_string(),
             fstype: self.fstype.map(str::to_string),
             mountpoints: self.mountpoints.iter().map(|m| m.to_string()).collect(),
-            hardware: Default::default(),
+            hardware: self.hardware.to_record(),
         }
     }
 
     /// `DiskRecord::matches`.
     pub fn matches(&self, term: &str) -> bool {
-        self.uuid.is_some_and(|u| u.eq_ignore_ascii_case(term))
-            || self.label == Some(term)
-            || self.device == term
+        crate::model::matches(
+            self.uuid,
+            self.label,
+            self.device,
+            self.hardware.serial,
+            self.hardware.wwn,
+            term,
+        )
+    }
+
+    /// `DiskRecord::identity_parts`.
+    pub fn identity_parts(&self) -> (&'static str, &'a str) {
+        identity_parts(
+            self.uuid,
+            self.hardware.wwn,
+            self.hardware.serial,
+            self.device,
+        )
+    }
+
+    /// `DiskRecord::identity`, built from the same bytes as its [`Key`].
+    pub fn identity(&self) -> String {
+        let key = Key::of_parts(self.identity_parts(), self.device, false);
+        String::from_utf8_lossy(&key.bytes().collect::<Vec<u8>>()).into_owned()
     }
 
     /// Whether it says the same as `d`.
@@ -129,22 +241,14 @@ impl<'a> DiskView<'a> {
                 .iter()
                 .zip(&d.mountpoints)
                 .all(|(a, b)| a == b)
-    }
-
-    /// The disk's UUID when it has one (its identity, in any case).
-    pub fn uuid(&self) -> Option<&'a str> {
-        self.uuid.filter(|u| !u.is_empty())
+            && self.hardware.same_as(&d.hardware)
     }
 }
 
 impl<'a> EntryView<'a> {
     /// Its key within the host.
     pub fn key(&self) -> Key<'a> {
-        Key {
-            uuid: self.disk.uuid(),
-            device: self.disk.device,
-            dup: self.dup,
-        }
+        Key::of_parts(self.disk.identity_parts(), self.disk.device, self.dup)
     }
 
     /// Host name and address it was last seen at, given its host's.
@@ -168,41 +272,86 @@ impl<'a> EntryView<'a> {
 }
 
 /// An entry's key within its host, as `DiskRecord::identity` spells it ("uuid:" and the
-/// UUID in lower case, else "dev:" and the device), + NUL + device for a duplicate UUID;
-/// compared and hashed as that text, without building it.
+/// UUID in lower case, else "wwn:" and the WWN as `wwn_key` has it, else "serial:" and the
+/// serial, else "dev:" and the device), + NUL + device for a duplicate identity; compared
+/// and hashed as that text, without building it (a merge keys every disk of an inventory).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Key<'a> {
-    /// A non-empty UUID.
-    pub uuid: Option<&'a str>,
-    pub device: &'a str,
+    /// The kind of identity (`uuid:`, `wwn:`, `serial:` or `dev:`).
+    kind: &'static str,
+    /// Its text as the identity has it, but for the case (a WWN without its prefix).
+    text: &'a str,
+    /// The text is compared in lower case (a UUID, a WWN).
+    lower: bool,
+    device: &'a str,
     pub dup: bool,
 }
 
 impl<'a> Key<'a> {
     pub fn of(d: &'a DiskRecord) -> Key<'a> {
+        Key::of_parts(d.identity_parts(), &d.device, false)
+    }
+
+    /// From `identity_parts`.
+    fn of_parts((kind, text): (&'static str, &'a str), device: &'a str, dup: bool) -> Key<'a> {
+        let (text, lower) = match kind {
+            "uuid:" => (text, true),
+            "wwn:" => (wwn_key_text(text), true),
+            _ => (text, false),
+        };
         Key {
-            uuid: d.uuid.as_deref().filter(|u| !u.is_empty()),
-            device: &d.device,
-            dup: false,
+            kind,
+            text,
+            lower,
+            device,
+            dup,
         }
     }
 
-    fn bytes(&self) -> impl Iterator<Item = u8> + 'a {
-        let (prefix, text, lower): (&'static [u8], &'a str, bool) = match self.uuid {
-            Some(u) => (b"uuid:", u, true),
-            None => (b"dev:", self.device, false),
-        };
+    /// A disk known by its UUID.
+    pub fn is_uuid(&self) -> bool {
+        self.kind == "uuid:"
+    }
+
+    /// A disk known by its device only (no UUID, WWN or serial).
+    pub fn is_device(&self) -> bool {
+        self.kind == "dev:"
+    }
+
+    /// The key's text, byte by byte (what `DiskRecord::identity` builds, + NUL + device).
+    pub fn bytes(&self) -> impl Iterator<Item = u8> + 'a {
+        let lower = self.lower;
         let tail = if self.dup { self.device } else { "" };
-        prefix
-            .iter()
-            .copied()
+        self.kind
+            .bytes()
             .chain(
-                text.bytes()
+                self.text
+                    .bytes()
                     .map(move |b| if lower { b.to_ascii_lowercase() } else { b }),
             )
             .chain(self.dup.then_some(0u8))
             .chain(tail.bytes())
     }
+}
+
+/// `crate::model::wwn_key(wwn)` but for the case, without the copy: trimmed, without one
+/// `0x`, `naa.` or `eui.` prefix (in any case).
+fn wwn_key_text(wwn: &str) -> &str {
+    let t = wwn.trim();
+    ["0x", "naa.", "eui."]
+        .iter()
+        .find_map(|p| {
+            t.as_bytes()
+                .get(..p.len())
+                .filter(|head| head.eq_ignore_ascii_case(p.as_bytes()))
+                .and_then(|_| t.get(p.len()..))
+        })
+        .unwrap_or(t)
+}
+
+/// `crate::model::wwn_key(wwn)`, byte by byte, without the copies.
+pub(super) fn wwn_key_bytes(wwn: &str) -> impl Iterator<Item = u8> + '_ {
+    wwn_key_text(wwn).bytes().map(|b| b.to_ascii_lowercase())
 }
 
 impl PartialEq for Key<'_> {
@@ -239,7 +388,7 @@ impl<'a> HostView<'a> {
 
     /// Its index terms (see `term`), sorted, without duplicates.
     pub fn terms(&self) -> Vec<u64> {
-        let mut terms = Vec::with_capacity(self.entries.len() * 4 + 1);
+        let mut terms = Vec::with_capacity(self.entries.len() * 6 + 1);
         for e in &self.entries {
             let d = &e.disk;
             if let Some(u) = d.uuid {
@@ -247,6 +396,12 @@ impl<'a> HostView<'a> {
             }
             if let Some(l) = d.label {
                 terms.push(term(b'l', l));
+            }
+            if let Some(s) = d.hardware.serial.filter(|s| !s.is_empty()) {
+                terms.push(term(b's', s));
+            }
+            if let Some(w) = d.hardware.wwn.filter(|w| !w.trim().is_empty()) {
+                terms.push(term_wwn(w));
             }
             terms.push(term(b'd', d.device));
             terms.push(term(b'h', e.place(self.host, self.addr).0));
@@ -347,12 +502,34 @@ impl HostState {
     }
 }
 
+/// Marks chunk 0 of a schema-4 value: the high bit of its chunk count (see the module
+/// documentation).
+pub(super) const FRAME_V4: u32 = 1 << 31;
+
+/// Whether `chunk0` is the first chunk of a schema-4 value.
+pub(super) fn is_v4(chunk0: &[u8]) -> bool {
+    chunk0
+        .get(..4)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .is_some_and(|b| u32::from_be_bytes(b) & FRAME_V4 != 0)
+}
+
 /// A host's value from its stored chunks (in order), as one buffer framed like chunk 0
 /// (the chunk itself when there is only one: shared with sled, not copied); `None` when
-/// they do not make a value.
+/// they do not make a schema-4 value (a schema-3 value is never read as one).
 pub(super) fn join_chunks(chunks: &[sled::IVec]) -> Option<sled::IVec> {
+    join_framed(chunks, FRAME_V4)
+}
+
+/// [`join_chunks`] for a value whose chunk count carries `mark` (`FRAME_V4`, or 0 for a
+/// schema-3 value).
+pub(super) fn join_framed(chunks: &[sled::IVec], mark: u32) -> Option<sled::IVec> {
     let first = chunks.first()?;
-    let n = u32::from_be_bytes(first.get(..4)?.try_into().ok()?) as usize;
+    let count = u32::from_be_bytes(first.get(..4)?.try_into().ok()?);
+    if count & FRAME_V4 != mark {
+        return None;
+    }
+    let n = (count & !FRAME_V4) as usize;
     if n == 0 || chunks.len() < n {
         return None;
     }
@@ -373,22 +550,24 @@ pub(super) fn unframed(bytes: &[u8]) -> &[u8] {
     bytes.get(4..).unwrap_or(&[])
 }
 
-/// `bytes` behind a (meaningless) 4-byte frame, as chunk 0 has.
+/// `bytes` behind a 4-byte frame, as chunk 0 has (marked v4, with a meaningless count:
+/// only `unframed` reads it).
 fn framed(bytes: &[u8]) -> sled::IVec {
     let mut v = Vec::with_capacity(bytes.len() + 4);
-    v.extend_from_slice(&[0; 4]);
+    v.extend_from_slice(&FRAME_V4.to_be_bytes());
     v.extend_from_slice(bytes);
     sled::IVec::from(v)
 }
 
-/// Split an encoded value into chunks, the first one prefixed with their number.
+/// Split an encoded value into chunks, the first one prefixed with their number (marked
+/// `FRAME_V4`).
 fn split(bytes: &[u8]) -> Vec<Vec<u8>> {
     let first_len = bytes.len().min(CHUNK_BYTES - 4);
     let rest = &bytes[first_len..];
     let n = 1 + rest.len().div_ceil(CHUNK_BYTES);
     let mut out = Vec::with_capacity(n);
     let mut first = Vec::with_capacity(first_len + 4);
-    first.extend_from_slice(&(n as u32).to_be_bytes());
+    first.extend_from_slice(&(n as u32 | FRAME_V4).to_be_bytes());
     first.extend_from_slice(&bytes[..first_len]);
     out.push(first);
     out.extend(rest.chunks(CHUNK_BYTES).map(<[u8]>::to_vec));
@@ -414,9 +593,9 @@ pub(super) fn parse_chunk_key(key: &[u8]) -> Option<(&str, u32)> {
     Some((std::str::from_utf8(id).ok()?, i))
 }
 
-/// An index term: `kind` (`u` UUID lower-cased, `l` label, `d` device, `h` host name) and
-/// its text, hashed (FNV-1a). A collision only adds a candidate, which every reader checks
-/// against the records themselves.
+/// An index term: `kind` (`u` UUID lower-cased, `l` label, `d` device, `h` host name, `s`
+/// serial, `w` WWN as `wwn_key` has it) and its text, hashed (FNV-1a). A collision only adds
+/// a candidate, which every reader checks against the records themselves.
 pub(super) fn term(kind: u8, text: &str) -> u64 {
     fnv(std::iter::once(kind).chain(text.bytes()))
 }
@@ -424,6 +603,11 @@ pub(super) fn term(kind: u8, text: &str) -> u64 {
 /// `term(kind, &text.to_ascii_lowercase())`, without the copy.
 pub(super) fn term_lower(kind: u8, text: &str) -> u64 {
     fnv(std::iter::once(kind).chain(text.bytes().map(|b| b.to_ascii_lowercase())))
+}
+
+/// `term(b'w', &wwn_key(wwn))`, without the copies.
+pub(super) fn term_wwn(wwn: &str) -> u64 {
+    fnv(std::iter::once(b'w').chain(wwn_key_bytes(wwn)))
 }
 
 /// FNV-1a, 64 bits.

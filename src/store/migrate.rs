@@ -1,36 +1,341 @@
 //! Upgrades of older layouts, run by `Store::open`.
 //!
+//! Every older layout is read here with frozen copies of its own types: the records of
+//! `crate::model` change (postcard is positional: a new field changes every value after
+//! it), these copies never do.
+//!
+//! # Schema 3 -> 4
+//!
+//! Schema 3 is schema 4 without the hardware: the same trees and keys, one value per host
+//! in tree `hosts`, framed the same way but without the `FRAME_V4` mark on chunk 0's
+//! count, and each disk without its [`crate::model::Hardware`] (the last field of a
+//! schema-4 disk). The conversion rewrites each host in place, one at a time:
+//!
+//! 1. for each host whose chunk 0 is not marked v4: read its v3 value, write its v4 value
+//!    as ONE sled batch (every chunk, and the removal of chunks it no longer needs), so
+//!    that a crash leaves that host either v3 or v4, never a mix; hosts already marked v4
+//!    (converted by a run that was interrupted) are skipped; a value that does not read as
+//!    v3 is left as it is (schema 3 skipped it too; the host's next write replaces it);
+//! 2. flush;
+//! 3. set the schema to 4 and flush: the commit point.
+//!
+//! Before (3) the store says schema 3, and every host is a whole v3 or a whole v4 value, so
+//! a `kill -9` anywhere means the next start converts the hosts still v3 and commits. Only
+//! after (3) does the normal path read the store, and it reads v4 values only. A schema-3
+//! diskd started on a store interrupted before (3) skips the hosts already converted (their
+//! marked count makes no value for it) instead of misreading them.
+//!
+//! # Schema 2 -> 4
+//!
 //! Schema 2 (the first release): tree `sightings`, one record per (host, disk) keyed
-//! node id + NUL + identity (+ NUL + device for a duplicate UUID); tree `index` (term keys);
-//! `meta` key `term_index_v1`. `peers`, `attaches` and the `meta` keys `node_id` and
-//! `local_seen` are the same in schema 3 and stay as they are.
+//! node id + NUL + identity (+ NUL + device for a duplicate UUID), its value a `Sighting`
+//! whose disk had no hardware; tree `index` (term keys); `meta` key `term_index_v1`.
+//! `peers`, `attaches` and the `meta` keys `node_id` and `local_seen` are the same in
+//! schemas 2, 3 and 4 and stay as they are. A schema-2 store goes to schema 4 directly.
 //!
 //! The conversion is crash-safe by order: (1) drop whatever a previous, interrupted run
-//! left in `hosts`; (2) write every host's v3 value and flush; (3) set the schema to 3 and
+//! left in `hosts`; (2) write every host's v4 value and flush; (3) set the schema to 4 and
 //! flush (the commit point); (4) drop the old trees. Until (3) the store is still a whole
 //! schema-2 store (the old trees are only read), so a `kill -9` anywhere before it means the
 //! next start migrates again from scratch; after (3), a start that finds old trees left
-//! over drops them.
+//! over drops them (so does the conversion from schema 3: schema 3 converted schema 2 the
+//! same way and may have left them).
 
 use std::collections::BTreeMap;
 
-use super::layout::{chunk_key, encode_entries, Entry};
-use crate::model::Sighting;
+use serde::Deserialize;
+
+use super::layout::{
+    chunk_key, encode_entries, is_v4, join_framed, parse_chunk_key, unframed, DiskView, Entry,
+    EntryView, HardwareView, HostView, PastStay,
+};
+use crate::model::{DiskRecord, Millis, Sighting};
 
 pub(super) const V2_SIGHTINGS: &str = "sightings";
 pub(super) const V2_INDEX: &str = "index";
 pub(super) const V2_KEY_INDEXED: &[u8] = b"term_index_v1";
 
-/// How far `from_v2` goes; anything short of `All` is for tests of an interrupted run.
+/// How far a conversion goes; anything short of `All` is for tests of an interrupted run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Until {
-    /// Stop after writing the new trees (before the schema flips).
+    /// Schema 2: stop after writing the new trees (before the schema flips).
     NewTrees,
+    /// Schema 3: stop after rewriting this many hosts, flushed (before the schema flips).
+    Hosts(usize),
     /// The whole conversion.
     All,
 }
 
-/// Convert a schema-2 store to schema 3 (see the module documentation for the order).
+// ---- schema 3, frozen ----
+
+/// A schema-3 host value (what `layout::HostView` was).
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+struct HostV3<'a> {
+    host: &'a str,
+    #[serde(borrow)]
+    addr: Option<&'a str>,
+    #[serde(borrow)]
+    entries: Vec<EntryV3<'a>>,
+}
+
+/// A schema-3 entry (what `layout::EntryView` was).
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+struct EntryV3<'a> {
+    #[serde(borrow)]
+    disk: DiskV3<'a>,
+    present: bool,
+    first_seen: Millis,
+    last_seen: Millis,
+    since: Millis,
+    dup: bool,
+    #[serde(borrow)]
+    place: Option<(&'a str, Option<&'a str>)>,
+    #[serde(borrow)]
+    past: Vec<PastStayV3<'a>>,
+}
+
+/// A schema-3 disk (what `layout::DiskView` was: no hardware).
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+struct DiskV3<'a> {
+    #[serde(borrow)]
+    uuid: Option<&'a str>,
+    #[serde(borrow)]
+    label: Option<&'a str>,
+    device: &'a str,
+    #[serde(borrow)]
+    fstype: Option<&'a str>,
+    #[serde(borrow)]
+    mountpoints: Vec<&'a str>,
+}
+
+/// A schema-3 past stay (what `layout::PastStay` was).
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+struct PastStayV3<'a> {
+    host: &'a str,
+    #[serde(borrow)]
+    addr: Option<&'a str>,
+    device: &'a str,
+    #[serde(borrow)]
+    label: Option<&'a str>,
+    first_seen: Millis,
+    last_seen: Millis,
+}
+
+impl<'a> HostV3<'a> {
+    /// The same host in schema 4: every disk with its hardware unknown.
+    fn to_v4(&self) -> HostView<'a> {
+        let mut entries: Vec<EntryView<'a>> = self
+            .entries
+            .iter()
+            .map(|e| EntryView {
+                disk: DiskView {
+                    uuid: e.disk.uuid,
+                    label: e.disk.label,
+                    device: e.disk.device,
+                    fstype: e.disk.fstype,
+                    mountpoints: e.disk.mountpoints.clone(),
+                    hardware: HardwareView::default(),
+                },
+                present: e.present,
+                first_seen: e.first_seen,
+                last_seen: e.last_seen,
+                since: e.since,
+                dup: e.dup,
+                place: e.place,
+                past: e
+                    .past
+                    .iter()
+                    .map(|p| PastStay {
+                        host: p.host,
+                        addr: p.addr,
+                        device: p.device,
+                        label: p.label,
+                        first_seen: p.first_seen,
+                        last_seen: p.last_seen,
+                    })
+                    .collect(),
+            })
+            .collect();
+        // Without hardware a v4 key is the v3 key; sorted again all the same, as v4 keeps
+        // them.
+        entries.sort_by(|a, b| a.key().cmp(&b.key()));
+        HostView {
+            host: self.host,
+            addr: self.addr,
+            entries,
+        }
+    }
+}
+
+/// A schema-3 value of `host` (its disks' hardware left out), framed and split as schema 3
+/// stored it: what the previous release would have written. For tests.
+#[cfg(test)]
+pub(super) fn encode_v3(host: &HostView<'_>, chunk_bytes: usize) -> Vec<Vec<u8>> {
+    let v3 = HostV3 {
+        host: host.host,
+        addr: host.addr,
+        entries: host
+            .entries
+            .iter()
+            .map(|e| EntryV3 {
+                disk: DiskV3 {
+                    uuid: e.disk.uuid,
+                    label: e.disk.label,
+                    device: e.disk.device,
+                    fstype: e.disk.fstype,
+                    mountpoints: e.disk.mountpoints.clone(),
+                },
+                present: e.present,
+                first_seen: e.first_seen,
+                last_seen: e.last_seen,
+                since: e.since,
+                dup: e.dup,
+                place: e.place,
+                past: e
+                    .past
+                    .iter()
+                    .map(|p| PastStayV3 {
+                        host: p.host,
+                        addr: p.addr,
+                        device: p.device,
+                        label: p.label,
+                        first_seen: p.first_seen,
+                        last_seen: p.last_seen,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    };
+    let bytes = postcard::to_allocvec(&v3).expect("encodes");
+    let first_len = bytes.len().min(chunk_bytes - 4);
+    let rest = &bytes[first_len..];
+    let n = 1 + rest.len().div_ceil(chunk_bytes);
+    let mut first = (n as u32).to_be_bytes().to_vec();
+    first.extend_from_slice(&bytes[..first_len]);
+    let mut out = vec![first];
+    out.extend(rest.chunks(chunk_bytes).map(<[u8]>::to_vec));
+    out
+}
+
+/// Convert a schema-3 store to schema 4 (see the module documentation for the order).
+pub(super) fn from_v3(
+    db: &sled::Db,
+    meta: &sled::Tree,
+    hosts: &sled::Tree,
+    schema_key: &[u8],
+    until: Until,
+) -> Result<(), sled::Error> {
+    // Every host's keys, counted (keys only: values are read one host at a time).
+    let mut counts: BTreeMap<String, u32> = BTreeMap::new();
+    for k in hosts.iter().keys() {
+        let k = k?;
+        if let Some((id, i)) = parse_chunk_key(&k) {
+            let n = counts.entry(id.to_string()).or_default();
+            *n = (*n).max(i.saturating_add(1));
+        }
+    }
+    // (1) Each host still v3, one batch each.
+    let mut converted = 0usize;
+    for (node_id, keys) in counts {
+        if until == Until::Hosts(converted) {
+            break;
+        }
+        let Some(first) = hosts.get(chunk_key(&node_id, 0))? else {
+            continue; // no value without its chunk 0; left as it is
+        };
+        if is_v4(&first) {
+            continue; // converted by an interrupted run
+        }
+        let mut chunks = vec![first];
+        for i in 1..keys {
+            match hosts.get(chunk_key(&node_id, i))? {
+                Some(c) => chunks.push(c),
+                None => break,
+            }
+        }
+        let Some(bytes) = join_framed(&chunks, 0) else {
+            continue; // unreadable then, unreadable now
+        };
+        let Ok(old) = postcard::from_bytes::<HostV3<'_>>(unframed(&bytes)) else {
+            continue;
+        };
+        let (new, _) = old
+            .to_v4()
+            .encode()
+            .map_err(|e| sled::Error::Unsupported(format!("cannot encode host {node_id}: {e}")))?;
+        let n = new.len() as u32;
+        let mut batch = sled::Batch::default();
+        for (i, c) in new.into_iter().enumerate() {
+            batch.insert(chunk_key(&node_id, i as u32), c);
+        }
+        for i in n..keys {
+            batch.remove(chunk_key(&node_id, i));
+        }
+        hosts.apply_batch(batch)?;
+        converted += 1;
+    }
+    // (2)
+    db.flush()?;
+    if until != Until::All {
+        return Ok(());
+    }
+    // (3) The commit point.
+    meta.insert(schema_key, super::SCHEMA_VERSION.to_string().as_bytes())?;
+    db.flush()?;
+    Ok(())
+}
+
+// ---- schema 2, frozen ----
+
+/// A schema-2 sighting (what `model::Sighting` was).
+#[derive(Deserialize)]
+struct SightingV2 {
+    node_id: String,
+    host: String,
+    addr: Option<String>,
+    disk: DiskV2,
+    present: bool,
+    first_seen: Millis,
+    last_seen: Millis,
+}
+
+/// A schema-2 disk (what `model::DiskRecord` was before the hardware).
+#[derive(Deserialize)]
+struct DiskV2 {
+    uuid: Option<String>,
+    label: Option<String>,
+    device: String,
+    fstype: Option<String>,
+    mountpoints: Vec<String>,
+}
+
+impl SightingV2 {
+    /// The same sighting now: its disk's hardware unknown.
+    fn into_current(self) -> Sighting {
+        Sighting {
+            node_id: self.node_id,
+            host: self.host,
+            addr: self.addr,
+            disk: DiskRecord {
+                uuid: self.disk.uuid,
+                label: self.disk.label,
+                device: self.disk.device,
+                fstype: self.disk.fstype,
+                mountpoints: self.disk.mountpoints,
+                hardware: Default::default(),
+            },
+            present: self.present,
+            first_seen: self.first_seen,
+            last_seen: self.last_seen,
+        }
+    }
+}
+
+/// Convert a schema-2 store to schema 4 (see the module documentation for the order).
 pub(super) fn from_v2(
     db: &sled::Db,
     meta: &sled::Tree,
@@ -47,9 +352,10 @@ pub(super) fn from_v2(
     let mut groups: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
     for item in sightings.iter() {
         let (k, v) = item?;
-        let Ok(s) = postcard::from_bytes::<Sighting>(&v) else {
+        let Ok(s) = postcard::from_bytes::<SightingV2>(&v) else {
             continue; // unreadable then, unreadable now
         };
+        let s = s.into_current();
         let Some(nul) = k.iter().position(|&b| b == 0) else {
             continue;
         };
@@ -72,7 +378,8 @@ pub(super) fn from_v2(
             .max_by_key(|e| (e.s.present, e.s.last_seen))
             .map(|e| (e.s.host.clone(), e.s.addr.clone()))
             .unwrap_or_default();
-        // Keys must be what v3 derives from the disk (identity, + NUL + device).
+        // Keys must be what v4 derives from the disk (identity, + NUL + device); without
+        // hardware that is what v2 had.
         entries.retain(|e| {
             e.key == e.s.disk.identity()
                 || e.key == format!("{}\0{}", e.s.disk.identity(), e.s.disk.device)
@@ -98,8 +405,8 @@ pub(super) fn from_v2(
     Ok(())
 }
 
-/// Drop what schema 2 had and schema 3 does not (after a conversion, or left by one that
-/// was interrupted after its commit point).
+/// Drop what schema 2 had and schemas 3 and 4 do not (after a conversion, or left by one
+/// that was interrupted after its commit point).
 pub(super) fn drop_v2_leftovers(db: &sled::Db, meta: &sled::Tree) -> Result<(), sled::Error> {
     let names = db.tree_names();
     let mut dropped = false;

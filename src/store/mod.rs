@@ -7,11 +7,18 @@
 //! `replace_peer_inventory` and `upsert_peer` for the peer layer); queries read the
 //! fleet-wide picture.
 //!
-//! Layout (schema 3, see `layout`): the unit of change is one host's inventory, so each
+//! Layout (schema 4, see `layout`): the unit of change is one host's inventory, so each
 //! host is ONE value in tree `hosts` (split across a few keys only when larger than 64 KiB),
 //! rewritten as one atomic sled batch when its inventory changes and not written at all
-//! when it does not. The term index (UUID, label, device, host name) lives in memory only,
-//! built at open from the host values and updated with every write.
+//! when it does not. Each disk in it carries its hardware (size, model, serial, WWN, ...),
+//! new in schema 4, and is keyed within its host by its identity (UUID, else WWN, else
+//! serial, else device: `DiskRecord::identity`). The term index (UUID, label, device,
+//! serial, WWN, host name) lives in memory only, built at open from the host values and
+//! updated with every write.
+//!
+//! Older stores are converted at open (see `migrate`): schema 3 (the same layout without
+//! the hardware) host by host in place, schema 2 (one record per sighting) in one pass;
+//! both crash-safe, committed by setting the schema version last.
 //!
 //! Readers answer from memory: the committed value of every host (an `Arc`, swapped on
 //! each write) and the index, behind a lock held only for memory access, never across sled
@@ -36,8 +43,8 @@ use std::time::Duration;
 pub use health::StoreHealth;
 use health::{Durability, Sled, Wrote};
 use layout::{
-    chunk_key, join_chunks, parse_chunk_key, term, term_lower, unframed, DiskView, EntryView,
-    HostState, HostView, Key, PastStay,
+    chunk_key, join_chunks, parse_chunk_key, term, term_lower, term_wwn, unframed, DiskView,
+    EntryView, HostState, HostView, Key, PastStay,
 };
 pub use layout::{MAX_ABSENT_PER_HOST, MAX_STAYS};
 
@@ -47,9 +54,9 @@ use crate::model::{
 };
 
 /// The layout version of the data in sled. Bump it when records change incompatibly. An
-/// older store is converted at open (schema 2 -> 3, see `migrate`); a newer one is refused
-/// instead of being misread.
-pub const SCHEMA_VERSION: u32 = 3;
+/// older store is converted at open (schema 3 -> 4 and 2 -> 4, see `migrate`); a newer one
+/// is refused instead of being misread.
+pub const SCHEMA_VERSION: u32 = 4;
 
 const META: &str = "meta";
 const HOSTS: &str = "hosts";
@@ -399,8 +406,8 @@ fn is_lock_error(e: &sled::Error) -> bool {
 }
 
 impl Store {
-    /// Open (or create) the store in `path`, check its schema (converting a schema-2
-    /// store), load or make the node id, and load every host into memory.
+    /// Open (or create) the store in `path`, check its schema (converting a schema-2 or
+    /// schema-3 store), load or make the node id, and load every host into memory.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         // A store just closed in this process may hold sled's lock for a moment longer
         // (its background threads finish first): a short wait, then `Locked` stands.
@@ -450,6 +457,12 @@ impl Store {
         match meta.get(KEY_SCHEMA).map_err(open_err)? {
             Some(v) if v.as_ref() == SCHEMA_VERSION.to_string().as_bytes() => {
                 migrate::drop_v2_leftovers(&db, &meta).map_err(open_err)?;
+            }
+            Some(v) if v.as_ref() == b"3" => {
+                // Schema 3 converted schema 2 the same way and may have left its trees.
+                migrate::drop_v2_leftovers(&db, &meta).map_err(open_err)?;
+                let hosts = db.open_tree(HOSTS).map_err(open_err)?;
+                migrate::from_v3(&db, &meta, &hosts, KEY_SCHEMA, until).map_err(open_err)?;
             }
             Some(v) if v.as_ref() == b"2" => {
                 migrate::from_v2(&db, &meta, HOSTS, KEY_SCHEMA, until).map_err(open_err)?;
@@ -812,8 +825,9 @@ impl Store {
         Ok(out)
     }
 
-    /// Sightings whose uuid (any case), label (exact) or device (exact) is `term`, through
-    /// the in-memory term index: a query reads only the matching hosts.
+    /// Sightings whose uuid (any case), label, device or serial (exact) or WWN (any case,
+    /// with or without its `0x`/`naa.`/`eui.` prefix) is `term`, through the in-memory term
+    /// index: a query reads only the matching hosts.
     pub fn find(&self, term_text: &str) -> Result<Vec<Sighting>, StoreError> {
         let hosts = read(&self.inner.mem).hosts_with(disk_terms(term_text));
         Ok(sightings_of(&hosts, |e, _| e.disk.matches(term_text)))
@@ -827,14 +841,17 @@ impl Store {
         }))
     }
 
-    /// The stays of every disk `term` names (UUID in any case, label or device exactly,
-    /// now or in an earlier stay), newest first, at most `MAX_STAYS` per disk. A disk is
-    /// its UUID (lower case) on any host, or its device on one host when it has no UUID.
-    /// A current stay's `last_seen` is as stored; its host's seen time extends it (see
-    /// `host_seen`).
+    /// The stays of every disk `term` names (UUID in any case, label, device or serial
+    /// exactly, WWN in any form; now or, for a label or device, in an earlier stay), newest
+    /// first, at most `MAX_STAYS` per disk. A disk is its identity (see
+    /// `DiskRecord::identity`): its UUID, WWN or serial on any host (a blank disk that
+    /// moved from one host to another is one disk), or its device on one host when it has
+    /// none of them. A current stay's `last_seen` is as stored; its host's seen time
+    /// extends it (see `host_seen`).
     pub fn history(&self, term_text: &str) -> Result<Vec<Stay>, StoreError> {
         let candidates = read(&self.inner.mem).hosts_with(disk_terms(term_text));
-        let mut uuids: HashSet<String> = HashSet::new();
+        // Identities known on any host, and the index term that finds each.
+        let mut wanted: HashMap<String, u64> = HashMap::new();
         let mut per_disk: Vec<Vec<Stay>> = Vec::new();
         for h in &candidates {
             let v = h.view();
@@ -846,29 +863,33 @@ impl Store {
                 if !hit {
                     continue;
                 }
-                match uuid_of(&e.disk) {
-                    Some(u) => {
-                        uuids.insert(u);
+                match fleet_identity(&e.disk) {
+                    Some(found) => {
+                        wanted.insert(e.disk.identity(), found);
                     }
                     None => per_disk.push(stays(&h.node_id, &v, e)),
                 }
             }
         }
-        if !uuids.is_empty() {
-            let hosts = read(&self.inner.mem).hosts_with(uuids.iter().map(|u| term(b'u', u)));
-            let mut by_uuid: BTreeMap<String, Vec<Stay>> = BTreeMap::new();
+        if !wanted.is_empty() {
+            let hosts = read(&self.inner.mem).hosts_with(wanted.values().copied());
+            let mut by_identity: BTreeMap<String, Vec<Stay>> = BTreeMap::new();
             for h in &hosts {
                 let v = h.view();
                 for e in &v.entries {
-                    if let Some(u) = uuid_of(&e.disk).filter(|u| uuids.contains(u)) {
-                        by_uuid
-                            .entry(u)
+                    if fleet_identity(&e.disk).is_none() {
+                        continue;
+                    }
+                    let id = e.disk.identity();
+                    if wanted.contains_key(&id) {
+                        by_identity
+                            .entry(id)
                             .or_default()
                             .extend(stays(&h.node_id, &v, e));
                     }
                 }
             }
-            per_disk.extend(by_uuid.into_values());
+            per_disk.extend(by_identity.into_values());
         }
         let newest_first = |a: &Stay, b: &Stay| {
             (b.first_seen, b.last_seen, b.current)
@@ -1067,6 +1088,10 @@ fn merge<'a>(
     let mut entries: Vec<EntryView<'a>> = Vec::with_capacity(disks.len().max(old_entries.len()));
     let mut seen: Keyed<'a, ()> = Keyed::default();
     seen.reserve(disks.len());
+    // Old entries another identity of the same disk may take over (see `adopt`), built
+    // only when a disk is not found by its own key; and the keys of those taken over.
+    let mut adoptable: Option<HashMap<&'a str, &'a EntryView<'a>>> = None;
+    let mut adopted: Keyed<'a, ()> = Keyed::default();
     for disk in disks {
         let mut key = Key::of(disk);
         if seen.contains_key(&key) {
@@ -1088,7 +1113,18 @@ fn merge<'a>(
             place: Some((host, addr)),
             past,
         };
-        match by_key.get(&key) {
+        let prev = match by_key.get(&key) {
+            Some(prev) => Some(*prev),
+            None => {
+                // Not known by this identity: maybe known by another for the same disk.
+                let by_device =
+                    adoptable.get_or_insert_with(|| adoptable_entries(old_entries, disks));
+                adopt(by_device, &key, disk).inspect(|prev| {
+                    adopted.insert(prev.key(), ());
+                })
+            }
+        };
+        match prev {
             Some(prev) => {
                 let (p_host, p_addr) = prev.place(old_host, old_addr);
                 let same_place = p_host == host && p_addr == addr;
@@ -1137,7 +1173,7 @@ fn merge<'a>(
         }
     }
     for prev in old_entries {
-        if seen.contains_key(&prev.key()) {
+        if seen.contains_key(&prev.key()) || adopted.contains_key(&prev.key()) {
             continue;
         }
         let mut e = prev.clone();
@@ -1181,6 +1217,44 @@ fn merge<'a>(
     }
 }
 
+/// The old entries of a host that a disk of its new inventory may take over although its
+/// key differs (see `adopt`), by device: present, without a UUID, not a duplicate, and not
+/// claimed by their own key in the new inventory.
+fn adoptable_entries<'a>(
+    old_entries: &'a [EntryView<'a>],
+    disks: &'a [DiskRecord],
+) -> HashMap<&'a str, &'a EntryView<'a>> {
+    let claimed: HashSet<Key<'a>> = disks.iter().map(Key::of).collect();
+    old_entries
+        .iter()
+        .filter(|e| e.present && !e.dup && !e.key().is_uuid() && !claimed.contains(&e.key()))
+        .map(|e| (e.disk.device, e))
+        .collect()
+}
+
+/// The old entry `disk` (keyed `key`, not found by it) continues, if any: the entry of
+/// the disk present at the same device when one of the two is known by its device only
+/// and the other by its WWN or serial. A disk is known by its device when the hardware
+/// could not be read: a store, a watcher or a peer older than hardware identity, or a
+/// watcher that failed to read sysfs once. Without this, every whole disk would vanish
+/// and appear again (events, hooks) when a release that reads the hardware first scans
+/// it. Two disks each known by its own serial or WWN stay two disks, whatever their
+/// devices; so does anything with a UUID.
+fn adopt<'a>(
+    by_device: &mut HashMap<&'a str, &'a EntryView<'a>>,
+    key: &Key<'_>,
+    disk: &DiskRecord,
+) -> Option<&'a EntryView<'a>> {
+    if key.dup || key.is_uuid() {
+        return None;
+    }
+    let prev = by_device.get(disk.device.as_str())?;
+    if !(key.is_device() || prev.key().is_device()) {
+        return None;
+    }
+    by_device.remove(disk.device.as_str())
+}
+
 /// The stays of one entry of host `node_id` (value `h`): its past ones and its latest.
 fn stays(node_id: &str, h: &HostView<'_>, e: &EntryView<'_>) -> Vec<Stay> {
     let (host, addr) = e.place(h.host, h.addr);
@@ -1211,14 +1285,26 @@ fn stays(node_id: &str, h: &HostView<'_>, e: &EntryView<'_>) -> Vec<Stay> {
     out
 }
 
-/// A disk's UUID in lower case, when it has one (its identity across hosts).
-fn uuid_of(d: &DiskView<'_>) -> Option<String> {
-    d.uuid().map(str::to_ascii_lowercase)
+/// When a disk's identity holds across hosts (a UUID, a WWN or a serial, not a device
+/// path), the index term that finds every host that has a disk with that identity.
+fn fleet_identity(d: &DiskView<'_>) -> Option<u64> {
+    match d.identity_parts() {
+        ("uuid:", u) => Some(term_lower(b'u', u)),
+        ("wwn:", w) => Some(term_wwn(w)),
+        ("serial:", s) => Some(term(b's', s)),
+        _ => None,
+    }
 }
 
-/// The index terms a disk query looks up.
-fn disk_terms(text: &str) -> [u64; 3] {
-    [term_lower(b'u', text), term(b'l', text), term(b'd', text)]
+/// The index terms a disk query looks up: everything `DiskRecord::matches` compares.
+fn disk_terms(text: &str) -> [u64; 5] {
+    [
+        term_lower(b'u', text),
+        term(b'l', text),
+        term(b'd', text),
+        term(b's', text),
+        term_wwn(text),
+    ]
 }
 
 /// Refuse a data file that sled 0.34 would silently start afresh over.

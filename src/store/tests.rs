@@ -418,7 +418,15 @@ fn history_is_bounded_per_disk() {
 
 /// A copy of the schema-2 fixture (the sled files only) in a temp dir.
 fn fixture_copy() -> tempfile::TempDir {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v2");
+    copy_of_fixture("store-v2")
+}
+
+/// A copy of the sled files of `tests/fixtures/NAME` in a temp dir (never opened in place:
+/// opening converts it).
+fn copy_of_fixture(name: &str) -> tempfile::TempDir {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     let dir = tempfile::tempdir().unwrap();
     for e in std::fs::read_dir(&src).unwrap().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
@@ -572,12 +580,12 @@ fn a_schema_2_store_is_converted_keeping_everything() {
         assert_fixture(&s);
     }
     let (schema, trees) = layout_of(dir.path());
-    assert_eq!(schema, "3");
+    assert_eq!(schema, "4");
     assert!(
         !trees.iter().any(|t| t == "sightings" || t == "index"),
         "{trees:?}"
     );
-    // Opened again as the schema-3 store it now is.
+    // Opened again as the schema-4 store it now is.
     let s = Store::open(dir.path()).unwrap();
     assert_fixture(&s);
     // And it goes on working: the vanished disk comes back.
@@ -624,7 +632,7 @@ fn an_interrupted_conversion_is_redone_from_scratch() {
         assert!(s.find_host("host-ffff").unwrap().is_empty());
         assert_eq!(lock(&s.inner.chunks).len(), 2, "the stray key was cleared");
     }
-    assert_eq!(layout_of(dir.path()).0, "3");
+    assert_eq!(layout_of(dir.path()).0, "4");
 
     // Died after the flip, before the old trees were dropped: they are dropped now.
     let dir = fixture_copy();
@@ -633,13 +641,13 @@ fn an_interrupted_conversion_is_redone_from_scratch() {
         let db = sled_open(dir.path());
         db.open_tree(META)
             .unwrap()
-            .insert(KEY_SCHEMA, &b"3"[..])
+            .insert(KEY_SCHEMA, &b"4"[..])
             .unwrap();
         db.flush().unwrap();
     }
     assert_fixture(&Store::open(dir.path()).unwrap());
     let (schema, trees) = layout_of(dir.path());
-    assert_eq!(schema, "3");
+    assert_eq!(schema, "4");
     assert!(
         !trees.iter().any(|t| t == "sightings" || t == "index"),
         "{trees:?}"
@@ -702,4 +710,860 @@ fn a_hosts_last_known_disks_are_bounded() {
     drop(s);
     let s = Store::open(dir.path()).unwrap();
     assert_eq!(s.find_host("busy").unwrap().len(), MAX_ABSENT_PER_HOST + 1);
+}
+
+// ---- schema 4: hardware, identity by WWN or serial, conversion of schema 3 ----
+
+/// Every hardware field known.
+fn full_hardware(serial: &str, wwn: &str) -> crate::model::Hardware {
+    crate::model::Hardware {
+        size: Some(4_000_787_030_016),
+        model: Some("WDC WD40EFRX-68N32N0".into()),
+        vendor: Some("ATA".into()),
+        serial: Some(serial.into()),
+        wwn: Some(wwn.into()),
+        transport: Some("sata".into()),
+        removable: Some(false),
+        rotational: Some(true),
+        parent: Some("/dev/sda".into()),
+        backing_file: Some("/var/lib/images/disk \"one\".img".into()),
+    }
+}
+
+/// A disk without a filesystem, known by its hardware only.
+fn blank(dev: &str, serial: Option<&str>, wwn: Option<&str>) -> DiskRecord {
+    DiskRecord {
+        uuid: None,
+        label: None,
+        device: dev.into(),
+        fstype: None,
+        mountpoints: vec![],
+        hardware: crate::model::Hardware {
+            serial: serial.map(Into::into),
+            wwn: wwn.map(Into::into),
+            ..Default::default()
+        },
+    }
+}
+
+/// The bytes of a key.
+fn key_bytes(k: &Key<'_>) -> Vec<u8> {
+    k.bytes().collect()
+}
+
+#[test]
+fn a_key_is_the_identity_byte_for_byte() {
+    use crate::model::wwn_key;
+    let uuids = [
+        None,
+        Some(""),
+        Some("  "),
+        Some("6FE176FB-83a0-4E4A-af6a-f578ca7a1f65"),
+        Some(" spaced UUID "),
+    ];
+    let wwns = [
+        None,
+        Some(""),
+        Some(" \t"),
+        Some("0x5000C500A1B2C3D4"),
+        Some("naa.5000C500A1B2C3D4"),
+        Some("NAA.5000c500a1b2c3d4"),
+        Some("eui.0025388B91B12345"),
+        Some("  0X5000C500A1B2C3D4  "),
+        Some("0x"),
+        Some("naa"),
+        Some("5000C500A1B2C3D4"),
+        Some("0xnaa.ABC"),
+        Some("Éui.ÄB"),
+    ];
+    let serials = [
+        None,
+        Some(""),
+        Some(" "),
+        Some("WD-WCC4E1234567"),
+        Some("s/n 1 "),
+    ];
+    let devices = ["/dev/sdb", "/dev/disk/by-id/ata-X Y", ""];
+    let mut records = Vec::new();
+    for u in uuids {
+        for w in wwns {
+            for s in serials {
+                for d in devices {
+                    records.push(DiskRecord {
+                        uuid: u.map(Into::into),
+                        label: Some("l".into()),
+                        device: d.into(),
+                        fstype: None,
+                        mountpoints: vec![],
+                        hardware: crate::model::Hardware {
+                            serial: s.map(Into::into),
+                            wwn: w.map(Into::into),
+                            ..Default::default()
+                        },
+                    });
+                }
+            }
+        }
+    }
+    for d in &records {
+        let id = d.identity();
+        assert_eq!(key_bytes(&Key::of(d)), id.as_bytes(), "{d:?}");
+        let mut dup = Key::of(d);
+        dup.dup = true;
+        assert_eq!(
+            key_bytes(&dup),
+            format!("{id}\0{}", d.device).as_bytes(),
+            "{d:?}"
+        );
+        // An entry's key, from the stored (borrowed) disk.
+        let view = DiskView::of(d);
+        assert_eq!(view.identity(), id);
+        for dup in [false, true] {
+            let e = EntryView {
+                disk: view.clone(),
+                present: true,
+                first_seen: 0,
+                last_seen: 0,
+                since: 0,
+                dup,
+                place: None,
+                past: vec![],
+            };
+            let want = if dup {
+                format!("{id}\0{}", d.device)
+            } else {
+                id.clone()
+            };
+            assert_eq!(key_bytes(&e.key()), want.as_bytes(), "{d:?}");
+        }
+    }
+    // Compared and hashed as that text.
+    for a in records.iter().step_by(7) {
+        for b in records.iter().step_by(5) {
+            let (ka, kb) = (Key::of(a), Key::of(b));
+            assert_eq!(ka.cmp(&kb), a.identity().cmp(&b.identity()), "{a:?} {b:?}");
+            if ka == kb {
+                use std::hash::{BuildHasher, BuildHasherDefault};
+                let h = BuildHasherDefault::<TermHasher>::default();
+                assert_eq!(h.hash_one(ka), h.hash_one(kb));
+            }
+        }
+    }
+    // The WWN term is the term of `wwn_key`.
+    for w in wwns.into_iter().flatten() {
+        assert_eq!(
+            layout::wwn_key_bytes(w).collect::<Vec<u8>>(),
+            wwn_key(w).as_bytes(),
+            "{w:?}"
+        );
+        assert_eq!(term_wwn(w), term(b'w', &wwn_key(w)), "{w:?}");
+    }
+}
+
+#[test]
+fn find_by_serial_exactly_and_by_wwn_in_any_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let whole = blank(
+        "/dev/sdb",
+        Some("WD-WCC4E1234567"),
+        Some("0x5000C500A1B2C3D4"),
+    );
+    let nvme = blank("/dev/nvme0n1", Some("S4EWNX0R123456"), None);
+    let part = disk("1111-2222", "data", "/dev/sdb1");
+    s.replace_local("h", None, &[whole.clone(), nvme.clone(), part], 1)
+        .unwrap();
+    s.replace_peer_inventory(
+        "p",
+        "peer",
+        None,
+        &[blank("/dev/sdx", None, Some("eui.0025388B91B12345"))],
+        1,
+    )
+    .unwrap();
+    let only = |term: &str, want: &str| {
+        let f = s.find(term).unwrap();
+        assert_eq!(f.len(), 1, "{term}: {f:?}");
+        assert_eq!(f[0].disk.device, want, "{term}");
+    };
+    only("WD-WCC4E1234567", "/dev/sdb");
+    only("S4EWNX0R123456", "/dev/nvme0n1");
+    assert!(
+        s.find("wd-wcc4e1234567").unwrap().is_empty(),
+        "serial: exact"
+    );
+    assert!(s.find("WD-WCC4E123456").unwrap().is_empty());
+    for w in [
+        "0x5000C500A1B2C3D4",
+        "0x5000c500a1b2c3d4",
+        "naa.5000c500a1b2c3d4",
+        "NAA.5000C500A1B2C3D4",
+        "5000c500a1b2c3d4",
+    ] {
+        only(w, "/dev/sdb");
+    }
+    only("0x0025388b91b12345", "/dev/sdx");
+    only("eui.0025388B91B12345", "/dev/sdx");
+    assert!(s.find("0x5000c500a1b2c3d").unwrap().is_empty());
+    // The full record comes back, hardware and all.
+    assert_eq!(s.find("WD-WCC4E1234567").unwrap()[0].disk, whole);
+    assert_eq!(s.history("S4EWNX0R123456").unwrap().len(), 1);
+}
+
+#[test]
+fn a_blank_disk_is_its_serial_on_every_host_in_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let serial = "ZA1B2C3D";
+    let s = Store::open(dir.path()).unwrap();
+    // On host A (this node) at /dev/sdb, then gone from it.
+    s.replace_local(
+        "host-a",
+        None,
+        &[blank("/dev/sdb", Some(serial), None)],
+        1000,
+    )
+    .unwrap();
+    s.replace_local("host-a", None, &[], 2000).unwrap();
+    // Then on host B, another device path, and B has a disk of its own at /dev/sdb.
+    s.upsert_peer(&peer_rec("b", 3000)).unwrap();
+    s.replace_peer_inventory(
+        "b",
+        "host-b",
+        Some("192.0.2.8"),
+        &[
+            blank("/dev/sdc", Some(serial), None),
+            blank("/dev/sdb", None, None),
+        ],
+        3000,
+    )
+    .unwrap();
+    let got = |term: &str| -> Vec<(String, String, bool)> {
+        s.history(term)
+            .unwrap()
+            .into_iter()
+            .map(|x| (x.host, x.device, x.current))
+            .collect()
+    };
+    let both = vec![
+        ("host-b".to_string(), "/dev/sdc".to_string(), true),
+        ("host-a".to_string(), "/dev/sdb".to_string(), false),
+    ];
+    assert_eq!(got(serial), both);
+    // The device path it had on A finds the same disk; B's own /dev/sdb is another disk
+    // (a device path identifies a disk on one host only).
+    let by_dev = got("/dev/sdb");
+    assert_eq!(by_dev.len(), 3, "{by_dev:?}");
+    assert!(by_dev.contains(&("host-b".into(), "/dev/sdb".into(), true)));
+    // Both sightings are found by the serial.
+    assert_eq!(s.find(serial).unwrap().len(), 2);
+
+    // A disk known by its WWN moves from B to A the same way.
+    let wwn = "naa.5000cca01234abcd";
+    s.replace_peer_inventory(
+        "b",
+        "host-b",
+        Some("192.0.2.8"),
+        &[blank("/dev/sdd", None, Some(wwn))],
+        4000,
+    )
+    .unwrap();
+    s.replace_peer_inventory("b", "host-b", Some("192.0.2.8"), &[], 5000)
+        .unwrap();
+    s.replace_local(
+        "host-a",
+        None,
+        &[blank(
+            "/dev/sde",
+            Some("other serial"),
+            Some("0x5000CCA01234ABCD"),
+        )],
+        6000,
+    )
+    .unwrap();
+    let h = got("0x5000cca01234abcd");
+    assert_eq!(
+        h,
+        vec![
+            ("host-a".to_string(), "/dev/sde".to_string(), true),
+            ("host-b".to_string(), "/dev/sdd".to_string(), false),
+        ]
+    );
+    assert_eq!(got("other serial"), h);
+}
+
+#[test]
+fn hardware_round_trips_and_a_serial_keeps_its_entry_across_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let whole = DiskRecord {
+        uuid: None,
+        label: None,
+        device: "/dev/sda".into(),
+        fstype: None,
+        mountpoints: vec![],
+        hardware: full_hardware("WD-WX12345678", "0x50014ee2b5c6d7e8"),
+    };
+    let mut part = disk("AAAA-0001", "data \"one\"", "/dev/sda1");
+    part.mountpoints = vec!["/srv/data one".into()];
+    part.hardware = crate::model::Hardware {
+        size: Some(1 << 40),
+        model: Some("".into()),
+        removable: Some(true),
+        rotational: Some(false),
+        parent: Some("/dev/sda".into()),
+        ..Default::default()
+    };
+    let stick = blank("/dev/sdb", Some("USB-0001"), None);
+    let inv = vec![whole.clone(), part.clone(), stick.clone()];
+    {
+        let s = Store::open(dir.path()).unwrap();
+        s.replace_local("h", None, &inv, 1000).unwrap();
+        // A change of the hardware alone is a change.
+        let mut bigger = whole.clone();
+        bigger.hardware.size = Some(8_001_563_222_016);
+        let d = s
+            .replace_local(
+                "h",
+                None,
+                &[bigger.clone(), part.clone(), stick.clone()],
+                2000,
+            )
+            .unwrap();
+        assert_eq!((d.changed, d.was), (vec![bigger], vec![whole.clone()]));
+        s.replace_local("h", None, &inv, 3000).unwrap();
+    }
+    let s = Store::open(dir.path()).unwrap();
+    let mut back = s.local_inventory();
+    back.sort_by(|a, b| a.device.cmp(&b.device));
+    assert_eq!(back, inv);
+    assert_eq!(s.find("WD-WX12345678").unwrap()[0].disk, whole);
+    assert_eq!(s.find("naa.50014EE2B5C6D7E8").unwrap()[0].disk, whole);
+    assert_eq!(s.find("/dev/sda1").unwrap()[0].disk, part);
+
+    // The stick moves to another device: the same entry (one sighting, first seen kept),
+    // a changed disk rather than one vanished and one appeared, and a past stay.
+    let moved = blank("/dev/sdc", Some("USB-0001"), None);
+    let d = s
+        .replace_local(
+            "h",
+            None,
+            &[whole.clone(), part.clone(), moved.clone()],
+            4000,
+        )
+        .unwrap();
+    assert!(d.appeared.is_empty() && d.vanished.is_empty(), "{d:?}");
+    assert_eq!(
+        (d.changed, d.was),
+        (vec![moved.clone()], vec![stick.clone()])
+    );
+    drop(s);
+    let s = Store::open(dir.path()).unwrap();
+    assert_eq!(s.sightings_len(), 3);
+    let f = s.find("USB-0001").unwrap();
+    assert_eq!(f.len(), 1);
+    assert_eq!((f[0].first_seen, &f[0].disk), (1000, &moved));
+    let h: Vec<_> = s
+        .history("USB-0001")
+        .unwrap()
+        .into_iter()
+        .map(|x| (x.device, x.first_seen, x.last_seen, x.current))
+        .collect();
+    assert_eq!(
+        h,
+        vec![
+            ("/dev/sdc".to_string(), 4000, 4000, true),
+            ("/dev/sdb".to_string(), 1000, 3000, false)
+        ]
+    );
+}
+
+const V3_A: &str = "e9570b22aa8ac2c1c200563a4cced0c4";
+const V3_B: &str = "3b2d244500ce5cfcbb612cb4f4cc15ee";
+
+/// Everything the schema-3 fixture holds (see tests/fixtures/store-v3/README.md), as read
+/// now: the same as the previous release read it, every hardware field unknown.
+fn assert_fixture_v3(s: &Store) {
+    assert_eq!(s.node_id(), V3_A);
+    let d = |uuid: Option<&str>, label: Option<&str>, dev: &str, fs: Option<&str>| DiskRecord {
+        uuid: uuid.map(Into::into),
+        label: label.map(Into::into),
+        device: dev.into(),
+        fstype: fs.map(Into::into),
+        mountpoints: vec![],
+        hardware: Default::default(),
+    };
+    let sig = |id: &str, disk, present, first_seen, last_seen| {
+        let (host, addr) = if id == V3_A {
+            ("fixture-a", "192.0.2.2")
+        } else {
+            ("fixture-b", "127.0.0.1")
+        };
+        Sighting {
+            node_id: id.into(),
+            host: host.into(),
+            addr: Some(addr.into()),
+            disk,
+            present,
+            first_seen,
+            last_seen,
+        }
+    };
+    let t_a = 1795706183561;
+    let t_b = 1795706183751;
+    let blank_sdh = d(None, None, "/dev/sdh", None);
+    let backup = d(
+        Some("5d6e7f80-1a2b-4c3d-8e9f-0a1b2c3d4e5f"),
+        Some("backup"),
+        "/dev/sdb1",
+        Some("ext4"),
+    );
+    let moving = d(
+        Some("77777777-2222-4333-8444-555566667777"),
+        Some("moving disk"),
+        "/dev/sdg1",
+        Some("ext4"),
+    );
+    let big = d(
+        Some("C0FFEE00-0000-4000-8000-0000000000C3"),
+        Some("my \"big\" disk 3"),
+        "/dev/sdc1",
+        Some("xfs"),
+    );
+    let nouuid = d(None, Some("no uuid 'here'"), "/dev/sde1", Some("vfat"));
+    let peer_disk = d(
+        Some("0b0b0b0b-1111-4222-8333-444455556666"),
+        Some("peer disk"),
+        "/dev/sdd1",
+        Some("ext4"),
+    );
+    let all = s.sightings().unwrap();
+    assert_eq!(
+        all,
+        vec![
+            sig(V3_B, nouuid.clone(), true, t_b, t_b),
+            sig(V3_B, peer_disk.clone(), true, t_b, t_b),
+            sig(V3_A, blank_sdh.clone(), true, t_a, t_a),
+            sig(V3_A, backup.clone(), true, t_a, t_a),
+            sig(V3_A, moving.clone(), true, t_a, 1795706185402),
+            sig(V3_A, big.clone(), false, t_a, t_a),
+        ]
+    );
+    assert!(all.iter().all(|x| x.disk.hardware.is_empty()));
+    assert_eq!(s.sightings_len(), 6);
+    assert_eq!(s.host_seen(V3_A), Some(1795706185402));
+    assert_eq!(s.host_seen(V3_B), Some(1795706186527));
+    assert_eq!(
+        s.local_inventory(),
+        vec![blank_sdh.clone(), backup.clone(), moving.clone()]
+    );
+    assert_eq!(
+        s.host_inventory(V3_B),
+        vec![nouuid.clone(), peer_disk.clone()]
+    );
+    assert_eq!(
+        s.peers(),
+        vec![PeerRecord {
+            node_id: V3_B.into(),
+            node: "fixture-b".into(),
+            addr: Some("127.0.0.1".into()),
+            first_seen: 1795706183730,
+            last_seen: 1795706186527,
+            gone: true,
+            legacy: false,
+            disks: 2,
+            key: None,
+            boot: 4703081784212532427,
+            sent_ms: 1795706186526,
+        }]
+    );
+    assert_eq!(
+        s.attach("5D6E7F80-1A2B-4C3D-8E9F-0A1B2C3D4E5F"),
+        Some(AttachRecord {
+            dir: "/mnt/backup \"here\"".into(),
+            host: "fixture-a".into(),
+            path: "/srv/diskd/5d6e7f80-1a2b-4c3d-8e9f-0a1b2c3d4e5f".into(),
+        })
+    );
+    let one = |term: &str, want: &DiskRecord| {
+        let f = s.find(term).unwrap();
+        assert_eq!(f.len(), 1, "{term}: {f:?}");
+        assert_eq!(&f[0].disk, want, "{term}");
+    };
+    one("5D6E7F80-1a2b-4c3d-8e9f-0a1b2c3d4e5f", &backup);
+    one("c0ffee00-0000-4000-8000-0000000000c3", &big);
+    one("my \"big\" disk 3", &big);
+    one("/dev/sdh", &blank_sdh);
+    one("no uuid 'here'", &nouuid);
+    one("/dev/sdd1", &peer_disk);
+    assert!(s.find("/dev/sdf1").unwrap().is_empty(), "a past device");
+    assert_eq!(s.find_host("fixture-a").unwrap().len(), 4);
+    assert_eq!(s.find_host("fixture-b").unwrap().len(), 2);
+    // The history of the disk that moved, by its UUID, its label, either device.
+    let stay = |device: &str, first_seen, last_seen, current| Stay {
+        node_id: V3_A.into(),
+        host: "fixture-a".into(),
+        addr: Some("192.0.2.2".into()),
+        device: device.into(),
+        label: Some("moving disk".into()),
+        first_seen,
+        last_seen,
+        current,
+    };
+    let moved = vec![
+        stay("/dev/sdg1", 1795706185402, 1795706185402, true),
+        stay("/dev/sdf1", t_a, t_a, false),
+    ];
+    for term in [
+        "77777777-2222-4333-8444-555566667777",
+        "moving disk",
+        "/dev/sdf1",
+        "/dev/sdg1",
+    ] {
+        assert_eq!(s.history(term).unwrap(), moved, "{term}");
+    }
+    let h = s.history("my \"big\" disk 3").unwrap();
+    assert_eq!(h.len(), 1);
+    assert_eq!(
+        (h[0].first_seen, h[0].last_seen, h[0].current),
+        (t_a, t_a, false)
+    );
+    let h = s.history("no uuid 'here'").unwrap();
+    assert_eq!(h.len(), 1);
+    assert_eq!((h[0].host.as_str(), h[0].current), ("fixture-b", true));
+}
+
+/// Every key and value of tree `hosts` of a closed store.
+fn hosts_of(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let db = sled_open(path);
+    db.open_tree(HOSTS)
+        .unwrap()
+        .iter()
+        .map(|kv| {
+            let (k, v) = kv.unwrap();
+            (k.to_vec(), v.to_vec())
+        })
+        .collect()
+}
+
+/// For each host of a closed store: whether its chunk 0 is marked v4.
+fn v4_marks(path: &Path) -> BTreeMap<String, bool> {
+    hosts_of(path)
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let (id, i) = parse_chunk_key(&k)?;
+            (i == 0).then(|| (id.to_string(), layout::is_v4(&v)))
+        })
+        .collect()
+}
+
+#[test]
+fn a_schema_3_store_is_converted_keeping_everything() {
+    let dir = copy_of_fixture("store-v3");
+    assert_eq!(layout_of(dir.path()).0, "3");
+    assert_eq!(
+        v4_marks(dir.path()),
+        BTreeMap::from([(V3_A.to_string(), false), (V3_B.to_string(), false)])
+    );
+    {
+        let s = Store::open(dir.path()).unwrap();
+        assert_fixture_v3(&s);
+        assert_eq!(s.inner.host_writes.load(Ordering::Relaxed), 0);
+    }
+    let (schema, trees) = layout_of(dir.path());
+    assert_eq!(schema, "4");
+    for t in ["meta", "hosts", "peers", "attaches"] {
+        assert!(trees.iter().any(|x| x == t), "{t}: {trees:?}");
+    }
+    assert!(v4_marks(dir.path()).values().all(|&v4| v4));
+    // Opened again as the schema-4 store it now is, and it goes on working: the moving
+    // disk is found by its serial now that the watchers report it, keeping its history.
+    let s = Store::open(dir.path()).unwrap();
+    assert_fixture_v3(&s);
+    let mut inv = s.local_inventory();
+    inv[2].hardware.serial = Some("MOV-1".into());
+    let d = s
+        .replace_local("fixture-a", Some("192.0.2.2"), &inv, 1795706200000)
+        .unwrap();
+    assert_eq!(d.changed.len(), 1);
+    assert_eq!(s.history("MOV-1").unwrap().len(), 2);
+}
+
+#[test]
+fn reopening_a_converted_store_changes_nothing() {
+    let dir = copy_of_fixture("store-v3");
+    drop(Store::open(dir.path()).unwrap());
+    let hosts = hosts_of(dir.path());
+    let meta = layout_of(dir.path());
+    {
+        let s = Store::open(dir.path()).unwrap();
+        assert_fixture_v3(&s);
+        assert_eq!(s.inner.host_writes.load(Ordering::Relaxed), 0);
+    }
+    assert_eq!(hosts_of(dir.path()), hosts, "no host value was rewritten");
+    assert_eq!(layout_of(dir.path()), meta);
+}
+
+#[test]
+fn an_interrupted_schema_3_conversion_completes() {
+    let dir = copy_of_fixture("store-v3");
+    // A run that rewrote one host and died before the schema flipped.
+    drop(Store::open_until(dir.path(), migrate::Until::Hosts(1)).unwrap());
+    assert_eq!(layout_of(dir.path()).0, "3");
+    let marks = v4_marks(dir.path());
+    assert_eq!(marks.values().filter(|&&v4| v4).count(), 1, "{marks:?}");
+    let converted = hosts_of(dir.path());
+    {
+        let s = Store::open(dir.path()).unwrap();
+        assert_fixture_v3(&s);
+    }
+    assert_eq!(layout_of(dir.path()).0, "4");
+    assert!(v4_marks(dir.path()).values().all(|&v4| v4));
+    // The host converted before the crash was left as it was.
+    let after = hosts_of(dir.path());
+    let first = converted
+        .iter()
+        .find(|(k, v)| parse_chunk_key(k).is_some_and(|(_, i)| i == 0) && layout::is_v4(v))
+        .unwrap();
+    assert!(after.contains(first));
+
+    // A run that died before it rewrote any host changed nothing; the next one converts
+    // everything.
+    let dir = copy_of_fixture("store-v3");
+    let before = hosts_of(dir.path());
+    drop(Store::open_until(dir.path(), migrate::Until::Hosts(0)).unwrap());
+    assert_eq!(hosts_of(dir.path()), before);
+    assert_eq!(layout_of(dir.path()).0, "3");
+    assert_fixture_v3(&Store::open(dir.path()).unwrap());
+    assert_eq!(layout_of(dir.path()).0, "4");
+}
+
+#[test]
+fn a_schema_3_store_left_with_schema_2_trees_drops_them() {
+    // A schema-2 conversion by the previous release that died after its commit point.
+    let dir = copy_of_fixture("store-v3");
+    {
+        let db = sled_open(dir.path());
+        db.open_tree(migrate::V2_SIGHTINGS)
+            .unwrap()
+            .insert(b"x\0uuid:y", &b"old"[..])
+            .unwrap();
+        db.open_tree(META)
+            .unwrap()
+            .insert(migrate::V2_KEY_INDEXED, &b"1"[..])
+            .unwrap();
+        db.flush().unwrap();
+    }
+    assert_fixture_v3(&Store::open(dir.path()).unwrap());
+    let (schema, trees) = layout_of(dir.path());
+    assert_eq!(schema, "4");
+    assert!(!trees.iter().any(|t| t == "sightings"), "{trees:?}");
+}
+
+#[test]
+fn a_store_from_a_newer_diskd_is_refused_untouched() {
+    let dir = copy_of_fixture("store-v3");
+    drop(Store::open(dir.path()).unwrap());
+    {
+        let db = sled_open(dir.path());
+        db.open_tree(META)
+            .unwrap()
+            .insert(KEY_SCHEMA, &b"5"[..])
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let hosts = hosts_of(dir.path());
+    let e = Store::open(dir.path()).unwrap_err();
+    match &e {
+        StoreError::Schema {
+            found, expected, ..
+        } => assert_eq!((found.as_str(), *expected), ("5", 4)),
+        other => panic!("{other}"),
+    }
+    assert!(e.to_string().contains("nothing was changed"), "{e}");
+    assert_eq!(layout_of(dir.path()).0, "5");
+    assert_eq!(hosts_of(dir.path()), hosts);
+}
+
+#[test]
+fn a_large_schema_3_host_is_converted_whole() {
+    // Values as the previous release wrote them: a host over several chunks (with a stray
+    // key past its last chunk, which a write would have removed), a small one, and one that
+    // does not decode (left as it is, as schema 3 left it).
+    let dir = tempfile::tempdir().unwrap();
+    let many: Vec<DiskRecord> = (0..3000)
+        .map(|i| {
+            disk(
+                &format!("{i:08x}-uuid"),
+                &format!("label {i}"),
+                &format!("/dev/d{i}"),
+            )
+        })
+        .collect();
+    let mut moved = many.clone();
+    moved[7].device = "/dev/moved7".into();
+    let values: Vec<(String, Vec<Vec<u8>>)> = {
+        let big = merge(None, "big-host", Some("192.0.2.3"), &many, 1000, 1000);
+        let big = big.host.unwrap();
+        let big_bytes = big.encode().unwrap().1;
+        let big = HostView::decode(unframed(&big_bytes)).unwrap();
+        let later = merge(
+            Some(&big),
+            "big-host",
+            Some("192.0.2.3"),
+            &moved,
+            2000,
+            1000,
+        );
+        let small = merge(None, "small-host", None, &many[..2], 1000, 1000);
+        vec![
+            (
+                "big".to_string(),
+                migrate::encode_v3(later.host.as_ref().unwrap(), layout::CHUNK_BYTES),
+            ),
+            (
+                "small".to_string(),
+                migrate::encode_v3(small.host.as_ref().unwrap(), layout::CHUNK_BYTES),
+            ),
+            ("junk".to_string(), vec![b"\0\0\0\x01junk".to_vec()]),
+        ]
+    };
+    let big_chunks = values[0].1.len() as u32;
+    assert!(big_chunks > 1, "{big_chunks}");
+    {
+        let db = sled_open(dir.path());
+        let meta = db.open_tree(META).unwrap();
+        meta.insert(KEY_SCHEMA, &b"3"[..]).unwrap();
+        meta.insert(KEY_NODE_ID, &b"0123"[..]).unwrap();
+        let hosts = db.open_tree(HOSTS).unwrap();
+        for (id, chunks) in &values {
+            for (i, c) in chunks.iter().enumerate() {
+                hosts.insert(chunk_key(id, i as u32), c.clone()).unwrap();
+            }
+        }
+        hosts
+            .insert(chunk_key("big", big_chunks + 3), &b"stray"[..])
+            .unwrap();
+        db.flush().unwrap();
+    }
+    {
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.sightings_len(), 3002);
+        assert_eq!(s.find("label 2999").unwrap().len(), 1);
+        assert_eq!(s.find("00000001-UUID").unwrap().len(), 2);
+        assert_eq!(s.find_host("big-host").unwrap().len(), 3000);
+        let h = s.history("00000007-uuid").unwrap();
+        let got: Vec<_> = h.iter().map(|x| (x.device.as_str(), x.current)).collect();
+        assert_eq!(got, vec![("/dev/moved7", true), ("/dev/d7", false)]);
+        assert_eq!(h[0].addr.as_deref(), Some("192.0.2.3"));
+    }
+    assert_eq!(layout_of(dir.path()).0, "4");
+    let hosts = hosts_of(dir.path());
+    let keys_of = |id: &str| -> Vec<u32> {
+        hosts
+            .iter()
+            .filter_map(|(k, _)| parse_chunk_key(k).filter(|(h, _)| *h == id).map(|x| x.1))
+            .collect()
+    };
+    let big_now = keys_of("big");
+    assert_eq!(
+        big_now,
+        (0..big_now.len() as u32).collect::<Vec<_>>(),
+        "numbered without a gap, the stray key gone"
+    );
+    // The value that never decoded is still there, unchanged.
+    assert_eq!(keys_of("junk"), vec![0]);
+    assert!(hosts.contains(&(chunk_key("junk", 0), b"\0\0\0\x01junk".to_vec())));
+}
+
+#[test]
+fn a_disk_known_by_its_device_keeps_its_entry_once_its_hardware_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let host = fleet::Host {
+        node_id: "x",
+        name: "h",
+        addr: None,
+        local: true,
+    };
+    let part = disk("u-1", "data", "/dev/sda1");
+    // As a store, a watcher or a peer older than hardware identity knew them.
+    s.replace_local(
+        "h",
+        None,
+        &[
+            blank("/dev/sda", None, None),
+            part.clone(),
+            blank("/dev/sdb", None, None),
+        ],
+        1000,
+    )
+    .unwrap();
+    // The hardware is read: the same disks, no disk vanished or appeared, no event.
+    let sda = DiskRecord {
+        hardware: full_hardware("WD-1", "naa.5000000000000001"),
+        ..blank("/dev/sda", None, None)
+    };
+    let sdb = blank("/dev/sdb", Some("USB-2"), None);
+    let d = s
+        .replace_local("h", None, &[sda.clone(), part.clone(), sdb.clone()], 2000)
+        .unwrap();
+    assert!(d.appeared.is_empty() && d.vanished.is_empty(), "{d:?}");
+    assert_eq!(d.changed, vec![sda.clone(), sdb.clone()]);
+    assert!(
+        d.events(&host, 2000).is_empty(),
+        "{:?}",
+        d.events(&host, 2000)
+    );
+    assert_eq!(s.sightings_len(), 3);
+    let f = s.find("USB-2").unwrap();
+    assert_eq!((f.len(), f[0].first_seen), (1, 1000));
+    assert_eq!(s.history("/dev/sdb").unwrap().len(), 1, "no new stay");
+    // A watcher that fails to read it once: still the same disk, and back again.
+    let d = s
+        .replace_local(
+            "h",
+            None,
+            &[sda.clone(), part.clone(), blank("/dev/sdb", None, None)],
+            3000,
+        )
+        .unwrap();
+    assert!(d.appeared.is_empty() && d.vanished.is_empty(), "{d:?}");
+    let d = s
+        .replace_local("h", None, &[sda.clone(), part.clone(), sdb.clone()], 4000)
+        .unwrap();
+    assert!(d.appeared.is_empty() && d.vanished.is_empty(), "{d:?}");
+    assert_eq!(s.sightings_len(), 3);
+    assert_eq!(s.find("USB-2").unwrap()[0].first_seen, 1000);
+
+    // Another disk with its own serial at that device is another disk.
+    let other = blank("/dev/sdb", Some("USB-3"), None);
+    let d = s
+        .replace_local("h", None, &[sda.clone(), part.clone(), other.clone()], 5000)
+        .unwrap();
+    assert_eq!((d.appeared, d.vanished), (vec![other], vec![sdb]));
+    assert_eq!(s.sightings_len(), 4);
+    // A disk that was absent is not taken over: it comes back as what it is.
+    s.replace_local("h", None, &[sda.clone(), part.clone()], 6000)
+        .unwrap();
+    let d = s
+        .replace_local("h", None, &[sda, part, blank("/dev/sdb", None, None)], 7000)
+        .unwrap();
+    assert_eq!(d.appeared.len(), 1);
+    assert_eq!(s.sightings_len(), 5);
+}
+
+#[test]
+fn the_blank_disk_of_a_schema_3_store_keeps_its_entry_when_its_serial_is_read() {
+    let dir = copy_of_fixture("store-v3");
+    let s = Store::open(dir.path()).unwrap();
+    let mut inv = s.local_inventory();
+    assert_eq!(inv[0].device, "/dev/sdh");
+    inv[0].hardware = full_hardware("ZZ-SDH", "0x5000000000000999");
+    let d = s
+        .replace_local("fixture-a", Some("192.0.2.2"), &inv, 1795706200000)
+        .unwrap();
+    assert!(d.appeared.is_empty() && d.vanished.is_empty(), "{d:?}");
+    assert_eq!(s.sightings_len(), 6);
+    let f = s.find("ZZ-SDH").unwrap();
+    assert_eq!((f.len(), f[0].first_seen), (1, 1795706183561));
+    assert_eq!(s.history("0x5000000000000999").unwrap().len(), 1);
 }
