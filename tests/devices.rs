@@ -458,6 +458,9 @@ fn a_blank_loop_device_is_listed_with_its_size_and_an_ext4_one_is_one_record() {
             .arg("/dev/loop*")
             .start(),
     );
+    let events = util::Bg::spawn(&fx.daemon().socket, &["events", "--json"]);
+    // `events` has no "listening" line: give it a moment to subscribe.
+    std::thread::sleep(Duration::from_secs(1));
     let blank_dev = fx.attach(&blank);
     let fs_dev = fx.attach(&img.file);
     let d = fx.daemon();
@@ -489,6 +492,37 @@ fn a_blank_loop_device_is_listed_with_its_size_and_an_ext4_one_is_one_record() {
         backed_by(&list(d, &["--blank"]), &img.file).is_none(),
         "a filesystem is not blank"
     );
+    // Told once, whole: blkid's and sysfs's views met before the fleet heard of either
+    // device (never a blank record first, nor a record without its size, then a change).
+    let ours = || -> Vec<Value> {
+        events
+            .lines()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| e["device"] == fs_dev.as_str() || e["device"] == blank_dev.as_str())
+            .collect()
+    };
+    wait_for("both devices in the event stream", DEADLINE, || {
+        ours().len() >= 2
+    });
+    // Anything told twice would have come by now.
+    std::thread::sleep(Duration::from_millis(500));
+    let told = ours();
+    let fs_told: Vec<&Value> = told
+        .iter()
+        .filter(|e| e["device"] == fs_dev.as_str())
+        .collect();
+    assert_eq!(fs_told.len(), 1, "{told:#?}");
+    assert_eq!(fs_told[0]["event"], "appeared", "{told:#?}");
+    assert_eq!(fs_told[0]["uuid"], img.uuid.as_str(), "{told:#?}");
+    assert_eq!(fs_told[0]["size"], 16 * 1024 * 1024, "{told:#?}");
+    let blank_told: Vec<&Value> = told
+        .iter()
+        .filter(|e| e["device"] == blank_dev.as_str())
+        .collect();
+    assert_eq!(blank_told.len(), 1, "{told:#?}");
+    assert_eq!(blank_told[0]["size"], 24 * 1024 * 1024, "{told:#?}");
+    drop(events);
 
     fx.detach(&blank_dev);
     let d = fx.daemon();

@@ -229,12 +229,16 @@ fn wire_figures() {
             hw_bytes as f64 / n as f64
         );
         // The text formats of the same records, hardware included.
-        let yaml = serde_yaml::to_string(&with_hw).map(|s| s.len()).unwrap_or(0);
+        let yaml = serde_yaml::to_string(&with_hw)
+            .map(|s| s.len())
+            .unwrap_or(0);
         println!(
             "| {n} | YAML payload only, with hardware | {yaml} | {:.1} | - |",
             yaml as f64 / n as f64
         );
-        let json = serde_json::to_string(&with_hw).map(|s| s.len()).unwrap_or(0);
+        let json = serde_json::to_string(&with_hw)
+            .map(|s| s.len())
+            .unwrap_or(0);
         println!(
             "| {n} | JSON payload only, with hardware | {json} | {:.1} | - |",
             json as f64 / n as f64
