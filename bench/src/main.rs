@@ -192,11 +192,11 @@ fn wire_figures() {
     };
     println!("| disks | format | bytes | bytes/disk | datagrams (max 1400 B) |");
     println!("|---:|---|---:|---:|---:|");
-    for n in [1usize, 64, 1000] {
-        let disks: Vec<DiskRecord> = (0..n).map(disk).collect();
-        let chunks = wire::chunk_inventory(&template, 1, &disks, 1400);
+    // The datagrams an inventory goes out in: their number and total bytes.
+    let sent = |disks: &[DiskRecord]| -> (usize, usize) {
+        let chunks = wire::chunk_inventory(&template, 1, disks, 1400);
         let datagrams = chunks.len();
-        let bytes: usize = chunks
+        let bytes = chunks
             .into_iter()
             .map(|c| {
                 wire::encode(&Envelope {
@@ -206,24 +206,18 @@ fn wire_figures() {
                 .len()
             })
             .sum();
+        (datagrams, bytes)
+    };
+    for n in [1usize, 64, 1000] {
+        let disks: Vec<DiskRecord> = (0..n).map(disk).collect();
+        let (datagrams, bytes) = sent(&disks);
         println!(
             "| {n} | native (postcard, with headers) | {bytes} | {:.1} | {datagrams} |",
             bytes as f64 / n as f64
         );
         // The same disks with everything sysfs can say (wire revision 2's trailer).
         let with_hw: Vec<DiskRecord> = (0..n).map(disk_with_hardware).collect();
-        let chunks = wire::chunk_inventory(&template, 1, &with_hw, 1400);
-        let hw_datagrams = chunks.len();
-        let hw_bytes: usize = chunks
-            .into_iter()
-            .map(|c| {
-                wire::encode(&Envelope {
-                    body: Body::Inventory(c),
-                    ..template.clone()
-                })
-                .len()
-            })
-            .sum();
+        let (hw_datagrams, hw_bytes) = sent(&with_hw);
         println!(
             "| {n} | native, with hardware | {hw_bytes} | {:.1} | {hw_datagrams} |",
             hw_bytes as f64 / n as f64

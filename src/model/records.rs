@@ -44,7 +44,7 @@ pub struct Hardware {
     pub model: Option<String>,
     /// Vendor, as the drive reports it.
     pub vendor: Option<String>,
-    /// Serial number (whole disks only: a partition has its parent's).
+    /// Serial number (whole disks only; a partition names its disk in `parent`).
     pub serial: Option<String>,
     /// World wide name / wwid (whole disks only).
     pub wwn: Option<String>,
