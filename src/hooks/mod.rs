@@ -570,4 +570,36 @@ mod tests {
         assert!(matches(h3, &a(None, Some("6FE176FB-1"), &far)));
         assert!(!matches(h3, &a(None, Some("6fe176fb-1"), &far)));
     }
+
+    #[test]
+    fn a_blank_disk_matches_by_its_serial_or_wwn_and_its_run_gets_them() {
+        let c = config(
+            "hooks:\n\
+             - {on: [appeared], match: 'ZFN*', run: x}\n\
+             - {on: [appeared], match: 'naa.5000c500*', run: x}\n",
+        );
+        let [serial, wwn] = &c.hooks[..] else {
+            panic!("{:?}", c.hooks)
+        };
+        let mut blank = disk(None, None);
+        blank.fstype = None;
+        blank.hardware.serial = Some("ZFN0A1B2".into());
+        blank.hardware.size = Some(4_000_787_030_016);
+        let e = FleetEvent::disk(FleetEventKind::Appeared, 0, &host("a", false), &blank);
+        assert!(matches(serial, &e));
+        assert!(!matches(wwn, &e));
+        blank.hardware.wwn = Some("naa.5000c500a1b2c3d4".into());
+        let e = FleetEvent::disk(FleetEventKind::Appeared, 0, &host("a", false), &blank);
+        assert!(matches(wwn, &e));
+        let runner = run::Runner::new(
+            &c,
+            &NodeInfo::new("node", "00000000000000000000000000000002"),
+        );
+        let env: std::collections::HashMap<_, _> = runner.environment(&e).into_iter().collect();
+        assert_eq!(env["DISKD_SERIAL"], "ZFN0A1B2");
+        assert_eq!(env["DISKD_WWN"], "naa.5000c500a1b2c3d4");
+        assert_eq!(env["DISKD_SIZE"], "4000787030016");
+        assert_eq!(env["DISKD_MODEL"], "");
+        assert_eq!(env["DISKD_UUID"], "");
+    }
 }
