@@ -65,6 +65,13 @@ pub struct Config {
     pub hooks: Vec<Hook>,
     /// At most this many hook commands run at once; the others wait in a queue.
     pub hooks_max_running: usize,
+    /// The control socket's group (`socket_group`), by name: resolved at start (see
+    /// [`Config::access`]), so a config naming a group this machine lacks still loads.
+    pub socket_group: Option<String>,
+    /// The group that may run the commands that change something (`control.admin_group`).
+    pub admin_group: Option<String>,
+    /// How the daemon's log lines are written.
+    pub log_format: LogFormat,
 }
 
 /// Unicast gossip settings. Gossip runs only with keys: on a routed network an unsealed
@@ -185,6 +192,63 @@ pub struct DiskSettings {
     pub exclude: Vec<String>,
 }
 
+/// A group, by the name the operator gave and the id it resolved to at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRef {
+    /// The name, for messages.
+    pub name: String,
+    /// The numeric id.
+    pub gid: u32,
+}
+
+/// Access to the control socket.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Access {
+    /// The socket's group (mode 0660); none: mode 0600, only the daemon's user.
+    pub socket_group: Option<GroupRef>,
+    /// A group whose members may run the commands that change something.
+    pub admin_group: Option<GroupRef>,
+}
+
+/// The daemon's log format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human text (ANSI colours on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+impl LogFormat {
+    /// From the `log.format` value.
+    pub fn parse(key: &str, v: &str) -> Result<LogFormat, ConfigError> {
+        match v {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(err(format!(
+                "{key}: {other:?} is not a log format (text or json)"
+            ))),
+        }
+    }
+}
+
+/// Resolve a group name (or a numeric id) through the system's group database.
+fn system_group(key: &str, name: &str) -> Result<GroupRef, ConfigError> {
+    let found = match name.parse::<u32>() {
+        Ok(gid) => nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid)),
+        Err(_) => nix::unistd::Group::from_name(name),
+    };
+    match found {
+        Ok(Some(g)) => Ok(GroupRef {
+            name: g.name,
+            gid: g.gid.as_raw(),
+        }),
+        Ok(None) => Err(err(format!("{key}: no group named {name:?}"))),
+        Err(e) => Err(err(format!("{key}: cannot look up group {name:?}: {e}"))),
+    }
+}
+
 /// Hardware watcher settings (it shares the disk watcher's include/exclude globs, so one
 /// list says which devices this machine reports).
 #[derive(Debug, Clone)]
@@ -233,6 +297,23 @@ struct FileConfig {
     /// `hooks[i]` and its key.
     hooks: Option<Vec<serde_yaml::Value>>,
     hooks_max_running: Option<usize>,
+    socket_group: Option<String>,
+    #[serde(default)]
+    control: FileControl,
+    #[serde(default)]
+    log: FileLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileControl {
+    admin_group: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLog {
+    format: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -366,6 +447,25 @@ pub fn default_socket() -> PathBuf {
     expand_home(Path::new(DEFAULT_SOCKET))
 }
 
+/// The system service's socket (config/diskd-system.yaml, the Debian package).
+pub const SYSTEM_SOCKET: &str = "/run/diskd/diskd.sock";
+
+/// The socket a client uses when nothing names one: the user's own daemon's
+/// (`~/.diskd-socket`) when it is there, else the system daemon's when that is there, else
+/// the user's (so the error names the usual place).
+pub fn client_default_socket() -> PathBuf {
+    let own = default_socket();
+    let system = PathBuf::from(SYSTEM_SOCKET);
+    let is_socket = |p: &Path| {
+        use std::os::unix::fs::FileTypeExt;
+        std::fs::metadata(p).is_ok_and(|m| m.file_type().is_socket())
+    };
+    if !is_socket(&own) && is_socket(&system) {
+        return system;
+    }
+    own
+}
+
 fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| err(format!("config {}: {e}", path.display())))?;
@@ -404,6 +504,25 @@ fn duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
         return Err(err(format!("{key}: must be greater than zero")));
     }
     Ok(d)
+}
+
+impl Config {
+    /// Who may reach the control socket and run what, with the groups resolved through
+    /// the system's group database now (at the daemon's start).
+    pub fn access(&self) -> Result<Access, ConfigError> {
+        Ok(Access {
+            socket_group: self
+                .socket_group
+                .as_deref()
+                .map(|g| system_group("socket_group", g))
+                .transpose()?,
+            admin_group: self
+                .admin_group
+                .as_deref()
+                .map(|g| system_group("control.admin_group", g))
+                .transpose()?,
+        })
+    }
 }
 
 fn pick<T>(flag: Option<T>, file: Option<T>) -> Option<T> {
@@ -613,11 +732,20 @@ impl Config {
                 "hooks_max_running: {hooks_max_running} is not in 1-{MAX_HOOKS_RUNNING}"
             )));
         }
-        if !multicast.enabled && !gossip.enabled {
-            tracing::warn!(
-                "multicast.enabled is false and gossip is off: this daemon will hear no peers"
-            );
+        let socket_group = pick(args.socket_group.clone(), f.socket_group);
+        let admin_group = pick(args.admin_group.clone(), f.control.admin_group);
+        for (key, g) in [
+            ("socket_group", &socket_group),
+            ("control.admin_group", &admin_group),
+        ] {
+            if g.as_deref().is_some_and(|g| g.trim().is_empty()) {
+                return Err(err(format!("{key}: must name a group")));
+            }
         }
+        let log_format = match pick(args.log_format.clone(), f.log.format) {
+            Some(v) => LogFormat::parse("log.format", &v)?,
+            None => LogFormat::Text,
+        };
 
         Ok(Config {
             gossip,
@@ -634,6 +762,9 @@ impl Config {
             mount,
             hooks,
             hooks_max_running,
+            socket_group,
+            admin_group,
+            log_format,
         })
     }
 }

@@ -21,7 +21,7 @@ use crate::protocol::Request;
 #[derive(Debug, Parser)]
 #[command(
     name = "diskd",
-    version,
+    version = env!("DISKD_LONG_VERSION"),
     propagate_version = true,
     max_term_width = 100
 )]
@@ -187,6 +187,18 @@ pub struct DaemonArgs {
     /// Log filter when RUST_LOG is not set (error, warn, info, debug, trace).
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// `text` for people, `json` for log shippers: one object per line with timestamp,
+    /// level, target, message and fields [log.format; default: text].
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<String>,
+    /// Make the control socket mode 0660 and owned by this group, whose members may run the
+    /// read-only commands [socket_group; default: none, mode 0600].
+    #[arg(long, value_name = "GROUP")]
+    pub socket_group: Option<String>,
+    /// Members of this group may also run mount, umount, refresh, announce, ping and debug
+    /// over the socket [control.admin_group; default: only root and the daemon's user].
+    #[arg(long, value_name = "GROUP")]
+    pub admin_group: Option<String>,
 }
 
 #[cfg(test)]

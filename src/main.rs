@@ -46,7 +46,7 @@ fn run(cli: Cli) -> u8 {
 }
 
 /// The socket a client talks to: `--socket`/`DISKD_SOCKET`, else the config file's `socket`,
-/// else the default.
+/// else `~/.diskd-socket`, or the system daemon's socket when only that one is there.
 fn client_socket(
     flag: Option<PathBuf>,
     config_file: Option<PathBuf>,
@@ -59,11 +59,10 @@ fn client_socket(
             return Ok(s);
         }
     }
-    Ok(config::default_socket())
+    Ok(config::client_default_socket())
 }
 
 fn daemon(config_file: Option<PathBuf>, socket: Option<PathBuf>, args: &DaemonArgs) -> u8 {
-    init_tracing(args.log_level.as_deref());
     let config = match Config::load(config_file.as_deref(), socket.as_deref(), args) {
         Ok(c) => c,
         Err(e) => {
@@ -71,6 +70,7 @@ fn daemon(config_file: Option<PathBuf>, socket: Option<PathBuf>, args: &DaemonAr
             return 2;
         }
     };
+    init_tracing(args.log_level.as_deref(), config.log_format);
     raise_fd_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -148,15 +148,28 @@ fn to_stdout(generate: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<(
     }
 }
 
-fn init_tracing(level: Option<&str>) {
+/// Log to stderr (journald takes it from there), as text or, for log shippers, as one
+/// JSON object per line: `timestamp`, `level`, `target`, `message` and the event's
+/// structured fields (`peer`, `watcher`, `reason`, ...) at the top level, plus the spans
+/// it happened in (a control session's id).
+fn init_tracing(level: Option<&str>, format: config::LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = match std::env::var("RUST_LOG") {
         Ok(v) if !v.is_empty() => EnvFilter::new(v),
         _ => EnvFilter::new(level.unwrap_or("info")),
     };
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        config::LogFormat::Text => fmt
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        config::LogFormat::Json => fmt
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(true)
+            .init(),
+    }
 }

@@ -207,11 +207,13 @@ fn system_config_sets_only_the_unit_paths() {
     let system = Config::load(Some(&file), None, &args).expect("config/diskd-system.yaml loads");
     assert_eq!(system.socket, Path::new("/run/diskd/diskd.sock"));
     assert_eq!(system.store, Path::new("/var/lib/diskd"));
+    assert_eq!(system.socket_group.as_deref(), Some("diskd"));
     // Everything else is the default.
     let mut same = system.clone();
     let defaults = Config::load(None, None, &args).expect("defaults load");
     same.socket = defaults.socket.clone();
     same.store = defaults.store.clone();
+    same.socket_group = defaults.socket_group.clone();
     assert_eq!(format!("{same:?}"), format!("{defaults:?}"));
 }
 

@@ -8,6 +8,7 @@
 
 mod util;
 
+mod access;
 mod client;
 mod daemon;
 mod devices;

@@ -23,7 +23,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(120);
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// Nothing answers at the socket.
-    #[error("cannot reach the daemon at {}: {source} (is `diskd daemon` running? see --socket)", path.display())]
+    #[error("cannot reach the daemon at {}: {source} (is `diskd daemon` running? the system daemon listens on /run/diskd/diskd.sock; see --socket)", path.display())]
     Unreachable {
         /// The socket path tried.
         path: PathBuf,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Access, Config};
 use crate::hooks::HooksHandle;
 use crate::inventory::InventoryHandle;
 use crate::model::NodeInfo;
@@ -28,6 +28,8 @@ pub struct Context {
 pub struct Handles {
     /// The validated configuration.
     pub config: Arc<Config>,
+    /// Who may run what on the socket (groups resolved at start).
+    pub access: Access,
     /// Who we are.
     pub node: NodeInfo,
     /// The store (read by queries).
@@ -66,7 +68,12 @@ impl Context {
         &self.inner.handles
     }
 
-    /// The configuration.
+    /// Who may run what on the socket.
+    pub fn access(&self) -> &Access {
+        &self.h().access
+    }
+
+    /// The validated configuration.
     pub fn config(&self) -> &Config {
         &self.h().config
     }

@@ -3,6 +3,7 @@
 //! Layered as in mini-redis: `protocol::frame` knows the framing, `connection` knows lines on a
 //! stream, `cmd` knows the store; a command never touches a socket.
 
+pub mod access;
 pub mod cmd;
 pub mod connection;
 mod context;

@@ -12,6 +12,7 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use super::access;
 use super::cmd;
 use super::connection::{Connection, Line};
 use super::Context;
@@ -95,6 +96,7 @@ pub fn greeting(ctx: &Context) -> Reply {
 }
 
 async fn session(ctx: &Context, stream: UnixStream) -> std::io::Result<()> {
+    let caller = access::Caller::of(&stream);
     let mut conn = Connection::new(stream);
     conn.write_reply(&greeting(ctx)).await?;
     loop {
@@ -140,6 +142,12 @@ async fn session(ctx: &Context, stream: UnixStream) -> std::io::Result<()> {
                 continue;
             }
         };
+        if let SessionCommand::Request(request) = &cmd {
+            if let Some(refusal) = caller.check(request, ctx.access()).await {
+                send(ctx, &mut conn, &refusal).await?;
+                continue;
+            }
+        }
         match cmd {
             SessionCommand::Quit => {
                 conn.write_reply(&Reply::ok_text("bye")).await?;

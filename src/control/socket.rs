@@ -1,11 +1,14 @@
 //! The socket file: refuse a path a live daemon serves, take over a stale one, create it
-//! mode 0600 in a directory others cannot tamper with, remove it on clean shutdown.
+//! mode 0600 (or 0660 for a `socket_group`) in a directory others cannot tamper with,
+//! remove it on clean shutdown.
 
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use tokio::net::UnixListener;
+
+use crate::config::GroupRef;
 
 /// Why the socket cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -77,13 +80,46 @@ pub fn check_free(path: &Path) -> Result<(), SocketError> {
     }
 }
 
-/// Bind the listener and make the socket mode 0600.
-pub fn bind(path: &Path) -> Result<UnixListener, SocketError> {
+/// Bind the listener and make the socket mode 0600, or 0660 and owned by `group` (its
+/// members may connect; what they may run is `control::access`'s business).
+pub fn bind(path: &Path, group: Option<&GroupRef>) -> Result<UnixListener, SocketError> {
     let shown = path.display().to_string();
     let listener = UnixListener::bind(path).map_err(|e| SocketError::Io(shown.clone(), e))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+    let mode = match group {
+        Some(g) => {
+            std::os::unix::fs::chown(path, None, Some(g.gid))
+                .map_err(|e| SocketError::Io(format!("{shown} (group {})", g.name), e))?;
+            warn_if_unreachable(path, g);
+            0o660
+        }
+        None => 0o600,
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(|e| SocketError::Io(shown, e))?;
     Ok(listener)
+}
+
+/// A group-readable socket in a directory the group cannot enter reaches nobody: say so
+/// at start rather than let every member get "permission denied".
+fn warn_if_unreachable(path: &Path, g: &GroupRef) {
+    let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) else {
+        return;
+    };
+    let Ok(meta) = std::fs::metadata(parent) else {
+        return;
+    };
+    let mode = meta.permissions().mode();
+    let enterable = mode & 0o001 != 0 || (mode & 0o010 != 0 && meta.gid() == g.gid);
+    if !enterable {
+        tracing::warn!(
+            socket = %path.display(),
+            "socket_group {}: its members cannot enter {} (mode {:o}); make it 0755 \
+             (RuntimeDirectoryMode= in the unit)",
+            g.name,
+            parent.display(),
+            mode & 0o7777
+        );
+    }
 }
 
 /// Remove the socket file at shutdown (only if it is still a socket).

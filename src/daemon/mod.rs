@@ -61,6 +61,7 @@ impl DaemonError {
 pub async fn run(config: Config) -> Result<(), DaemonError> {
     let startup = |e: &dyn std::fmt::Display| DaemonError::Startup(e.to_string());
 
+    let access = config.access().map_err(|e| startup(&e))?;
     control::socket::check_free(&config.socket).map_err(|e| startup(&e))?;
     let store = Store::open(&config.store).map_err(|e| startup(&e))?;
     let disk_watcher = DiskWatcher::new(DiskWatcherConfig {
@@ -93,7 +94,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     } else {
         None
     };
-    let listener = control::socket::bind(&config.socket).map_err(|e| startup(&e))?;
+    let listener = control::socket::bind(&config.socket, access.socket_group.as_ref())
+        .map_err(|e| startup(&e))?;
 
     let node = NodeInfo::new(&config.node_name, store.node_id());
     tracing::info!(
@@ -102,8 +104,13 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         socket = %config.socket.display(),
         store = %config.store.display(),
         "diskd {} started",
-        env!("CARGO_PKG_VERSION")
+        env!("DISKD_LONG_VERSION")
     );
+    if !config.multicast.enabled && !config.gossip.enabled {
+        tracing::warn!(
+            "multicast.enabled is false and gossip is off: this daemon will hear no peers"
+        );
+    }
     match keys.signing_fingerprint() {
         Some(fp) => tracing::info!(
             keys = keys.fingerprints().len(),
@@ -197,6 +204,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     );
     let ctx = Context::new(Handles {
         config: config.clone(),
+        access,
         node,
         store: store.clone(),
         telemetry,

@@ -225,6 +225,29 @@ impl Request {
         words.join(" ")
     }
 
+    /// Whether the command changes something or reveals the daemon's inner workings
+    /// (mount, umount, refresh, announce, ping, debug): on a group-readable socket only
+    /// root, the daemon's user and `control.admin_group` may run it. The others only read
+    /// the fleet picture.
+    pub fn needs_admin(&self) -> bool {
+        match self {
+            Request::Refresh
+            | Request::Announce
+            | Request::Ping
+            | Request::Mount(_)
+            | Request::Umount(_)
+            | Request::Debug => true,
+            Request::Query(_)
+            | Request::List(_)
+            | Request::History(_)
+            | Request::Peers(_)
+            | Request::Status(_)
+            | Request::Localhost(_)
+            | Request::Wait(_)
+            | Request::Events(_) => false,
+        }
+    }
+
     /// The command's socket name.
     pub fn name(&self) -> &'static str {
         match self {

@@ -37,6 +37,8 @@ struct Out {
     node: String,
     node_id: String,
     version: &'static str,
+    /// The git commit the binary was built from (null outside a checkout).
+    commit: Option<&'static str>,
     uptime_secs: u64,
     store: String,
     store_bytes: u64,
@@ -103,6 +105,7 @@ pub fn apply(cmd: &Json, ctx: &Context) -> Reply {
         node: ctx.node().name.clone(),
         node_id: ctx.node().id.clone(),
         version: env!("CARGO_PKG_VERSION"),
+        commit: Some(env!("DISKD_COMMIT")).filter(|c| !c.is_empty()),
         uptime_secs: ctx.uptime().as_secs(),
         store: store.path().display().to_string(),
         store_bytes: store.size_on_disk(),
@@ -159,7 +162,7 @@ pub fn apply(cmd: &Json, ctx: &Context) -> Reply {
     let c = &out.counters;
     let mut body = vec![
             format!("node       {} ({})", out.node, out.node_id),
-            format!("version    {}", out.version),
+            format!("version    {}", env!("DISKD_LONG_VERSION")),
             format!(
                 "uptime     {}",
                 humantime::format_duration(std::time::Duration::from_secs(out.uptime_secs))
