@@ -39,9 +39,10 @@ pub(super) async fn metrics(State(st): State<AppState>, headers: HeaderMap) -> R
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains("application/openmetrics-text"));
     let http = st.stats.clone();
+    let streams_free = st.streams.available_permits();
     // `status` measures the store on disk: off the runtime, as the socket runs it.
     let text = match st
-        .off_runtime(move |ctx| encode(&gather(ctx, &http), openmetrics))
+        .off_runtime(move |ctx| encode(&gather(ctx, &http, streams_free), openmetrics))
         .await
     {
         Ok(Ok(text)) => text,
@@ -127,7 +128,7 @@ fn int(n: impl TryInto<i64>) -> i64 {
 }
 
 /// Read everything now. Blocking (the store's size on disk): run off the runtime.
-fn gather(ctx: &Context, http: &HttpStats) -> Registry {
+fn gather(ctx: &Context, http: &HttpStats, streams_free: usize) -> Registry {
     let report = status::report(ctx);
     let c = &report.counters;
     let mut m = Metrics(Registry::default());
@@ -333,6 +334,11 @@ fn gather(ctx: &Context, http: &HttpStats) -> Registry {
         "diskd_http_connections_refused",
         "HTTP connections turned away at the connection limit",
         Stats::get(&http.connections_refused),
+    );
+    m.gauge(
+        "diskd_http_event_streams",
+        "Event streams (/api/v1/events) open now",
+        int(super::MAX_EVENT_STREAMS - streams_free),
     );
     m.counter(
         "diskd_http_requests",

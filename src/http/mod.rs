@@ -69,7 +69,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest request head (request line and headers) accepted.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Most connections being turned away at once; past it they are closed without a reply.
-const MAX_REFUSING: usize = 64;
+const MAX_REFUSING: usize = 256;
 /// How long a connection may take to finish its response after shutdown began.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 
