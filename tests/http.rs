@@ -876,7 +876,7 @@ fn the_page_updates_live_in_chromium() {
     // so Chromium renders, then waits: for the change below, and for the daemon to stop
     // (which ends the stream, lets the clock run out and the DOM be dumped).
     let profile = tempfile::tempdir().unwrap();
-    let mut chromium = Command::new("timeout")
+    let chromium = Command::new("timeout")
         .args(["60", "chromium"])
         .args(chromium_args(profile.path()))
         .args(["--dump-dom", &format!("http://{addr}/")])
