@@ -836,6 +836,45 @@ fn a_flood_of_http_requests_leaves_the_control_socket_answering() {
     });
 }
 
+#[test]
+fn slow_and_idle_clients_lose_their_connection_at_the_head_deadline() {
+    let (_d, addr) = daemon("", &[]);
+    // Silent; half a request head; one request answered, then idle on keep-alive.
+    let cases: [&[u8]; 3] = [
+        b"",
+        b"GET / HTTP/1.1\r\nHost: x\r\n",
+        b"GET /api/v1/peers HTTP/1.1\r\nHost: x\r\n\r\n",
+    ];
+    let threads: Vec<_> = cases
+        .into_iter()
+        .map(|send| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(&addr).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                let start = Instant::now();
+                s.write_all(send).unwrap();
+                let mut got = Vec::new();
+                let end = s.read_to_end(&mut got);
+                (start.elapsed(), end.map_err(|e| e.to_string()), got)
+            })
+        })
+        .collect();
+    for (i, t) in threads.into_iter().enumerate() {
+        let (took, end, got) = t.join().unwrap();
+        assert!(end.is_ok(), "case {i}: {end:?}");
+        assert!(
+            took >= Duration::from_secs(9) && took < Duration::from_secs(20),
+            "case {i}: closed after {took:?}"
+        );
+        assert_eq!(
+            got.starts_with(b"HTTP/1.1 200"),
+            i == 2,
+            "case {i}: {got:?}"
+        );
+    }
+}
+
 /// A gauge or counter's value in `/metrics` (unlabelled).
 fn metric(addr: &str, name: &str) -> u64 {
     let text = get(addr, "/metrics").text();
