@@ -72,6 +72,19 @@ pub struct Config {
     pub admin_group: Option<String>,
     /// How the daemon's log lines are written.
     pub log_format: LogFormat,
+    /// The read-only HTTP listener (dashboards, metrics, JSON API); `None`: off.
+    pub http: Option<HttpSettings>,
+}
+
+/// The HTTP listener. Off unless asked for: it exposes the fleet's inventory, so on any
+/// address but loopback it requires a bearer token (see [`HttpSettings::token_file`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// Address and port to bind; port 0 picks a free one (`status` shows which).
+    pub listen: SocketAddr,
+    /// File holding the bearer token every request must present. Required unless
+    /// `listen` is a loopback address; when given, required on loopback too.
+    pub token_file: Option<PathBuf>,
 }
 
 /// Unicast gossip settings. Gossip runs only with keys: on a routed network an unsealed
@@ -293,6 +306,8 @@ struct FileConfig {
     mount: FileMount,
     #[serde(default)]
     gossip: FileGossip,
+    /// `http:` with every key commented out (as in config/diskd.yaml) is null: off.
+    http: Option<FileHttp>,
     /// Each entry is read on its own (see [`hooks_settings`]), so an error names
     /// `hooks[i]` and its key.
     hooks: Option<Vec<serde_yaml::Value>>,
@@ -325,6 +340,13 @@ struct FileGossip {
     listen: Option<String>,
     advertise: Option<String>,
     interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileHttp {
+    listen: Option<String>,
+    token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -725,6 +747,7 @@ impl Config {
         };
 
         let gossip = gossip_settings(f.gossip, args, !key_files.is_empty())?;
+        let http = http_settings(f.http.unwrap_or_default(), args)?;
         let hooks = hooks_settings(f.hooks.unwrap_or_default())?;
         let hooks_max_running = f.hooks_max_running.unwrap_or(DEFAULT_HOOKS_MAX_RUNNING);
         if !(1..=MAX_HOOKS_RUNNING).contains(&hooks_max_running) {
@@ -765,8 +788,48 @@ impl Config {
             socket_group,
             admin_group,
             log_format,
+            http,
         })
     }
+}
+
+/// Whether `ip` is a loopback address (127.0.0.0/8, `::1`, or 127.x mapped into IPv6):
+/// only such a listener is reachable from this machine alone, so only there may the HTTP
+/// listener run without a token. The unspecified address (`0.0.0.0`, `::`) is every
+/// address, so it is not loopback.
+pub fn is_loopback(ip: IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
+}
+
+/// `http.listen` and `http.token_file`: off without a listen address; a listener that
+/// other machines can reach never runs without a token.
+fn http_settings(h: FileHttp, args: &DaemonArgs) -> Result<Option<HttpSettings>, ConfigError> {
+    let token_file = pick(args.http_token_file.clone(), h.token_file).map(|p| expand_home(&p));
+    if let Some(t) = &token_file {
+        if t.as_os_str().is_empty() {
+            return Err(err("http.token_file: empty path"));
+        }
+    }
+    let Some(text) = pick(args.http.clone(), h.listen) else {
+        if token_file.is_some() {
+            tracing::warn!("http.token_file is set but http.listen is not: no HTTP listener runs");
+        }
+        return Ok(None);
+    };
+    let listen: SocketAddr = text.trim().parse().map_err(|_| {
+        err(format!(
+            "http.listen: {text:?} is not ADDR:PORT (an IP address and a port, [::1]:9180 for IPv6)"
+        ))
+    })?;
+    if listen.ip().is_multicast() {
+        return Err(err(format!("http.listen: {listen} is a multicast address")));
+    }
+    if token_file.is_none() && !is_loopback(listen.ip()) {
+        return Err(err(format!(
+            "http.token_file: required when http.listen ({listen}) is not a loopback address (write a token to a file of mode 0600)"
+        )));
+    }
+    Ok(Some(HttpSettings { listen, token_file }))
 }
 
 /// An address with an optional port (`ADDR`, `ADDR:PORT`, `[V6]:PORT`).
@@ -1428,6 +1491,102 @@ mod tests {
         let c = load_yaml(&uncommented, &d).unwrap();
         assert_eq!(c.hooks.len(), 1, "{uncommented}");
         assert_eq!(c.hooks[0].run, ["/usr/local/bin/backup-to", "--quiet"]);
+    }
+
+    #[test]
+    fn loopback_is_127_8_and_ipv6_1_and_their_mapped_forms() {
+        for ip in [
+            "127.0.0.1",
+            "127.1.2.3",
+            "127.255.255.254",
+            "::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(is_loopback(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in [
+            "0.0.0.0",
+            "::",
+            "198.18.0.1",
+            "10.0.0.1",
+            "128.0.0.1",
+            "::2",
+            "::ffff:198.18.0.1",
+            "fe80::1",
+        ] {
+            assert!(!is_loopback(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[test]
+    fn http_is_off_by_default_and_needs_a_token_off_loopback() {
+        let c = Config::load(None, None, &DaemonArgs::default()).unwrap();
+        assert_eq!(c.http, None);
+        let http = |listen: &str, token: Option<&str>| DaemonArgs {
+            http: Some(listen.into()),
+            http_token_file: token.map(PathBuf::from),
+            ..Default::default()
+        };
+        // Loopback: no token needed; port 0 is allowed (a free port, shown by `status`).
+        for l in ["127.0.0.1:9180", "[::1]:0", "127.0.0.2:80"] {
+            let c = Config::load(None, None, &http(l, None)).unwrap();
+            assert_eq!(c.http.unwrap().listen, l.parse().unwrap());
+        }
+        // Anywhere else: a token file, or exit 2 with one line naming the key.
+        for l in [
+            "0.0.0.0:9180",
+            "[::]:9180",
+            "198.18.0.1:9180",
+            "[fd00::1]:1",
+        ] {
+            let e = Config::load(None, None, &http(l, None))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("http.token_file: required"), "{l}: {e}");
+            assert!(!e.contains('\n'), "{e}");
+            let c = Config::load(None, None, &http(l, Some("/etc/diskd/http.token"))).unwrap();
+            let h = c.http.unwrap();
+            assert_eq!(h.token_file, Some(PathBuf::from("/etc/diskd/http.token")));
+        }
+        // From the file; the flag wins.
+        let c = load_yaml(
+            "http:\n  listen: 198.18.0.1:9180\n  token_file: /t\n",
+            &DaemonArgs::default(),
+        )
+        .unwrap();
+        assert_eq!(c.http.unwrap().listen.to_string(), "198.18.0.1:9180");
+        let c = load_yaml(
+            "http:\n  listen: 198.18.0.1:9180\n  token_file: /t\n",
+            &http("127.0.0.1:1", None),
+        )
+        .unwrap();
+        let h = c.http.unwrap();
+        assert_eq!(h.listen.to_string(), "127.0.0.1:1");
+        assert_eq!(h.token_file, Some(PathBuf::from("/t")));
+        // A token file without a listener: nothing to serve, not an error.
+        let c = load_yaml("http:\n  token_file: /t\n", &DaemonArgs::default()).unwrap();
+        assert_eq!(c.http, None);
+        let cases = [
+            ("http:\n  listen: localhost:9180\n", "http.listen:"),
+            ("http:\n  listen: 127.0.0.1\n", "http.listen:"),
+            ("http:\n  listen: 127.0.0.1:99999\n", "http.listen:"),
+            (
+                "http:\n  listen: 230.1.2.3:80\n  token_file: /t\n",
+                "http.listen:",
+            ),
+            ("http:\n  listn: 127.0.0.1:1\n", "listn"),
+            (
+                "http:\n  listen: 127.0.0.1:1\n  token_file: ''\n",
+                "http.token_file:",
+            ),
+        ];
+        for (yaml, want) in cases {
+            let e = load_yaml(yaml, &DaemonArgs::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{yaml:?} gave {e:?}, expected {want:?}");
+            assert!(!e.contains('\n'), "multi-line error: {e:?}");
+        }
     }
 
     #[test]

@@ -184,6 +184,15 @@ pub struct DaemonArgs {
     /// Gossip protocol period [gossip.interval; default: 500ms].
     #[arg(long, value_name = "DURATION")]
     pub gossip_interval: Option<String>,
+    /// Serve the read-only web page, /metrics and the JSON API on ADDR:PORT (port 0: any
+    /// free port, shown by `status`); any address but loopback needs --http-token-file
+    /// [http.listen; default: off].
+    #[arg(long = "http", value_name = "ADDR:PORT")]
+    pub http: Option<String>,
+    /// File (mode 0600) with the bearer token every HTTP request must send as
+    /// `Authorization: Bearer TOKEN` [http.token_file].
+    #[arg(long, value_name = "FILE")]
+    pub http_token_file: Option<PathBuf>,
     /// Log filter when RUST_LOG is not set (error, warn, info, debug, trace).
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,

@@ -3,7 +3,8 @@
 //! Data flows one way: the watchers (crate `diskd-watchers`) observe this machine, the
 //! `inventory` writer puts what they find into the `store`, the `peer` layer shares it and
 //! learns the fleet's, and the `control` server answers from the store; `hooks`, beside
-//! it, runs the operator's commands on changes of the fleet picture. Shared vocabulary
+//! it, runs the operator's commands on changes of the fleet picture, and `http` (opt-in)
+//! serves the same answers to browsers and Prometheus. Shared vocabulary
 //! lives in the leaves (`model`, `telemetry`, `protocol`); `daemon` wires the services and
 //! is imported by nobody. The `client` talks to the control socket; `flags` and `config`
 //! turn the command line and the YAML file into one validated configuration before
@@ -18,6 +19,7 @@ pub mod daemon;
 pub mod flags;
 pub mod generate;
 pub mod hooks;
+pub mod http;
 pub mod inventory;
 pub mod model;
 pub mod mount;

@@ -15,6 +15,7 @@ mod devices;
 mod hardware;
 mod hooks;
 mod hostile;
+mod http;
 mod lab_events;
 mod lab_gossip;
 mod lab_hooks;

@@ -4,6 +4,7 @@
 //! `Clone` over an `Arc`. Commands read the store and published status directly and ask
 //! the services (scan now, announce, mount) through their handles.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,6 +47,9 @@ pub struct Handles {
     pub hooks: HooksHandle,
     /// The daemon-wide shutdown signal (sessions end on it).
     pub shutdown: CancellationToken,
+    /// Where the HTTP listener is bound, when it runs (`status` shows it: with port 0 in
+    /// the config, this is the only place the chosen port is told besides the log).
+    pub http_addr: Option<SocketAddr>,
 }
 
 struct Inner {
@@ -136,6 +140,11 @@ impl Context {
     /// The daemon-wide shutdown signal.
     pub fn shutdown(&self) -> &CancellationToken {
         &self.h().shutdown
+    }
+
+    /// Where the HTTP listener is bound, when it runs.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.h().http_addr
     }
 
     /// How long a peer stays live without being heard.

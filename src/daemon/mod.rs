@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::control::{self, Context, Handles};
 use crate::hooks;
+use crate::http;
 use crate::inventory;
 use crate::model::NodeInfo;
 use crate::mount::MountService;
@@ -94,6 +95,12 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     } else {
         None
     };
+    // So is the HTTP listener (with its token file): a port in use or a token file others
+    // can read stops the daemon here, exit 2.
+    let http_listener = match &config.http {
+        Some(h) => Some(http::Listener::bind(h).map_err(|e| startup(&e))?),
+        None => None,
+    };
     let listener = control::socket::bind(&config.socket, access.socket_group.as_ref())
         .map_err(|e| startup(&e))?;
 
@@ -109,6 +116,19 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     if !config.multicast.enabled && !config.gossip.enabled {
         tracing::warn!(
             "multicast.enabled is false and gossip is off: this daemon will hear no peers"
+        );
+    }
+    if let Some(l) = &http_listener {
+        tracing::info!(
+            http = %l.local_addr(),
+            token = l.needs_token(),
+            "HTTP (read-only) listening on http://{}/{}",
+            l.local_addr(),
+            if l.needs_token() {
+                "; every request needs the bearer token"
+            } else {
+                " (loopback, no token)"
+            }
         );
     }
     match keys.signing_fingerprint() {
@@ -213,7 +233,12 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         mounts,
         hooks,
         shutdown: shutdown.clone(),
+        http_addr: http_listener.as_ref().map(http::Listener::local_addr),
     });
+    // The HTTP server answers from the same handles, beside the control server.
+    if let Some(l) = http_listener {
+        tracker.spawn(http::serve(l, ctx.clone(), tracker.clone()));
+    }
     tracker.spawn(control::server::serve(ctx, listener, tracker.clone()));
     // The socket is listening and its server running: a client connecting from now on is
     // answered.

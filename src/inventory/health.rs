@@ -54,6 +54,10 @@ pub struct WatcherHealth {
     pub last_error: Option<String>,
     /// When the latest successful scan finished (RFC 3339).
     pub last_ok: Option<String>,
+    /// The same instant as a number, for `/metrics`
+    /// (`diskd_watcher_last_success_timestamp_seconds`); not in the JSON.
+    #[serde(skip)]
+    pub last_ok_at: Option<crate::model::Millis>,
     /// How long the latest scan took, in milliseconds.
     pub last_duration_ms: Option<u64>,
     /// Items the latest successful scan found.
@@ -76,7 +80,9 @@ impl WatcherHealth {
         let was = std::mem::replace(&mut self.state, WatcherState::Ok);
         self.scans_ok += 1;
         self.last_error = None;
-        self.last_ok = Some(rfc3339(now_millis()));
+        let now = now_millis();
+        self.last_ok = Some(rfc3339(now));
+        self.last_ok_at = Some(now);
         self.last_duration_ms = Some(took.as_millis() as u64);
         self.found = found;
         self.running_since = None;

@@ -7,6 +7,8 @@
 //! In JSON mode every line is one object (NDJSON), the lost-events notice included, so a
 //! `jq` pipeline never meets a line it cannot parse.
 
+use std::sync::Arc;
+
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::control::connection::Connection;
@@ -30,17 +32,28 @@ pub async fn run(cmd: &Json, ctx: &Context, conn: &mut Connection) -> std::io::R
                 // Gone (Ctrl-C on `diskd events`): nobody to end the reply for.
                 None => return Ok(()),
             },
-            ev = fleet.recv() => match ev {
-                Ok(e) if cmd.json => e.to_json().to_string(),
-                Ok(e) => text(&e),
-                Err(RecvError::Lagged(n)) => dropped(n, cmd.json),
-                Err(RecvError::Closed) => break,
+            ev = fleet.recv() => match line(ev, cmd.json) {
+                Some(line) => line,
+                None => break,
             },
         };
         conn.write_raw(format!("{}\n", encode_body_line(&line)).as_bytes())
             .await?;
     }
     conn.write_raw(b".\n").await
+}
+
+/// What a reader of the fleet bus shows for what it received: the event (one JSON object
+/// in JSON mode, else a readable line), the notice of how many it lost when it fell
+/// behind, or `None` when the bus is closed (the daemon is stopping). The socket's
+/// `events` and HTTP's `/api/v1/events` (one `data:` line each) both show this.
+pub fn line(received: Result<Arc<FleetEvent>, RecvError>, json: bool) -> Option<String> {
+    Some(match received {
+        Ok(e) if json => e.to_json().to_string(),
+        Ok(e) => text(&e),
+        Err(RecvError::Lagged(n)) => dropped(n, json),
+        Err(RecvError::Closed) => return None,
+    })
 }
 
 /// One event as a readable line: time, kind, host, then the disk's identity and state or

@@ -1,25 +1,30 @@
 //! `history TERM [--json]`: where a disk has been, one row per stay, newest first.
 
-use super::json_body;
-use super::list::{no_match, store_failed};
+use super::{json_body, QueryError};
 use crate::control::table;
 use crate::control::Context;
 use crate::model::now_millis as now;
 use crate::protocol::commands::History;
 use crate::protocol::frame::{Reply, Status};
-use crate::view;
+use crate::view::{self, StayView};
+
+/// Every stay of the disks TERM names, newest first: the socket's `history` and HTTP's
+/// `/api/v1/disks/TERM/history` both answer from this.
+pub fn stays(term: &str, ctx: &Context) -> Result<Vec<StayView>, QueryError> {
+    let store = ctx.store();
+    let found = store.history(term)?;
+    if found.is_empty() {
+        return Err(QueryError::NoMatch(format!("no disk matches {term:?}")));
+    }
+    Ok(view::stays(store, found, now(), ctx.peer_expiry()))
+}
 
 /// Build the reply.
 pub fn apply(cmd: &History, ctx: &Context) -> Reply {
-    let store = ctx.store();
-    let found = match store.history(&cmd.term) {
-        Ok(f) => f,
-        Err(e) => return store_failed(e),
+    let stays = match stays(&cmd.term, ctx) {
+        Ok(s) => s,
+        Err(e) => return e.reply(cmd.json),
     };
-    if found.is_empty() {
-        return no_match(format!("no disk matches {:?}", cmd.term), cmd.json);
-    }
-    let stays = view::stays(store, found, now(), ctx.peer_expiry());
     let body = if cmd.json {
         json_body(&stays)
     } else {

@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use super::json_body;
+use super::{json_body, QueryError};
 use crate::control::table;
 use crate::control::Context;
 use crate::model::now_millis as now;
@@ -13,27 +13,32 @@ use crate::view::{self, DiskView};
 
 /// Build the reply.
 pub fn apply(cmd: &List, ctx: &Context) -> Reply {
+    match disks(cmd, ctx) {
+        Ok(disks) => render(disks, cmd.json, Status::Ok(String::new())),
+        Err(e) => e.reply(cmd.json),
+    }
+}
+
+/// The disks `list` shows (all, one host's, or the blank ones), live first, then most
+/// recently seen: the socket's `list` and HTTP's `/api/v1/disks` both answer from this.
+pub fn disks(cmd: &List, ctx: &Context) -> Result<Vec<DiskView>, QueryError> {
     let store = ctx.store();
-    let mut sightings = match match cmd.node() {
+    let mut sightings = match cmd.node() {
         Some(h) => store.find_host(h),
         None => store.sightings(),
-    } {
-        Ok(s) => s,
-        Err(e) => return store_failed(e),
-    };
+    }?;
     if let Some(h) = cmd.node() {
         if sightings.is_empty() {
-            return no_match(format!("no disks known on host {h:?}"), cmd.json);
+            return Err(QueryError::NoMatch(format!("no disks known on host {h:?}")));
         }
     }
     if cmd.blank {
         sightings = blank(sightings);
         if sightings.is_empty() {
-            return no_match("no blank devices known".into(), cmd.json);
+            return Err(QueryError::NoMatch("no blank devices known".into()));
         }
     }
-    let disks = view::disks(store, sightings, now(), ctx.peer_expiry());
-    render(disks, cmd.json, Status::Ok(String::new()))
+    Ok(view::disks(store, sightings, now(), ctx.peer_expiry()))
 }
 
 /// The devices without a filesystem: no UUID, no filesystem type, and no partition
@@ -63,11 +68,6 @@ pub fn no_match(msg: String, json: bool) -> Reply {
         status: Status::NoMatch(msg),
         body: if json { vec!["[]".into()] } else { Vec::new() },
     }
-}
-
-/// A store read that failed: an error, never a partial list that looks complete.
-pub fn store_failed(e: crate::store::StoreError) -> Reply {
-    Reply::status(Status::Error(format!("cannot read the store: {e}")))
 }
 
 /// Render disks as a table or JSON.

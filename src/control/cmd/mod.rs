@@ -2,25 +2,53 @@
 //! types of `protocol::commands`, which also parse it) to the daemon's handles and
 //! rendering text or JSON. Unknown commands and stray arguments are usage errors from the
 //! parser and the session goes on.
+//!
+//! The read-only commands split their work in two: a query function returning the rows
+//! (`list::disks`, `where_is::disks`, `history::stays`, `peers::peers`, `status::report`,
+//! `events::line`) and the socket reply rendered from them. The HTTP server calls the same
+//! query functions, so a query answers the same whichever door it came in by.
 
 mod announce;
 pub mod debug;
 pub mod events;
 pub mod help;
-mod history;
-mod list;
+pub mod history;
+pub mod list;
 mod localhost;
 mod mount;
-mod peers;
+pub mod peers;
 mod ping;
 mod refresh;
-mod status;
+pub mod status;
 pub mod wait;
-mod where_is;
+pub mod where_is;
 
 use crate::control::Context;
 use crate::protocol::frame::{Reply, Status};
 use crate::protocol::Request;
+
+/// Why a query has no rows to show: typed, so each door renders it its own way (the
+/// socket as `-NOMATCH` or `-ERR`, HTTP as 404 or 500).
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// Nothing matched; the message says what was asked for.
+    #[error("{0}")]
+    NoMatch(String),
+    /// The store could not be read: an error, never a partial answer that looks complete.
+    #[error("cannot read the store: {0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
+impl QueryError {
+    /// The socket reply: `-NOMATCH` (with `[]` as the body in JSON mode, so scripts can
+    /// parse it) or `-ERR`.
+    pub fn reply(self, json: bool) -> Reply {
+        match self {
+            QueryError::NoMatch(msg) => list::no_match(msg, json),
+            e @ QueryError::Store(_) => Reply::status(Status::Error(e.to_string())),
+        }
+    }
+}
 
 /// Carry out a request that produces one reply at once. `debug` and `events` stream and
 /// `wait` blocks while it watches the client's stream, so the session runs those (they need

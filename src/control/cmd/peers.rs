@@ -6,14 +6,20 @@ use crate::control::Context;
 use crate::model::now_millis as now;
 use crate::protocol::commands::Json;
 use crate::protocol::frame::Reply;
-use crate::view;
+use crate::view::{self, PeerView};
+
+/// Every peer ever heard, live first, then by name: the socket's `peers` and HTTP's
+/// `/api/v1/peers` (and the peer gauges of `/metrics`) all answer from this.
+pub fn peers(ctx: &Context) -> Vec<PeerView> {
+    let status = ctx.peers().status();
+    view::peers(ctx.store().peers(), now(), ctx.peer_expiry(), |id| {
+        status.via(id)
+    })
+}
 
 /// Build the reply.
 pub fn apply(cmd: &Json, ctx: &Context) -> Reply {
-    let status = ctx.peers().status();
-    let peers = view::peers(ctx.store().peers(), now(), ctx.peer_expiry(), |id| {
-        status.via(id)
-    });
+    let peers = peers(ctx);
     if cmd.json {
         return Reply::ok(json_body(&peers));
     }

@@ -11,77 +11,111 @@ use crate::protocol::commands::Json;
 use crate::protocol::frame::Reply;
 use crate::telemetry::Stats;
 
-#[derive(Serialize)]
-struct Counters {
-    packets_sent: u64,
-    packets_received: u64,
-    packets_rejected: u64,
-    rejected_by_reason: BTreeMap<&'static str, u64>,
-    announces: u64,
-    bytes_sent: u64,
-    send_errors: u64,
-    pings_answered: u64,
-    pings_suppressed: u64,
-    sessions_open: u64,
-    sessions_total: u64,
-    sessions_refused: u64,
-    commands: u64,
-    command_errors: u64,
-    store_errors: u64,
+/// The counters of `status`, as `status --json` names them.
+#[derive(Debug, Clone, Serialize)]
+pub struct Counters {
+    /// Datagrams sent by the peer layer.
+    pub packets_sent: u64,
+    /// Datagrams received by the peer layer.
+    pub packets_received: u64,
+    /// Datagrams dropped as invalid (the sum of `rejected_by_reason`).
+    pub packets_rejected: u64,
+    /// Dropped datagrams by reason.
+    pub rejected_by_reason: BTreeMap<&'static str, u64>,
+    /// Inventory announces sent (each may be several datagrams).
+    pub announces: u64,
+    /// Bytes of datagrams sent.
+    pub bytes_sent: u64,
+    /// Sends that failed with a transient error and were dropped.
+    pub send_errors: u64,
+    /// Pings answered with an announce.
+    pub pings_answered: u64,
+    /// Pings folded into an announce already planned (the rate limit).
+    pub pings_suppressed: u64,
+    /// Control sessions open now.
+    pub sessions_open: u64,
+    /// Control sessions accepted since start.
+    pub sessions_total: u64,
+    /// Control sessions turned away at the session limit.
+    pub sessions_refused: u64,
+    /// Commands run.
+    pub commands: u64,
+    /// Commands that got an error reply.
+    pub command_errors: u64,
+    /// Store writes that failed.
+    pub store_errors: u64,
     /// Local inventories written to the store (one per disk scan, and per mount change).
-    inventory_writes: u64,
+    pub inventory_writes: u64,
 }
 
-#[derive(Serialize)]
-struct Out {
-    node: String,
-    node_id: String,
-    version: &'static str,
+/// What `status` reports, as `status --json` prints it: the socket's `status`, HTTP's
+/// `/api/v1/status` and `/metrics` all read this one report.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    /// This node's name.
+    pub node: String,
+    /// This node's permanent id.
+    pub node_id: String,
+    /// diskd's version.
+    pub version: &'static str,
     /// The git commit the binary was built from (null outside a checkout).
-    commit: Option<&'static str>,
-    uptime_secs: u64,
-    store: String,
-    store_bytes: u64,
+    pub commit: Option<&'static str>,
+    /// Seconds since the daemon started serving.
+    pub uptime_secs: u64,
+    /// The store's directory.
+    pub store: String,
+    /// The store's size on disk.
+    pub store_bytes: u64,
     /// Key/value records in the store (one per host, plus peers, attaches, metadata).
-    store_records: usize,
+    pub store_records: usize,
     /// `"ok"`, or `"failing"` while writes do not reach the disk (a full disk): the
     /// daemon answers from memory and retries.
-    store_state: &'static str,
+    pub store_state: &'static str,
     /// Why the store's last write failed, while failing; else null.
-    store_error: Option<String>,
+    pub store_error: Option<String>,
     /// Since when it is failing (RFC 3339), while failing; else null.
-    store_failing_since: Option<String>,
+    pub store_failing_since: Option<String>,
     /// Hosts whose latest inventory is known in memory but maybe not on disk yet.
-    store_pending_hosts: usize,
+    pub store_pending_hosts: usize,
     /// Times sled was reopened after write failures, since start.
-    store_reopens: u64,
+    pub store_reopens: u64,
     /// Times the store was compacted (its log past twice its live data), since start.
-    store_compactions: u64,
-    disks_local: usize,
-    disks_known: usize,
-    peers: usize,
-    peers_live: usize,
-    multicast: String,
+    pub store_compactions: u64,
+    /// Disks in this machine's inventory.
+    pub disks_local: usize,
+    /// Disk records known, every host's, live or not.
+    pub disks_known: usize,
+    /// Peers ever heard.
+    pub peers: usize,
+    /// Peers live now.
+    pub peers_live: usize,
+    /// The multicast sockets' state.
+    pub multicast: String,
     /// Whether the Perl wire format is spoken too.
-    legacy: bool,
+    pub legacy: bool,
     /// Disks left out of our last legacy datagram (it holds at most 1500 bytes).
-    legacy_left_out: usize,
+    pub legacy_left_out: usize,
     /// Fingerprints of our keys, the signing key first; empty: unauthenticated.
-    keys: Vec<String>,
+    pub keys: Vec<String>,
     /// For each peer (by node name), the fingerprint of the key of its last datagram.
-    peer_keys: BTreeMap<String, Option<String>>,
+    pub peer_keys: BTreeMap<String, Option<String>>,
     /// The gossip listener; null when gossip does not run.
-    gossip: Option<crate::peer::GossipReport>,
-    counters: Counters,
-    watchers: BTreeMap<&'static str, WatcherHealth>,
+    pub gossip: Option<crate::peer::GossipReport>,
+    /// The HTTP listener's bound address (the port chosen when configured as 0); null
+    /// when HTTP is off.
+    pub http: Option<String>,
+    /// The counters.
+    pub counters: Counters,
+    /// Each watcher's health, by name.
+    pub watchers: BTreeMap<&'static str, WatcherHealth>,
     /// Each configured hook with its counters (empty without hooks).
-    hooks: Vec<crate::hooks::HookReport>,
+    pub hooks: Vec<crate::hooks::HookReport>,
     /// Hook runs waiting for a free slot now.
-    hooks_queued: u64,
+    pub hooks_queued: u64,
     /// At most this many hook commands run at once.
-    hooks_max_running: usize,
+    pub hooks_max_running: usize,
     /// Fleet events the hooks missed (the bus ran ahead of them), since start.
-    hooks_events_missed: u64,
+    pub hooks_events_missed: u64,
 }
 
 fn seed_state(s: crate::peer::seeds::SeedState) -> &'static str {
@@ -94,14 +128,15 @@ fn seed_state(s: crate::peer::seeds::SeedState) -> &'static str {
     }
 }
 
-/// Build the reply.
-pub fn apply(cmd: &Json, ctx: &Context) -> Reply {
+/// Gather the report. Measures the store on disk: call it off the runtime (`status` runs
+/// on a blocking thread).
+pub fn report(ctx: &Context) -> StatusReport {
     let s = ctx.stats();
     let store = ctx.store();
 
     let peers = store.peers();
     let health = store.health();
-    let out = Out {
+    StatusReport {
         node: ctx.node().name.clone(),
         node_id: ctx.node().id.clone(),
         version: env!("CARGO_PKG_VERSION"),
@@ -132,6 +167,7 @@ pub fn apply(cmd: &Json, ctx: &Context) -> Reply {
             .map(|p| (p.node.clone(), p.key.clone()))
             .collect(),
         gossip: ctx.peers().status().gossip(),
+        http: ctx.http_addr().map(|a| a.to_string()),
         counters: Counters {
             packets_sent: Stats::get(&s.packets_sent),
             packets_received: Stats::get(&s.packets_received),
@@ -155,7 +191,12 @@ pub fn apply(cmd: &Json, ctx: &Context) -> Reply {
         hooks_queued: ctx.hooks().queued(),
         hooks_max_running: ctx.hooks().max_running(),
         hooks_events_missed: ctx.hooks().events_missed(),
-    };
+    }
+}
+
+/// Build the reply.
+pub fn apply(cmd: &Json, ctx: &Context) -> Reply {
+    let out = report(ctx);
     if cmd.json {
         return Reply::ok(json_body(&out));
     }
@@ -274,6 +315,18 @@ pub fn apply(cmd: &Json, ctx: &Context) -> Reply {
                 c.sessions_open, c.sessions_total, c.sessions_refused, c.commands, c.command_errors
             ),
         ];
+    if let Some(addr) = &out.http {
+        let auth = match ctx
+            .config()
+            .http
+            .as_ref()
+            .and_then(|h| h.token_file.as_ref())
+        {
+            Some(_) => "every request needs the bearer token",
+            None => "loopback, no token",
+        };
+        body.push(format!("http       http://{addr}/ ({auth})"));
+    }
     for (name, h) in &out.watchers {
         let mut line = format!(
             "watcher    {name}: {}; every {}; {} ok, {} failed",

@@ -16,13 +16,13 @@
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
-use super::list::{no_match, render, store_failed};
+use super::list::{no_match, render};
+use super::QueryError;
 use crate::control::connection::Connection;
 use crate::control::Context;
-use crate::model::{now_millis, FleetEvent, FleetEventKind};
+use crate::model::{FleetEvent, FleetEventKind};
 use crate::protocol::commands::Wait;
 use crate::protocol::frame::{Reply, Status};
-use crate::view;
 
 /// Wait, then build the reply; `None` when the client went away first (nothing to send).
 pub async fn run(
@@ -88,12 +88,12 @@ pub async fn run(
 /// that satisfy the wait, rendered as `where` renders them. A store that cannot be read
 /// ends the wait with an error rather than hiding it.
 fn check(cmd: &Wait, ctx: &Context) -> Option<Reply> {
-    let store = ctx.store();
-    let found = match store.find(&cmd.term) {
-        Ok(f) => f,
-        Err(e) => return Some(store_failed(e)),
+    let found = match super::where_is::disks(&cmd.term, ctx) {
+        Ok(found) => found,
+        Err(QueryError::NoMatch(_)) => Vec::new(),
+        Err(e) => return Some(e.reply(cmd.json)),
     };
-    let hits: Vec<_> = view::disks(store, found, now_millis(), ctx.peer_expiry())
+    let hits: Vec<_> = found
         .into_iter()
         .filter(|d| {
             d.live
