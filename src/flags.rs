@@ -43,6 +43,41 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
+/// The one-shot client commands alone, with the same global options: what a script calling
+/// `diskd query` in a loop runs through, without building the daemon's seventy flags (the
+/// biggest part of parsing, which is the biggest part of a one-shot's own start-up). Any
+/// command line it does not take whole (help, a bad flag, the daemon, the REPL) goes to
+/// [`Cli`], which has the last word on errors and help.
+#[derive(Debug, Parser)]
+#[command(name = "diskd", version = env!("DISKD_LONG_VERSION"), max_term_width = 100)]
+pub struct ClientCli {
+    /// The daemon's control socket.
+    #[arg(long, global = true, env = "DISKD_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// A YAML config file.
+    #[arg(long, global = true, env = "DISKD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The request.
+    #[command(subcommand)]
+    pub request: Request,
+}
+
+impl ClientCli {
+    /// The one-shot request of this command line, if it is exactly one (else `None`:
+    /// parse it with [`Cli`]).
+    pub fn try_from_env() -> Option<ClientCli> {
+        let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        // Help and version go through `Cli`, so they print the whole program's.
+        if args.iter().skip(1).any(|a| {
+            let a = a.as_encoded_bytes();
+            a == b"-h" || a == b"--help" || a == b"-V" || a == b"--version" || a == b"help"
+        }) {
+            return None;
+        }
+        ClientCli::try_parse_from(args).ok()
+    }
+}
+
 /// The subcommands. One-shot commands exit 0 on success, 1 when nothing matched or the
 /// request was refused, 2 on bad usage, 3 when the daemon could not be reached or failed.
 #[derive(Debug, Subcommand)]

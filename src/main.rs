@@ -8,10 +8,26 @@ use clap::Parser;
 use diskd::client::{oneshot, repl};
 use diskd::config::{self, Config};
 use diskd::flags::{Cli, Command, DaemonArgs};
+use diskd::protocol::Request;
 
 fn main() -> ExitCode {
+    // A one-shot client command is parsed without the daemon's flags (see `ClientCli`).
+    if let Some(c) = diskd::flags::ClientCli::try_from_env() {
+        return ExitCode::from(request(c.socket, c.config, &c.request));
+    }
     let cli = Cli::parse();
     ExitCode::from(run(cli))
+}
+
+/// Run a one-shot request against the daemon.
+fn request(socket: Option<PathBuf>, config_file: Option<PathBuf>, req: &Request) -> u8 {
+    match client_socket(socket, config_file) {
+        Ok(s) => oneshot::run(&s, req),
+        Err(e) => {
+            eprintln!("diskd: {e}");
+            2
+        }
+    }
 }
 
 fn run(cli: Cli) -> u8 {
@@ -29,19 +45,14 @@ fn run(cli: Cli) -> u8 {
             to_stdout(|out| diskd::generate::completions(shell, out))
         }
         Some(Command::Man) => to_stdout(diskd::generate::man_page),
-        other => {
-            let socket = match client_socket(cli.socket, cli.config) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("diskd: {e}");
-                    return 2;
-                }
-            };
-            match other {
-                Some(Command::Request(request)) => oneshot::run(&socket, &request),
-                _ => repl::run(&socket),
+        Some(Command::Request(req)) => request(cli.socket, cli.config, &req),
+        None => match client_socket(cli.socket, cli.config) {
+            Ok(socket) => repl::run(&socket),
+            Err(e) => {
+                eprintln!("diskd: {e}");
+                2
             }
-        }
+        },
     }
 }
 

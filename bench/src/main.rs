@@ -6,6 +6,7 @@
 //! by unicast gossip over an in-memory network (no root).
 #![forbid(unsafe_code)]
 
+mod client;
 mod devices;
 mod gossip;
 mod latency;
@@ -73,6 +74,9 @@ enum Cmd {
     /// store, over an in-memory network that still seals every packet; times convergence
     /// and change propagation, gossip bytes per node, memory per node.
     Gossip(gossip::GossipOptions),
+    /// A one-shot `diskd query` from exec to exit, beside `/bin/true` and `diskd
+    /// --version` (no root).
+    Client(client::ClientOptions),
     /// Every benchmark above in turn, with their default sizes (needs root).
     All,
     /// The simulator itself (run by `scale` inside a lab namespace).
@@ -113,6 +117,7 @@ fn main() {
         Cmd::Simulate(o) => scale::simulate(&o),
         Cmd::Store(o) => store::store(&o),
         Cmd::Gossip(o) => gossip::gossip(&o),
+        Cmd::Client(o) => client::client(&o),
         Cmd::StoreOpen {
             dir,
             uuid,

@@ -311,7 +311,15 @@ impl SessionCommand {
         };
         *first = first.to_ascii_lowercase();
         let name = truncate(first, 64);
-        let matches = Line::command().try_get_matches_from(&words).map_err(|e| {
+        // Built once and reused: building the command tree costs more than parsing a line
+        // with it, and every socket command is parsed here.
+        static LINE: std::sync::LazyLock<std::sync::Mutex<clap::Command>> =
+            std::sync::LazyLock::new(|| std::sync::Mutex::new(Line::command()));
+        let parsed = LINE
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .try_get_matches_from_mut(&words);
+        let matches = parsed.map_err(|e| {
             use clap::error::ErrorKind;
             match e.kind() {
                 ErrorKind::InvalidSubcommand => {
