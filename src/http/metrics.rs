@@ -135,8 +135,11 @@ fn gather(ctx: &Context, http: &HttpStats, streams_free: usize) -> Registry {
 
     m.0.register(
         "diskd_build",
-        "diskd's version, as a label of a constant 1",
-        Info::new(labels([("version", report.version)])),
+        "diskd's version and the git commit it was built from, as labels of a constant 1",
+        Info::new(labels([
+            ("version", report.version),
+            ("commit", report.commit.unwrap_or("")),
+        ])),
     );
 
     // The fleet picture, counted from exactly what `list` and `peers` show.
