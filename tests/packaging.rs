@@ -198,6 +198,32 @@ fn unit_is_type_notify_and_never_gets_a_mount_namespace() {
     }
 }
 
+/// The .deb's maintainer scripts (config/deb/, packed by scripts/build-deb; scripts/check-deb
+/// runs them in a scratch root in CI): valid sh, the group made with systemd-sysusers, and
+/// the service never enabled or started by installing.
+#[test]
+fn deb_maintainer_scripts_parse_and_start_nothing() {
+    for name in ["postinst", "prerm", "postrm"] {
+        let path = repo_file(&format!("config/deb/{name}"));
+        let out = Command::new("sh").arg("-n").arg(&path).output().unwrap();
+        assert!(out.status.success(), "{name}\n{}", output_text(&out));
+        let script = std::fs::read_to_string(&path).unwrap();
+        for line in script.lines().map(str::trim) {
+            if line.starts_with('#') || !line.contains("systemctl") {
+                continue;
+            }
+            let words: Vec<&str> = line.split_whitespace().collect();
+            for verb in ["enable", "start", "--now", "reenable", "unmask"] {
+                assert!(!words.contains(&verb), "{name} starts diskd: {line}");
+            }
+        }
+    }
+    let postinst = std::fs::read_to_string(repo_file("config/deb/postinst")).unwrap();
+    assert!(postinst.contains("systemd-sysusers ${DPKG_ROOT:+--root=\"$DPKG_ROOT\"} diskd.conf"));
+    let sysusers = std::fs::read_to_string(repo_file("config/deb/sysusers.conf")).unwrap();
+    assert!(sysusers.lines().any(|l| l == "g diskd -"), "{sysusers}");
+}
+
 #[test]
 fn system_config_sets_only_the_unit_paths() {
     use diskd::config::Config;
