@@ -72,6 +72,9 @@ pub struct Config {
     pub admin_group: Option<String>,
     /// How the daemon's log lines are written.
     pub log_format: LogFormat,
+    /// What the configuration is odd about without being wrong; logged at start (the
+    /// log is set up from the configuration, so it cannot be written while loading).
+    pub warnings: Vec<String>,
     /// The read-only HTTP listener (dashboards, metrics, JSON API); `None`: off.
     pub http: Option<HttpSettings>,
 }
@@ -472,20 +475,10 @@ pub fn default_socket() -> PathBuf {
 /// The system service's socket (config/diskd-system.yaml, the Debian package).
 pub const SYSTEM_SOCKET: &str = "/run/diskd/diskd.sock";
 
-/// The socket a client uses when nothing names one: the user's own daemon's
-/// (`~/.diskd-socket`) when it is there, else the system daemon's when that is there, else
-/// the user's (so the error names the usual place).
-pub fn client_default_socket() -> PathBuf {
-    let own = default_socket();
-    let system = PathBuf::from(SYSTEM_SOCKET);
-    let is_socket = |p: &Path| {
-        use std::os::unix::fs::FileTypeExt;
-        std::fs::metadata(p).is_ok_and(|m| m.file_type().is_socket())
-    };
-    if !is_socket(&own) && is_socket(&system) {
-        return system;
-    }
-    own
+/// The sockets a client tries, in order, when nothing names one: the user's own daemon's
+/// (`~/.diskd-socket`), then the system daemon's.
+pub fn client_default_sockets() -> Vec<PathBuf> {
+    vec![default_socket(), PathBuf::from(SYSTEM_SOCKET)]
 }
 
 fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -747,7 +740,8 @@ impl Config {
         };
 
         let gossip = gossip_settings(f.gossip, args, !key_files.is_empty())?;
-        let http = http_settings(f.http.unwrap_or_default(), args)?;
+        let mut warnings = Vec::new();
+        let http = http_settings(f.http.unwrap_or_default(), args, &mut warnings)?;
         let hooks = hooks_settings(f.hooks.unwrap_or_default())?;
         let hooks_max_running = f.hooks_max_running.unwrap_or(DEFAULT_HOOKS_MAX_RUNNING);
         if !(1..=MAX_HOOKS_RUNNING).contains(&hooks_max_running) {
@@ -788,6 +782,7 @@ impl Config {
             socket_group,
             admin_group,
             log_format,
+            warnings,
             http,
         })
     }
@@ -803,7 +798,11 @@ pub fn is_loopback(ip: IpAddr) -> bool {
 
 /// `http.listen` and `http.token_file`: off without a listen address; a listener that
 /// other machines can reach never runs without a token.
-fn http_settings(h: FileHttp, args: &DaemonArgs) -> Result<Option<HttpSettings>, ConfigError> {
+fn http_settings(
+    h: FileHttp,
+    args: &DaemonArgs,
+    warnings: &mut Vec<String>,
+) -> Result<Option<HttpSettings>, ConfigError> {
     let token_file = pick(args.http_token_file.clone(), h.token_file).map(|p| expand_home(&p));
     if let Some(t) = &token_file {
         if t.as_os_str().is_empty() {
@@ -812,7 +811,9 @@ fn http_settings(h: FileHttp, args: &DaemonArgs) -> Result<Option<HttpSettings>,
     }
     let Some(text) = pick(args.http.clone(), h.listen) else {
         if token_file.is_some() {
-            tracing::warn!("http.token_file is set but http.listen is not: no HTTP listener runs");
+            warnings.push(
+                "http.token_file is set but http.listen is not: no HTTP listener runs".into(),
+            );
         }
         return Ok(None);
     };

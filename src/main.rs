@@ -56,21 +56,21 @@ fn run(cli: Cli) -> u8 {
     }
 }
 
-/// The socket a client talks to: `--socket`/`DISKD_SOCKET`, else the config file's `socket`,
-/// else `~/.diskd-socket`, or the system daemon's socket when only that one is there.
+/// The sockets a client tries: `--socket`/`DISKD_SOCKET`, else the config file's `socket`,
+/// else `~/.diskd-socket`, then the system daemon's socket.
 fn client_socket(
     flag: Option<PathBuf>,
     config_file: Option<PathBuf>,
-) -> Result<PathBuf, config::ConfigError> {
+) -> Result<Vec<PathBuf>, config::ConfigError> {
     if let Some(s) = flag {
-        return Ok(s);
+        return Ok(vec![s]);
     }
     if let Some(f) = config_file {
         if let Some(s) = config::socket_from_file(&f)? {
-            return Ok(s);
+            return Ok(vec![s]);
         }
     }
-    Ok(config::client_default_socket())
+    Ok(config::client_default_sockets())
 }
 
 fn daemon(config_file: Option<PathBuf>, socket: Option<PathBuf>, args: &DaemonArgs) -> u8 {

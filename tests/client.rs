@@ -229,3 +229,24 @@ fn a_term_that_starts_with_a_dash_is_found() {
     assert_eq!(s.call("where -dash").status, "+OK");
     assert!(s.call("where").status.contains("needs <TERM>"));
 }
+
+/// With no socket named, the client tries the user's socket, then the system daemon's: a
+/// stale socket file (a killed daemon's) does not hide a live daemon behind it.
+#[test]
+fn a_stale_socket_gives_way_to_the_next_one() {
+    let d = TestDaemon::new("").start();
+    let dir = tempfile::tempdir().unwrap();
+    let stale = dir.path().join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    let missing = dir.path().join("missing.sock");
+    let (s, used) =
+        diskd::client::Session::connect_first(&[stale.clone(), missing, d.socket.clone()])
+            .expect("the live daemon answers");
+    assert_eq!(used, d.socket);
+    assert!(s.greeting.status.text().contains("awaiting commands"));
+    // Nothing answers anywhere: the error names the first place tried.
+    let err = diskd::client::Session::connect_first(std::slice::from_ref(&stale))
+        .err()
+        .expect("nobody answers");
+    assert!(err.to_string().contains("stale.sock"), "{err}");
+}

@@ -58,7 +58,10 @@ fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> Re
     let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     s.set_read_timeout(Some(LONG)).unwrap();
     s.set_write_timeout(Some(LONG)).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("Host: {addr}\r\n"));
+    }
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -615,6 +618,18 @@ fn a_token_is_required_where_one_is_configured_and_loopback_needs_none() {
     // Loopback without a token: open.
     let (d, addr) = daemon("", &[]);
     assert_eq!(get(&addr, "/api/v1/disks").status, 200);
+    let port = addr.rsplit(':').next().unwrap();
+    let local = format!("localhost:{port}");
+    let r = request(&addr, "GET", "/api/v1/disks", &[("Host", &local)]);
+    assert_eq!(r.status, 200);
+    // A page of another name pointed at 127.0.0.1 (DNS rebinding) reads nothing.
+    let evil = format!("evil.example:{port}");
+    let r = request(&addr, "GET", "/api/v1/disks", &[("Host", &evil)]);
+    assert_eq!(r.status, 403);
+    assert!(r.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("loopback Host"));
     drop(d);
 
     // A token file on loopback: every request needs it, the event stream too.
@@ -766,8 +781,10 @@ fn a_flood_of_http_requests_leaves_the_control_socket_answering() {
                     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
                     s.set_write_timeout(Some(Duration::from_secs(60))).unwrap();
                     s.write_all(
-                        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                            .as_bytes(),
+                        format!(
+                            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+                        )
+                        .as_bytes(),
                     )
                     .map_err(|e| format!("write: {e}"))?;
                     let mut raw = Vec::new();
@@ -842,8 +859,8 @@ fn slow_and_idle_clients_lose_their_connection_at_the_head_deadline() {
     // Silent; half a request head; one request answered, then idle on keep-alive.
     let cases: [&[u8]; 3] = [
         b"",
-        b"GET / HTTP/1.1\r\nHost: x\r\n",
-        b"GET /api/v1/peers HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: localhost\r\n",
+        b"GET /api/v1/peers HTTP/1.1\r\nHost: localhost\r\n\r\n",
     ];
     let threads: Vec<_> = cases
         .into_iter()

@@ -69,6 +69,28 @@ pub struct Session {
 
 impl Session {
     /// Connect and read the greeting.
+    /// Connect to the first of `paths` where a daemon answers: the user's own socket, then
+    /// the system daemon's, when no socket was named (a stale socket file left by a killed
+    /// daemon refuses connections; the next path is tried). The error is the first path's.
+    pub fn connect_first(paths: &[PathBuf]) -> Result<(Session, PathBuf), ClientError> {
+        let mut first_error = None;
+        for p in paths {
+            match Session::connect(p) {
+                Ok(s) => return Ok((s, p.clone())),
+                Err(e) => {
+                    let gone = matches!(&e, ClientError::Unreachable { source, .. }
+                        if matches!(source.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound));
+                    first_error.get_or_insert(e);
+                    if !gone {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(first_error.unwrap_or_else(|| ClientError::Protocol("no socket to connect to".into())))
+    }
+
+    /// Connect to the daemon at `path` and read its greeting.
     pub fn connect(path: &Path) -> Result<Session, ClientError> {
         let stream = UnixStream::connect(path).map_err(|source| ClientError::Unreachable {
             path: path.to_path_buf(),

@@ -9,7 +9,7 @@
 //! when the child caught it and exited 130 itself.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{ClientError, Received, Session};
@@ -40,9 +40,9 @@ pub fn command_line(request: &Request) -> String {
 
 /// Run one command against the daemon at `socket`; returns the exit code. Body lines are
 /// printed as they arrive, so `debug` and `events` stream until Ctrl-C.
-pub fn run(socket: &Path, request: &Request) -> u8 {
+pub fn run(sockets: &[PathBuf], request: &Request) -> u8 {
     let line = command_line(request);
-    let result = Session::connect(socket).and_then(|mut s| match request {
+    let result = Session::connect_first(sockets).and_then(|(mut s, _)| match request {
         Request::Wait(w) => wait(&mut s, &line, w),
         Request::Events(_) => events(&mut s, &line),
         Request::Debug => {

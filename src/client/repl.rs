@@ -18,8 +18,8 @@ use crate::protocol::frame::{tokenize, Status};
 
 /// Run the interactive client; returns the exit code (the highest of the commands run in
 /// script mode, 3 when the daemon cannot be reached).
-pub fn run(socket: &Path) -> u8 {
-    let mut session = match Session::connect(socket) {
+pub fn run(sockets: &[PathBuf]) -> u8 {
+    let (mut session, socket) = match Session::connect_first(sockets) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("diskd: {e}");
@@ -28,7 +28,7 @@ pub fn run(socket: &Path) -> u8 {
     };
     let result = if std::io::stdin().is_terminal() {
         println!("{}", session.greeting.status.text());
-        interactive(&mut session, socket)
+        interactive(&mut session, &socket)
     } else {
         script(&mut session)
     };

@@ -113,6 +113,9 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         "diskd {} started",
         env!("DISKD_LONG_VERSION")
     );
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
     if !config.multicast.enabled && !config.gossip.enabled {
         tracing::warn!(
             "multicast.enabled is false and gossip is off: this daemon will hear no peers"

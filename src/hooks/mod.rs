@@ -162,12 +162,17 @@ pub fn matches(hook: &Hook, event: &FleetEvent) -> bool {
         && (!hook.local || event.local)
         && hook.host.matches_any([Some(event.host.as_str())])
         && match &event.disk {
-            Some(d) => hook.disk.matches_any([
-                d.uuid.as_deref(),
-                d.label.as_deref(),
-                d.hardware.serial.as_deref(),
-                d.hardware.wwn.as_deref(),
-            ]),
+            Some(d) => {
+                // A WWN as sysfs writes it (`naa.5000c500...`) and bare, lower case.
+                let wwn_key = d.hardware.wwn.as_deref().map(crate::model::wwn_key);
+                hook.disk.matches_any([
+                    d.uuid.as_deref(),
+                    d.label.as_deref(),
+                    d.hardware.serial.as_deref(),
+                    d.hardware.wwn.as_deref(),
+                    wwn_key.as_deref(),
+                ])
+            }
             None => hook.disk.is_any(),
         }
 }
@@ -591,6 +596,8 @@ mod tests {
         blank.hardware.wwn = Some("naa.5000c500a1b2c3d4".into());
         let e = FleetEvent::disk(FleetEventKind::Appeared, 0, &host("a", false), &blank);
         assert!(matches(wwn, &e));
+        let bare = config("hooks:\n- {on: [appeared], match: '5000c500a1b2*', run: x}\n");
+        assert!(matches(&bare.hooks[0], &e), "the WWN without its prefix");
         let runner = run::Runner::new(
             &c,
             &NodeInfo::new("node", "00000000000000000000000000000002"),

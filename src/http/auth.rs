@@ -12,7 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use axum::extract::{Request, State};
-use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use axum::http::header::{AUTHORIZATION, HOST, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -154,6 +154,31 @@ pub fn bearer(value: &[u8]) -> Option<&[u8]> {
     (!token.is_empty()).then_some(token)
 }
 
+/// Whether a `Host` header names this machine's loopback: `localhost` or a loopback
+/// address, with or without a port.
+fn loopback_host(host: &[u8]) -> bool {
+    let Ok(host) = std::str::from_utf8(host) else {
+        return false;
+    };
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        // [::1] or [::1]:9180
+        match rest.split_once(']') {
+            Some((ip, tail)) if tail.is_empty() || tail.starts_with(':') => ip,
+            _ => return false,
+        }
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            Some(_) => return false,
+            None => host,
+        }
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(crate::config::is_loopback)
+}
+
 /// How a request failed the check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Refusal {
@@ -165,9 +190,21 @@ enum Refusal {
 
 /// The check every request passes when a token is configured: 401 without the right
 /// `Authorization: Bearer TOKEN` (with `WWW-Authenticate: Bearer`, as RFC 6750 asks).
-/// Without a token (a loopback listener) everything passes.
+/// Without a token (a loopback listener) a request passes when it names a loopback host:
+/// a web page elsewhere whose name an attacker points at 127.0.0.1 (DNS rebinding) makes
+/// the browser send its own name as `Host`, and is refused (403), so no page but ours can
+/// read the fleet through the visitor's browser.
 pub(super) async fn require(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let Some(token) = st.token.as_deref() else {
+        let host = req.headers().get(HOST).map(|h| h.as_bytes());
+        if host.is_some_and(|h| !loopback_host(h)) {
+            Stats::bump(&st.stats.unauthorized);
+            return error(
+                StatusCode::FORBIDDEN,
+                "this listener answers only to a loopback Host (localhost, 127.0.0.1, [::1]); \
+                 elsewhere configure http.token_file",
+            );
+        }
         return next.run(req).await;
     };
     let presented = req
@@ -200,6 +237,34 @@ pub(super) async fn require(State(st): State<AppState>, req: Request, next: Next
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_loopback_host_reaches_a_listener_without_a_token() {
+        for ok in [
+            "localhost",
+            "LOCALHOST:9180",
+            "127.0.0.1",
+            "127.0.0.1:9180",
+            "127.8.9.10:1",
+            "[::1]",
+            "[::1]:9180",
+        ] {
+            assert!(loopback_host(ok.as_bytes()), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:9180",
+            "localhost.evil.example",
+            "198.18.0.1:9180",
+            "[::1]x",
+            "127.0.0.1:x",
+            "",
+            "0.0.0.0",
+        ] {
+            assert!(!loopback_host(bad.as_bytes()), "{bad}");
+        }
+        assert!(!loopback_host(b"\xff"));
+    }
 
     fn token(text: &str) -> Token {
         Token::from_bytes(text.as_bytes()).unwrap()

@@ -67,13 +67,20 @@ impl Composer {
         }
     }
 
-    /// blkid's latest observation, from a scan that began at `started`.
-    pub fn disks(&mut self, disks: Vec<DiskInfo>, started: Instant) {
+    /// blkid's latest observation, from a scan that began at `started`; `full`: a scan of
+    /// every device, not a quick look at the ones the kernel named. Only a full scan counts
+    /// as blkid having looked at a held device: a quick look may not have probed it (an
+    /// event named the disk, not yet its partition), so its absence proves nothing.
+    pub fn disks(&mut self, disks: Vec<DiskInfo>, started: Instant, full: bool) {
         let first = self.disks.is_none();
         self.notice(disks.iter().filter_map(|d| d.devno), started, first);
+        let looked = match (&self.disks, full) {
+            (Some(prev), false) => prev.started,
+            _ => started,
+        };
         self.disks = Some(Timed {
             value: disks,
-            started,
+            started: looked,
         });
     }
 
@@ -258,7 +265,7 @@ mod tests {
     async fn both_watchers_merge_into_one_record_and_a_blank_device_is_one_too() {
         let mut c = Composer::new(true);
         let t0 = Instant::now();
-        c.disks(vec![disk("/dev/loop1", (7, 1), Some("u-1"))], t0);
+        c.disks(vec![disk("/dev/loop1", (7, 1), Some("u-1"))], t0, true);
         assert!(!c.ready(), "the first write waits for the hardware watcher");
         c.hardware(vec![hw("/dev/loop1", (7, 1)), hw("/dev/loop2", (7, 2))], t0);
         assert!(c.ready());
@@ -278,7 +285,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_new_device_waits_for_the_other_watcher_but_not_for_ever() {
         let mut c = Composer::new(true);
-        c.disks(vec![], Instant::now());
+        c.disks(vec![], Instant::now(), true);
         c.hardware(vec![], Instant::now());
         assert!(c.compose(Instant::now()).0.is_empty());
         tokio::time::advance(Duration::from_secs(1)).await;
@@ -293,6 +300,7 @@ mod tests {
         c.disks(
             vec![disk("/dev/loop3", (7, 3), Some("u-3"))],
             Instant::now(),
+            true,
         );
         let (records, wake) = c.compose(Instant::now());
         assert_eq!(
@@ -307,7 +315,7 @@ mod tests {
             disk("/dev/loop3", (7, 3), Some("u-3")),
             disk("/dev/loop4", (7, 4), Some("u-4")),
         ];
-        c.disks(both.clone(), Instant::now());
+        c.disks(both.clone(), Instant::now(), true);
         let (records, _) = c.compose(Instant::now());
         assert_eq!(records.len(), 1, "loop3 stays, loop4 waits");
         // ...unless sysfs does not answer within HOLD.
@@ -329,10 +337,24 @@ mod tests {
             Instant::now(),
         );
         assert_eq!(c.compose(Instant::now()).0.len(), 2, "loop5 waits");
+        // A quick look at what the kernel named (say, loop3 only) proves nothing of loop5.
+        tokio::time::advance(Duration::from_millis(2)).await;
+        c.disks(
+            vec![disk("/dev/loop3", (7, 3), Some("u-3"))],
+            Instant::now(),
+            false,
+        );
+        let (records, _) = c.compose(Instant::now());
+        assert_eq!(
+            devices(&records),
+            [("/dev/loop3", Some("u-3"), Some(1 << 30))],
+            "loop5 still waits (loop4 is gone)"
+        );
         tokio::time::advance(Duration::from_millis(5)).await;
         c.disks(
             vec![disk("/dev/loop3", (7, 3), Some("u-3"))],
             Instant::now(),
+            true,
         );
         let (records, _) = c.compose(Instant::now());
         assert_eq!(
@@ -347,7 +369,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn published_devices_are_never_held_and_no_hardware_watcher_holds_nothing() {
         let mut c = Composer::new(false);
-        c.disks(vec![disk("/dev/sdb1", (8, 17), Some("u"))], Instant::now());
+        c.disks(
+            vec![disk("/dev/sdb1", (8, 17), Some("u"))],
+            Instant::now(),
+            true,
+        );
         assert!(c.ready());
         assert_eq!(c.compose(Instant::now()).0.len(), 1);
 
@@ -355,6 +381,7 @@ mod tests {
         c.disks(
             vec![disk("/dev/loop1", (7, 1), Some("u-1"))],
             Instant::now(),
+            true,
         );
         c.hardware(vec![hw("/dev/loop1", (7, 1))], Instant::now());
         assert_eq!(c.compose(Instant::now()).0.len(), 1);
@@ -372,7 +399,7 @@ mod tests {
         c.hardware_failed();
         let mut d = disk("/dev/sdz9", (0, 0), Some("u"));
         d.devno = None;
-        c.disks(vec![d], Instant::now());
+        c.disks(vec![d], Instant::now(), true);
         assert!(c.ready());
         assert_eq!(c.compose(Instant::now()).0.len(), 1);
     }

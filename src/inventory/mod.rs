@@ -185,6 +185,8 @@ struct Seen {
     watcher: &'static str,
     /// When the scan began (see `compose`: what a device waits for).
     started: tokio::time::Instant,
+    /// It was a quick look at the devices the kernel named, not at every device.
+    quick: bool,
     /// Told once the writer has stored what this observation changed.
     written: oneshot::Sender<()>,
 }
@@ -341,6 +343,7 @@ impl Scanner {
             observation,
             watcher: name,
             started: began,
+            quick,
             written,
         };
         if self.seen.send(seen).await.is_ok() {
@@ -440,6 +443,7 @@ impl Writer {
                 observation,
                 watcher,
                 started,
+                quick,
                 written,
             }) = item
             else {
@@ -447,7 +451,7 @@ impl Writer {
             };
             let is_disks = matches!(observation, Some(Observation::Disks(_)));
             match observation {
-                Some(Observation::Disks(d)) => self.composer.disks(d, started),
+                Some(Observation::Disks(d)) => self.composer.disks(d, started, !quick),
                 Some(Observation::Mounts(m)) => self.composer.mounts(m),
                 Some(Observation::Hardware(h)) => self.composer.hardware(h, started),
                 None if watcher == HARDWARE => self.composer.hardware_failed(),

@@ -30,7 +30,13 @@ pub enum LegacyError {
 
 /// Encode our inventory the way the Perl diskd does; the disks that do not fit in
 /// `MAX_LEGACY` bytes are left out, and their number is returned with the datagram.
+/// Only what blkid found goes out: the Perl diskd knew no blank disks, and they would take
+/// the room of filesystems in the one datagram it reads.
 pub fn encode(disks: &[DiskRecord]) -> (Vec<u8>, usize) {
+    let disks: Vec<&DiskRecord> = disks
+        .iter()
+        .filter(|d| d.uuid.is_some() || d.label.is_some() || d.fstype.is_some())
+        .collect();
     let mut out = Vec::with_capacity(MAX_LEGACY);
     out.extend_from_slice(PREFIX);
     out.extend_from_slice(b"---");
@@ -278,6 +284,10 @@ mod tests {
         assert_eq!(left, 0);
         assert!(bytes.starts_with(b"diskd:---\n- - 6fe176fb"));
         assert_eq!(decode(&bytes).unwrap(), disks);
+        // A blank disk (no UUID, label or filesystem) is not for a Perl peer.
+        let mut with_blank = disks.clone();
+        with_blank.insert(1, d(None, None, "/dev/sdz"));
+        assert_eq!(encode(&with_blank).0, bytes);
     }
 
     #[test]

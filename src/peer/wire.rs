@@ -474,6 +474,15 @@ pub fn chunk_inventory(
             d.mountpoints.pop();
             size = wire_size(&d);
         }
+        // Then what the hardware says, longest first: the disk matters more.
+        if size > budget && d.hardware.backing_file.is_some() {
+            d.hardware.backing_file = None;
+            size = wire_size(&d);
+        }
+        if size > budget && !d.hardware.is_empty() {
+            d.hardware = Hardware::default();
+            size = wire_size(&d);
+        }
         if size > budget {
             tracing::warn!(device = %d.device, "disk record does not fit in one datagram; left out");
             continue;
@@ -710,6 +719,23 @@ mod tests {
             })
             .collect();
         send_and_receive(&disks);
+    }
+
+    #[test]
+    fn a_disk_whose_hardware_does_not_fit_a_small_datagram_goes_without_it() {
+        let mut d = disk(1);
+        d.hardware = hardware(1);
+        d.hardware.backing_file = Some(format!("/{}", "b".repeat(limits::BACKING_FILE - 1)));
+        let chunks = chunk_inventory(&env(Body::Ping), 1, &[d.clone()], MIN_DATAGRAM);
+        assert_eq!(chunks[0].disks.len(), 1, "the disk is sent");
+        let sent = &chunks[0].disks[0];
+        assert_eq!(sent.hardware.backing_file, None);
+        assert_eq!(sent.hardware.serial, d.hardware.serial, "what fits stays");
+        let bytes = encode(&Envelope {
+            body: Body::Inventory(chunks[0].clone()),
+            ..env(Body::Ping)
+        });
+        assert!(bytes.len() <= MIN_DATAGRAM, "{} bytes", bytes.len());
     }
 
     #[test]

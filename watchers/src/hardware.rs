@@ -194,7 +194,29 @@ pub fn read_sysfs(
         }
     }
     found.sort_by(|a, b| a.device.cmp(&b.device));
+    forget_shared_usb_serials(&mut found);
     Ok(found)
+}
+
+/// A serial that several USB disks of this machine report is their bridge's (a multi-bay
+/// dock, a card reader, a bridge chip with a made-up serial), not any one disk's: kept, it
+/// would make them one disk, and the next disk in that bay the previous one. Forgotten,
+/// each is known by its device, as a disk without a serial is.
+fn forget_shared_usb_serials(found: &mut [HardwareInfo]) {
+    let usb_serial = |h: &HardwareInfo| {
+        (h.parent.is_none() && h.transport.as_deref() == Some("usb"))
+            .then(|| h.serial.clone())
+            .flatten()
+    };
+    let mut count: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for s in found.iter().filter_map(usb_serial) {
+        *count.entry(s).or_default() += 1;
+    }
+    for h in found.iter_mut() {
+        if usb_serial(h).is_some_and(|s| count.get(&s).copied().unwrap_or(0) > 1) {
+            h.serial = None;
+        }
+    }
 }
 
 /// The error for a `class/block` directory that cannot be listed.
@@ -419,8 +441,23 @@ fn vpd_serial(page: &[u8]) -> Option<String> {
 }
 
 /// The serial of the USB device a disk belongs to: the first directory above the disk
-/// that is a USB device (has `idVendor`); not further up, where hubs have their own.
+/// that is a USB device (has `idVendor`); not further up, where hubs have their own. Not
+/// for a device with several logical units (a card reader with a slot per card type): its
+/// serial is the reader's, and every card in it would be the same disk.
 fn usb_serial(real_root: &Path, dir: &Path) -> Option<String> {
+    // `.../targetH:C:T/H:C:T:L/block/sdX`: the units beside this one.
+    let target = dir.parent()?.parent()?.parent()?;
+    let units = std::fs::read_dir(target)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().contains(':'))
+                .count()
+        })
+        .unwrap_or(0);
+    if units > 1 {
+        return None;
+    }
     let usb = dir
         .ancestors()
         .skip(1)
@@ -715,6 +752,43 @@ mod tests {
                 backing_file: None,
             }]
         );
+    }
+
+    #[test]
+    fn a_card_reader_or_a_dock_lends_its_serial_to_no_disk() {
+        let sys = Sysfs::new();
+        // A card reader: one USB device, a unit per slot; a card in the first.
+        let reader = "devices/pci0000:00/0000:00:14.0/usb1/1-2";
+        for (unit, name, size, dev) in [(0, "sdc", 62_521_344, "8:32"), (1, "sdd", 0, "8:48")] {
+            let scsi = format!("{reader}/1-2:1.0/host3/target3:0:0/3:0:0:{unit}");
+            sys.block(&format!("{scsi}/block/{name}"), size, dev);
+            sys.link(&format!("{scsi}/block/{name}/device"), &scsi);
+        }
+        sys.file(&format!("{reader}/idVendor"), "05e3\n");
+        sys.file(&format!("{reader}/serial"), "000000000819\n");
+        // A two-bay dock whose bridge gives both disks its own serial.
+        let dock = "devices/pci0000:00/0000:00:14.0/usb2/2-1";
+        for (t, name, dev) in [(0, "sde", "8:64"), (1, "sdf", "8:80")] {
+            let scsi = format!("{dock}/2-1:1.0/host4/target4:0:{t}/4:0:{t}:0");
+            sys.block(&format!("{scsi}/block/{name}"), 1_000_000, dev);
+            sys.link(&format!("{scsi}/block/{name}/device"), &scsi);
+        }
+        sys.file(&format!("{dock}/idVendor"), "152d\n");
+        sys.file(&format!("{dock}/serial"), "0123456789ABCDEF\n");
+        usb(&sys);
+        let found = sys.read();
+        let serial = |d: &str| {
+            found
+                .iter()
+                .find(|h| h.device == d)
+                .map(|h| h.serial.clone())
+                .unwrap_or_else(|| panic!("no {d} in {found:?}"))
+        };
+        assert_eq!(serial("/dev/sdc"), None, "the reader's serial");
+        assert_eq!(serial("/dev/sde"), None, "the dock's serial");
+        assert_eq!(serial("/dev/sdf"), None, "the dock's serial");
+        // A stick is its USB device: its serial stays.
+        assert_eq!(serial("/dev/sdb"), s("4C530001230313109522"));
     }
 
     #[test]

@@ -45,8 +45,11 @@ pub fn disks(cmd: &List, ctx: &Context) -> Result<Vec<DiskView>, QueryError> {
 /// (a disk whose partitions are listed is not blank, even though it holds no filesystem
 /// itself).
 fn blank(sightings: Vec<Sighting>) -> Vec<Sighting> {
+    // Partitions still attached: a disk whose old partitions are only last known (a
+    // replaced drive in the same bay) is blank again.
     let parents: HashSet<(String, String)> = sightings
         .iter()
+        .filter(|s| s.present)
         .filter_map(|s| {
             let parent = s.disk.hardware.parent.clone()?;
             Some((s.node_id.clone(), parent))
@@ -109,4 +112,51 @@ pub fn render(disks: Vec<DiskView>, json: bool, status: Status) -> Reply {
         )
     };
     Reply { status, body }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::DiskRecord;
+
+    fn seen(device: &str, parent: Option<&str>, uuid: Option<&str>, present: bool) -> Sighting {
+        let mut disk = DiskRecord {
+            device: device.into(),
+            uuid: uuid.map(str::to_string),
+            fstype: uuid.map(|_| "ext4".to_string()),
+            ..DiskRecord::default()
+        };
+        disk.hardware.parent = parent.map(str::to_string);
+        Sighting {
+            node_id: "00000000000000000000000000000001".into(),
+            host: "a".into(),
+            addr: None,
+            disk,
+            present,
+            first_seen: 0,
+            last_seen: 0,
+        }
+    }
+
+    fn devices(s: Vec<Sighting>) -> Vec<String> {
+        blank(s).into_iter().map(|s| s.disk.device).collect()
+    }
+
+    #[test]
+    fn blank_means_no_filesystem_and_no_attached_partition() {
+        // A disk with an attached partition is not blank; its blank partition is.
+        let partitioned = vec![
+            seen("/dev/sdb", None, None, true),
+            seen("/dev/sdb1", Some("/dev/sdb"), None, true),
+            seen("/dev/sdb2", Some("/dev/sdb"), Some("u"), true),
+        ];
+        assert_eq!(devices(partitioned), ["/dev/sdb1"]);
+        // The drive in that bay replaced by a new blank one: the old partitions are only
+        // last known, so the new disk is blank.
+        let replaced = vec![
+            seen("/dev/sdb", None, None, true),
+            seen("/dev/sdb1", Some("/dev/sdb"), Some("u"), false),
+        ];
+        assert_eq!(devices(replaced), ["/dev/sdb"]);
+    }
 }
