@@ -1112,9 +1112,12 @@ fn history_shows_each_stay_newest_first() {
         .starts_with("-NOMATCH"));
 }
 
-/// Copy the schema-2 fixture's sled files into `store`.
-fn copy_v2_fixture(store: &Path) {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v2");
+/// Copy the sled files of a fixture store (`tests/fixtures/NAME`, written by an earlier
+/// release) into `store`.
+fn copy_fixture(name: &str, store: &Path) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     std::fs::create_dir_all(store.join("blobs")).unwrap();
     for e in std::fs::read_dir(&src).unwrap().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
@@ -1129,7 +1132,7 @@ fn a_schema_2_store_is_converted_at_start() {
     // A blkid that never answers: everything shown comes from the converted store.
     let mut d = TestDaemon::new("");
     util::script(&d.blkid, "sleep 600");
-    copy_v2_fixture(&d.store);
+    copy_fixture("store-v2", &d.store);
     let mut d = {
         d.spawn();
         d.wait_ready();
@@ -1162,25 +1165,12 @@ fn a_schema_2_store_is_converted_at_start() {
     assert_eq!(meta.get("schema_version").unwrap().unwrap(), b"4"[..]);
 }
 
-/// Copy the sled files of the schema-3 fixture (written by the previous release) into
-/// `store`.
-fn copy_v3_fixture(store: &Path) {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v3");
-    std::fs::create_dir_all(store.join("blobs")).unwrap();
-    for e in std::fs::read_dir(&src).unwrap().flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name == "conf" || name == "db" || name.starts_with("snap.") {
-            std::fs::copy(e.path(), store.join(&name)).unwrap();
-        }
-    }
-}
-
 #[test]
 fn a_schema_3_store_is_converted_at_start() {
     // A blkid that never answers: everything shown comes from the converted store.
     let mut d = TestDaemon::new("");
     util::script(&d.blkid, "sleep 600");
-    copy_v3_fixture(&d.store);
+    copy_fixture("store-v3", &d.store);
     let mut d = {
         d.spawn();
         d.wait_ready();
