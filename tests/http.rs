@@ -892,6 +892,38 @@ fn slow_and_idle_clients_lose_their_connection_at_the_head_deadline() {
     }
 }
 
+#[test]
+fn a_client_that_stops_reading_a_response_loses_its_connection() {
+    // A large answer (about 6 MB of JSON), more than the kernel buffers on both sides hold.
+    let (d, addr) = daemon("", &[]);
+    util::script(
+        &d.blkid,
+        "i=0; while [ $i -lt 16000 ]; do i=$((i+1)); \
+         echo \"/dev/sdx$i: UUID=\\\"$i-0000-4000-8000-000000000000\\\" \
+         LABEL=\\\"a label long enough to make the answer big $i\\\" TYPE=\\\"ext4\\\"\"; done",
+    );
+    d.client(&["refresh"]).expect_code(0);
+    // A client with a small receive buffer asks, then never reads.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let target: std::net::SocketAddr = addr.parse().unwrap();
+    sock.connect(&target.into()).unwrap();
+    let mut stalled: TcpStream = sock.into();
+    stalled
+        .write_all(b"GET /api/v1/disks HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    // Its connection is held while the response cannot go out (this scrape is the other)...
+    assert_eq!(metric(&addr, "diskd_http_connections_open"), 2);
+    // ...and closed once nothing of it has been taken for the write deadline.
+    wait_for(
+        "the stalled connection to be closed",
+        Duration::from_secs(60),
+        || metric(&addr, "diskd_http_connections_open") == 1,
+    );
+    drop(stalled);
+}
+
 /// A gauge or counter's value in `/metrics` (unlabelled).
 fn metric(addr: &str, name: &str) -> u64 {
     let text = get(addr, "/metrics").text();

@@ -22,6 +22,7 @@ mod api;
 mod auth;
 mod metrics;
 mod page;
+mod stall;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
@@ -66,6 +67,9 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// A response must be ready within this time, else 503 (an event stream's body is not
 /// bound by it, only its start).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection whose client takes nothing of a response (or an event stream) for this
+/// long is closed.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest request head (request line and headers) accepted.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Most connections being turned away at once; past it they are closed without a reply.
@@ -334,7 +338,10 @@ async fn connection(stream: TcpStream, app: Router, shutdown: CancellationToken)
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
         .max_buf_size(MAX_HEAD_BYTES)
-        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+        .serve_connection(
+            TokioIo::new(stall::WriteDeadline::new(stream, WRITE_TIMEOUT)),
+            TowerToHyperService::new(app),
+        );
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,
