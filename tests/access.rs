@@ -19,18 +19,6 @@ fn blkid() -> String {
     format!("/dev/sdb1: UUID=\"{UUID}\" LABEL=\"backup\" TYPE=\"ext4\"\n")
 }
 
-fn run(program: &str, args: &[&str]) {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Throw-away groups and users (names unique to this test process), deleted in `Drop`.
 struct Accounts {
     users: Vec<String>,
@@ -47,7 +35,7 @@ impl Accounts {
 
     fn group(&mut self, tag: &str) -> String {
         let name = format!("dk{tag}{}", std::process::id());
-        run("groupadd", &["--system", &name]);
+        util::system("groupadd", &["--system", &name]);
         self.groups.push(name.clone());
         name
     }
@@ -66,7 +54,7 @@ impl Accounts {
             args.extend(["--groups", &list]);
         }
         args.push(&name);
-        run("useradd", &args);
+        util::system("useradd", &args);
         self.users.push(name.clone());
         name
     }

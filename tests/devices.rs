@@ -17,23 +17,6 @@ use util::{wait_for, TestDaemon};
 /// How long any change may take to show up (scans run every second).
 const DEADLINE: Duration = Duration::from_secs(20);
 
-/// Run a system command; panics with its output when it fails. Returns stdout, trimmed.
-fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed with {}:\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 /// Run a cleanup command; never panics (it runs in `Drop`), says what failed.
 fn run_quietly(program: &str, args: &[&str]) -> bool {
     match Command::new(program)
@@ -84,7 +67,7 @@ impl Image {
             .and_then(|f| f.set_len(16 * 1024 * 1024))
             .expect("create image file");
         let uuid = random_uuid();
-        run(
+        util::system(
             "mkfs.ext4",
             &["-q", "-F", "-L", label, "-U", &uuid, path_str(&file)],
         );
@@ -123,7 +106,7 @@ impl Fixture {
 
     /// `losetup --find --show FILE`; returns `/dev/loopN`.
     fn attach(&mut self, file: &Path) -> String {
-        let dev = run("losetup", &["--find", "--show", path_str(file)]);
+        let dev = util::system("losetup", &["--find", "--show", path_str(file)]);
         assert!(dev.starts_with("/dev/loop"), "losetup printed {dev:?}");
         self.loops.push(dev.clone());
         dev
@@ -132,7 +115,7 @@ impl Fixture {
     fn detach(&mut self, dev: &str) {
         // Forget it first: if detaching fails, the number may already belong to someone else.
         self.loops.retain(|l| l != dev);
-        run("losetup", &["-d", dev]);
+        util::system("losetup", &["-d", dev]);
     }
 
     /// `mount ARGS... TARGET`, remembering TARGET for the cleanup.
@@ -140,12 +123,12 @@ impl Fixture {
         std::fs::create_dir_all(target).expect("create mount dir");
         let mut all = args.to_vec();
         all.push(path_str(target));
-        run("mount", &all);
+        util::system("mount", &all);
         self.mounts.push(target.to_path_buf());
     }
 
     fn umount(&mut self, target: &Path) {
-        run("umount", &[path_str(target)]);
+        util::system("umount", &[path_str(target)]);
         if let Some(i) = self.mounts.iter().rposition(|m| m == target) {
             self.mounts.remove(i);
         }
@@ -494,12 +477,14 @@ fn a_blank_loop_device_is_listed_with_its_size_and_an_ext4_one_is_one_record() {
     );
     // Told once, whole: blkid's and sysfs's views met before the fleet heard of either
     // device (never a blank record first, nor a record without its size, then a change).
+    // By backing file: a loop number may be another test's device before or after ours.
+    let (fs_file, blank_file) = (path_str(&img.file), path_str(&blank));
     let ours = || -> Vec<Value> {
         events
             .lines()
             .iter()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|e| e["device"] == fs_dev.as_str() || e["device"] == blank_dev.as_str())
+            .filter(|e| e["backing_file"] == fs_file || e["backing_file"] == blank_file)
             .collect()
     };
     wait_for("both devices in the event stream", DEADLINE, || {
@@ -510,7 +495,7 @@ fn a_blank_loop_device_is_listed_with_its_size_and_an_ext4_one_is_one_record() {
     let told = ours();
     let fs_told: Vec<&Value> = told
         .iter()
-        .filter(|e| e["device"] == fs_dev.as_str())
+        .filter(|e| e["backing_file"] == fs_file)
         .collect();
     assert_eq!(fs_told.len(), 1, "{told:#?}");
     assert_eq!(fs_told[0]["event"], "appeared", "{told:#?}");
@@ -518,7 +503,7 @@ fn a_blank_loop_device_is_listed_with_its_size_and_an_ext4_one_is_one_record() {
     assert_eq!(fs_told[0]["size"], 16 * 1024 * 1024, "{told:#?}");
     let blank_told: Vec<&Value> = told
         .iter()
-        .filter(|e| e["device"] == blank_dev.as_str())
+        .filter(|e| e["backing_file"] == blank_file)
         .collect();
     assert_eq!(blank_told.len(), 1, "{told:#?}");
     assert_eq!(blank_told[0]["size"], 24 * 1024 * 1024, "{told:#?}");

@@ -411,20 +411,6 @@ struct Loop {
     mounted: Option<String>,
 }
 
-fn sh(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 impl Loop {
     fn new() -> Loop {
         let dir = tempfile::tempdir().unwrap();
@@ -437,11 +423,11 @@ impl Loop {
             .trim()
             .to_string();
         let img = img.to_str().unwrap();
-        sh(
+        util::system(
             "mkfs.ext4",
             &["-q", "-F", "-L", "diskd-wait", "-U", &uuid, img],
         );
-        let dev = sh("losetup", &["--find", "--show", img]);
+        let dev = util::system("losetup", &["--find", "--show", img]);
         assert!(dev.starts_with("/dev/loop"), "{dev}");
         Loop {
             dir,
@@ -457,7 +443,7 @@ impl Loop {
         let mnt = root.join("mnt");
         std::fs::create_dir_all(&mnt).unwrap();
         let mnt = mnt.to_str().unwrap().to_string();
-        sh("mount", &[&self.dev, &mnt]);
+        util::system("mount", &[&self.dev, &mnt]);
         self.mounted = Some(mnt.clone());
         mnt
     }

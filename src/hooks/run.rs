@@ -20,7 +20,7 @@
 use std::ffi::OsString;
 use std::io;
 use std::path::Path;
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -47,8 +47,6 @@ const OUTPUT_GRACE: Duration = Duration::from_millis(500);
 /// A process SIGKILLed normally goes at once, but one in uninterruptible I/O only when the
 /// I/O returns; the run does not wait longer than this for it (tokio reaps it later).
 const REAP_GRACE: Duration = Duration::from_millis(300);
-/// Spawning a script that was just written can fail with ETXTBSY for a few milliseconds.
-const SPAWN_ATTEMPTS: u32 = 5;
 
 /// Systemd's variables for the daemon's own service; a hook must not talk to systemd as if
 /// it were the daemon, nor think it was handed the daemon's sockets.
@@ -255,33 +253,18 @@ impl Runner {
             .split_first()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty argv"))?;
         let env = self.environment(event);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
+        // Its own group, so that it can be killed as a whole, with whatever it started,
+        // without touching the daemon.
+        diskd_watchers::process::spawn_in_group(|| {
             let mut cmd = Command::new(program);
-            cmd.args(args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .kill_on_drop(true)
-                // Its own group, so that it can be killed as a whole, with whatever it
-                // started, without touching the daemon.
-                .process_group(0);
+            cmd.args(args);
             for k in &self.remove {
                 cmd.env_remove(k);
             }
             cmd.envs(env.iter().map(|(k, v)| (k, v)));
-            match cmd.spawn() {
-                Ok(child) => return Ok(child),
-                Err(e)
-                    if e.raw_os_error() == Some(nix::errno::Errno::ETXTBSY as i32)
-                        && attempt < SPAWN_ATTEMPTS =>
-                {
-                    tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+            cmd
+        })
+        .await
     }
 }
 

@@ -41,6 +41,24 @@ pub fn script(path: &Path, body: &str) {
 
 pub use diskd_lab::{fake_blkid, wait_for, Run};
 
+/// Run a system command (losetup, mkfs, useradd, ...); panics with its output when it
+/// fails. Returns stdout, trimmed.
+pub fn system(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed with {}:\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// Run `diskd ARGS` (a client) with a timeout-free plain spawn.
 pub fn run_diskd(args: &[&str], stdin: Option<&str>) -> Run {
     let mut cmd = Command::new(bin());

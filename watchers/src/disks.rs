@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -38,8 +38,6 @@ const MAX_STDERR_LINE: usize = 200;
 /// I/O (the very reason blkid hangs) only dies when the I/O returns; the scan does not wait
 /// longer than this for it and leaves the reaping to tokio.
 const REAP_GRACE: Duration = Duration::from_secs(2);
-/// How often spawning is retried when the executable is busy (see [`spawn`]).
-const SPAWN_ATTEMPTS: u32 = 5;
 
 /// Settings of the `disks` watcher, as the daemon's configuration resolved them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -369,46 +367,24 @@ async fn spawn(argv: &[String]) -> Result<Child, WatchError> {
             program: String::new(),
         });
     };
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
+    crate::process::spawn_in_group(|| {
         let mut cmd = Command::new(program);
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            // Its own group, so that on timeout the group can be killed as a whole,
-            // including helpers it started, without touching the daemon.
-            .process_group(0);
-        match cmd.spawn() {
-            Ok(child) => return Ok(child),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(WatchError::NotFound {
-                    program: program.clone(),
-                })
-            }
-            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-                return Err(WatchError::PermissionDenied {
-                    what: program.clone(),
-                })
-            }
-            // ETXTBSY: a script that was just written may still be open for writing in a
-            // process forked meanwhile by another thread; that clears within milliseconds.
-            Err(e)
-                if e.raw_os_error() == Some(nix::errno::Errno::ETXTBSY as i32)
-                    && attempt < SPAWN_ATTEMPTS =>
-            {
-                tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
-            }
-            Err(source) => {
-                return Err(WatchError::Io {
-                    what: format!("running {program}"),
-                    source,
-                })
-            }
-        }
-    }
+        cmd.args(args);
+        cmd
+    })
+    .await
+    .map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => WatchError::NotFound {
+            program: program.clone(),
+        },
+        io::ErrorKind::PermissionDenied => WatchError::PermissionDenied {
+            what: program.clone(),
+        },
+        _ => WatchError::Io {
+            what: format!("running {program}"),
+            source: e,
+        },
+    })
 }
 
 enum RunFail {

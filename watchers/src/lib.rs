@@ -33,6 +33,7 @@ pub mod events;
 mod filter;
 pub mod hardware;
 pub mod mounts;
+pub mod process;
 
 pub use disks::{DiskWatcher, DiskWatcherConfig};
 pub use hardware::{HardwareInfo, HardwareWatcher, HardwareWatcherConfig};
