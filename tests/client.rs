@@ -54,69 +54,26 @@ fn unreachable_daemon_is_exit_3_with_a_hint() {
 /// input (Ctrl-D) exits, and the history is kept in ~/.diskd_history.
 #[test]
 fn the_repl_on_a_terminal_keeps_history_and_cancels_with_ctrl_c() {
-    use std::io::{Read, Write};
-    use std::process::{Command, Stdio};
-    use std::sync::{Arc, Mutex};
-    use std::time::Duration;
     let d = TestDaemon::new(TWO_DISKS).start();
     d.wait_query("backup");
     let home = tempfile::tempdir().unwrap();
-    let line = format!("{} --socket {}", util::bin().display(), d.socket.display());
-    let mut child = Command::new("script")
-        .args(["-qec", &line, "/dev/null"])
-        .env("HOME", home.path())
-        .env_remove("DISKD_SOCKET")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("script (util-linux)");
-    let seen = Arc::new(Mutex::new(String::new()));
-    let reader = {
-        let seen = seen.clone();
-        let mut stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stdout.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                seen.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        })
-    };
-    let prompts = |n: usize| {
-        let seen = seen.clone();
-        move || seen.lock().unwrap().matches("diskd> ").count() >= n
-    };
-    let limit = Duration::from_secs(20);
-    {
-        let mut stdin = child.stdin.take().unwrap();
-        // Each line goes in once the prompt is up (the terminal is in raw mode then, so
-        // Ctrl-C reaches the line editor instead of killing the client).
-        util::wait_for("the first prompt", limit, prompts(1));
-        stdin.write_all(b"where nothing-to-see\x03").unwrap();
-        stdin.flush().unwrap();
-        util::wait_for("a new prompt after Ctrl-C", limit, prompts(2));
-        stdin.write_all(b"where backup\r").unwrap();
-        stdin.flush().unwrap();
-        util::wait_for("the prompt after where", limit, prompts(3));
-        stdin.write_all(b"status\r").unwrap();
-        stdin.flush().unwrap();
-        util::wait_for("the prompt after status", limit, prompts(4));
-        // Tab completes a command name, then a UUID the daemon knows.
-        stdin.write_all(b"ann\t\r").unwrap();
-        stdin.flush().unwrap();
-        util::wait_for("the prompt after a completed command", limit, prompts(5));
-        stdin.write_all(b"where 6fe1\t\r").unwrap();
-        stdin.flush().unwrap();
-        util::wait_for("the prompt after a completed UUID", limit, prompts(6));
-    } // end of input: Ctrl-D at the prompt
-    let status = child.wait().unwrap();
-    reader.join().unwrap();
-    let text = seen.lock().unwrap().clone();
+    let mut repl = util::Repl::spawn(&d.socket, home.path());
+    // Each line goes in once the prompt is up (the terminal is in raw mode then, so
+    // Ctrl-C reaches the line editor instead of killing the client).
+    repl.shows("diskd> ", 1);
+    repl.type_in("where nothing-to-see\x03");
+    repl.shows("diskd> ", 2);
+    repl.type_in("where backup\r");
+    repl.shows("diskd> ", 3);
+    repl.type_in("status\r");
+    repl.shows("diskd> ", 4);
+    // Tab completes a command name, then a UUID the daemon knows.
+    repl.type_in("ann\t\r");
+    repl.shows("diskd> ", 5);
+    repl.type_in("where 6fe1\t\r");
+    repl.shows("diskd> ", 6);
+    let status = repl.finish(); // end of input: Ctrl-D at the prompt
+    let text = repl.text();
     assert!(status.success(), "{text}");
     assert!(text.contains("awaiting commands"), "{text}");
     assert!(

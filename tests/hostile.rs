@@ -26,18 +26,32 @@ fn a_thousand_stalled_sessions_do_not_stop_the_daemon_answering() {
     let stalled: Vec<UnixStream> = (0..1000)
         .map(|i| UnixStream::connect(&d.socket).unwrap_or_else(|e| panic!("connect #{i}: {e}")))
         .collect();
+    // One more session, kept open, asks: once it counts itself and the 1,000, exactly
+    // 1,001 sessions are open and nothing else comes or goes.
+    let mut probe = d.session();
+    let open = |probe: &mut util::RawSession| -> u64 {
+        let r = probe.call("status --json");
+        assert_eq!(r.status, "+OK", "{r:?}");
+        let v: serde_json::Value = serde_json::from_str(&r.body.join("\n")).unwrap();
+        util::counter(&v, "sessions_open")
+    };
     util::wait_for(
-        "the daemon to hold 1,000 sessions",
+        "the daemon to hold 1,000 sessions and the probe",
         Duration::from_secs(20),
-        || {
-            let st = d.client(&["status", "--json"]);
-            st.code() == 0 && st.json()["counters"]["sessions_open"].as_u64().unwrap_or(0) >= 1000
-        },
+        || open(&mut probe) == 1001,
     );
-    let r = d.client(&["query", "backup", "--json"]);
-    r.expect_code(0);
-    assert_eq!(r.json()[0]["label"], "backup");
-    // Past the limit (1,024), newcomers get a clear error instead of waiting forever.
+    let mut q = d.session();
+    let r = q.call("where backup");
+    assert_eq!(r.status, "+OK", "{r:?}");
+    assert!(r.body.iter().any(|l| l.contains("backup")), "{r:?}");
+    drop(q);
+    util::wait_for(
+        "the query's session to end",
+        Duration::from_secs(20),
+        || open(&mut probe) == 1001,
+    );
+    // Past the limit (1,024), newcomers get a clear error instead of waiting forever:
+    // of 40 more, the first 23 fill the table and the other 17 are refused.
     let extra: Vec<UnixStream> = (0..40)
         .map(|_| UnixStream::connect(&d.socket).unwrap())
         .collect();
@@ -50,9 +64,11 @@ fn a_thousand_stalled_sessions_do_not_stop_the_daemon_answering() {
             refused += 1;
         }
     }
-    assert!(refused >= 1, "nobody was refused past the limit");
+    let room = diskd::control::server::MAX_SESSIONS - 1001;
+    assert_eq!(refused, 40 - room, "sessions refused past the limit");
     drop(extra);
     drop(stalled);
+    drop(probe);
     util::wait_for(
         "stalled sessions to be released",
         Duration::from_secs(20),

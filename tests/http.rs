@@ -4,7 +4,7 @@
 //! daemon tells the port in `status --json`); anything bound elsewhere runs in the lab.
 //!
 //! Tools used only here: Debian's python3-prometheus-client (/usr/bin/python3, not a pyenv
-//! python3 on PATH) and chromium, both installed by scripts/debian-deps. Without them a test
+//! python3 on PATH) and chromium, both installed by `scripts/debian-deps --test`. Without them a test
 //! prints `SKIPPED`; under `DISKD_REQUIRE_ROOT_TESTS=1` (CI) it fails instead.
 
 use crate::util;
@@ -201,18 +201,6 @@ fn http_addr(status: &Value) -> String {
 fn cli_json(d: &TestDaemon, args: &[&str]) -> (i32, Value) {
     let r = d.client(args);
     (r.code(), r.json())
-}
-
-/// Whether a tool is there; if not, skip (print why), or fail under CI.
-fn have_or_skip(ok: bool, what: &str) -> bool {
-    if ok {
-        return true;
-    }
-    if std::env::var("DISKD_REQUIRE_ROOT_TESTS").as_deref() == Ok("1") {
-        panic!("{what} missing, although scripts/debian-deps installs it for CI");
-    }
-    eprintln!("SKIPPED: {what} missing");
-    false
 }
 
 fn have_prometheus_parser() -> bool {
@@ -412,7 +400,7 @@ fn url_encode(s: &str) -> String {
 
 #[test]
 fn metrics_parse_with_prometheus_own_parser_and_count_right() {
-    if !have_or_skip(
+    if !util::have_or_skip(
         have_prometheus_parser(),
         "/usr/bin/python3 with prometheus_client (Debian python3-prometheus-client)",
     ) {
@@ -955,7 +943,7 @@ fn chromium_args(profile: &Path) -> Vec<String> {
 
 #[test]
 fn the_page_updates_live_in_chromium() {
-    if !have_or_skip(have_chromium(), "chromium (Debian package chromium)") {
+    if !util::have_or_skip(have_chromium(), "chromium (Debian package chromium)") {
         return;
     }
     let (mut d, addr) = daemon(&disk_line("/dev/sdb1", UA, "photos"), &[]);
@@ -1113,7 +1101,7 @@ fn lab_a_listener_off_loopback_needs_the_token() {
 #[ignore = "needs root"]
 fn lab_the_page_shows_the_fleet_in_chromium() {
     util::require_root();
-    if !have_or_skip(have_chromium(), "chromium (Debian package chromium)") {
+    if !util::have_or_skip(have_chromium(), "chromium (Debian package chromium)") {
         return;
     }
     let mut lab = Lab::new(2, &["--announce-interval", "2s"]);

@@ -7,6 +7,7 @@
 //! lab address rather than whatever a route lookup picks.
 
 use crate::util;
+use util::{counter, rejected};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -168,16 +169,6 @@ fn within(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn counter(status: &serde_json::Value, name: &str) -> u64 {
-    status["counters"][name].as_u64().unwrap_or(0)
-}
-
-fn rejected(status: &serde_json::Value, reason: &str) -> u64 {
-    status["counters"]["rejected_by_reason"][reason]
-        .as_u64()
-        .unwrap_or(0)
 }
 
 /// Kills a helper process (a python listener) when dropped, so a failing test leaves

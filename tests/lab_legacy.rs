@@ -3,6 +3,7 @@
 //! parsed back with python3-yaml, a YAML parser independent of ours.
 
 use crate::util;
+use util::counter;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -29,10 +30,6 @@ fn send_from(ns: &str, datagram: &str, times: usize) {
         datagram
     );
     sh(&["ip", "netns", "exec", ns, "python3", "-c", &script]);
-}
-
-fn counter(st: &serde_json::Value, k: &str) -> u64 {
-    st["counters"][k].as_u64().unwrap_or(0)
 }
 
 #[test]

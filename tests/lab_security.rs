@@ -2,6 +2,7 @@
 //! real daemons in the network-namespace lab. Needs root.
 
 use crate::util;
+use util::{counter, rejected};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -41,16 +42,6 @@ fn keyed_lab(n: usize, extra: &[&str]) -> (tempfile::TempDir, PathBuf, Lab) {
     all.extend_from_slice(extra);
     let lab = Lab::new(n, &all);
     (keys, k, lab)
-}
-
-fn counter(status: &serde_json::Value, name: &str) -> u64 {
-    status["counters"][name].as_u64().unwrap_or(0)
-}
-
-fn rejected(status: &serde_json::Value, reason: &str) -> u64 {
-    status["counters"]["rejected_by_reason"][reason]
-        .as_u64()
-        .unwrap_or(0)
 }
 
 /// Run python3 in a namespace (for raw datagrams the daemon must not trust).

@@ -1,10 +1,10 @@
 //! What packagers and operators install: the systemd unit and its config, sd_notify
 //! readiness, shell completions and the man page.
 //!
-//! Tools these tests use only when present (systemd-analyze, man, groff, bash, zsh, fish) are
-//! skipped with a printed `SKIPPED` line when missing; scripts/debian-deps installs systemd
-//! (systemd-analyze) and bash for CI, so under `DISKD_REQUIRE_ROOT_TESTS=1` (CI) a missing
-//! one of those two is a failure instead (see `have_or_skip`).
+//! A check whose tool (systemd-analyze, man, groff, bash, zsh, fish) is missing prints a
+//! `SKIPPED` line; `scripts/debian-deps --test` installs every one of them, so under
+//! `DISKD_REQUIRE_ROOT_TESTS=1` (CI) a missing tool is a failure instead
+//! (`util::have_or_skip`).
 
 use crate::util;
 
@@ -20,36 +20,9 @@ fn repo_file(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
-/// Whether `tool` is an executable on PATH.
-fn have(tool: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| {
-            let p = dir.join(tool);
-            p.is_file()
-                && std::fs::metadata(&p)
-                    .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0)
-                    .unwrap_or(false)
-        })
-    })
-}
-
-/// Tools that scripts/debian-deps installs, so CI must have them.
-const CI_INSTALLS: &[&str] = &["systemd-analyze", "bash"];
-
-/// Whether `tool` is there; if not, print why the check is `SKIPPED` and return false.
-/// Under `DISKD_REQUIRE_ROOT_TESTS=1` (CI, which runs scripts/debian-deps) a missing tool
-/// that CI installs is a failure instead, so CI never passes a check it did not run.
+/// Whether `tool` is there; if not, the check is `SKIPPED` (a failure in CI).
 fn have_or_skip(tool: &str, what: &str) -> bool {
-    if have(tool) {
-        return true;
-    }
-    if CI_INSTALLS.contains(&tool)
-        && std::env::var("DISKD_REQUIRE_ROOT_TESTS").as_deref() == Ok("1")
-    {
-        panic!("{tool} not installed, although scripts/debian-deps installs it for CI");
-    }
-    eprintln!("SKIPPED: {tool} not installed, {what}");
-    false
+    util::have_or_skip(util::on_path(tool), &format!("{tool} ({what})"))
 }
 
 fn output_text(out: &std::process::Output) -> String {
@@ -105,7 +78,7 @@ fn unit_passes_systemd_analyze_verify() {
     let mut cmd = Command::new("systemd-analyze");
     cmd.arg("verify");
     // verify also checks Documentation=man:diskd(1) with man(1): give it our man page.
-    if have("man") {
+    if have_or_skip("man", "the unit's man: link not followed") {
         let man1 = dir.path().join("man/man1");
         std::fs::create_dir_all(&man1).unwrap();
         let page = run_diskd(&["man"], None);
@@ -113,7 +86,6 @@ fn unit_passes_systemd_analyze_verify() {
         std::fs::write(man1.join("diskd.1"), &page.out.stdout).unwrap();
         cmd.env("MANPATH", dir.path().join("man"));
     } else {
-        eprintln!("man not installed: systemd-analyze verify --man=no");
         cmd.arg("--man=no");
     }
     let out = cmd.arg(&copy).output().expect("run systemd-analyze");

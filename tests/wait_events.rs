@@ -469,87 +469,44 @@ impl Drop for Loop {
 /// streams until Enter. The session goes on after each.
 #[test]
 fn the_repl_waits_and_streams_until_enter() {
-    use std::io::{Read, Write};
     let d = daemon(&backup());
     d.wait_query(BACKUP_UUID);
     let home = tempfile::tempdir().unwrap();
-    let cmd = format!("{} --socket {}", util::bin().display(), d.socket.display());
-    let mut child = Command::new("script")
-        .args(["-qec", &cmd, "/dev/null"])
-        .env("HOME", home.path())
-        .env_remove("DISKD_SOCKET")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("script (util-linux)");
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let reader = {
-        let seen = seen.clone();
-        let mut stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stdout.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                seen.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        })
-    };
-    let text = || seen.lock().unwrap().clone();
-    let shows = |what: &str, n: usize| {
-        let what = what.to_string();
-        let start = Instant::now();
-        while text().matches(&what).count() < n {
-            assert!(
-                start.elapsed() < LONG,
-                "no {n} x {what:?} in the REPL after {LONG:?}:\n{}",
-                text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
-    {
-        let mut stdin = child.stdin.take().unwrap();
-        let mut type_in = |s: &str| {
-            stdin.write_all(s.as_bytes()).unwrap();
-            stdin.flush().unwrap();
-        };
-        shows("diskd> ", 1);
-        // Answered at once: the table, then the prompt, with no Enter.
-        type_in("wait backup\r");
-        shows("diskd> ", 2);
-        assert!(text().contains(" live "), "{}", text());
-        // Never answered: Enter cancels it.
-        type_in("wait never-plugged\r");
-        // The second notice: an Enter typed before it could reach the line editor.
-        shows("(waiting; press Enter to cancel)", 2);
-        type_in("\r");
-        shows("diskd> ", 3);
-        assert!(text().contains("error: wait cancelled"), "{}", text());
-        // A stream, with a change while it runs.
-        type_in("events\r");
-        shows("(press Enter to stop)", 1);
-        let before = commands_run(&d);
-        wait_for("the stream to be running", LONG, || {
-            // The REPL's `events` was the last command before this check's own.
-            commands_run(&d) > before
-        });
-        set_disks(
-            &d,
-            &format!("{}{}", backup(), line("/dev/sdc1", NEW_UUID, "new disk")),
-        );
-        shows(" appeared  test-node /dev/sdc1", 1);
-        type_in("\r");
-        shows("diskd> ", 4);
-        type_in("status\r");
-        shows("diskd> ", 5);
-    } // end of input: Ctrl-D at the prompt
-    let status = child.wait().unwrap();
-    reader.join().unwrap();
-    assert!(status.success(), "{}", text());
-    assert!(text().contains("watcher    disks"), "{}", text());
+    let mut repl = util::Repl::spawn(&d.socket, home.path());
+    repl.shows("diskd> ", 1);
+    // Answered at once: the table, then the prompt, with no Enter.
+    repl.type_in("wait backup\r");
+    repl.shows("diskd> ", 2);
+    assert!(repl.text().contains(" live "), "{}", repl.text());
+    // Never answered: Enter cancels it.
+    repl.type_in("wait never-plugged\r");
+    // The second notice: an Enter typed before it could reach the line editor.
+    repl.shows("(waiting; press Enter to cancel)", 2);
+    repl.type_in("\r");
+    repl.shows("diskd> ", 3);
+    assert!(
+        repl.text().contains("error: wait cancelled"),
+        "{}",
+        repl.text()
+    );
+    // A stream, with a change while it runs.
+    repl.type_in("events\r");
+    repl.shows("(press Enter to stop)", 1);
+    let before = commands_run(&d);
+    wait_for("the stream to be running", LONG, || {
+        // The REPL's `events` was the last command before this check's own.
+        commands_run(&d) > before
+    });
+    set_disks(
+        &d,
+        &format!("{}{}", backup(), line("/dev/sdc1", NEW_UUID, "new disk")),
+    );
+    repl.shows(" appeared  test-node /dev/sdc1", 1);
+    repl.type_in("\r");
+    repl.shows("diskd> ", 4);
+    repl.type_in("status\r");
+    repl.shows("diskd> ", 5);
+    let status = repl.finish(); // end of input: Ctrl-D at the prompt
+    assert!(status.success(), "{}", repl.text());
+    assert!(repl.text().contains("watcher    disks"), "{}", repl.text());
 }

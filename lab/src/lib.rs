@@ -370,10 +370,27 @@ impl Lab {
         lab
     }
 
+    /// Whether this kernel can route multicast (`CONFIG_IP_MROUTE`): asked in a fresh
+    /// namespace, whose `/proc/net/ip_mr_vif` exists only when it can. A kernel without it
+    /// forwards no multicast whatever a routing daemon asks, so [`Lab::routed`] cannot work.
+    pub fn multicast_routing() -> bool {
+        let ns = format!(
+            "dk{}mr{}",
+            std::process::id(),
+            NEXT_LAB.fetch_add(1, Ordering::Relaxed)
+        );
+        sh(&["ip", "netns", "add", &ns]);
+        let probe = Command::new("ip")
+            .args(["netns", "exec", &ns, "test", "-e", "/proc/net/ip_mr_vif"])
+            .status();
+        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+        probe.map(|s| s.success()).unwrap_or(false)
+    }
+
     /// Two links joined by a multicast router (smcrouted forwarding 230.1.2.3 from link 0
     /// to link 1): host `a` on 198.18.0.0/24, host `b` on 198.18.1.0/24, each with its
     /// default route via the router. A datagram from a reaches b only with a TTL of at
-    /// least 2.
+    /// least 2. Needs a kernel with multicast routing ([`Lab::multicast_routing`]).
     pub fn routed(args: &[&str]) -> Lab {
         let mut lab = Lab::empty();
         lab.add_bridge("br0");

@@ -653,3 +653,136 @@ impl Drop for Bg {
         let _ = self.child.wait();
     }
 }
+
+/// A counter from `status --json` (`counters.NAME`), 0 when absent.
+pub fn counter(status: &serde_json::Value, name: &str) -> u64 {
+    status["counters"][name].as_u64().unwrap_or(0)
+}
+
+/// How many datagrams `status --json` counts as rejected for `reason`.
+pub fn rejected(status: &serde_json::Value, reason: &str) -> u64 {
+    status["counters"]["rejected_by_reason"][reason]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// Whether a check's tool is there (`ok`). If not, the check prints `SKIPPED: WHAT missing`
+/// and is left out; under `DISKD_REQUIRE_ROOT_TESTS=1` (CI, which installs every tool with
+/// `scripts/debian-deps --test`) it fails instead, so CI never passes a check it did not run.
+pub fn have_or_skip(ok: bool, what: &str) -> bool {
+    if ok {
+        return true;
+    }
+    assert!(
+        std::env::var("DISKD_REQUIRE_ROOT_TESTS").as_deref() != Ok("1"),
+        "{what} missing, although `scripts/debian-deps --test` installs it for CI"
+    );
+    eprintln!("SKIPPED: {what} missing");
+    false
+}
+
+/// Whether `tool` is an executable on PATH.
+pub fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| {
+            let p = dir.join(tool);
+            p.is_file()
+                && std::fs::metadata(&p)
+                    .map(|m| m.permissions().mode() & 0o111 != 0)
+                    .unwrap_or(false)
+        })
+    })
+}
+
+/// How long the REPL may take to show what a test waits for.
+const REPL_LIMIT: Duration = Duration::from_secs(20);
+
+/// The interactive client on a terminal: `diskd --socket SOCKET` under util-linux
+/// `script`, which gives it a pty, with `HOME` set to `home` (its history file goes there).
+/// What it prints is collected as it comes. Killed in `Drop`.
+pub struct Repl {
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    seen: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Repl {
+    /// Start the REPL against the daemon at `socket`.
+    pub fn spawn(socket: &Path, home: &Path) -> Repl {
+        let line = format!("{} --socket {}", bin().display(), socket.display());
+        let mut child = Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .env("HOME", home)
+            .env_remove("DISKD_SOCKET")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("script (util-linux)");
+        let seen = Arc::new(Mutex::new(String::new()));
+        let sink = seen.clone();
+        let mut stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Repl {
+            stdin: child.stdin.take(),
+            child,
+            seen,
+            reader: Some(reader),
+        }
+    }
+
+    /// Everything the terminal showed so far.
+    pub fn text(&self) -> String {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Wait until the terminal has shown `what` at least `n` times.
+    pub fn shows(&self, what: &str, n: usize) {
+        let start = Instant::now();
+        while self.text().matches(what).count() < n {
+            assert!(
+                start.elapsed() < REPL_LIMIT,
+                "no {n} x {what:?} in the REPL after {REPL_LIMIT:?}:\n{}",
+                self.text()
+            );
+            // Poll interval of a wait on the terminal's output, not a wait for time.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Type `keys` (`\r` is Enter, `\x03` Ctrl-C, `\t` Tab).
+    pub fn type_in(&mut self, keys: &str) {
+        let stdin = self.stdin.as_mut().expect("input still open");
+        stdin.write_all(keys.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// End the input (Ctrl-D at the prompt) and wait for the REPL to exit; returns its
+    /// status, with everything it printed collected.
+    pub fn finish(&mut self) -> std::process::ExitStatus {
+        drop(self.stdin.take());
+        let status = self.child.wait().unwrap();
+        if let Some(r) = self.reader.take() {
+            r.join().unwrap();
+        }
+        status
+    }
+}
+
+impl Drop for Repl {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
