@@ -169,6 +169,13 @@ impl Fleet {
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<FleetEvent>> {
         self.tx.subscribe()
     }
+
+    /// How many readers listen now (`events` and `wait` sessions, HTTP event streams, the
+    /// hook runner): `status` shows it, so a script (or a test) can tell that a stream it
+    /// started is listening before it makes the change it wants to see.
+    pub fn listeners(&self) -> usize {
+        self.tx.receiver_count()
+    }
 }
 
 /// Counters and events together: what a service is handed to report through.

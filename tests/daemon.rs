@@ -494,6 +494,7 @@ fn kill_9_as_soon_as_queryable(d: &mut TestDaemon, uuid: &str) {
             "no socket; log:\n{}",
             d.log_text()
         );
+        // Poll interval of a wait on the socket (as tight as it gets: the kill follows).
         std::thread::sleep(Duration::from_millis(1));
     }
     let mut s = d.session();
@@ -1050,7 +1051,9 @@ fn history_shows_each_stay_newest_first() {
     moved.device = "/dev/sdc1".into();
     let d = TestDaemon::new(&blkid_plain(std::slice::from_ref(&first))).start();
     d.wait_query(BACKUP_UUID);
-    // Let the first stay last a little, then move the disk to another device.
+    // A deliberate wait for time to pass: the first stay lasts over a second (the JSON's
+    // times are whole seconds, and the order of the two stays is checked on them), then
+    // the disk moves to another device.
     std::thread::sleep(Duration::from_millis(1100));
     util::fake_blkid(&d.blkid, &blkid_plain(std::slice::from_ref(&moved)));
     d.client(&["refresh"]).expect_code(0);
@@ -1264,6 +1267,7 @@ fn kill_9_during_a_large_peer_inventory_leaves_it_whole_or_absent() {
         let gen = round + 2;
         util::fake_blkid(&sender.blkid, &blkid_plain(&generation(gen, N)));
         sender.client(&["refresh"]).expect_code(0);
+        // A deliberate wait for time to pass: the kill lands at this point of the transfer.
         std::thread::sleep(Duration::from_millis(delay_ms));
         receiver.kill9();
         // Nothing more arrives while the receiver restarts.
@@ -1345,6 +1349,7 @@ fn send_on_loopback(net: &[String], datagrams: &[Vec<u8>]) {
     let to = std::net::SocketAddr::from((group, port)).into();
     for (i, d) in datagrams.iter().enumerate() {
         if i % 64 == 63 {
+            // Pacing of the load: the receiver's socket buffer is not what is tested.
             std::thread::sleep(Duration::from_millis(2));
         }
         s.send_to(d, &to).unwrap();

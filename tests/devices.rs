@@ -441,9 +441,7 @@ fn a_blank_loop_device_is_listed_with_its_size_and_an_ext4_one_is_one_record() {
             .arg("/dev/loop*")
             .start(),
     );
-    let events = util::Bg::spawn(&fx.daemon().socket, &["events", "--json"]);
-    // `events` has no "listening" line: give it a moment to subscribe.
-    std::thread::sleep(Duration::from_secs(1));
+    let events = fx.daemon().listening(&["events", "--json"]);
     let blank_dev = fx.attach(&blank);
     let fs_dev = fx.attach(&img.file);
     let d = fx.daemon();
@@ -490,8 +488,18 @@ fn a_blank_loop_device_is_listed_with_its_size_and_an_ext4_one_is_one_record() {
     wait_for("both devices in the event stream", DEADLINE, || {
         ours().len() >= 2
     });
-    // Anything told twice would have come by now.
-    std::thread::sleep(Duration::from_millis(500));
+    // The blank device goes: its vanishing is told after anything the scans that saw both
+    // devices arrive could still have told about them.
+    fx.detach(&blank_dev);
+    wait_for(
+        "the blank device's vanishing in the event stream",
+        DEADLINE,
+        || {
+            ours()
+                .iter()
+                .any(|e| e["backing_file"] == blank_file && e["event"] == "vanished")
+        },
+    );
     let told = ours();
     let fs_told: Vec<&Value> = told
         .iter()
@@ -505,11 +513,11 @@ fn a_blank_loop_device_is_listed_with_its_size_and_an_ext4_one_is_one_record() {
         .iter()
         .filter(|e| e["backing_file"] == blank_file)
         .collect();
-    assert_eq!(blank_told.len(), 1, "{told:#?}");
+    let kinds: Vec<&Value> = blank_told.iter().map(|e| &e["event"]).collect();
+    assert_eq!(kinds, ["appeared", "vanished"], "{told:#?}");
     assert_eq!(blank_told[0]["size"], 24 * 1024 * 1024, "{told:#?}");
     drop(events);
 
-    fx.detach(&blank_dev);
     let d = fx.daemon();
     wait_for("the detached blank device to be gone", DEADLINE, || {
         backed_by(&list(d, &["--blank"]), &blank).is_none()

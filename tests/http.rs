@@ -565,11 +565,8 @@ fn the_event_stream_delivers_a_new_disk_as_events_json_does() {
         "{}",
         sse.head
     );
-    // The CLI's stream, to compare with; subscribed once its session is open.
-    let cli = util::Bg::spawn(&d.socket, &["events", "--json"]);
-    wait_for("the events session", LONG, || {
-        d.status_json()["counters"]["sessions_open"].as_u64() >= Some(2)
-    });
+    // The CLI's stream, to compare with.
+    let cli = d.listening(&["events", "--json"]);
     util::fake_blkid(
         &d.blkid,
         &format!(
@@ -897,10 +894,14 @@ fn a_client_that_stops_reading_a_response_loses_its_connection() {
     let target: std::net::SocketAddr = addr.parse().unwrap();
     sock.connect(&target.into()).unwrap();
     let mut stalled: TcpStream = sock.into();
+    // Each scrape counts itself among the requests.
+    let before = metric(&addr, "diskd_http_requests_total");
     stalled
         .write_all(b"GET /api/v1/disks HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
-    std::thread::sleep(Duration::from_secs(3));
+    wait_for("the stalled request to be taken", LONG, || {
+        metric(&addr, "diskd_http_requests_total") >= before + 2
+    });
     // Its connection is held while the response cannot go out (this scrape is the other)...
     assert_eq!(metric(&addr, "diskd_http_connections_open"), 2);
     // ...and closed once nothing of it has been taken for the write deadline.

@@ -30,16 +30,14 @@ fn two_hosts() -> Lab {
     lab
 }
 
-fn commands_run(h: &Host) -> u64 {
-    h.status()["counters"]["commands"].as_u64().unwrap()
-}
-
-/// Start `diskd ARGS` against `h`'s daemon, and wait until the daemon runs it.
+/// Start `diskd ARGS` (`events` or `wait`) against `h`'s daemon, and wait until the daemon
+/// counts it among its event listeners: from then on it sees every change.
 fn start_on(h: &Host, args: &[&str]) -> Bg {
-    let before = commands_run(h);
+    let listeners = || util::counter(&h.status(), "event_listeners");
+    let before = listeners();
     let bg = Bg::spawn(&h.socket(), args);
-    wait_for("the command to reach the daemon", LONG, || {
-        commands_run(h) > before + 1
+    wait_for("the command to listen on the daemon", LONG, || {
+        listeners() > before
     });
     bg
 }

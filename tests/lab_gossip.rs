@@ -7,10 +7,10 @@
 //! lab address rather than whatever a route lookup picks.
 
 use crate::util;
-use util::{counter, rejected};
+use util::{counter, rejected, Reaper};
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use diskd_lab as lab;
@@ -167,31 +167,8 @@ fn within(
                 state.join("\n")
             );
         }
+        // Poll interval of a wait on a real condition, not a wait for time.
         std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Kills a helper process (a python listener) when dropped, so a failing test leaves
-/// nothing running.
-struct Reaper(Option<Child>);
-impl Reaper {
-    /// Wait for the process to end by itself; its standard output.
-    fn output(mut self) -> String {
-        let out = self.0.take().unwrap().wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "helper failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        if let Some(c) = self.0.as_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 
@@ -261,7 +238,8 @@ fn the_router_forwards_unicast_and_no_multicast() {
     let b1 = listener(lab.get("b1"), &listen("d==b'end'"));
     // From a1: ten multicast datagrams with a TTL that would cross several routers, then a
     // unicast marker to b1 through the router (same path, so it arrives after any
-    // forwarded multicast would have).
+    // forwarded multicast would have; the 0.2 s before it is a deliberate wait for time to
+    // pass, for a forwarding router's queue to empty first).
     python_in(
         lab.get("a1"),
         "import socket,time\n\
@@ -707,7 +685,8 @@ fn a_seed_that_starts_late_is_joined() {
         states[0], "joined",
         "joined a seed that is not running: {states:?}"
     );
-    // Start the seed some seconds in, so that b1 and b2 are past their first attempts.
+    // A deliberate wait for time to pass: the seed starts some seconds in, so that b1 and
+    // b2 are past their first attempts.
     std::thread::sleep(Duration::from_secs(3).saturating_sub(started.elapsed()));
     let b1 = lab.get("b1");
     let now = seed_state(b1);

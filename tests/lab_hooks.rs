@@ -23,20 +23,46 @@ fn hooks_on(lab: &mut Lab, name: &str, hooks_yaml: &str) {
     h.args.extend(["--config".to_string(), f]);
 }
 
-fn packets_received(h: &diskd_lab::Host) -> u64 {
-    h.status()["counters"]["packets_received"]
-        .as_u64()
-        .unwrap_or(0)
+/// Markers sent after what must not set off a hook. A's disks are what a test sets plus
+/// every marker so far; each new marker is a disk `marker-N` on A, which runs B's marker
+/// hook. B applies A's datagrams in order and starts hooks in the order of their events,
+/// so once the marker's run is recorded, whatever A sent before it has been applied and
+/// any hook it set off has started (and is counted in `status`).
+struct Markers {
+    dir: std::path::PathBuf,
+    sent: usize,
 }
 
-/// Let `h` receive `n` more datagrams, so whatever they could have set off has happened.
-fn let_packets_arrive(h: &diskd_lab::Host, n: u64) {
-    let base = packets_received(h);
-    wait_for(&format!("{n} more datagrams on {}", h.name), LONG, || {
-        packets_received(h) >= base + n
-    });
-    // The last one may still be being applied; hooks start within milliseconds of it.
-    std::thread::sleep(Duration::from_millis(500));
+impl Markers {
+    /// The hook that records markers (append it to B's hooks).
+    fn hook(rec: &Path) -> String {
+        format!(
+            "  - {{on: [appeared], host: a, match: 'marker-*', run: [{}, marker]}}\n",
+            rec.display()
+        )
+    }
+
+    /// Give A these disks, and the markers so far.
+    fn set_a(&self, lab: &mut Lab, disks: &str) {
+        let markers: String = (1..=self.sent)
+            .map(|i| {
+                diskd_lab::disk_line(
+                    &format!("/dev/sdm{i}"),
+                    &format!("abcdef01-0000-4000-8000-00000000{i:04}"),
+                    &format!("marker-{i}"),
+                )
+            })
+            .collect();
+        lab.host("a").set_disks(&format!("{disks}{markers}"));
+        lab.host("a").client(&["refresh"]).expect_code(0);
+    }
+
+    /// Send one more marker from A (whose own disks are `disks`) and wait for its run on B.
+    fn send(&mut self, lab: &mut Lab, disks: &str) {
+        self.sent += 1;
+        self.set_a(lab, disks);
+        wait_runs(&self.dir, "marker", self.sent);
+    }
 }
 
 #[test]
@@ -57,9 +83,14 @@ fn a_disk_appearing_on_a_runs_bs_hook_once_and_vanishing_runs_the_vanished_hook(
              \x20 - {{on: [vanished], match: 'lab-backup*', run: [{r}, vanished]}}\n\
              \x20 - {{on: [appeared, vanished], local: true, run: [{r}, local]}}\n\
              \x20 - {{on: [peer-live], host: a, run: [{r}, peer-live]}}\n\
-             \x20 - {{on: [peer-live], host: 'not-*', run: [{r}, never]}}\n"
+             \x20 - {{on: [peer-live], host: 'not-*', run: [{r}, never]}}\n{}",
+            Markers::hook(&rec)
         ),
     );
+    let mut markers = Markers {
+        dir: dir.clone(),
+        sent: 0,
+    };
     lab.start_all();
     let peer_live = wait_runs(&dir, "peer-live", 1);
     assert_eq!(peer_live[0]["DISKD_EVENT"], "peer-live");
@@ -71,12 +102,12 @@ fn a_disk_appearing_on_a_runs_bs_hook_once_and_vanishing_runs_the_vanished_hook(
     assert_eq!(peer_live[0]["DISKD_NODE"], "b");
 
     // A gets the disk (and one that does not match).
-    lab.host("a").set_disks(&format!(
+    let a_disks = format!(
         "{}{}",
         diskd_lab::disk_line("/dev/sdz1", UUID, "lab-backup-1"),
         diskd_lab::disk_line("/dev/sdz2", OTHER, "photos")
-    ));
-    lab.host("a").client(&["refresh"]).expect_code(0);
+    );
+    markers.set_a(&mut lab, &a_disks);
     let v = &wait_runs(&dir, "appeared", 1)[0];
     let want = [
         ("DISKD_EVENT", "appeared"),
@@ -99,7 +130,7 @@ fn a_disk_appearing_on_a_runs_bs_hook_once_and_vanishing_runs_the_vanished_hook(
 
     // Re-announces (forced, and the periodic ones) change nothing: no second run.
     lab.host("a").client(&["announce"]).expect_code(0);
-    let_packets_arrive(lab.get("b"), 3);
+    markers.send(&mut lab, &a_disks);
     assert_eq!(
         runs(&dir, "appeared").len(),
         1,
@@ -118,7 +149,8 @@ fn a_disk_appearing_on_a_runs_bs_hook_once_and_vanishing_runs_the_vanished_hook(
             .iter()
             .any(|p| p["node"] == "a" && p["live"] == true)
     });
-    let_packets_arrive(b, 3);
+    markers.send(&mut lab, &a_disks);
+    let b = lab.get("b");
     assert_eq!(
         runs(&dir, "appeared").len(),
         1,
@@ -139,9 +171,10 @@ fn a_disk_appearing_on_a_runs_bs_hook_once_and_vanishing_runs_the_vanished_hook(
     // within the grace, so nothing changed for the fleet and no hook runs again.
     lab.host("a").stop();
     lab.host("a").start();
-    let b = lab.get("b");
-    let_packets_arrive(b, 3);
-    std::thread::sleep(Duration::from_secs(6)); // past the goodbye grace
+    // A deliberate wait for time to pass: a vanished hook would run once the goodbye
+    // grace (5 s) ran out without A back; the marker after it shows what B made of that.
+    std::thread::sleep(Duration::from_secs(6));
+    markers.send(&mut lab, &a_disks);
     assert_eq!(
         runs(&dir, "appeared").len(),
         1,
@@ -153,15 +186,14 @@ fn a_disk_appearing_on_a_runs_bs_hook_once_and_vanishing_runs_the_vanished_hook(
     );
 
     // The disk goes: the vanished hook runs, once, with the disk as it was.
-    lab.host("a")
-        .set_disks(&diskd_lab::disk_line("/dev/sdz2", OTHER, "photos"));
-    lab.host("a").client(&["refresh"]).expect_code(0);
+    let a_disks = diskd_lab::disk_line("/dev/sdz2", OTHER, "photos");
+    markers.set_a(&mut lab, &a_disks);
     let v = &wait_runs(&dir, "vanished", 1)[0];
     assert_eq!(v["DISKD_EVENT"], "vanished");
     assert_eq!(v["DISKD_UUID"], UUID);
     assert_eq!(v["DISKD_LABEL"], "lab-backup-1");
     assert_eq!(v["DISKD_HOST"], "a");
-    let_packets_arrive(lab.get("b"), 2);
+    markers.send(&mut lab, &a_disks);
     assert_eq!(runs(&dir, "vanished").len(), 1);
     assert_eq!(runs(&dir, "appeared").len(), 1);
     // Nothing of A's is local to B; no peer is called not-*.

@@ -21,6 +21,8 @@ fn perl_datagram() -> String {
     format!("diskd:---\n- - {PERL_UUID}\n  - backup\n  - /dev/sdb1\n- - ~\n  - ~\n  - /dev/sdc1\n")
 }
 
+/// Send `datagram` `times` times from namespace `ns`, paced 50 ms apart (pacing: a Perl
+/// daemon does not send in bursts).
 fn send_from(ns: &str, datagram: &str, times: usize) {
     let script = format!(
         "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
@@ -185,8 +187,8 @@ fn legacy_peers_are_listed_but_trigger_nothing_when_keys_are_set() {
     wait_for("all five Perl datagrams received", LONG, || {
         counter(&a.status(), "packets_received") >= counter(&before, "packets_received") + 5
     });
-    // An answer would go out at most PING_JITTER after it was decided: wait that long
-    // before checking that no announce went out.
+    // A deliberate wait for time to pass: an answer would go out at most PING_JITTER after
+    // it was decided; wait that long before checking that no announce went out.
     std::thread::sleep(PING_JITTER);
     let after = a.status();
     assert_eq!(

@@ -271,6 +271,7 @@ fn a_ping_flood_gets_at_most_one_announce_per_interval() {
         body: diskd::peer::wire::Body::Ping,
     });
     let hex: String = ping.iter().map(|b| format!("{b:02x}")).collect();
+    // 1,000 pings in one second (pacing of the load: one a millisecond).
     let script = format!(
         "import socket,time\n\
          s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\

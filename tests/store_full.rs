@@ -94,8 +94,12 @@ fn a_full_store_disk_keeps_answering_and_recovers_by_itself() {
         text.contains("FAILING") && text.contains("No space left"),
         "{text}"
     );
-    // It stays failing while the disk is full (retries fail).
-    std::thread::sleep(Duration::from_secs(2));
+    // It stays failing while the disk is full: retries come and fail.
+    let retries = |s: &serde_json::Value| s["store_retries"].as_u64().unwrap_or(0);
+    let before = retries(&s);
+    wait_for("two more retries", DEADLINE, || {
+        retries(&g.d.status_json()) >= before + 2
+    });
     assert_eq!(g.d.status_json()["store_state"], "failing");
 
     // Room again: the store recovers by itself.

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use util::{wait_for, Bg, TestDaemon};
+use util::{wait_for, TestDaemon};
 
 const BACKUP_UUID: &str = "6fe176fb-83a0-4e4a-af6a-f578ca7a1f65";
 const NEW_UUID: &str = "0a0a0a0a-1111-4222-8333-444444444444";
@@ -38,18 +38,6 @@ fn daemon(blkid: &str) -> TestDaemon {
 fn set_disks(d: &TestDaemon, output: &str) {
     util::fake_blkid(&d.blkid, output);
     d.client(&["refresh"]).expect_code(0);
-}
-
-fn commands_run(d: &TestDaemon) -> u64 {
-    d.status_json()["counters"]["commands"].as_u64().unwrap()
-}
-
-/// Wait until the daemon has taken `n` more commands than `before` besides the `status`
-/// that asks (so a background `wait` or `events` is running, not still connecting).
-fn until_commands(d: &TestDaemon, before: u64, n: u64) {
-    wait_for("the background command to reach the daemon", LONG, || {
-        commands_run(d) > before + n
-    });
 }
 
 fn sessions_open(d: &TestDaemon) -> u64 {
@@ -109,12 +97,7 @@ fn wait_for_a_disk_that_is_there_returns_it_at_once_as_query_does() {
 fn wait_returns_once_the_disk_appears() {
     let d = daemon(&backup());
     d.wait_query(BACKUP_UUID);
-    let before = commands_run(&d);
-    let mut w = Bg::spawn(
-        &d.socket,
-        &["wait", "new disk", "--json", "--timeout", "5m"],
-    );
-    until_commands(&d, before, 1);
+    let mut w = d.listening(&["wait", "new disk", "--json", "--timeout", "5m"]);
     assert!(
         w.running(),
         "wait returned before the disk existed: {:?}",
@@ -169,9 +152,7 @@ fn ctrl_c_ends_wait_and_events_with_130() {
     let d = daemon(&backup());
     d.wait_query(BACKUP_UUID);
     for args in [&["wait", "never-plugged"][..], &["events", "--json"][..]] {
-        let before = commands_run(&d);
-        let mut c = Bg::spawn(&d.socket, args);
-        until_commands(&d, before, 1);
+        let mut c = d.listening(args);
         assert!(c.running(), "{args:?} ended by itself: {}", c.stderr());
         c.signal(nix::sys::signal::Signal::SIGINT);
         let status = c.finish();
@@ -222,10 +203,8 @@ fn ctrl_c_ends_wait_and_events_with_130() {
 fn a_daemon_that_stops_ends_wait_and_events_with_exit_3() {
     let mut d = daemon(&backup());
     d.wait_query(BACKUP_UUID);
-    let before = commands_run(&d);
-    let mut w = Bg::spawn(&d.socket, &["wait", "never-plugged"]);
-    let mut e = Bg::spawn(&d.socket, &["events"]);
-    until_commands(&d, before, 2);
+    let mut w = d.listening(&["wait", "never-plugged"]);
+    let mut e = d.listening(&["events"]);
     assert_eq!(d.stop(), 0);
     for (c, what) in [(&mut w, "wait"), (&mut e, "events")] {
         let status = c.finish();
@@ -341,10 +320,8 @@ fn events_stream_appeared_then_vanished_and_nothing_on_a_reannounce() {
 fn diskd_events_prints_a_line_per_change() {
     let d = daemon(&backup());
     d.wait_query(BACKUP_UUID);
-    let before = commands_run(&d);
-    let text = Bg::spawn(&d.socket, &["events"]);
-    let json = Bg::spawn(&d.socket, &["events", "--json"]);
-    until_commands(&d, before, 2);
+    let text = d.listening(&["events"]);
+    let json = d.listening(&["events", "--json"]);
     set_disks(
         &d,
         &format!("{}{}", backup(), line("/dev/sdc1", NEW_UUID, "new disk")),
@@ -381,12 +358,7 @@ fn wait_mounted_returns_when_the_disk_gets_a_mountpoint() {
         .arg("1s")
         .start();
     d.wait_query(&uuid);
-    let before = commands_run(&d);
-    let mut w = Bg::spawn(
-        &d.socket,
-        &["wait", &uuid, "--mounted", "--json", "--timeout", "5m"],
-    );
-    until_commands(&d, before, 1);
+    let mut w = d.listening(&["wait", &uuid, "--mounted", "--json", "--timeout", "5m"]);
     // Live, not mounted: still waiting (checked after a mount scan has run since).
     d.client(&["refresh"]).expect_code(0);
     assert!(
@@ -490,13 +462,11 @@ fn the_repl_waits_and_streams_until_enter() {
         repl.text()
     );
     // A stream, with a change while it runs.
+    let listeners = || util::counter(&d.status_json(), "event_listeners");
+    let before = listeners();
     repl.type_in("events\r");
     repl.shows("(press Enter to stop)", 1);
-    let before = commands_run(&d);
-    wait_for("the stream to be running", LONG, || {
-        // The REPL's `events` was the last command before this check's own.
-        commands_run(&d) > before
-    });
+    wait_for("the stream to be listening", LONG, || listeners() > before);
     set_disks(
         &d,
         &format!("{}{}", backup(), line("/dev/sdc1", NEW_UUID, "new disk")),

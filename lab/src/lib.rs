@@ -163,6 +163,7 @@ impl Host {
                 self.name,
                 self.log_text()
             );
+            // Poll interval of a wait on a real condition, not a wait for time.
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -200,6 +201,7 @@ impl Host {
                 if let Ok(Some(_)) = c.try_wait() {
                     return;
                 }
+                // Poll interval of a wait on a real condition, not a wait for time.
                 std::thread::sleep(Duration::from_millis(20));
             }
             let _ = c.kill();
@@ -442,6 +444,7 @@ impl Lab {
                 start.elapsed() < Duration::from_secs(10),
                 "smcrouted did not set up its VIFs"
             );
+            // Poll interval of a wait on a real condition, not a wait for time.
             std::thread::sleep(Duration::from_millis(20));
         }
         lab
@@ -651,6 +654,7 @@ pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
         if cond() {
             return;
         }
+        // Poll interval of a wait on a real condition, not a wait for time.
         std::thread::sleep(Duration::from_millis(20));
     }
     panic!("timed out after {limit:?} waiting for {what}");

@@ -229,6 +229,7 @@ impl TestDaemon {
             if start.elapsed() > Duration::from_secs(20) {
                 panic!("daemon not ready after 20s; log:\n{}", self.log_text());
             }
+            // Poll interval of a wait on a real condition, not a wait for time.
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -285,6 +286,7 @@ impl TestDaemon {
                 let _ = c.wait();
                 panic!("daemon did not stop on SIGTERM; log:\n{}", self.log_text());
             }
+            // Poll interval of a wait on a real condition, not a wait for time.
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -361,6 +363,20 @@ impl TestDaemon {
         let g = s.read_reply();
         assert!(g.status.starts_with("+OK"), "greeting: {g:?}");
         s
+    }
+
+    /// Start a client that listens to the fleet's changes (`events ...` or `wait ...`) in
+    /// the background, and return once the daemon counts it among its `event_listeners`:
+    /// from then on it sees every change, so the test can make one.
+    pub fn listening(&self, args: &[&str]) -> Bg {
+        let before = counter(&self.status_json(), "event_listeners");
+        let bg = Bg::spawn(&self.socket, args);
+        wait_for(
+            "the client to listen for events",
+            Duration::from_secs(20),
+            || counter(&self.status_json(), "event_listeners") > before,
+        );
+        bg
     }
 
     /// `query TERM --json`: the exit code and the parsed array.
@@ -532,6 +548,7 @@ impl TestDaemon {
                     std::fs::read_to_string(&err_path).unwrap_or_default()
                 );
             }
+            // Poll interval of a wait on a real condition, not a wait for time.
             std::thread::sleep(Duration::from_millis(20));
         };
         (
@@ -619,6 +636,7 @@ impl Bg {
                 self.shown,
                 self.lines()
             );
+            // Poll interval of a wait on a real condition, not a wait for time.
             std::thread::sleep(Duration::from_millis(20));
         };
         if let Some(r) = self.reader.take() {
@@ -784,5 +802,31 @@ impl Drop for Repl {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A helper process (a python listener or sender) that is killed, by its PID, when dropped,
+/// so a failing test leaves nothing running.
+pub struct Reaper(pub Option<Child>);
+
+impl Reaper {
+    /// Wait for the process to end by itself; its standard output.
+    pub fn output(mut self) -> String {
+        let out = self.0.take().unwrap().wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "helper failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }

@@ -46,6 +46,9 @@ pub struct Counters {
     pub store_errors: u64,
     /// Local inventories written to the store (one per disk scan, and per mount change).
     pub inventory_writes: u64,
+    /// Readers of the fleet's changes now: `events` and `wait` sessions, HTTP event
+    /// streams and the hook runner. A stream counted here sees every later change.
+    pub event_listeners: u64,
 }
 
 /// What `status` reports, as `status --json` prints it: the socket's `status`, HTTP's
@@ -77,6 +80,9 @@ pub struct StatusReport {
     pub store_failing_since: Option<String>,
     /// Hosts whose latest inventory is known in memory but maybe not on disk yet.
     pub store_pending_hosts: usize,
+    /// Attempts to make the store durable again after write failures, since start: while
+    /// `failing`, it grows with each retry.
+    pub store_retries: u64,
     /// Times sled was reopened after write failures, since start.
     pub store_reopens: u64,
     /// Times the store was compacted (its log past twice its live data), since start.
@@ -149,6 +155,7 @@ pub fn report(ctx: &Context) -> StatusReport {
         store_error: health.error.clone(),
         store_failing_since: health.failing_since.map(crate::model::rfc3339),
         store_pending_hosts: health.pending_hosts,
+        store_retries: health.retries,
         store_reopens: health.reopens,
         store_compactions: health.compactions,
         disks_local: store.local_inventory().len(),
@@ -185,6 +192,7 @@ pub fn report(ctx: &Context) -> StatusReport {
             command_errors: Stats::get(&s.command_errors),
             store_errors: Stats::get(&s.store_errors),
             inventory_writes: Stats::get(&s.inventory_writes),
+            event_listeners: ctx.fleet().listeners() as u64,
         },
         watchers: ctx.inventory().health(),
         hooks: ctx.hooks().report(),
@@ -311,8 +319,13 @@ pub fn apply(cmd: &Json, ctx: &Context) -> Reply {
                 c.pings_answered, c.pings_suppressed
             ),
             format!(
-                "sessions   {} open, {} total, {} refused; commands {} ({} errors)",
-                c.sessions_open, c.sessions_total, c.sessions_refused, c.commands, c.command_errors
+                "sessions   {} open, {} total, {} refused; commands {} ({} errors); {} listening for events",
+                c.sessions_open,
+                c.sessions_total,
+                c.sessions_refused,
+                c.commands,
+                c.command_errors,
+                c.event_listeners
             ),
         ];
     if let Some(addr) = &out.http {
