@@ -194,6 +194,10 @@ impl Host {
     /// SIGTERM the daemon and wait for it to exit.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // Reaped already: its PID may be another process's now, so it gets no signal.
+            if let Ok(Some(_)) = c.try_wait() {
+                return;
+            }
             let pid = nix::unistd::Pid::from_raw(c.id() as i32);
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
             let start = Instant::now();

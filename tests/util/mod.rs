@@ -274,6 +274,10 @@ impl TestDaemon {
     /// SIGTERM and wait for a clean exit; returns its exit code.
     pub fn stop(&mut self) -> i32 {
         let mut c = self.child.take().expect("daemon running");
+        // Reaped already: its PID may be another process's now, so it gets no signal.
+        if let Ok(Some(status)) = c.try_wait() {
+            return status.code().unwrap_or(-1);
+        }
         let pid = nix::unistd::Pid::from_raw(c.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let start = Instant::now();
@@ -303,6 +307,21 @@ impl TestDaemon {
 
 impl Drop for TestDaemon {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The end of the daemon's log, for a test that failed (a flake is diagnosed
+            // from this, not re-run).
+            let log = self.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            eprintln!(
+                "----- end of the daemon's log ({}) -----\n{}",
+                self.log.display(),
+                tail.join("\n")
+            );
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                eprintln!("----- the daemon had exited: {status} -----");
+            }
+        }
         self.kill9();
     }
 }
@@ -651,7 +670,11 @@ impl Bg {
     }
 
     /// Send it a signal.
-    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+    pub fn signal(&mut self, sig: nix::sys::signal::Signal) {
+        // Reaped already: its PID may be another process's now, so it gets no signal.
+        if !self.running() {
+            return;
+        }
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         nix::sys::signal::kill(pid, sig).unwrap();
     }
