@@ -335,7 +335,10 @@ fn stopping_the_daemon_kills_running_hooks_and_exits_cleanly() {
     };
     util::wait_for("the hook to start", LONG, || pid("leader.pid") > 0);
     let (leader, child) = (pid("leader.pid"), pid("child.pid"));
-    assert!(util::running_with_argv(child, &["sleep", "1000"]));
+    // `$!` is known as soon as the shell forks; the child becomes `sleep` a moment later.
+    util::wait_for("the hook's child to become sleep", LONG, || {
+        util::running_with_argv(child, &["sleep", "1000"])
+    });
     assert_eq!(d.stop(), 0, "{}", d.log_text());
     let script = hook.display().to_string();
     util::wait_for("the hook's group to be gone", LONG, || {

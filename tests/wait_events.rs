@@ -169,7 +169,7 @@ fn ctrl_c_ends_wait_and_events_with_130() {
     }
     // What a shell makes of it: `$?` is 130.
     let script = "\"$0\" --socket \"$1\" wait never-plugged; echo \"exit $?\"";
-    let sh = Command::new("sh")
+    let sh = util::default_sigint(&mut Command::new("sh"))
         .args(["-c", script])
         .arg(util::bin())
         .arg(&d.socket)

@@ -582,6 +582,23 @@ impl TestDaemon {
 /// How long a background client may take to end once it should.
 const BG_LIMIT: Duration = Duration::from_secs(30);
 
+/// Let `cmd`'s process die of SIGINT, as a program started from a terminal does. A shell
+/// without job control starts its background jobs with SIGINT ignored (`cmd &` in a CI
+/// script), and an ignored signal stays ignored across exec, so a test that sends Ctrl-C
+/// must set it back to the default.
+pub fn default_sigint(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec only the async-signal-safe sigaction is called.
+    unsafe {
+        cmd.pre_exec(|| {
+            use nix::sys::signal::{signal, SigHandler, Signal};
+            signal(Signal::SIGINT, SigHandler::SigDfl)
+                .map(|_| ())
+                .map_err(std::io::Error::from)
+        })
+    }
+}
+
 /// A client run in the background: its stdout lines as they come, its exit status.
 /// Killed (by its PID) in `Drop`, so a failing test leaves nothing running.
 pub struct Bg {
@@ -595,7 +612,7 @@ pub struct Bg {
 impl Bg {
     /// Start `diskd --socket SOCKET ARGS...`.
     pub fn spawn(socket: &Path, args: &[&str]) -> Bg {
-        let mut child = Command::new(bin())
+        let mut child = default_sigint(&mut Command::new(bin()))
             .arg("--socket")
             .arg(socket)
             .args(args)
