@@ -743,6 +743,18 @@ impl Config {
         let mut warnings = Vec::new();
         let http = http_settings(f.http.unwrap_or_default(), args, &mut warnings)?;
         let hooks = hooks_settings(f.hooks.unwrap_or_default())?;
+        if key_files.is_empty() {
+            // Without keys every peer is heard unsealed: a hook that runs on peers' events
+            // would run on whatever anyone on the LAN sends.
+            if let Some(h) = hooks.iter().find(|h| !h.local && !h.allow_unsealed) {
+                return Err(err(format!(
+                    "hooks[{}]: runs on other hosts' events, and without security.key_files \
+                     (--key-file) anyone on the network can forge those; configure keys, set \
+                     local: true, or accept the risk with allow_unsealed: true",
+                    h.index
+                )));
+            }
+        }
         let hooks_max_running = f.hooks_max_running.unwrap_or(DEFAULT_HOOKS_MAX_RUNNING);
         if !(1..=MAX_HOOKS_RUNNING).contains(&hooks_max_running) {
             return Err(err(format!(
@@ -955,6 +967,96 @@ pub struct Hook {
     pub run: Vec<String>,
     /// Killed with its process group after this long.
     pub timeout: Duration,
+    /// `allow_unsealed`: also run for events of peers heard unsealed (no keys, legacy Perl
+    /// peers), whose every word anyone on the LAN could have written.
+    pub allow_unsealed: bool,
+    /// `user` (and `group`): whom the command runs as; `None`: the daemon's user.
+    pub run_as: Option<RunAs>,
+}
+
+/// A hook's `user` and `group`, looked up when the config is read: the command runs with
+/// this uid, gid and the user's supplementary groups, set before exec (as systemd's
+/// `User=`), so a hook can be given less than the daemon's root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    /// The user's name (for `USER`, `LOGNAME` and messages).
+    pub user: String,
+    /// Its uid.
+    pub uid: u32,
+    /// `group`'s gid, else the user's primary group.
+    pub gid: u32,
+    /// The user's supplementary groups from the group database, with `gid` first.
+    pub groups: Vec<u32>,
+    /// The user's home directory (for `HOME`).
+    pub home: PathBuf,
+}
+
+impl RunAs {
+    /// Look up `user` (a name or a numeric uid) and `group` for `hooks[i]`, whose keys
+    /// `user_key` and `group_key` errors name.
+    fn lookup(
+        user_key: &str,
+        user: &str,
+        group_key: &str,
+        group: Option<&str>,
+    ) -> Result<RunAs, ConfigError> {
+        use nix::unistd::{getgrouplist, Gid, Group, Uid, User};
+        let found = match user.parse::<u32>() {
+            Ok(uid) => User::from_uid(Uid::from_raw(uid)),
+            Err(_) => User::from_name(user),
+        };
+        let u = match found {
+            Ok(Some(u)) => u,
+            Ok(None) => return Err(err(format!("{user_key}: no user {user:?} on this machine"))),
+            Err(e) => return Err(err(format!("{user_key}: cannot look up {user:?}: {e}"))),
+        };
+        let gid = match group {
+            None => u.gid,
+            Some(g) => {
+                let found = match g.parse::<u32>() {
+                    Ok(gid) => Group::from_gid(Gid::from_raw(gid)),
+                    Err(_) => Group::from_name(g),
+                };
+                match found {
+                    Ok(Some(g)) => g.gid,
+                    Ok(None) => {
+                        return Err(err(format!("{group_key}: no group {g:?} on this machine")))
+                    }
+                    Err(e) => return Err(err(format!("{group_key}: cannot look up {g:?}: {e}"))),
+                }
+            }
+        };
+        let me = nix::unistd::geteuid();
+        if !me.is_root() && u.uid != me {
+            return Err(err(format!(
+                "{user_key}: running a hook as {:?} needs the daemon to run as root",
+                u.name
+            )));
+        }
+        let name = std::ffi::CString::new(u.name.clone())
+            .map_err(|_| err(format!("{user_key}: the user's name holds a NUL byte")))?;
+        let mut groups = vec![gid.as_raw()];
+        match getgrouplist(&name, u.gid) {
+            Ok(list) => groups.extend(
+                list.into_iter()
+                    .map(Gid::as_raw)
+                    .filter(|g| *g != gid.as_raw()),
+            ),
+            Err(e) => {
+                return Err(err(format!(
+                    "{user_key}: cannot read the groups of {:?}: {e}",
+                    u.name
+                )))
+            }
+        }
+        Ok(RunAs {
+            user: u.name,
+            uid: u.uid.as_raw(),
+            gid: gid.as_raw(),
+            groups,
+            home: u.dir,
+        })
+    }
 }
 
 /// A glob of a hook (`match`, `host`) as written and compiled. `*` (the default) matches
@@ -1000,7 +1102,7 @@ impl Pattern {
 #[derive(Debug, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a hook: a map with `on` and `run` (and optionally `match`, `host`, `local`, `timeout`)"
+    expecting = "a hook: a map with `on` and `run` (and optionally `match`, `host`, `local`, `timeout`, `user`, `group`, `allow_unsealed`)"
 )]
 struct FileHook {
     on: Option<serde_yaml::Value>,
@@ -1010,6 +1112,9 @@ struct FileHook {
     local: Option<serde_yaml::Value>,
     run: Option<serde_yaml::Value>,
     timeout: Option<serde_yaml::Value>,
+    user: Option<serde_yaml::Value>,
+    group: Option<serde_yaml::Value>,
+    allow_unsealed: Option<serde_yaml::Value>,
 }
 
 /// One value of a hook, typed; a wrong type names `hooks[i].key`.
@@ -1138,6 +1243,27 @@ fn hook_settings(index: usize, entry: serde_yaml::Value) -> Result<Hook, ConfigE
         None => DEFAULT_HOOK_TIMEOUT,
     };
 
+    let unsealed_key = format!("{at}.allow_unsealed");
+    let allow_unsealed = hook_value::<bool>(&unsealed_key, f.allow_unsealed)?.unwrap_or(false);
+    let user_key = format!("{at}.user");
+    let group_key = format!("{at}.group");
+    let user = hook_text(&user_key, f.user)?;
+    let group = hook_text(&group_key, f.group)?;
+    let run_as = match (user, group) {
+        (None, None) => None,
+        (None, Some(_)) => {
+            return Err(err(format!(
+                "{group_key}: needs {user_key} (the user whose groups the command gets)"
+            )))
+        }
+        (Some(u), g) => Some(RunAs::lookup(
+            &user_key,
+            u.trim(),
+            &group_key,
+            g.as_deref().map(str::trim),
+        )?),
+    };
+
     Ok(Hook {
         index,
         on,
@@ -1146,6 +1272,8 @@ fn hook_settings(index: usize, entry: serde_yaml::Value) -> Result<Hook, ConfigE
         local,
         run,
         timeout,
+        allow_unsealed,
+        run_as,
     })
 }
 
@@ -1380,9 +1508,10 @@ mod tests {
             "hooks:\n\
              - on: [appeared, mounted, appeared]\n\
              \x20 match: 'backup*'\n\
+             \x20 local: true\n\
              \x20 run: \"'/opt/my hooks/backup' --quiet\"\n\
              \x20 timeout: 10m\n\
-             - {on: peer-lost, host: 2024, local: false, run: [/bin/echo, 'a b']}\n\
+             - {on: peer-lost, host: 2024, local: false, allow_unsealed: true, run: [/bin/echo, 'a b']}\n\
              hooks_max_running: 2\n",
             &d,
         )
@@ -1394,12 +1523,13 @@ mod tests {
         assert_eq!(h.run, ["/opt/my hooks/backup", "--quiet"]);
         assert_eq!(h.timeout, Duration::from_secs(600));
         assert_eq!(h.disk.text(), "backup*");
-        assert!(h.host.is_any() && !h.local);
+        assert!(h.host.is_any() && h.local && !h.allow_unsealed);
         let h = &c.hooks[1];
         assert_eq!(h.on, [FleetEventKind::PeerLost]);
         assert_eq!(h.host.text(), "2024");
         assert_eq!(h.run, ["/bin/echo", "a b"]);
         assert_eq!(h.timeout, DEFAULT_HOOK_TIMEOUT);
+        assert!(h.allow_unsealed && h.run_as.is_none());
 
         let ok = "- {on: [appeared], run: x}\n";
         let cases = [
@@ -1453,9 +1583,27 @@ mod tests {
                 "hooks[1].local:",
             ),
             ("- a string\n", "hooks[1]: invalid type"),
+            (
+                "- {on: [appeared], run: x, allow_unsealed: maybe}\n",
+                "hooks[1].allow_unsealed:",
+            ),
+            (
+                "- {on: [appeared], run: x, user: no-such-user-here}\n",
+                "hooks[1].user: no user \"no-such-user-here\"",
+            ),
+            (
+                "- {on: [appeared], run: x, group: root}\n",
+                "hooks[1].group: needs hooks[1].user",
+            ),
+            (
+                "- {on: [appeared], run: x, user: root, group: no-such-group-here}\n",
+                "hooks[1].group: no group \"no-such-group-here\"",
+            ),
         ];
+        // With keys, peers' events are sealed: hooks on them need nothing more.
+        let keyed = "security:\n  key_files: [/k]\n";
         for (entry, want) in cases {
-            let yaml = format!("hooks:\n{ok}{entry}");
+            let yaml = format!("{keyed}hooks:\n{ok}{entry}");
             let e = load_yaml(&yaml, &d).unwrap_err().to_string();
             assert!(
                 e.starts_with(want),
@@ -1465,13 +1613,65 @@ mod tests {
         }
         // Peer events with a disk event besides: `match` applies to the disk events.
         load_yaml(
-            "hooks:\n- {on: [appeared, peer-live], match: 'b*', run: x}\n",
+            &format!("{keyed}hooks:\n- {{on: [appeared, peer-live], match: 'b*', run: x}}\n"),
             &d,
         )
         .unwrap();
         for n in ["0", "257"] {
             let e = load_yaml(&format!("hooks_max_running: {n}\n"), &d).unwrap_err();
             assert!(e.to_string().starts_with("hooks_max_running:"), "{e}");
+        }
+    }
+
+    #[test]
+    fn without_keys_a_hook_on_peers_events_must_accept_them_unsealed() {
+        let d = DaemonArgs::default();
+        let e = load_yaml(
+            "hooks:\n- {on: [appeared], local: true, run: x}\n- {on: [appeared], run: x}\n",
+            &d,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("hooks[1]: runs on other hosts' events"),
+            "{e}"
+        );
+        assert!(
+            e.contains("allow_unsealed: true") && !e.contains('\n'),
+            "{e}"
+        );
+        let c = load_yaml(
+            "hooks:\n- {on: [appeared], local: true, run: x}\n\
+             - {on: [peer-live], allow_unsealed: true, run: x}\n",
+            &d,
+        )
+        .unwrap();
+        assert!(!c.hooks[0].allow_unsealed && c.hooks[1].allow_unsealed);
+    }
+
+    #[test]
+    fn a_hook_user_is_looked_up_with_its_groups() {
+        let d = DaemonArgs::default();
+        let yaml = "hooks:\n- {on: [appeared], local: true, user: nobody, run: x}\n";
+        if nix::unistd::geteuid().is_root() {
+            let c = load_yaml(yaml, &d).unwrap();
+            let who = c.hooks[0].run_as.clone().unwrap();
+            let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+            assert_eq!(
+                (who.user.as_str(), who.uid),
+                ("nobody", nobody.uid.as_raw())
+            );
+            assert_eq!(who.gid, nobody.gid.as_raw());
+            assert_eq!(who.groups.first(), Some(&who.gid));
+            let c = load_yaml(
+                "hooks:\n- {on: [appeared], local: true, user: nobody, group: 0, run: x}\n",
+                &d,
+            )
+            .unwrap();
+            assert_eq!(c.hooks[0].run_as.as_ref().unwrap().gid, 0);
+        } else {
+            let e = load_yaml(yaml, &d).unwrap_err().to_string();
+            assert!(e.contains("needs the daemon to run as root"), "{e}");
         }
     }
 

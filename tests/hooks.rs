@@ -5,6 +5,7 @@
 use crate::util;
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ pub const VARS: &[&str] = &[
     "DISKD_FSTYPE",
     "DISKD_MOUNTPOINT",
     "DISKD_LOCAL",
+    "DISKD_SEALED",
     "DISKD_NODE",
     "DISKD_SOCKET",
     "DISKD_TIME",
@@ -125,7 +127,7 @@ fn hook_status(d: &TestDaemon, i: usize) -> Value {
 
 #[test]
 fn bad_hook_entries_stop_the_daemon_with_one_line_naming_them() {
-    let ok = "  - on: [appeared]\n    run: /bin/true\n";
+    let ok = "  - on: [appeared]\n    local: true\n    run: /bin/true\n";
     let cases = [
         (
             format!("hooks:\n{ok}{ok}  - on: [plugged]\n    run: x\n"),
@@ -162,6 +164,15 @@ fn bad_hook_entries_stop_the_daemon_with_one_line_naming_them() {
             "hooks[0].match",
         ),
         ("hooks_max_running: 0\n".to_string(), "hooks_max_running"),
+        // Without keys, peers' events are anyone's: a hook on them must say it accepts that.
+        (
+            format!("hooks:\n{ok}  - on: [appeared]\n    run: /bin/true\n"),
+            "hooks[1]: runs on other hosts' events, and without security.key_files",
+        ),
+        (
+            format!("hooks:\n{ok}  - on: [appeared]\n    local: true\n    user: no-such-user-here\n    run: x\n"),
+            "hooks[1].user: no user \"no-such-user-here\"",
+        ),
     ];
     for (yaml, want) in cases {
         let d = with_config(TestDaemon::new(""), &yaml);
@@ -205,7 +216,7 @@ fn a_hostile_label_reaches_the_hook_verbatim_and_runs_nothing() {
     );
     std::fs::write(d.blkid.with_extension("out"), blkid).unwrap();
     let yaml = format!(
-        "hooks:\n  - on: [appeared]\n    run: [{}, appeared]\n",
+        "hooks:\n  - on: [appeared]\n    local: true\n    run: [{}, appeared]\n",
         rec.display()
     );
     let d = with_config(d, &yaml).start();
@@ -255,7 +266,7 @@ fn a_hook_past_its_timeout_is_killed_with_its_whole_process_group() {
         ),
     );
     let yaml = format!(
-        "hooks:\n  - on: [appeared]\n    timeout: 1s\n    run: {}\n",
+        "hooks:\n  - on: [appeared]\n    local: true\n    timeout: 1s\n    run: {}\n",
         hook.display()
     );
     let d = with_config(d, &yaml).start();
@@ -323,7 +334,7 @@ fn stopping_the_daemon_kills_running_hooks_and_exits_cleanly() {
         ),
     );
     let yaml = format!(
-        "hooks:\n  - on: [appeared]\n    timeout: 1h\n    run: {}\n",
+        "hooks:\n  - on: [appeared]\n    local: true\n    timeout: 1h\n    run: {}\n",
         hook.display()
     );
     let mut d = with_config(d, &yaml).start();
@@ -415,7 +426,7 @@ fn at_most_hooks_max_running_run_at_once_and_overflow_is_counted() {
         ),
     );
     let yaml = format!(
-        "hooks_max_running: 2\nhooks:\n  - on: [appeared]\n    run: {}\n",
+        "hooks_max_running: 2\nhooks:\n  - on: [appeared]\n    local: true\n    run: {}\n",
         hook.display()
     );
     let d = with_config(d, &yaml).start();
@@ -471,4 +482,57 @@ fn at_most_hooks_max_running_run_at_once_and_overflow_is_counted() {
     assert_eq!(iv.len() as u64, runs, "every run that was counted ran");
     let most = max_overlap(&iv);
     assert!(most <= 2, "{most} hooks ran at once");
+}
+
+/// `user: nobody`: the command runs with nobody's uid, gid and groups (what it creates is
+/// nobody's), and `HOME`, `USER` are nobody's; the daemon stays root.
+#[test]
+#[ignore = "needs root"]
+fn a_hook_with_a_user_runs_as_that_user_with_its_groups() {
+    util::require_root();
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .expect("a user nobody");
+    // A directory nobody can write in: its parent is a fresh temp dir, made searchable.
+    let out = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(out.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let drop_dir = out.path().join("drop");
+    std::fs::create_dir(&drop_dir).unwrap();
+    std::fs::set_permissions(&drop_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let made = drop_dir.join("made");
+    let yaml = format!(
+        "hooks:\n  - on: [appeared]\n    local: true\n    user: nobody\n    run: [/bin/sh, -c, \
+         'id -u > \"$0\"; id -g >> \"$0\"; id -G >> \"$0\"; echo \"$HOME $USER\" >> \"$0\"', {}]\n",
+        made.display()
+    );
+    let disk = export_disk("/dev/sdu1", "44444444-2222-4333-8444-555555555555", b"user");
+    let d = with_config(TestDaemon::new(&disk), &yaml).start();
+    util::wait_for("the hook's file", LONG, || {
+        std::fs::read_to_string(&made).is_ok_and(|t| t.lines().count() == 4)
+    });
+    let meta = std::fs::metadata(&made).unwrap();
+    assert_eq!(meta.uid(), nobody.uid.as_raw(), "the file is not nobody's");
+    assert_eq!(meta.gid(), nobody.gid.as_raw());
+    let text = std::fs::read_to_string(&made).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], nobody.uid.to_string());
+    assert_eq!(lines[1], nobody.gid.to_string());
+    // Its groups are nobody's (from the group database), none of root's.
+    let name = std::ffi::CString::new("nobody").unwrap();
+    let mut want: Vec<u32> = nix::unistd::getgrouplist(&name, nobody.gid)
+        .unwrap()
+        .into_iter()
+        .map(|g| g.as_raw())
+        .collect();
+    want.sort();
+    want.dedup();
+    let mut got: Vec<u32> = lines[2]
+        .split_whitespace()
+        .map(|g| g.parse().unwrap())
+        .collect();
+    got.sort();
+    assert_eq!(got, want, "supplementary groups");
+    assert_eq!(lines[3], format!("{} nobody", nobody.dir.display()));
+    assert_eq!(hook_status(&d, 0)["user"], "nobody");
+    assert_eq!(hook_status(&d, 0)["failures"], 0);
 }

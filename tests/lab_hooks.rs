@@ -71,7 +71,9 @@ fn a_disk_appearing_on_a_runs_bs_hook_once_and_vanishing_runs_the_vanished_hook(
     util::require_root();
     // A long expiry: B's restart below must find A still live, as it would in a real fleet
     // restarting one daemon; announces every 2 s give plenty of re-announces.
-    let mut lab = Lab::new(2, &["--announce-interval", "2s", "--peer-expiry", "60s"]);
+    // Keys: peers' events are sealed, so `local: false` hooks run on them.
+    let (_keys, _, mut lab) =
+        util::keyed_lab(2, &["--announce-interval", "2s", "--peer-expiry", "60s"]);
     let dir = lab.host("b").dir.clone();
     let rec = recorder(&dir);
     let r = rec.display();
@@ -99,6 +101,7 @@ fn a_disk_appearing_on_a_runs_bs_hook_once_and_vanishing_runs_the_vanished_hook(
     assert_eq!(peer_live[0]["DISKD_UUID"], "");
     assert_eq!(peer_live[0]["DISKD_LABEL"], "");
     assert_eq!(peer_live[0]["DISKD_LOCAL"], "0");
+    assert_eq!(peer_live[0]["DISKD_SEALED"], "1");
     assert_eq!(peer_live[0]["DISKD_NODE"], "b");
 
     // A gets the disk (and one that does not match).
@@ -119,6 +122,7 @@ fn a_disk_appearing_on_a_runs_bs_hook_once_and_vanishing_runs_the_vanished_hook(
         ("DISKD_FSTYPE", "ext4"),
         ("DISKD_MOUNTPOINT", ""),
         ("DISKD_LOCAL", "0"),
+        ("DISKD_SEALED", "1"),
         ("DISKD_NODE", "b"),
         ("ARGC", "1"),
     ];
@@ -210,7 +214,7 @@ fn a_disk_appearing_on_a_runs_bs_hook_once_and_vanishing_runs_the_vanished_hook(
 #[ignore = "needs root"]
 fn a_hostile_label_from_a_peer_reaches_the_hook_verbatim_and_runs_nothing() {
     util::require_root();
-    let mut lab = Lab::new(2, &["--announce-interval", "2s"]);
+    let (_keys, _, mut lab) = util::keyed_lab(2, &["--announce-interval", "2s"]);
     let b_dir = lab.host("b").dir.clone();
     let a_dir = lab.host("a").dir.clone();
     let pwned = b_dir.join("pwned");
@@ -258,4 +262,128 @@ fn a_hostile_label_from_a_peer_reaches_the_hook_verbatim_and_runs_nothing() {
         assert_eq!(st["hooks"][0]["runs"], 1, "{st}");
         assert_eq!(st["hooks"][0]["failures"], 0, "{st}");
     }
+}
+
+/// A Perl-format datagram, as a stranger on the LAN (host `c`, no daemon) can send it.
+fn send_perl_datagram(lab: &Lab, uuid: &str, label: &str) {
+    let datagram = format!("diskd:---\n- - {uuid}\n  - {label}\n  - /dev/sdx9\n");
+    let script = format!(
+        "{}s.setsockopt(socket.IPPROTO_IP,socket.IP_MULTICAST_TTL,1)\n\
+         s.sendto({datagram:?}.encode(),('230.1.2.3',32003))\n",
+        diskd_lab::PY_JOIN_GROUP
+    );
+    lab.get("c").exec(&["python3", "-c", &script]);
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_strangers_unsealed_datagram_runs_no_hook_and_a_sealed_peers_disk_runs_it_once() {
+    util::require_root();
+    // Keys, and on b the Perl wire format heard too: a hook on every disk that appears
+    // anywhere. (a speaks only the sealed format: in Perl's it would be a second, unsealed
+    // host.)
+    let (_keys, _, mut lab) = util::keyed_lab(3, &["--announce-interval", "2s"]);
+    lab.host("b").args.push("--legacy".into());
+    let dir = lab.host("b").dir.clone();
+    let rec = recorder(&dir);
+    hooks_on(
+        &mut lab,
+        "b",
+        &format!(
+            "  - {{on: [appeared], run: [{}, appeared]}}\n",
+            rec.display()
+        ),
+    );
+    lab.host("a").start();
+    lab.host("b").start();
+    let b = lab.get("b");
+    let listeners = || util::counter(&b.status(), "event_listeners");
+    let before = listeners();
+    let events = util::Bg::spawn(&b.socket(), &["events", "--json"]);
+    wait_for("the event stream to listen", LONG, || listeners() > before);
+    // The stranger announces a disk in the Perl format: heard (it is listed), not trusted.
+    send_perl_datagram(&lab, OTHER, "forged");
+    let b = lab.get("b");
+    wait_for("the stranger's disk to be listed", LONG, || {
+        !b.query(OTHER).is_empty()
+    });
+    wait_for("the refusal to be counted", LONG, || {
+        b.status()["hooks"][0]["unsealed_refused"] == 1
+    });
+    assert_eq!(b.query(OTHER)[0]["host"], "198.18.0.3");
+    // A's disk, sealed under the fleet key: the hook runs once, and knows it was sealed.
+    lab.host("a")
+        .set_disks(&diskd_lab::disk_line("/dev/sdz1", UUID, "lab-backup-1"));
+    lab.host("a").client(&["refresh"]).expect_code(0);
+    let v = &wait_runs(&dir, "appeared", 1)[0];
+    assert_eq!(v["DISKD_UUID"], UUID);
+    assert_eq!(v["DISKD_HOST"], "a");
+    assert_eq!(v["DISKD_SEALED"], "1");
+    let st = lab.get("b").status();
+    assert_eq!(st["hooks"][0]["runs"], 1, "{st}");
+    assert_eq!(st["hooks"][0]["unsealed_refused"], 1, "{st}");
+    // The event stream says which was which.
+    let appeared = |uuid: &str| -> Vec<serde_json::Value> {
+        events
+            .objects()
+            .into_iter()
+            .filter(|e| e["event"] == "appeared" && e["uuid"] == uuid)
+            .collect()
+    };
+    wait_for("both appearances in the event stream", LONG, || {
+        !appeared(UUID).is_empty() && !appeared(OTHER).is_empty()
+    });
+    assert_eq!(appeared(OTHER)[0]["sealed"], false);
+    assert_eq!(appeared(UUID)[0]["sealed"], true);
+}
+
+#[test]
+#[ignore = "needs root"]
+fn without_keys_a_hook_on_peers_needs_allow_unsealed_and_then_runs_unsealed() {
+    util::require_root();
+    let mut lab = Lab::new(2, &["--announce-interval", "2s"]);
+    let dir = lab.host("b").dir.clone();
+    let rec = recorder(&dir);
+    // The same hook as with keys: refused at start, exit 2, one line naming it.
+    hooks_on(
+        &mut lab,
+        "b",
+        &format!(
+            "  - {{on: [appeared], run: [{}, appeared]}}\n",
+            rec.display()
+        ),
+    );
+    let b = lab.get("b");
+    let mut args = vec!["daemon", "--socket"];
+    let sock = b.socket().display().to_string();
+    let store = b.dir.join("store").display().to_string();
+    args.extend([sock.as_str(), "--store", &store, "--no-hardware"]);
+    args.extend(b.args.iter().map(String::as_str));
+    let r = util::run_diskd(&args, None);
+    r.expect_code(2);
+    let err = r.stderr();
+    assert!(
+        err.contains("hooks[0]: runs on other hosts' events") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    // allow_unsealed: it runs, and is told the event came unsealed.
+    let config = lab.host("b").dir.join("diskd.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "hooks:\n  - {{on: [appeared], allow_unsealed: true, run: [{}, appeared]}}\n",
+            rec.display()
+        ),
+    )
+    .unwrap();
+    lab.host("a")
+        .set_disks(&diskd_lab::disk_line("/dev/sdz1", UUID, "lab-backup-1"));
+    lab.start_all();
+    let v = &wait_runs(&dir, "appeared", 1)[0];
+    assert_eq!(v["DISKD_UUID"], UUID);
+    assert_eq!(v["DISKD_SEALED"], "0");
+    let b = lab.get("b");
+    let st = b.status();
+    assert_eq!(st["hooks"][0]["unsealed_refused"], 0, "{st}");
+    assert_eq!(st["hooks"][0]["allow_unsealed"], true, "{st}");
 }

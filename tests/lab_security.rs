@@ -2,9 +2,9 @@
 //! real daemons in the network-namespace lab. Needs root.
 
 use crate::util;
-use util::{counter, rejected};
+use util::{counter, key_args, keyed_lab, keygen, rejected};
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -17,32 +17,6 @@ const LONG: Duration = Duration::from_secs(20);
 /// The fake-peer flood makes the daemon write thousands of peers; in a debug build on a
 /// busy CI machine that takes a while.
 const FLOOD_DEADLINE: Duration = Duration::from_secs(180);
-
-/// `diskd keygen FILE`; returns the path.
-fn keygen(dir: &Path, name: &str) -> PathBuf {
-    let path = dir.join(name);
-    let r = util::run_diskd(&["keygen", path.to_str().unwrap()], None);
-    r.expect_code(0);
-    path
-}
-
-fn key_args(keys: &[&Path]) -> Vec<String> {
-    keys.iter()
-        .flat_map(|k| ["--key-file".to_string(), k.display().to_string()])
-        .collect()
-}
-
-/// A lab of `n` hosts that all hold one fresh fleet key; returns the key's directory (keep
-/// it alive), the key file and the lab.
-fn keyed_lab(n: usize, extra: &[&str]) -> (tempfile::TempDir, PathBuf, Lab) {
-    let keys = tempfile::tempdir().unwrap();
-    let k = keygen(keys.path(), "fleet.key");
-    let args = key_args(&[&k]);
-    let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
-    all.extend_from_slice(extra);
-    let lab = Lab::new(n, &all);
-    (keys, k, lab)
-}
 
 /// Run python3 in a namespace (for raw datagrams the daemon must not trust).
 fn python_in(ns: &str, script: &str) -> std::process::Output {

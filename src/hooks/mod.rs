@@ -58,6 +58,7 @@ struct Counters {
     timeouts: AtomicU64,
     dropped: AtomicU64,
     running: AtomicU64,
+    unsealed: AtomicU64,
 }
 
 struct Shared {
@@ -107,6 +108,13 @@ pub struct HookReport {
     pub dropped: u64,
     /// Running now.
     pub running: u64,
+    /// Runs as this user (`null`: the daemon's).
+    pub user: Option<String>,
+    /// Also runs for unsealed peers' events.
+    pub allow_unsealed: bool,
+    /// Matches not run because the event came from a peer heard unsealed (no keys, or a
+    /// legacy Perl peer) and the hook does not `allow_unsealed`.
+    pub unsealed_refused: u64,
 }
 
 impl HooksHandle {
@@ -130,6 +138,9 @@ impl HooksHandle {
                 timeouts: c.timeouts.load(Ordering::Relaxed),
                 dropped: c.dropped.load(Ordering::Relaxed),
                 running: c.running.load(Ordering::Relaxed),
+                user: h.run_as.as_ref().map(|r| r.user.clone()),
+                allow_unsealed: h.allow_unsealed,
+                unsealed_refused: c.unsealed.load(Ordering::Relaxed),
             })
             .collect()
     }
@@ -151,7 +162,13 @@ impl HooksHandle {
     }
 }
 
-/// Whether `hook` runs on `event`.
+/// Whether `hook` runs on `event`: it [`matches`] it, and the event is this machine's or a
+/// sealed peer's, or the hook allows unsealed ones.
+pub fn runs_on(hook: &Hook, event: &FleetEvent) -> bool {
+    matches(hook, event) && (event.sealed || hook.allow_unsealed)
+}
+
+/// Whether `hook` is about `event`, whoever said it.
 ///
 /// `on` lists the event's kind; `local: true` wants this machine; `host` matches the
 /// host's node name; `match` matches the disk's UUID, label, serial or WWN (a blank disk
@@ -308,6 +325,20 @@ async fn dispatch(
             Err(broadcast::error::RecvError::Closed) => return,
         };
         for hook in shared.config.hooks.iter().filter(|h| matches(h, &event)) {
+            if !runs_on(hook, &event) {
+                // An unsealed peer's word (anyone on the LAN could have sent it): counted,
+                // not run.
+                shared.counters[hook.index]
+                    .unsealed
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(
+                    hook = hook.index,
+                    "hook[{}]: not run for {}: the event came unsealed (allow_unsealed is off)",
+                    hook.index,
+                    describe(&event)
+                );
+                continue;
+            }
             let job = Job {
                 hook: hook.index,
                 event: event.clone(),
@@ -472,10 +503,12 @@ mod tests {
     use crate::model::fleet::Host;
     use crate::model::{DiskRecord, FleetEventKind};
 
+    /// A config with `yaml`'s hooks, as a daemon with keys has it (the key file is only
+    /// read when the daemon starts).
     fn config(yaml: &str) -> Config {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.yaml");
-        std::fs::write(&p, yaml).unwrap();
+        std::fs::write(&p, format!("security:\n  key_files: [/k]\n{yaml}")).unwrap();
         Config::load(Some(&p), None, &crate::flags::DaemonArgs::default()).unwrap()
     }
 
@@ -496,6 +529,7 @@ mod tests {
             name,
             addr: Some("198.18.0.1"),
             local,
+            sealed: true,
         }
     }
 
@@ -574,6 +608,76 @@ mod tests {
         // UUID globs match as written (case-sensitive), as mount.allow does.
         assert!(matches(h3, &a(None, Some("6FE176FB-1"), &far)));
         assert!(!matches(h3, &a(None, Some("6fe176fb-1"), &far)));
+    }
+
+    #[test]
+    fn an_unsealed_peer_runs_only_hooks_that_allow_it_and_the_run_is_told() {
+        let c = config(
+            "hooks:\n\
+             - {on: [appeared], run: x}\n\
+             - {on: [appeared], allow_unsealed: true, run: x}\n",
+        );
+        let [strict, lax] = &c.hooks[..] else {
+            panic!("{:?}", c.hooks)
+        };
+        let from = |sealed, local| {
+            let h = Host {
+                sealed,
+                ..host("a", local)
+            };
+            FleetEvent::disk(FleetEventKind::Appeared, 0, &h, &disk(Some("x"), None))
+        };
+        let (sealed, unsealed, mine) = (from(true, false), from(false, false), from(false, true));
+        assert!(runs_on(strict, &sealed) && runs_on(lax, &sealed));
+        assert!(matches(strict, &unsealed) && !runs_on(strict, &unsealed));
+        assert!(runs_on(lax, &unsealed));
+        assert!(
+            runs_on(strict, &mine),
+            "this machine's own events are trusted"
+        );
+        let runner = run::Runner::new(
+            &c,
+            &NodeInfo::new("node", "00000000000000000000000000000002"),
+        );
+        let env = |e: &FleetEvent| -> String {
+            let vars: std::collections::HashMap<_, _> = runner.environment(e).into_iter().collect();
+            vars["DISKD_SEALED"].to_string_lossy().into_owned()
+        };
+        assert_eq!(env(&sealed), "1");
+        assert_eq!(env(&unsealed), "0");
+        assert_eq!(env(&mine), "1");
+    }
+
+    #[tokio::test]
+    async fn an_unsealed_event_a_hook_refuses_is_counted_not_queued() {
+        let c = Arc::new(config("hooks:\n- {on: [appeared], run: x}\n"));
+        let shared = Arc::new(Shared {
+            counters: vec![Counters::default()],
+            config: c,
+            queued: AtomicU64::new(0),
+            missed: AtomicU64::new(0),
+        });
+        let (tx, rx) = broadcast::channel(8);
+        let (jobs, mut queue) = mpsc::channel(8);
+        let h = Host {
+            sealed: false,
+            ..host("a", false)
+        };
+        let forged = FleetEvent::disk(FleetEventKind::Appeared, 0, &h, &disk(Some("x"), None));
+        let real = FleetEvent::disk(
+            FleetEventKind::Appeared,
+            0,
+            &host("a", false),
+            &disk(Some("y"), None),
+        );
+        tx.send(Arc::new(forged)).unwrap();
+        tx.send(Arc::new(real)).unwrap();
+        drop(tx);
+        dispatch(shared.clone(), rx, jobs, CancellationToken::new()).await;
+        assert_eq!(shared.counters[0].unsealed.load(Ordering::Relaxed), 1);
+        let job = queue.recv().await.unwrap();
+        assert_eq!(job.event.disk.as_ref().unwrap().label.as_deref(), Some("y"));
+        assert!(queue.try_recv().is_err(), "the unsealed event was queued");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Running one hook command: as the daemon's user, never through a shell.
+//! Running one hook command: as the daemon's user or the hook's `user`, never through a
+//! shell.
 //!
 //! - **argv**, exactly as configured: a label full of quotes, `$(...)` or newlines is one
 //!   environment value of the command, never part of a command line.
@@ -146,6 +147,7 @@ impl Runner {
                 ),
             ),
             ("DISKD_LOCAL", text(Some(if e.local { "1" } else { "0" }))),
+            ("DISKD_SEALED", text(Some(if e.sealed { "1" } else { "0" }))),
             ("DISKD_NODE", text(Some(&self.node))),
             ("DISKD_TIME", text(Some(&rfc3339(e.time)))),
             ("DISKD_SOCKET", self.socket.clone()),
@@ -262,9 +264,35 @@ impl Runner {
                 cmd.env_remove(k);
             }
             cmd.envs(env.iter().map(|(k, v)| (k, v)));
+            if let Some(who) = &hook.run_as {
+                run_as(&mut cmd, who);
+            }
             cmd
         })
         .await
+    }
+}
+
+/// Make `cmd` run as `who`, as systemd's `User=` does: its supplementary groups, gid and
+/// uid are set in the child before exec (in that order: after `setuid` it could no longer
+/// change its groups), and `HOME`, `USER` and `LOGNAME` are the user's.
+#[allow(unsafe_code)]
+fn run_as(cmd: &mut Command, who: &crate::config::RunAs) {
+    use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
+    cmd.env("HOME", &who.home)
+        .env("USER", &who.user)
+        .env("LOGNAME", &who.user);
+    let groups: Vec<Gid> = who.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    let (uid, gid) = (Uid::from_raw(who.uid), Gid::from_raw(who.gid));
+    // SAFETY: between fork and exec only setgroups, setresgid and setresuid run: plain
+    // system calls on data prepared before the fork (no allocation, no lock).
+    unsafe {
+        cmd.pre_exec(move || {
+            setgroups(&groups)?;
+            setresgid(gid, gid, gid)?;
+            setresuid(uid, uid, uid)?;
+            Ok(())
+        });
     }
 }
 

@@ -518,6 +518,7 @@ impl Writer {
                 name: &self.node.name,
                 addr: self.node.addr.as_deref(),
                 local: true,
+                sealed: true,
             };
             self.telemetry.fleet.emit(diff.events(&host, now_millis()));
         }

@@ -82,6 +82,11 @@ pub struct FleetEvent {
     pub disk: Option<DiskRecord>,
     /// Whether the host is this machine.
     pub local: bool,
+    /// Whether it can be trusted as the host's word: this machine's own events, and those
+    /// of a peer whose datagrams our keyring opened. A peer heard unsealed (no keys, or a
+    /// legacy Perl peer) could be anyone on the LAN: hooks run on its events only when
+    /// told to (`allow_unsealed`).
+    pub sealed: bool,
 }
 
 impl FleetEvent {
@@ -108,11 +113,12 @@ impl FleetEvent {
             addr: host.addr.map(str::to_string),
             disk: None,
             local: host.local,
+            sealed: host.local || host.sealed,
         }
     }
 
     /// The `events --json` object: `event`, `time`, the disk's fields as `query --json`
-    /// names them (or the peer's, as `peers --json` does), and `local`.
+    /// names them (or the peer's, as `peers --json` does), `local` and `sealed`.
     pub fn to_json(&self) -> serde_json::Value {
         let mut o = serde_json::Map::new();
         o.insert("event".into(), self.kind.name().into());
@@ -137,6 +143,7 @@ impl FleetEvent {
             }
         }
         o.insert("local".into(), self.local.into());
+        o.insert("sealed".into(), self.sealed.into());
         serde_json::Value::Object(o)
     }
 }
@@ -152,6 +159,9 @@ pub struct Host<'a> {
     pub addr: Option<&'a str>,
     /// Whether it is this machine.
     pub local: bool,
+    /// Whether what it says came sealed under one of our keys (see [`FleetEvent::sealed`];
+    /// this machine counts as sealed whatever this says).
+    pub sealed: bool,
 }
 
 /// The events one disk's change makes: `was` is the disk before (None: it is new).
@@ -208,6 +218,7 @@ mod tests {
         name: "a",
         addr: Some("198.18.0.1"),
         local: false,
+        sealed: true,
     };
 
     fn kinds(v: Vec<FleetEvent>) -> Vec<&'static str> {
@@ -258,6 +269,7 @@ mod tests {
             "fstype",
             "mountpoints",
             "local",
+            "sealed",
         ] {
             assert!(j.get(key).is_some(), "{key} missing in {j}");
         }

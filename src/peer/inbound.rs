@@ -303,6 +303,7 @@ impl Layer {
             name: &peer.node,
             addr: Some(addr),
             local: false,
+            sealed: peer.key.is_some(),
         };
         let changes = diff.events(&host, t);
         let shown = if self.ctx.debugging() { usize::MAX } else { 0 };
@@ -402,11 +403,13 @@ impl Layer {
             Stats::bump(&self.ctx.stats().store_errors);
             tracing::debug!(peer = %ip, "legacy inventory not durable yet: {e}");
         }
+        // A Perl daemon's datagrams are never sealed.
         let host = fleet::Host {
             node_id: &node_id,
             name: &ip,
             addr: Some(&ip),
             local: false,
+            sealed: false,
         };
         changes.extend(diff.events(&host, t));
         for d in &diff.appeared {
@@ -480,6 +483,7 @@ impl Layer {
             name: &peer.node,
             addr: peer.addr.as_deref(),
             local: false,
+            sealed: peer.key.is_some(),
         };
         let disks = self.ctx.store().host_inventory(&peer.node_id);
         std::iter::once(FleetEvent::peer(about_peer, t, &host))

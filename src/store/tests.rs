@@ -1483,6 +1483,7 @@ fn a_disk_known_by_its_device_keeps_its_entry_once_its_hardware_is_read() {
         name: "h",
         addr: None,
         local: true,
+        sealed: true,
     };
     let part = disk("u-1", "data", "/dev/sda1");
     // As a store, a watcher or a peer older than hardware identity knew them.

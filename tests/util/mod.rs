@@ -870,3 +870,29 @@ impl Drop for Reaper {
         }
     }
 }
+
+/// `diskd keygen FILE`; returns the path.
+pub fn keygen(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    let r = run_diskd(&["keygen", path.to_str().unwrap()], None);
+    r.expect_code(0);
+    path
+}
+
+pub fn key_args(keys: &[&Path]) -> Vec<String> {
+    keys.iter()
+        .flat_map(|k| ["--key-file".to_string(), k.display().to_string()])
+        .collect()
+}
+
+/// A lab of `n` hosts that all hold one fresh fleet key; returns the key's directory (keep
+/// it alive), the key file and the lab.
+pub fn keyed_lab(n: usize, extra: &[&str]) -> (tempfile::TempDir, PathBuf, diskd_lab::Lab) {
+    let keys = tempfile::tempdir().unwrap();
+    let k = keygen(keys.path(), "fleet.key");
+    let args = key_args(&[&k]);
+    let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+    all.extend_from_slice(extra);
+    let lab = diskd_lab::Lab::new(n, &all);
+    (keys, k, lab)
+}

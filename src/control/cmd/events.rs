@@ -89,6 +89,9 @@ pub fn text(e: &FleetEvent) -> String {
     }
     if e.local {
         s.push_str(" (local)");
+    } else if !e.sealed {
+        // Anyone on the LAN could have said it.
+        s.push_str(" (unsealed)");
     }
     s
 }
@@ -132,6 +135,7 @@ mod tests {
         name: "node-a",
         addr: Some("198.18.0.1"),
         local: false,
+        sealed: true,
     };
 
     #[test]
@@ -157,6 +161,7 @@ mod tests {
     fn a_peer_event_names_the_peer() {
         let local = Host {
             local: true,
+            sealed: true,
             ..HOST
         };
         let e = FleetEvent::peer(FleetEventKind::PeerLost, 1000, &local);
@@ -165,6 +170,28 @@ mod tests {
             "1970-01-01T00:00:01Z peer-lost node-a addr=198.18.0.1 \
              node_id=00000000000000000000000000000001 (local)"
         );
+    }
+
+    #[test]
+    fn an_unsealed_peer_event_says_so_in_text_and_json() {
+        let unsealed = Host {
+            sealed: false,
+            ..HOST
+        };
+        let e = FleetEvent::peer(FleetEventKind::PeerLive, 1000, &unsealed);
+        assert!(text(&e).ends_with(" (unsealed)"), "{}", text(&e));
+        assert_eq!(e.to_json()["sealed"], false);
+        let e = FleetEvent::peer(FleetEventKind::PeerLive, 1000, &HOST);
+        assert!(!text(&e).contains("unsealed"), "{}", text(&e));
+        assert_eq!(e.to_json()["sealed"], true);
+        // This machine's own events are sealed whatever the host says.
+        let local = Host {
+            local: true,
+            sealed: false,
+            ..HOST
+        };
+        let e = FleetEvent::peer(FleetEventKind::PeerLive, 1000, &local);
+        assert_eq!(e.to_json()["sealed"], true);
     }
 
     #[test]

@@ -173,6 +173,7 @@ mod tests {
             name: host,
             addr: None,
             local: false,
+            sealed: true,
         };
         let d = DiskRecord {
             uuid: Some("6FE176FB-0000-4000-8000-000000000001".into()),
