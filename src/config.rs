@@ -61,6 +61,8 @@ pub struct Config {
     pub mount: MountSettings,
     /// Unicast gossip (routed networks).
     pub gossip: Gossip,
+    /// How much of the fleet is remembered.
+    pub peers: PeerLimits,
     /// Commands run on changes of the fleet picture, in the order written (YAML only).
     pub hooks: Vec<Hook>,
     /// At most this many hook commands run at once; the others wait in a queue.
@@ -289,6 +291,45 @@ pub struct MountSettings {
     pub attach_command: String,
 }
 
+/// How many peers, and how many of their disk records, a daemon remembers. The peer layer
+/// refuses what does not fit, and never forgets a peer that has disks to make room: a
+/// flood of forged newcomers must not erase the last known locations the fleet keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerLimits {
+    /// `peers.max`: most peers remembered.
+    pub max: usize,
+    /// `peers.max_records`: most disk records of all peers together.
+    pub max_records: usize,
+}
+
+impl PeerLimits {
+    /// Room for a fleet of 10,000 machines, with margin for replaced ones.
+    pub const DEFAULT_MAX: usize = 16_384;
+    /// 64 disks for each of 16,384 peers.
+    pub const DEFAULT_MAX_RECORDS: usize = 1_048_576;
+
+    fn from_file(f: FilePeers, args: &DaemonArgs) -> Result<PeerLimits, ConfigError> {
+        let max = args.max_peers.or(f.max).unwrap_or(Self::DEFAULT_MAX);
+        if max == 0 {
+            return Err(err("peers.max: must be at least 1"));
+        }
+        let max_records = f.max_records.unwrap_or(Self::DEFAULT_MAX_RECORDS);
+        if max_records == 0 {
+            return Err(err("peers.max_records: must be at least 1"));
+        }
+        Ok(PeerLimits { max, max_records })
+    }
+}
+
+impl Default for PeerLimits {
+    fn default() -> Self {
+        PeerLimits {
+            max: Self::DEFAULT_MAX,
+            max_records: Self::DEFAULT_MAX_RECORDS,
+        }
+    }
+}
+
 // ---- the file, as written by people: every key optional, unknown keys rejected ----
 
 #[derive(Debug, Default, Deserialize)]
@@ -320,6 +361,15 @@ struct FileConfig {
     control: FileControl,
     #[serde(default)]
     log: FileLog,
+    #[serde(default)]
+    peers: FilePeers,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePeers {
+    max: Option<usize>,
+    max_records: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -771,6 +821,7 @@ impl Config {
                 return Err(err(format!("{key}: must name a group")));
             }
         }
+        let peers = PeerLimits::from_file(f.peers, args)?;
         let log_format = match pick(args.log_format.clone(), f.log.format) {
             Some(v) => LogFormat::parse("log.format", &v)?,
             None => LogFormat::Text,
@@ -778,6 +829,7 @@ impl Config {
 
         Ok(Config {
             gossip,
+            peers,
             node_name,
             socket,
             store,

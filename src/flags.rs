@@ -139,6 +139,10 @@ pub struct DaemonArgs {
     /// A peer not heard for this long is not live [multicast.peer_expiry; default: 3 x announce interval].
     #[arg(long, value_name = "DURATION")]
     pub peer_expiry: Option<String>,
+    /// Most peers remembered; at the cap newcomers are refused and counted, and no peer
+    /// with disks is ever forgotten to make room [peers.max; default: 16384].
+    #[arg(long, value_name = "N")]
+    pub max_peers: Option<usize>,
     /// Largest datagram sent; bigger inventories go in chunks [multicast.max_datagram; default: 1400].
     #[arg(long, value_name = "BYTES")]
     pub max_datagram: Option<usize>,

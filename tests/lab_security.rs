@@ -551,10 +551,11 @@ fn blkid_faults_never_stop_queries_nor_lose_the_inventory() {
     }
 }
 
-/// Datagrams from `n` made-up peers, each announcing one disk, as hex lines for python.
-fn fake_peer_datagrams(n: usize, salt: u32) -> String {
+/// Datagrams from `n` made-up peers, each announcing `disks` disks, as hex lines for
+/// python. Peer `i` of `salt` is node `fake-SALT-I`; its disks' UUIDs are [`fake_uuid`].
+fn fake_peer_datagrams(n: usize, disks: usize, salt: u32) -> String {
     use diskd::peer::wire::{encode, Body, Chunk, Envelope};
-    let mut out = String::with_capacity(n * 300);
+    let mut out = String::with_capacity(n * (200 + disks * 100));
     for i in 0..n {
         let env = Envelope {
             node_id: format!("{salt:08x}{i:024x}"),
@@ -566,21 +567,43 @@ fn fake_peer_datagrams(n: usize, salt: u32) -> String {
                 generation: 1,
                 index: 0,
                 count: 1,
-                total: 1,
-                disks: vec![diskd::model::DiskRecord {
-                    uuid: Some(format!("{i:08x}-dead-4bee-8f00-{salt:012x}")),
-                    label: Some(format!("fake disk {i}")),
-                    device: format!("/dev/fake{i}"),
-                    fstype: None,
-                    mountpoints: vec![],
-                    hardware: Default::default(),
-                }],
+                total: disks as u32,
+                disks: (0..disks)
+                    .map(|d| diskd::model::DiskRecord {
+                        uuid: Some(fake_uuid(salt, i, d)),
+                        label: Some(format!("fake disk {i}.{d}")),
+                        device: format!("/dev/fake{i}x{d}"),
+                        fstype: None,
+                        mountpoints: vec![],
+                        hardware: Default::default(),
+                    })
+                    .collect(),
             }),
         };
         out.push_str(&hex::encode(encode(&env)));
         out.push('\n');
     }
     out
+}
+
+/// The UUID of disk `d` of fake peer `i` of `salt`.
+fn fake_uuid(salt: u32, i: usize, d: usize) -> String {
+    format!("{i:08x}-{d:04x}-4bee-8f00-{salt:012x}")
+}
+
+/// UDP receive-buffer drops in namespace `ns` (`RcvbufErrors` of /proc/net/snmp):
+/// datagrams the kernel dropped because a socket's buffer was full.
+fn rcvbuf_drops(ns: &str) -> u64 {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "cat", "/proc/net/snmp"])
+        .output()
+        .expect("read /proc/net/snmp");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let udp: Vec<&str> = text.lines().filter(|l| l.starts_with("Udp:")).collect();
+    let names: Vec<&str> = udp[0].split_whitespace().collect();
+    let values: Vec<&str> = udp[1].split_whitespace().collect();
+    let i = names.iter().position(|n| *n == "RcvbufErrors").unwrap();
+    values[i].parse().unwrap()
 }
 
 /// Wait until `a` has read everything sent to the group from namespace `ns` so far: a marker
@@ -611,84 +634,117 @@ fn flood_processed(ns: &str, a: &lab::Host) {
 
 #[test]
 #[ignore = "needs root"]
-fn a_hundred_thousand_fake_peers_cannot_grow_memory_or_evict_live_peers() {
+fn forged_newcomers_at_the_peer_cap_are_refused_and_never_erase_history() {
     util::require_root();
-    // Expiry outlasts the flood (a few seconds), so the table fills with live fakes.
-    let expiry = Duration::from_secs(10);
-    let expiry_flag = format!("{}s", expiry.as_secs());
-    let mut lab = Lab::new(
-        3,
-        &["--announce-interval", "1s", "--peer-expiry", &expiry_flag],
-    );
+    // 50 peers with 16 disks each are heard, then go offline; 2,000 forged peers follow.
+    // The cap is 1,000: a (the daemon under test) holds b, the 50, and 949 of the forged.
+    let mut lab = Lab::new(3, &["--announce-interval", "1s", "--peer-expiry", "3s"]);
+    lab.host("a")
+        .args
+        .extend(["--max-peers".into(), "1000".into()]);
     lab.host("a")
         .set_disks(&disk_line("/dev/sda1", UA, "disk of a"));
     lab.host("b")
         .set_disks(&disk_line("/dev/sdb1", UB, "disk of b"));
     lab.host("a").start();
     lab.host("b").start();
-    let a = lab.host("a");
-    wait_for("a to hear b", FLOOD_DEADLINE, || {
+    let a = lab.get("a");
+    wait_for("a to hear b", LONG, || {
         a.peers()
             .iter()
             .any(|p| p["node"] == "b" && p["live"] == true)
     });
-    let rss_before = a.rss_kib().unwrap();
     let attacker = lab.hosts[2].ns.clone();
-    let file = lab.hosts[2].dir.join("fakes.hex");
+    let file = lab.hosts[2].dir.join("peers.hex");
+    // Paced (pacing of the load: 100 datagrams, then 20 ms), so the kernel keeps them all.
     let send = |file: &Path| {
         format!(
-            "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+            "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
              s.setsockopt(socket.IPPROTO_IP,socket.IP_MULTICAST_TTL,1)\n\
-             for l in open('{}'):\n    s.sendto(bytes.fromhex(l.strip()),('230.1.2.3',32003))\n",
+             for i,l in enumerate(open('{}')):\n\
+             \x20   s.sendto(bytes.fromhex(l.strip()),('230.1.2.3',32003))\n\
+             \x20   if i % 100 == 99: time.sleep(0.02)\n",
             file.display()
         )
     };
-    std::fs::write(&file, fake_peer_datagrams(100_000, 1)).unwrap();
+    std::fs::write(&file, fake_peer_datagrams(50, 16, 1)).unwrap();
     python_in(&attacker, &send(&file));
-    let a = lab.host("a");
-    let max_peers = diskd::peer::MAX_PEERS;
-    // Let the daemon drain what reached it: a marker sent after the flood.
     flood_processed(&attacker, a);
+    let history = |a: &lab::Host| -> Vec<serde_json::Value> {
+        a.peers()
+            .into_iter()
+            .filter(|p| p["node"].as_str().is_some_and(|n| n.starts_with("fake-1-")))
+            .collect()
+    };
+    assert_eq!(history(a).len(), 50);
+    wait_for("the 50 peers to go offline", LONG, || {
+        history(a).iter().all(|p| p["live"] == false)
+    });
+    let rss_before = a.rss_kib().unwrap();
+    let drops_before = rcvbuf_drops(&lab.hosts[0].ns);
+
+    std::fs::write(&file, fake_peer_datagrams(2000, 1, 2)).unwrap();
+    python_in(&attacker, &send(&file));
+    let a = lab.get("a");
+    flood_processed(&attacker, a);
+    let drops = rcvbuf_drops(&lab.hosts[0].ns) - drops_before;
+
+    // The table is full, and the 50 offline peers are all still in it.
     let peers = a.peers();
-    assert!(peers.len() <= max_peers, "{} peers remembered", peers.len());
-    assert!(
-        peers.len() > 1000,
-        "the flood barely arrived ({} peers)",
-        peers.len()
+    assert_eq!(peers.len(), 1000, "peers remembered");
+    assert_eq!(
+        history(a).len(),
+        50,
+        "an offline peer with disks was forgotten"
     );
     let b = peers
         .iter()
         .find(|p| p["node"] == "b")
         .expect("live peer b was evicted");
     assert_eq!(b["live"], true);
-    assert!(
-        rejected(&a.status(), "over_capacity") > 0,
-        "the cap never engaged"
+    let admitted = peers
+        .iter()
+        .filter(|p| p["node"].as_str().is_some_and(|n| n.starts_with("fake-2-")))
+        .count();
+    assert_eq!(admitted, 1000 - 51);
+    // Every newcomer that reached the daemon and did not fit was refused and counted.
+    let st = a.status();
+    assert_eq!(st["peers_max"], 1000, "{st}");
+    assert_eq!(
+        st["peers_refused"].as_u64().unwrap(),
+        2000 - admitted as u64 - drops,
+        "refused newcomers ({drops} dropped by the kernel): {st}"
     );
+    let text = a.client(&["status"]).stdout();
+    assert!(
+        text.contains(&format!(
+            "peer table full (1000 max), {} refused",
+            st["peers_refused"]
+        )),
+        "{text}"
+    );
+    // Every one of the 50 peers' 800 disks answers with its last known location.
+    let mut s = util::RawSession::connect(&a.socket());
+    s.read_reply();
+    for i in 0..50 {
+        for d in 0..16 {
+            let r = s.call(&format!("where {} --json", fake_uuid(1, i, d)));
+            assert_eq!(r.status, "+OK", "disk {i}.{d}: {r:?}");
+            let v: serde_json::Value = serde_json::from_str(&r.body.join("\n")).unwrap();
+            assert_eq!(v[0]["host"], format!("fake-1-{i}"), "{v}");
+            assert_eq!(v[0]["device"], format!("/dev/fake{i}x{d}"), "{v}");
+            assert_eq!(v[0]["live"], false, "{v}");
+        }
+    }
+    let (code, rows) = {
+        let r = a.client(&["query", &fake_uuid(1, 49, 15), "--json"]);
+        (r.code(), r.json())
+    };
+    assert_eq!(code, 0, "{rows}");
+    assert_eq!(rows[0]["live"], false);
     let rss_after = a.rss_kib().unwrap();
     assert!(
         rss_after < rss_before + 100 * 1024,
         "memory grew from {rss_before} KiB to {rss_after} KiB"
     );
-    // Once the fakes have expired, newcomers replace the oldest of them; b stays. Waiting
-    // out the expiry is the point here: the last fake was heard before this line, so after
-    // expiry plus a housekeeping tick (1 s) every fake is past it.
-    std::thread::sleep(expiry + Duration::from_secs(1));
-    std::fs::write(&file, fake_peer_datagrams(100, 2)).unwrap();
-    python_in(&attacker, &send(&file));
-    let a = lab.host("a");
-    wait_for("newcomers to replace expired fakes", FLOOD_DEADLINE, || {
-        a.peers()
-            .iter()
-            .any(|p| p["node"].as_str().is_some_and(|n| n.starts_with("fake-2-")))
-    });
-    // All 100 newcomers are in once a marker sent after them has been read.
-    flood_processed(&attacker, a);
-    let peers = a.peers();
-    assert!(peers.len() <= max_peers, "{} peers remembered", peers.len());
-    let b = peers
-        .iter()
-        .find(|p| p["node"] == "b")
-        .expect("live peer b was evicted");
-    assert_eq!(b["live"], true);
 }

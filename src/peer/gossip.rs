@@ -127,14 +127,18 @@ impl Invalidates for NoticeKey {
 #[error("undecodable inventory notice")]
 pub struct BadNotice;
 
-/// Most nodes whose latest notice is remembered (for staleness); past it the memory is
-/// cleared, which at worst re-disseminates a few notices.
-const MAX_NOTICES: usize = 8192;
+/// Most nodes whose latest notice is remembered (for staleness), twice a 16,384-peer table;
+/// past it the least recently heard node is forgotten, which at worst re-disseminates its
+/// next notice.
+const MAX_NOTICES: std::num::NonZeroUsize = match std::num::NonZeroUsize::new(32_768) {
+    Some(n) => n,
+    None => std::num::NonZeroUsize::MIN,
+};
 
 /// Receives notices from foca: remembers the newest per node (to stop disseminating stale
 /// ones) and queues the new ones for the peer layer.
 struct NoticeHandler {
-    latest: HashMap<u128, Notice>,
+    latest: lru::LruCache<u128, Notice>,
     inbox: Arc<Mutex<Vec<Notice>>>,
 }
 
@@ -150,15 +154,12 @@ impl BroadcastHandler<MemberId> for NoticeHandler {
         let notice: Notice = postcard::from_bytes(data).map_err(|_| BadNotice)?;
         if self
             .latest
-            .get(&notice.node)
+            .peek(&notice.node)
             .is_some_and(|known| !notice.newer_than(known))
         {
             return Ok(None);
         }
-        if self.latest.len() >= MAX_NOTICES {
-            self.latest.clear();
-        }
-        self.latest.insert(notice.node, notice);
+        self.latest.put(notice.node, notice);
         if sender.is_some() {
             // From the network (ours, added with `sender: None`, is not news to us).
             self.inbox
@@ -247,7 +248,7 @@ impl Gossip {
     pub fn new(me: MemberId, interval: Duration, max_packet: usize, seed: u64) -> Gossip {
         let inbox = Arc::new(Mutex::new(Vec::new()));
         let handler = NoticeHandler {
-            latest: HashMap::new(),
+            latest: lru::LruCache::new(MAX_NOTICES),
             inbox: inbox.clone(),
         };
         let foca = Foca::with_custom_broadcast(

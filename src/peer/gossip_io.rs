@@ -15,6 +15,9 @@
 //! Everything to send goes into an outbox that the serve loop flushes, so the receive path
 //! stays free of I/O. The same peer heard both ways is one peer (its node id).
 
+use std::num::NonZeroUsize;
+
+use lru::LruCache;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -43,8 +46,10 @@ const PULL_TRIES: u32 = 5;
 const KNOCK_EVERY: Duration = Duration::from_secs(30);
 /// A member with at most this many live members announces back to a new one.
 const SMALL_VIEW: usize = 8;
-/// Most entries in each rate-limit map; past it the map is cleared (bounded memory).
-const MAX_TRACKED: usize = 2 * super::MAX_PEERS;
+/// Entries in each rate-limit map, per peer the table can hold (one for multicast, one for
+/// gossip); past it the least recently used entry goes, never the whole map: clearing
+/// all at once would hand every peer a fresh allowance together.
+pub(super) const TRACKED_PER_PEER: usize = 2;
 /// Largest foca packet before our envelope and seal are added.
 pub(super) const MAX_SWIM: usize = 1200;
 
@@ -74,14 +79,14 @@ pub(super) struct GossipState {
     /// Live members by node id, with their gossip address.
     up: HashMap<String, SocketAddr>,
     /// When each peer was last heard over gossip.
-    heard: HashMap<String, Millis>,
+    heard: LruCache<String, Millis>,
     /// The latest complete inventory of each peer we have, from either path.
-    latest: HashMap<String, (u64, u64)>,
-    behind: HashMap<String, Behind>,
-    pushed: HashMap<String, Instant>,
+    latest: LruCache<String, (u64, u64)>,
+    behind: LruCache<String, Behind>,
+    pushed: LruCache<String, Instant>,
     /// Our content version (boot, generation) each member was last sent.
-    sent: HashMap<String, (u64, u64)>,
-    knocked: HashMap<String, Instant>,
+    sent: LruCache<String, (u64, u64)>,
+    knocked: LruCache<String, Instant>,
     /// Messages to send, flushed by the serve loop.
     outbox: VecDeque<(SocketAddr, Body)>,
     /// Sequence numbers of our gossip envelopes (a replay window of their own, apart from
@@ -103,6 +108,7 @@ impl GossipState {
         listen: SocketAddr,
         advertise: SocketAddr,
         resolve_tx: mpsc::Sender<Resolved>,
+        tracked: NonZeroUsize,
     ) -> GossipState {
         GossipState {
             engine,
@@ -110,12 +116,12 @@ impl GossipState {
             listen,
             advertise,
             up: HashMap::new(),
-            heard: HashMap::new(),
-            latest: HashMap::new(),
-            behind: HashMap::new(),
-            pushed: HashMap::new(),
-            sent: HashMap::new(),
-            knocked: HashMap::new(),
+            heard: LruCache::new(tracked),
+            latest: LruCache::new(tracked),
+            behind: LruCache::new(tracked),
+            pushed: LruCache::new(tracked),
+            sent: LruCache::new(tracked),
+            knocked: LruCache::new(tracked),
             outbox: VecDeque::new(),
             seq: 0,
             bytes_in: 0,
@@ -146,22 +152,20 @@ impl GossipState {
 }
 
 /// Remember which content version a member was sent (bounded like the other maps).
-fn note_sent(sent: &mut HashMap<String, (u64, u64)>, node_id: &str, version: (u64, u64)) {
-    if sent.len() >= MAX_TRACKED && !sent.contains_key(node_id) {
-        sent.clear();
-    }
-    sent.insert(node_id.to_string(), version);
+fn note_sent(sent: &mut LruCache<String, (u64, u64)>, node_id: &str, version: (u64, u64)) {
+    sent.put(node_id.to_string(), version);
 }
 
 /// Bounded rate limit: true (and noted) when `key` was not let through within `every`.
-fn allow(map: &mut HashMap<String, Instant>, key: &str, now: Instant, every: Duration) -> bool {
-    if map.get(key).is_some_and(|t| now.duration_since(*t) < every) {
+/// At capacity the least recently let-through key is forgotten.
+fn allow(map: &mut LruCache<String, Instant>, key: &str, now: Instant, every: Duration) -> bool {
+    if map
+        .peek(key)
+        .is_some_and(|t| now.duration_since(*t) < every)
+    {
         return false;
     }
-    if map.len() >= MAX_TRACKED {
-        map.clear();
-    }
-    map.insert(key.to_string(), now);
+    map.put(key.to_string(), now);
     true
 }
 
@@ -171,7 +175,7 @@ impl Layer {
     pub(super) fn multicast_fresh(&self, node_id: &str) -> bool {
         let expiry = self.ctx.peer_expiry().as_millis() as Millis;
         self.mcast_heard
-            .get(node_id)
+            .peek(node_id)
             .is_some_and(|t| self.clock.wall_ms().saturating_sub(*t) <= expiry)
     }
 
@@ -179,12 +183,9 @@ impl Layer {
     /// a gossip member yet, knock at its gossip port (the LAN needs no seeds; one seed line
     /// anywhere then joins the whole LAN to the fleet).
     pub(super) fn heard_by_multicast(&mut self, node_id: &str, from: SocketAddr, keyed: bool) {
-        if self.mcast_heard.len() >= MAX_TRACKED && !self.mcast_heard.contains_key(node_id) {
-            self.mcast_heard.clear();
-        }
         let was_fresh = self.multicast_fresh(node_id);
         self.mcast_heard
-            .insert(node_id.to_string(), self.clock.wall_ms());
+            .put(node_id.to_string(), self.clock.wall_ms());
         let now = self.clock.instant();
         let Some(gs) = self.gossip.as_mut() else {
             return;
@@ -207,10 +208,7 @@ impl Layer {
         let t = self.clock.wall_ms();
         let fresh = self.multicast_fresh(node_id);
         if let Some(gs) = self.gossip.as_mut() {
-            if gs.heard.len() >= MAX_TRACKED && !gs.heard.contains_key(node_id) {
-                gs.heard.clear();
-            }
-            if gs.heard.insert(node_id.to_string(), t).is_none() {
+            if gs.heard.put(node_id.to_string(), t).is_none() {
                 gs.via_dirty = true;
                 // Shown at once (the full map is rebuilt on the next tick): a peer first
                 // heard by gossip must never be listed as heard by multicast.
@@ -330,7 +328,7 @@ impl Layer {
             return; // an older run of a node that is live under a newer identity
         }
         gs.up.remove(&node_id);
-        gs.behind.remove(&node_id);
+        gs.behind.pop(&node_id);
         gs.via_dirty = true;
         if gs.up.is_empty() && gs.had_members {
             gs.seeds.all_lost(self.clock.instant());
@@ -365,7 +363,7 @@ impl Layer {
     fn push_inventory(&mut self, to: SocketAddr, node_id: &str, now: Instant, asked: bool) {
         let version = (self.boot, self.content_gen);
         let allowed = self.gossip.as_mut().is_some_and(|gs| {
-            (asked || gs.sent.get(node_id) != Some(&version))
+            (asked || gs.sent.peek(node_id) != Some(&version))
                 && allow(&mut gs.pushed, node_id, now, PUSH_EVERY)
         });
         if !allowed {
@@ -429,22 +427,19 @@ impl Layer {
         let Some(gs) = self.gossip.as_mut() else {
             return;
         };
-        let newer = match gs.latest.get(node_id) {
+        let newer = match gs.latest.peek(node_id) {
             Some(&(b, g)) => b != boot || g < generation,
             None => true,
         };
         if newer {
-            if gs.latest.len() >= MAX_TRACKED && !gs.latest.contains_key(node_id) {
-                gs.latest.clear();
-            }
-            gs.latest.insert(node_id.to_string(), (boot, generation));
+            gs.latest.put(node_id.to_string(), (boot, generation));
         }
         if gs
             .behind
-            .get(node_id)
+            .peek(node_id)
             .is_some_and(|b| b.boot == boot && b.generation <= generation)
         {
-            gs.behind.remove(node_id);
+            gs.behind.pop(node_id);
         }
     }
 
@@ -460,20 +455,17 @@ impl Layer {
         };
         let have = gs
             .latest
-            .get(node_id)
+            .peek(node_id)
             .is_some_and(|&(b, g)| b == boot && g >= generation);
         if have {
             return;
         }
         let same = gs
             .behind
-            .get(node_id)
+            .peek(node_id)
             .is_some_and(|b| b.boot == boot && b.generation >= generation);
         if !same {
-            if gs.behind.len() >= MAX_TRACKED {
-                gs.behind.clear();
-            }
-            gs.behind.insert(
+            gs.behind.put(
                 node_id.to_string(),
                 Behind {
                     addr,
@@ -496,8 +488,16 @@ impl Layer {
             return;
         };
         let mut pulls = Vec::new();
-        gs.behind.retain(|_, b| b.tries < PULL_TRIES);
-        for b in gs.behind.values_mut() {
+        let given_up: Vec<String> = gs
+            .behind
+            .iter()
+            .filter(|(_, b)| b.tries >= PULL_TRIES)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in given_up {
+            gs.behind.pop(&k);
+        }
+        for (_, b) in gs.behind.iter_mut() {
             let waited = now.duration_since(b.since) >= PULL_AFTER;
             let spaced = b
                 .pulled_at
@@ -576,7 +576,7 @@ impl Layer {
         let expiry = self.ctx.peer_expiry().as_millis() as Millis;
         let t = self.clock.wall_ms();
         let mut via = HashMap::new();
-        for (id, when) in &gs.heard {
+        for (id, when) in gs.heard.iter() {
             if gs.up.contains_key(id) || t.saturating_sub(*when) <= expiry {
                 let v = if self.multicast_fresh(id) {
                     "both"

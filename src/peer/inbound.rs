@@ -40,17 +40,24 @@ impl Layer {
         }
     }
 
-    /// Whether a newcomer fits in the peer table (forgetting the oldest non-live peer,
-    /// in the store too, when at the cap).
+    /// Whether a newcomer fits in the peer table (at the cap, forgetting the longest
+    /// unheard peer that is not live and has no disks, in the store too).
     fn make_room(&mut self) -> bool {
         match self.table.make_room(self.clock.wall_ms()) {
             Room::Fits => true,
             Room::Full => false,
             Room::Forgot { node_id, node } => {
-                tracing::info!(peer = %node, "peer table full: forgetting the oldest non-live peer");
+                tracing::info!(peer = %node, "peer table full: forgetting a peer that is not live and has no disks");
                 self.ctx.store_write(|s| s.remove_peer(&node_id)).is_ok()
             }
         }
+    }
+
+    /// Whether `peer`'s inventory of `n` disks fits the fleet-wide record budget
+    /// (`peers.max_records`) in place of the one it has.
+    fn fits_records(&self, peer: &PeerRecord, n: usize) -> bool {
+        let others = self.table.records().saturating_sub(peer.disks);
+        others + n <= self.ctx.config().peers.max_records
     }
 
     pub(super) async fn receive(&mut self, bytes: &[u8], from: SocketAddr, path: Path) {
@@ -102,7 +109,7 @@ impl Layer {
         if matches!(env.body, Body::Swim(_)) && path == Path::Multicast {
             return self.reject(Reject::GossipInvalid, from);
         }
-        if self.goodbyes.get(&env.node_id) == Some(&env.boot) {
+        if self.goodbyes.peek(&env.node_id) == Some(&env.boot) {
             // A late datagram of a run that said goodbye (it came the other way, or was
             // reordered, or is the goodbye's copy on the other path): it must not bring
             // the peer back. A restart has a new boot id.
@@ -110,7 +117,7 @@ impl Layer {
         }
         let is_new = !self.table.contains(&env.node_id);
         if is_new && !self.make_room() {
-            return self.reject(Reject::OverCapacity, from);
+            return self.reject(Reject::PeerTableFull, from);
         }
         // Counted as received once it passed every check; a chunk refused by reassembly
         // below is counted as rejected instead.
@@ -162,15 +169,13 @@ impl Layer {
         };
         match env.body {
             Body::Goodbye => {
-                if self.goodbyes.len() >= 2 * super::MAX_PEERS {
-                    self.goodbyes.clear(); // bounded; at worst a late datagram revives one
-                }
-                self.goodbyes.insert(env.node_id.clone(), env.boot);
+                // Bounded: the least recent goes first; at worst its late datagram revives it.
+                self.goodbyes.put(env.node_id.clone(), env.boot);
                 if !self.table.joins(&peer) {
                     // Said for the fleet only after a grace: a daemon restarting (an
                     // upgrade) is back before it, and then nothing changed for the fleet.
                     let due = self.clock.instant() + GOODBYE_GRACE;
-                    if self.pending_lost.len() >= 2 * super::MAX_PEERS {
+                    if self.pending_lost.len() >= 2 * self.table.max() {
                         self.flush_pending_lost(true);
                     }
                     self.pending_lost
@@ -232,6 +237,13 @@ impl Layer {
                         return self.reject(reason, from);
                     }
                     Ok(None) => {}
+                    Ok(Some(disks)) if !self.fits_records(&peer, disks.len()) => {
+                        self.ctx
+                            .stats()
+                            .packets_received
+                            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                        return self.reject(Reject::RecordBudget, from);
+                    }
                     Ok(Some(disks)) => {
                         self.note_inventory(&env.node_id, env.boot, generation);
                         important |= peer.disks != disks.len();
@@ -369,7 +381,13 @@ impl Layer {
         let node_id = format!("legacy-{ip}");
         let is_new = !self.table.contains(&node_id);
         if is_new && !self.make_room() {
-            return self.reject(Reject::OverCapacity, from);
+            return self.reject(Reject::PeerTableFull, from);
+        }
+        let had = self.table.get(&node_id).map_or(0, |p| p.disks);
+        if self.table.records().saturating_sub(had) + disks.len()
+            > self.ctx.config().peers.max_records
+        {
+            return self.reject(Reject::RecordBudget, from);
         }
         Stats::bump(&self.ctx.stats().packets_received);
         let t = self.clock.wall_ms();

@@ -46,7 +46,6 @@ use tokio_util::task::TaskTracker;
 
 pub use handle::{Deps, GossipReport, IncomingMount, PeerHandle, PeerRequest, PeerStatus};
 pub use mount_rpc::MOUNT_TIMEOUT;
-pub use table::MAX_PEERS;
 
 use crate::config::Multicast;
 use crate::model::Backoff;
@@ -283,9 +282,9 @@ struct Layer {
     unflushed: bool,
     last_flush: Instant,
     /// The boot id each peer said goodbye from (its later datagrams are ignored).
-    goodbyes: std::collections::HashMap<String, u64>,
+    goodbyes: lru::LruCache<String, u64>,
     /// When each peer was last heard by multicast.
-    mcast_heard: std::collections::HashMap<String, crate::model::Millis>,
+    mcast_heard: lru::LruCache<String, crate::model::Millis>,
     /// The generation of our latest inventory whose content changed (what members
     /// compare with to know whether they are behind).
     content_gen: u64,
@@ -326,10 +325,13 @@ fn send_error(e: &std::io::Error) -> PeerError {
 impl Layer {
     fn new(ctx: Ctx, keys: Keyring, clock: Clock, mut rng: StdRng) -> Layer {
         let now = clock.wall_ms();
-        let table = PeerTable::load(ctx.store().peers(), now, ctx.peer_expiry());
+        let limits = ctx.config().peers;
+        let table = PeerTable::load(ctx.store().peers(), now, ctx.peer_expiry(), limits);
         let tolerance = ctx.config().max_clock_skew.as_millis() as u64;
         // Two windows per peer: multicast and gossip.
-        let mut replay = ReplayGuard::new(tolerance, 4 * MAX_PEERS);
+        let mut replay = ReplayGuard::new(tolerance, 4 * limits.max);
+        let tracked = std::num::NonZeroUsize::new(gossip_io::TRACKED_PER_PEER * limits.max)
+            .unwrap_or(std::num::NonZeroUsize::MIN);
         for p in table.peers().filter(|p| p.sent_ms > 0) {
             replay.restore(&p.node_id, p.boot, p.sent_ms, now);
         }
@@ -357,11 +359,11 @@ impl Layer {
             done_tx,
             done_rx,
             gossip: None,
-            goodbyes: std::collections::HashMap::new(),
+            goodbyes: lru::LruCache::new(tracked),
             pending_lost: std::collections::HashMap::new(),
             unflushed: false,
             last_flush: clock.instant(),
-            mcast_heard: std::collections::HashMap::new(),
+            mcast_heard: lru::LruCache::new(tracked),
             content_gen: 0,
         }
     }
@@ -386,8 +388,10 @@ impl Layer {
         );
         let own = vec![advertise, listen];
         let seeds = Seeds::new(&self.ctx.config().gossip.seeds, own, self.clock.instant());
+        let tracked = std::num::NonZeroUsize::new(gossip_io::TRACKED_PER_PEER * self.table.max())
+            .unwrap_or(std::num::NonZeroUsize::MIN);
         self.gossip = Some(GossipState::new(
-            engine, seeds, listen, advertise, resolve_tx,
+            engine, seeds, listen, advertise, resolve_tx, tracked,
         ));
         for p in self.table.peers().filter(|p| p.sent_ms > 0) {
             // Our gossip window for each peer starts where its multicast one does.

@@ -4,17 +4,21 @@
 //! heard every few seconds must not cost a write each time: this table mirrors the store's
 //! peers, decides when a record is worth writing, tracks which peers are live (to report
 //! joins, goodbyes and expiries once each), notices two daemons sharing a name, and keeps
-//! the table bounded (`MAX_PEERS`) without ever forgetting a live peer. It does no I/O:
+//! the table bounded (`peers.max`, and `peers.max_records` disk records over all peers)
+//! without ever forgetting a peer that has disks: at the cap a newcomer is refused. It
+//! does no I/O:
 //! it returns what happened, and the layer writes the store and emits the events.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use super::wire::Envelope;
+use crate::config::PeerLimits;
 use crate::model::{Millis, PeerRecord};
 
-/// Most peers remembered; past it the oldest non-live peer is forgotten.
-pub const MAX_PEERS: usize = 4096;
+/// While the table is full with no peer it may forget, newcomers are refused without a
+/// look for one for this long (a flood of forged newcomers costs one scan a second).
+const FULL_RECHECK_MS: Millis = 1_000;
 /// A peer heard again is written to the store at most this often (unless something else
 /// about it changed), and at least four times per `peer_expiry`, so that queries, which
 /// judge liveness from the store, never see a live peer as expired.
@@ -25,15 +29,16 @@ pub const PERSIST_LAST_SEEN_EVERY_MS: u64 = 5_000;
 pub enum Room {
     /// Below the cap.
     Fits,
-    /// At the cap: this non-live peer (the longest unheard) was forgotten to make room;
-    /// the caller removes it from the store.
+    /// At the cap: this peer, not live and without disks (nothing of the fleet's history
+    /// goes with it; the longest unheard of those), was forgotten to make room; the caller
+    /// removes it from the store.
     Forgot {
         /// Its node id.
         node_id: String,
         /// Its name.
         node: String,
     },
-    /// Every peer is live: the newcomer is refused.
+    /// Every peer is live or has disks: the newcomer is refused.
     Full,
 }
 
@@ -64,6 +69,8 @@ pub struct Expired {
 pub struct PeerTable {
     expiry: Duration,
     max: usize,
+    /// Disk records of all peers together (the sum of their `disks`).
+    records: usize,
     /// Every peer we know, mirrored from the store.
     peers: HashMap<String, PeerRecord>,
     /// When each peer's record was last written to the store (its `last_seen` then).
@@ -72,7 +79,7 @@ pub struct PeerTable {
     was_live: HashSet<String>,
     /// Node name -> the node id last heard under it.
     names: HashMap<String, String>,
-    /// While the table is full of live peers: no newcomer fits before this time.
+    /// While the table is full with no peer it may forget: no look for one before this.
     no_victim_until: Millis,
     /// The boot id last heard from each peer.
     boots: HashMap<String, u64>,
@@ -80,9 +87,14 @@ pub struct PeerTable {
 }
 
 impl PeerTable {
-    /// The table as stored, with `MAX_PEERS` as the cap.
-    pub fn load(stored: Vec<PeerRecord>, now_ms: Millis, expiry: Duration) -> PeerTable {
-        PeerTable::with_cap(stored, now_ms, expiry, MAX_PEERS)
+    /// The table as stored, with `limits.max` as the cap.
+    pub fn load(
+        stored: Vec<PeerRecord>,
+        now_ms: Millis,
+        expiry: Duration,
+        limits: PeerLimits,
+    ) -> PeerTable {
+        PeerTable::with_cap(stored, now_ms, expiry, limits.max)
     }
 
     /// The table as stored, with another cap (tests).
@@ -97,6 +109,7 @@ impl PeerTable {
         PeerTable {
             expiry,
             max,
+            records: peers.values().map(|p| p.disks).sum(),
             was_live: peers
                 .values()
                 .filter(|p| p.is_live(now_ms, expiry))
@@ -127,6 +140,16 @@ impl PeerTable {
         self.peers.contains_key(node_id)
     }
 
+    /// The cap on peers.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Disk records of all peers together.
+    pub fn records(&self) -> usize {
+        self.records
+    }
+
     /// Peers known.
     pub fn len(&self) -> usize {
         self.peers.len()
@@ -142,35 +165,36 @@ impl PeerTable {
         self.peers.values()
     }
 
-    /// Make room for a new peer: forget the oldest non-live one if at the cap. Live peers
-    /// are never forgotten; when all are live, the newcomer is refused.
+    /// Make room for a new peer. At the cap, only a peer that is not live and has no disks
+    /// may be forgotten (the longest unheard of them): a peer with disks holds last known
+    /// locations, which a flood of forged newcomers must never erase. When there is none,
+    /// the newcomer is refused.
     pub fn make_room(&mut self, now_ms: Millis) -> Room {
         if self.peers.len() < self.max {
             return Room::Fits;
         }
         if self.no_victim_until > now_ms {
-            return Room::Full; // every peer is live until then: skip the scan (flood defence)
+            return Room::Full; // looked a moment ago: skip the scan (flood defence)
         }
         let victim = self
             .peers
             .values()
-            .filter(|p| !p.is_live(now_ms, self.expiry))
+            .filter(|p| p.disks == 0 && !p.is_live(now_ms, self.expiry))
             .min_by_key(|p| p.last_seen)
             .map(|p| (p.node_id.clone(), p.node.clone()));
         let Some((node_id, node)) = victim else {
-            // The earliest any live peer can expire.
-            let oldest = self
-                .peers
-                .values()
-                .map(|p| p.last_seen)
-                .min()
-                .unwrap_or(now_ms);
-            self.no_victim_until = oldest + self.expiry.as_millis() as Millis + 1;
+            self.no_victim_until = now_ms + FULL_RECHECK_MS;
             return Room::Full;
         };
-        self.peers.remove(&node_id);
-        self.persisted.remove(&node_id);
+        self.forget(&node_id);
         Room::Forgot { node_id, node }
+    }
+
+    fn forget(&mut self, node_id: &str) {
+        if let Some(p) = self.peers.remove(node_id) {
+            self.records -= p.disks.min(self.records);
+        }
+        self.persisted.remove(node_id);
     }
 
     /// Update (or make) the record of the sender of `env`, heard from `addr` (sealed with
@@ -300,7 +324,13 @@ impl PeerTable {
 
     /// Keep the record in memory.
     pub fn insert(&mut self, peer: PeerRecord) {
-        self.peers.insert(peer.node_id.clone(), peer);
+        if peer.disks == 0 {
+            self.no_victim_until = 0; // it may be forgettable once not live
+        }
+        self.records += peer.disks;
+        if let Some(old) = self.peers.insert(peer.node_id.clone(), peer) {
+            self.records -= old.disks.min(self.records);
+        }
     }
 
     /// The peers that were live and are not any more (not heard within the expiry). Each
@@ -317,6 +347,9 @@ impl PeerTable {
             .cloned()
             .collect();
         let mut out = Vec::with_capacity(expired.len());
+        if !expired.is_empty() {
+            self.no_victim_until = 0; // a peer without disks may be forgettable now
+        }
         for id in expired {
             self.was_live.remove(&id);
             // The last time it was heard, which `needs_write` may have held back.
@@ -391,7 +424,7 @@ mod tests {
 
     #[test]
     fn a_peer_joins_once_and_expires_once_after_peer_expiry() {
-        let mut t = PeerTable::load(vec![], T0, EXPIRY);
+        let mut t = PeerTable::load(vec![], T0, EXPIRY, PeerLimits::default());
         assert_eq!(hear(&mut t, "b", T0), Ok(true));
         assert_eq!(hear(&mut t, "b", T0 + 1000), Ok(false), "already live");
         let last = T0 + 1000;
@@ -405,7 +438,7 @@ mod tests {
 
     #[test]
     fn goodbye_makes_a_peer_not_live_at_once() {
-        let mut t = PeerTable::load(vec![], T0, EXPIRY);
+        let mut t = PeerTable::load(vec![], T0, EXPIRY, PeerLimits::default());
         hear(&mut t, "b", T0).unwrap();
         let mut p = t.get("b").unwrap().clone();
         t.said_goodbye(&mut p);
@@ -450,6 +483,42 @@ mod tests {
     }
 
     #[test]
+    fn at_the_cap_a_peer_with_disks_is_never_forgotten_and_records_are_counted() {
+        let mut t = PeerTable::with_cap(vec![], T0, EXPIRY, 2);
+        for id in ["a", "b"] {
+            hear(&mut t, id, T0).unwrap();
+            let mut p = t.get(id).unwrap().clone();
+            p.disks = 16;
+            t.insert(p);
+        }
+        assert_eq!(t.records(), 32);
+        // Long after both expired: their disks are the fleet's last known locations.
+        let later = T0 + 100 * EXPIRY.as_millis() as u64;
+        assert_eq!(t.expire(later).len(), 2);
+        assert_eq!(hear(&mut t, "forged", later), Err(Room::Full));
+        assert!(t.contains("a") && t.contains("b") && !t.contains("forged"));
+        // A peer whose inventory is now empty holds no history: it may go.
+        let mut p = t.get("a").unwrap().clone();
+        p.disks = 0;
+        t.insert(p);
+        assert_eq!(t.records(), 16);
+        assert!(matches!(t.make_room(later + 1), Room::Forgot { node_id, .. } if node_id == "a"));
+        assert_eq!(t.records(), 16);
+    }
+
+    #[test]
+    fn a_full_table_looks_for_room_at_most_once_a_second() {
+        let mut t = PeerTable::with_cap(vec![], T0, EXPIRY, 1);
+        hear(&mut t, "a", T0).unwrap();
+        let mut p = t.get("a").unwrap().clone();
+        p.disks = 1;
+        t.insert(p);
+        assert_eq!(t.make_room(T0 + 1), Room::Full);
+        assert_eq!(t.no_victim_until, T0 + 1 + FULL_RECHECK_MS);
+        assert_eq!(t.make_room(T0 + 2), Room::Full);
+    }
+
+    #[test]
     fn goodbye_lets_a_full_table_take_a_newcomer_at_once() {
         let mut t = PeerTable::with_cap(vec![], T0, EXPIRY, 2);
         hear(&mut t, "a", T0).unwrap();
@@ -463,7 +532,7 @@ mod tests {
 
     #[test]
     fn records_are_written_when_important_or_getting_old() {
-        let mut t = PeerTable::load(vec![], T0, EXPIRY);
+        let mut t = PeerTable::load(vec![], T0, EXPIRY, PeerLimits::default());
         hear(&mut t, "b", T0).unwrap();
         let mut p = t.get("b").unwrap().clone();
         p.last_seen = T0 + PERSIST_LAST_SEEN_EVERY_MS - 1;
@@ -476,6 +545,7 @@ mod tests {
             vec![t.get("b").unwrap().clone()],
             T0,
             Duration::from_secs(8),
+            PeerLimits::default(),
         );
         p.last_seen = T0 + 2_000;
         assert!(t2.needs_write(&p, false));
@@ -483,7 +553,7 @@ mod tests {
 
     #[test]
     fn a_name_used_by_two_live_daemons_is_reported_once() {
-        let mut t = PeerTable::load(vec![], T0, EXPIRY);
+        let mut t = PeerTable::load(vec![], T0, EXPIRY, PeerLimits::default());
         let h = t.observe(&env("id1", "alpha"), "198.18.0.2", None, T0);
         t.insert(h.peer);
         let h = t.observe(&env("id2", "alpha"), "198.18.0.3", None, T0);
@@ -517,7 +587,7 @@ mod tests {
             last_seen: T0 - 2 * EXPIRY.as_millis() as u64,
             ..live.clone()
         };
-        let mut t = PeerTable::load(vec![live, stale], T0, EXPIRY);
+        let mut t = PeerTable::load(vec![live, stale], T0, EXPIRY, PeerLimits::default());
         assert_eq!(t.len(), 2);
         // Only the live one can expire (the stale one was never reported live).
         let gone = t.expire(T0 + EXPIRY.as_millis() as u64 + 1);

@@ -221,9 +221,16 @@ pub enum Reject {
     /// content, index out of range).
     #[error("bad_chunk")]
     BadChunk,
-    /// Dropped to keep memory bounded (too many peers or pending generations).
+    /// Dropped to keep memory bounded (too many pending generations).
     #[error("over_capacity")]
     OverCapacity,
+    /// From a newcomer while the peer table is full (`peers.max`) of peers that are live
+    /// or hold disks.
+    #[error("peer_table_full")]
+    PeerTableFull,
+    /// An inventory that would take the peers' disk records past `peers.max_records`.
+    #[error("over_record_budget")]
+    RecordBudget,
     /// Unsealed while keys are configured.
     #[error("plaintext")]
     Plaintext,
@@ -262,6 +269,8 @@ impl Reject {
             Reject::InvalidField => "invalid_field",
             Reject::BadChunk => "bad_chunk",
             Reject::OverCapacity => "over_capacity",
+            Reject::PeerTableFull => "peer_table_full",
+            Reject::RecordBudget => "over_record_budget",
             Reject::Plaintext => "plaintext",
             Reject::SealedNoKey => "sealed_no_key",
             Reject::UnknownKey => "unknown_key",

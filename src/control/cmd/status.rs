@@ -95,6 +95,14 @@ pub struct StatusReport {
     pub peers: usize,
     /// Peers live now.
     pub peers_live: usize,
+    /// Most peers remembered (`peers.max`).
+    pub peers_max: usize,
+    /// Newcomers refused since start because the peer table was full of peers that are
+    /// live or hold disks (history is never deleted to make room).
+    pub peers_refused: u64,
+    /// Inventories refused since start because they would take the peers' disk records
+    /// past `peers.max_records`.
+    pub records_refused: u64,
     /// The multicast sockets' state.
     pub multicast: String,
     /// Whether the Perl wire format is spoken too.
@@ -142,6 +150,7 @@ pub fn report(ctx: &Context) -> StatusReport {
 
     let peers = store.peers();
     let health = store.health();
+    let rejected = ctx.peers().status().rejected();
     StatusReport {
         node: ctx.node().name.clone(),
         node_id: ctx.node().id.clone(),
@@ -165,6 +174,9 @@ pub fn report(ctx: &Context) -> StatusReport {
             .iter()
             .filter(|p| p.is_live(crate::model::now_millis(), ctx.peer_expiry()))
             .count(),
+        peers_max: ctx.config().peers.max,
+        peers_refused: rejected.get("peer_table_full").copied().unwrap_or(0),
+        records_refused: rejected.get("over_record_budget").copied().unwrap_or(0),
         multicast: ctx.peers().status().state(),
         legacy: ctx.config().multicast.legacy,
         legacy_left_out: ctx.peers().status().legacy_left_out(),
@@ -179,7 +191,7 @@ pub fn report(ctx: &Context) -> StatusReport {
             packets_sent: Stats::get(&s.packets_sent),
             packets_received: Stats::get(&s.packets_received),
             packets_rejected: Stats::get(&s.packets_rejected),
-            rejected_by_reason: ctx.peers().status().rejected(),
+            rejected_by_reason: rejected,
             announces: Stats::get(&s.announces),
             bytes_sent: Stats::get(&s.bytes_sent),
             send_errors: Stats::get(&s.send_errors),
@@ -232,8 +244,27 @@ pub fn apply(cmd: &Json, ctx: &Context) -> Reply {
                 ),
             },
             format!(
-                "disks      {} local, {} known; peers {} live of {}",
-                out.disks_local, out.disks_known, out.peers_live, out.peers
+                "disks      {} local, {} known; peers {} live of {}{}{}",
+                out.disks_local,
+                out.disks_known,
+                out.peers_live,
+                out.peers,
+                if out.peers_refused > 0 {
+                    format!(
+                        "; peer table full ({} max), {} refused",
+                        out.peers_max, out.peers_refused
+                    )
+                } else {
+                    String::new()
+                },
+                if out.records_refused > 0 {
+                    format!(
+                        "; record budget full, {} inventories refused",
+                        out.records_refused
+                    )
+                } else {
+                    String::new()
+                }
             ),
             format!(
                 "multicast  {}{}",
