@@ -766,8 +766,17 @@ impl Config {
                 return Err(err(format!("{key}: must name a group")));
             }
         }
-        let max_sessions_per_user =
-            max_sessions_per_user(f.control.max_sessions_per_user.as_ref())?;
+        let max_sessions_per_user = max_sessions_per_user(
+            args.max_sessions_per_user
+                .as_deref()
+                .map(|flag| {
+                    // A flag is text: a number in it is read as YAML reads one.
+                    serde_yaml::from_str::<serde_yaml::Value>(flag)
+                        .unwrap_or_else(|_| serde_yaml::Value::String(flag.to_string()))
+                })
+                .or(f.control.max_sessions_per_user)
+                .as_ref(),
+        )?;
         let log_format = match pick(args.log_format.clone(), f.log.format) {
             Some(v) => LogFormat::parse("log.format", &v)?,
             None => LogFormat::Text,
@@ -805,9 +814,14 @@ fn max_sessions_per_user(value: Option<&serde_yaml::Value>) -> Result<usize, Con
     let Some(v) = value else {
         return Ok(DEFAULT_MAX_SESSIONS_PER_USER);
     };
-    let shown = serde_yaml::to_string(v)
-        .map(|t| t.trim().to_string())
-        .unwrap_or_default();
+    let shown = match v {
+        serde_yaml::Value::Sequence(_) => "a list".to_string(),
+        serde_yaml::Value::Mapping(_) => "a mapping".to_string(),
+        serde_yaml::Value::Tagged(_) => "a tagged value".to_string(),
+        other => serde_yaml::to_string(other)
+            .map(|t| t.trim().replace('\n', " "))
+            .unwrap_or_default(),
+    };
     match v.as_u64() {
         Some(n) if (1..=MAX_SESSIONS as u64).contains(&n) => Ok(n as usize),
         _ if v.is_number() => Err(err(format!(
@@ -1409,6 +1423,23 @@ mod tests {
         assert_eq!(c.max_sessions_per_user, 32);
         let c = load_yaml("control:\n  max_sessions_per_user: 4\n", &d).unwrap();
         assert_eq!(c.max_sessions_per_user, 4);
+        // The flag wins, and is checked as the key is.
+        let mut flagged = DaemonArgs {
+            max_sessions_per_user: Some("7".into()),
+            ..DaemonArgs::default()
+        };
+        let c = load_yaml("control:\n  max_sessions_per_user: 4\n", &flagged).unwrap();
+        assert_eq!(c.max_sessions_per_user, 7);
+        flagged.max_sessions_per_user = Some("0".into());
+        let e = Config::load(None, None, &flagged).unwrap_err().to_string();
+        assert!(
+            e.contains("control.max_sessions_per_user: 0 is not in 1-1024"),
+            "{e}"
+        );
+        flagged.max_sessions_per_user = Some("x: y".into());
+        let e = Config::load(None, None, &flagged).unwrap_err().to_string();
+        assert!(e.contains("is not a number"), "{e}");
+        assert!(!e.contains('\n'), "{e:?}");
         for (value, want) in [
             ("0", "control.max_sessions_per_user: 0 is not in 1-1024"),
             ("-3", "control.max_sessions_per_user: -3 is not in 1-1024"),
@@ -1425,7 +1456,10 @@ mod tests {
                 "'32'",
                 "control.max_sessions_per_user: '32' is not a number",
             ),
-            ("[1]", "is not a number"),
+            (
+                "[1, 2]",
+                "control.max_sessions_per_user: a list is not a number",
+            ),
         ] {
             let e = load_yaml(&format!("control:\n  max_sessions_per_user: {value}\n"), &d)
                 .unwrap_err()
