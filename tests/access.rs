@@ -358,7 +358,7 @@ fn root_status_within(socket: &Path, limit: std::time::Duration) -> Vec<String> 
     s.set_read_timeout(Some(limit)).unwrap();
     let mut w = s.try_clone().unwrap();
     let mut r = BufReader::new(s);
-    let mut read_reply = |r: &mut BufReader<std::os::unix::net::UnixStream>| {
+    let read_reply = |r: &mut BufReader<std::os::unix::net::UnixStream>| {
         let mut lines = Vec::new();
         loop {
             let mut l = String::new();
