@@ -72,6 +72,10 @@ pub struct Config {
     pub socket_group: Option<String>,
     /// The group that may run the commands that change something (`control.admin_group`).
     pub admin_group: Option<String>,
+    /// At most this many control sessions open at once per uid
+    /// (`control.max_sessions_per_user`), so that one user cannot fill the session table;
+    /// root, the daemon's user and admins are not held to it.
+    pub max_sessions_per_user: usize,
     /// How the daemon's log lines are written.
     pub log_format: LogFormat,
     /// What the configuration is odd about without being wrong; logged at start (the
@@ -376,6 +380,9 @@ struct FilePeers {
 #[serde(deny_unknown_fields)]
 struct FileControl {
     admin_group: Option<String>,
+    /// Read as any YAML value, so a string or a negative number gets a message naming
+    /// the key and the range rather than serde's.
+    max_sessions_per_user: Option<serde_yaml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -822,6 +829,17 @@ impl Config {
             }
         }
         let peers = PeerLimits::from_file(f.peers, args)?;
+        let max_sessions_per_user = max_sessions_per_user(
+            args.max_sessions_per_user
+                .as_deref()
+                .map(|flag| {
+                    // A flag is text: a number in it is read as YAML reads one.
+                    serde_yaml::from_str::<serde_yaml::Value>(flag)
+                        .unwrap_or_else(|_| serde_yaml::Value::String(flag.to_string()))
+                })
+                .or(f.control.max_sessions_per_user)
+                .as_ref(),
+        )?;
         let log_format = match pick(args.log_format.clone(), f.log.format) {
             Some(v) => LogFormat::parse("log.format", &v)?,
             None => LogFormat::Text,
@@ -845,10 +863,38 @@ impl Config {
             hooks_max_running,
             socket_group,
             admin_group,
+            max_sessions_per_user,
             log_format,
             warnings,
             http,
         })
+    }
+}
+
+/// `control.max_sessions_per_user`: a whole number from 1 to the session table's size.
+fn max_sessions_per_user(value: Option<&serde_yaml::Value>) -> Result<usize, ConfigError> {
+    use crate::control::sessions::{DEFAULT_MAX_SESSIONS_PER_USER, MAX_SESSIONS};
+    const KEY: &str = "control.max_sessions_per_user";
+    let Some(v) = value else {
+        return Ok(DEFAULT_MAX_SESSIONS_PER_USER);
+    };
+    let shown = match v {
+        serde_yaml::Value::Sequence(_) => "a list".to_string(),
+        serde_yaml::Value::Mapping(_) => "a mapping".to_string(),
+        serde_yaml::Value::Tagged(_) => "a tagged value".to_string(),
+        other => serde_yaml::to_string(other)
+            .map(|t| t.trim().replace('\n', " "))
+            .unwrap_or_default(),
+    };
+    match v.as_u64() {
+        Some(n) if (1..=MAX_SESSIONS as u64).contains(&n) => Ok(n as usize),
+        _ if v.is_number() => Err(err(format!(
+            "{KEY}: {shown} is not in 1-{MAX_SESSIONS} (sessions one uid may have open)"
+        ))),
+        _ => Err(err(format!(
+            "{KEY}: {shown} is not a number (sessions one uid may have open, 1-{MAX_SESSIONS}; \
+             default {DEFAULT_MAX_SESSIONS_PER_USER})"
+        ))),
     }
 }
 
@@ -1548,6 +1594,59 @@ mod tests {
         assert_eq!(c.gossip.advertise.unwrap().to_string(), "[fd00::9]:32004");
         let e = load_yaml("gossip:\n  interval: 10ms\n", &DaemonArgs::default()).unwrap_err();
         assert!(e.to_string().starts_with("gossip.interval:"), "{e}");
+    }
+
+    #[test]
+    fn the_session_share_defaults_to_32_and_must_be_a_count() {
+        let d = DaemonArgs::default();
+        let c = Config::load(None, None, &d).unwrap();
+        assert_eq!(c.max_sessions_per_user, 32);
+        let c = load_yaml("control:\n  max_sessions_per_user: 4\n", &d).unwrap();
+        assert_eq!(c.max_sessions_per_user, 4);
+        // The flag wins, and is checked as the key is.
+        let mut flagged = DaemonArgs {
+            max_sessions_per_user: Some("7".into()),
+            ..DaemonArgs::default()
+        };
+        let c = load_yaml("control:\n  max_sessions_per_user: 4\n", &flagged).unwrap();
+        assert_eq!(c.max_sessions_per_user, 7);
+        flagged.max_sessions_per_user = Some("0".into());
+        let e = Config::load(None, None, &flagged).unwrap_err().to_string();
+        assert!(
+            e.contains("control.max_sessions_per_user: 0 is not in 1-1024"),
+            "{e}"
+        );
+        flagged.max_sessions_per_user = Some("x: y".into());
+        let e = Config::load(None, None, &flagged).unwrap_err().to_string();
+        assert!(e.contains("is not a number"), "{e}");
+        assert!(!e.contains('\n'), "{e:?}");
+        for (value, want) in [
+            ("0", "control.max_sessions_per_user: 0 is not in 1-1024"),
+            ("-3", "control.max_sessions_per_user: -3 is not in 1-1024"),
+            ("2.5", "control.max_sessions_per_user: 2.5 is not in 1-1024"),
+            (
+                "5000",
+                "control.max_sessions_per_user: 5000 is not in 1-1024",
+            ),
+            (
+                "lots",
+                "control.max_sessions_per_user: lots is not a number",
+            ),
+            (
+                "'32'",
+                "control.max_sessions_per_user: '32' is not a number",
+            ),
+            (
+                "[1, 2]",
+                "control.max_sessions_per_user: a list is not a number",
+            ),
+        ] {
+            let e = load_yaml(&format!("control:\n  max_sessions_per_user: {value}\n"), &d)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{value}: {e}");
+            assert!(!e.contains('\n'), "{value}: {e:?}");
+        }
     }
 
     #[test]

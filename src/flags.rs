@@ -247,6 +247,10 @@ pub struct DaemonArgs {
     /// over the socket [control.admin_group; default: only root and the daemon's user].
     #[arg(long, value_name = "GROUP")]
     pub admin_group: Option<String>,
+    /// At most this many control sessions per uid at once; root, the daemon's user and
+    /// admins are not held to it [control.max_sessions_per_user; default: 32].
+    #[arg(long, value_name = "N")]
+    pub max_sessions_per_user: Option<String>,
 }
 
 #[cfg(test)]

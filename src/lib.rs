@@ -27,6 +27,7 @@ pub mod model;
 pub mod mount;
 pub mod peer;
 pub mod protocol;
+pub mod secret;
 pub mod store;
 pub mod telemetry;
 pub mod view;

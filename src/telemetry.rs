@@ -21,8 +21,12 @@ pub struct Stats {
     pub sessions_open: AtomicU64,
     /// Control sessions accepted since start.
     pub sessions_total: AtomicU64,
-    /// Control sessions turned away at the connection limit.
+    /// Control sessions turned away (the sum of the two reasons below).
     pub sessions_refused: AtomicU64,
+    /// ... because their uid held its share (`control.max_sessions_per_user`).
+    pub sessions_refused_user_share: AtomicU64,
+    /// ... because the session table was full for them.
+    pub sessions_refused_table_full: AtomicU64,
     /// Commands run.
     pub commands: AtomicU64,
     /// Commands that got an error reply (unknown, malformed, overlong, not UTF-8, failed).
@@ -68,6 +72,27 @@ impl Stats {
     /// Read a counter.
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    /// Count a control session turned away, by the reason `control::sessions` gives.
+    pub fn refused(&self, reason: &str) {
+        Stats::bump(&self.sessions_refused);
+        match reason {
+            "user_share" => Stats::bump(&self.sessions_refused_user_share),
+            _ => Stats::bump(&self.sessions_refused_table_full),
+        }
+    }
+
+    /// Refused control sessions by reason, as `status` shows them (reasons never seen
+    /// are left out).
+    pub fn refused_by_reason(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        [
+            ("user_share", Stats::get(&self.sessions_refused_user_share)),
+            ("table_full", Stats::get(&self.sessions_refused_table_full)),
+        ]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .collect()
     }
 }
 

@@ -206,4 +206,6 @@ fn a_stale_socket_gives_way_to_the_next_one() {
         .err()
         .expect("nobody answers");
     assert!(err.to_string().contains("stale.sock"), "{err}");
+    // The client removes nothing: a stale socket is the daemon's to take over.
+    assert!(stale.exists(), "the client removed a stale socket");
 }

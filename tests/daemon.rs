@@ -556,6 +556,78 @@ fn a_second_daemon_on_a_live_socket_is_refused() {
     d.client(&["status"]).expect_code(0);
 }
 
+/// A daemon whose backlog is full (stopped here with SIGSTOP, so it accepts nothing) still
+/// serves its socket: a second daemon on the same path must leave it alone. Connecting
+/// gives EAGAIN, not ECONNREFUSED: not stale.
+#[test]
+fn a_second_daemon_leaves_a_live_socket_with_a_full_backlog_alone() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    use std::os::fd::AsRawFd;
+
+    /// Continues the stopped daemon however the test ends.
+    struct Stopped(nix::unistd::Pid);
+    impl Drop for Stopped {
+        fn drop(&mut self) {
+            let _ = kill(self.0, Signal::SIGCONT);
+        }
+    }
+
+    let (_, hard) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    nix::sys::resource::setrlimit(
+        nix::sys::resource::Resource::RLIMIT_NOFILE,
+        hard.min(65_536),
+        hard,
+    )
+    .unwrap();
+    let d = TestDaemon::new(&blkid_plain(&[backup_disk()])).start();
+    d.wait_query(BACKUP_UUID);
+    let pid = nix::unistd::Pid::from_raw(d.pid() as i32);
+    kill(pid, Signal::SIGSTOP).unwrap();
+    let stopped = Stopped(pid);
+    util::wait_for("the daemon to stop", LONG, || {
+        util::proc_stat(pid.as_raw()).is_some_and(|(state, _)| state == 'T')
+    });
+    // Fill its backlog: connections queue until the kernel says EAGAIN.
+    let addr = UnixAddr::new(&d.socket).unwrap();
+    let mut queued = Vec::new();
+    loop {
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        match connect(fd.as_raw_fd(), &addr) {
+            Ok(()) => queued.push(fd),
+            Err(nix::errno::Errno::EAGAIN) => break,
+            Err(e) => panic!("connect #{}: {e}", queued.len()),
+        }
+        assert!(queued.len() <= 65_536, "the backlog never filled");
+    }
+
+    let mut other = TestDaemon::new("");
+    other.socket = d.socket.clone();
+    let (code, err) = other.run_expect_exit_within(LONG);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains(&*d.socket.to_string_lossy()), "{err}");
+    assert!(err.contains("backlog is full"), "{err}");
+    assert!(err.contains("not removing it"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        std::fs::symlink_metadata(&d.socket).is_ok(),
+        "the live daemon's socket was removed"
+    );
+
+    // Let it go on: the queued clients leave, and it answers on the same socket.
+    drop(queued);
+    drop(stopped);
+    d.client(&["status"]).expect_code(0);
+    d.wait_query(BACKUP_UUID);
+}
+
 #[test]
 fn a_stale_socket_is_taken_over() {
     let mut d = TestDaemon::new(&blkid_plain(&[backup_disk()]));

@@ -31,6 +31,15 @@ pub enum ClientError {
         #[source]
         source: io::Error,
     },
+    /// The daemon answered, but with an error instead of its greeting (too many
+    /// sessions): its line says why and what to do.
+    #[error("the daemon at {} refused the session: {reason}", path.display())]
+    Refused {
+        /// The socket path.
+        path: PathBuf,
+        /// The daemon's line.
+        reason: String,
+    },
     /// The daemon went away or answered something that is not the protocol.
     #[error("daemon connection failed: {0}")]
     Protocol(String),
@@ -68,10 +77,10 @@ pub struct Session {
 }
 
 impl Session {
-    /// Connect and read the greeting.
     /// Connect to the first of `paths` where a daemon answers: the user's own socket, then
     /// the system daemon's, when no socket was named (a stale socket file left by a killed
     /// daemon refuses connections; the next path is tried). The error is the first path's.
+    /// Nothing is ever removed: a stale socket file is the daemon's to replace.
     pub fn connect_first(paths: &[PathBuf]) -> Result<(Session, PathBuf), ClientError> {
         let mut first_error = None;
         for p in paths {
@@ -100,6 +109,12 @@ impl Session {
         let writer = stream.try_clone()?;
         let mut reader = BufReader::new(stream);
         let greeting = read_reply(&mut reader, |_| {})?;
+        if !matches!(greeting.status, Status::Ok(_)) {
+            return Err(ClientError::Refused {
+                path: path.to_path_buf(),
+                reason: greeting.status.text().to_string(),
+            });
+        }
         Ok(Session {
             reader,
             writer,

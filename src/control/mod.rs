@@ -8,6 +8,7 @@ pub mod cmd;
 pub mod connection;
 mod context;
 pub mod server;
+pub mod sessions;
 pub mod socket;
 pub mod table;
 

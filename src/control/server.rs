@@ -1,32 +1,34 @@
 //! Accepts control sessions and runs each in its own task.
 //!
-//! Sessions are capped: past `MAX_SESSIONS` a new client gets an error reply and is closed at
-//! once, so stalled clients can never make the daemon queue or stop answering others.
+//! The accept loop decides, before a session starts, whether it may (see
+//! [`super::sessions`]): past the caller's share of the table, or when the table is full
+//! for it, the client gets one error line, written without waiting, and is closed at once.
+//! So stalled clients can never make the daemon queue, a refused connection costs nothing
+//! after its line, and no local user can keep root from `status`.
 //! Accept errors (for example EMFILE) back off with a cap and reset on success.
 
-use std::sync::Arc;
+use std::io::Write;
 use std::time::Duration;
 
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::access;
 use super::cmd;
 use super::connection::{Connection, Line};
+use super::sessions::{Refusal, SessionTable};
 use super::Context;
 use crate::model::Backoff;
 use crate::protocol::frame::{tokenize, Reply, Status, MAX_LINE};
 use crate::protocol::{Request, SessionCommand};
 use crate::telemetry::Stats;
 
-/// Most control sessions open at once.
-pub const MAX_SESSIONS: usize = 1024;
+pub use super::sessions::{MAX_SESSIONS, RESERVED_SESSIONS};
 
 /// Serve the listener until shutdown.
 pub async fn serve(ctx: Context, listener: UnixListener, tracker: TaskTracker) {
-    let limit = Arc::new(Semaphore::new(MAX_SESSIONS));
+    let table = SessionTable::new(ctx.config().max_sessions_per_user);
     let mut backoff = Backoff::new(Duration::from_millis(10), Duration::from_secs(1));
     let mut session_id: u64 = 0;
     loop {
@@ -49,35 +51,45 @@ pub async fn serve(ctx: Context, listener: UnixListener, tracker: TaskTracker) {
                 continue;
             }
         };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            Stats::bump(&ctx.stats().sessions_refused);
-            tracker.spawn(refuse(stream));
-            continue;
+        let caller = access::Caller::of(&stream, ctx.access());
+        let slot = match table.admit(&caller) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                ctx.stats().refused(refusal.reason());
+                tracing::debug!(uid = ?caller.uid(), "session refused: {}", refusal.message());
+                refuse(stream, &refusal);
+                continue;
+            }
         };
         session_id += 1;
-        let span = tracing::debug_span!("session", id = session_id);
+        let span = tracing::debug_span!("session", id = session_id, uid = ?caller.uid());
         let ctx = ctx.clone();
         tracker.spawn(
             async move {
                 Stats::bump(&ctx.stats().sessions_total);
                 Stats::bump(&ctx.stats().sessions_open);
-                if let Err(e) = session(&ctx, stream).await {
+                if let Err(e) = session(&ctx, stream, caller).await {
                     tracing::debug!("session ended: {e}");
                 }
                 Stats::drop_one(&ctx.stats().sessions_open);
-                drop(permit);
+                drop(slot);
             }
             .instrument(span),
         );
     }
 }
 
-async fn refuse(stream: UnixStream) {
-    let mut conn = Connection::new(stream);
-    let reply = Reply::status(Status::Error(format!(
-        "too many sessions (limit {MAX_SESSIONS}); try again later"
-    )));
-    let _ = tokio::time::timeout(Duration::from_secs(1), conn.write_reply(&reply)).await;
+/// Tell a refused client why, in one line, and close. The write does not wait: a fresh
+/// socket's buffer takes a line, and a client that cannot take it loses only the line.
+/// Nothing outlives this call, so a flood of refused connections costs nothing after it.
+fn refuse(stream: UnixStream, refusal: &Refusal) {
+    let reply = Reply::status(Status::Error(refusal.message()));
+    match stream.into_std() {
+        Ok(mut s) => {
+            let _ = s.write(reply.encode().as_bytes());
+        }
+        Err(e) => tracing::debug!("refused session: {e}"),
+    }
 }
 
 /// The greeting every session starts with (the Perl diskd's words, then ours).
@@ -95,8 +107,7 @@ pub fn greeting(ctx: &Context) -> Reply {
     }
 }
 
-async fn session(ctx: &Context, stream: UnixStream) -> std::io::Result<()> {
-    let caller = access::Caller::of(&stream);
+async fn session(ctx: &Context, stream: UnixStream, caller: access::Caller) -> std::io::Result<()> {
     let mut conn = Connection::new(stream);
     conn.write_reply(&greeting(ctx)).await?;
     loop {

@@ -1,6 +1,12 @@
 //! The socket file: refuse a path a live daemon serves, take over a stale one, create it
 //! mode 0600 (or 0660 for a `socket_group`) in a directory others cannot tamper with,
 //! remove it on clean shutdown.
+//!
+//! A socket file is stale only when connecting to it is refused (`ECONNREFUSED`: nobody
+//! listens). Any other failure leaves the file alone and stops the start: a live daemon
+//! whose backlog is full answers `EAGAIN`, and removing its socket would cut it off from
+//! every client for good. The probe does not wait (a non-blocking connect), so a stuck
+//! daemon cannot hang this one's start either.
 
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -16,6 +22,18 @@ pub enum SocketError {
     /// Another daemon answers on this path.
     #[error("socket {0}: a live diskd already serves it (stop it first, or use --socket)")]
     InUse(String),
+    /// Something listens on this path but takes no connection now (its backlog is full).
+    #[error(
+        "socket {0}: a process listens there but accepts no connection (its backlog is full: \
+         a live diskd that is stuck or stopped?); not removing it (stop that process, or use --socket)"
+    )]
+    Busy(String),
+    /// Connecting failed otherwise: whether a daemon serves the path is unknown.
+    #[error(
+        "socket {0}: cannot tell whether a daemon serves it (connect: {1}); not removing it \
+         (remove it by hand if it is stale, or use --socket)"
+    )]
+    Unknown(String, io::Error),
     /// The parent directory is missing or unsafe.
     #[error("socket {0}: {1}")]
     Parent(String, String),
@@ -70,14 +88,37 @@ pub fn check_free(path: &Path) -> Result<(), SocketError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(SocketError::Io(shown, e)),
         Ok(m) if !m.file_type().is_socket() => Err(SocketError::NotSocket(shown)),
-        Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
-            Ok(_) => Err(SocketError::InUse(shown)),
-            Err(_) => {
-                tracing::info!(socket = %shown, "removing a stale socket (nobody answers there)");
-                std::fs::remove_file(path).map_err(|e| SocketError::Io(shown, e))
+        Ok(_) => match probe(path) {
+            Ok(()) => Err(SocketError::InUse(shown)),
+            Err(e) if e.raw_os_error() == Some(nix::libc::ECONNREFUSED) => {
+                tracing::info!(socket = %shown, "removing a stale socket (nobody listens there)");
+                match std::fs::remove_file(path) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => Err(SocketError::Io(shown, e)),
+                    _ => Ok(()),
+                }
             }
+            // Removed between the look and the connect: free.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(SocketError::Busy(shown)),
+            Err(e) => Err(SocketError::Unknown(shown, e)),
         },
     }
+}
+
+/// Connect to `path` without waiting: a unix stream connect either is queued at once or
+/// fails (`EAGAIN` when the listener's backlog is full, `ECONNREFUSED` when nobody
+/// listens); it never blocks or goes on in the background.
+fn probe(path: &Path) -> io::Result<()> {
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let addr = UnixAddr::new(path)?;
+    connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr)?;
+    Ok(())
 }
 
 /// Bind the listener and make the socket mode 0600, or 0660 and owned by `group` (its
@@ -130,5 +171,79 @@ pub fn remove(path: &Path) {
                 tracing::warn!(socket = %path.display(), "cannot remove the socket: {e}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::socket::{
+        bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,
+    };
+    use std::os::fd::{AsRawFd, OwnedFd};
+
+    /// A listener that never accepts, with a backlog of one.
+    fn listener(path: &Path) -> OwnedFd {
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        bind(fd.as_raw_fd(), &UnixAddr::new(path).unwrap()).unwrap();
+        listen(&fd, Backlog::new(1).unwrap()).unwrap();
+        fd
+    }
+
+    #[test]
+    fn only_a_refused_connect_makes_a_socket_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sock");
+
+        // Nobody listens: stale, removed.
+        drop(listener(&path));
+        check_free(&path).unwrap();
+        assert!(!path.exists(), "a stale socket is taken over");
+
+        // A listener: in use, kept.
+        let l = listener(&path);
+        let e = check_free(&path).unwrap_err();
+        assert!(matches!(e, SocketError::InUse(_)), "{e}");
+        assert!(path.exists());
+
+        // Its backlog full (it accepts nothing): EAGAIN, kept, and said so.
+        let mut queued = Vec::new();
+        let full = loop {
+            match probe_keep(&path) {
+                Ok(fd) => queued.push(fd),
+                Err(e) => break e,
+            }
+            assert!(queued.len() < 100, "the backlog never filled");
+        };
+        assert_eq!(full.kind(), io::ErrorKind::WouldBlock, "{full}");
+        let e = check_free(&path).unwrap_err();
+        assert!(matches!(e, SocketError::Busy(_)), "{e}");
+        let text = e.to_string();
+        assert!(
+            text.contains("backlog is full") && text.contains("not removing it"),
+            "{text}"
+        );
+        assert!(!text.contains('\n'), "{text:?}");
+        assert!(path.exists(), "a busy daemon's socket was removed");
+        drop(queued);
+        drop(l);
+    }
+
+    /// `probe`, keeping the connection (so that it stays in the backlog).
+    fn probe_keep(path: &Path) -> io::Result<OwnedFd> {
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        nix::sys::socket::connect(fd.as_raw_fd(), &UnixAddr::new(path)?)?;
+        Ok(fd)
     }
 }

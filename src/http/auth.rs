@@ -1,14 +1,13 @@
 //! Who may read over HTTP: the bearer token, its file, and the check every request passes.
 //!
-//! The token is read once at start from `http.token_file`, which must be a regular file
-//! only its owner can read (like a key file); a file others may read, an empty one or one
-//! holding something that cannot travel in a header stops the daemon (exit 2) with one
-//! line naming the path. Only the token's SHA-256 is kept, and a presented token is
+//! The token is read once at start from `http.token_file`, checked as a key file is (see
+//! [`crate::secret`]): opened without following a link, then on the open file a regular
+//! file of root or the daemon's user, mode 0600 or stricter, at most 4 KiB. A file that
+//! fails, an empty one or one holding something that cannot travel in a header stops the
+//! daemon (exit 2) with one line naming the path. Only the token's SHA-256 is kept, and a presented token is
 //! compared by digest in constant time (`subtle`), so neither the time a comparison takes
 //! nor the token's length tells an attacker anything.
 
-use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use axum::extract::{Request, State};
@@ -23,7 +22,7 @@ use super::{error, AppState};
 use crate::telemetry::Stats;
 
 /// The longest token file read (a token is a line; anything longer is a mistake).
-pub const MAX_TOKEN_BYTES: usize = 4096;
+pub const MAX_TOKEN_BYTES: usize = crate::secret::MAX_SECRET_BYTES;
 
 /// The token every request must present as `Authorization: Bearer TOKEN`. Holds only the
 /// token's digest, so a core dump or a `Debug` print never shows the token.
@@ -53,6 +52,16 @@ pub enum TokenError {
     NotAFile {
         /// The token file.
         path: PathBuf,
+    },
+    /// Owned by someone else than root or the daemon's user, who could change it.
+    #[error("http.token_file {}: owned by uid {uid}, who could change the token; it must belong to root or the daemon's user (uid {me}): chown it", path.display())]
+    Owner {
+        /// The token file.
+        path: PathBuf,
+        /// Its owner.
+        uid: u32,
+        /// The daemon's user.
+        me: u32,
     },
     /// Group or others have some access: the token would not be a secret.
     #[error("http.token_file {}: mode {mode:o} lets others read or change the token; chmod 600 it", path.display())]
@@ -84,27 +93,19 @@ pub enum TokenError {
 
 impl Token {
     /// Read the token from its file: one word of printable ASCII (a trailing newline is
-    /// fine), in a regular file of mode 0600 or stricter. Opened once and checked on the
-    /// open file, so the file checked is the file read.
+    /// fine), in a regular file of root or the daemon's user, mode 0600 or stricter, at
+    /// most [`MAX_TOKEN_BYTES`]. Opened once and checked on the open
+    /// file, so the file checked is the file read.
     pub fn load(path: &Path) -> Result<Token, TokenError> {
+        use crate::secret::Problem;
         let p = || path.to_path_buf();
-        let read = |source| TokenError::Read { path: p(), source };
-        let file = std::fs::File::open(path).map_err(read)?;
-        let meta = file.metadata().map_err(read)?;
-        if !meta.is_file() {
-            return Err(TokenError::NotAFile { path: p() });
-        }
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(TokenError::Mode { path: p(), mode });
-        }
-        let mut bytes = Vec::new();
-        file.take(MAX_TOKEN_BYTES as u64 + 1)
-            .read_to_end(&mut bytes)
-            .map_err(read)?;
-        if bytes.len() > MAX_TOKEN_BYTES {
-            return Err(TokenError::TooLong { path: p() });
-        }
+        let bytes = crate::secret::read(path).map_err(|problem| match problem {
+            Problem::Open(source) | Problem::Read(source) => TokenError::Read { path: p(), source },
+            Problem::NotAFile => TokenError::NotAFile { path: p() },
+            Problem::Owner { uid, me } => TokenError::Owner { path: p(), uid, me },
+            Problem::Mode(mode) => TokenError::Mode { path: p(), mode },
+            Problem::TooLarge(_) => TokenError::TooLong { path: p() },
+        })?;
         match Token::from_bytes(&bytes) {
             Ok(t) => Ok(t),
             Err(TokenProblem::Empty) => Err(TokenError::Empty { path: p() }),
@@ -237,6 +238,7 @@ pub(super) async fn require(State(st): State<AppState>, req: Request, next: Next
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn only_a_loopback_host_reaches_a_listener_without_a_token() {
@@ -341,6 +343,10 @@ mod tests {
         let ro = write("ro", b"0123abcd", 0o400);
         assert!(Token::load(&ro).is_ok());
 
+        // A link is followed: the file it leads to is what is checked and read.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&good, &link).unwrap();
+        assert!(Token::load(&link).unwrap().matches(b"0123abcd"));
         let cases: Vec<(PathBuf, &str)> = vec![
             (write("group", b"0123abcd", 0o640), "mode 640"),
             (write("world", b"0123abcd", 0o604), "mode 604"),
@@ -361,5 +367,25 @@ mod tests {
             assert!(e.contains(want), "{path:?}: {e:?}, expected {want:?}");
             assert!(!e.contains('\n'), "{e:?}");
         }
+    }
+
+    #[test]
+    #[ignore = "needs root"]
+    fn a_token_file_someone_else_owns_is_refused() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "needs root: run as root, or without --include-ignored"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let theirs = dir.path().join("theirs");
+        std::fs::write(&theirs, b"0123abcd\n").unwrap();
+        std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::chown(&theirs, Some(4_000_000_001), None).unwrap();
+        let e = Token::load(&theirs).unwrap_err().to_string();
+        assert!(e.starts_with("http.token_file "), "{e}");
+        assert!(
+            e.contains("owned by uid 4000000001") && e.contains("chown"),
+            "{e}"
+        );
     }
 }

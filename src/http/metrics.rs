@@ -310,10 +310,21 @@ fn gather(ctx: &Context, http: &HttpStats, streams_free: usize) -> Registry {
         "Control socket sessions accepted",
         c.sessions_total,
     );
-    m.counter(
+    m.counters(
         "diskd_control_sessions_refused",
-        "Control socket sessions turned away at the session limit",
-        c.sessions_refused,
+        "Control socket sessions turned away, by reason (user_share: the uid held \
+         control.max_sessions_per_user; table_full: no session left it may use)",
+        ["user_share", "table_full"]
+            .into_iter()
+            .map(|reason| {
+                let n = c
+                    .sessions_refused_by_reason
+                    .get(reason)
+                    .copied()
+                    .unwrap_or(0);
+                (labels([("reason", reason)]), n)
+            })
+            .collect(),
     );
     m.counter("diskd_control_commands", "Control commands run", c.commands);
     m.counter(

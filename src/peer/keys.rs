@@ -11,7 +11,7 @@
 //! key id are the associated data, so the header is authenticated too.
 
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -78,8 +78,11 @@ fn fingerprint_of(key: &[u8; 32]) -> ([u8; KEY_ID_LEN], String) {
 }
 
 impl Keyring {
-    /// Load every key file; a file readable by group or others, unreadable, malformed or of
-    /// the wrong length is an error.
+    /// Load every key file. Each is opened, then checked on the open file (see
+    /// [`crate::secret`]; a link is followed and its target checked): not a regular file,
+    /// owned by anyone but root
+    /// or the daemon's user, readable or writable by group or others, over 4 KiB,
+    /// unreadable, malformed or of the wrong length is an error naming the file.
     pub fn load(paths: &[PathBuf]) -> Result<Keyring, KeyError> {
         let mut keys = Vec::new();
         for path in paths {
@@ -87,17 +90,9 @@ impl Keyring {
                 path: path.clone(),
                 reason,
             };
-            let meta = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?;
-            if !meta.is_file() {
-                return Err(fail("not a regular file".into()));
-            }
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                return Err(fail(format!(
-                    "mode {mode:o} lets others read the key; chmod 600 it"
-                )));
-            }
-            let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+            let bytes = crate::secret::read(path).map_err(|p| fail(p.to_string()))?;
+            let text = String::from_utf8(bytes)
+                .map_err(|_| fail("not text; expected 64 hex digits or base64".into()))?;
             let key = parse_key(&text).map_err(fail)?;
             keys.push(Key::new(&key));
         }
@@ -224,6 +219,7 @@ pub fn write_new_key(path: &Path) -> std::io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn hex_and_base64_parse_to_the_same_key() {
@@ -300,6 +296,55 @@ mod tests {
         std::fs::write(&bad, "not a key\n").unwrap();
         std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(Keyring::load(&[bad]).is_err());
-        assert!(Keyring::load(&[dir.path().join("missing")]).is_err());
+
+        // Each refusal of the open file names the key, the file and what to do.
+        let link = dir.path().join("link.key");
+        std::os::unix::fs::symlink(&good, &link).unwrap();
+        assert!(
+            Keyring::load(std::slice::from_ref(&link)).is_ok(),
+            "a link to a good key"
+        );
+        let big = dir.path().join("big.key");
+        std::fs::write(&big, format!("{}\n", " ".repeat(5000))).unwrap();
+        std::fs::set_permissions(&big, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let fifo = dir.path().join("fifo.key");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        for (path, want) in [
+            (big, "more than 4096"),
+            (fifo, "not a regular file"),
+            (dir.path().to_path_buf(), "not a regular file"),
+            (dir.path().join("missing"), "No such file"),
+        ] {
+            let e = Keyring::load(std::slice::from_ref(&path))
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(e.starts_with("security.key_files: "), "{e}");
+            assert!(e.contains(&*path.to_string_lossy()), "{e}");
+            assert!(e.contains(want), "{path:?}: {e}, expected {want:?}");
+            assert!(!e.contains('\n'), "{e:?}");
+        }
+    }
+
+    #[test]
+    #[ignore = "needs root"]
+    fn a_key_file_someone_else_owns_is_refused() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "needs root: run as root, or without --include-ignored"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let theirs = dir.path().join("theirs.key");
+        write_new_key(&theirs).unwrap();
+        std::os::unix::fs::chown(&theirs, Some(4_000_000_001), None).unwrap();
+        let e = Keyring::load(std::slice::from_ref(&theirs))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("theirs.key") && e.contains("owned by uid 4000000001"),
+            "{e}"
+        );
+        assert!(e.contains("chown"), "{e}");
     }
 }

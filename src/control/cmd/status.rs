@@ -36,8 +36,11 @@ pub struct Counters {
     pub sessions_open: u64,
     /// Control sessions accepted since start.
     pub sessions_total: u64,
-    /// Control sessions turned away at the session limit.
+    /// Control sessions turned away (the sum of `sessions_refused_by_reason`).
     pub sessions_refused: u64,
+    /// Refused sessions by reason: `user_share` (the uid held
+    /// `control.max_sessions_per_user`), `table_full` (no session left it may use).
+    pub sessions_refused_by_reason: BTreeMap<&'static str, u64>,
     /// Commands run.
     pub commands: u64,
     /// Commands that got an error reply.
@@ -200,6 +203,7 @@ pub fn report(ctx: &Context) -> StatusReport {
             sessions_open: Stats::get(&s.sessions_open),
             sessions_total: Stats::get(&s.sessions_total),
             sessions_refused: Stats::get(&s.sessions_refused),
+            sessions_refused_by_reason: s.refused_by_reason(),
             commands: Stats::get(&s.commands),
             command_errors: Stats::get(&s.command_errors),
             store_errors: Stats::get(&s.store_errors),
@@ -350,10 +354,22 @@ pub fn apply(cmd: &Json, ctx: &Context) -> Reply {
                 c.pings_answered, c.pings_suppressed
             ),
             format!(
-                "sessions   {} open, {} total, {} refused; commands {} ({} errors); {} listening for events",
+                "sessions   {} open, {} total, {} refused{}; commands {} ({} errors); {} listening for events",
                 c.sessions_open,
                 c.sessions_total,
                 c.sessions_refused,
+                if c.sessions_refused_by_reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " ({})",
+                        c.sessions_refused_by_reason
+                            .iter()
+                            .map(|(k, v)| format!("{} {v}", k.replace('_', " ")))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                },
                 c.commands,
                 c.command_errors,
                 c.event_listeners
