@@ -873,7 +873,7 @@ impl Config {
 
 /// `control.max_sessions_per_user`: a whole number from 1 to the session table's size.
 fn max_sessions_per_user(value: Option<&serde_yaml::Value>) -> Result<usize, ConfigError> {
-    use crate::control::sessions::{DEFAULT_MAX_SESSIONS_PER_USER, MAX_SESSIONS};
+    use crate::model::limits::{DEFAULT_MAX_SESSIONS_PER_USER, MAX_SESSIONS};
     const KEY: &str = "control.max_sessions_per_user";
     let Some(v) = value else {
         return Ok(DEFAULT_MAX_SESSIONS_PER_USER);

@@ -19,15 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::access::Caller;
 
-/// Most control sessions open at once.
-pub const MAX_SESSIONS: usize = 1024;
-
-/// Sessions of the table only privileged callers (root, the daemon's user, admins) may
-/// use: what is left to them when other users together hold all they may.
-pub const RESERVED_SESSIONS: usize = 64;
-
-/// The default `control.max_sessions_per_user`.
-pub const DEFAULT_MAX_SESSIONS_PER_USER: usize = 32;
+pub use crate::model::limits::{DEFAULT_MAX_SESSIONS_PER_USER, MAX_SESSIONS, RESERVED_SESSIONS};
 
 /// Why a session was not started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

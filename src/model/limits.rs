@@ -33,3 +33,10 @@ pub const HARDWARE_TEXT: usize = 128;
 pub const TRANSPORT: usize = 16;
 /// Backing file path length of a loop device.
 pub const BACKING_FILE: usize = 1024;
+/// Most control sessions open at once.
+pub const MAX_SESSIONS: usize = 1024;
+/// Sessions of the control table only privileged callers (root, the daemon's user,
+/// admins) may use: what is left to them when other users together hold all they may.
+pub const RESERVED_SESSIONS: usize = 64;
+/// The default `control.max_sessions_per_user`.
+pub const DEFAULT_MAX_SESSIONS_PER_USER: usize = 32;
