@@ -109,6 +109,11 @@ pub fn check_free(path: &Path) -> Result<(), SocketError> {
 /// fails (`EAGAIN` when the listener's backlog is full, `ECONNREFUSED` when nobody
 /// listens); it never blocks or goes on in the background.
 fn probe(path: &Path) -> io::Result<()> {
+    connect_now(path).map(drop)
+}
+
+/// The connection [`probe`] makes (a test keeps it, so that it stays in the backlog).
+fn connect_now(path: &Path) -> io::Result<std::os::fd::OwnedFd> {
     use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
     let fd = socket(
         AddressFamily::Unix,
@@ -118,7 +123,7 @@ fn probe(path: &Path) -> io::Result<()> {
     )?;
     let addr = UnixAddr::new(path)?;
     connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr)?;
-    Ok(())
+    Ok(fd)
 }
 
 /// Bind the listener and make the socket mode 0600, or 0660 and owned by `group` (its
@@ -215,7 +220,7 @@ mod tests {
         // Its backlog full (it accepts nothing): EAGAIN, kept, and said so.
         let mut queued = Vec::new();
         let full = loop {
-            match probe_keep(&path) {
+            match connect_now(&path) {
                 Ok(fd) => queued.push(fd),
                 Err(e) => break e,
             }
@@ -235,15 +240,4 @@ mod tests {
         drop(l);
     }
 
-    /// `probe`, keeping the connection (so that it stays in the backlog).
-    fn probe_keep(path: &Path) -> io::Result<OwnedFd> {
-        let fd = socket(
-            AddressFamily::Unix,
-            SockType::Stream,
-            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-            None,
-        )?;
-        nix::sys::socket::connect(fd.as_raw_fd(), &UnixAddr::new(path)?)?;
-        Ok(fd)
-    }
 }
