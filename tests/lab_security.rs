@@ -122,6 +122,7 @@ fn forged_and_replayed_datagrams_change_nothing() {
             count: 1,
             total: 1,
             disks: vec![diskd::model::DiskRecord {
+                probe: Default::default(),
                 uuid: Some("eeeeeeee-0000-4000-8000-00000000000e".into()),
                 label: Some("forged".into()),
                 device: "/dev/evil".into(),
@@ -594,6 +595,7 @@ fn fake_peer_datagrams(n: usize, salt: u32) -> String {
                 count: 1,
                 total: 1,
                 disks: vec![diskd::model::DiskRecord {
+                    probe: Default::default(),
                     uuid: Some(format!("{i:08x}-dead-4bee-8f00-{salt:012x}")),
                     label: Some(format!("fake disk {i}")),
                     device: format!("/dev/fake{i}"),

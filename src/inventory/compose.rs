@@ -14,10 +14,10 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use diskd_watchers::{mounts::mountpoints_for, DiskInfo, HardwareInfo, MountEntry};
+use diskd_watchers::{mounts::mountpoints_for, Contents, DiskInfo, HardwareInfo, MountEntry};
 use tokio::time::Instant;
 
-use crate::model::{DiskRecord, Hardware};
+use crate::model::{DiskRecord, Hardware, Probe};
 
 /// The longest a new device waits for the other device watcher (see the module
 /// documentation).
@@ -176,6 +176,7 @@ impl Composer {
                 fstype: d.fstype.clone(),
                 mountpoints: mountpoints_for(d, mounts),
                 hardware: hw.map(hardware_of).unwrap_or_default(),
+                probe: probe_of(&d.contents),
             });
         }
         for h in hardware {
@@ -183,19 +184,22 @@ impl Composer {
                 continue;
             }
             devnos.insert(h.devno);
-            // Nothing blkid could read: a blank disk, a partition table, or a filesystem
-            // blkid may not open. Still a disk someone may be looking for.
+            // A device blkid has said nothing of (not yet probed, or probing is not
+            // possible): still a disk someone may be looking for, but its contents are
+            // unknown, so it is never offered as blank.
             let as_disk = DiskInfo {
                 uuid: None,
                 label: None,
                 device: h.device.clone(),
                 fstype: None,
                 devno: Some(h.devno),
+                contents: Contents::Signature,
             };
             records.push(DiskRecord {
                 device: h.device.clone(),
                 mountpoints: mountpoints_for(&as_disk, mounts),
                 hardware: hardware_of(h),
+                probe: Probe::Unknown,
                 ..DiskRecord::default()
             });
         }
@@ -208,6 +212,17 @@ impl Composer {
         self.noticed.retain(|n, _| seen.contains(n));
         self.published = devnos;
         (records, wake)
+    }
+}
+
+/// The record's probe from what blkid made of the device: the one place a watcher's
+/// outcome becomes what the fleet is told.
+fn probe_of(contents: &Contents) -> Probe {
+    match contents {
+        Contents::Signature => Probe::Signature,
+        Contents::Empty => Probe::Empty,
+        Contents::InUse => Probe::InUse,
+        Contents::Unreadable(_) => Probe::Failed,
     }
 }
 
@@ -233,6 +248,7 @@ mod tests {
 
     fn disk(device: &str, devno: (u32, u32), uuid: Option<&str>) -> DiskInfo {
         DiskInfo {
+            contents: diskd_watchers::Contents::Signature,
             uuid: uuid.map(str::to_string),
             label: None,
             device: device.into(),

@@ -3,6 +3,7 @@ use std::sync::atomic::Ordering;
 
 fn disk(uuid: &str, label: &str, dev: &str) -> DiskRecord {
     DiskRecord {
+        probe: Default::default(),
         uuid: Some(uuid.into()),
         label: Some(label.into()),
         device: dev.into(),
@@ -445,6 +446,7 @@ const FIXTURE_B: &str = "a6ea126af91f5044e7ec6e9f716bf51f";
 fn assert_fixture(s: &Store) {
     assert_eq!(s.node_id(), FIXTURE_A);
     let d = |uuid: Option<&str>, label: &str, dev: &str, fs: &str| DiskRecord {
+        probe: Default::default(),
         uuid: uuid.map(Into::into),
         label: Some(label.into()),
         device: dev.into(),
@@ -733,6 +735,7 @@ fn full_hardware(serial: &str, wwn: &str) -> crate::model::Hardware {
 /// A disk without a filesystem, known by its hardware only.
 fn blank(dev: &str, serial: Option<&str>, wwn: Option<&str>) -> DiskRecord {
     DiskRecord {
+        probe: Default::default(),
         uuid: None,
         label: None,
         device: dev.into(),
@@ -790,6 +793,7 @@ fn a_key_is_the_identity_byte_for_byte() {
             for s in serials {
                 for d in devices {
                     records.push(DiskRecord {
+                        probe: Default::default(),
                         uuid: u.map(Into::into),
                         label: Some("l".into()),
                         device: d.into(),
@@ -995,6 +999,7 @@ fn a_blank_disk_is_its_serial_on_every_host_in_history() {
 fn hardware_round_trips_and_a_serial_keeps_its_entry_across_devices() {
     let dir = tempfile::tempdir().unwrap();
     let whole = DiskRecord {
+        probe: Default::default(),
         uuid: None,
         label: None,
         device: "/dev/sda".into(),
@@ -1084,6 +1089,7 @@ const V3_B: &str = "3b2d244500ce5cfcbb612cb4f4cc15ee";
 fn assert_fixture_v3(s: &Store) {
     assert_eq!(s.node_id(), V3_A);
     let d = |uuid: Option<&str>, label: Option<&str>, dev: &str, fs: Option<&str>| DiskRecord {
+        probe: Default::default(),
         uuid: uuid.map(Into::into),
         label: label.map(Into::into),
         device: dev.into(),

@@ -41,9 +41,13 @@ pub fn disks(cmd: &List, ctx: &Context) -> Result<Vec<DiskView>, QueryError> {
     Ok(view::disks(store, sightings, now(), ctx.peer_expiry()))
 }
 
-/// The devices without a filesystem: no UUID, no filesystem type, and no partition
-/// (a disk whose partitions are listed is not blank, even though it holds no filesystem
-/// itself).
+/// The devices an operator may format: their host's blkid probed them and found no
+/// signature, nothing uses them (holders, mounts), they hold no filesystem
+/// ([`DiskRecord::probed_empty`](crate::model::DiskRecord::probed_empty)), and no
+/// partition of theirs is attached (a disk whose partitions are listed is not blank, even
+/// though it holds no filesystem itself). A device that could not be probed, or a record
+/// from a peer or a store that predates probing (its probe `Unknown`), is never blank: no
+/// one saw it empty.
 fn blank(sightings: Vec<Sighting>) -> Vec<Sighting> {
     // Partitions still attached: a disk whose old partitions are only last known (a
     // replaced drive in the same bay) is blank again.
@@ -58,9 +62,7 @@ fn blank(sightings: Vec<Sighting>) -> Vec<Sighting> {
     sightings
         .into_iter()
         .filter(|s| {
-            s.disk.uuid.is_none()
-                && s.disk.fstype.is_none()
-                && !parents.contains(&(s.node_id.clone(), s.disk.device.clone()))
+            s.disk.probed_empty() && !parents.contains(&(s.node_id.clone(), s.disk.device.clone()))
         })
         .collect()
 }

@@ -175,6 +175,7 @@ mod tests {
             local: false,
         };
         let d = DiskRecord {
+            probe: Default::default(),
             uuid: Some("6FE176FB-0000-4000-8000-000000000001".into()),
             label: Some(label.into()),
             device: "/dev/sdb1".into(),
