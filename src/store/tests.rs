@@ -582,7 +582,7 @@ fn a_schema_2_store_is_converted_keeping_everything() {
         assert_fixture(&s);
     }
     let (schema, trees) = layout_of(dir.path());
-    assert_eq!(schema, "4");
+    assert_eq!(schema, "5");
     assert!(
         !trees.iter().any(|t| t == "sightings" || t == "index"),
         "{trees:?}"
@@ -634,7 +634,7 @@ fn an_interrupted_conversion_is_redone_from_scratch() {
         assert!(s.find_host("host-ffff").unwrap().is_empty());
         assert_eq!(lock(&s.inner.chunks).len(), 2, "the stray key was cleared");
     }
-    assert_eq!(layout_of(dir.path()).0, "4");
+    assert_eq!(layout_of(dir.path()).0, "5");
 
     // Died after the flip, before the old trees were dropped: they are dropped now.
     let dir = fixture_copy();
@@ -643,13 +643,13 @@ fn an_interrupted_conversion_is_redone_from_scratch() {
         let db = sled_open(dir.path());
         db.open_tree(META)
             .unwrap()
-            .insert(KEY_SCHEMA, &b"4"[..])
+            .insert(KEY_SCHEMA, &b"5"[..])
             .unwrap();
         db.flush().unwrap();
     }
     assert_fixture(&Store::open(dir.path()).unwrap());
     let (schema, trees) = layout_of(dir.path());
-    assert_eq!(schema, "4");
+    assert_eq!(schema, "5");
     assert!(
         !trees.iter().any(|t| t == "sightings" || t == "index"),
         "{trees:?}"
@@ -1250,13 +1250,13 @@ fn hosts_of(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
         .collect()
 }
 
-/// For each host of a closed store: whether its chunk 0 is marked v4.
-fn v4_marks(path: &Path) -> BTreeMap<String, bool> {
+/// For each host of a closed store: whether its chunk 0 is marked as this schema's (5).
+fn current_marks(path: &Path) -> BTreeMap<String, bool> {
     hosts_of(path)
         .into_iter()
         .filter_map(|(k, v)| {
             let (id, i) = parse_chunk_key(&k)?;
-            (i == 0).then(|| (id.to_string(), layout::is_v4(&v)))
+            (i == 0).then(|| (id.to_string(), layout::is_current(&v)))
         })
         .collect()
 }
@@ -1266,7 +1266,7 @@ fn a_schema_3_store_is_converted_keeping_everything() {
     let dir = copy_of_fixture("store-v3");
     assert_eq!(layout_of(dir.path()).0, "3");
     assert_eq!(
-        v4_marks(dir.path()),
+        current_marks(dir.path()),
         BTreeMap::from([(V3_A.to_string(), false), (V3_B.to_string(), false)])
     );
     {
@@ -1275,11 +1275,11 @@ fn a_schema_3_store_is_converted_keeping_everything() {
         assert_eq!(s.inner.host_writes.load(Ordering::Relaxed), 0);
     }
     let (schema, trees) = layout_of(dir.path());
-    assert_eq!(schema, "4");
+    assert_eq!(schema, "5");
     for t in ["meta", "hosts", "peers", "attaches"] {
         assert!(trees.iter().any(|x| x == t), "{t}: {trees:?}");
     }
-    assert!(v4_marks(dir.path()).values().all(|&v4| v4));
+    assert!(current_marks(dir.path()).values().all(|&v4| v4));
     // Opened again as the schema-4 store it now is, and it goes on working: the moving
     // disk is found by its serial now that the watchers report it, keeping its history.
     let s = Store::open(dir.path()).unwrap();
@@ -1314,20 +1314,20 @@ fn an_interrupted_schema_3_conversion_completes() {
     // A run that rewrote one host and died before the schema flipped.
     drop(Store::open_until(dir.path(), migrate::Until::Hosts(1)).unwrap());
     assert_eq!(layout_of(dir.path()).0, "3");
-    let marks = v4_marks(dir.path());
+    let marks = current_marks(dir.path());
     assert_eq!(marks.values().filter(|&&v4| v4).count(), 1, "{marks:?}");
     let converted = hosts_of(dir.path());
     {
         let s = Store::open(dir.path()).unwrap();
         assert_fixture_v3(&s);
     }
-    assert_eq!(layout_of(dir.path()).0, "4");
-    assert!(v4_marks(dir.path()).values().all(|&v4| v4));
+    assert_eq!(layout_of(dir.path()).0, "5");
+    assert!(current_marks(dir.path()).values().all(|&v4| v4));
     // The host converted before the crash was left as it was.
     let after = hosts_of(dir.path());
     let first = converted
         .iter()
-        .find(|(k, v)| parse_chunk_key(k).is_some_and(|(_, i)| i == 0) && layout::is_v4(v))
+        .find(|(k, v)| parse_chunk_key(k).is_some_and(|(_, i)| i == 0) && layout::is_current(v))
         .unwrap();
     assert!(after.contains(first));
 
@@ -1339,7 +1339,7 @@ fn an_interrupted_schema_3_conversion_completes() {
     assert_eq!(hosts_of(dir.path()), before);
     assert_eq!(layout_of(dir.path()).0, "3");
     assert_fixture_v3(&Store::open(dir.path()).unwrap());
-    assert_eq!(layout_of(dir.path()).0, "4");
+    assert_eq!(layout_of(dir.path()).0, "5");
 }
 
 #[test]
@@ -1360,7 +1360,7 @@ fn a_schema_3_store_left_with_schema_2_trees_drops_them() {
     }
     assert_fixture_v3(&Store::open(dir.path()).unwrap());
     let (schema, trees) = layout_of(dir.path());
-    assert_eq!(schema, "4");
+    assert_eq!(schema, "5");
     assert!(!trees.iter().any(|t| t == "sightings"), "{trees:?}");
 }
 
@@ -1372,7 +1372,7 @@ fn a_store_from_a_newer_diskd_is_refused_untouched() {
         let db = sled_open(dir.path());
         db.open_tree(META)
             .unwrap()
-            .insert(KEY_SCHEMA, &b"5"[..])
+            .insert(KEY_SCHEMA, &b"6"[..])
             .unwrap();
         db.flush().unwrap();
     }
@@ -1381,11 +1381,11 @@ fn a_store_from_a_newer_diskd_is_refused_untouched() {
     match &e {
         StoreError::Schema {
             found, expected, ..
-        } => assert_eq!((found.as_str(), *expected), ("5", 4)),
+        } => assert_eq!((found.as_str(), *expected), ("6", 5)),
         other => panic!("{other}"),
     }
     assert!(e.to_string().contains("nothing was changed"), "{e}");
-    assert_eq!(layout_of(dir.path()).0, "5");
+    assert_eq!(layout_of(dir.path()).0, "6");
     assert_eq!(hosts_of(dir.path()), hosts);
 }
 
@@ -1461,7 +1461,7 @@ fn a_large_schema_3_host_is_converted_whole() {
         assert_eq!(got, vec![("/dev/moved7", true), ("/dev/d7", false)]);
         assert_eq!(h[0].addr.as_deref(), Some("192.0.2.3"));
     }
-    assert_eq!(layout_of(dir.path()).0, "4");
+    assert_eq!(layout_of(dir.path()).0, "5");
     let hosts = hosts_of(dir.path());
     let keys_of = |id: &str| -> Vec<u32> {
         hosts

@@ -119,13 +119,20 @@ pub fn render(disks: Vec<DiskView>, json: bool, status: Status) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::DiskRecord;
+    use crate::model::{DiskRecord, Probe};
 
+    /// A sighting; a device without a UUID was probed and found empty, one with a UUID
+    /// holds ext4.
     fn seen(device: &str, parent: Option<&str>, uuid: Option<&str>, present: bool) -> Sighting {
         let mut disk = DiskRecord {
             device: device.into(),
             uuid: uuid.map(str::to_string),
             fstype: uuid.map(|_| "ext4".to_string()),
+            probe: if uuid.is_some() {
+                Probe::Signature
+            } else {
+                Probe::Empty
+            },
             ..DiskRecord::default()
         };
         disk.hardware.parent = parent.map(str::to_string);
@@ -160,5 +167,35 @@ mod tests {
             seen("/dev/sdb1", Some("/dev/sdb"), Some("u"), false),
         ];
         assert_eq!(devices(replaced), ["/dev/sdb"]);
+    }
+
+    #[test]
+    fn blank_means_probed_and_found_empty_unused_and_unmounted() {
+        let with = |device: &str, probe: Probe| {
+            let mut s = seen(device, None, None, true);
+            s.disk.probe = probe;
+            s
+        };
+        let mut mounted = with("/dev/vdc", Probe::Empty);
+        mounted.disk.mountpoints = vec!["/srv".into()];
+        let mut typed = with("/dev/vdd", Probe::Empty);
+        typed.disk.fstype = Some("weird".into());
+        let all = vec![
+            with("/dev/vda", Probe::Failed),
+            // A record from a peer or a store that predates probing: nobody saw it empty.
+            with("/dev/vdb", Probe::Unknown),
+            mounted,
+            typed,
+            with("/dev/vde", Probe::InUse),
+            // A partition table only: no filesystem, no UUID, a signature all the same.
+            with("/dev/vdf", Probe::Signature),
+            with("/dev/vdg", Probe::Empty),
+        ];
+        assert_eq!(devices(all), ["/dev/vdg"]);
+        // A probe code from a later release reads as unknown: not blank either.
+        let mut later = with("/dev/vdh", Probe::from_code(200));
+        assert_eq!(later.disk.probe, Probe::Unknown);
+        later.disk.uuid = None;
+        assert!(devices(vec![later]).is_empty());
     }
 }
