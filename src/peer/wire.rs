@@ -768,10 +768,60 @@ mod tests {
     }
 
     #[test]
+    fn the_probe_travels_in_its_own_trailer_after_the_hardware() {
+        let probes = [Probe::Empty, Probe::Failed, Probe::Signature];
+        let mut disks: Vec<DiskRecord> = (0..3).map(disk).collect();
+        for (d, p) in disks.iter_mut().zip(probes) {
+            d.probe = p;
+        }
+        // With hardware: both trailers, hardware first.
+        let mut with_hw = disks.clone();
+        with_hw[0].hardware = hardware(0);
+        let e = inventory(with_hw.clone());
+        assert_eq!(decode(&encode(&e)).unwrap(), e);
+        // Without hardware: the probe trailer alone.
+        let e = inventory(disks.clone());
+        let bytes = encode(&e);
+        assert_eq!(decode(&bytes).unwrap(), e);
+        let plain: Vec<DiskRecord> = disks
+            .iter()
+            .map(|d| DiskRecord {
+                probe: Probe::Unknown,
+                ..d.clone()
+            })
+            .collect();
+        let rev1 = encode(&inventory(plain.clone()));
+        assert!(bytes.starts_with(&rev1));
+        assert_eq!(&bytes[rev1.len()..], &[TRAILER_PROBE, 3, 2, 4, 1]);
+        // An older peer's inventory (no probe trailer): every probe unknown.
+        assert_eq!(decode(&rev1).unwrap(), inventory(plain.clone()));
+        // A code from a later release is unknown, never blank; a list of another length,
+        // or the same trailer twice, is refused.
+        let mut later = rev1.clone();
+        later.extend_from_slice(&[TRAILER_PROBE, 3, 200, 2, 9]);
+        let Body::Inventory(c) = decode(&later).unwrap().body else {
+            unreachable!()
+        };
+        let got: Vec<Probe> = c.disks.iter().map(|d| d.probe).collect();
+        assert_eq!(got, [Probe::Unknown, Probe::Empty, Probe::Unknown]);
+        let mut short = rev1.clone();
+        short.extend_from_slice(&[TRAILER_PROBE, 2, 2, 2]);
+        assert_eq!(decode(&short), Err(Reject::BadChunk));
+        let mut twice = bytes.clone();
+        twice.extend_from_slice(&[TRAILER_PROBE, 3, 2, 2, 2]);
+        assert_eq!(decode(&twice), Err(Reject::BadChunk));
+        // A later trailer after ours is ignored.
+        let mut more = bytes.clone();
+        more.extend_from_slice(&[9, 1, 2, 3]);
+        assert_eq!(decode(&more).unwrap(), e);
+    }
+
+    #[test]
     fn disks_with_hardware_fit_in_bounded_datagrams() {
         let disks: Vec<_> = (0..300)
             .map(|i| DiskRecord {
                 hardware: hardware(i),
+                probe: Probe::from_code((i % 5) as u8),
                 ..disk(i)
             })
             .collect();
@@ -925,6 +975,98 @@ mod read_by_the_previous_release {
                 return None;
             }
             postcard::from_bytes(payload).ok()
+        }
+    }
+
+    /// `decode` of revision 2 (the release before probes), its trailer handling frozen:
+    /// the hardware trailer read with `from_bytes`, any other first trailer ignored.
+    mod v2 {
+        use serde::Deserialize;
+
+        #[derive(Debug, Deserialize, PartialEq, Default)]
+        pub struct Hardware {
+            pub size: Option<u64>,
+            pub model: Option<String>,
+            pub vendor: Option<String>,
+            pub serial: Option<String>,
+            pub wwn: Option<String>,
+            pub transport: Option<String>,
+            pub removable: Option<bool>,
+            pub rotational: Option<bool>,
+            pub parent: Option<String>,
+            pub backing_file: Option<String>,
+        }
+
+        /// The envelope's disks and their hardware (empty when there was no trailer).
+        pub fn decode(bytes: &[u8]) -> Option<(Vec<super::v1::Disk>, Vec<Hardware>)> {
+            let rest = bytes.strip_prefix(b"DSKD")?;
+            let (&version, payload) = rest.split_first()?;
+            if version != 1 {
+                return None;
+            }
+            let (env, trailer): (super::v1::Envelope, &[u8]) =
+                postcard::take_from_bytes(payload).ok()?;
+            let super::v1::Body::Inventory(c) = env.body else {
+                return None;
+            };
+            let hardware = match trailer.split_first() {
+                Some((&2, rest)) => {
+                    let h: Vec<Hardware> = postcard::from_bytes(rest).ok()?;
+                    if h.len() != c.disks.len() {
+                        return None;
+                    }
+                    h
+                }
+                _ => Vec::new(),
+            };
+            Some((c.disks, hardware))
+        }
+    }
+
+    #[test]
+    fn the_previous_release_reads_an_inventory_with_probes_as_before() {
+        let mut disks: Vec<DiskRecord> = (0..3).map(super::tests::disk).collect();
+        disks[0].probe = Probe::Empty;
+        disks[1].probe = Probe::Failed;
+        disks[2].probe = Probe::Signature;
+        let e = |disks: Vec<DiskRecord>| Envelope {
+            node_id: "0123456789abcdef0123456789abcdef".into(),
+            node: "new-node".into(),
+            boot: 7,
+            seq: 3,
+            sent_ms: 1_700_000_000_000,
+            body: Body::Inventory(Chunk {
+                generation: 4,
+                index: 0,
+                count: 1,
+                total: disks.len() as u32,
+                disks,
+            }),
+        };
+        // With the hardware trailer before the probe trailer, and without it.
+        let mut with_hw = disks.clone();
+        with_hw[1].hardware = super::tests::hardware(1);
+        for sent in [with_hw, disks] {
+            let bytes = encode(&e(sent.clone()));
+            let (got, hardware) = v2::decode(&bytes).expect("revision 2 decodes it");
+            let names: Vec<&str> = got.iter().map(|d| d.device.as_str()).collect();
+            let want: Vec<&str> = sent.iter().map(|d| d.device.as_str()).collect();
+            assert_eq!(names, want);
+            if sent.iter().any(|d| !d.hardware.is_empty()) {
+                assert_eq!(hardware.len(), 3);
+                assert_eq!(hardware[1].serial, sent[1].hardware.serial);
+                assert_eq!(hardware[0], v2::Hardware::default());
+            } else {
+                assert!(hardware.is_empty());
+            }
+            // And revision 1 still reads the disks.
+            let Some(old) = v1::decode(&bytes) else {
+                panic!("revision 1 decodes it")
+            };
+            let v1::Body::Inventory(c) = old.body else {
+                panic!("{:?}", old.body)
+            };
+            assert_eq!(c.disks.len(), 3);
         }
     }
 

@@ -529,12 +529,6 @@ pub(super) fn frame_mark(chunk0: &[u8]) -> Option<u32> {
         .map(|b| u32::from_be_bytes(b) & FRAME_MARKS)
 }
 
-/// Whether `chunk0` is the first chunk of a schema-4 value.
-#[cfg(test)]
-pub(super) fn is_v4(chunk0: &[u8]) -> bool {
-    frame_mark(chunk0) == Some(FRAME_V4)
-}
-
 /// Whether `chunk0` is the first chunk of a value of this schema (5).
 #[cfg(test)]
 pub(super) fn is_current(chunk0: &[u8]) -> bool {

@@ -1,4 +1,5 @@
 use super::*;
+use crate::model::{Hardware, Probe};
 use std::sync::atomic::Ordering;
 
 fn disk(uuid: &str, label: &str, dev: &str) -> DiskRecord {
@@ -1280,7 +1281,7 @@ fn a_schema_3_store_is_converted_keeping_everything() {
         assert!(trees.iter().any(|x| x == t), "{t}: {trees:?}");
     }
     assert!(current_marks(dir.path()).values().all(|&v4| v4));
-    // Opened again as the schema-4 store it now is, and it goes on working: the moving
+    // Opened again as the schema-5 store it now is, and it goes on working: the moving
     // disk is found by its serial now that the watchers report it, keeping its history.
     let s = Store::open(dir.path()).unwrap();
     assert_fixture_v3(&s);
@@ -1572,4 +1573,174 @@ fn the_blank_disk_of_a_schema_3_store_keeps_its_entry_when_its_serial_is_read() 
     let f = s.find("ZZ-SDH").unwrap();
     assert_eq!((f.len(), f[0].first_seen), (1, 1795706183561));
     assert_eq!(s.history("0x5000000000000999").unwrap().len(), 1);
+}
+
+const V4_NODE: &str = "69b18685b2cf24b56c55a614f062fe11";
+
+/// Everything the schema-4 fixture holds (see tests/fixtures/store-v4/README.md), as read
+/// now: what the previous release read, every probe unknown (so nothing is blank).
+fn assert_fixture_v4(s: &Store) {
+    assert_eq!(s.node_id(), V4_NODE);
+    let t = 1796520742871;
+    let sig = |disk| Sighting {
+        node_id: V4_NODE.into(),
+        host: "fixture-v4".into(),
+        addr: Some("192.0.2.2".into()),
+        disk,
+        present: true,
+        first_seen: t,
+        last_seen: t,
+    };
+    let backup = DiskRecord {
+        uuid: Some("5d6e7f80-1a2b-4c3d-8e9f-0a1b2c3d4e5f".into()),
+        label: Some("backup".into()),
+        device: "/dev/sdr".into(),
+        fstype: Some("ext4".into()),
+        mountpoints: vec![],
+        hardware: Hardware {
+            size: Some(1 << 20),
+            transport: Some("virtual".into()),
+            ..Hardware::default()
+        },
+        probe: Probe::Unknown,
+    };
+    let sdq = DiskRecord {
+        device: "/dev/sdq".into(),
+        hardware: Hardware {
+            size: Some(4_000_787_030_016),
+            model: Some("ST4000DM004-2CV1".into()),
+            vendor: Some("ATA".into()),
+            serial: Some("ZFN0V4".into()),
+            wwn: Some("naa.5000c500deadbeef".into()),
+            transport: Some("sata".into()),
+            removable: Some(false),
+            rotational: Some(true),
+            parent: None,
+            backing_file: None,
+        },
+        probe: Probe::Unknown,
+        ..DiskRecord::default()
+    };
+    assert_eq!(s.sightings().unwrap(), vec![sig(backup), sig(sdq.clone())]);
+    assert_eq!(s.host_seen(V4_NODE), Some(t));
+    // Schema 4 called sdq blank for want of a filesystem; nobody saw it empty.
+    assert!(!sdq.probed_empty());
+    assert_eq!(s.find("ZFN0V4").unwrap().len(), 1);
+    assert_eq!(s.find("naa.5000C500DEADBEEF").unwrap().len(), 1);
+}
+
+#[test]
+fn a_schema_4_store_is_converted_keeping_everything_and_calling_nothing_blank() {
+    let dir = copy_of_fixture("store-v4");
+    assert_eq!(layout_of(dir.path()).0, "4");
+    assert_eq!(
+        current_marks(dir.path()),
+        BTreeMap::from([(V4_NODE.to_string(), false)])
+    );
+    {
+        let s = Store::open(dir.path()).unwrap();
+        assert_fixture_v4(&s);
+        assert_eq!(s.inner.host_writes.load(Ordering::Relaxed), 0);
+    }
+    let (schema, trees) = layout_of(dir.path());
+    assert_eq!(schema, "5");
+    for t in ["meta", "hosts", "peers", "attaches"] {
+        assert!(trees.iter().any(|x| x == t), "{t}: {trees:?}");
+    }
+    assert!(current_marks(dir.path()).values().all(|&v5| v5));
+    // Reopened as schema 5: nothing rewritten, and the watchers' next report (sdq probed
+    // and found empty) is a change that is kept.
+    let hosts = hosts_of(dir.path());
+    let s = Store::open(dir.path()).unwrap();
+    assert_fixture_v4(&s);
+    let mut inv = s.local_inventory();
+    let sdq = inv.iter_mut().find(|d| d.device == "/dev/sdq").unwrap();
+    sdq.probe = Probe::Empty;
+    let d = s
+        .replace_local("fixture-v4", Some("192.0.2.2"), &inv, 1796520800000)
+        .unwrap();
+    assert_eq!(d.changed.len(), 1);
+    drop(s);
+    assert_ne!(hosts_of(dir.path()), hosts);
+    let s = Store::open(dir.path()).unwrap();
+    let back = s.find("ZFN0V4").unwrap();
+    assert_eq!(back[0].disk.probe, Probe::Empty);
+    assert!(back[0].disk.probed_empty());
+}
+
+#[test]
+fn an_interrupted_schema_4_conversion_completes_and_a_schema_4_reader_skips_converted_hosts() {
+    // Two hosts written as schema 4 wrote them (the fixture's, and a peer's).
+    let dir = copy_of_fixture("store-v4");
+    {
+        let db = sled_open(dir.path());
+        let peer = DiskRecord {
+            uuid: Some("0b0b0b0b-1111-4222-8333-444455556666".into()),
+            device: "/dev/sdd1".into(),
+            hardware: Hardware {
+                serial: Some("PEER-1".into()),
+                ..Hardware::default()
+            },
+            ..DiskRecord::default()
+        };
+        let entries = vec![layout::Entry {
+            key: peer.identity(),
+            s: Sighting {
+                node_id: "ffffffffffffffffffffffffffffffff".into(),
+                host: "peer".into(),
+                addr: None,
+                disk: peer.clone(),
+                present: true,
+                first_seen: 5,
+                last_seen: 6,
+            },
+            since: 5,
+        }];
+        let chunks = layout::encode_entries("peer", None, &entries).unwrap();
+        let view = layout::HostView::decode(layout::unframed(&chunks[0])).unwrap();
+        let hosts = db.open_tree(HOSTS).unwrap();
+        for (i, c) in migrate::encode_v4(&view, layout::CHUNK_BYTES)
+            .into_iter()
+            .enumerate()
+        {
+            hosts
+                .insert(chunk_key("ffffffffffffffffffffffffffffffff", i as u32), c)
+                .unwrap();
+        }
+        db.flush().unwrap();
+    }
+    // A run that rewrote one host and died before the schema flipped.
+    drop(Store::open_until(dir.path(), migrate::Until::Hosts(1)).unwrap());
+    assert_eq!(layout_of(dir.path()).0, "4");
+    let marks = current_marks(dir.path());
+    assert_eq!(marks.values().filter(|&&v5| v5).count(), 1, "{marks:?}");
+    // What schema 4 would read of it now: the host still v4 whole, the converted one
+    // nothing (never misread).
+    let hosts = hosts_of(dir.path());
+    let chunk0s: Vec<sled::IVec> = hosts
+        .iter()
+        .filter(|(k, _)| parse_chunk_key(k).is_some_and(|(_, i)| i == 0))
+        .map(|(_, v)| sled::IVec::from(v.clone()))
+        .collect();
+    let v4_read: Vec<bool> = chunk0s
+        .iter()
+        .map(|c| {
+            // schema 4's `join_chunks`: its mark is the high bit, the rest the count
+            let count = u32::from_be_bytes(c[..4].try_into().unwrap());
+            count & layout::FRAME_V4 == layout::FRAME_V4
+                && (count & !layout::FRAME_V4) as usize <= 1
+        })
+        .collect();
+    assert_eq!(v4_read.iter().filter(|&&r| r).count(), 1, "{v4_read:?}");
+    // The next start completes it.
+    {
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.sightings_len(), 3);
+        let peer = s.find("PEER-1").unwrap();
+        assert_eq!(peer[0].host, "peer");
+        assert_eq!(peer[0].disk.probe, Probe::Unknown);
+        assert_eq!(s.find("ZFN0V4").unwrap().len(), 1);
+    }
+    assert_eq!(layout_of(dir.path()).0, "5");
+    assert!(current_marks(dir.path()).values().all(|&v5| v5));
 }
