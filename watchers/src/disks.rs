@@ -1586,6 +1586,180 @@ done
     }
 
     #[test]
+    fn a_lone_probe_is_empty_only_when_blkid_found_nothing_and_said_nothing() {
+        let dev = "/dev/loop7";
+        let judge = |code, out: &str, err: &str| judge_probe(dev, code, out, err.as_bytes());
+        // Nothing there.
+        assert_eq!(judge(Some(2), "", "").unwrap().contents, Contents::Empty);
+        // blkid could not open it: exit 2 as well, after a line on stderr.
+        assert_eq!(
+            judge(
+                Some(2),
+                "",
+                "blkid: error: /dev/loop7: Operation not permitted\n"
+            ),
+            Err("Operation not permitted".to_string())
+        );
+        // A signature, as `-p -o export` prints it.
+        let found = judge(
+            Some(0),
+            "DEVNAME=/dev/loop7\nUUID=u7\nVERSION=1.0\nTYPE=ext4\nUSAGE=filesystem\n",
+            "",
+        )
+        .unwrap();
+        assert_eq!(found.contents, Contents::Signature);
+        assert_eq!(
+            (found.uuid.as_deref(), found.fstype.as_deref()),
+            (Some("u7"), Some("ext4"))
+        );
+        // A partition table only: a signature without a filesystem.
+        let table = judge(
+            Some(0),
+            "DEVNAME=/dev/loop7\nPTUUID=0ec59955\nPTTYPE=dos\n",
+            "",
+        );
+        assert_eq!(table.unwrap().contents, Contents::Signature);
+        // Several signatures (ambivalent): a signature all the same.
+        assert_eq!(
+            judge(Some(8), "", "blkid: /dev/loop7: ambivalent result")
+                .unwrap()
+                .contents,
+            Contents::Signature
+        );
+        // Answers that are not believed: another device, nothing parsable, output with
+        // "nothing found", other exits, a signal.
+        for (code, out, err) in [
+            (Some(0), "DEVNAME=/dev/sda1\nTYPE=ext4\n", ""),
+            (
+                Some(0),
+                "DEVNAME=/dev/loop7\nTYPE=ext4\n\nDEVNAME=/dev/loop8\n",
+                "",
+            ),
+            (Some(0), "garbage\n", ""),
+            (Some(0), "", ""),
+            (Some(2), "DEVNAME=/dev/loop7\n", ""),
+            (Some(4), "", "blkid: out of memory"),
+            (Some(1), "", ""),
+            (None, "", ""),
+        ] {
+            assert!(judge(code, out, err).is_err(), "{code:?} {out:?} {err:?}");
+        }
+        // What goes to status has no control characters and is capped.
+        let hostile = format!("blkid: error: /dev/loop7: \x1b[31mred{}", "x".repeat(1000));
+        let why = judge(Some(2), "", &hostile).unwrap_err();
+        assert!(
+            !why.contains('\x1b') && why.len() <= MAX_STDERR_LINE,
+            "{why:?}"
+        );
+        assert_eq!(
+            judge(Some(3), "", "something odd"),
+            Err("blkid ended with exit status 3: something odd".to_string())
+        );
+    }
+
+    #[test]
+    fn sysfs_devices_to_probe_skip_empty_and_ram_and_mark_used_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let block = |name: &str, dev: &str, size: &str| {
+            let d = root.join("devices/virtual/block").join(name);
+            std::fs::create_dir_all(d.join("holders")).unwrap();
+            std::fs::write(d.join("dev"), dev).unwrap();
+            std::fs::write(d.join("size"), size).unwrap();
+            std::fs::create_dir_all(root.join("class/block")).unwrap();
+            std::os::unix::fs::symlink(&d, root.join("class/block").join(name)).unwrap();
+            d
+        };
+        block("loop0", "7:0\n", "0\n");
+        block("ram0", "1:0\n", "8192\n");
+        block("loop1", "7:1\n", "2048\n");
+        let held = block("loop2", "7:2\n", "2048\n");
+        std::fs::write(held.join("holders/dm-0"), "").unwrap();
+        let parted = block("loop3", "7:3\n", "2048\n");
+        std::fs::create_dir_all(parted.join("loop3p1")).unwrap();
+        std::fs::write(parted.join("loop3p1/partition"), "1\n").unwrap();
+        block("loop4", "garbage", "2048\n");
+        let got = list_block_devices(root, |d| d != "/dev/loop9");
+        let want = [
+            ("/dev/loop1", (7, 1), false),
+            ("/dev/loop2", (7, 2), true),
+            ("/dev/loop3", (7, 3), true),
+        ];
+        let got: Vec<(&str, (u32, u32), bool)> = got
+            .iter()
+            .map(|b| (b.device.as_str(), b.devno, b.in_use))
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    #[tokio::test]
+    async fn devices_the_scan_missed_are_probed_and_a_missing_node_is_never_empty() {
+        // A fake sysfs listing /dev/sdz9 (no such node here) and /dev/null's neighbour;
+        // a fake blkid whose scan reports nothing and whose probes say "nothing found"
+        // (as blkid does for a path that does not exist).
+        let dir = tempfile::tempdir().unwrap();
+        let sys = dir.path().join("sys");
+        let d = sys.join("devices/virtual/block/sdz9");
+        std::fs::create_dir_all(d.join("holders")).unwrap();
+        std::fs::write(d.join("dev"), "259:999\n").unwrap();
+        std::fs::write(d.join("size"), "2048\n").unwrap();
+        std::fs::create_dir_all(sys.join("class/block")).unwrap();
+        std::os::unix::fs::symlink(&d, sys.join("class/block/sdz9")).unwrap();
+        let calls = dir.path().join("calls");
+        let blkid = script(
+            dir.path(),
+            "blkid",
+            &format!("echo \"$*\" >> '{}'\nexit 2\n", s(&calls)),
+        );
+        let mut cfg = cfg_for(vec![s(&blkid)], Duration::from_secs(5));
+        cfg.probe_sysfs = Some(sys.clone());
+        let obs = watcher(cfg).scan().await.unwrap();
+        let Observation::Disks(disks) = &obs else {
+            panic!("{obs:?}")
+        };
+        assert_eq!(disks.len(), 1, "{disks:?}");
+        assert_eq!(disks[0].device, "/dev/sdz9");
+        assert_eq!(disks[0].devno, Some((259, 999)));
+        assert_eq!(
+            disks[0].contents,
+            Contents::Unreadable(
+                "cannot probe /dev/sdz9: /dev/sdz9 is not the block device 259:999".into()
+            )
+        );
+        assert_eq!(
+            obs.problems(),
+            ["cannot probe /dev/sdz9: /dev/sdz9 is not the block device 259:999"]
+        );
+        // Only the scan ran: a node that is not the device is not even probed.
+        let ran = std::fs::read_to_string(&calls).unwrap();
+        assert_eq!(ran.trim(), "-c /dev/null -o export");
+
+        // Without probing (no hardware watcher), nothing but the scan.
+        let cfg = cfg_for(vec![s(&blkid)], Duration::from_secs(5));
+        assert_eq!(
+            watcher(cfg).scan().await.unwrap(),
+            Observation::Disks(vec![])
+        );
+    }
+
+    #[test]
+    fn probe_argv_for_plain_blkid_only() {
+        let w = watcher(cfg_for(
+            vec!["/usr/sbin/blkid".into()],
+            Duration::from_secs(1),
+        ));
+        assert_eq!(
+            w.probe_argv("/dev/sdb").unwrap(),
+            ["/usr/sbin/blkid", "-p", "-o", "export", "/dev/sdb"]
+        );
+        let custom = watcher(cfg_for(
+            vec!["sudo".into(), "blkid".into()],
+            Duration::from_secs(1),
+        ));
+        assert_eq!(custom.probe_argv("/dev/sdb"), None);
+    }
+
+    #[test]
     fn quick_kinds() {
         for ok in [
             "/dev/loop3",
