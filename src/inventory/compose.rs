@@ -410,6 +410,55 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_record_says_what_blkid_made_of_its_device_and_nothing_is_empty_by_default() {
+        let mut c = Composer::new(true);
+        let t0 = Instant::now();
+        let probed = |device: &str, devno, contents| DiskInfo {
+            contents,
+            ..disk(device, devno, None)
+        };
+        c.disks(
+            vec![
+                disk("/dev/loop1", (7, 1), Some("u-1")),
+                probed("/dev/loop2", (7, 2), Contents::Empty),
+                probed(
+                    "/dev/loop3",
+                    (7, 3),
+                    Contents::Unreadable("cannot probe /dev/loop3: Operation not permitted".into()),
+                ),
+                probed("/dev/loop4", (7, 4), Contents::InUse),
+            ],
+            t0,
+            true,
+        );
+        c.hardware(
+            (1..=5)
+                .map(|i| hw(&format!("/dev/loop{i}"), (7, i)))
+                .collect(),
+            t0,
+        );
+        let (records, _) = c.compose(Instant::now());
+        let mut got: Vec<(&str, Probe, bool)> = records
+            .iter()
+            .map(|r| (r.device.as_str(), r.probe, r.probed_empty()))
+            .collect();
+        got.sort_by_key(|g| g.0);
+        assert_eq!(
+            got,
+            [
+                ("/dev/loop1", Probe::Signature, false),
+                ("/dev/loop2", Probe::Empty, true),
+                ("/dev/loop3", Probe::Failed, false),
+                ("/dev/loop4", Probe::InUse, false),
+                // sysfs lists it, blkid said nothing of it: unknown, not blank.
+                ("/dev/loop5", Probe::Unknown, false),
+            ]
+        );
+        // Every record has its hardware, one record per device.
+        assert!(records.iter().all(|r| r.hardware.size == Some(1 << 30)));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn devices_without_a_device_number_are_published_as_blkid_says() {
         let mut c = Composer::new(true);
         c.hardware_failed();
