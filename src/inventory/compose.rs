@@ -153,7 +153,17 @@ impl Composer {
         let mut used: HashSet<Devno> = HashSet::new();
         let mut records = Vec::with_capacity(disks.len() + hardware.len());
         let mut devnos = HashSet::new();
-        for d in disks {
+        // What blkid's lone probes made of the devices its scan did not report: not devices
+        // of their own but what is known of sysfs's devices (one gone from sysfs is gone,
+        // whatever the last probe said).
+        let (signatures, probed): (Vec<&DiskInfo>, Vec<&DiskInfo>) = disks
+            .iter()
+            .partition(|d| matches!(d.contents, Contents::Signature));
+        let probe_by_devno: HashMap<Devno, Probe> = probed
+            .iter()
+            .filter_map(|d| Some((d.devno?, probe_of(&d.contents))))
+            .collect();
+        for d in signatures {
             let hw = d
                 .devno
                 .and_then(|n| by_devno.get(&n))
@@ -184,9 +194,9 @@ impl Composer {
                 continue;
             }
             devnos.insert(h.devno);
-            // A device blkid has said nothing of (not yet probed, or probing is not
-            // possible): still a disk someone may be looking for, but its contents are
-            // unknown, so it is never offered as blank.
+            // A device blkid's scan did not report: still a disk someone may be looking
+            // for. What its lone probe said, if it had one; else (not probed yet, or
+            // probing is not possible) its contents are unknown, never blank.
             let as_disk = DiskInfo {
                 uuid: None,
                 label: None,
@@ -199,7 +209,10 @@ impl Composer {
                 device: h.device.clone(),
                 mountpoints: mountpoints_for(&as_disk, mounts),
                 hardware: hardware_of(h),
-                probe: Probe::Unknown,
+                probe: probe_by_devno
+                    .get(&h.devno)
+                    .copied()
+                    .unwrap_or(Probe::Unknown),
                 ..DiskRecord::default()
             });
         }
@@ -456,6 +469,20 @@ mod tests {
         );
         // Every record has its hardware, one record per device.
         assert!(records.iter().all(|r| r.hardware.size == Some(1 << 30)));
+        // Gone from sysfs (detached), gone at once, whatever its last probe said: never a
+        // record without its hardware first.
+        c.hardware(
+            [1, 3, 4, 5]
+                .map(|i| hw(&format!("/dev/loop{i}"), (7, i)))
+                .to_vec(),
+            Instant::now(),
+        );
+        let (records, _) = c.compose(Instant::now());
+        assert!(
+            records.iter().all(|r| r.device != "/dev/loop2"),
+            "{records:?}"
+        );
+        assert_eq!(records.len(), 4);
     }
 
     #[tokio::test(start_paused = true)]
