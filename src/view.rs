@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use crate::model::rfc3339;
-use crate::model::{Hardware, Millis, PeerRecord, Sighting, Stay};
+use crate::model::{Hardware, Millis, PeerRecord, Probe, Sighting, Stay};
 use crate::store::Store;
 
 /// A disk, as printed by `query --json` and `list --json`.
@@ -33,6 +33,11 @@ pub struct DiskView {
     /// Size, model, serial, ...: every field null when unknown (or from an older peer).
     #[serde(flatten)]
     pub hardware: Hardware,
+    /// What its host's blkid made of it: `signature`, `empty` (probed, nothing found),
+    /// `in_use` (holders or partitions), `failed` (could not probe), or `unknown` (not
+    /// probed, or from a peer or store that predates probing). Only `empty` can be blank.
+    #[serde(default)]
+    pub probe: Probe,
     /// In the latest inventory of a live host.
     pub live: bool,
     /// RFC 3339 time the host last reported the disk.
@@ -98,6 +103,7 @@ pub fn disks(
                 fstype: s.disk.fstype,
                 mountpoints: s.disk.mountpoints,
                 hardware: s.disk.hardware,
+                probe: s.disk.probe,
                 live: s.present && live_host,
                 last_seen: rfc3339(last_seen),
             };
@@ -207,6 +213,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let d = |u: &str| DiskRecord {
+            probe: Default::default(),
             uuid: Some(u.into()),
             label: None,
             device: format!("/dev/{u}"),

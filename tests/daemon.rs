@@ -1388,6 +1388,7 @@ fn fleet_datagrams(peers: usize, disks: usize) -> Vec<Vec<u8>> {
                     total: disks as u32,
                     disks: (0..disks)
                         .map(|d| diskd::model::DiskRecord {
+                            probe: Default::default(),
                             uuid: Some(format!("{p:08x}-{d:04x}-4000-8000-0000f1ee7000")),
                             label: Some(format!("fleet {p} disk {d}")),
                             device: format!("/dev/disk/by-id/fleet-{p:05}-{d:02}"),

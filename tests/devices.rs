@@ -536,8 +536,11 @@ fn a_peer_sees_a_blank_loop_device_and_an_ext4_one_with_their_sizes() {
         .and_then(|f| f.set_len(20 * 1024 * 1024))
         .expect("create blank image");
     let img = Image::create(&root, "peer-fs.img", "diskd hw peer");
+    // One that a's blkid cannot open: b must not be told it is blank either.
+    let denied = empty_image(&root, "peer-denied.img", 18);
     let blank_dev = fx.attach(&blank);
     let fs_dev = fx.attach(&img.file);
+    let denied_dev = fx.attach(&denied);
 
     let mut lab = Lab::new(2, &["--announce-interval", "2s"]);
     {
@@ -546,8 +549,10 @@ fn a_peer_sees_a_blank_loop_device_and_an_ext4_one_with_their_sizes() {
         a.args
             .extend(["--include-device".into(), blank_dev.clone()]);
         a.args.extend(["--include-device".into(), fs_dev.clone()]);
-        // The system's blkid behind the lab's fake one.
-        util::script(&a.blkid, "exec blkid \"$@\"\n");
+        a.args
+            .extend(["--include-device".into(), denied_dev.clone()]);
+        // The system's blkid behind the lab's fake one, but for the denied device.
+        util::script(&a.blkid, &blkid_denying(&denied_dev));
     }
     lab.start_all();
     let b = lab.get("b");
@@ -573,5 +578,168 @@ fn a_peer_sees_a_blank_loop_device_and_an_ext4_one_with_their_sizes() {
     assert_eq!(x["host"], "a", "{x}");
     assert_eq!(x["size"], 20 * 1024 * 1024, "{x}");
     assert_eq!(x["backing_file"], path_str(&blank), "{x}");
+    assert_eq!(x["probe"], "empty", "{x}");
+    // The device a could not probe reached b with its hardware, as not probed: never
+    // blank there either.
+    let list = |_: &(), args: &[&str]| -> Vec<Value> {
+        let mut all = vec!["list", "--json"];
+        all.extend_from_slice(args);
+        b.client(&all)
+            .json()
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let b = &();
+    wait_for("b to see a's unprobed loop device", DEADLINE, || {
+        list(b, &[])
+            .iter()
+            .any(|x| x["device"] == denied_dev.as_str() && x["probe"] == "failed")
+    });
+    let all = list(b, &[]);
+    let x = all
+        .iter()
+        .find(|x| x["device"] == denied_dev.as_str())
+        .unwrap();
+    assert_eq!(x["size"], 18 * 1024 * 1024, "{x}");
+    assert_eq!(x["fstype"], Value::Null, "{x}");
+    let blank_on_b: Vec<Value> = list(b, &["--blank"]);
+    assert!(
+        !blank_on_b
+            .iter()
+            .any(|x| x["device"] == denied_dev.as_str()),
+        "{blank_on_b:#?}"
+    );
     drop(lab);
+}
+
+/// A blkid that cannot open `deny`, as in a VM where `blkid -p /dev/vda` says "Operation
+/// not permitted": its scan leaves the device out (the system's blkid, that device's record
+/// filtered away), its probe of it fails as util-linux blkid does (a line on stderr, exit
+/// 2). Everything else is the system's blkid.
+fn blkid_denying(deny: &str) -> String {
+    format!(
+        r#"deny='{deny}'
+probe=
+for a in "$@"; do
+  [ "$a" = "-p" ] && probe=1
+  last="$a"
+done
+if [ -n "$probe" ]; then
+  if [ "$last" = "$deny" ]; then
+    echo "blkid: error: $deny: Operation not permitted" >&2
+    exit 2
+  fi
+  exec blkid "$@"
+fi
+blkid "$@" | awk -v d="DEVNAME=$deny" 'BEGIN {{ RS = ""; ORS = "\n\n" }} {{ n = split($0, l, "\n"); keep = 1; for (i = 1; i <= n; i++) if (l[i] == d) keep = 0; if (keep) print }}'
+"#
+    )
+}
+
+/// An image of `mib` MiB with a DOS partition table (one partition) and no filesystem.
+fn partitioned_image(dir: &Path, name: &str, mib: u64) -> PathBuf {
+    let file = dir.join(name);
+    std::fs::File::create(&file)
+        .and_then(|f| f.set_len(mib * 1024 * 1024))
+        .expect("create image file");
+    let mut child = Command::new("sfdisk")
+        .args(["-q", path_str(&file)])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("run sfdisk (package fdisk)");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("sfdisk stdin");
+        stdin
+            .write_all(b"label: dos\n,4M\n")
+            .expect("write sfdisk script");
+    }
+    assert!(
+        child.wait().expect("wait for sfdisk").success(),
+        "sfdisk failed"
+    );
+    file
+}
+
+fn empty_image(dir: &Path, name: &str, mib: u64) -> PathBuf {
+    let file = dir.join(name);
+    std::fs::File::create(&file)
+        .and_then(|f| f.set_len(mib * 1024 * 1024))
+        .expect("create image file");
+    file
+}
+
+/// Blank means probed and empty: a mounted device blkid cannot open is listed (hardware,
+/// no filesystem type) but never blank, and status says why; a device with a partition
+/// table and no filesystem is not blank; an empty one is.
+#[test]
+#[ignore = "needs root"]
+fn only_a_device_blkid_probed_and_found_empty_is_blank() {
+    util::require_root();
+    let mut fx = Fixture::new();
+    let root = fx.path();
+    let empty = empty_image(&root, "empty.img", 12);
+    let table = partitioned_image(&root, "table.img", 14);
+    let denied = Image::create(&root, "denied.img", "diskd-denied");
+    let empty_dev = fx.attach(&empty);
+    let table_dev = fx.attach(&table);
+    let denied_dev = fx.attach(&denied.file);
+    let mnt = root.join("denied mnt");
+    fx.mount(&[&denied_dev], &mnt);
+
+    let mut daemon = TestDaemon::new("")
+        .hardware(Path::new("/sys"))
+        .arg("--disk-interval")
+        .arg("1s");
+    for dev in [&empty_dev, &table_dev, &denied_dev] {
+        daemon = daemon.arg("--include-device").arg(dev);
+    }
+    util::script(&daemon.blkid, &blkid_denying(&denied_dev));
+    fx.daemon = Some(daemon.start());
+    let d = fx.daemon();
+
+    wait_for("all three devices, the empty one blank", DEADLINE, || {
+        let all = list(d, &[]);
+        [&empty, &table, &denied.file]
+            .iter()
+            .all(|f| backed_by(&all, f).is_some())
+            && backed_by(&list(d, &["--blank"]), &empty).is_some()
+    });
+    let blank = list(d, &["--blank"]);
+    let devices: Vec<&str> = blank.iter().filter_map(|r| r["device"].as_str()).collect();
+    assert_eq!(devices, [empty_dev.as_str()], "{blank:#?}");
+    assert_eq!(backed_by(&blank, &empty).unwrap()["probe"], "empty");
+
+    let all = list(d, &[]);
+    let r = backed_by(&all, &denied.file).unwrap();
+    assert_eq!(r["device"], denied_dev.as_str(), "{r}");
+    assert_eq!(r["fstype"], Value::Null, "{r}");
+    assert_eq!(r["probe"], "failed", "{r}");
+    assert_eq!(r["size"], 16 * 1024 * 1024, "{r}");
+    assert_eq!(r["mountpoints"], json!([path_str(&mnt)]), "{r}");
+    let r = backed_by(&all, &table).unwrap();
+    assert_eq!(r["fstype"], Value::Null, "{r}");
+    assert_eq!(r["uuid"], Value::Null, "{r}");
+    assert_eq!(
+        r["probe"], "signature",
+        "a partition table is a signature: {r}"
+    );
+
+    // status says why, instead of "ok".
+    let why = format!("cannot probe {denied_dev}: Operation not permitted");
+    let h = d.disks_health();
+    assert_eq!(h["state"], "cannot_probe", "{h}");
+    assert_eq!(h["problems"], json!([why]), "{h}");
+    assert_eq!(h["last_error"], why.as_str(), "{h}");
+    let text = d.client(&["status"]);
+    text.expect_code(0);
+    assert!(
+        text.stdout()
+            .lines()
+            .any(|l| l.contains("watcher    disks: cannot_probe") && l.contains(&why)),
+        "{}",
+        text.stdout()
+    );
 }

@@ -17,9 +17,11 @@ const WWN: &str = "naa.5000c500deadbeef";
 const SIZE: u64 = 4_000_787_030_016;
 const PART_UUID: &str = "5e5e5e5e-0000-4000-8000-000000000002";
 
-/// A fake sysfs: a SATA disk `sdq` (serial, WWN, model) with a blank partition `sdq1` and
-/// a partition `sdq2` that the fake blkid reports as ext4. Device numbers are ones no
-/// real device here has, so nothing on this machine can be mistaken for them.
+/// A fake sysfs: a SATA disk `sdq` (serial, WWN, model) with a partition `sdq1` that blkid
+/// does not report and a partition `sdq2` that the fake blkid reports as ext4. Device
+/// numbers are ones no real device here has, so nothing on this machine can be mistaken
+/// for them; and there is no `/dev/sdq1` to probe, so sdq1 is never called blank (real
+/// blank devices: `devices::only_a_device_blkid_probed_and_found_empty_is_blank`).
 fn fake_sysfs(root: &Path) {
     let dev = root.join("devices/pci0000:00/0000:00:1f.2/ata1/host0/target0:0:0/0:0:0:0");
     let disk = dev.join("block/sdq");
@@ -103,14 +105,25 @@ fn hardware_and_filesystem_merge_into_one_record_per_device() {
     assert_eq!(part["parent"], "/dev/sdq");
     assert_eq!(part["transport"], "sata");
     assert_eq!(part["serial"], Value::Null, "the serial is the disk's");
-    let blank = by_device(&rows, "/dev/sdq1");
-    assert_eq!(blank["uuid"], Value::Null);
-    assert_eq!(blank["size"], 2048 * 512);
+    assert_eq!(part["probe"], "signature");
+    let unprobed = by_device(&rows, "/dev/sdq1");
+    assert_eq!(unprobed["uuid"], Value::Null);
+    assert_eq!(unprobed["size"], 2048 * 512);
+    assert_eq!(unprobed["probe"], "failed", "{unprobed}");
+    assert_eq!(sdq["probe"], "in_use", "a disk with partitions: {sdq}");
 
-    // `list --blank`: the blank partition only (the disk has partitions, sdq2 a filesystem).
-    let blanks = list(&d, &["--blank"]);
-    let devices: Vec<&str> = blanks.iter().filter_map(|r| r["device"].as_str()).collect();
-    assert_eq!(devices, ["/dev/sdq1"], "{blanks:#?}");
+    // `list --blank`: nothing. The disk has partitions; sdq1 could not be probed (no
+    // device node), so nobody saw it empty; and status says so.
+    let r = d.client(&["list", "--blank", "--json"]);
+    r.expect_code(1);
+    assert_eq!(r.json(), Value::Array(vec![]));
+    let h = d.disks_health();
+    assert_eq!(h["state"], "cannot_probe", "{h}");
+    assert_eq!(
+        h["problems"],
+        serde_json::json!(["cannot probe /dev/sdq1: /dev/sdq1 is not the block device 259:901"]),
+        "{h}"
+    );
 
     // The table shows sizes in human units.
     let table = d.client(&["list"]);
@@ -153,7 +166,7 @@ fn a_disk_is_found_by_its_serial_or_wwn_in_query_wait_and_history() {
 }
 
 #[test]
-fn a_peer_sees_the_hardware_and_the_blank_disks() {
+fn a_peer_sees_the_hardware_and_what_blkid_made_of_each_device() {
     let dir = tempfile::tempdir().unwrap();
     let sysfs = dir.path().join("sys");
     fake_sysfs(&sysfs);
@@ -175,11 +188,16 @@ fn a_peer_sees_the_hardware_and_the_blank_disks() {
     assert_eq!(r["size"], SIZE);
     assert_eq!(r["wwn"], WWN);
     assert_eq!(r["model"], "ST4000DM004-2CV1");
-    wait_for("b to list a's blank partition", LONG, || {
-        list(&b, &["--blank"])
+    wait_for("b to see a's unprobed partition", LONG, || {
+        list(&b, &[])
             .iter()
-            .any(|r| r["device"] == "/dev/sdq1" && r["host"] == "with-hw")
+            .any(|r| r["device"] == "/dev/sdq1" && r["host"] == "with-hw" && r["probe"] == "failed")
     });
+    // Nobody saw it empty: not blank on b either.
+    b.client(&["list", "--blank", "--json"]).expect_code(1);
+    let rows = list(&b, &[]);
+    let sdq2 = by_device(&rows, "/dev/sdq2");
+    assert_eq!(sdq2["probe"], "signature", "{sdq2}");
 }
 
 /// The first block device of this machine whose sysfs directory names a serial number, as

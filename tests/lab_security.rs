@@ -96,6 +96,7 @@ fn forged_and_replayed_datagrams_change_nothing() {
             count: 1,
             total: 1,
             disks: vec![diskd::model::DiskRecord {
+                probe: Default::default(),
                 uuid: Some("eeeeeeee-0000-4000-8000-00000000000e".into()),
                 label: Some("forged".into()),
                 device: "/dev/evil".into(),
@@ -570,6 +571,7 @@ fn fake_peer_datagrams(n: usize, disks: usize, salt: u32) -> String {
                 total: disks as u32,
                 disks: (0..disks)
                     .map(|d| diskd::model::DiskRecord {
+                        probe: Default::default(),
                         uuid: Some(fake_uuid(salt, i, d)),
                         label: Some(format!("fake disk {i}.{d}")),
                         device: format!("/dev/fake{i}x{d}"),

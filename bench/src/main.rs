@@ -157,6 +157,7 @@ fn main() {
 /// non-ASCII, one mountpoint.
 fn disk(i: usize) -> DiskRecord {
     DiskRecord {
+        probe: Default::default(),
         uuid: Some(format!("{i:08x}-83a0-4e4a-af6a-f578ca7a1f65")),
         label: Some(format!("backup volume {i} — Ürlaub")),
         device: format!("/dev/disk/by-id/ata-ST4000DM004-2CV104_ZFN{i:05}-part1"),

@@ -49,6 +49,7 @@ fn peer_id(p: usize) -> String {
 /// Disk `d` of simulated host `p` (also what `diskd-bench store` writes).
 pub fn sim_disk(p: usize, d: usize) -> DiskRecord {
     DiskRecord {
+        probe: Default::default(),
         uuid: Some(format!("{p:04x}{d:04x}-83a0-4e4a-af6a-f578ca7a1f65")),
         label: Some(format!("vol {d} of sim host {p}")),
         device: format!("/dev/disk/by-id/wwn-0x5000c500{p:04x}{d:04x}-part1"),

@@ -71,6 +71,10 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         timeout: config.disks.timeout,
         include: config.disks.include.clone(),
         exclude: config.disks.exclude.clone(),
+        // Blank-disk records come from the hardware watcher's devices: with it, the disks
+        // blkid's scan does not report are probed one by one, so that a device is called
+        // blank only when blkid saw it empty.
+        probe_sysfs: config.hardware.as_ref().map(|h| h.sysfs.clone()),
     })
     .map_err(|e| DaemonError::Startup(format!("watchers.disks: {e}")))?;
     // Another watcher is one more entry here: it observes, the inventory's writer merges.

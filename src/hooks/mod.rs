@@ -514,6 +514,7 @@ mod tests {
 
     fn disk(label: Option<&str>, uuid: Option<&str>) -> DiskRecord {
         DiskRecord {
+            probe: Default::default(),
             uuid: uuid.map(str::to_string),
             label: label.map(str::to_string),
             device: "/dev/sdb1".into(),

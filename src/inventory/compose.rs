@@ -14,10 +14,10 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use diskd_watchers::{mounts::mountpoints_for, DiskInfo, HardwareInfo, MountEntry};
+use diskd_watchers::{mounts::mountpoints_for, Contents, DiskInfo, HardwareInfo, MountEntry};
 use tokio::time::Instant;
 
-use crate::model::{DiskRecord, Hardware};
+use crate::model::{DiskRecord, Hardware, Probe};
 
 /// The longest a new device waits for the other device watcher (see the module
 /// documentation).
@@ -153,7 +153,17 @@ impl Composer {
         let mut used: HashSet<Devno> = HashSet::new();
         let mut records = Vec::with_capacity(disks.len() + hardware.len());
         let mut devnos = HashSet::new();
-        for d in disks {
+        // What blkid's lone probes made of the devices its scan did not report: not devices
+        // of their own but what is known of sysfs's devices (one gone from sysfs is gone,
+        // whatever the last probe said).
+        let (signatures, probed): (Vec<&DiskInfo>, Vec<&DiskInfo>) = disks
+            .iter()
+            .partition(|d| matches!(d.contents, Contents::Signature));
+        let probe_by_devno: HashMap<Devno, Probe> = probed
+            .iter()
+            .filter_map(|d| Some((d.devno?, probe_of(&d.contents))))
+            .collect();
+        for d in signatures {
             let hw = d
                 .devno
                 .and_then(|n| by_devno.get(&n))
@@ -176,6 +186,7 @@ impl Composer {
                 fstype: d.fstype.clone(),
                 mountpoints: mountpoints_for(d, mounts),
                 hardware: hw.map(hardware_of).unwrap_or_default(),
+                probe: probe_of(&d.contents),
             });
         }
         for h in hardware {
@@ -183,19 +194,25 @@ impl Composer {
                 continue;
             }
             devnos.insert(h.devno);
-            // Nothing blkid could read: a blank disk, a partition table, or a filesystem
-            // blkid may not open. Still a disk someone may be looking for.
+            // A device blkid's scan did not report: still a disk someone may be looking
+            // for. What its lone probe said, if it had one; else (not probed yet, or
+            // probing is not possible) its contents are unknown, never blank.
             let as_disk = DiskInfo {
                 uuid: None,
                 label: None,
                 device: h.device.clone(),
                 fstype: None,
                 devno: Some(h.devno),
+                contents: Contents::Signature,
             };
             records.push(DiskRecord {
                 device: h.device.clone(),
                 mountpoints: mountpoints_for(&as_disk, mounts),
                 hardware: hardware_of(h),
+                probe: probe_by_devno
+                    .get(&h.devno)
+                    .copied()
+                    .unwrap_or(Probe::Unknown),
                 ..DiskRecord::default()
             });
         }
@@ -208,6 +225,17 @@ impl Composer {
         self.noticed.retain(|n, _| seen.contains(n));
         self.published = devnos;
         (records, wake)
+    }
+}
+
+/// The record's probe from what blkid made of the device: the one place a watcher's
+/// outcome becomes what the fleet is told.
+fn probe_of(contents: &Contents) -> Probe {
+    match contents {
+        Contents::Signature => Probe::Signature,
+        Contents::Empty => Probe::Empty,
+        Contents::InUse => Probe::InUse,
+        Contents::Unreadable(_) => Probe::Failed,
     }
 }
 
@@ -233,6 +261,7 @@ mod tests {
 
     fn disk(device: &str, devno: (u32, u32), uuid: Option<&str>) -> DiskInfo {
         DiskInfo {
+            contents: diskd_watchers::Contents::Signature,
             uuid: uuid.map(str::to_string),
             label: None,
             device: device.into(),
@@ -391,6 +420,69 @@ mod tests {
         let (records, wake) = c.compose(Instant::now());
         assert_eq!(devices(&records), [("/dev/loop1", Some("u-1"), None)]);
         assert_eq!(wake, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_record_says_what_blkid_made_of_its_device_and_nothing_is_empty_by_default() {
+        let mut c = Composer::new(true);
+        let t0 = Instant::now();
+        let probed = |device: &str, devno, contents| DiskInfo {
+            contents,
+            ..disk(device, devno, None)
+        };
+        c.disks(
+            vec![
+                disk("/dev/loop1", (7, 1), Some("u-1")),
+                probed("/dev/loop2", (7, 2), Contents::Empty),
+                probed(
+                    "/dev/loop3",
+                    (7, 3),
+                    Contents::Unreadable("cannot probe /dev/loop3: Operation not permitted".into()),
+                ),
+                probed("/dev/loop4", (7, 4), Contents::InUse),
+            ],
+            t0,
+            true,
+        );
+        c.hardware(
+            (1..=5)
+                .map(|i| hw(&format!("/dev/loop{i}"), (7, i)))
+                .collect(),
+            t0,
+        );
+        let (records, _) = c.compose(Instant::now());
+        let mut got: Vec<(&str, Probe, bool)> = records
+            .iter()
+            .map(|r| (r.device.as_str(), r.probe, r.probed_empty()))
+            .collect();
+        got.sort_by_key(|g| g.0);
+        assert_eq!(
+            got,
+            [
+                ("/dev/loop1", Probe::Signature, false),
+                ("/dev/loop2", Probe::Empty, true),
+                ("/dev/loop3", Probe::Failed, false),
+                ("/dev/loop4", Probe::InUse, false),
+                // sysfs lists it, blkid said nothing of it: unknown, not blank.
+                ("/dev/loop5", Probe::Unknown, false),
+            ]
+        );
+        // Every record has its hardware, one record per device.
+        assert!(records.iter().all(|r| r.hardware.size == Some(1 << 30)));
+        // Gone from sysfs (detached), gone at once, whatever its last probe said: never a
+        // record without its hardware first.
+        c.hardware(
+            [1, 3, 4, 5]
+                .map(|i| hw(&format!("/dev/loop{i}"), (7, i)))
+                .to_vec(),
+            Instant::now(),
+        );
+        let (records, _) = c.compose(Instant::now());
+        assert!(
+            records.iter().all(|r| r.device != "/dev/loop2"),
+            "{records:?}"
+        );
+        assert_eq!(records.len(), 4);
     }
 
     #[tokio::test(start_paused = true)]

@@ -16,6 +16,9 @@ pub enum WatcherState {
     Starting,
     /// The latest scan worked.
     Ok,
+    /// The latest scan worked, but could not probe some device (`cannot_probe`): its
+    /// contents are unknown, and `problems` says which and why.
+    CannotProbe,
     /// The latest scan failed for this reason (`timed_out`, `not_found`, ...).
     Failed(&'static str),
 }
@@ -25,6 +28,7 @@ impl fmt::Display for WatcherState {
         f.write_str(match self {
             WatcherState::Starting => "starting",
             WatcherState::Ok => "ok",
+            WatcherState::CannotProbe => "cannot_probe",
             WatcherState::Failed(kind) => kind,
         })
     }
@@ -50,8 +54,12 @@ pub struct WatcherHealth {
     pub failures: BTreeMap<String, u64>,
     /// What the latest scan came to.
     pub state: WatcherState,
-    /// The latest error message, if the latest scan failed.
+    /// The latest error message, if the latest scan failed; or, when it worked but could
+    /// not probe a device, its `problems` in one line.
     pub last_error: Option<String>,
+    /// What the latest good scan could not do: one line per device blkid could not probe
+    /// (`cannot probe /dev/vda: Operation not permitted`). Empty when all went well.
+    pub problems: Vec<String>,
     /// When the latest successful scan finished (RFC 3339).
     pub last_ok: Option<String>,
     /// The same instant as a number, for `/metrics`
@@ -75,11 +83,19 @@ impl WatcherHealth {
         }
     }
 
-    /// Record a good scan; true when it follows a failure (the watcher recovered).
-    pub fn succeeded(&mut self, found: usize, took: Duration) -> bool {
-        let was = std::mem::replace(&mut self.state, WatcherState::Ok);
+    /// Record a good scan, with what it could still not do (`problems`, see
+    /// [`WatcherHealth::problems`]); true when it follows a failure (the watcher
+    /// recovered).
+    pub fn succeeded(&mut self, found: usize, took: Duration, problems: Vec<String>) -> bool {
+        let state = if problems.is_empty() {
+            WatcherState::Ok
+        } else {
+            WatcherState::CannotProbe
+        };
+        let was = std::mem::replace(&mut self.state, state);
         self.scans_ok += 1;
-        self.last_error = None;
+        self.last_error = (!problems.is_empty()).then(|| problems.join("; "));
+        self.problems = problems;
         let now = now_millis();
         self.last_ok = Some(rfc3339(now));
         self.last_ok_at = Some(now);

@@ -77,6 +77,8 @@ pub enum ScanOutcome {
         found: usize,
         /// How long the scan took.
         took: Duration,
+        /// What it could still not do (a device blkid could not probe).
+        problems: Vec<String>,
     },
     /// It failed; the previous inventory is kept.
     Failed {
@@ -100,7 +102,20 @@ impl fmt::Display for ScanReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = self.watcher;
         match &self.outcome {
-            ScanOutcome::Ok { found, took } => write!(f, "{name}: ok, {found} found in {took:.0?}"),
+            ScanOutcome::Ok {
+                found,
+                took,
+                problems,
+            } if problems.is_empty() => write!(f, "{name}: ok, {found} found in {took:.0?}"),
+            ScanOutcome::Ok {
+                found,
+                took,
+                problems,
+            } => write!(
+                f,
+                "{name}: {found} found in {took:.0?}, but {}",
+                problems.join("; ")
+            ),
             ScanOutcome::Failed { message, .. } => write!(f, "{name}: failed: {message}"),
             ScanOutcome::NoAnswer => write!(f, "{name}: did not finish in time"),
         }
@@ -371,15 +386,34 @@ impl Scanner {
                     Observation::Mounts(m) => m.len(),
                     Observation::Hardware(h) => h.len(),
                 };
-                let recovered = self.set_health(|h| h.succeeded(found, took));
+                let problems = observation.problems();
+                let (recovered, before) = self.set_health(|h| {
+                    let before = h.problems.clone();
+                    (h.succeeded(found, took, problems.clone()), before)
+                });
                 if recovered {
                     tracing::info!(watcher = name, "scans work again");
+                }
+                // Logged when they change, not on every scan.
+                if problems != before {
+                    for p in problems.iter().filter(|p| !before.contains(p)) {
+                        tracing::warn!(watcher = name, "{p}; not offered as blank");
+                    }
+                    if problems.is_empty() {
+                        tracing::info!(watcher = name, "every device probed again");
+                    } else {
+                        events.emit("error", format!("{name}: {}", problems.join("; ")));
+                    }
                 }
                 let only = if quick { " (changed devices only)" } else { "" };
                 events.emit("scan", format!("{name}: {found} found in {took:.0?}{only}"));
                 let report = ScanReport {
                     watcher: name,
-                    outcome: ScanOutcome::Ok { found, took },
+                    outcome: ScanOutcome::Ok {
+                        found,
+                        took,
+                        problems,
+                    },
                 };
                 (report, Some(observation))
             }

@@ -204,6 +204,7 @@ mod tests {
 
     fn d(label: &str, mounts: &[&str]) -> DiskRecord {
         DiskRecord {
+            probe: Default::default(),
             uuid: Some("6fe176fb-0000-4000-8000-000000000001".into()),
             label: Some(label.into()),
             device: "/dev/sdb1".into(),

@@ -12,7 +12,9 @@ use super::Millis;
 /// A disk as a host reports it: the facts that travel between daemons.
 ///
 /// A device without a filesystem is a record too (`uuid`, `fstype` null): a blank disk is
-/// exactly what someone looking for "the new disk" wants to find.
+/// exactly what someone looking for "the new disk" wants to find. Whether it *is* blank
+/// (nothing on it, safe to format) is what its [`Probe`] says, never the missing
+/// filesystem alone: a device blkid could not open has no filesystem type either.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiskRecord {
     /// Filesystem UUID.
@@ -28,6 +30,59 @@ pub struct DiskRecord {
     /// What the hardware says (all unknown from a watcher that cannot tell, or from a
     /// peer that predates hardware identity).
     pub hardware: Hardware,
+    /// What its host's blkid made of it (`Unknown` from a peer or a store that predates
+    /// probing). Wire trailer 3 and store schema 5 carry it.
+    #[serde(default)]
+    pub probe: Probe,
+}
+
+/// What a host's blkid made of a device: the only ground on which `list --blank` offers a
+/// device to be formatted, here and on every peer, so it travels with the record.
+///
+/// The wire and the store carry it as one byte ([`Probe::code`]); a code this build does
+/// not know reads as `Unknown`, which is never blank: an operator must never be told to
+/// format a disk nobody saw empty.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Probe {
+    /// No probe outcome: a record from a peer or store that predates probing, or a device
+    /// blkid has not looked at yet. Never blank.
+    #[default]
+    Unknown,
+    /// blkid reported a signature: a filesystem, a partition table, a RAID or LVM member.
+    Signature,
+    /// blkid probed the device alone (`blkid -p`) and found no signature.
+    Empty,
+    /// Other block devices use it (holders: device-mapper, md, LVM; or partitions): not
+    /// blank whatever is on it.
+    InUse,
+    /// blkid could not probe it (permission, I/O error, timeout): its contents are unknown.
+    Failed,
+}
+
+impl Probe {
+    /// Its byte on the wire and in the store (stable: codes are never reused).
+    pub fn code(self) -> u8 {
+        match self {
+            Probe::Unknown => 0,
+            Probe::Signature => 1,
+            Probe::Empty => 2,
+            Probe::InUse => 3,
+            Probe::Failed => 4,
+        }
+    }
+
+    /// The outcome of a code; one this build does not know (a later release's) is
+    /// `Unknown`.
+    pub fn from_code(code: u8) -> Probe {
+        match code {
+            1 => Probe::Signature,
+            2 => Probe::Empty,
+            3 => Probe::InUse,
+            4 => Probe::Failed,
+            _ => Probe::Unknown,
+        }
+    }
 }
 
 /// What sysfs knows about a block device: the identity printed on the drive's label and
@@ -80,6 +135,17 @@ pub fn wwn_key(wwn: &str) -> String {
 }
 
 impl DiskRecord {
+    /// Whether the record itself says "nothing on it": blkid probed it and found no
+    /// signature, nothing uses it, it holds no filesystem and is not mounted. (Partitions
+    /// of the disk that are still attached are judged against the rest of the host's
+    /// records: see `list --blank`.)
+    pub fn probed_empty(&self) -> bool {
+        self.probe == Probe::Empty
+            && self.uuid.is_none()
+            && self.fstype.is_none()
+            && self.mountpoints.is_empty()
+    }
+
     /// The key that identifies this disk on one host: its UUID (lower case) when it has
     /// one, so the same disk on another device path stays one record; else its WWN or
     /// serial (a blank disk moved to another port or host is still the same disk); else

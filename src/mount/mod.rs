@@ -124,6 +124,7 @@ fn current_mountpoints(device: &str) -> Vec<String> {
         device: device.to_string(),
         fstype: None,
         devno: diskd_watchers::disks::device_number(device),
+        contents: diskd_watchers::Contents::Signature,
     };
     diskd_watchers::mounts::mountpoints_for(&info, &mounts)
 }

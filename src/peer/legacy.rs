@@ -179,9 +179,10 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<DiskRecord>, LegacyError> {
             label,
             device,
             fstype: None,
-            // The Perl diskd knows no hardware.
+            // The Perl diskd knows no hardware, and never says a device is empty.
             hardware: Default::default(),
             mountpoints: Vec::new(),
+            probe: Default::default(),
         };
         if !super::wire::valid_disk(&disk) {
             return Err(LegacyError::Malformed("a field out of bounds".into()));
@@ -227,6 +228,7 @@ mod tests {
 
     fn d(uuid: Option<&str>, label: Option<&str>, dev: &str) -> DiskRecord {
         DiskRecord {
+            probe: Default::default(),
             uuid: uuid.map(Into::into),
             label: label.map(Into::into),
             device: dev.into(),

@@ -129,6 +129,7 @@ mod tests {
 
     fn disk(i: u32) -> DiskRecord {
         DiskRecord {
+            probe: Default::default(),
             uuid: Some(format!("u{i}")),
             label: None,
             device: format!("/dev/d{i}"),

@@ -90,6 +90,7 @@ fn addr(n: u8) -> SocketAddr {
 
 fn disk(node: u8, i: usize) -> DiskRecord {
     DiskRecord {
+        probe: Default::default(),
         uuid: Some(format!("{node:08x}-0000-4000-8000-{i:012x}")),
         label: Some(format!(
             "disk-{node}-{i}-with-a-long-label-to-fill-datagrams"

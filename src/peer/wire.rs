@@ -19,20 +19,33 @@
 //! newer daemon reading an older peer finds no trailer and leaves the hardware unknown.
 //! A trailer with a tag this build does not know is ignored the same way, which is the rule
 //! for any later revision: a new trailer tag, never a changed layout.
+//!
+//! Revision 3 adds what blkid made of each disk ([`crate::model::Probe`]: found a
+//! signature, probed and found nothing, in use, could not probe), without which no peer may
+//! offer a disk as blank: after the hardware trailer (or in its place when no disk has
+//! hardware), the tag [`TRAILER_PROBE`] and the postcard list of every disk's probe code
+//! (one byte each), in the chunk's order. A revision-2 daemon reads the hardware trailer
+//! with `from_bytes`, which leaves the bytes after it alone, and ignores a first trailer
+//! whose tag it does not know: it sees the disks and their hardware, never misreads the
+//! probe. A revision-3 daemon reading an older peer finds no probe trailer and leaves every
+//! disk's probe `Unknown`, which is never blank. Trailers are read in order until a tag
+//! this build does not know, whose bytes (and any after them) are a later revision's.
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{DiskRecord, Hardware};
+use crate::model::{DiskRecord, Hardware, Probe};
 
 /// First bytes of every native datagram.
 pub const MAGIC: &[u8; 4] = b"DSKD";
 /// Envelope version this build speaks (unchanged by later revisions: see the module
 /// documentation).
 pub const VERSION: u8 = 1;
-/// The wire revision this build speaks: 2 adds the hardware trailer.
-pub const REVISION: u8 = 2;
+/// The wire revision this build speaks: 2 adds the hardware trailer, 3 the probe trailer.
+pub const REVISION: u8 = 3;
 /// Tag of the trailer that carries the hardware of an inventory chunk's disks.
 pub const TRAILER_HARDWARE: u8 = 2;
+/// Tag of the trailer that carries the probe code of each of an inventory chunk's disks.
+pub const TRAILER_PROBE: u8 = 3;
 pub use crate::model::limits;
 pub use crate::model::limits::{MAX_DATAGRAM, MIN_DATAGRAM};
 use crate::model::{printable, valid_node_id, valid_uuid};
@@ -179,6 +192,7 @@ mod revision1 {
                 fstype: i.fstype,
                 mountpoints: i.mountpoints,
                 hardware: Default::default(),
+                probe: Default::default(),
             })
             .collect())
     }
@@ -295,20 +309,31 @@ pub fn encode(env: &Envelope) -> Vec<u8> {
         Ok(v) => v,
         Err(_) => return MAGIC.to_vec(),
     };
-    match &env.body {
-        // Only when some disk has hardware: an inventory without any is revision 1 to the
-        // byte, and costs no trailer.
-        Body::Inventory(c) if c.disks.iter().any(|d| !d.hardware.is_empty()) => {
-            let mut out = out;
-            out.push(TRAILER_HARDWARE);
-            let hardware: Vec<&Hardware> = c.disks.iter().map(|d| &d.hardware).collect();
-            match postcard::to_extend(&hardware, out) {
-                Ok(v) => v,
-                Err(_) => MAGIC.to_vec(),
-            }
-        }
-        _ => out,
+    let Body::Inventory(c) = &env.body else {
+        return out;
+    };
+    let mut out = out;
+    // Only when some disk has hardware: an inventory without any is revision 1 to the
+    // byte, and costs no trailer.
+    if c.disks.iter().any(|d| !d.hardware.is_empty()) {
+        out.push(TRAILER_HARDWARE);
+        let hardware: Vec<&Hardware> = c.disks.iter().map(|d| &d.hardware).collect();
+        out = match postcard::to_extend(&hardware, out) {
+            Ok(v) => v,
+            Err(_) => return MAGIC.to_vec(),
+        };
     }
+    // After the hardware, which a revision-2 reader takes and stops at; only when some
+    // disk's probe is known.
+    if c.disks.iter().any(|d| d.probe != Probe::Unknown) {
+        out.push(TRAILER_PROBE);
+        let codes: Vec<u8> = c.disks.iter().map(|d| d.probe.code()).collect();
+        out = match postcard::to_extend(&codes, out) {
+            Ok(v) => v,
+            Err(_) => return MAGIC.to_vec(),
+        };
+    }
+    out
 }
 
 /// Decode and validate one datagram.
@@ -330,21 +355,49 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, Reject> {
     }
     let (mut env, trailer): (Envelope, &[u8]) =
         postcard::take_from_bytes(payload).map_err(|_| Reject::Undecodable)?;
-    if let (Body::Inventory(c), Some((&TRAILER_HARDWARE, rest))) =
-        (&mut env.body, trailer.split_first())
-    {
-        let hardware: Vec<Hardware> =
-            postcard::from_bytes(rest).map_err(|_| Reject::Undecodable)?;
-        if hardware.len() != c.disks.len() {
-            return Err(Reject::BadChunk);
-        }
-        for (d, h) in c.disks.iter_mut().zip(hardware) {
-            d.hardware = h;
-        }
+    if let Body::Inventory(c) = &mut env.body {
+        read_trailers(c, trailer)?;
     }
-    // Any other trailer is a later revision's: ignored, as revision 1 ignores ours.
     validate(&env)?;
     Ok(env)
+}
+
+/// Apply an inventory chunk's trailers (see the module documentation): each known tag at
+/// most once; an unknown tag ends the reading (a later revision's, ignored as revision 1
+/// ignores ours).
+fn read_trailers(c: &mut Chunk, mut rest: &[u8]) -> Result<(), Reject> {
+    let (mut hardware_seen, mut probe_seen) = (false, false);
+    while let Some((&tag, body)) = rest.split_first() {
+        match tag {
+            TRAILER_HARDWARE if !hardware_seen => {
+                let (hardware, after): (Vec<Hardware>, &[u8]) =
+                    postcard::take_from_bytes(body).map_err(|_| Reject::Undecodable)?;
+                if hardware.len() != c.disks.len() {
+                    return Err(Reject::BadChunk);
+                }
+                for (d, h) in c.disks.iter_mut().zip(hardware) {
+                    d.hardware = h;
+                }
+                hardware_seen = true;
+                rest = after;
+            }
+            TRAILER_PROBE if !probe_seen => {
+                let (codes, after): (Vec<u8>, &[u8]) =
+                    postcard::take_from_bytes(body).map_err(|_| Reject::Undecodable)?;
+                if codes.len() != c.disks.len() {
+                    return Err(Reject::BadChunk);
+                }
+                for (d, code) in c.disks.iter_mut().zip(codes) {
+                    d.probe = Probe::from_code(code);
+                }
+                probe_seen = true;
+                rest = after;
+            }
+            TRAILER_HARDWARE | TRAILER_PROBE => return Err(Reject::BadChunk),
+            _ => break,
+        }
+    }
+    Ok(())
 }
 
 /// Check every field against the limits.
@@ -461,9 +514,9 @@ pub fn chunk_inventory(
         }),
         ..template.clone()
     };
-    // +3: the disk list's length prefix grows from 1 to at most 3 varint bytes; +4: the
-    // trailer's tag and its list's length prefix.
-    let overhead = encode(&worst).len() + 3 + 4;
+    // +3: the disk list's length prefix grows from 1 to at most 3 varint bytes; +4 twice:
+    // each trailer's tag and its list's length prefix.
+    let overhead = encode(&worst).len() + 3 + 4 + 4;
     let budget = max_datagram.saturating_sub(overhead).max(1);
 
     let fitted: Vec<DiskRecord> = disks.iter().filter_map(fit_disk).collect();
@@ -472,10 +525,13 @@ pub fn chunk_inventory(
     let mut used = 0usize;
     for d in fitted {
         let wire_size = |d: &DiskRecord| {
-            // Every disk of a chunk has a trailer entry once one has hardware: count it.
-            revision1::size(d).saturating_add(
-                postcard::experimental::serialized_size(&d.hardware).unwrap_or(usize::MAX),
-            )
+            // Every disk of a chunk has a trailer entry once one has hardware: count it,
+            // and its probe code's byte.
+            revision1::size(d)
+                .saturating_add(
+                    postcard::experimental::serialized_size(&d.hardware).unwrap_or(usize::MAX),
+                )
+                .saturating_add(1)
         };
         let mut size = wire_size(&d);
         let mut d = d;
@@ -543,6 +599,7 @@ mod tests {
 
     pub(crate) fn disk(i: usize) -> DiskRecord {
         DiskRecord {
+            probe: Default::default(),
             uuid: Some(format!("{i:08x}-83a0-4e4a-af6a-f578ca7a1f65")),
             label: Some(format!("a rather long label for disk number {i} — Ürlaub")),
             device: format!("/dev/disk/by-id/ata-SAMSUNG_SSD_870_EVO_{i:06}-part1"),
@@ -720,10 +777,60 @@ mod tests {
     }
 
     #[test]
+    fn the_probe_travels_in_its_own_trailer_after_the_hardware() {
+        let probes = [Probe::Empty, Probe::Failed, Probe::Signature];
+        let mut disks: Vec<DiskRecord> = (0..3).map(disk).collect();
+        for (d, p) in disks.iter_mut().zip(probes) {
+            d.probe = p;
+        }
+        // With hardware: both trailers, hardware first.
+        let mut with_hw = disks.clone();
+        with_hw[0].hardware = hardware(0);
+        let e = inventory(with_hw.clone());
+        assert_eq!(decode(&encode(&e)).unwrap(), e);
+        // Without hardware: the probe trailer alone.
+        let e = inventory(disks.clone());
+        let bytes = encode(&e);
+        assert_eq!(decode(&bytes).unwrap(), e);
+        let plain: Vec<DiskRecord> = disks
+            .iter()
+            .map(|d| DiskRecord {
+                probe: Probe::Unknown,
+                ..d.clone()
+            })
+            .collect();
+        let rev1 = encode(&inventory(plain.clone()));
+        assert!(bytes.starts_with(&rev1));
+        assert_eq!(&bytes[rev1.len()..], &[TRAILER_PROBE, 3, 2, 4, 1]);
+        // An older peer's inventory (no probe trailer): every probe unknown.
+        assert_eq!(decode(&rev1).unwrap(), inventory(plain.clone()));
+        // A code from a later release is unknown, never blank; a list of another length,
+        // or the same trailer twice, is refused.
+        let mut later = rev1.clone();
+        later.extend_from_slice(&[TRAILER_PROBE, 3, 200, 2, 9]);
+        let Body::Inventory(c) = decode(&later).unwrap().body else {
+            unreachable!()
+        };
+        let got: Vec<Probe> = c.disks.iter().map(|d| d.probe).collect();
+        assert_eq!(got, [Probe::Unknown, Probe::Empty, Probe::Unknown]);
+        let mut short = rev1.clone();
+        short.extend_from_slice(&[TRAILER_PROBE, 2, 2, 2]);
+        assert_eq!(decode(&short), Err(Reject::BadChunk));
+        let mut twice = bytes.clone();
+        twice.extend_from_slice(&[TRAILER_PROBE, 3, 2, 2, 2]);
+        assert_eq!(decode(&twice), Err(Reject::BadChunk));
+        // A later trailer after ours is ignored.
+        let mut more = bytes.clone();
+        more.extend_from_slice(&[9, 1, 2, 3]);
+        assert_eq!(decode(&more).unwrap(), e);
+    }
+
+    #[test]
     fn disks_with_hardware_fit_in_bounded_datagrams() {
         let disks: Vec<_> = (0..300)
             .map(|i| DiskRecord {
                 hardware: hardware(i),
+                probe: Probe::from_code((i % 5) as u8),
                 ..disk(i)
             })
             .collect();
@@ -877,6 +984,98 @@ mod read_by_the_previous_release {
                 return None;
             }
             postcard::from_bytes(payload).ok()
+        }
+    }
+
+    /// `decode` of revision 2 (the release before probes), its trailer handling frozen:
+    /// the hardware trailer read with `from_bytes`, any other first trailer ignored.
+    mod v2 {
+        use serde::Deserialize;
+
+        #[derive(Debug, Deserialize, PartialEq, Default)]
+        pub struct Hardware {
+            pub size: Option<u64>,
+            pub model: Option<String>,
+            pub vendor: Option<String>,
+            pub serial: Option<String>,
+            pub wwn: Option<String>,
+            pub transport: Option<String>,
+            pub removable: Option<bool>,
+            pub rotational: Option<bool>,
+            pub parent: Option<String>,
+            pub backing_file: Option<String>,
+        }
+
+        /// The envelope's disks and their hardware (empty when there was no trailer).
+        pub fn decode(bytes: &[u8]) -> Option<(Vec<super::v1::Disk>, Vec<Hardware>)> {
+            let rest = bytes.strip_prefix(b"DSKD")?;
+            let (&version, payload) = rest.split_first()?;
+            if version != 1 {
+                return None;
+            }
+            let (env, trailer): (super::v1::Envelope, &[u8]) =
+                postcard::take_from_bytes(payload).ok()?;
+            let super::v1::Body::Inventory(c) = env.body else {
+                return None;
+            };
+            let hardware = match trailer.split_first() {
+                Some((&2, rest)) => {
+                    let h: Vec<Hardware> = postcard::from_bytes(rest).ok()?;
+                    if h.len() != c.disks.len() {
+                        return None;
+                    }
+                    h
+                }
+                _ => Vec::new(),
+            };
+            Some((c.disks, hardware))
+        }
+    }
+
+    #[test]
+    fn the_previous_release_reads_an_inventory_with_probes_as_before() {
+        let mut disks: Vec<DiskRecord> = (0..3).map(super::tests::disk).collect();
+        disks[0].probe = Probe::Empty;
+        disks[1].probe = Probe::Failed;
+        disks[2].probe = Probe::Signature;
+        let e = |disks: Vec<DiskRecord>| Envelope {
+            node_id: "0123456789abcdef0123456789abcdef".into(),
+            node: "new-node".into(),
+            boot: 7,
+            seq: 3,
+            sent_ms: 1_700_000_000_000,
+            body: Body::Inventory(Chunk {
+                generation: 4,
+                index: 0,
+                count: 1,
+                total: disks.len() as u32,
+                disks,
+            }),
+        };
+        // With the hardware trailer before the probe trailer, and without it.
+        let mut with_hw = disks.clone();
+        with_hw[1].hardware = super::tests::hardware(1);
+        for sent in [with_hw, disks] {
+            let bytes = encode(&e(sent.clone()));
+            let (got, hardware) = v2::decode(&bytes).expect("revision 2 decodes it");
+            let names: Vec<&str> = got.iter().map(|d| d.device.as_str()).collect();
+            let want: Vec<&str> = sent.iter().map(|d| d.device.as_str()).collect();
+            assert_eq!(names, want);
+            if sent.iter().any(|d| !d.hardware.is_empty()) {
+                assert_eq!(hardware.len(), 3);
+                assert_eq!(hardware[1].serial, sent[1].hardware.serial);
+                assert_eq!(hardware[0], v2::Hardware::default());
+            } else {
+                assert!(hardware.is_empty());
+            }
+            // And revision 1 still reads the disks.
+            let Some(old) = v1::decode(&bytes) else {
+                panic!("revision 1 decodes it")
+            };
+            let v1::Body::Inventory(c) = old.body else {
+                panic!("{:?}", old.body)
+            };
+            assert_eq!(c.disks.len(), 3);
         }
     }
 

@@ -177,6 +177,7 @@ mod tests {
     fn disks(n: usize, wave: usize) -> Vec<DiskRecord> {
         (0..n)
             .map(|i| DiskRecord {
+                probe: Default::default(),
                 uuid: Some(format!("{i:08x}-0000-4000-8000-000000000000")),
                 label: Some(format!("wave{wave}-disk{i}-{}", "x".repeat(60))),
                 device: format!("/dev/sd{i}"),

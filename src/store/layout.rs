@@ -1,21 +1,24 @@
-//! The v4 layout in sled: one value per host, postcard-encoded, split across keys when large.
+//! The v5 layout in sled: one value per host, postcard-encoded, split across keys when large.
 //!
 //! Tree `hosts`: key = node id + NUL + chunk number (u32, big endian); chunk 0 starts with
-//! the number of chunks (u32, big endian) with its high bit set ([`FRAME_V4`]), then the
-//! encoded [`HostView`] follows across the chunks in order. A host is always rewritten as
+//! the number of chunks (u32, big endian) with its two high bits set ([`FRAME_V5`]), then
+//! the encoded [`HostView`] follows across the chunks in order. A host is always rewritten as
 //! one sled batch (every chunk, and the removal of chunks it no longer needs), so after a
 //! crash it is either its old or its new value, never a mix.
 //!
-//! The high bit tells a v4 value from a v3 one (whose count never has it: that would take
-//! 2^31 chunks), so the conversion from schema 3 (see `migrate`) can rewrite hosts one at a
-//! time, and a rerun after a crash skips the hosts already rewritten. Schema 3 had the same
-//! framing without the bit, and a [`DiskView`] without the hardware.
+//! The high bits tell the schemas' values apart (a real count never has them: that would
+//! take 2^30 chunks): schema 3 set neither, schema 4 the highest ([`FRAME_V4`]), schema 5
+//! both. So a conversion (see `migrate`) can rewrite hosts one at a time, and a rerun after
+//! a crash skips the hosts already rewritten; and a schema-4 daemon started on a store
+//! whose conversion was interrupted finds no value it could read in a converted host (its
+//! count, read without the second bit, is past the chunks there are) instead of misreading
+//! it. Schema 4 had a [`DiskView`] without the probe, schema 3 without the hardware too.
 
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{identity_parts, DiskRecord, Hardware, Millis, Sighting};
+use crate::model::{identity_parts, DiskRecord, Hardware, Millis, Probe, Sighting};
 
 /// Bytes of encoded host value per sled key (sled 0.34 keeps values this small inline in
 /// its pages; larger ones would go to separate blob files).
@@ -81,6 +84,8 @@ pub(super) struct DiskView<'a> {
     /// New in schema 4.
     #[serde(borrow)]
     pub hardware: HardwareView<'a>,
+    /// New in schema 5: `Probe::code`.
+    pub probe: u8,
 }
 
 /// A [`Hardware`], borrowed (the same fields in the same order).
@@ -187,6 +192,7 @@ impl<'a> DiskView<'a> {
             fstype: d.fstype.as_deref(),
             mountpoints: d.mountpoints.iter().map(String::as_str).collect(),
             hardware: HardwareView::of(&d.hardware),
+            probe: d.probe.code(),
         }
     }
 
@@ -198,6 +204,7 @@ impl<'a> DiskView<'a> {
             fstype: self.fstype.map(str::to_string),
             mountpoints: self.mountpoints.iter().map(|m| m.to_string()).collect(),
             hardware: self.hardware.to_record(),
+            probe: Probe::from_code(self.probe),
         }
     }
 
@@ -242,6 +249,7 @@ impl<'a> DiskView<'a> {
                 .zip(&d.mountpoints)
                 .all(|(a, b)| a == b)
             && self.hardware.same_as(&d.hardware)
+            && Probe::from_code(self.probe) == d.probe
     }
 }
 
@@ -506,30 +514,43 @@ impl HostState {
 /// documentation).
 pub(super) const FRAME_V4: u32 = 1 << 31;
 
-/// Whether `chunk0` is the first chunk of a schema-4 value.
-pub(super) fn is_v4(chunk0: &[u8]) -> bool {
+/// Marks chunk 0 of a schema-5 value: the two high bits of its chunk count.
+pub(super) const FRAME_V5: u32 = FRAME_V4 | 1 << 30;
+
+/// The bits of a chunk count that are marks, not the count.
+const FRAME_MARKS: u32 = FRAME_V5;
+
+/// The mark of `chunk0`'s count (0 for schema 3, `FRAME_V4`, `FRAME_V5`); `None` when it
+/// has no count.
+pub(super) fn frame_mark(chunk0: &[u8]) -> Option<u32> {
     chunk0
         .get(..4)
         .and_then(|b| <[u8; 4]>::try_from(b).ok())
-        .is_some_and(|b| u32::from_be_bytes(b) & FRAME_V4 != 0)
+        .map(|b| u32::from_be_bytes(b) & FRAME_MARKS)
+}
+
+/// Whether `chunk0` is the first chunk of a value of this schema (5).
+#[cfg(test)]
+pub(super) fn is_current(chunk0: &[u8]) -> bool {
+    frame_mark(chunk0) == Some(FRAME_V5)
 }
 
 /// A host's value from its stored chunks (in order), as one buffer framed like chunk 0
 /// (the chunk itself when there is only one: shared with sled, not copied); `None` when
-/// they do not make a schema-4 value (a schema-3 value is never read as one).
+/// they do not make a schema-5 value (an older schema's value is never read as one).
 pub(super) fn join_chunks(chunks: &[sled::IVec]) -> Option<sled::IVec> {
-    join_framed(chunks, FRAME_V4)
+    join_framed(chunks, FRAME_V5)
 }
 
-/// [`join_chunks`] for a value whose chunk count carries `mark` (`FRAME_V4`, or 0 for a
-/// schema-3 value).
+/// [`join_chunks`] for a value whose chunk count carries `mark` (`FRAME_V5`, `FRAME_V4`,
+/// or 0 for a schema-3 value).
 pub(super) fn join_framed(chunks: &[sled::IVec], mark: u32) -> Option<sled::IVec> {
     let first = chunks.first()?;
     let count = u32::from_be_bytes(first.get(..4)?.try_into().ok()?);
-    if count & FRAME_V4 != mark {
+    if count & FRAME_MARKS != mark {
         return None;
     }
-    let n = (count & !FRAME_V4) as usize;
+    let n = (count & !FRAME_MARKS) as usize;
     if n == 0 || chunks.len() < n {
         return None;
     }
@@ -550,24 +571,24 @@ pub(super) fn unframed(bytes: &[u8]) -> &[u8] {
     bytes.get(4..).unwrap_or(&[])
 }
 
-/// `bytes` behind a 4-byte frame, as chunk 0 has (marked v4, with a meaningless count:
+/// `bytes` behind a 4-byte frame, as chunk 0 has (marked v5, with a meaningless count:
 /// only `unframed` reads it).
 fn framed(bytes: &[u8]) -> sled::IVec {
     let mut v = Vec::with_capacity(bytes.len() + 4);
-    v.extend_from_slice(&FRAME_V4.to_be_bytes());
+    v.extend_from_slice(&FRAME_V5.to_be_bytes());
     v.extend_from_slice(bytes);
     sled::IVec::from(v)
 }
 
 /// Split an encoded value into chunks, the first one prefixed with their number (marked
-/// `FRAME_V4`).
+/// `FRAME_V5`).
 fn split(bytes: &[u8]) -> Vec<Vec<u8>> {
     let first_len = bytes.len().min(CHUNK_BYTES - 4);
     let rest = &bytes[first_len..];
     let n = 1 + rest.len().div_ceil(CHUNK_BYTES);
     let mut out = Vec::with_capacity(n);
     let mut first = Vec::with_capacity(first_len + 4);
-    first.extend_from_slice(&(n as u32 | FRAME_V4).to_be_bytes());
+    first.extend_from_slice(&(n as u32 | FRAME_V5).to_be_bytes());
     first.extend_from_slice(&bytes[..first_len]);
     out.push(first);
     out.extend(rest.chunks(CHUNK_BYTES).map(<[u8]>::to_vec));

@@ -4,26 +4,34 @@
 //! `crate::model` change (postcard is positional: a new field changes every value after
 //! it), these copies never do.
 //!
-//! # Schema 3 -> 4
+//! # Schemas 4 and 3 -> 5
 //!
-//! Schema 3 is schema 4 without the hardware: the same trees and keys, one value per host
-//! in tree `hosts`, framed the same way but without the `FRAME_V4` mark on chunk 0's
-//! count, and each disk without its [`crate::model::Hardware`] (the last field of a
-//! schema-4 disk). The conversion rewrites each host in place, one at a time:
+//! Schema 4 is schema 5 without the probe: the same trees and keys, one value per host in
+//! tree `hosts`, framed the same way but with only the `FRAME_V4` mark on chunk 0's count
+//! (schema 5: `FRAME_V5`), and each disk without its probe code (the last field of a
+//! schema-5 disk). Schema 3 is schema 4 without the hardware (the last field of a schema-4
+//! disk), and no mark at all. Both are converted the same way, each host in place, one at
+//! a time:
 //!
-//! 1. for each host whose chunk 0 is not marked v4: read its v3 value, write its v4 value
-//!    as ONE sled batch (every chunk, and the removal of chunks it no longer needs), so
-//!    that a crash leaves that host either v3 or v4, never a mix; hosts already marked v4
-//!    (converted by a run that was interrupted) are skipped; a value that does not read as
-//!    v3 is left as it is (schema 3 skipped it too; the host's next write replaces it);
+//! 1. for each host whose chunk 0 is not marked v5: read its v4 value (marked v4) or v3
+//!    value (unmarked; a schema-3 store whose conversion to 4 was interrupted has both),
+//!    write its v5 value as ONE sled batch (every chunk, and the removal of chunks it no
+//!    longer needs), so that a crash leaves that host either old or v5, never a mix; hosts
+//!    already marked v5 (converted by a run that was interrupted) are skipped; a value that
+//!    does not read is left as it is (the old schema skipped it too; the host's next write
+//!    replaces it);
 //! 2. flush;
-//! 3. set the schema to 4 and flush: the commit point.
+//! 3. set the schema to 5 and flush: the commit point.
 //!
-//! Before (3) the store says schema 3, and every host is a whole v3 or a whole v4 value, so
-//! a `kill -9` anywhere means the next start converts the hosts still v3 and commits. Only
-//! after (3) does the normal path read the store, and it reads v4 values only. A schema-3
-//! diskd started on a store interrupted before (3) skips the hosts already converted (their
-//! marked count makes no value for it) instead of misreading them.
+//! Before (3) the store says schema 3 or 4, and every host is a whole old or a whole v5
+//! value, so a `kill -9` anywhere means the next start converts the hosts still old and
+//! commits. Only after (3) does the normal path read the store, and it reads v5 values only.
+//! A schema-4 (or 3) diskd started on a store interrupted before (3) skips the hosts already
+//! converted (their marked count makes no value for it) instead of misreading them.
+//!
+//! Every disk of a converted store has the probe `Unknown`: schemas 4 and earlier did not
+//! record whether blkid saw a device empty, so none of their records is offered as blank
+//! (`list --blank`) until its host reports it again.
 //!
 //! # Schema 2 -> 4
 //!
@@ -31,14 +39,14 @@
 //! node id + NUL + identity (+ NUL + device for a duplicate UUID), its value a `Sighting`
 //! whose disk had no hardware; tree `index` (term keys); `meta` key `term_index_v1`.
 //! `peers`, `attaches` and the `meta` keys `node_id` and `local_seen` are the same in
-//! schemas 2, 3 and 4 and stay as they are. A schema-2 store goes to schema 4 directly.
+//! schemas 2 to 5 and stay as they are. A schema-2 store goes to schema 5 directly.
 //!
 //! The conversion is crash-safe by order: (1) drop whatever a previous, interrupted run
-//! left in `hosts`; (2) write every host's v4 value and flush; (3) set the schema to 4 and
+//! left in `hosts`; (2) write every host's v5 value and flush; (3) set the schema to 5 and
 //! flush (the commit point); (4) drop the old trees. Until (3) the store is still a whole
 //! schema-2 store (the old trees are only read), so a `kill -9` anywhere before it means the
 //! next start migrates again from scratch; after (3), a start that finds old trees left
-//! over drops them (so does the conversion from schema 3: schema 3 converted schema 2 the
+//! over drops them (so do the conversions from schemas 3 and 4: they converted schema 2 the
 //! same way and may have left them).
 
 use std::collections::BTreeMap;
@@ -46,8 +54,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::layout::{
-    chunk_key, encode_entries, is_v4, join_framed, parse_chunk_key, unframed, DiskView, Entry,
-    EntryView, HardwareView, HostView, PastStay,
+    chunk_key, encode_entries, frame_mark, join_framed, parse_chunk_key, unframed, DiskView, Entry,
+    EntryView, HardwareView, HostView, PastStay, FRAME_V4, FRAME_V5,
 };
 use crate::model::{DiskRecord, Millis, Sighting};
 
@@ -60,7 +68,8 @@ pub(super) const V2_KEY_INDEXED: &[u8] = b"term_index_v1";
 pub(super) enum Until {
     /// Schema 2: stop after writing the new trees (before the schema flips).
     NewTrees,
-    /// Schema 3: stop after rewriting this many hosts, flushed (before the schema flips).
+    /// Schemas 3 and 4: stop after rewriting this many hosts, flushed (before the schema
+    /// flips).
     Hosts(usize),
     /// The whole conversion.
     All,
@@ -126,8 +135,8 @@ struct PastStayV3<'a> {
 }
 
 impl<'a> HostV3<'a> {
-    /// The same host in schema 4: every disk with its hardware unknown.
-    fn to_v4(&self) -> HostView<'a> {
+    /// The same host now: every disk with its hardware and its probe unknown.
+    fn to_current(&self) -> HostView<'a> {
         let mut entries: Vec<EntryView<'a>> = self
             .entries
             .iter()
@@ -139,6 +148,7 @@ impl<'a> HostV3<'a> {
                     fstype: e.disk.fstype,
                     mountpoints: e.disk.mountpoints.clone(),
                     hardware: HardwareView::default(),
+                    probe: 0,
                 },
                 present: e.present,
                 first_seen: e.first_seen,
@@ -160,7 +170,7 @@ impl<'a> HostV3<'a> {
                     .collect(),
             })
             .collect();
-        // Without hardware a v4 key is the v3 key; sorted again all the same, as v4 keeps
+        // Without hardware a v5 key is the v3 key; sorted again all the same, as v5 keeps
         // them.
         entries.sort_by(|a, b| a.key().cmp(&b.key()));
         HostView {
@@ -221,8 +231,203 @@ pub(super) fn encode_v3(host: &HostView<'_>, chunk_bytes: usize) -> Vec<Vec<u8>>
     out
 }
 
-/// Convert a schema-3 store to schema 4 (see the module documentation for the order).
-pub(super) fn from_v3(
+// ---- schema 4, frozen ----
+
+/// A schema-4 host value (what `layout::HostView` was).
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+struct HostV4<'a> {
+    host: &'a str,
+    #[serde(borrow)]
+    addr: Option<&'a str>,
+    #[serde(borrow)]
+    entries: Vec<EntryV4<'a>>,
+}
+
+/// A schema-4 entry (what `layout::EntryView` was).
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+struct EntryV4<'a> {
+    #[serde(borrow)]
+    disk: DiskV4<'a>,
+    present: bool,
+    first_seen: Millis,
+    last_seen: Millis,
+    since: Millis,
+    dup: bool,
+    #[serde(borrow)]
+    place: Option<(&'a str, Option<&'a str>)>,
+    #[serde(borrow)]
+    past: Vec<PastStayV3<'a>>,
+}
+
+/// A schema-4 disk (what `layout::DiskView` was: no probe).
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+struct DiskV4<'a> {
+    #[serde(borrow)]
+    uuid: Option<&'a str>,
+    #[serde(borrow)]
+    label: Option<&'a str>,
+    device: &'a str,
+    #[serde(borrow)]
+    fstype: Option<&'a str>,
+    #[serde(borrow)]
+    mountpoints: Vec<&'a str>,
+    #[serde(borrow)]
+    hardware: HardwareV4<'a>,
+}
+
+/// A schema-4 hardware (what `layout::HardwareView` was).
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+struct HardwareV4<'a> {
+    size: Option<u64>,
+    #[serde(borrow)]
+    model: Option<&'a str>,
+    #[serde(borrow)]
+    vendor: Option<&'a str>,
+    #[serde(borrow)]
+    serial: Option<&'a str>,
+    #[serde(borrow)]
+    wwn: Option<&'a str>,
+    #[serde(borrow)]
+    transport: Option<&'a str>,
+    removable: Option<bool>,
+    rotational: Option<bool>,
+    #[serde(borrow)]
+    parent: Option<&'a str>,
+    #[serde(borrow)]
+    backing_file: Option<&'a str>,
+}
+
+impl<'a> HostV4<'a> {
+    /// The same host now: every disk with its probe unknown (its key, made of its UUID,
+    /// WWN, serial and device, is unchanged, and so is the order).
+    fn to_current(&self) -> HostView<'a> {
+        let entries = self
+            .entries
+            .iter()
+            .map(|e| {
+                let h = &e.disk.hardware;
+                EntryView {
+                    disk: DiskView {
+                        uuid: e.disk.uuid,
+                        label: e.disk.label,
+                        device: e.disk.device,
+                        fstype: e.disk.fstype,
+                        mountpoints: e.disk.mountpoints.clone(),
+                        hardware: HardwareView {
+                            size: h.size,
+                            model: h.model,
+                            vendor: h.vendor,
+                            serial: h.serial,
+                            wwn: h.wwn,
+                            transport: h.transport,
+                            removable: h.removable,
+                            rotational: h.rotational,
+                            parent: h.parent,
+                            backing_file: h.backing_file,
+                        },
+                        probe: 0,
+                    },
+                    present: e.present,
+                    first_seen: e.first_seen,
+                    last_seen: e.last_seen,
+                    since: e.since,
+                    dup: e.dup,
+                    place: e.place,
+                    past: e
+                        .past
+                        .iter()
+                        .map(|p| PastStay {
+                            host: p.host,
+                            addr: p.addr,
+                            device: p.device,
+                            label: p.label,
+                            first_seen: p.first_seen,
+                            last_seen: p.last_seen,
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        HostView {
+            host: self.host,
+            addr: self.addr,
+            entries,
+        }
+    }
+}
+
+/// A schema-4 value of `host` (its disks' probes left out), framed and split as schema 4
+/// stored it: what the previous release would have written. For tests.
+#[cfg(test)]
+pub(super) fn encode_v4(host: &HostView<'_>, chunk_bytes: usize) -> Vec<Vec<u8>> {
+    let v4 = HostV4 {
+        host: host.host,
+        addr: host.addr,
+        entries: host
+            .entries
+            .iter()
+            .map(|e| {
+                let h = &e.disk.hardware;
+                EntryV4 {
+                    disk: DiskV4 {
+                        uuid: e.disk.uuid,
+                        label: e.disk.label,
+                        device: e.disk.device,
+                        fstype: e.disk.fstype,
+                        mountpoints: e.disk.mountpoints.clone(),
+                        hardware: HardwareV4 {
+                            size: h.size,
+                            model: h.model,
+                            vendor: h.vendor,
+                            serial: h.serial,
+                            wwn: h.wwn,
+                            transport: h.transport,
+                            removable: h.removable,
+                            rotational: h.rotational,
+                            parent: h.parent,
+                            backing_file: h.backing_file,
+                        },
+                    },
+                    present: e.present,
+                    first_seen: e.first_seen,
+                    last_seen: e.last_seen,
+                    since: e.since,
+                    dup: e.dup,
+                    place: e.place,
+                    past: e
+                        .past
+                        .iter()
+                        .map(|p| PastStayV3 {
+                            host: p.host,
+                            addr: p.addr,
+                            device: p.device,
+                            label: p.label,
+                            first_seen: p.first_seen,
+                            last_seen: p.last_seen,
+                        })
+                        .collect(),
+                }
+            })
+            .collect(),
+    };
+    let bytes = postcard::to_allocvec(&v4).expect("encodes");
+    let first_len = bytes.len().min(chunk_bytes - 4);
+    let rest = &bytes[first_len..];
+    let n = 1 + rest.len().div_ceil(chunk_bytes);
+    let mut first = (n as u32 | FRAME_V4).to_be_bytes().to_vec();
+    first.extend_from_slice(&bytes[..first_len]);
+    let mut out = vec![first];
+    out.extend(rest.chunks(chunk_bytes).map(<[u8]>::to_vec));
+    out
+}
+
+/// Convert a schema-3 or schema-4 store to schema 5, host by host in place (see the module
+/// documentation for the order).
+pub(super) fn hosts_in_place(
     db: &sled::Db,
     meta: &sled::Tree,
     hosts: &sled::Tree,
@@ -238,7 +443,7 @@ pub(super) fn from_v3(
             *n = (*n).max(i.saturating_add(1));
         }
     }
-    // (1) Each host still v3, one batch each.
+    // (1) Each host still old, one batch each.
     let mut converted = 0usize;
     for (node_id, keys) in counts {
         if until == Until::Hosts(converted) {
@@ -247,9 +452,11 @@ pub(super) fn from_v3(
         let Some(first) = hosts.get(chunk_key(&node_id, 0))? else {
             continue; // no value without its chunk 0; left as it is
         };
-        if is_v4(&first) {
-            continue; // converted by an interrupted run
-        }
+        let mark = match frame_mark(&first) {
+            Some(FRAME_V5) => continue, // converted by an interrupted run
+            Some(m @ (0 | FRAME_V4)) => m,
+            _ => continue, // no schema's value; left as it is
+        };
         let mut chunks = vec![first];
         for i in 1..keys {
             match hosts.get(chunk_key(&node_id, i))? {
@@ -257,14 +464,21 @@ pub(super) fn from_v3(
                 None => break,
             }
         }
-        let Some(bytes) = join_framed(&chunks, 0) else {
+        let Some(bytes) = join_framed(&chunks, mark) else {
             continue; // unreadable then, unreadable now
         };
-        let Ok(old) = postcard::from_bytes::<HostV3<'_>>(unframed(&bytes)) else {
-            continue;
+        let current = if mark == FRAME_V4 {
+            match postcard::from_bytes::<HostV4<'_>>(unframed(&bytes)) {
+                Ok(old) => old.to_current(),
+                Err(_) => continue,
+            }
+        } else {
+            match postcard::from_bytes::<HostV3<'_>>(unframed(&bytes)) {
+                Ok(old) => old.to_current(),
+                Err(_) => continue,
+            }
         };
-        let (new, _) = old
-            .to_v4()
+        let (new, _) = current
             .encode()
             .map_err(|e| sled::Error::Unsupported(format!("cannot encode host {node_id}: {e}")))?;
         let n = new.len() as u32;
@@ -327,6 +541,7 @@ impl SightingV2 {
                 fstype: self.disk.fstype,
                 mountpoints: self.disk.mountpoints,
                 hardware: Default::default(),
+                probe: Default::default(),
             },
             present: self.present,
             first_seen: self.first_seen,
@@ -335,7 +550,7 @@ impl SightingV2 {
     }
 }
 
-/// Convert a schema-2 store to schema 4 (see the module documentation for the order).
+/// Convert a schema-2 store to schema 5 (see the module documentation for the order).
 pub(super) fn from_v2(
     db: &sled::Db,
     meta: &sled::Tree,
@@ -378,7 +593,7 @@ pub(super) fn from_v2(
             .max_by_key(|e| (e.s.present, e.s.last_seen))
             .map(|e| (e.s.host.clone(), e.s.addr.clone()))
             .unwrap_or_default();
-        // Keys must be what v4 derives from the disk (identity, + NUL + device); without
+        // Keys must be what v5 derives from the disk (identity, + NUL + device); without
         // hardware that is what v2 had.
         entries.retain(|e| {
             e.key == e.s.disk.identity()
@@ -405,7 +620,7 @@ pub(super) fn from_v2(
     Ok(())
 }
 
-/// Drop what schema 2 had and schemas 3 and 4 do not (after a conversion, or left by one
+/// Drop what schema 2 had and later schemas do not (after a conversion, or left by one
 /// that was interrupted after its commit point).
 pub(super) fn drop_v2_leftovers(db: &sled::Db, meta: &sled::Tree) -> Result<(), sled::Error> {
     let names = db.tree_names();

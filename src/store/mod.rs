@@ -7,18 +7,20 @@
 //! `replace_peer_inventory` and `upsert_peer` for the peer layer); queries read the
 //! fleet-wide picture.
 //!
-//! Layout (schema 4, see `layout`): the unit of change is one host's inventory, so each
+//! Layout (schema 5, see `layout`): the unit of change is one host's inventory, so each
 //! host is ONE value in tree `hosts` (split across a few keys only when larger than 64 KiB),
 //! rewritten as one atomic sled batch when its inventory changes and not written at all
 //! when it does not. Each disk in it carries its hardware (size, model, serial, WWN, ...),
-//! new in schema 4, and is keyed within its host by its identity (UUID, else WWN, else
+//! new in schema 4, and what blkid made of it (`Probe`: what `list --blank` trusts), new in
+//! schema 5, and is keyed within its host by its identity (UUID, else WWN, else
 //! serial, else device: `DiskRecord::identity`). The term index (UUID, label, device,
 //! serial, WWN, host name) lives in memory only, built at open from the host values and
 //! updated with every write.
 //!
-//! Older stores are converted at open (see `migrate`): schema 3 (the same layout without
-//! the hardware) host by host in place, schema 2 (one record per sighting) in one pass;
-//! both crash-safe, committed by setting the schema version last.
+//! Older stores are converted at open (see `migrate`): schemas 4 and 3 (the same layout
+//! without the probe, and without the hardware too) host by host in place, schema 2 (one
+//! record per sighting) in one pass; all crash-safe, committed by setting the schema
+//! version last.
 //!
 //! Readers answer from memory: the committed value of every host (an `Arc`, swapped on
 //! each write) and the index, behind a lock held only for memory access, never across sled
@@ -54,9 +56,9 @@ use crate::model::{
 };
 
 /// The layout version of the data in sled. Bump it when records change incompatibly. An
-/// older store is converted at open (schema 3 -> 4 and 2 -> 4, see `migrate`); a newer one
-/// is refused instead of being misread.
-pub const SCHEMA_VERSION: u32 = 4;
+/// older store is converted at open (schemas 4 and 3 -> 5 and 2 -> 5, see `migrate`); a
+/// newer one is refused instead of being misread.
+pub const SCHEMA_VERSION: u32 = 5;
 
 const META: &str = "meta";
 const HOSTS: &str = "hosts";
@@ -458,11 +460,12 @@ impl Store {
             Some(v) if v.as_ref() == SCHEMA_VERSION.to_string().as_bytes() => {
                 migrate::drop_v2_leftovers(&db, &meta).map_err(open_err)?;
             }
-            Some(v) if v.as_ref() == b"3" => {
-                // Schema 3 converted schema 2 the same way and may have left its trees.
+            Some(v) if v.as_ref() == b"3" || v.as_ref() == b"4" => {
+                // Schemas 3 and 4 converted schema 2 the same way and may have left its
+                // trees.
                 migrate::drop_v2_leftovers(&db, &meta).map_err(open_err)?;
                 let hosts = db.open_tree(HOSTS).map_err(open_err)?;
-                migrate::from_v3(&db, &meta, &hosts, KEY_SCHEMA, until).map_err(open_err)?;
+                migrate::hosts_in_place(&db, &meta, &hosts, KEY_SCHEMA, until).map_err(open_err)?;
             }
             Some(v) if v.as_ref() == b"2" => {
                 migrate::from_v2(&db, &meta, HOSTS, KEY_SCHEMA, until).map_err(open_err)?;

@@ -1,8 +1,10 @@
 use super::*;
+use crate::model::{Hardware, Probe};
 use std::sync::atomic::Ordering;
 
 fn disk(uuid: &str, label: &str, dev: &str) -> DiskRecord {
     DiskRecord {
+        probe: Default::default(),
         uuid: Some(uuid.into()),
         label: Some(label.into()),
         device: dev.into(),
@@ -445,6 +447,7 @@ const FIXTURE_B: &str = "a6ea126af91f5044e7ec6e9f716bf51f";
 fn assert_fixture(s: &Store) {
     assert_eq!(s.node_id(), FIXTURE_A);
     let d = |uuid: Option<&str>, label: &str, dev: &str, fs: &str| DiskRecord {
+        probe: Default::default(),
         uuid: uuid.map(Into::into),
         label: Some(label.into()),
         device: dev.into(),
@@ -580,7 +583,7 @@ fn a_schema_2_store_is_converted_keeping_everything() {
         assert_fixture(&s);
     }
     let (schema, trees) = layout_of(dir.path());
-    assert_eq!(schema, "4");
+    assert_eq!(schema, "5");
     assert!(
         !trees.iter().any(|t| t == "sightings" || t == "index"),
         "{trees:?}"
@@ -632,7 +635,7 @@ fn an_interrupted_conversion_is_redone_from_scratch() {
         assert!(s.find_host("host-ffff").unwrap().is_empty());
         assert_eq!(lock(&s.inner.chunks).len(), 2, "the stray key was cleared");
     }
-    assert_eq!(layout_of(dir.path()).0, "4");
+    assert_eq!(layout_of(dir.path()).0, "5");
 
     // Died after the flip, before the old trees were dropped: they are dropped now.
     let dir = fixture_copy();
@@ -641,13 +644,13 @@ fn an_interrupted_conversion_is_redone_from_scratch() {
         let db = sled_open(dir.path());
         db.open_tree(META)
             .unwrap()
-            .insert(KEY_SCHEMA, &b"4"[..])
+            .insert(KEY_SCHEMA, &b"5"[..])
             .unwrap();
         db.flush().unwrap();
     }
     assert_fixture(&Store::open(dir.path()).unwrap());
     let (schema, trees) = layout_of(dir.path());
-    assert_eq!(schema, "4");
+    assert_eq!(schema, "5");
     assert!(
         !trees.iter().any(|t| t == "sightings" || t == "index"),
         "{trees:?}"
@@ -733,6 +736,7 @@ fn full_hardware(serial: &str, wwn: &str) -> crate::model::Hardware {
 /// A disk without a filesystem, known by its hardware only.
 fn blank(dev: &str, serial: Option<&str>, wwn: Option<&str>) -> DiskRecord {
     DiskRecord {
+        probe: Default::default(),
         uuid: None,
         label: None,
         device: dev.into(),
@@ -790,6 +794,7 @@ fn a_key_is_the_identity_byte_for_byte() {
             for s in serials {
                 for d in devices {
                     records.push(DiskRecord {
+                        probe: Default::default(),
                         uuid: u.map(Into::into),
                         label: Some("l".into()),
                         device: d.into(),
@@ -995,6 +1000,7 @@ fn a_blank_disk_is_its_serial_on_every_host_in_history() {
 fn hardware_round_trips_and_a_serial_keeps_its_entry_across_devices() {
     let dir = tempfile::tempdir().unwrap();
     let whole = DiskRecord {
+        probe: Default::default(),
         uuid: None,
         label: None,
         device: "/dev/sda".into(),
@@ -1084,6 +1090,7 @@ const V3_B: &str = "3b2d244500ce5cfcbb612cb4f4cc15ee";
 fn assert_fixture_v3(s: &Store) {
     assert_eq!(s.node_id(), V3_A);
     let d = |uuid: Option<&str>, label: Option<&str>, dev: &str, fs: Option<&str>| DiskRecord {
+        probe: Default::default(),
         uuid: uuid.map(Into::into),
         label: label.map(Into::into),
         device: dev.into(),
@@ -1244,13 +1251,13 @@ fn hosts_of(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
         .collect()
 }
 
-/// For each host of a closed store: whether its chunk 0 is marked v4.
-fn v4_marks(path: &Path) -> BTreeMap<String, bool> {
+/// For each host of a closed store: whether its chunk 0 is marked as this schema's (5).
+fn current_marks(path: &Path) -> BTreeMap<String, bool> {
     hosts_of(path)
         .into_iter()
         .filter_map(|(k, v)| {
             let (id, i) = parse_chunk_key(&k)?;
-            (i == 0).then(|| (id.to_string(), layout::is_v4(&v)))
+            (i == 0).then(|| (id.to_string(), layout::is_current(&v)))
         })
         .collect()
 }
@@ -1260,7 +1267,7 @@ fn a_schema_3_store_is_converted_keeping_everything() {
     let dir = copy_of_fixture("store-v3");
     assert_eq!(layout_of(dir.path()).0, "3");
     assert_eq!(
-        v4_marks(dir.path()),
+        current_marks(dir.path()),
         BTreeMap::from([(V3_A.to_string(), false), (V3_B.to_string(), false)])
     );
     {
@@ -1269,12 +1276,12 @@ fn a_schema_3_store_is_converted_keeping_everything() {
         assert_eq!(s.inner.host_writes.load(Ordering::Relaxed), 0);
     }
     let (schema, trees) = layout_of(dir.path());
-    assert_eq!(schema, "4");
+    assert_eq!(schema, "5");
     for t in ["meta", "hosts", "peers", "attaches"] {
         assert!(trees.iter().any(|x| x == t), "{t}: {trees:?}");
     }
-    assert!(v4_marks(dir.path()).values().all(|&v4| v4));
-    // Opened again as the schema-4 store it now is, and it goes on working: the moving
+    assert!(current_marks(dir.path()).values().all(|&v4| v4));
+    // Opened again as the schema-5 store it now is, and it goes on working: the moving
     // disk is found by its serial now that the watchers report it, keeping its history.
     let s = Store::open(dir.path()).unwrap();
     assert_fixture_v3(&s);
@@ -1308,20 +1315,20 @@ fn an_interrupted_schema_3_conversion_completes() {
     // A run that rewrote one host and died before the schema flipped.
     drop(Store::open_until(dir.path(), migrate::Until::Hosts(1)).unwrap());
     assert_eq!(layout_of(dir.path()).0, "3");
-    let marks = v4_marks(dir.path());
+    let marks = current_marks(dir.path());
     assert_eq!(marks.values().filter(|&&v4| v4).count(), 1, "{marks:?}");
     let converted = hosts_of(dir.path());
     {
         let s = Store::open(dir.path()).unwrap();
         assert_fixture_v3(&s);
     }
-    assert_eq!(layout_of(dir.path()).0, "4");
-    assert!(v4_marks(dir.path()).values().all(|&v4| v4));
+    assert_eq!(layout_of(dir.path()).0, "5");
+    assert!(current_marks(dir.path()).values().all(|&v4| v4));
     // The host converted before the crash was left as it was.
     let after = hosts_of(dir.path());
     let first = converted
         .iter()
-        .find(|(k, v)| parse_chunk_key(k).is_some_and(|(_, i)| i == 0) && layout::is_v4(v))
+        .find(|(k, v)| parse_chunk_key(k).is_some_and(|(_, i)| i == 0) && layout::is_current(v))
         .unwrap();
     assert!(after.contains(first));
 
@@ -1333,7 +1340,7 @@ fn an_interrupted_schema_3_conversion_completes() {
     assert_eq!(hosts_of(dir.path()), before);
     assert_eq!(layout_of(dir.path()).0, "3");
     assert_fixture_v3(&Store::open(dir.path()).unwrap());
-    assert_eq!(layout_of(dir.path()).0, "4");
+    assert_eq!(layout_of(dir.path()).0, "5");
 }
 
 #[test]
@@ -1354,7 +1361,7 @@ fn a_schema_3_store_left_with_schema_2_trees_drops_them() {
     }
     assert_fixture_v3(&Store::open(dir.path()).unwrap());
     let (schema, trees) = layout_of(dir.path());
-    assert_eq!(schema, "4");
+    assert_eq!(schema, "5");
     assert!(!trees.iter().any(|t| t == "sightings"), "{trees:?}");
 }
 
@@ -1366,7 +1373,7 @@ fn a_store_from_a_newer_diskd_is_refused_untouched() {
         let db = sled_open(dir.path());
         db.open_tree(META)
             .unwrap()
-            .insert(KEY_SCHEMA, &b"5"[..])
+            .insert(KEY_SCHEMA, &b"6"[..])
             .unwrap();
         db.flush().unwrap();
     }
@@ -1375,11 +1382,11 @@ fn a_store_from_a_newer_diskd_is_refused_untouched() {
     match &e {
         StoreError::Schema {
             found, expected, ..
-        } => assert_eq!((found.as_str(), *expected), ("5", 4)),
+        } => assert_eq!((found.as_str(), *expected), ("6", 5)),
         other => panic!("{other}"),
     }
     assert!(e.to_string().contains("nothing was changed"), "{e}");
-    assert_eq!(layout_of(dir.path()).0, "5");
+    assert_eq!(layout_of(dir.path()).0, "6");
     assert_eq!(hosts_of(dir.path()), hosts);
 }
 
@@ -1455,7 +1462,7 @@ fn a_large_schema_3_host_is_converted_whole() {
         assert_eq!(got, vec![("/dev/moved7", true), ("/dev/d7", false)]);
         assert_eq!(h[0].addr.as_deref(), Some("192.0.2.3"));
     }
-    assert_eq!(layout_of(dir.path()).0, "4");
+    assert_eq!(layout_of(dir.path()).0, "5");
     let hosts = hosts_of(dir.path());
     let keys_of = |id: &str| -> Vec<u32> {
         hosts
@@ -1567,4 +1574,174 @@ fn the_blank_disk_of_a_schema_3_store_keeps_its_entry_when_its_serial_is_read() 
     let f = s.find("ZZ-SDH").unwrap();
     assert_eq!((f.len(), f[0].first_seen), (1, 1795706183561));
     assert_eq!(s.history("0x5000000000000999").unwrap().len(), 1);
+}
+
+const V4_NODE: &str = "69b18685b2cf24b56c55a614f062fe11";
+
+/// Everything the schema-4 fixture holds (see tests/fixtures/store-v4/README.md), as read
+/// now: what the previous release read, every probe unknown (so nothing is blank).
+fn assert_fixture_v4(s: &Store) {
+    assert_eq!(s.node_id(), V4_NODE);
+    let t = 1796520742871;
+    let sig = |disk| Sighting {
+        node_id: V4_NODE.into(),
+        host: "fixture-v4".into(),
+        addr: Some("192.0.2.2".into()),
+        disk,
+        present: true,
+        first_seen: t,
+        last_seen: t,
+    };
+    let backup = DiskRecord {
+        uuid: Some("5d6e7f80-1a2b-4c3d-8e9f-0a1b2c3d4e5f".into()),
+        label: Some("backup".into()),
+        device: "/dev/sdr".into(),
+        fstype: Some("ext4".into()),
+        mountpoints: vec![],
+        hardware: Hardware {
+            size: Some(1 << 20),
+            transport: Some("virtual".into()),
+            ..Hardware::default()
+        },
+        probe: Probe::Unknown,
+    };
+    let sdq = DiskRecord {
+        device: "/dev/sdq".into(),
+        hardware: Hardware {
+            size: Some(4_000_787_030_016),
+            model: Some("ST4000DM004-2CV1".into()),
+            vendor: Some("ATA".into()),
+            serial: Some("ZFN0V4".into()),
+            wwn: Some("naa.5000c500deadbeef".into()),
+            transport: Some("sata".into()),
+            removable: Some(false),
+            rotational: Some(true),
+            parent: None,
+            backing_file: None,
+        },
+        probe: Probe::Unknown,
+        ..DiskRecord::default()
+    };
+    assert_eq!(s.sightings().unwrap(), vec![sig(backup), sig(sdq.clone())]);
+    assert_eq!(s.host_seen(V4_NODE), Some(t));
+    // Schema 4 called sdq blank for want of a filesystem; nobody saw it empty.
+    assert!(!sdq.probed_empty());
+    assert_eq!(s.find("ZFN0V4").unwrap().len(), 1);
+    assert_eq!(s.find("naa.5000C500DEADBEEF").unwrap().len(), 1);
+}
+
+#[test]
+fn a_schema_4_store_is_converted_keeping_everything_and_calling_nothing_blank() {
+    let dir = copy_of_fixture("store-v4");
+    assert_eq!(layout_of(dir.path()).0, "4");
+    assert_eq!(
+        current_marks(dir.path()),
+        BTreeMap::from([(V4_NODE.to_string(), false)])
+    );
+    {
+        let s = Store::open(dir.path()).unwrap();
+        assert_fixture_v4(&s);
+        assert_eq!(s.inner.host_writes.load(Ordering::Relaxed), 0);
+    }
+    let (schema, trees) = layout_of(dir.path());
+    assert_eq!(schema, "5");
+    for t in ["meta", "hosts", "peers", "attaches"] {
+        assert!(trees.iter().any(|x| x == t), "{t}: {trees:?}");
+    }
+    assert!(current_marks(dir.path()).values().all(|&v5| v5));
+    // Reopened as schema 5: nothing rewritten, and the watchers' next report (sdq probed
+    // and found empty) is a change that is kept.
+    let hosts = hosts_of(dir.path());
+    let s = Store::open(dir.path()).unwrap();
+    assert_fixture_v4(&s);
+    let mut inv = s.local_inventory();
+    let sdq = inv.iter_mut().find(|d| d.device == "/dev/sdq").unwrap();
+    sdq.probe = Probe::Empty;
+    let d = s
+        .replace_local("fixture-v4", Some("192.0.2.2"), &inv, 1796520800000)
+        .unwrap();
+    assert_eq!(d.changed.len(), 1);
+    drop(s);
+    assert_ne!(hosts_of(dir.path()), hosts);
+    let s = Store::open(dir.path()).unwrap();
+    let back = s.find("ZFN0V4").unwrap();
+    assert_eq!(back[0].disk.probe, Probe::Empty);
+    assert!(back[0].disk.probed_empty());
+}
+
+#[test]
+fn an_interrupted_schema_4_conversion_completes_and_a_schema_4_reader_skips_converted_hosts() {
+    // Two hosts written as schema 4 wrote them (the fixture's, and a peer's).
+    let dir = copy_of_fixture("store-v4");
+    {
+        let db = sled_open(dir.path());
+        let peer = DiskRecord {
+            uuid: Some("0b0b0b0b-1111-4222-8333-444455556666".into()),
+            device: "/dev/sdd1".into(),
+            hardware: Hardware {
+                serial: Some("PEER-1".into()),
+                ..Hardware::default()
+            },
+            ..DiskRecord::default()
+        };
+        let entries = vec![layout::Entry {
+            key: peer.identity(),
+            s: Sighting {
+                node_id: "ffffffffffffffffffffffffffffffff".into(),
+                host: "peer".into(),
+                addr: None,
+                disk: peer.clone(),
+                present: true,
+                first_seen: 5,
+                last_seen: 6,
+            },
+            since: 5,
+        }];
+        let chunks = layout::encode_entries("peer", None, &entries).unwrap();
+        let view = layout::HostView::decode(layout::unframed(&chunks[0])).unwrap();
+        let hosts = db.open_tree(HOSTS).unwrap();
+        for (i, c) in migrate::encode_v4(&view, layout::CHUNK_BYTES)
+            .into_iter()
+            .enumerate()
+        {
+            hosts
+                .insert(chunk_key("ffffffffffffffffffffffffffffffff", i as u32), c)
+                .unwrap();
+        }
+        db.flush().unwrap();
+    }
+    // A run that rewrote one host and died before the schema flipped.
+    drop(Store::open_until(dir.path(), migrate::Until::Hosts(1)).unwrap());
+    assert_eq!(layout_of(dir.path()).0, "4");
+    let marks = current_marks(dir.path());
+    assert_eq!(marks.values().filter(|&&v5| v5).count(), 1, "{marks:?}");
+    // What schema 4 would read of it now: the host still v4 whole, the converted one
+    // nothing (never misread).
+    let hosts = hosts_of(dir.path());
+    let chunk0s: Vec<sled::IVec> = hosts
+        .iter()
+        .filter(|(k, _)| parse_chunk_key(k).is_some_and(|(_, i)| i == 0))
+        .map(|(_, v)| sled::IVec::from(v.clone()))
+        .collect();
+    let v4_read: Vec<bool> = chunk0s
+        .iter()
+        .map(|c| {
+            // schema 4's `join_chunks`: its mark is the high bit, the rest the count
+            let count = u32::from_be_bytes(c[..4].try_into().unwrap());
+            count & layout::FRAME_V4 == layout::FRAME_V4
+                && (count & !layout::FRAME_V4) as usize <= 1
+        })
+        .collect();
+    assert_eq!(v4_read.iter().filter(|&&r| r).count(), 1, "{v4_read:?}");
+    // The next start completes it.
+    {
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.sightings_len(), 3);
+        let peer = s.find("PEER-1").unwrap();
+        assert_eq!(peer[0].host, "peer");
+        assert_eq!(peer[0].disk.probe, Probe::Unknown);
+        assert_eq!(s.find("ZFN0V4").unwrap().len(), 1);
+    }
+    assert_eq!(layout_of(dir.path()).0, "5");
+    assert!(current_marks(dir.path()).values().all(|&v5| v5));
 }

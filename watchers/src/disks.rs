@@ -6,9 +6,10 @@
 //! that is killed as a whole on timeout, its output is capped, and labels are decoded, never
 //! interpreted.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ use tokio::process::{Child, Command};
 
 use crate::events::LazyBlockEvents;
 use crate::filter::DeviceFilter;
-use crate::{DiskInfo, Observation, WatchError, Watcher};
+use crate::{Contents, DiskInfo, Observation, WatchError, Watcher};
 
 /// More stdout than this is not a device list but a runaway program; 16 MiB is thousands of
 /// times what a machine with hundreds of disks produces.
@@ -56,6 +57,10 @@ pub struct DiskWatcherConfig {
     /// Glob patterns on the device path; matching devices are never reported (loop
     /// devices of snaps, for example), even when `include` matches them.
     pub exclude: Vec<String>,
+    /// Where sysfs is mounted, when the devices a scan does not report are to be probed
+    /// one by one (see [`DiskWatcher::scan`]): the daemon sets it with the hardware
+    /// watcher, the only source of blank-disk records. `None`: no probing.
+    pub probe_sysfs: Option<PathBuf>,
 }
 
 impl Default for DiskWatcherConfig {
@@ -68,6 +73,7 @@ impl Default for DiskWatcherConfig {
             timeout: Duration::from_secs(15),
             include: Vec::new(),
             exclude: Vec::new(),
+            probe_sysfs: None,
         }
     }
 }
@@ -160,6 +166,30 @@ impl DiskWatcher {
     /// way it can go wrong to a [`WatchError`].
     async fn run(&self, argv: &[String]) -> Result<String, WatchError> {
         let program = argv.first().cloned().unwrap_or_default();
+        let (status, stdout, err) = self.run_raw(argv, self.cfg.timeout).await?;
+        if status.success() {
+            return Ok(stdout);
+        }
+        // blkid's way of saying "no devices with a signature at all" is exit status 2; on a
+        // machine with only unformatted disks that is the correct, empty answer.
+        if status.code() == Some(2) && stdout.trim().is_empty() {
+            return Ok(String::new());
+        }
+        Err(WatchError::Failed {
+            program,
+            status: status.to_string(),
+            stderr: first_line(&err),
+        })
+    }
+
+    /// Runs `argv` for at most `timeout`: its exit status, stdout and (capped) stderr, or
+    /// why it did not run to its end (its process group is killed then).
+    async fn run_raw(
+        &self,
+        argv: &[String],
+        timeout: Duration,
+    ) -> Result<(ExitStatus, String, Vec<u8>), WatchError> {
+        let program = argv.first().cloned().unwrap_or_default();
         let mut child = spawn(argv).await?;
         // With process_group(0) the child's pid is also its process group id.
         let mut group = GroupGuard {
@@ -168,8 +198,7 @@ impl DiskWatcher {
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
 
-        let outcome =
-            tokio::time::timeout(self.cfg.timeout, collect(&mut child, stdout, stderr)).await;
+        let outcome = tokio::time::timeout(timeout, collect(&mut child, stdout, stderr)).await;
         let (status, out, err) = match outcome {
             Ok(Ok(done)) => {
                 // The child is reaped; whatever it left behind in its group is no longer
@@ -193,28 +222,259 @@ impl DiskWatcher {
             Err(_elapsed) => {
                 group.kill();
                 reap(&mut child, &program).await;
-                return Err(WatchError::TimedOut {
-                    program,
-                    timeout: self.cfg.timeout,
-                });
+                return Err(WatchError::TimedOut { program, timeout });
             }
         };
-
-        let stdout = String::from_utf8_lossy(&out).into_owned();
-        if status.success() {
-            return Ok(stdout);
-        }
-        // blkid's way of saying "no devices with a signature at all" is exit status 2; on a
-        // machine with only unformatted disks that is the correct, empty answer.
-        if status.code() == Some(2) && stdout.trim().is_empty() {
-            return Ok(String::new());
-        }
-        Err(WatchError::Failed {
-            program,
-            status: status.to_string(),
-            stderr: first_line(&err),
-        })
+        Ok((status, String::from_utf8_lossy(&out).into_owned(), err))
     }
+
+    /// The argv that probes one device alone: `blkid -p -o export DEVICE` (low-level
+    /// probing, no cache, the export form). `None` for a configured command line, which is
+    /// run as given and cannot be told to probe one device: such a daemon calls no device
+    /// empty (README, "Blank disks").
+    fn probe_argv(&self, device: &str) -> Option<Vec<String>> {
+        let program = match self.cfg.command.as_slice() {
+            [] => "blkid".to_string(),
+            [program] => program.clone(),
+            _ => return None,
+        };
+        Some(vec![
+            program,
+            "-p".to_string(),
+            "-o".to_string(),
+            "export".to_string(),
+            device.to_string(),
+        ])
+    }
+
+    /// Probe, one by one, the block devices sysfs lists (with a medium, wanted by the
+    /// filters; `only`: of these paths only) that `reported` does not hold, and say what
+    /// each came to (see [`Contents`]). Nothing when probing is off. A device used by
+    /// others is not probed; every probe ends by `deadline` (a hung one is killed and its
+    /// device, and any left unprobed, is `Unreadable`), so that a dying disk never makes
+    /// the whole scan time out and keep a stale inventory.
+    async fn probe_unreported(
+        &self,
+        reported: &[DiskInfo],
+        only: Option<&[String]>,
+        deadline: tokio::time::Instant,
+    ) -> Vec<DiskInfo> {
+        let Some(root) = self.cfg.probe_sysfs.clone() else {
+            return Vec::new();
+        };
+        let filter = self.filter.clone();
+        let listed =
+            tokio::task::spawn_blocking(move || list_block_devices(&root, |d| filter.wanted(d)))
+                .await
+                .unwrap_or_default();
+        let known_devnos: HashSet<(u32, u32)> = reported.iter().filter_map(|d| d.devno).collect();
+        let known_paths: HashSet<&str> = reported.iter().map(|d| d.device.as_str()).collect();
+        let mut out = Vec::new();
+        for dev in listed {
+            if known_devnos.contains(&dev.devno) || known_paths.contains(dev.device.as_str()) {
+                continue;
+            }
+            if only.is_some_and(|o| !o.contains(&dev.device)) {
+                continue;
+            }
+            let mut info = if dev.in_use {
+                DiskInfo {
+                    uuid: None,
+                    label: None,
+                    device: dev.device.clone(),
+                    fstype: None,
+                    devno: None,
+                    contents: Contents::InUse,
+                }
+            } else {
+                self.probe_one(&dev, deadline).await
+            };
+            info.devno = Some(dev.devno);
+            out.push(info);
+        }
+        out
+    }
+
+    /// Probe one device alone (see [`judge_probe`]), its node checked before and after.
+    /// A signature the full scan missed (one written since) comes back with what the probe
+    /// read of it.
+    async fn probe_one(&self, dev: &BlockDevice, deadline: tokio::time::Instant) -> DiskInfo {
+        let device = dev.device.as_str();
+        let unreadable = |why: String| DiskInfo {
+            uuid: None,
+            label: None,
+            device: device.to_string(),
+            fstype: None,
+            devno: None,
+            contents: Contents::Unreadable(format!("cannot probe {device}: {why}")),
+        };
+        let Some(argv) = self.probe_argv(device) else {
+            return unreadable("the configured blkid command line cannot probe one device".into());
+        };
+        let (major, minor) = dev.devno;
+        let node_ok = || device_number(device) == Some(dev.devno);
+        // blkid says "nothing found" (exit 2, silently) for a path that does not exist or
+        // is no block device too: the node must be the device sysfs lists.
+        if !node_ok() {
+            return unreadable(format!("{device} is not the block device {major}:{minor}"));
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return unreadable("no time was left in this scan".into());
+        }
+        let judged = match self.run_raw(&argv, left.min(self.cfg.timeout)).await {
+            Ok((status, stdout, stderr)) => judge_probe(device, status.code(), &stdout, &stderr),
+            Err(e) => Err(e.to_string()),
+        };
+        match judged {
+            Ok(info) if info.contents == Contents::Empty && !node_ok() => {
+                unreadable("the device changed while it was probed".into())
+            }
+            Ok(info) => info,
+            Err(why) => unreadable(why),
+        }
+    }
+}
+
+/// When the probes of a scan that must end by `deadline` must end: by then, but with at
+/// least a second for them, which the daemon's grace beyond a watcher's timeout allows.
+fn probe_deadline(deadline: tokio::time::Instant) -> tokio::time::Instant {
+    deadline.max(tokio::time::Instant::now() + Duration::from_secs(1))
+}
+
+/// A block device sysfs lists, as the probing needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct BlockDevice {
+    /// `/dev/<kernel name>`.
+    device: String,
+    devno: (u32, u32),
+    /// Other block devices hold it (`holders/`), or it has partitions.
+    in_use: bool,
+}
+
+/// The block devices under `root/class/block` with a medium (size > 0), not RAM disks,
+/// wanted by the filters. Anything unreadable is left out (it is not probed; a device
+/// sysfs lists but this cannot read stays `Unknown` for the daemon, which is never
+/// blank).
+fn list_block_devices(root: &Path, wanted: impl Fn(&str) -> bool) -> Vec<BlockDevice> {
+    let Ok(entries) = std::fs::read_dir(root.join("class/block")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if name.starts_with("ram") {
+            continue;
+        }
+        let device = format!("/dev/{}", name.replace('!', "/"));
+        if !wanted(&device) {
+            continue;
+        }
+        let Ok(dir) = std::fs::canonicalize(entry.path()) else {
+            continue;
+        };
+        let read = |rel: &str| std::fs::read_to_string(dir.join(rel)).ok();
+        let Some(devno) = read("dev").and_then(|t| parse_devno(t.trim())) else {
+            continue;
+        };
+        let size: u64 = read("size")
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0);
+        if size == 0 {
+            continue;
+        }
+        let holders = std::fs::read_dir(dir.join("holders"))
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false);
+        let partitions = std::fs::read_dir(&dir)
+            .map(|d| d.flatten().any(|e| e.path().join("partition").is_file()))
+            .unwrap_or(false);
+        out.push(BlockDevice {
+            device,
+            devno,
+            in_use: holders || partitions,
+        });
+    }
+    out.sort_by(|a, b| a.device.cmp(&b.device));
+    out
+}
+
+/// `MAJOR:MINOR`.
+fn parse_devno(text: &str) -> Option<(u32, u32)> {
+    let (major, minor) = text.split_once(':')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
+/// What `blkid -p -o export DEVICE` came to, from its exit code (`None`: killed by a
+/// signal), stdout and stderr: a [`DiskInfo`] whose contents are `Signature` (with what
+/// it read) or `Empty`, or why the device's contents stay unknown.
+///
+/// util-linux blkid exits 0 when it found a signature (and prints it), 2 when it found
+/// nothing, and 8 when it found several (ambivalent: a signature all the same). Exit 2 is
+/// also what it says, after a line on stderr, when it cannot open the device (`blkid:
+/// error: /dev/vda: Operation not permitted`), so only a silent exit 2 is "empty". (A read
+/// error in the middle of probing is, alas, silent too: blkid's `lowprobe_device` returns
+/// "nothing detected" for it.) The output is the device's, so it is parsed like any other
+/// blkid output: anything but one record for this very device is not believed.
+fn judge_probe(
+    device: &str,
+    code: Option<i32>,
+    stdout: &str,
+    stderr: &[u8],
+) -> Result<DiskInfo, String> {
+    let blank = |contents| DiskInfo {
+        uuid: None,
+        label: None,
+        device: device.to_string(),
+        fstype: None,
+        devno: None,
+        contents,
+    };
+    let said = reason(device, stderr);
+    match code {
+        Some(0) => {
+            let (found, skipped) = parse_blkid_counted(stdout);
+            match found.as_slice() {
+                [one] if skipped == 0 && one.device == device => Ok(DiskInfo {
+                    contents: Contents::Signature,
+                    ..one.clone()
+                }),
+                [] => Err("blkid found something but printed no record of it".into()),
+                _ => Err("blkid's answer is not one record of this device".into()),
+            }
+        }
+        Some(2) if stdout.trim().is_empty() && said.is_empty() => Ok(blank(Contents::Empty)),
+        Some(2) if !said.is_empty() => Err(said),
+        Some(2) => Err("blkid found nothing but printed something".into()),
+        Some(8) => Ok(blank(Contents::Signature)),
+        other => {
+            let status = other.map_or("a signal".to_string(), |c| format!("exit status {c}"));
+            if said.is_empty() {
+                Err(format!("blkid ended with {status}"))
+            } else {
+                Err(format!("blkid ended with {status}: {said}"))
+            }
+        }
+    }
+}
+
+/// blkid's complaint about `device` on stderr, without its `blkid: error: /dev/x: `
+/// prefix (the message names the device already) and without control characters (it goes
+/// to `status` and logs).
+fn reason(device: &str, stderr: &[u8]) -> String {
+    let line = first_line(stderr);
+    let needle = format!("{device}: ");
+    let text = match line.find(&needle) {
+        Some(i) => &line[i + needle.len()..],
+        None => line.as_str(),
+    };
+    text.chars()
+        .filter(|c| !c.is_control())
+        .collect::<String>()
+        .trim()
+        .to_string()
 }
 
 #[async_trait]
@@ -236,15 +496,24 @@ impl Watcher for DiskWatcher {
         self.note(devices);
     }
 
+    /// blkid's scan of every device, then (with probing on, see
+    /// [`DiskWatcherConfig::probe_sysfs`]) a probe of each device sysfs lists that the scan
+    /// did not report: blkid's scan silently skips a device it cannot open, so its absence
+    /// says nothing about what is on it. Few devices normally (the blank ones).
     async fn scan(&self) -> Result<Observation, WatchError> {
         // Whatever was notified before this scan starts, it sees.
         *lock(&self.changes) = Changes::default();
+        let deadline = tokio::time::Instant::now() + self.cfg.timeout;
         let output = self.run(&self.argv).await?;
         let mut disks = parse_blkid(&output)?;
         disks.retain(|d| self.wanted(&d.device));
         for disk in &mut disks {
             disk.devno = device_number(&disk.device);
         }
+        let probed = self
+            .probe_unreported(&disks, None, probe_deadline(deadline))
+            .await;
+        disks.extend(probed);
         *lock(&self.last) = Some(disks.clone());
         Ok(Observation::Disks(disks))
     }
@@ -260,6 +529,7 @@ impl Watcher for DiskWatcher {
     /// disk already listed (which of the two is listed first decides how the store keys
     /// them, and only a full scan knows blkid's order).
     async fn scan_changed(&self) -> Option<Observation> {
+        let deadline = tokio::time::Instant::now() + self.cfg.timeout;
         let changes = std::mem::take(&mut *lock(&self.changes));
         if changes.unknown || changes.devices.is_empty() || self.cfg.command.len() > 1 {
             return None;
@@ -304,6 +574,12 @@ impl Watcher for DiskWatcher {
             disk.devno = device_number(&disk.device);
             disks.push(disk);
         }
+        // The named devices blkid did not report are probed as a full scan would, so a
+        // blank disk does not flip to unknown and back.
+        let probed = self
+            .probe_unreported(&disks, Some(&probe), probe_deadline(deadline))
+            .await;
+        disks.extend(probed);
         *lock(&self.last) = Some(disks.clone());
         Some(Observation::Disks(disks))
     }
@@ -567,6 +843,7 @@ impl Record {
             label: self.label,
             fstype: self.fstype,
             devno: None,
+            contents: Contents::Signature,
         })
     }
 }
@@ -818,6 +1095,7 @@ mod tests {
             label: label.map(str::to_string),
             fstype: t.map(str::to_string),
             devno: None,
+            contents: Contents::Signature,
         }
     }
 
@@ -1305,6 +1583,180 @@ done
         custom.scan().await.unwrap();
         custom.note(Some(vec!["/dev/loop1".into()]));
         assert_eq!(custom.scan_changed().await, None);
+    }
+
+    #[test]
+    fn a_lone_probe_is_empty_only_when_blkid_found_nothing_and_said_nothing() {
+        let dev = "/dev/loop7";
+        let judge = |code, out: &str, err: &str| judge_probe(dev, code, out, err.as_bytes());
+        // Nothing there.
+        assert_eq!(judge(Some(2), "", "").unwrap().contents, Contents::Empty);
+        // blkid could not open it: exit 2 as well, after a line on stderr.
+        assert_eq!(
+            judge(
+                Some(2),
+                "",
+                "blkid: error: /dev/loop7: Operation not permitted\n"
+            ),
+            Err("Operation not permitted".to_string())
+        );
+        // A signature, as `-p -o export` prints it.
+        let found = judge(
+            Some(0),
+            "DEVNAME=/dev/loop7\nUUID=u7\nVERSION=1.0\nTYPE=ext4\nUSAGE=filesystem\n",
+            "",
+        )
+        .unwrap();
+        assert_eq!(found.contents, Contents::Signature);
+        assert_eq!(
+            (found.uuid.as_deref(), found.fstype.as_deref()),
+            (Some("u7"), Some("ext4"))
+        );
+        // A partition table only: a signature without a filesystem.
+        let table = judge(
+            Some(0),
+            "DEVNAME=/dev/loop7\nPTUUID=0ec59955\nPTTYPE=dos\n",
+            "",
+        );
+        assert_eq!(table.unwrap().contents, Contents::Signature);
+        // Several signatures (ambivalent): a signature all the same.
+        assert_eq!(
+            judge(Some(8), "", "blkid: /dev/loop7: ambivalent result")
+                .unwrap()
+                .contents,
+            Contents::Signature
+        );
+        // Answers that are not believed: another device, nothing parsable, output with
+        // "nothing found", other exits, a signal.
+        for (code, out, err) in [
+            (Some(0), "DEVNAME=/dev/sda1\nTYPE=ext4\n", ""),
+            (
+                Some(0),
+                "DEVNAME=/dev/loop7\nTYPE=ext4\n\nDEVNAME=/dev/loop8\n",
+                "",
+            ),
+            (Some(0), "garbage\n", ""),
+            (Some(0), "", ""),
+            (Some(2), "DEVNAME=/dev/loop7\n", ""),
+            (Some(4), "", "blkid: out of memory"),
+            (Some(1), "", ""),
+            (None, "", ""),
+        ] {
+            assert!(judge(code, out, err).is_err(), "{code:?} {out:?} {err:?}");
+        }
+        // What goes to status has no control characters and is capped.
+        let hostile = format!("blkid: error: /dev/loop7: \x1b[31mred{}", "x".repeat(1000));
+        let why = judge(Some(2), "", &hostile).unwrap_err();
+        assert!(
+            !why.contains('\x1b') && why.len() <= MAX_STDERR_LINE,
+            "{why:?}"
+        );
+        assert_eq!(
+            judge(Some(3), "", "something odd"),
+            Err("blkid ended with exit status 3: something odd".to_string())
+        );
+    }
+
+    #[test]
+    fn sysfs_devices_to_probe_skip_empty_and_ram_and_mark_used_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let block = |name: &str, dev: &str, size: &str| {
+            let d = root.join("devices/virtual/block").join(name);
+            std::fs::create_dir_all(d.join("holders")).unwrap();
+            std::fs::write(d.join("dev"), dev).unwrap();
+            std::fs::write(d.join("size"), size).unwrap();
+            std::fs::create_dir_all(root.join("class/block")).unwrap();
+            std::os::unix::fs::symlink(&d, root.join("class/block").join(name)).unwrap();
+            d
+        };
+        block("loop0", "7:0\n", "0\n");
+        block("ram0", "1:0\n", "8192\n");
+        block("loop1", "7:1\n", "2048\n");
+        let held = block("loop2", "7:2\n", "2048\n");
+        std::fs::write(held.join("holders/dm-0"), "").unwrap();
+        let parted = block("loop3", "7:3\n", "2048\n");
+        std::fs::create_dir_all(parted.join("loop3p1")).unwrap();
+        std::fs::write(parted.join("loop3p1/partition"), "1\n").unwrap();
+        block("loop4", "garbage", "2048\n");
+        let got = list_block_devices(root, |d| d != "/dev/loop9");
+        let want = [
+            ("/dev/loop1", (7, 1), false),
+            ("/dev/loop2", (7, 2), true),
+            ("/dev/loop3", (7, 3), true),
+        ];
+        let got: Vec<(&str, (u32, u32), bool)> = got
+            .iter()
+            .map(|b| (b.device.as_str(), b.devno, b.in_use))
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    #[tokio::test]
+    async fn devices_the_scan_missed_are_probed_and_a_missing_node_is_never_empty() {
+        // A fake sysfs listing /dev/sdz9 (no such node here) and /dev/null's neighbour;
+        // a fake blkid whose scan reports nothing and whose probes say "nothing found"
+        // (as blkid does for a path that does not exist).
+        let dir = tempfile::tempdir().unwrap();
+        let sys = dir.path().join("sys");
+        let d = sys.join("devices/virtual/block/sdz9");
+        std::fs::create_dir_all(d.join("holders")).unwrap();
+        std::fs::write(d.join("dev"), "259:999\n").unwrap();
+        std::fs::write(d.join("size"), "2048\n").unwrap();
+        std::fs::create_dir_all(sys.join("class/block")).unwrap();
+        std::os::unix::fs::symlink(&d, sys.join("class/block/sdz9")).unwrap();
+        let calls = dir.path().join("calls");
+        let blkid = script(
+            dir.path(),
+            "blkid",
+            &format!("echo \"$*\" >> '{}'\nexit 2\n", s(&calls)),
+        );
+        let mut cfg = cfg_for(vec![s(&blkid)], Duration::from_secs(5));
+        cfg.probe_sysfs = Some(sys.clone());
+        let obs = watcher(cfg).scan().await.unwrap();
+        let Observation::Disks(disks) = &obs else {
+            panic!("{obs:?}")
+        };
+        assert_eq!(disks.len(), 1, "{disks:?}");
+        assert_eq!(disks[0].device, "/dev/sdz9");
+        assert_eq!(disks[0].devno, Some((259, 999)));
+        assert_eq!(
+            disks[0].contents,
+            Contents::Unreadable(
+                "cannot probe /dev/sdz9: /dev/sdz9 is not the block device 259:999".into()
+            )
+        );
+        assert_eq!(
+            obs.problems(),
+            ["cannot probe /dev/sdz9: /dev/sdz9 is not the block device 259:999"]
+        );
+        // Only the scan ran: a node that is not the device is not even probed.
+        let ran = std::fs::read_to_string(&calls).unwrap();
+        assert_eq!(ran.trim(), "-c /dev/null -o export");
+
+        // Without probing (no hardware watcher), nothing but the scan.
+        let cfg = cfg_for(vec![s(&blkid)], Duration::from_secs(5));
+        assert_eq!(
+            watcher(cfg).scan().await.unwrap(),
+            Observation::Disks(vec![])
+        );
+    }
+
+    #[test]
+    fn probe_argv_for_plain_blkid_only() {
+        let w = watcher(cfg_for(
+            vec!["/usr/sbin/blkid".into()],
+            Duration::from_secs(1),
+        ));
+        assert_eq!(
+            w.probe_argv("/dev/sdb").unwrap(),
+            ["/usr/sbin/blkid", "-p", "-o", "export", "/dev/sdb"]
+        );
+        let custom = watcher(cfg_for(
+            vec!["sudo".into(), "blkid".into()],
+            Duration::from_secs(1),
+        ));
+        assert_eq!(custom.probe_argv("/dev/sdb"), None);
     }
 
     #[test]

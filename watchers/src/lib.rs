@@ -39,7 +39,9 @@ pub use disks::{DiskWatcher, DiskWatcherConfig};
 pub use hardware::{HardwareInfo, HardwareWatcher, HardwareWatcherConfig};
 pub use mounts::MountWatcher;
 
-/// A block device with a filesystem (or at least a signature), as one scan saw it.
+/// A block device as blkid saw it in one scan: one with a filesystem (or at least a
+/// signature), or, when the watcher probes the devices its scan did not report, what that
+/// probe came to ([`DiskInfo::contents`]).
 ///
 /// `devno` is the (major, minor) of the device node, so that mounts can be matched to disks
 /// even when the mount table names the device by another path (`/dev/mapper/*`, a symlink,
@@ -56,6 +58,29 @@ pub struct DiskInfo {
     pub fstype: Option<String>,
     /// (major, minor) of the device node, when it could be stat'ed.
     pub devno: Option<(u32, u32)>,
+    /// What blkid made of it: only [`Contents::Empty`] lets a device be called blank.
+    pub contents: Contents,
+}
+
+/// What blkid made of a device. A device missing from blkid's scan is not thereby empty
+/// (blkid skips what it cannot open, and says nothing about it), so the watcher probes such
+/// a device alone and records the outcome; an operator picks the disk to format from the
+/// devices seen [`Contents::Empty`], and from no other.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Contents {
+    /// blkid reported a signature (a filesystem, a partition table, a RAID or LVM member):
+    /// what every device of its scan has.
+    #[default]
+    Signature,
+    /// Probed alone (`blkid -p`), with the node checked to be the device sysfs lists
+    /// before and after: no signature.
+    Empty,
+    /// Used by other block devices (`holders/`: device-mapper, md, LVM) or divided into
+    /// partitions: not blank whatever a probe would say, so not probed.
+    InUse,
+    /// Could not be probed: why, as `status` shows it (`cannot probe /dev/vda: Operation
+    /// not permitted`).
+    Unreadable(String),
 }
 
 /// One line of the kernel's mount table.
@@ -80,6 +105,23 @@ pub enum Observation {
     Mounts(Vec<MountEntry>),
     /// Every block device with a medium now, as sysfs describes it, sorted by device path.
     Hardware(Vec<HardwareInfo>),
+}
+
+impl Observation {
+    /// What a scan that worked could still not do (a device blkid could not probe): shown
+    /// by `status` in place of "ok", since such a device's contents are unknown.
+    pub fn problems(&self) -> Vec<String> {
+        match self {
+            Observation::Disks(disks) => disks
+                .iter()
+                .filter_map(|d| match &d.contents {
+                    Contents::Unreadable(why) => Some(why.clone()),
+                    _ => None,
+                })
+                .collect(),
+            Observation::Mounts(_) | Observation::Hardware(_) => Vec::new(),
+        }
+    }
 }
 
 /// Why a scan produced nothing usable. The daemon keeps the previous observation and shows

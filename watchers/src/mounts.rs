@@ -252,6 +252,7 @@ mod tests {
             device: device.into(),
             fstype: None,
             devno,
+            contents: crate::Contents::Signature,
         }
     }
 

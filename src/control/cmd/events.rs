@@ -141,6 +141,7 @@ mod tests {
     #[test]
     fn a_disk_event_reads_as_one_escaped_line() {
         let d = DiskRecord {
+            probe: Default::default(),
             uuid: Some("6fe176fb-0000-4000-8000-000000000001".into()),
             label: Some("my photos\n\u{1b}[31m".into()),
             device: "/dev/sdb1".into(),

@@ -41,9 +41,13 @@ pub fn disks(cmd: &List, ctx: &Context) -> Result<Vec<DiskView>, QueryError> {
     Ok(view::disks(store, sightings, now(), ctx.peer_expiry()))
 }
 
-/// The devices without a filesystem: no UUID, no filesystem type, and no partition
-/// (a disk whose partitions are listed is not blank, even though it holds no filesystem
-/// itself).
+/// The devices an operator may format: their host's blkid probed them and found no
+/// signature, nothing uses them (holders, mounts), they hold no filesystem
+/// ([`DiskRecord::probed_empty`](crate::model::DiskRecord::probed_empty)), and no
+/// partition of theirs is attached (a disk whose partitions are listed is not blank, even
+/// though it holds no filesystem itself). A device that could not be probed, or a record
+/// from a peer or a store that predates probing (its probe `Unknown`), is never blank: no
+/// one saw it empty.
 fn blank(sightings: Vec<Sighting>) -> Vec<Sighting> {
     // Partitions still attached: a disk whose old partitions are only last known (a
     // replaced drive in the same bay) is blank again.
@@ -58,9 +62,7 @@ fn blank(sightings: Vec<Sighting>) -> Vec<Sighting> {
     sightings
         .into_iter()
         .filter(|s| {
-            s.disk.uuid.is_none()
-                && s.disk.fstype.is_none()
-                && !parents.contains(&(s.node_id.clone(), s.disk.device.clone()))
+            s.disk.probed_empty() && !parents.contains(&(s.node_id.clone(), s.disk.device.clone()))
         })
         .collect()
 }
@@ -117,13 +119,20 @@ pub fn render(disks: Vec<DiskView>, json: bool, status: Status) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::DiskRecord;
+    use crate::model::{DiskRecord, Probe};
 
+    /// A sighting; a device without a UUID was probed and found empty, one with a UUID
+    /// holds ext4.
     fn seen(device: &str, parent: Option<&str>, uuid: Option<&str>, present: bool) -> Sighting {
         let mut disk = DiskRecord {
             device: device.into(),
             uuid: uuid.map(str::to_string),
             fstype: uuid.map(|_| "ext4".to_string()),
+            probe: if uuid.is_some() {
+                Probe::Signature
+            } else {
+                Probe::Empty
+            },
             ..DiskRecord::default()
         };
         disk.hardware.parent = parent.map(str::to_string);
@@ -158,5 +167,35 @@ mod tests {
             seen("/dev/sdb1", Some("/dev/sdb"), Some("u"), false),
         ];
         assert_eq!(devices(replaced), ["/dev/sdb"]);
+    }
+
+    #[test]
+    fn blank_means_probed_and_found_empty_unused_and_unmounted() {
+        let with = |device: &str, probe: Probe| {
+            let mut s = seen(device, None, None, true);
+            s.disk.probe = probe;
+            s
+        };
+        let mut mounted = with("/dev/vdc", Probe::Empty);
+        mounted.disk.mountpoints = vec!["/srv".into()];
+        let mut typed = with("/dev/vdd", Probe::Empty);
+        typed.disk.fstype = Some("weird".into());
+        let all = vec![
+            with("/dev/vda", Probe::Failed),
+            // A record from a peer or a store that predates probing: nobody saw it empty.
+            with("/dev/vdb", Probe::Unknown),
+            mounted,
+            typed,
+            with("/dev/vde", Probe::InUse),
+            // A partition table only: no filesystem, no UUID, a signature all the same.
+            with("/dev/vdf", Probe::Signature),
+            with("/dev/vdg", Probe::Empty),
+        ];
+        assert_eq!(devices(all), ["/dev/vdg"]);
+        // A probe code from a later release reads as unknown: not blank either.
+        let mut later = with("/dev/vdh", Probe::from_code(200));
+        assert_eq!(later.disk.probe, Probe::Unknown);
+        later.disk.uuid = None;
+        assert!(devices(vec![later]).is_empty());
     }
 }

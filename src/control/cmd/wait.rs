@@ -176,6 +176,7 @@ mod tests {
             sealed: true,
         };
         let d = DiskRecord {
+            probe: Default::default(),
             uuid: Some("6FE176FB-0000-4000-8000-000000000001".into()),
             label: Some(label.into()),
             device: "/dev/sdb1".into(),

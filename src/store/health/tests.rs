@@ -44,6 +44,7 @@ fn while_failing_only_a_rewrite_makes_writes_durable() {
 fn disks(n: usize, tag: &str) -> Vec<DiskRecord> {
     (0..n)
         .map(|i| DiskRecord {
+            probe: Default::default(),
             uuid: Some(format!("{i:08x}-{tag}-0000-0000-000000000000")),
             label: Some(format!("{tag}-{i}-{}", "x".repeat(100))),
             device: format!("/dev/{tag}{i}"),
