@@ -306,13 +306,22 @@ fn loop_devices_are_found_mounted_and_lost() {
     assert_disk(d, &a, &dev_a, false);
     assert_eq!(mountpoints(d, &a.uuid), json!([]));
     assert_disk(d, &b, &dev_b, true);
-    // Live records first.
+    // Live records first. Once A is detached its number is free: a parallel test's image
+    // attached there is included too, so only such a record may join ours.
     let list = d.client(&["list", "--json"]);
     list.expect_code(0);
     let rows = list.json();
-    assert_eq!(rows[0]["uuid"], b.uuid.as_str(), "{rows}");
-    assert_eq!(rows[1]["uuid"], a.uuid.as_str(), "{rows}");
-    assert_eq!(rows.as_array().map(Vec::len), Some(2), "{rows}");
+    let rows = rows.as_array().expect("list --json is an array");
+    let ours: Vec<&Value> = rows
+        .iter()
+        .filter(|r| r["uuid"] == a.uuid.as_str() || r["uuid"] == b.uuid.as_str())
+        .collect();
+    assert_eq!(ours.len(), 2, "{rows:?}");
+    assert_eq!(ours[0]["uuid"], b.uuid.as_str(), "{rows:?}");
+    assert_eq!(ours[1]["uuid"], a.uuid.as_str(), "{rows:?}");
+    for other in rows.iter().filter(|r| !ours.contains(r)) {
+        assert_eq!(other["device"], dev_a.as_str(), "not ours: {other}");
+    }
 }
 
 /// With scan intervals of ten minutes, only kernel events can explain a disk, a mount, an

@@ -239,5 +239,4 @@ mod tests {
         drop(queued);
         drop(l);
     }
-
 }
