@@ -311,11 +311,16 @@ impl PeerLimits {
     pub const DEFAULT_MAX: usize = 16_384;
     /// 64 disks for each of 16,384 peers.
     pub const DEFAULT_MAX_RECORDS: usize = 1_048_576;
+    /// The largest `peers.max` (its rate-limit maps are sized from it).
+    pub const LARGEST_MAX: usize = 1_048_576;
 
     fn from_file(f: FilePeers, args: &DaemonArgs) -> Result<PeerLimits, ConfigError> {
         let max = args.max_peers.or(f.max).unwrap_or(Self::DEFAULT_MAX);
-        if max == 0 {
-            return Err(err("peers.max: must be at least 1"));
+        if !(1..=Self::LARGEST_MAX).contains(&max) {
+            return Err(err(format!(
+                "peers.max: {max} is not in 1-{} (peers remembered)",
+                Self::LARGEST_MAX
+            )));
         }
         let max_records = f.max_records.unwrap_or(Self::DEFAULT_MAX_RECORDS);
         if max_records == 0 {
@@ -1092,12 +1097,14 @@ pub struct RunAs {
 impl RunAs {
     /// Look up `user` (a name or a numeric uid) and `group` for `hooks[i]`, whose keys
     /// `user_key` and `group_key` errors name.
+    /// `None` when that is who the daemon runs as already (not root: it could not
+    /// switch, nor set groups, and need not).
     fn lookup(
         user_key: &str,
         user: &str,
         group_key: &str,
         group: Option<&str>,
-    ) -> Result<RunAs, ConfigError> {
+    ) -> Result<Option<RunAs>, ConfigError> {
         use nix::unistd::{getgrouplist, Gid, Group, Uid, User};
         let found = match user.parse::<u32>() {
             Ok(uid) => User::from_uid(Uid::from_raw(uid)),
@@ -1125,9 +1132,13 @@ impl RunAs {
             }
         };
         let me = nix::unistd::geteuid();
-        if !me.is_root() && u.uid != me {
+        if !me.is_root() {
+            if u.uid == me && gid == nix::unistd::getegid() {
+                return Ok(None);
+            }
             return Err(err(format!(
-                "{user_key}: running a hook as {:?} needs the daemon to run as root",
+                "{user_key}: running a hook as {:?} (or with another group) needs the daemon \
+                 to run as root",
                 u.name
             )));
         }
@@ -1147,13 +1158,13 @@ impl RunAs {
                 )))
             }
         }
-        Ok(RunAs {
+        Ok(Some(RunAs {
             user: u.name,
             uid: u.uid.as_raw(),
             gid: gid.as_raw(),
             groups,
             home: u.dir,
-        })
+        }))
     }
 }
 
@@ -1354,12 +1365,9 @@ fn hook_settings(index: usize, entry: serde_yaml::Value) -> Result<Hook, ConfigE
                 "{group_key}: needs {user_key} (the user whose groups the command gets)"
             )))
         }
-        (Some(u), g) => Some(RunAs::lookup(
-            &user_key,
-            u.trim(),
-            &group_key,
-            g.as_deref().map(str::trim),
-        )?),
+        (Some(u), g) => {
+            RunAs::lookup(&user_key, u.trim(), &group_key, g.as_deref().map(str::trim))?
+        }
     };
 
     Ok(Hook {
@@ -1775,6 +1783,38 @@ mod tests {
     }
 
     #[test]
+    fn peer_limits_default_and_are_bounded() {
+        let d = DaemonArgs::default();
+        let c = load_yaml("", &d).unwrap();
+        assert_eq!(c.peers, PeerLimits::default());
+        let c = load_yaml("peers: {max: 1000, max_records: 5000}\n", &d).unwrap();
+        assert_eq!((c.peers.max, c.peers.max_records), (1000, 5000));
+        let flag = DaemonArgs {
+            max_peers: Some(7),
+            ..DaemonArgs::default()
+        };
+        assert_eq!(
+            load_yaml("peers: {max: 1000}\n", &flag).unwrap().peers.max,
+            7
+        );
+        for (yaml, want) in [
+            ("peers: {max: 0}\n", "peers.max: 0 is not in 1-1048576"),
+            (
+                "peers: {max: 1000000000000}\n",
+                "peers.max: 1000000000000 is not in",
+            ),
+            (
+                "peers: {max_records: 0}\n",
+                "peers.max_records: must be at least 1",
+            ),
+            ("peers: {colour: red}\n", "unknown field"),
+        ] {
+            let e = load_yaml(yaml, &d).unwrap_err().to_string();
+            assert!(e.contains(want), "{yaml:?}: {e}");
+        }
+    }
+
+    #[test]
     fn without_keys_a_hook_on_peers_events_must_accept_them_unsealed() {
         let d = DaemonArgs::default();
         let e = load_yaml(
@@ -1822,7 +1862,7 @@ mod tests {
             assert_eq!(c.hooks[0].run_as.as_ref().unwrap().gid, 0);
         } else {
             let e = load_yaml(yaml, &d).unwrap_err().to_string();
-            assert!(e.contains("needs the daemon to run as root"), "{e}");
+            assert!(e.contains("needs the daemon"), "{e}");
         }
     }
 

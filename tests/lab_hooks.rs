@@ -15,19 +15,21 @@ const UUID: &str = "abcdef01-0000-4000-8000-0000000000aa";
 const OTHER: &str = "abcdef01-0000-4000-8000-0000000000bb";
 
 /// Give host `name` a config file with these hooks.
+/// One hook command at a time (`hooks_max_running: 1`): runs start and finish in the order
+/// of their events, so a marker's recorded run comes after every earlier one's.
 fn hooks_on(lab: &mut Lab, name: &str, hooks_yaml: &str) {
     let h = lab.host(name);
     let file = h.dir.join("diskd.yaml");
-    std::fs::write(&file, format!("hooks:\n{hooks_yaml}")).unwrap();
+    std::fs::write(&file, format!("hooks_max_running: 1\nhooks:\n{hooks_yaml}")).unwrap();
     let f = file.to_string_lossy().into_owned();
     h.args.extend(["--config".to_string(), f]);
 }
 
 /// Markers sent after what must not set off a hook. A's disks are what a test sets plus
 /// every marker so far; each new marker is a disk `marker-N` on A, which runs B's marker
-/// hook. B applies A's datagrams in order and starts hooks in the order of their events,
-/// so once the marker's run is recorded, whatever A sent before it has been applied and
-/// any hook it set off has started (and is counted in `status`).
+/// hook. B applies A's datagrams in order and runs hooks one at a time in the order of
+/// their events (see [`hooks_on`]), so once the marker's run is recorded, whatever A sent
+/// before it has been applied and any hook it set off has run.
 struct Markers {
     dir: std::path::PathBuf,
     sent: usize,

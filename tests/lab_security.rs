@@ -712,15 +712,18 @@ fn forged_newcomers_at_the_peer_cap_are_refused_and_never_erase_history() {
     // Every newcomer that reached the daemon and did not fit was refused and counted.
     let st = a.status();
     assert_eq!(st["peers_max"], 1000, "{st}");
-    assert_eq!(
-        st["peers_refused"].as_u64().unwrap(),
-        2000 - admitted as u64 - drops,
-        "refused newcomers ({drops} dropped by the kernel): {st}"
+    // (The kernel's drop counter is the namespace's and also counts markers dropped while
+    // the buffer was full, so it bounds the fakes lost from above.)
+    let refused = st["peers_refused"].as_u64().unwrap();
+    let unadmitted = 2000 - admitted as u64;
+    assert!(
+        refused <= unadmitted && refused + drops >= unadmitted,
+        "{refused} refused of {unadmitted} newcomers that did not fit ({drops} kernel drops): {st}"
     );
     let text = a.client(&["status"]).stdout();
     assert!(
         text.contains(&format!(
-            "peer table full (1000 max), {} refused",
+            "peer table full (1000 max), {} datagrams of newcomers refused",
             st["peers_refused"]
         )),
         "{text}"

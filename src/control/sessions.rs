@@ -9,8 +9,9 @@
 //! - every other uid holds at most `control.max_sessions_per_user` sessions: one user
 //!   (a runaway script, a hostile member of `socket_group`) cannot fill it either.
 //!
-//! Privileged callers are held to neither the share nor the reserve, so root's `status`
-//! answers whatever the other users hold. A refused connection costs one line written
+//! Privileged callers are held to neither the share nor the reserve; the last
+//! [`ROOT_SESSIONS`] sessions are root's alone, so root's `status` answers whatever the
+//! other users hold, an admin who opens every session it may included. A refused connection costs one line written
 //! without waiting and the close: nothing is kept for it. The table itself holds one
 //! counter per uid with a session open, so it is bounded by [`MAX_SESSIONS`].
 
@@ -19,7 +20,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::access::Caller;
 
-pub use crate::model::limits::{DEFAULT_MAX_SESSIONS_PER_USER, MAX_SESSIONS, RESERVED_SESSIONS};
+pub use crate::model::limits::{
+    DEFAULT_MAX_SESSIONS_PER_USER, MAX_SESSIONS, RESERVED_SESSIONS, ROOT_SESSIONS,
+};
 
 /// Why a session was not started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,11 +126,14 @@ impl SessionTable {
     fn admit_as(&self, privileged: bool, uid: Option<u32>) -> Result<Slot, Refusal> {
         let mut c = self.lock();
         if privileged {
-            if c.open >= self.total {
-                return Err(Refusal::TableFull {
-                    limit: self.total,
-                    privileged,
-                });
+            // The last few are root's alone: an admin (a local user) cannot take them all.
+            let limit = if uid == Some(0) {
+                self.total
+            } else {
+                self.total - ROOT_SESSIONS.min(self.reserved)
+            };
+            if c.open >= limit {
+                return Err(Refusal::TableFull { limit, privileged });
             }
             c.open += 1;
             return Ok(Slot {
@@ -238,6 +244,19 @@ mod tests {
         // Root (or an admin) takes the reserve, and is held to no share.
         let root: Vec<Slot> = (0..5).map(|_| t.admit_as(true, Some(0)).unwrap()).collect();
         let full = t.admit_as(true, Some(0)).unwrap_err();
+        drop(root);
+        // An admin (privileged, not root) leaves root's own sessions alone.
+        let admin: Vec<Slot> = (0..5 - ROOT_SESSIONS.min(5))
+            .map(|_| t.admit_as(true, Some(1500)).unwrap())
+            .collect();
+        assert!(
+            t.admit_as(true, Some(1500)).is_err(),
+            "an admin took root's sessions"
+        );
+        let root: Vec<Slot> = (0..ROOT_SESSIONS.min(5))
+            .map(|_| t.admit_as(true, Some(0)).unwrap())
+            .collect();
+        drop(admin);
         assert_eq!(
             full.message(),
             "too many sessions (limit 20); try again later"

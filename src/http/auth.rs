@@ -1,7 +1,7 @@
 //! Who may read over HTTP: the bearer token, its file, and the check every request passes.
 //!
 //! The token is read once at start from `http.token_file`, checked as a key file is (see
-//! [`crate::secret`]): opened without following a link, then on the open file a regular
+//! [`crate::secret`]): opened (a link is followed), then on the open file a regular
 //! file of root or the daemon's user, mode 0600 or stricter, at most 4 KiB. A file that
 //! fails, an empty one or one holding something that cannot travel in a header stops the
 //! daemon (exit 2) with one line naming the path. Only the token's SHA-256 is kept, and a presented token is

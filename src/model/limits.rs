@@ -40,3 +40,5 @@ pub const MAX_SESSIONS: usize = 1024;
 pub const RESERVED_SESSIONS: usize = 64;
 /// The default `control.max_sessions_per_user`.
 pub const DEFAULT_MAX_SESSIONS_PER_USER: usize = 32;
+/// Of the reserved sessions, those only root may use (an admin is a local user too).
+pub const ROOT_SESSIONS: usize = 8;

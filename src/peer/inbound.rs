@@ -40,24 +40,62 @@ impl Layer {
         }
     }
 
-    /// Whether a newcomer fits in the peer table (at the cap, forgetting the longest
-    /// unheard peer that is not live and has no disks, in the store too).
-    fn make_room(&mut self) -> bool {
-        match self.table.make_room(self.clock.wall_ms()) {
+    /// What of `whole` (the peer table, the record budget) a peer may fill: all of it
+    /// when its datagrams are sealed, or when there are no keys (then every peer is
+    /// unsealed); half when keys are configured and it is unsealed (a Perl peer, or forged
+    /// plaintext): strangers can then never take the room the fleet's own peers need.
+    fn share(&self, sealed: bool, whole: usize) -> usize {
+        if sealed || !self.keys.enabled() {
+            whole
+        } else {
+            whole / 2
+        }
+    }
+
+    /// Whether a newcomer fits in the peer table. At the cap the longest unheard peer
+    /// that is not live and of which the store keeps no disk (present or last known) is
+    /// forgotten, in the store too; else the newcomer is refused.
+    fn make_room(&mut self, sealed: bool) -> bool {
+        let limit = self.share(sealed, self.table.max());
+        let store = self.ctx.store().clone();
+        let now = self.clock.wall_ms();
+        match self
+            .table
+            .make_room(now, limit, |id| store.host_entries(id) > 0)
+        {
             Room::Fits => true,
             Room::Full => false,
             Room::Forgot { node_id, node } => {
-                tracing::info!(peer = %node, "peer table full: forgetting a peer that is not live and has no disks");
+                tracing::info!(peer = %node, "peer table full: forgetting a peer that is not live and of which no disk is kept");
                 self.ctx.store_write(|s| s.remove_peer(&node_id)).is_ok()
             }
         }
     }
 
-    /// Whether `peer`'s inventory of `n` disks fits the fleet-wide record budget
-    /// (`peers.max_records`) in place of the one it has.
-    fn fits_records(&self, peer: &PeerRecord, n: usize) -> bool {
-        let others = self.table.records().saturating_sub(peer.disks);
-        others + n <= self.ctx.config().peers.max_records
+    /// Whether a complete inventory from `node_id` fits the fleet-wide record budget
+    /// (`peers.max_records`): the disks the store keeps for all peers, present and last
+    /// known. Each disk listed may add at most one such record, so an inventory that fits
+    /// even if all of its disks were new is taken at once; past that only one that adds
+    /// none (every disk already the host's) is.
+    fn fits_records(
+        &self,
+        node_id: &str,
+        disks: &[crate::model::DiskRecord],
+        sealed: bool,
+    ) -> bool {
+        let store = self.ctx.store();
+        let kept = store
+            .sightings_len()
+            .saturating_sub(store.host_entries(&self.ctx.node().id));
+        if kept + disks.len() <= self.share(sealed, self.ctx.config().peers.max_records) {
+            return true;
+        }
+        let known: std::collections::HashSet<String> = store
+            .host_inventory(node_id)
+            .iter()
+            .map(crate::model::DiskRecord::identity)
+            .collect();
+        disks.iter().all(|d| known.contains(&d.identity()))
     }
 
     pub(super) async fn receive(&mut self, bytes: &[u8], from: SocketAddr, path: Path) {
@@ -116,7 +154,7 @@ impl Layer {
             return;
         }
         let is_new = !self.table.contains(&env.node_id);
-        if is_new && !self.make_room() {
+        if is_new && !self.make_room(key_used) {
             return self.reject(Reject::PeerTableFull, from);
         }
         // Counted as received once it passed every check; a chunk refused by reassembly
@@ -237,7 +275,7 @@ impl Layer {
                         return self.reject(reason, from);
                     }
                     Ok(None) => {}
-                    Ok(Some(disks)) if !self.fits_records(&peer, disks.len()) => {
+                    Ok(Some(disks)) if !self.fits_records(&env.node_id, &disks, key_used) => {
                         self.ctx
                             .stats()
                             .packets_received
@@ -380,13 +418,10 @@ impl Layer {
         let ip = from.ip().to_string();
         let node_id = format!("legacy-{ip}");
         let is_new = !self.table.contains(&node_id);
-        if is_new && !self.make_room() {
+        if is_new && !self.make_room(false) {
             return self.reject(Reject::PeerTableFull, from);
         }
-        let had = self.table.get(&node_id).map_or(0, |p| p.disks);
-        if self.table.records().saturating_sub(had) + disks.len()
-            > self.ctx.config().peers.max_records
-        {
+        if !self.fits_records(&node_id, &disks, false) {
             return self.reject(Reject::RecordBudget, from);
         }
         Stats::bump(&self.ctx.stats().packets_received);

@@ -329,9 +329,10 @@ impl Layer {
         let table = PeerTable::load(ctx.store().peers(), now, ctx.peer_expiry(), limits);
         let tolerance = ctx.config().max_clock_skew.as_millis() as u64;
         // Two windows per peer: multicast and gossip.
-        let mut replay = ReplayGuard::new(tolerance, 4 * limits.max);
-        let tracked = std::num::NonZeroUsize::new(gossip_io::TRACKED_PER_PEER * limits.max)
-            .unwrap_or(std::num::NonZeroUsize::MIN);
+        let mut replay = ReplayGuard::new(tolerance, limits.max.saturating_mul(4));
+        let tracked =
+            std::num::NonZeroUsize::new(limits.max.saturating_mul(gossip_io::TRACKED_PER_PEER))
+                .unwrap_or(std::num::NonZeroUsize::MIN);
         for p in table.peers().filter(|p| p.sent_ms > 0) {
             replay.restore(&p.node_id, p.boot, p.sent_ms, now);
         }
@@ -388,8 +389,10 @@ impl Layer {
         );
         let own = vec![advertise, listen];
         let seeds = Seeds::new(&self.ctx.config().gossip.seeds, own, self.clock.instant());
-        let tracked = std::num::NonZeroUsize::new(gossip_io::TRACKED_PER_PEER * self.table.max())
-            .unwrap_or(std::num::NonZeroUsize::MIN);
+        let tracked = std::num::NonZeroUsize::new(
+            self.table.max().saturating_mul(gossip_io::TRACKED_PER_PEER),
+        )
+        .unwrap_or(std::num::NonZeroUsize::MIN);
         self.gossip = Some(GossipState::new(
             engine, seeds, listen, advertise, resolve_tx, tracked,
         ));

@@ -4,9 +4,8 @@
 //! heard every few seconds must not cost a write each time: this table mirrors the store's
 //! peers, decides when a record is worth writing, tracks which peers are live (to report
 //! joins, goodbyes and expiries once each), notices two daemons sharing a name, and keeps
-//! the table bounded (`peers.max`, and `peers.max_records` disk records over all peers)
-//! without ever forgetting a peer that has disks: at the cap a newcomer is refused. It
-//! does no I/O:
+//! the table bounded (`peers.max`) without ever forgetting a peer whose disks the store
+//! keeps (present or last known): at the cap a newcomer is refused. It does no I/O:
 //! it returns what happened, and the layer writes the store and emits the events.
 
 use std::collections::{HashMap, HashSet};
@@ -69,8 +68,6 @@ pub struct Expired {
 pub struct PeerTable {
     expiry: Duration,
     max: usize,
-    /// Disk records of all peers together (the sum of their `disks`).
-    records: usize,
     /// Every peer we know, mirrored from the store.
     peers: HashMap<String, PeerRecord>,
     /// When each peer's record was last written to the store (its `last_seen` then).
@@ -109,7 +106,6 @@ impl PeerTable {
         PeerTable {
             expiry,
             max,
-            records: peers.values().map(|p| p.disks).sum(),
             was_live: peers
                 .values()
                 .filter(|p| p.is_live(now_ms, expiry))
@@ -145,11 +141,6 @@ impl PeerTable {
         self.max
     }
 
-    /// Disk records of all peers together.
-    pub fn records(&self) -> usize {
-        self.records
-    }
-
     /// Peers known.
     pub fn len(&self) -> usize {
         self.peers.len()
@@ -165,12 +156,19 @@ impl PeerTable {
         self.peers.values()
     }
 
-    /// Make room for a new peer. At the cap, only a peer that is not live and has no disks
-    /// may be forgotten (the longest unheard of them): a peer with disks holds last known
-    /// locations, which a flood of forged newcomers must never erase. When there is none,
-    /// the newcomer is refused.
-    pub fn make_room(&mut self, now_ms: Millis) -> Room {
-        if self.peers.len() < self.max {
+    /// Make room for a new peer, which may fill the table up to `limit` (at most the cap:
+    /// see the layer's `make_room` for who gets less). There, only a peer that is not
+    /// live and of which the store keeps no disk (`holds_disks` is false: nothing present,
+    /// nothing last known) may be forgotten, the longest unheard of them: last known
+    /// locations are what a flood of forged newcomers must never erase. When there is
+    /// none, the newcomer is refused.
+    pub fn make_room(
+        &mut self,
+        now_ms: Millis,
+        limit: usize,
+        holds_disks: impl Fn(&str) -> bool,
+    ) -> Room {
+        if self.peers.len() < limit.min(self.max) {
             return Room::Fits;
         }
         if self.no_victim_until > now_ms {
@@ -179,7 +177,7 @@ impl PeerTable {
         let victim = self
             .peers
             .values()
-            .filter(|p| p.disks == 0 && !p.is_live(now_ms, self.expiry))
+            .filter(|p| !p.is_live(now_ms, self.expiry) && !holds_disks(&p.node_id))
             .min_by_key(|p| p.last_seen)
             .map(|p| (p.node_id.clone(), p.node.clone()));
         let Some((node_id, node)) = victim else {
@@ -191,9 +189,7 @@ impl PeerTable {
     }
 
     fn forget(&mut self, node_id: &str) {
-        if let Some(p) = self.peers.remove(node_id) {
-            self.records -= p.disks.min(self.records);
-        }
+        self.peers.remove(node_id);
         self.persisted.remove(node_id);
     }
 
@@ -324,13 +320,7 @@ impl PeerTable {
 
     /// Keep the record in memory.
     pub fn insert(&mut self, peer: PeerRecord) {
-        if peer.disks == 0 {
-            self.no_victim_until = 0; // it may be forgettable once not live
-        }
-        self.records += peer.disks;
-        if let Some(old) = self.peers.insert(peer.node_id.clone(), peer) {
-            self.records -= old.disks.min(self.records);
-        }
+        self.peers.insert(peer.node_id.clone(), peer);
     }
 
     /// The peers that were live and are not any more (not heard within the expiry). Each
@@ -348,7 +338,7 @@ impl PeerTable {
             .collect();
         let mut out = Vec::with_capacity(expired.len());
         if !expired.is_empty() {
-            self.no_victim_until = 0; // a peer without disks may be forgettable now
+            self.no_victim_until = 0; // one of them may be forgettable now
         }
         for id in expired {
             self.was_live.remove(&id);
@@ -406,7 +396,7 @@ mod tests {
     /// Hear a peer the way the layer does: make room, observe, join, store.
     fn hear(t: &mut PeerTable, id: &str, now: Millis) -> Result<bool, Room> {
         if !t.contains(id) {
-            match t.make_room(now) {
+            match t.make_room(now, t.max(), |_| false) {
                 Room::Full => return Err(Room::Full),
                 Room::Fits | Room::Forgot { .. } => {}
             }
@@ -457,7 +447,7 @@ mod tests {
         for id in ["a", "b", "c"] {
             hear(&mut t, id, T0).unwrap();
         }
-        assert_eq!(t.make_room(T0 + 1), Room::Full);
+        assert_eq!(t.make_room(T0 + 1, 3, |_| false), Room::Full);
         assert_eq!(hear(&mut t, "d", T0 + 1), Err(Room::Full));
         assert_eq!(t.len(), 3);
         // Known peers are still heard.
@@ -472,7 +462,7 @@ mod tests {
         let later = T0 + EXPIRY.as_millis() as u64 + 10;
         hear(&mut t, "live", later).unwrap();
         assert_eq!(
-            t.make_room(later),
+            t.make_room(later, 3, |_| false),
             Room::Forgot {
                 node_id: "older".into(),
                 node: "older".into()
@@ -483,39 +473,33 @@ mod tests {
     }
 
     #[test]
-    fn at_the_cap_a_peer_with_disks_is_never_forgotten_and_records_are_counted() {
+    fn at_the_cap_a_peer_whose_disks_are_kept_is_never_forgotten() {
         let mut t = PeerTable::with_cap(vec![], T0, EXPIRY, 2);
-        for id in ["a", "b"] {
-            hear(&mut t, id, T0).unwrap();
-            let mut p = t.get(id).unwrap().clone();
-            p.disks = 16;
-            t.insert(p);
-        }
-        assert_eq!(t.records(), 32);
-        // Long after both expired: their disks are the fleet's last known locations.
+        hear(&mut t, "a", T0).unwrap();
+        hear(&mut t, "b", T0).unwrap();
+        // Long after both expired; the store keeps disks of both (present or last known).
         let later = T0 + 100 * EXPIRY.as_millis() as u64;
         assert_eq!(t.expire(later).len(), 2);
-        assert_eq!(hear(&mut t, "forged", later), Err(Room::Full));
-        assert!(t.contains("a") && t.contains("b") && !t.contains("forged"));
-        // A peer whose inventory is now empty holds no history: it may go.
-        let mut p = t.get("a").unwrap().clone();
-        p.disks = 0;
-        t.insert(p);
-        assert_eq!(t.records(), 16);
-        assert!(matches!(t.make_room(later + 1), Room::Forgot { node_id, .. } if node_id == "a"));
-        assert_eq!(t.records(), 16);
+        assert_eq!(t.make_room(later, 2, |_| true), Room::Full);
+        assert!(t.contains("a") && t.contains("b"));
+        // Looked a moment ago: refused without a look.
+        assert_eq!(t.no_victim_until, later + FULL_RECHECK_MS);
+        assert_eq!(t.make_room(later + 1, 2, |_| false), Room::Full);
+        // Once the store keeps nothing of a, a may go.
+        let next = later + FULL_RECHECK_MS;
+        assert!(
+            matches!(t.make_room(next, 2, |id| id != "a"), Room::Forgot { node_id, .. } if node_id == "a")
+        );
+        assert!(!t.contains("a") && t.contains("b"));
     }
 
     #[test]
-    fn a_full_table_looks_for_room_at_most_once_a_second() {
-        let mut t = PeerTable::with_cap(vec![], T0, EXPIRY, 1);
+    fn a_newcomer_with_a_lower_limit_fits_only_below_it() {
+        let mut t = PeerTable::with_cap(vec![], T0, EXPIRY, 4);
         hear(&mut t, "a", T0).unwrap();
-        let mut p = t.get("a").unwrap().clone();
-        p.disks = 1;
-        t.insert(p);
-        assert_eq!(t.make_room(T0 + 1), Room::Full);
-        assert_eq!(t.no_victim_until, T0 + 1 + FULL_RECHECK_MS);
-        assert_eq!(t.make_room(T0 + 2), Room::Full);
+        hear(&mut t, "b", T0).unwrap();
+        assert_eq!(t.make_room(T0, 2, |_| true), Room::Full);
+        assert_eq!(t.make_room(T0 + FULL_RECHECK_MS, 4, |_| true), Room::Fits);
     }
 
     #[test]
@@ -523,11 +507,13 @@ mod tests {
         let mut t = PeerTable::with_cap(vec![], T0, EXPIRY, 2);
         hear(&mut t, "a", T0).unwrap();
         hear(&mut t, "b", T0).unwrap();
-        assert_eq!(t.make_room(T0), Room::Full);
+        assert_eq!(t.make_room(T0, 2, |_| false), Room::Full);
         let mut p = t.get("a").unwrap().clone();
         t.said_goodbye(&mut p);
         t.insert(p);
-        assert!(matches!(t.make_room(T0 + 1), Room::Forgot { node_id, .. } if node_id == "a"));
+        assert!(
+            matches!(t.make_room(T0 + 1, 2, |_| false), Room::Forgot { node_id, .. } if node_id == "a")
+        );
     }
 
     #[test]

@@ -925,6 +925,13 @@ impl Store {
         hosts as usize + read(&self.inner.peers).len() + attaches + meta
     }
 
+    /// How many disks the store holds for a host: its present ones and those it keeps as
+    /// last known there. A peer with any is never forgotten to make room, and the peers'
+    /// sum is what `peers.max_records` bounds.
+    pub fn host_entries(&self, node_id: &str) -> usize {
+        read(&self.inner.mem).get(node_id).map_or(0, |h| h.len)
+    }
+
     /// This node's current inventory (what the peer layer announces).
     pub fn local_inventory(&self) -> Vec<DiskRecord> {
         self.host_inventory(&self.inner.node_id)

@@ -100,8 +100,9 @@ pub struct StatusReport {
     pub peers_live: usize,
     /// Most peers remembered (`peers.max`).
     pub peers_max: usize,
-    /// Newcomers refused since start because the peer table was full of peers that are
-    /// live or hold disks (history is never deleted to make room).
+    /// Datagrams of newcomers refused since start because the peer table was full of
+    /// peers that are live or whose disks the store keeps (history is never deleted to
+    /// make room); a refused newcomer that keeps announcing counts each time.
     pub peers_refused: u64,
     /// Inventories refused since start because they would take the peers' disk records
     /// past `peers.max_records`.
@@ -255,7 +256,7 @@ pub fn apply(cmd: &Json, ctx: &Context) -> Reply {
                 out.peers,
                 if out.peers_refused > 0 {
                     format!(
-                        "; peer table full ({} max), {} refused",
+                        "; peer table full ({} max), {} datagrams of newcomers refused",
                         out.peers_max, out.peers_refused
                     )
                 } else {
