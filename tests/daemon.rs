@@ -1237,7 +1237,7 @@ fn a_schema_2_store_is_converted_at_start() {
     assert_eq!(d.stop(), 0);
     let db = sled::open(&d.store).unwrap();
     let meta = db.open_tree("meta").unwrap();
-    assert_eq!(meta.get("schema_version").unwrap().unwrap(), b"4"[..]);
+    assert_eq!(meta.get("schema_version").unwrap().unwrap(), b"5"[..]);
 }
 
 #[test]
@@ -1278,7 +1278,7 @@ fn a_schema_3_store_is_converted_at_start() {
     assert_eq!(d.stop(), 0);
     let db = sled::open(&d.store).unwrap();
     let meta = db.open_tree("meta").unwrap();
-    assert_eq!(meta.get("schema_version").unwrap().unwrap(), b"4"[..]);
+    assert_eq!(meta.get("schema_version").unwrap().unwrap(), b"5"[..]);
 }
 
 /// `n` disks of generation `gen`, each with its own UUID, label and device.
