@@ -170,9 +170,11 @@ impl DiskWatcher {
         if status.success() {
             return Ok(stdout);
         }
-        // blkid's way of saying "no devices with a signature at all" is exit status 2; on a
-        // machine with only unformatted disks that is the correct, empty answer.
-        if status.code() == Some(2) && stdout.trim().is_empty() {
+        // blkid's way of saying "no devices with a signature at all" is exit status 2,
+        // silently; on a machine with only unformatted disks that is the correct, empty
+        // answer. Exit 2 with a message is a failure (a shell that cannot read its script,
+        // a blkid that cannot probe): taking it as "no disks" would drop the inventory.
+        if status.code() == Some(2) && stdout.trim().is_empty() && err.trim_ascii().is_empty() {
             return Ok(String::new());
         }
         Err(WatchError::Failed {
@@ -1399,6 +1401,20 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.kind(), "failed");
+
+        // Exit 2 with a message is no "nothing found": dash says this, with status 2, when
+        // the script it was started for is gone; taking it as empty dropped the inventory.
+        let path = script(
+            dir.path(),
+            "said",
+            "echo 'sh: 0: cannot open /x/blkid: No such file' >&2\nexit 2\n",
+        );
+        let err = watcher(cfg_for(vec![s(&path)], Duration::from_secs(5)))
+            .scan()
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), "failed");
+        assert!(err.to_string().contains("cannot open"), "{err}");
     }
 
     #[tokio::test]
