@@ -341,7 +341,7 @@ impl Drop for Holder {
                     return;
                 }
                 // Poll interval of a wait on a real condition (the helper's exit).
-                std::thread::sleep(std::time::Duration::from_millis(20));
+                std::thread::sleep(std::time::Duration::from_millis(20)); // poll interval
             }
             let _ = self.child.kill();
             let _ = self.child.wait();

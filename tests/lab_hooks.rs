@@ -179,7 +179,7 @@ fn a_disk_appearing_on_a_runs_bs_hook_once_and_vanishing_runs_the_vanished_hook(
     lab.host("a").start();
     // A deliberate wait for time to pass: a vanished hook would run once the goodbye
     // grace (5 s) ran out without A back; the marker after it shows what B made of that.
-    std::thread::sleep(Duration::from_secs(6));
+    std::thread::sleep(Duration::from_secs(6)); // deliberate: past the goodbye grace
     markers.send(&mut lab, &a_disks);
     assert_eq!(
         runs(&dir, "appeared").len(),

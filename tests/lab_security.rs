@@ -620,7 +620,7 @@ fn flood_processed(ns: &str, a: &lab::Host) {
         .arg(
             "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
              s.setsockopt(socket.IPPROTO_IP,socket.IP_MULTICAST_TTL,1)\n\
-             for i in range(600):\n    s.sendto(b'MARK',('230.1.2.3',32003))\n    time.sleep(0.1)\n",
+             for i in range(600):\n    s.sendto(b'MARK',('230.1.2.3',32003))\n    time.sleep(0.1)  # pacing: a marker every 100 ms\n",
         )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -665,7 +665,7 @@ fn forged_newcomers_at_the_peer_cap_are_refused_and_never_erase_history() {
              s.setsockopt(socket.IPPROTO_IP,socket.IP_MULTICAST_TTL,1)\n\
              for i,l in enumerate(open('{}')):\n\
              \x20   s.sendto(bytes.fromhex(l.strip()),('230.1.2.3',32003))\n\
-             \x20   if i % 100 == 99: time.sleep(0.02)\n",
+             \x20   if i % 100 == 99: time.sleep(0.02)  # pacing of the load\n",
             file.display()
         )
     };

@@ -814,8 +814,7 @@ impl Repl {
                 "no {n} x {what:?} in the REPL after {REPL_LIMIT:?}:\n{}",
                 self.text()
             );
-            // Poll interval of a wait on the terminal's output, not a wait for time.
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(20)); // poll interval of a wait on the terminal
         }
     }
 
