@@ -11,6 +11,7 @@ mod devices;
 mod gossip;
 mod latency;
 mod scale;
+mod sim;
 mod store;
 
 use std::path::Path;
@@ -74,6 +75,11 @@ enum Cmd {
     /// store, over an in-memory network that still seals every packet; times convergence
     /// and change propagation, gossip bytes per node, memory per node.
     Gossip(gossip::GossipOptions),
+    /// A gossip fleet in virtual time (no root): NODES real peer layers with in-memory
+    /// stores on one thread under a paused clock, over a simulated network with latency,
+    /// loss, a partition, crashes, late joiners and restarts; one seed, one run (the
+    /// printed trace digest repeats).
+    Sim(sim::SimOptions),
     /// A one-shot `diskd query` from exec to exit, beside `/bin/true` and `diskd
     /// --version` (no root).
     Client(client::ClientOptions),
@@ -117,6 +123,7 @@ fn main() {
         Cmd::Simulate(o) => scale::simulate(&o),
         Cmd::Store(o) => store::store(&o),
         Cmd::Gossip(o) => gossip::gossip(&o),
+        Cmd::Sim(o) => sim::sim(&o),
         Cmd::Client(o) => client::client(&o),
         Cmd::StoreOpen {
             dir,

@@ -18,7 +18,7 @@
 use std::num::NonZeroUsize;
 
 use lru::LruCache;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -77,7 +77,7 @@ pub(super) struct GossipState {
     listen: SocketAddr,
     advertise: SocketAddr,
     /// Live members by node id, with their gossip address.
-    up: HashMap<String, SocketAddr>,
+    up: BTreeMap<String, SocketAddr>,
     /// When each peer was last heard over gossip.
     heard: LruCache<String, Millis>,
     /// The latest complete inventory of each peer we have, from either path.
@@ -115,7 +115,7 @@ impl GossipState {
             seeds,
             listen,
             advertise,
-            up: HashMap::new(),
+            up: BTreeMap::new(),
             heard: LruCache::new(tracked),
             latest: LruCache::new(tracked),
             behind: LruCache::new(tracked),

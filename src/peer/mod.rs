@@ -277,7 +277,7 @@ struct Layer {
     /// The gossip half, when gossip runs.
     gossip: Option<GossipState>,
     /// Goodbyes not yet told to the fleet, with when they are due (see `GOODBYE_GRACE`).
-    pending_lost: std::collections::HashMap<String, (Instant, crate::model::PeerRecord)>,
+    pending_lost: std::collections::BTreeMap<String, (Instant, crate::model::PeerRecord)>,
     /// Store writes made since the last flush that did not ask for one.
     unflushed: bool,
     last_flush: Instant,
@@ -298,6 +298,30 @@ async fn recv_gossip<G: Unicast>(
     match g {
         Some(g) => g.recv(buf).await,
         None => std::future::pending().await,
+    }
+}
+
+/// The next datagram from either socket, trying `gossip_first`'s choice first when both
+/// have one (the serve loop alternates, so neither can starve the other).
+async fn recv_any<T: Transport, G: Unicast>(
+    t: &T,
+    g: Option<&G>,
+    buf: &mut [u8],
+    gbuf: &mut [u8],
+    gossip_first: bool,
+) -> (Path, std::io::Result<(usize, std::net::SocketAddr)>) {
+    if gossip_first {
+        tokio::select! {
+            biased;
+            r = recv_gossip(g, gbuf) => (Path::Gossip, r),
+            r = t.recv(buf) => (Path::Multicast, r),
+        }
+    } else {
+        tokio::select! {
+            biased;
+            r = t.recv(buf) => (Path::Multicast, r),
+            r = recv_gossip(g, gbuf) => (Path::Gossip, r),
+        }
     }
 }
 
@@ -361,7 +385,7 @@ impl Layer {
             done_rx,
             gossip: None,
             goodbyes: lru::LruCache::new(tracked),
-            pending_lost: std::collections::HashMap::new(),
+            pending_lost: std::collections::BTreeMap::new(),
             unflushed: false,
             last_flush: clock.instant(),
             mcast_heard: lru::LruCache::new(tracked),
@@ -424,13 +448,21 @@ impl Layer {
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
         let mut buf = vec![0u8; wire::MAX_DATAGRAM + 1];
         let mut gbuf = vec![0u8; wire::MAX_DATAGRAM + 1];
+        let mut gossip_first = false;
+        let mut just_received = false;
         loop {
             if let Some(g) = g {
                 if self.outbox_pending() {
                     self.flush_outbox(g).await;
                 }
             }
+            // Biased (branches are polled in this order), so that one seed gives one run in
+            // `diskd-bench sim`: tokio's unbiased choice draws from a randomness no seed
+            // reaches. Timers fire only when due, the sockets come last and take turns, and
+            // after a burst of datagrams every other ready branch goes first: no branch
+            // starves another.
             tokio::select! {
+                biased;
                 _ = ctx.shutdown().cancelled() => {
                     // Best effort: peers fall back to expiry (or the failure detector).
                     if let Err(e) = self.send(t, Body::Goodbye).await {
@@ -441,43 +473,6 @@ impl Layer {
                     }
                     self.persist_all();
                     return Ok(());
-                }
-                r = t.recv(&mut buf) => {
-                    let (n, from) = r?;
-                    self.receive(&buf[..n], from, Path::Multicast).await;
-                    // Take the rest of the burst, then make it durable with one flush.
-                    for _ in 0..BURST {
-                        match t.try_recv(&mut buf) {
-                            Ok((n, from)) => self.receive(&buf[..n], from, Path::Multicast).await,
-                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                            Err(e) => return Err(e),
-                        }
-                    }
-                    self.flush_if_dirty().await;
-                }
-                r = recv_gossip(g, &mut gbuf) => {
-                    match r {
-                        Ok((n, from)) => {
-                            self.receive(&gbuf[..n], from, Path::Gossip).await;
-                            if let Some(g) = g {
-                                for _ in 0..BURST {
-                                    match g.try_recv(&mut gbuf) {
-                                        Ok((n, from)) => self.receive(&gbuf[..n], from, Path::Gossip).await,
-                                        Err(_) => break,
-                                    }
-                                }
-                            }
-                            self.flush_if_dirty().await;
-                        }
-                        Err(e) => {
-                            // A bound UDP socket's errors are per datagram (an ICMP
-                            // error surfacing): count and go on.
-                            Stats::bump(&ctx.stats().send_errors);
-                            tracing::debug!("gossip receive: {e}");
-                            // Never a hot loop, whatever the error.
-                            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                        }
-                    }
                 }
                 _ = at(self.gossip.as_ref().and_then(|gs| gs.next_due())) => {
                     self.gossip_tick().await;
@@ -576,6 +571,52 @@ impl Layer {
                         self.dirty = true;
                     }
                     self.flush_if_dirty().await;
+                }
+                (path, r) = recv_any(t, g, &mut buf, &mut gbuf, gossip_first), if !just_received => {
+                    just_received = true;
+                    // The other socket goes first next time: a flood on one never starves
+                    // the other.
+                    gossip_first = path == Path::Multicast;
+                    match (path, r) {
+                        (Path::Multicast, r) => {
+                            let (n, from) = r?;
+                            self.receive(&buf[..n], from, Path::Multicast).await;
+                            // Take the rest of the burst, then make it durable with one flush.
+                            for _ in 0..BURST {
+                                match t.try_recv(&mut buf) {
+                                    Ok((n, from)) => self.receive(&buf[..n], from, Path::Multicast).await,
+                                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                                    Err(e) => return Err(e),
+                                }
+                            }
+                            self.flush_if_dirty().await;
+                        }
+                        (Path::Gossip, Ok((n, from))) => {
+                            self.receive(&gbuf[..n], from, Path::Gossip).await;
+                            if let Some(g) = g {
+                                for _ in 0..BURST {
+                                    match g.try_recv(&mut gbuf) {
+                                        Ok((n, from)) => self.receive(&gbuf[..n], from, Path::Gossip).await,
+                                        Err(_) => break,
+                                    }
+                                }
+                            }
+                            self.flush_if_dirty().await;
+                        }
+                        (Path::Gossip, Err(e)) => {
+                            // A bound UDP socket's errors are per datagram (an ICMP
+                            // error surfacing): count and go on.
+                            Stats::bump(&ctx.stats().send_errors);
+                            tracing::debug!("gossip receive: {e}");
+                            // Never a hot loop, whatever the error.
+                            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                        }
+                    }
+                }
+                // After a burst of datagrams, everything else that is ready goes first, then
+                // the sockets again (a flood never holds up timers or requests).
+                _ = std::future::ready(()), if just_received => {
+                    just_received = false;
                 }
             }
         }

@@ -5,7 +5,7 @@
 //! `MAX_PENDING` peers may have one pending at a time (the oldest goes first), so lying
 //! chunk counts or never-finished generations cannot grow memory.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::wire::{Chunk, Reject};
@@ -29,7 +29,7 @@ struct Pending {
 /// The reassembly buffers of every peer.
 #[derive(Default)]
 pub struct Reassembly {
-    pending: HashMap<String, Pending>,
+    pending: BTreeMap<String, Pending>,
 }
 
 impl Reassembly {

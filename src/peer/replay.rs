@@ -7,7 +7,7 @@
 //! earlier run cannot be played back either. Timestamps further than the tolerance from our
 //! clock are dropped outright, which bounds how old a replayable capture can be.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use super::wire::Reject;
 
@@ -29,7 +29,7 @@ struct SenderState {
 /// Per-sender replay windows, bounded in number.
 #[derive(Debug)]
 pub struct ReplayGuard {
-    senders: HashMap<String, SenderState>,
+    senders: BTreeMap<String, SenderState>,
     tolerance_ms: u64,
     max_senders: usize,
 }
@@ -39,7 +39,7 @@ impl ReplayGuard {
     /// `max_senders` senders (the least recently heard are forgotten first).
     pub fn new(tolerance_ms: u64, max_senders: usize) -> ReplayGuard {
         ReplayGuard {
-            senders: HashMap::new(),
+            senders: BTreeMap::new(),
             tolerance_ms,
             max_senders,
         }

@@ -8,7 +8,7 @@
 //! keeps (present or last known): at the cap a newcomer is refused. It does no I/O:
 //! it returns what happened, and the layer writes the store and emits the events.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::wire::Envelope;
@@ -69,18 +69,18 @@ pub struct PeerTable {
     expiry: Duration,
     max: usize,
     /// Every peer we know, mirrored from the store.
-    peers: HashMap<String, PeerRecord>,
+    peers: BTreeMap<String, PeerRecord>,
     /// When each peer's record was last written to the store (its `last_seen` then).
-    persisted: HashMap<String, Millis>,
+    persisted: BTreeMap<String, Millis>,
     /// The peers reported live (joined, not yet expired or gone).
-    was_live: HashSet<String>,
+    was_live: BTreeSet<String>,
     /// Node name -> the node id last heard under it.
-    names: HashMap<String, String>,
+    names: BTreeMap<String, String>,
     /// While the table is full with no peer it may forget: no look for one before this.
     no_victim_until: Millis,
     /// The boot id last heard from each peer.
-    boots: HashMap<String, u64>,
-    conflicts_reported: HashSet<(String, String)>,
+    boots: BTreeMap<String, u64>,
+    conflicts_reported: BTreeSet<(String, String)>,
 }
 
 impl PeerTable {
@@ -101,7 +101,7 @@ impl PeerTable {
         expiry: Duration,
         max: usize,
     ) -> PeerTable {
-        let peers: HashMap<String, PeerRecord> =
+        let peers: BTreeMap<String, PeerRecord> =
             stored.into_iter().map(|p| (p.node_id.clone(), p)).collect();
         PeerTable {
             expiry,
@@ -121,8 +121,8 @@ impl PeerTable {
                 .collect(),
             peers,
             no_victim_until: 0,
-            boots: HashMap::new(),
-            conflicts_reported: HashSet::new(),
+            boots: BTreeMap::new(),
+            conflicts_reported: BTreeSet::new(),
         }
     }
 

@@ -225,6 +225,17 @@ impl Store {
             .ok_or_else(|| StoreError::Closed(self.inner.path.clone()))
     }
 
+    /// Write to sled; nothing to do for a store kept in memory only.
+    pub(super) fn persist(
+        &self,
+        f: impl FnOnce(&Sled) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        if self.inner.volatile {
+            return Ok(());
+        }
+        self.sled().and_then(|s| f(&s))
+    }
+
     pub(super) fn wrote(&self, what: Wrote<'_>) {
         lock(&self.inner.durability).wrote(what);
     }
@@ -245,7 +256,7 @@ impl Store {
     /// Flush sled (blocking), keeping track of what became durable.
     pub(super) fn flush_tracked(&self) -> Result<(), StoreError> {
         let mark = lock(&self.inner.durability).mark();
-        let result = self.sled().and_then(|s| Ok(s.db.flush().map(drop)?));
+        let result = self.persist(|s| Ok(s.db.flush().map(drop)?));
         self.flush_done(mark, result)
     }
 

@@ -194,6 +194,8 @@ struct Inner {
     host_writes: AtomicU64,
     /// `flush` waits for sled on the calling thread (see [`Store::open_sharing_process`]).
     inline_flush: std::sync::atomic::AtomicBool,
+    /// Kept in memory only, never on disk (see [`Store::in_memory`]).
+    volatile: bool,
 }
 
 const NONE: u64 = u64::MAX;
@@ -586,8 +588,37 @@ impl Store {
                 no_exchange: std::sync::atomic::AtomicBool::new(false),
                 host_writes: AtomicU64::new(0),
                 inline_flush: std::sync::atomic::AtomicBool::new(false),
+                volatile: false,
             }),
         })
+    }
+
+    /// A store that lives in memory only, under the node id given: what readers see and
+    /// writers change is the same as with [`Store::open`], but nothing reaches a disk and
+    /// nothing survives the process. For `diskd-bench sim`, which runs thousands of peer
+    /// layers in one process (a sled each would be thousands of files, caches and
+    /// threads), and keeps a crashed node's store to restart it from.
+    pub fn in_memory(node_id: &str) -> Store {
+        Store {
+            inner: Arc::new(Inner {
+                sled: RwLock::new(None),
+                durability: Mutex::new(Durability::default()),
+                trouble: tokio::sync::Notify::new(),
+                node_id: node_id.to_string(),
+                path: PathBuf::from("(memory)"),
+                mem: RwLock::new(Memory::default()),
+                peers: RwLock::new(BTreeMap::new()),
+                local_seen: AtomicU64::new(NONE),
+                chunks: Mutex::new(HashMap::new()),
+                local_writer: Mutex::new(()),
+                peer_writer: Mutex::new(()),
+                maintenance: std::sync::atomic::AtomicBool::new(false),
+                no_exchange: std::sync::atomic::AtomicBool::new(true),
+                host_writes: AtomicU64::new(0),
+                inline_flush: std::sync::atomic::AtomicBool::new(false),
+                volatile: true,
+            }),
+        }
     }
 
     /// Open like [`Store::open`], as one of many stores in one process (`diskd-bench
@@ -602,6 +633,12 @@ impl Store {
         let store = Store::open(path)?;
         store.inner.inline_flush.store(true, Ordering::Relaxed);
         Ok(store)
+    }
+
+    /// Whether the store lives in memory only ([`Store::in_memory`]): its flush has nothing
+    /// to wait for.
+    pub fn is_volatile(&self) -> bool {
+        self.inner.volatile
     }
 
     /// This node's permanent id.
@@ -633,6 +670,7 @@ impl Store {
         }
         let mark = lock(&self.inner.durability).mark();
         let result = match self.sled() {
+            _ if self.inner.volatile => Ok(()),
             Ok(s) if self.inner.inline_flush.load(Ordering::Relaxed) => {
                 // On a multi-thread runtime, hand this worker's other tasks on first.
                 use tokio::runtime::{Handle, RuntimeFlavor};
@@ -741,7 +779,7 @@ impl Store {
             if local {
                 // Nothing changed: only the time of our latest inventory (present disks
                 // count as seen then), not worth a flush.
-                result = self.sled().and_then(|s| {
+                result = self.persist(|s| {
                     s.meta.insert(KEY_LOCAL_SEEN, &now.to_be_bytes())?;
                     Ok(())
                 });
@@ -773,14 +811,16 @@ impl Store {
             for i in n..before {
                 batch.remove(chunk_key(node_id, i));
             }
-            let s = self.sled()?;
-            s.hosts.apply_batch(batch)?;
+            self.persist(|s| {
+                s.hosts.apply_batch(batch)?;
+                if local {
+                    s.meta.insert(KEY_LOCAL_SEEN, &now.to_be_bytes())?;
+                }
+                Ok(())
+            })?;
             self.inner.host_writes.fetch_add(1, Ordering::Relaxed);
             lock(&self.inner.chunks).insert(node_id.to_string(), n);
-            if local {
-                s.meta.insert(KEY_LOCAL_SEEN, &now.to_be_bytes())?;
-            }
-            Ok(())
+            Ok::<(), StoreError>(())
         })();
         // After the write (a flush starting later covers it), or after it failed (then
         // only a rewrite from memory makes it durable).
@@ -960,12 +1000,14 @@ impl Store {
         for i in 0..n {
             batch.remove(chunk_key(node_id, i));
         }
-        let result = self.sled().and_then(|s| {
+        let result = self.persist(|s| {
             s.hosts.apply_batch(batch)?;
             s.peers_tree.remove(node_id.as_bytes())?;
-            lock(&self.inner.chunks).remove(node_id);
             Ok(())
         });
+        if result.is_ok() {
+            lock(&self.inner.chunks).remove(node_id);
+        }
         write(&self.inner.mem).remove(node_id);
         write(&self.inner.peers).remove(node_id);
         self.wrote(Wrote::Host(node_id));
@@ -994,7 +1036,7 @@ impl Store {
         // The writer lock keeps it out of a compaction or a reopen, which would lose it.
         let _writer = lock(&self.inner.peer_writer);
         let value = encode(rec)?;
-        let result = self.sled().and_then(|s| {
+        let result = self.persist(|s| {
             s.attaches
                 .insert(uuid.to_ascii_lowercase().as_bytes(), value)?;
             Ok(())
@@ -1021,7 +1063,7 @@ impl Store {
     /// Forget the attach of disk `uuid`.
     pub fn remove_attach(&self, uuid: &str) -> Result<(), StoreError> {
         let _writer = lock(&self.inner.peer_writer);
-        let result = self.sled().and_then(|s| {
+        let result = self.persist(|s| {
             s.attaches.remove(uuid.to_ascii_lowercase().as_bytes())?;
             Ok(())
         });
@@ -1039,8 +1081,10 @@ impl Store {
         let _writer = lock(&self.inner.peer_writer);
         write(&self.inner.peers).insert(peer.node_id.clone(), peer.clone());
         let result = encode(peer).and_then(|v| {
-            self.sled()?.peers_tree.insert(peer.node_id.as_bytes(), v)?;
-            Ok(())
+            self.persist(|s| {
+                s.peers_tree.insert(peer.node_id.as_bytes(), v)?;
+                Ok(())
+            })
         });
         self.wrote(Wrote::Peer(&peer.node_id));
         if let Err(e) = &result {
