@@ -25,6 +25,8 @@ use rand_foca::SeedableRng;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use super::delta::Delta;
+
 /// A gossip member: who (node id), where (the address it advertises) and which run.
 ///
 /// `addr` is foca's unique address: one member per address, the newer run winning, so a
@@ -136,10 +138,24 @@ const MAX_NOTICES: std::num::NonZeroUsize = match std::num::NonZeroUsize::new(32
 };
 
 /// Receives notices from foca: remembers the newest per node (to stop disseminating stale
-/// ones) and queues the new ones for the peer layer.
+/// ones) and queues the new ones, with their delta if they carry one, for the peer layer.
 struct NoticeHandler {
     latest: lru::LruCache<u128, Notice>,
-    inbox: Arc<Mutex<Vec<Notice>>>,
+    inbox: Inbox,
+}
+
+/// Notices (with their delta) received by foca's handler, for the peer layer.
+type Inbox = Arc<Mutex<Vec<(Notice, Option<Delta>)>>>;
+
+/// A broadcast item: the notice, then the delta's trailer if any (see [`super::delta`]).
+fn decode_item(data: &[u8]) -> Result<(Notice, Option<Delta>), BadNotice> {
+    let (notice, rest): (Notice, &[u8]) = postcard::take_from_bytes(data).map_err(|_| BadNotice)?;
+    let delta = if rest.is_empty() {
+        None
+    } else {
+        Delta::decode(rest)
+    };
+    Ok((notice, delta))
 }
 
 impl BroadcastHandler<MemberId> for NoticeHandler {
@@ -151,7 +167,7 @@ impl BroadcastHandler<MemberId> for NoticeHandler {
         data: &[u8],
         sender: Option<&MemberId>,
     ) -> Result<Option<NoticeKey>, BadNotice> {
-        let notice: Notice = postcard::from_bytes(data).map_err(|_| BadNotice)?;
+        let (notice, delta) = decode_item(data)?;
         if self
             .latest
             .peek(&notice.node)
@@ -165,7 +181,7 @@ impl BroadcastHandler<MemberId> for NoticeHandler {
             self.inbox
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .push(notice);
+                .push((notice, delta));
         }
         Ok(Some(NoticeKey(notice)))
     }
@@ -180,8 +196,9 @@ pub enum Output {
     Up(MemberId),
     /// A member was declared down (left, or failed to answer probes).
     Down(MemberId),
-    /// A peer's inventory notice.
-    Notice(Notice),
+    /// A peer's inventory notice, with the delta that brings its previous generations to
+    /// this one when it carries one.
+    Notice(Notice, Option<Delta>),
 }
 
 /// Why foca refused a packet or an action (counted, never fatal).
@@ -211,12 +228,18 @@ pub fn engine_config(interval: Duration, members: usize, max_packet: usize) -> f
     if let Some(g) = c.periodic_gossip.as_mut() {
         g.frequency = interval.mul_f64(0.4);
     }
-    // Membership anti-entropy: every ten intervals (5 s), ask one random member for its
-    // member list (one packet of at most `max_packet` bytes back), so a gap in anyone's
-    // view heals in seconds, not foca's LAN default of 30 s.
+    // Membership anti-entropy: every sixty intervals (30 s), ask one random member for
+    // its member list (one packet of at most `max_packet` bytes back). A member that
+    // joins is sent the whole list at once (`MembersPull`), so this only mends what a
+    // lost packet left out.
     if let Some(a) = c.periodic_announce.as_mut() {
-        a.frequency = interval * 10;
+        a.frequency = interval * 60;
     }
+    // Every update and inventory notice is sent on 6 log10(N + 1) times by each member
+    // that has it (foca's default factor is 4): a member missing one would otherwise learn
+    // of a change only when its origin happens to talk to it, O(N) probe periods later.
+    let tx = (6.0 * ((size.get() as f64) + 1.0).log10()).clamp(1.0, 255.0) as u8;
+    c.max_transmissions = std::num::NonZeroU8::new(tx).unwrap_or(std::num::NonZeroU8::MIN);
     c.max_packet_size = NonZeroUsize::new(max_packet).unwrap_or(NonZeroUsize::MIN);
     // Down members are kept (and re-announced to, in case they come back) for a day; the
     // peer table and store keep them for good.
@@ -235,7 +258,7 @@ pub struct Gossip {
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
     timer_events: HashMap<u64, Timer<MemberId>>,
     next_timer: u64,
-    inbox: Arc<Mutex<Vec<Notice>>>,
+    inbox: Inbox,
     interval: Duration,
     max_packet: usize,
     /// Member count the engine's settings were last sized for.
@@ -281,11 +304,41 @@ impl Gossip {
         self.foca.num_members()
     }
 
-    /// Every member foca knows, live or not, with whether it is live.
-    pub fn members(&self) -> impl Iterator<Item = (&MemberId, bool)> {
-        self.foca
-            .iter_membership_state()
-            .map(|m| (m.id(), m.state() != foca::State::Down))
+    /// The members foca considers live (what a member that just joined is sent).
+    pub fn live_ids(&self) -> Vec<MemberId> {
+        self.foca.iter_members().map(|m| m.id().clone()).collect()
+    }
+
+    /// Members another member listed as live: foca takes the ones it did not know as
+    /// alive (and probes them like any other), without gossiping them on (their own
+    /// joins were gossiped when they happened).
+    pub fn learn(&mut self, members: Vec<MemberId>, now: Instant) -> Vec<Output> {
+        let me = self.foca.identity().clone();
+        let unknown: Vec<foca::Member<MemberId>> = {
+            let known: std::collections::BTreeSet<(u128, SocketAddr)> = self
+                .foca
+                .iter_membership_state()
+                .map(|m| (m.id().node, m.id().addr))
+                .collect();
+            members
+                .into_iter()
+                .filter(|m| m.node != me.node && m.addr != me.addr)
+                .filter(|m| !known.contains(&(m.node, m.addr)))
+                .map(foca::Member::alive)
+                .collect()
+        };
+        if let Err(e) = self
+            .foca
+            .apply_many(unknown.into_iter(), false, &mut self.runtime)
+        {
+            tracing::debug!("gossip member list: {e}");
+        }
+        self.drain(now)
+    }
+
+    /// Members foca knows, live or not (not counting us).
+    pub fn known_members(&self) -> usize {
+        self.foca.iter_membership_state().len()
     }
 
     /// Feed a packet received from the network.
@@ -304,10 +357,13 @@ impl Gossip {
         self.drain(now)
     }
 
-    /// Tell the fleet our inventory changed.
-    pub fn notice(&mut self, notice: Notice, now: Instant) -> Vec<Output> {
+    /// Tell the fleet our inventory changed, and how (`delta`, when it fits).
+    pub fn notice(&mut self, notice: Notice, delta: Option<&Delta>, now: Instant) -> Vec<Output> {
         match postcard::to_allocvec(&notice) {
-            Ok(bytes) => {
+            Ok(mut bytes) => {
+                if let Some(tail) = delta.and_then(Delta::encode) {
+                    bytes.extend_from_slice(&tail);
+                }
                 if let Err(e) = self.foca.add_broadcast(&bytes) {
                     tracing::debug!("gossip notice: {e}");
                 }
@@ -369,13 +425,13 @@ impl Gossip {
                 _ => {}
             }
         }
-        for n in self
+        for (n, d) in self
             .inbox
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .drain(..)
         {
-            out.push(Output::Notice(n));
+            out.push(Output::Notice(n, d));
         }
         let n = self.foca.num_members().max(MIN_SIZE);
         if n > self.sized_for * 2 || n * 4 < self.sized_for {
@@ -478,7 +534,7 @@ mod tests {
             at_ms: 1,
         };
         let queue: Vec<_> = nodes[3]
-            .notice(notice, t)
+            .notice(notice, None, t)
             .into_iter()
             .map(|o| (3, o))
             .collect();
@@ -495,7 +551,7 @@ mod tests {
         }
         let got: std::collections::HashSet<usize> = seen
             .iter()
-            .filter(|(_, o)| matches!(o, Output::Notice(n) if *n == notice))
+            .filter(|(_, o)| matches!(o, Output::Notice(n, _) if *n == notice))
             .map(|(i, _)| *i)
             .collect();
         assert_eq!(got, [0, 1, 2].into_iter().collect());
@@ -532,6 +588,35 @@ mod tests {
         assert!(a.invalidates(&b));
         assert!(!b.invalidates(&a));
         assert!(!a.invalidates(&c));
+    }
+
+    /// The delta is a trailer: the previous release's decoder (`from_bytes::<Notice>`) reads
+    /// the notice of a new item, and a new handler reads an old item as a notice without a
+    /// delta.
+    #[test]
+    fn notices_with_and_without_a_delta_read_across_versions() {
+        let notice = Notice {
+            node: 7,
+            boot: 1,
+            generation: 5,
+            at_ms: 9,
+        };
+        let delta = Delta {
+            base: 4,
+            upserts: vec![crate::model::DiskRecord {
+                uuid: Some("u".into()),
+                device: "/dev/sdz".into(),
+                ..Default::default()
+            }],
+            removed: vec![],
+        };
+        let old_item = postcard::to_allocvec(&notice).unwrap();
+        let mut new_item = old_item.clone();
+        new_item.extend(delta.encode().unwrap());
+        let previous_release: Notice = postcard::from_bytes(&new_item).unwrap();
+        assert_eq!(previous_release, notice);
+        assert_eq!(decode_item(&new_item).unwrap(), (notice, Some(delta)));
+        assert_eq!(decode_item(&old_item).unwrap(), (notice, None));
     }
 
     #[test]

@@ -18,13 +18,17 @@
 use std::num::NonZeroUsize;
 
 use lru::LruCache;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
+
+use rand::Rng;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::delta::{Delta, DeltaLog};
 use super::gossip::{Gossip, MemberId, Notice, Output};
 use super::handle::GossipReport;
 use super::seeds::Seeds;
@@ -36,8 +40,11 @@ use crate::telemetry::Stats;
 
 /// A member is pushed our inventory (or answered a pull) at most this often.
 const PUSH_EVERY: Duration = Duration::from_secs(1);
-/// A member that is behind pulls after this long (the push is usually on its way).
+/// A member that is behind pulls after this long (the push is usually on its way), plus a
+/// random part of `PULL_SPREAD`: when a change too large for a delta reaches the whole
+/// fleet at once, its origin is asked over a few seconds, not in one burst.
 const PULL_AFTER: Duration = Duration::from_secs(1);
+const PULL_SPREAD: Duration = Duration::from_secs(4);
 /// Between two pulls of the same peer.
 const PULL_EVERY: Duration = Duration::from_secs(3);
 /// Pulls of one generation before giving up (the next notice or packet starts over).
@@ -46,6 +53,18 @@ const PULL_TRIES: u32 = 5;
 const KNOCK_EVERY: Duration = Duration::from_secs(30);
 /// A member with at most this many live members announces back to a new one.
 const SMALL_VIEW: usize = 8;
+/// A member is sent our member list at most this often.
+const LIST_EVERY: Duration = Duration::from_secs(10);
+/// Member list pages are taken for this long after we asked for them.
+const LIST_WINDOW: Duration = Duration::from_secs(30);
+/// A member that joined asks a second member for its list this long after the first.
+const ASK_AGAIN_AFTER: Duration = Duration::from_secs(15);
+/// How often a live member's last-seen time is refreshed: about eight times per peer
+/// expiry, between one second and thirty.
+fn touch_every(expiry: Duration) -> Duration {
+    (expiry / 8).clamp(Duration::from_secs(1), Duration::from_secs(30))
+}
+
 /// Entries in each rate-limit map, per peer the table can hold (one for multicast, one for
 /// gossip); past it the least recently used entry goes, never the whole map: clearing
 /// all at once would hand every peer a fresh allowance together.
@@ -63,9 +82,11 @@ pub(super) type Resolved = (usize, Result<Vec<SocketAddr>, String>);
 
 struct Behind {
     addr: SocketAddr,
+    /// The run and generation we know it has (0: any, we have nothing of it).
     boot: u64,
     generation: u64,
-    since: Instant,
+    /// When the first pull is due.
+    due: Instant,
     pulled_at: Option<Instant>,
     tries: u32,
 }
@@ -87,13 +108,37 @@ pub(super) struct GossipState {
     /// Our content version (boot, generation) each member was last sent.
     sent: LruCache<String, (u64, u64)>,
     knocked: LruCache<String, Instant>,
+    /// When each member was last sent our member list.
+    listed: LruCache<String, Instant>,
+    /// When we last asked a member for its member list (we ask the first member that
+    /// lets us in, and again after losing every member); pages are taken only for a while
+    /// after asking.
+    asked_members: Option<Instant>,
+    /// Whether we asked a second time, a while after the first (members that joined at
+    /// the same moment as we did are missing from the first list).
+    asked_again: bool,
     /// Messages to send, flushed by the serve loop.
     outbox: VecDeque<(SocketAddr, Body)>,
+    /// When each live member's last-seen time is next refreshed, earliest first (an entry
+    /// of a member that went down is dropped when it comes due).
+    touches: BinaryHeap<Reverse<(Instant, String)>>,
+    /// Our inventory as last announced, and recent changes, to make deltas of.
+    deltas: DeltaLog,
+    /// Peers' deltas received, to apply (they write the store: done where the layer may
+    /// wait, see `apply_deltas`).
+    incoming: VecDeque<(Notice, Delta)>,
     /// Sequence numbers of our gossip envelopes (a replay window of their own, apart from
     /// multicast's: the two paths reorder freely).
     pub(super) seq: u64,
+    /// The last sequence number sent to each member (see `Layer::envelope_gossip`).
+    pub(super) dest_seq: LruCache<SocketAddr, u64>,
     bytes_in: u64,
     bytes_out: u64,
+    /// Peers' deltas applied.
+    deltas_applied: u64,
+    /// Whole inventories asked for (we were behind) and asked of us.
+    pulls_sent: u64,
+    pulls_answered: u64,
     resolve_tx: mpsc::Sender<Resolved>,
     had_members: bool,
     /// The published `via` map needs rebuilding (a member or a path came or went).
@@ -122,10 +167,20 @@ impl GossipState {
             pushed: LruCache::new(tracked),
             sent: LruCache::new(tracked),
             knocked: LruCache::new(tracked),
+            listed: LruCache::new(tracked),
+            asked_members: None,
+            asked_again: false,
             outbox: VecDeque::new(),
+            touches: BinaryHeap::new(),
+            deltas: DeltaLog::default(),
+            incoming: VecDeque::new(),
             seq: 0,
+            dest_seq: LruCache::new(tracked),
             bytes_in: 0,
             bytes_out: 0,
+            deltas_applied: 0,
+            pulls_sent: 0,
+            pulls_answered: 0,
             resolve_tx,
             had_members: false,
             via_dirty: true,
@@ -253,6 +308,54 @@ impl Layer {
             }
         }
         self.gossip_outputs_sync(rest);
+        self.apply_deltas().await;
+    }
+
+    /// Apply the peers' deltas received so far: a delta whose base we hold (or any later
+    /// generation before its own) brings the peer's inventory to the notice's generation,
+    /// as if the whole inventory had arrived; otherwise we are behind and pull.
+    async fn apply_deltas(&mut self) {
+        while let Some((n, d)) = self.gossip.as_mut().and_then(|gs| gs.incoming.pop_front()) {
+            let node_id = format!("{:032x}", n.node);
+            if node_id == self.ctx.node().id {
+                continue;
+            }
+            let Some(gs) = self.gossip.as_ref() else {
+                return;
+            };
+            let have = gs.latest.peek(&node_id).copied();
+            let route = gs.route(&node_id);
+            match have {
+                Some((b, g)) if b == n.boot && g >= n.generation => continue,
+                Some((b, g)) if b == n.boot && g >= d.base => {}
+                _ => {
+                    if let Some(addr) = route {
+                        self.check_version(&node_id, n.boot, n.generation, addr);
+                    }
+                    continue;
+                }
+            }
+            let Some(mut peer) = self.table.get(&node_id).cloned() else {
+                continue;
+            };
+            let disks = d.apply(self.ctx.store().host_inventory(&node_id));
+            if !self.fits_records(&node_id, &disks, peer.key.is_some()) {
+                self.ctx
+                    .count_reject(super::wire::Reject::RecordBudget.name());
+                continue;
+            }
+            self.note_inventory(&node_id, n.boot, n.generation);
+            let important = peer.disks != disks.len();
+            peer.disks = disks.len();
+            let addr = peer.addr.clone().unwrap_or_default();
+            let t = self.clock.wall_ms();
+            let changes = self.store_inventory(&peer, &addr, &disks, t);
+            if let Some(gs) = self.gossip.as_mut() {
+                gs.deltas_applied += 1;
+            }
+            self.save_peer(peer, important).await;
+            self.ctx.fleet().emit(changes);
+        }
     }
 
     /// The outputs that need no store write.
@@ -276,7 +379,12 @@ impl Layer {
                     // anyone down; handled fully by `gossip_outputs`.
                     tracing::debug!(member = ?id, "gossip member down");
                 }
-                Output::Notice(n) => {
+                Output::Notice(n, Some(d)) => {
+                    if let Some(gs) = self.gossip.as_mut() {
+                        gs.incoming.push_back((n, d));
+                    }
+                }
+                Output::Notice(n, None) => {
                     let node_id = format!("{:032x}", n.node);
                     let addr = self.gossip.as_ref().and_then(|gs| gs.route(&node_id));
                     if let Some(addr) = addr {
@@ -300,6 +408,16 @@ impl Layer {
         gs.had_members = true;
         let new = gs.up.insert(node_id.clone(), id.addr) != Some(id.addr);
         gs.seeds.heard_from(id.addr);
+        if new {
+            let every = touch_every(self.ctx.peer_expiry());
+            gs.touches.push(Reverse((now + every, node_id.clone())));
+        }
+        if new && gs.asked_members.is_none() {
+            // The first member that let us in: ask it for everyone it knows, so we know
+            // the whole fleet in one exchange, not one member per probe period.
+            gs.asked_members = Some(now);
+            gs.outbox.push_back((id.addr, Body::MembersPull));
+        }
         let mut back = Vec::new();
         if new {
             gs.via_dirty = true;
@@ -316,6 +434,25 @@ impl Layer {
             // It may have nothing of ours yet (new, or at a new address). A renewed
             // identity at the same address is the same daemon: it has what it had.
             self.push_inventory(id.addr, &node_id, now, false);
+            // And we may have nothing of its: it pushes when it learns of us, which may be
+            // long after we learnt of it (membership news reaches members in any order),
+            // so pull if its inventory has not come by then.
+            let due = now + PULL_AFTER + PULL_SPREAD.mul_f64(self.rng.gen::<f64>());
+            if let Some(gs) = self.gossip.as_mut() {
+                if gs.latest.peek(&node_id).is_none() && gs.behind.peek(&node_id).is_none() {
+                    gs.behind.put(
+                        node_id,
+                        Behind {
+                            addr: id.addr,
+                            boot: 0,
+                            generation: 0,
+                            due,
+                            pulled_at: None,
+                            tries: 0,
+                        },
+                    );
+                }
+            }
         }
     }
 
@@ -332,6 +469,8 @@ impl Layer {
         gs.via_dirty = true;
         if gs.up.is_empty() && gs.had_members {
             gs.seeds.all_lost(self.clock.instant());
+            gs.asked_members = None;
+            gs.asked_again = false;
         }
         if self.multicast_fresh(&node_id) {
             return; // still heard on the LAN: multicast's expiry decides
@@ -378,9 +517,59 @@ impl Layer {
         }
     }
 
+    /// A member asked for our member list (it just joined): every live member but itself,
+    /// in pages (rate-limited per member).
+    pub(super) fn answer_members(&mut self, node_id: &str, from: SocketAddr) {
+        let now = self.clock.instant();
+        let Some(gs) = self.gossip.as_mut() else {
+            return;
+        };
+        if !allow(&mut gs.listed, node_id, now, LIST_EVERY) {
+            return;
+        }
+        let mut members = gs.engine.live_ids();
+        members.retain(|m| m.addr != from && m.node_id() != node_id);
+        let count = members.len().div_ceil(wire::MEMBERS_PER_PAGE).max(1);
+        let count = u16::try_from(count).unwrap_or(u16::MAX);
+        for (index, page) in members
+            .chunks(wire::MEMBERS_PER_PAGE)
+            .take(count as usize)
+            .enumerate()
+        {
+            gs.outbox.push_back((
+                from,
+                Body::Members(wire::MembersPage {
+                    index: index as u16,
+                    count,
+                    members: page.to_vec(),
+                }),
+            ));
+        }
+    }
+
+    /// A page of the member list we asked for: foca takes the members it did not know.
+    /// Pages nobody asked for (or that come long after) are ignored.
+    pub(super) async fn learn_members(&mut self, page: wire::MembersPage) {
+        let now = self.clock.instant();
+        let Some(gs) = self.gossip.as_mut() else {
+            return;
+        };
+        if gs
+            .asked_members
+            .is_none_or(|at| now.duration_since(at) > LIST_WINDOW)
+        {
+            return;
+        }
+        let out = gs.engine.learn(page.members, now);
+        self.gossip_outputs(out).await;
+    }
+
     /// A member asked for our inventory (a unicast ping).
     pub(super) fn answer_pull(&mut self, node_id: &str, from: SocketAddr) {
         let now = self.clock.instant();
+        if let Some(gs) = self.gossip.as_mut() {
+            gs.pulls_answered += 1;
+        }
         self.push_inventory(from, node_id, now, true);
     }
 
@@ -390,25 +579,15 @@ impl Layer {
         self.push_inventory(from, node_id, now, false);
     }
 
-    /// Our inventory changed and went out by multicast as generation `content_gen`: copy
-    /// it to every live member that multicast does not reach, and tell the fleet.
+    /// Our inventory changed and went out by multicast as generation `content_gen`: tell
+    /// the gossip fleet with a notice, carrying what changed (a delta) when it fits. foca
+    /// piggybacks it on its own packets and members relay it, so what this costs us does
+    /// not grow with the fleet; a member that cannot apply it pulls the whole inventory.
     pub(super) fn gossip_changed(&mut self) {
         if self.gossip.is_none() {
             return;
         }
-        let targets = self.unicast_only_members();
-        if !targets.is_empty() {
-            let chunks = self.inventory_chunks(false);
-            let version = (self.boot, self.content_gen);
-            if let Some(gs) = self.gossip.as_mut() {
-                for (id, to) in targets {
-                    for c in &chunks {
-                        gs.outbox.push_back((to, Body::Inventory(c.clone())));
-                    }
-                    note_sent(&mut gs.sent, &id, version);
-                }
-            }
-        }
+        let inventory = self.ctx.store().local_inventory();
         let notice = Notice {
             node: super::gossip::MemberId::parse_node(&self.ctx.node().id).unwrap_or(0),
             boot: self.boot,
@@ -417,7 +596,8 @@ impl Layer {
         };
         let now = self.clock.instant();
         if let Some(gs) = self.gossip.as_mut() {
-            let out = gs.engine.notice(notice, now);
+            let delta = gs.deltas.record(self.content_gen, &inventory);
+            let out = gs.engine.notice(notice, delta.as_ref(), now);
             self.gossip_outputs_sync(out);
         }
     }
@@ -437,7 +617,7 @@ impl Layer {
         if gs
             .behind
             .peek(node_id)
-            .is_some_and(|b| b.boot == boot && b.generation <= generation)
+            .is_some_and(|b| b.boot == 0 || (b.boot == boot && b.generation <= generation))
         {
             gs.behind.pop(node_id);
         }
@@ -450,6 +630,7 @@ impl Layer {
             return;
         }
         let now = self.clock.instant();
+        let due = now + PULL_AFTER + PULL_SPREAD.mul_f64(self.rng.gen::<f64>());
         let Some(gs) = self.gossip.as_mut() else {
             return;
         };
@@ -471,7 +652,7 @@ impl Layer {
                     addr,
                     boot,
                     generation,
-                    since: now,
+                    due,
                     pulled_at: None,
                     tries: 0,
                 },
@@ -498,7 +679,7 @@ impl Layer {
             gs.behind.pop(&k);
         }
         for (_, b) in gs.behind.iter_mut() {
-            let waited = now.duration_since(b.since) >= PULL_AFTER;
+            let waited = now >= b.due;
             let spaced = b
                 .pulled_at
                 .is_none_or(|p| now.duration_since(p) >= PULL_EVERY);
@@ -508,27 +689,48 @@ impl Layer {
                 pulls.push(b.addr);
             }
         }
+        gs.pulls_sent += pulls.len() as u64;
         for to in pulls {
             gs.outbox.push_back((to, Body::Ping));
         }
+        if !gs.asked_again
+            && gs
+                .asked_members
+                .is_some_and(|at| now.duration_since(at) >= ASK_AGAIN_AFTER)
+            && !gs.up.is_empty()
+        {
+            let pick = self.rng.gen_range(0..gs.up.len());
+            if let Some(&to) = gs.up.values().nth(pick) {
+                gs.asked_again = true;
+                gs.asked_members = Some(now);
+                gs.outbox.push_back((to, Body::MembersPull));
+            }
+        }
         // Members the failure detector holds live are live in the table (and so in
-        // queries), however rarely they happen to send to us; refreshed every few seconds,
-        // not every tick (a lookup per member, a copy only when due).
-        let every = (self.ctx.peer_expiry().as_millis() as Millis / 8).clamp(1_000, 5_000);
-        let due: Vec<String> = gs
-            .up
-            .keys()
-            .filter(|id| {
-                self.table
-                    .get(id)
-                    .is_some_and(|p| !p.gone && t.saturating_sub(p.last_seen) >= every)
-            })
-            .cloned()
-            .collect();
+        // queries), however rarely they happen to send to us: each is refreshed about
+        // eight times per peer expiry, from a queue ordered by when it is due, so a tick
+        // costs the members due, not a walk over all of them.
+        let every = touch_every(self.ctx.peer_expiry());
+        let mut due = Vec::new();
+        while let Some(Reverse((at, _))) = gs.touches.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((_, node_id))) = gs.touches.pop() else {
+                break;
+            };
+            if gs.up.contains_key(&node_id) {
+                gs.touches.push(Reverse((now + every, node_id.clone())));
+                due.push(node_id);
+            }
+        }
         for node_id in due {
             let Some(mut peer) = self.table.get(&node_id).cloned() else {
                 continue;
             };
+            if peer.gone {
+                continue;
+            }
             peer.last_seen = t;
             if self.table.needs_touch_write(&peer) {
                 self.save_peer(peer, true).await;
@@ -539,14 +741,16 @@ impl Layer {
         self.publish_gossip();
     }
 
-    /// Publish the gossip status, and how each peer is reached (rebuilt when membership
-    /// changed, else every ten seconds: paths also age out with time).
+    /// Publish the gossip status, and how each peer is reached: rebuilt when a member or a
+    /// path came or went, else once per quarter of the peer expiry (a path heard by
+    /// multicast also ages out with time), never by walking every member every second.
     pub(super) fn publish_gossip(&mut self) {
         let t = self.clock.wall_ms();
+        let aging = (self.ctx.peer_expiry().as_millis() as Millis / 4).max(1_000);
         let Some(gs) = self.gossip.as_mut() else {
             return;
         };
-        if gs.via_dirty || t.saturating_sub(gs.via_published) >= 10_000 {
+        if gs.via_dirty || t.saturating_sub(gs.via_published) >= aging {
             gs.via_dirty = false;
             gs.via_published = t;
             self.publish_via();
@@ -554,10 +758,7 @@ impl Layer {
         let Some(gs) = self.gossip.as_ref() else {
             return;
         };
-        let (members, members_live) = gs
-            .engine
-            .members()
-            .fold((0, 0), |(n, l), (_, live)| (n + 1, l + usize::from(live)));
+        let (members, members_live) = (gs.engine.known_members(), gs.engine.live_members());
         self.ctx.status.set_gossip(GossipReport {
             listen: gs.listen.to_string(),
             advertise: gs.advertise.to_string(),
@@ -565,6 +766,9 @@ impl Layer {
             members_live,
             bytes_in: gs.bytes_in,
             bytes_out: gs.bytes_out,
+            deltas_applied: gs.deltas_applied,
+            pulls_sent: gs.pulls_sent,
+            pulls_answered: gs.pulls_answered,
             seeds: gs.seeds.report(),
         });
     }
@@ -668,7 +872,7 @@ impl Layer {
                 }),
                 other => other,
             };
-            let env = self.envelope_gossip(body);
+            let env = self.envelope_gossip(body, Some(to));
             let bytes = self.keys.seal(wire::encode(&env));
             match g.send_to(to, &bytes).await {
                 Ok(()) => {
@@ -746,7 +950,7 @@ impl Layer {
         if fresh || self.generation == 0 {
             self.generation += 1;
         }
-        let template = self.envelope_gossip(Body::Ping);
+        let template = self.envelope_gossip(Body::Ping, None);
         let max = self.ctx.config().multicast.max_datagram - keys::OVERHEAD;
         wire::chunk_inventory(&template, self.generation, &disks, max)
     }

@@ -137,6 +137,13 @@ pub struct GossipReport {
     pub bytes_in: u64,
     /// Bytes sent on the gossip socket.
     pub bytes_out: u64,
+    /// Peers' inventory changes applied from deltas (each saved a pull of a whole
+    /// inventory).
+    pub deltas_applied: u64,
+    /// Whole inventories this daemon pulled (it was behind on a member) and was pulled.
+    pub pulls_sent: u64,
+    /// See `pulls_sent`.
+    pub pulls_answered: u64,
     /// Configured seeds and how they are doing.
     pub seeds: Vec<super::seeds::SeedReport>,
 }

@@ -77,7 +77,7 @@ impl Layer {
     /// known. Each disk listed may add at most one such record, so an inventory that fits
     /// even if all of its disks were new is taken at once; past that only one that adds
     /// none (every disk already the host's) is.
-    fn fits_records(
+    pub(super) fn fits_records(
         &self,
         node_id: &str,
         disks: &[crate::model::DiskRecord],
@@ -144,7 +144,11 @@ impl Layer {
                 return self.reject(reason, from);
             }
         }
-        if matches!(env.body, Body::Swim(_)) && path == Path::Multicast {
+        if matches!(
+            env.body,
+            Body::Swim(_) | Body::MembersPull | Body::Members(_)
+        ) && path == Path::Multicast
+        {
             return self.reject(Reject::GossipInvalid, from);
         }
         if self.goodbyes.peek(&env.node_id) == Some(&env.boot) {
@@ -227,6 +231,8 @@ impl Layer {
                     .event("peer", format!("{} ({addr}) said goodbye", peer.node));
                 return;
             }
+            Body::MembersPull => self.answer_members(&env.node_id, from),
+            Body::Members(page) => self.learn_members(page).await,
             Body::Ping if path == Path::Gossip => {
                 // A member pulls our inventory.
                 self.answer_pull(&env.node_id, from);
@@ -327,7 +333,7 @@ impl Layer {
 
     /// Write a peer's complete inventory to the store; returns the fleet events it makes,
     /// for the caller to publish once the peer's record is saved too.
-    fn store_inventory(
+    pub(super) fn store_inventory(
         &mut self,
         peer: &PeerRecord,
         addr: &str,

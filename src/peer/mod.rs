@@ -15,6 +15,7 @@
 //! in-process hub for tests).
 
 pub mod clock;
+pub mod delta;
 pub mod gossip;
 mod gossip_io;
 mod handle;

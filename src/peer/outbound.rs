@@ -22,13 +22,23 @@ impl Layer {
         }
     }
 
-    /// An envelope for the gossip socket: its own sequence numbers (see `GossipState::seq`).
-    pub(super) fn envelope_gossip(&mut self, body: Body) -> Envelope {
+    /// An envelope for the gossip socket, to `to` (`None`: only measured, never sent).
+    ///
+    /// Gossip has sequence numbers of its own (see `GossipState::seq`), and each member
+    /// gets a dense run of them: the receiver's replay window is 64 numbers wide, and with
+    /// one counter for every destination a member would see gaps of hundreds (we sent to
+    /// the others in between), so two of its datagrams swapped on the way would land
+    /// outside the window and be refused as replays. A member's run continues from its
+    /// last number; a member not remembered (new, or forgotten past the bound) starts at
+    /// the shared counter, which is never below any number sent to anyone, so a member's
+    /// numbers only ever grow.
+    pub(super) fn envelope_gossip(
+        &mut self,
+        body: Body,
+        to: Option<std::net::SocketAddr>,
+    ) -> Envelope {
         let seq = match self.gossip.as_mut() {
-            Some(gs) => {
-                gs.seq += 1;
-                gs.seq
-            }
+            Some(gs) => next_seq(&mut gs.seq, &mut gs.dest_seq, to),
             None => 0,
         };
         let node = self.ctx.node();
@@ -159,4 +169,46 @@ fn transient(e: &std::io::Error) -> bool {
             | Some(nix::libc::ENETUNREACH)
             | Some(nix::libc::EHOSTUNREACH)
     )
+}
+
+/// The next gossip sequence number for `to` (see [`Layer::envelope_gossip`]): `shared`
+/// counts every datagram; a remembered member's run continues, a new one starts at
+/// `shared`.
+fn next_seq(
+    shared: &mut u64,
+    per_member: &mut lru::LruCache<std::net::SocketAddr, u64>,
+    to: Option<std::net::SocketAddr>,
+) -> u64 {
+    *shared += 1;
+    let Some(to) = to else {
+        return *shared;
+    };
+    let next = per_member.peek(&to).map_or(*shared, |last| last + 1);
+    per_member.put(to, next);
+    next
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_member_sees_a_dense_growing_run_of_gossip_numbers() {
+        let a: std::net::SocketAddr = "198.18.0.1:32004".parse().unwrap();
+        let b: std::net::SocketAddr = "198.18.0.2:32004".parse().unwrap();
+        let c: std::net::SocketAddr = "198.18.0.3:32004".parse().unwrap();
+        let mut shared = 0;
+        let mut per = lru::LruCache::new(std::num::NonZeroUsize::new(2).unwrap());
+        let first_a = next_seq(&mut shared, &mut per, Some(a));
+        // A hundred datagrams to b in between: a's next number is still the next one.
+        let mut last_b = 0;
+        for _ in 0..100 {
+            last_b = next_seq(&mut shared, &mut per, Some(b));
+        }
+        assert_eq!(next_seq(&mut shared, &mut per, Some(a)), first_a + 1);
+        // Forgotten past the bound (c evicts b), b starts again above all it was sent.
+        next_seq(&mut shared, &mut per, Some(c));
+        next_seq(&mut shared, &mut per, Some(a));
+        assert!(next_seq(&mut shared, &mut per, Some(b)) > last_b);
+    }
 }

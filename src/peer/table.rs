@@ -8,7 +8,8 @@
 //! keeps (present or last known): at the cap a newcomer is refused. It does no I/O:
 //! it returns what happened, and the layer writes the store and emits the events.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::time::Duration;
 
 use super::wire::Envelope;
@@ -74,6 +75,11 @@ pub struct PeerTable {
     persisted: BTreeMap<String, Millis>,
     /// The peers reported live (joined, not yet expired or gone).
     was_live: BTreeSet<String>,
+    /// When each peer reported live would expire if not heard again (last seen + expiry),
+    /// earliest first. An entry is checked when it is due: a peer heard since gets a new
+    /// one, so `expire` costs what expires (and one look per live peer per expiry), not a
+    /// walk over every peer every second.
+    deadlines: BinaryHeap<Reverse<(Millis, String)>>,
     /// Node name -> the node id last heard under it.
     names: BTreeMap<String, String>,
     /// While the table is full with no peer it may forget: no look for one before this.
@@ -103,7 +109,14 @@ impl PeerTable {
     ) -> PeerTable {
         let peers: BTreeMap<String, PeerRecord> =
             stored.into_iter().map(|p| (p.node_id.clone(), p)).collect();
+        let ms = expiry.as_millis() as Millis;
+        let deadlines = peers
+            .values()
+            .filter(|p| p.is_live(now_ms, expiry))
+            .map(|p| Reverse((p.last_seen.saturating_add(ms), p.node_id.clone())))
+            .collect();
         PeerTable {
+            deadlines,
             expiry,
             max,
             was_live: peers
@@ -279,6 +292,11 @@ impl PeerTable {
     /// The peer was reported as joined.
     pub fn mark_live(&mut self, node_id: &str) {
         self.was_live.insert(node_id.to_string());
+        let seen = self.peers.get(node_id).map_or(0, |p| p.last_seen);
+        self.deadlines.push(Reverse((
+            seen.saturating_add(self.expiry.as_millis() as Millis),
+            node_id.to_string(),
+        )));
     }
 
     /// The peer said goodbye: not live from now on (the caller stores it with `gone`), and
@@ -326,16 +344,31 @@ impl PeerTable {
     /// The peers that were live and are not any more (not heard within the expiry). Each
     /// is reported once; those whose stored record lags are returned to be written.
     pub fn expire(&mut self, now_ms: Millis) -> Vec<Expired> {
-        let expired: Vec<String> = self
-            .was_live
-            .iter()
-            .filter(|id| {
-                self.peers
-                    .get(*id)
-                    .is_none_or(|p| !p.is_live(now_ms, self.expiry))
-            })
-            .cloned()
-            .collect();
+        let ms = self.expiry.as_millis() as Millis;
+        let mut expired: Vec<String> = Vec::new();
+        while let Some(Reverse((due, _))) = self.deadlines.peek() {
+            if *due > now_ms {
+                break;
+            }
+            let Some(Reverse((_, id))) = self.deadlines.pop() else {
+                break;
+            };
+            if !self.was_live.contains(&id) {
+                continue; // gone or expired since; a later join pushes a new deadline
+            }
+            match self.peers.get(&id) {
+                Some(p) if p.is_live(now_ms, self.expiry) => {
+                    // Heard since this deadline was set: its next one.
+                    let next = p.last_seen.saturating_add(ms).max(now_ms + 1);
+                    self.deadlines.push(Reverse((next, id)));
+                }
+                _ => {
+                    if !expired.contains(&id) {
+                        expired.push(id);
+                    }
+                }
+            }
+        }
         let mut out = Vec::with_capacity(expired.len());
         if !expired.is_empty() {
             self.no_victim_until = 0; // one of them may be forgettable now

@@ -674,7 +674,7 @@ async fn gossip_alone_joins_through_a_seed_spreads_changes_and_detects_failures(
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_member_that_lost_the_push_pulls_after_the_notice() {
+async fn a_change_too_large_for_a_delta_is_pulled_also_by_a_member_that_missed_it() {
     let (hub, clock) = setup();
     let ghub = MemoryHub::default();
     let a = Node::start(&hub, clock, 1, &gossip_opts(&ghub, &[]));
@@ -684,24 +684,69 @@ async fn a_member_that_lost_the_push_pulls_after_the_notice() {
         a.knows_disks_of(&c) == 2 && c.knows_disks_of(&a) == 2 && c.knows_disks_of(&b) == 2
     })
     .await;
-    // The inventory pushes from a to c are lost; everything else gets through.
+    // Large datagrams from a to c (inventories) are lost; everything else gets through.
     let a_id = a.id.clone();
     ghub.set_drop_rule(Some(Box::new(move |from, to, bytes| {
         from == gaddr(1) && to == gaddr(3) && bytes.len() > 300 && !a_id.is_empty()
+    })));
+    // Twenty disks at once: no delta fits in a gossip packet, so the notice goes alone and
+    // every member pulls the whole inventory.
+    let disks: Vec<DiskRecord> = (0..20).map(|i| disk(1, i)).collect();
+    a.store
+        .replace_local(&a.name, None, &disks, clock.wall_ms())
+        .unwrap();
+    a.local_changed.notify_one();
+    until(Duration::from_secs(10), || b.knows_disks_of(&a) == 20).await;
+    ghub.set_drop_rule(None);
+    // c's pulls were lost until now; it pulls again.
+    let took = until(Duration::from_secs(15), || c.knows_disks_of(&a) == 20).await;
+    assert!(
+        took > Duration::ZERO,
+        "c cannot have had it before the rule went"
+    );
+    // Status is published once a second.
+    let pulled = |n: &Node| n.handle.status().gossip().map_or(0, |g| g.pulls_sent);
+    until(Duration::from_secs(3), || {
+        pulled(&b) >= 1 && pulled(&c) >= 1
+    })
+    .await;
+    for x in [&a, &b, &c] {
+        x.stop().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_small_change_reaches_a_member_its_origin_cannot_as_a_relayed_delta() {
+    let (hub, clock) = setup();
+    let ghub = MemoryHub::default();
+    let a = Node::start(&hub, clock, 1, &gossip_opts(&ghub, &[]));
+    let b = Node::start(&hub, clock, 2, &gossip_opts(&ghub, &[1]));
+    let c = Node::start(&hub, clock, 3, &gossip_opts(&ghub, &[1]));
+    until(Duration::from_secs(10), || {
+        a.knows_disks_of(&c) == 2 && c.knows_disks_of(&a) == 2 && c.knows_disks_of(&b) == 2
+    })
+    .await;
+    // Nothing from a reaches c any more; b relays.
+    ghub.set_drop_rule(Some(Box::new(|from, to, _| {
+        from == gaddr(1) && to == gaddr(3)
     })));
     let disks: Vec<DiskRecord> = (0..3).map(|i| disk(1, i)).collect();
     a.store
         .replace_local(&a.name, None, &disks, clock.wall_ms())
         .unwrap();
     a.local_changed.notify_one();
-    until(Duration::from_secs(2), || b.knows_disks_of(&a) == 3).await;
+    until(Duration::from_secs(5), || c.knows_disks_of(&a) == 3).await;
+    // Status is published once a second.
+    until(Duration::from_secs(3), || {
+        c.handle
+            .status()
+            .gossip()
+            .is_some_and(|g| g.deltas_applied >= 1)
+    })
+    .await;
+    let g = c.handle.status().gossip().unwrap();
+    assert_eq!(g.pulls_sent, 0, "nothing was pulled: {g:?}");
     ghub.set_drop_rule(None);
-    // c hears of the change (a notice via b, or a's own packets) and pulls.
-    let took = until(Duration::from_secs(15), || c.knows_disks_of(&a) == 3).await;
-    assert!(
-        took >= Duration::from_millis(500),
-        "no push got through, so this was a pull: {took:?}"
-    );
     for x in [&a, &b, &c] {
         x.stop().await;
     }

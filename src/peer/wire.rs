@@ -84,6 +84,29 @@ pub enum Body {
     /// A gossip membership packet (unicast only; never multicast, so daemons that predate
     /// gossip never see this variant).
     Swim(Swim),
+    /// "Send me your member list": a member that just joined (or rejoined) asks the first
+    /// member that let it in (unicast only). A daemon of an earlier release cannot decode
+    /// it and drops it, counted; the new member then learns the fleet the slow way, from
+    /// foca's gossip and probes.
+    MembersPull,
+    /// One page of the sender's live gossip members, answering `MembersPull`: the whole
+    /// fleet at once (one copy per join), not one member per probe period.
+    Members(MembersPage),
+}
+
+/// Most members in one [`MembersPage`]: at most 49 bytes each (an IPv6 address, the
+/// longest varints), so a page, sealed, stays within a 1,400-byte datagram.
+pub const MEMBERS_PER_PAGE: usize = 24;
+
+/// A page of live gossip members.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembersPage {
+    /// Its index, `0..count`.
+    pub index: u16,
+    /// How many pages the list has.
+    pub count: u16,
+    /// The members.
+    pub members: Vec<super::gossip::MemberId>,
 }
 
 /// A foca packet, with the sender's inventory version riding along: a member that talks
@@ -428,6 +451,15 @@ pub fn validate(env: &Envelope) -> Result<(), Reject> {
     };
     if !mount_ok {
         return bad;
+    }
+    if let Body::Members(page) = &env.body {
+        if page.count == 0
+            || page.index >= page.count
+            || page.members.len() > MEMBERS_PER_PAGE
+            || page.members.iter().any(|m| m.node == 0)
+        {
+            return bad;
+        }
     }
     if let Body::Inventory(c) = &env.body {
         if c.count == 0 || c.count > limits::CHUNKS || c.index >= c.count {

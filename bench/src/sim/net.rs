@@ -2,9 +2,11 @@
 //!
 //! A send draws the datagram's fate from the network's one seeded generator, in the order
 //! sends happen (which the single-threaded, paused-clock runtime makes the same every
-//! run): lost (`--loss`), cut by a partition or a dead end, or delivered after a latency
-//! drawn from the configured range. A delivered datagram waits in its receiver's queue,
-//! ordered by (arrival time, send number), until the receiver's clock reaches its arrival.
+//! run): lost (`--loss`), cut by a partition or a dead end, or delivered after its link's
+//! latency. Each link (sender, receiver) has its own latency, drawn once from the
+//! configured range by a hash of the seed and the two ends, so a link delivers in order,
+//! as a real path does. A delivered datagram waits in its receiver's queue, ordered by
+//! (arrival time, send number), until the receiver's clock reaches its arrival.
 //! Every send is folded into a digest of the whole run (`trace_digest`): one seed and the
 //! same options give the same digest; any nondeterminism anywhere in the peer layers
 //! changes some datagram's time, size or fate, and with it the digest.
@@ -53,6 +55,8 @@ pub struct NetCounts {
 
 struct Net {
     rng: StdRng,
+    /// Keys the links' latencies.
+    link_seed: u64,
     latency: (Duration, Duration),
     /// Loss probability, 0..1.
     loss: f64,
@@ -87,6 +91,7 @@ impl SimNet {
         SimNet {
             inner: Arc::new(Mutex::new(Net {
                 rng: StdRng::seed_from_u64(seed),
+                link_seed: seed,
                 latency,
                 loss,
                 endpoints: HashMap::new(),
@@ -188,10 +193,12 @@ impl SimNet {
         // draws of all later ones.
         let lost = net.rng.gen_bool(net.loss);
         let (lo, hi) = net.latency;
-        let latency = if hi > lo {
-            lo + Duration::from_nanos(net.rng.gen_range(0..=(hi - lo).as_nanos() as u64))
-        } else {
-            lo
+        let latency = match (sender, receiver) {
+            (Some(s), Some(r)) if hi > lo => {
+                let x = mix(net.link_seed ^ mix((s as u64) << 32 | r as u64));
+                lo + Duration::from_nanos(x % ((hi - lo).as_nanos() as u64 + 1))
+            }
+            _ => lo,
         };
         if let Some(s) = sender {
             net.bytes_out[s] += bytes.len() as u64;
@@ -315,6 +322,15 @@ impl Unicast for SimSocket {
     fn local_addr(&self) -> SocketAddr {
         self.addr
     }
+}
+
+/// splitmix64's finaliser: spreads a link's ends and the seed over 64 bits (statistics,
+/// not security).
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
 fn hex(bytes: &[u8]) -> String {

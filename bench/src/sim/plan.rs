@@ -21,16 +21,20 @@ pub struct SimOptions {
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub start_over: Duration,
     /// Length of the run, from the first start.
-    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "150s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
     /// Inventory changes to time, each on a random live node, three seconds apart, after
     /// the steady-state window.
     #[arg(long, default_value_t = 10)]
     pub changes: usize,
-    /// Length of the steady-state window (bytes per node), five seconds after
-    /// convergence.
+    /// Length of the steady-state window (bytes per node).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub steady: Duration,
+    /// The steady-state window starts this long after the last start (and not before
+    /// convergence): a fleet that starts at once spreads every join to every member first
+    /// (6 log10 N sends each), which takes a while and is not the steady state.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub settle: Duration,
     /// Latency of each datagram, drawn evenly from MIN..MAX.
     #[arg(long, default_value = "0.2ms..2ms")]
     pub latency: Latency,
@@ -66,9 +70,10 @@ impl SimOptions {
             disks,
             seed: 1,
             start_over: Duration::from_secs(10),
-            duration: Duration::from_secs(120),
+            duration: Duration::from_secs(150),
             changes: 10,
             steady: Duration::from_secs(30),
+            settle: Duration::from_secs(60),
             latency: Latency {
                 min: Duration::from_micros(200),
                 max: Duration::from_millis(2),

@@ -305,13 +305,16 @@ pub fn apply(cmd: &Json, ctx: &Context) -> Reply {
             match &out.gossip {
                 None => "gossip     off (needs security.key_files; gossip.enabled)".to_string(),
                 Some(g) => format!(
-                    "gossip     {} advertised as {}; members {} live of {}; bytes in {}, out {}{}",
+                    "gossip     {} advertised as {}; members {} live of {}; bytes in {}, out {}; changes applied from deltas {}; inventories pulled {}, pulled from us {}{}",
                     g.listen,
                     g.advertise,
                     g.members_live,
                     g.members,
                     g.bytes_in,
                     g.bytes_out,
+                    g.deltas_applied,
+                    g.pulls_sent,
+                    g.pulls_answered,
                     if g.seeds.is_empty() {
                         String::new()
                     } else {
