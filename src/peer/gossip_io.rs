@@ -518,13 +518,16 @@ impl Layer {
     }
 
     /// A member asked for our member list (it just joined): every live member but itself,
-    /// in pages (rate-limited per member).
+    /// in pages (rate-limited per member, and only to where it is a member).
     pub(super) fn answer_members(&mut self, node_id: &str, from: SocketAddr) {
         let now = self.clock.instant();
         let Some(gs) = self.gossip.as_mut() else {
             return;
         };
-        if !allow(&mut gs.listed, node_id, now, LIST_EVERY) {
+        // Only to a live member at the address it is a member at: the list is hundreds of
+        // datagrams for one small request, and must never be reflected at a forged source
+        // address.
+        if gs.up.get(node_id) != Some(&from) || !allow(&mut gs.listed, node_id, now, LIST_EVERY) {
             return;
         }
         let mut members = gs.engine.live_ids();
