@@ -139,6 +139,8 @@ pub(super) struct GossipState {
     /// Whole inventories asked for (we were behind) and asked of us.
     pulls_sent: u64,
     pulls_answered: u64,
+    /// Whole copies of our inventory sent unicast (to new members, and answering pulls).
+    inventories_sent: u64,
     resolve_tx: mpsc::Sender<Resolved>,
     had_members: bool,
     /// The published `via` map needs rebuilding (a member or a path came or went).
@@ -181,6 +183,7 @@ impl GossipState {
             deltas_applied: 0,
             pulls_sent: 0,
             pulls_answered: 0,
+            inventories_sent: 0,
             resolve_tx,
             had_members: false,
             via_dirty: true,
@@ -510,6 +513,7 @@ impl Layer {
         }
         let chunks = self.inventory_chunks(true);
         if let Some(gs) = self.gossip.as_mut() {
+            gs.inventories_sent += 1;
             for c in chunks {
                 gs.outbox.push_back((to, Body::Inventory(c)));
             }
@@ -772,6 +776,7 @@ impl Layer {
             deltas_applied: gs.deltas_applied,
             pulls_sent: gs.pulls_sent,
             pulls_answered: gs.pulls_answered,
+            inventories_sent: gs.inventories_sent,
             seeds: gs.seeds.report(),
         });
     }

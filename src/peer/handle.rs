@@ -144,6 +144,9 @@ pub struct GossipReport {
     pub pulls_sent: u64,
     /// See `pulls_sent`.
     pub pulls_answered: u64,
+    /// Whole copies of our inventory sent unicast (to members that came up, and answering
+    /// pulls): about one per member in a fleet that started together.
+    pub inventories_sent: u64,
     /// Configured seeds and how they are doing.
     pub seeds: Vec<super::seeds::SeedReport>,
 }

@@ -163,6 +163,9 @@ pub struct SimFigures {
     pub pulls: u64,
     /// Changes applied from deltas, by all nodes (running at the end).
     pub deltas_applied: u64,
+    /// Whole inventories sent unicast per (node, other node) pair, once the fleet had
+    /// settled: one copy each way is 1.0.
+    pub copies_per_pair: f64,
     /// Datagrams the nodes refused, by reason (all nodes running at the end).
     pub rejected: BTreeMap<&'static str, u64>,
 }
@@ -236,6 +239,7 @@ impl SimFigures {
             "pulls": self.pulls,
             "deltas_applied": self.deltas_applied,
             "rejected": self.rejected,
+            "inventory_copies_per_pair": (self.copies_per_pair * 1000.0).round() / 1000.0,
         })
     }
 }
@@ -676,6 +680,12 @@ async fn run(o: &SimOptions) -> SimFigures {
             .converged
             .map(|c| (last_start + c).max(last_start + o.settle));
         if steady.is_none() && settled.is_some_and(|s| now >= s) {
+            let sent: u64 = sim.nodes[..n]
+                .iter()
+                .filter_map(|x| x.running.as_ref()?.handle.status().gossip())
+                .map(|g| g.inventories_sent)
+                .sum();
+            sim.fig.copies_per_pair = sent as f64 / (n * (n - 1)) as f64;
             let (out, inn) = sim.net.bytes();
             let sum: Vec<u64> = out.iter().zip(&inn).map(|(a, b)| a + b).collect();
             steady = Some((now, sum));
@@ -929,6 +939,10 @@ pub fn sim(o: &SimOptions) {
         f.net.sent, f.net.lost, f.net.partitioned, f.net.dead
     );
     println!(
+        "| whole inventories sent per pair of nodes, once settled (one copy each way: 1.0) | {:.3} |",
+        f.copies_per_pair
+    );
+    println!(
         "| whole inventories pulled / changes applied from deltas (all nodes) | {} / {} |",
         f.pulls, f.deltas_applied
     );
@@ -987,6 +1001,11 @@ mod tests {
         assert_eq!(a.kill_disks_forgotten, 0);
         assert_eq!(a.events_missed, 0);
         assert!(a.deltas_applied > 0, "changes travel as deltas");
+        assert!(
+            (0.99..=1.01).contains(&a.copies_per_pair),
+            "a join costs one copy of an inventory each way: {}",
+            a.copies_per_pair
+        );
         let b = simulate(&o);
         assert_eq!(a.trace_digest, b.trace_digest, "one seed, one run");
         assert_eq!(a.net.sent, b.net.sent);

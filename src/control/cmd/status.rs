@@ -305,7 +305,7 @@ pub fn apply(cmd: &Json, ctx: &Context) -> Reply {
             match &out.gossip {
                 None => "gossip     off (needs security.key_files; gossip.enabled)".to_string(),
                 Some(g) => format!(
-                    "gossip     {} advertised as {}; members {} live of {}; bytes in {}, out {}; changes applied from deltas {}; inventories pulled {}, pulled from us {}{}",
+                    "gossip     {} advertised as {}; members {} live of {}; bytes in {}, out {}; changes applied from deltas {}; inventories pulled {}, pulled from us {}, sent {}{}",
                     g.listen,
                     g.advertise,
                     g.members_live,
@@ -315,6 +315,7 @@ pub fn apply(cmd: &Json, ctx: &Context) -> Reply {
                     g.deltas_applied,
                     g.pulls_sent,
                     g.pulls_answered,
+                    g.inventories_sent,
                     if g.seeds.is_empty() {
                         String::new()
                     } else {
