@@ -97,8 +97,9 @@ pub(super) struct GossipState {
     seeds: Seeds,
     listen: SocketAddr,
     advertise: SocketAddr,
-    /// Live members by node id, with their gossip address.
-    up: BTreeMap<String, SocketAddr>,
+    /// Live members by node id, with their identity (gossip address and run: a member's
+    /// old run declared down after it restarted at the same address is not the member).
+    up: BTreeMap<String, MemberId>,
     /// When each peer was last heard over gossip.
     heard: LruCache<String, Millis>,
     /// The latest complete inventory of each peer we have, from either path.
@@ -127,6 +128,9 @@ pub(super) struct GossipState {
     /// Peers' deltas received, to apply (they write the store: done where the layer may
     /// wait, see `apply_deltas`).
     incoming: VecDeque<(Notice, Delta)>,
+    /// Members the failure detector holds live again that the table had lost (a restart
+    /// whose old run was declared down): made live where the layer may wait.
+    revive: VecDeque<String>,
     /// Sequence numbers of our gossip envelopes (a replay window of their own, apart from
     /// multicast's: the two paths reorder freely).
     pub(super) seq: u64,
@@ -176,6 +180,7 @@ impl GossipState {
             touches: BinaryHeap::new(),
             deltas: DeltaLog::default(),
             incoming: VecDeque::new(),
+            revive: VecDeque::new(),
             seq: 0,
             dest_seq: LruCache::new(tracked),
             bytes_in: 0,
@@ -201,7 +206,7 @@ impl GossipState {
 
     /// The member's gossip address, when it is live.
     pub(super) fn route(&self, node_id: &str) -> Option<SocketAddr> {
-        self.up.get(node_id).copied()
+        self.up.get(node_id).map(|m| m.addr)
     }
 
     pub(super) fn count_in(&mut self, n: usize) {
@@ -311,7 +316,38 @@ impl Layer {
             }
         }
         self.gossip_outputs_sync(rest);
+        self.revive_members().await;
         self.apply_deltas().await;
+    }
+
+    /// Members that came up again while the table had them lost: live again, told to the
+    /// fleet as when one is heard again (they may not send to us for a while: a member
+    /// probes one other per period).
+    async fn revive_members(&mut self) {
+        while let Some(node_id) = self.gossip.as_mut().and_then(|gs| gs.revive.pop_front()) {
+            let Some(mut peer) = self.table.get(&node_id).cloned() else {
+                continue;
+            };
+            if !peer.gone || self.multicast_fresh(&node_id) {
+                continue;
+            }
+            let t = self.clock.wall_ms();
+            let back_in_grace = self.pending_lost.remove(&node_id).is_some();
+            let changes = if back_in_grace {
+                Vec::new()
+            } else {
+                self.peer_live_events(&peer, t)
+            };
+            peer.gone = false;
+            peer.last_seen = t;
+            self.save_peer(peer.clone(), true).await;
+            self.ctx.fleet().emit(changes);
+            if back_in_grace {
+                self.ctx.fleet().nudge();
+            }
+            self.table.mark_live(&node_id);
+            tracing::info!(peer = %peer.node, "peer back (the gossip failure detector holds it live)");
+        }
     }
 
     /// Apply the peers' deltas received so far: a delta whose base we hold (or any later
@@ -409,11 +445,14 @@ impl Layer {
             return;
         };
         gs.had_members = true;
-        let new = gs.up.insert(node_id.clone(), id.addr) != Some(id.addr);
+        let new = gs.up.insert(node_id.clone(), id.clone()).map(|m| m.addr) != Some(id.addr);
         gs.seeds.heard_from(id.addr);
         if new {
             let every = touch_every(self.ctx.peer_expiry());
             gs.touches.push(Reverse((now + every, node_id.clone())));
+        }
+        if self.table.get(&node_id).is_some_and(|p| p.gone) {
+            gs.revive.push_back(node_id.clone());
         }
         if new && gs.asked_members.is_none() {
             // The first member that let us in: ask it for everyone it knows, so we know
@@ -464,7 +503,7 @@ impl Layer {
         let Some(gs) = self.gossip.as_mut() else {
             return;
         };
-        if gs.up.get(&node_id) != Some(&id.addr) {
+        if gs.up.get(&node_id) != Some(&id) {
             return; // an older run of a node that is live under a newer identity
         }
         gs.up.remove(&node_id);
@@ -531,7 +570,9 @@ impl Layer {
         // Only to a live member at the address it is a member at: the list is hundreds of
         // datagrams for one small request, and must never be reflected at a forged source
         // address.
-        if gs.up.get(node_id) != Some(&from) || !allow(&mut gs.listed, node_id, now, LIST_EVERY) {
+        if gs.up.get(node_id).map(|m| m.addr) != Some(from)
+            || !allow(&mut gs.listed, node_id, now, LIST_EVERY)
+        {
             return;
         }
         let mut members = gs.engine.live_ids();
@@ -707,7 +748,7 @@ impl Layer {
             && !gs.up.is_empty()
         {
             let pick = self.rng.gen_range(0..gs.up.len());
-            if let Some(&to) = gs.up.values().nth(pick) {
+            if let Some(to) = gs.up.values().nth(pick).map(|m| m.addr) {
                 gs.asked_again = true;
                 gs.asked_members = Some(now);
                 gs.outbox.push_back((to, Body::MembersPull));
@@ -860,7 +901,7 @@ impl Layer {
         let out = gs.engine.leave(now);
         self.gossip_outputs_sync(out);
         if let Some(gs) = self.gossip.as_mut() {
-            let members: Vec<SocketAddr> = gs.up.values().copied().collect();
+            let members: Vec<SocketAddr> = gs.up.values().map(|m| m.addr).collect();
             for to in members {
                 gs.outbox.push_back((to, Body::Goodbye));
             }
@@ -922,7 +963,7 @@ impl Layer {
                 gs.up
                     .iter()
                     .filter(|(id, _)| !self.multicast_fresh(id))
-                    .map(|(k, v)| (k.clone(), *v))
+                    .map(|(k, v)| (k.clone(), v.addr))
                     .collect()
             })
             .unwrap_or_default()

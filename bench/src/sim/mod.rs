@@ -147,7 +147,9 @@ pub struct SimFigures {
     pub kill_down_everywhere: Option<Duration>,
     /// After the crash, at the end: (live node, crashed node's disk) pairs no longer known.
     pub kill_disks_forgotten: usize,
-    /// After restarting: until every live node held the restarted nodes live again.
+    /// After restarting: until every live node held the restarted nodes live again, and
+    /// their own failure detectors were whole (checked every 10 ms; the member counts come
+    /// from status, published once a second).
     pub restart_back: Option<Duration>,
     /// Process RSS grown per node (KiB), from before the fleet to after the steady window.
     pub rss_per_node_kib: f64,
@@ -262,7 +264,6 @@ struct Sim<'a> {
     killed: Vec<usize>,
     lost_seen: BTreeMap<(usize, usize), Duration>,
     restarted: Vec<usize>,
-    back_seen: BTreeMap<(usize, usize), Duration>,
     restart_at: Option<Duration>,
     joiners: Vec<usize>,
     fig: SimFigures,
@@ -382,7 +383,9 @@ impl Sim<'_> {
                         }
                     }
                     FleetEventKind::PeerLost => {
-                        if self.killed.contains(&j) {
+                        if self.restarted.contains(&j) {
+                            // Its crash, told before or after it came back.
+                        } else if self.killed.contains(&j) {
                             self.lost_seen.entry((i, j)).or_insert(at);
                         } else if self.nodes[j].alive {
                             let across = partitioned_ever.as_ref().is_some_and(|s| s[i] != s[j]);
@@ -396,12 +399,6 @@ impl Sim<'_> {
                                 );
                             }
                         }
-                    }
-                    FleetEventKind::PeerLive
-                        if self.restarted.contains(&j)
-                            && self.restart_at.is_some_and(|r| at >= r) =>
-                    {
-                        self.back_seen.entry((i, j)).or_insert(at);
                     }
                     _ => {}
                 }
@@ -476,7 +473,6 @@ async fn run(o: &SimOptions) -> SimFigures {
         killed: Vec::new(),
         lost_seen: BTreeMap::new(),
         restarted: Vec::new(),
-        back_seen: BTreeMap::new(),
         restart_at: None,
         joiners: (n..total).collect(),
         fig: SimFigures {
@@ -763,13 +759,21 @@ async fn run(o: &SimOptions) -> SimFigures {
             }
         }
         if let (Some(r), None) = (sim.restart_at, sim.fig.restart_back) {
+            // Live again in every live node's store (as `where` and `peers` say), and its
+            // failure detector whole again.
+            let wall = BASE_MS + now.as_millis() as u64;
             let all = sim.restarted.iter().all(|&j| {
-                sim.live_others(j)
-                    .all(|i| sim.restarted.contains(&i) || sim.back_seen.contains_key(&(i, j)))
+                member_gap(&sim.nodes[j], sim.nodes.iter().filter(|x| x.alive).count()) == 0
+                    && sim.live_others(j).all(|i| {
+                        sim.nodes[i].store.host_is_live(
+                            &sim.nodes[j].id,
+                            wall,
+                            Duration::from_secs(3600),
+                        )
+                    })
             });
             if all {
-                let last = sim.back_seen.values().max().copied().unwrap_or(now);
-                sim.fig.restart_back = Some(last.saturating_sub(r));
+                sim.fig.restart_back = Some(now.saturating_sub(r));
             }
         }
         if now >= last_report + Duration::from_secs(10) {
