@@ -235,6 +235,12 @@ pub fn engine_config(interval: Duration, members: usize, max_packet: usize) -> f
     if let Some(a) = c.periodic_announce.as_mut() {
         a.frequency = interval * 60;
     }
+    // Members declared down are asked to let us in again every twenty intervals (10 s),
+    // two at a time (foca's LAN default: 65 s): after a partition heals, the first answer
+    // across it brings the other side back (and its member list, see `MembersPull`).
+    if let Some(a) = c.periodic_announce_to_down_members.as_mut() {
+        a.frequency = interval * 20;
+    }
     // Every update and inventory notice is sent on 6 log10(N + 1) times by each member
     // that has it (foca's default factor is 4): a member missing one would otherwise learn
     // of a change only when its origin happens to talk to it, O(N) probe periods later.
@@ -315,15 +321,17 @@ impl Gossip {
     pub fn learn(&mut self, members: Vec<MemberId>, now: Instant) -> Vec<Output> {
         let me = self.foca.identity().clone();
         let unknown: Vec<foca::Member<MemberId>> = {
-            let known: std::collections::BTreeSet<(u128, SocketAddr)> = self
+            // By whole identity: a member's renewed run (same address, later `bump`) is
+            // news even where its old run is known (as down, after a partition).
+            let known: std::collections::BTreeSet<(u128, SocketAddr, u64)> = self
                 .foca
                 .iter_membership_state()
-                .map(|m| (m.id().node, m.id().addr))
+                .map(|m| (m.id().node, m.id().addr, m.id().bump))
                 .collect();
             members
                 .into_iter()
                 .filter(|m| m.node != me.node && m.addr != me.addr)
-                .filter(|m| !known.contains(&(m.node, m.addr)))
+                .filter(|m| !known.contains(&(m.node, m.addr, m.bump)))
                 .map(foca::Member::alive)
                 .collect()
         };

@@ -347,6 +347,21 @@ impl Layer {
             }
             self.table.mark_live(&node_id);
             tracing::info!(peer = %peer.node, "peer back (the gossip failure detector holds it live)");
+            // Back after being lost (a partition healed, most likely): its view of the
+            // members we lost with it is the quickest way to them.
+            let now = self.clock.instant();
+            if let Some(gs) = self.gossip.as_mut() {
+                let addr = gs.up.get(&node_id).map(|m| m.addr);
+                if let Some(addr) = addr {
+                    if gs
+                        .asked_members
+                        .is_none_or(|at| now.duration_since(at) > LIST_WINDOW)
+                    {
+                        gs.asked_members = Some(now);
+                        gs.outbox.push_back((addr, Body::MembersPull));
+                    }
+                }
+            }
         }
     }
 
@@ -523,15 +538,20 @@ impl Layer {
         if peer.gone {
             return;
         }
-        // Published once the peer is saved gone, so that queries agree with them.
-        let lost = if self.table.joins(&peer) {
-            Vec::new()
-        } else {
-            self.peer_lost_events(&peer, self.clock.wall_ms())
-        };
+        // Not live in queries from now on; told to the fleet (`peer-lost`, `vanished`) only
+        // after the goodbye grace, as a goodbye is: a member declared down that is back
+        // within it under a renewed identity (after a partition, or a pause) was never
+        // lost for the fleet, and its return is not news either.
+        if !self.table.joins(&peer) {
+            let due = self.clock.instant() + super::GOODBYE_GRACE;
+            if self.pending_lost.len() >= 2 * self.table.max() {
+                self.flush_pending_lost(true);
+            }
+            self.pending_lost
+                .insert(node_id.clone(), (due, peer.clone()));
+        }
         self.table.said_goodbye(&mut peer);
         self.save_peer(peer.clone(), true).await;
-        self.ctx.fleet().emit(lost);
         tracing::info!(peer = %peer.node, "peer lost (the gossip failure detector declared it down)");
         self.ctx
             .event("peer", format!("{} lost (gossip: down)", peer.node));

@@ -132,7 +132,8 @@ pub struct SimFigures {
     pub steady_bps: Option<(f64, f64)>,
     /// Live nodes declared down by a node that could reach them.
     pub false_down: u64,
-    /// Lost-peer events across the partition (expected).
+    /// Lost-peer events about live nodes from the partition on (across it, and renewals
+    /// after it healed).
     pub partition_down: u64,
     /// At the end, (node, live member) pairs missing from failure detectors.
     pub missing_member_pairs: usize,
@@ -143,7 +144,7 @@ pub struct SimFigures {
     /// After the partition healed: until every live node's failure detector held every
     /// other live node live again (status resolution: 1 s).
     pub heal: Option<Duration>,
-    /// After the crash: until every live node had declared every crashed node lost.
+    /// After the crash: until no live node held any crashed node live any more.
     pub kill_down_everywhere: Option<Duration>,
     /// After the crash, at the end: (live node, crashed node's disk) pairs no longer known.
     pub kill_disks_forgotten: usize,
@@ -260,9 +261,8 @@ struct Sim<'a> {
     /// Which side of the partition each node is on, once chosen.
     side: Option<Vec<bool>>,
     changes: Vec<Change>,
-    /// Crashed nodes, and who has declared each lost since.
+    /// Crashed nodes.
     killed: Vec<usize>,
-    lost_seen: BTreeMap<(usize, usize), Duration>,
     restarted: Vec<usize>,
     restart_at: Option<Duration>,
     joiners: Vec<usize>,
@@ -383,13 +383,14 @@ impl Sim<'_> {
                         }
                     }
                     FleetEventKind::PeerLost => {
-                        if self.restarted.contains(&j) {
+                        if self.restarted.contains(&j) || self.killed.contains(&j) {
                             // Its crash, told before or after it came back.
-                        } else if self.killed.contains(&j) {
-                            self.lost_seen.entry((i, j)).or_insert(at);
                         } else if self.nodes[j].alive {
-                            let across = partitioned_ever.as_ref().is_some_and(|s| s[i] != s[j]);
-                            if across {
+                            // From the partition on, a live node declared down counts as
+                            // the partition's: across it, or on the same side when its
+                            // renewal after the heal (the other side declared it down)
+                            // outlasted the goodbye grace.
+                            if partitioned_ever.is_some() {
                                 self.fig.partition_down += 1;
                             } else {
                                 self.fig.false_down += 1;
@@ -471,7 +472,6 @@ async fn run(o: &SimOptions) -> SimFigures {
         side: None,
         changes: Vec::new(),
         killed: Vec::new(),
-        lost_seen: BTreeMap::new(),
         restarted: Vec::new(),
         restart_at: None,
         joiners: (n..total).collect(),
@@ -747,15 +747,20 @@ async fn run(o: &SimOptions) -> SimFigures {
             }
         }
         if let (Some(k), None) = (o.kill, sim.fig.kill_down_everywhere) {
-            if !sim.killed.is_empty() {
-                let all = sim.killed.iter().all(|&j| {
-                    sim.live_others(j)
-                        .all(|i| sim.lost_seen.contains_key(&(i, j)))
-                });
-                if all {
-                    let last = sim.lost_seen.values().max().copied().unwrap_or(now);
-                    sim.fig.kill_down_everywhere = Some(last.saturating_sub(k.at));
-                }
+            // Not live in any live node's store any more (as `where` and `peers` say).
+            let wall = BASE_MS + now.as_millis() as u64;
+            if !sim.killed.is_empty()
+                && sim.killed.iter().all(|&j| {
+                    sim.live_others(j).all(|i| {
+                        !sim.nodes[i].store.host_is_live(
+                            &sim.nodes[j].id,
+                            wall,
+                            Duration::from_secs(3600),
+                        )
+                    })
+                })
+            {
+                sim.fig.kill_down_everywhere = Some(now.saturating_sub(k.at));
             }
         }
         if let (Some(r), None) = (sim.restart_at, sim.fig.restart_back) {
