@@ -242,7 +242,7 @@ struct SimNode {
 
 /// Node `i`'s gossip address: 198.18.0.0/15, the benchmarking range, as the peer tests
 /// use; nothing leaves the process.
-fn gossip_addr(i: usize) -> SocketAddr {
+pub(crate) fn gossip_addr(i: usize) -> SocketAddr {
     SocketAddr::from((
         [
             198,

@@ -673,8 +673,9 @@ async fn gossip_alone_joins_through_a_seed_spreads_changes_and_detects_failures(
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_change_too_large_for_a_delta_is_pulled_also_by_a_member_that_missed_it() {
+/// Three gossip members (a the seed of b and c) that know each other's disks, and the
+/// gossip hub (to drop chosen datagrams) and clock.
+async fn three_members() -> (Node, Node, Node, MemoryHub, Clock) {
     let (hub, clock) = setup();
     let ghub = MemoryHub::default();
     let a = Node::start(&hub, clock, 1, &gossip_opts(&ghub, &[]));
@@ -684,6 +685,12 @@ async fn a_change_too_large_for_a_delta_is_pulled_also_by_a_member_that_missed_i
         a.knows_disks_of(&c) == 2 && c.knows_disks_of(&a) == 2 && c.knows_disks_of(&b) == 2
     })
     .await;
+    (a, b, c, ghub, clock)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_change_too_large_for_a_delta_is_pulled_also_by_a_member_that_missed_it() {
+    let (a, b, c, ghub, clock) = three_members().await;
     // Large datagrams from a to c (inventories) are lost; everything else gets through.
     let a_id = a.id.clone();
     ghub.set_drop_rule(Some(Box::new(move |from, to, bytes| {
@@ -717,15 +724,7 @@ async fn a_change_too_large_for_a_delta_is_pulled_also_by_a_member_that_missed_i
 
 #[tokio::test(start_paused = true)]
 async fn a_small_change_reaches_a_member_its_origin_cannot_as_a_relayed_delta() {
-    let (hub, clock) = setup();
-    let ghub = MemoryHub::default();
-    let a = Node::start(&hub, clock, 1, &gossip_opts(&ghub, &[]));
-    let b = Node::start(&hub, clock, 2, &gossip_opts(&ghub, &[1]));
-    let c = Node::start(&hub, clock, 3, &gossip_opts(&ghub, &[1]));
-    until(Duration::from_secs(10), || {
-        a.knows_disks_of(&c) == 2 && c.knows_disks_of(&a) == 2 && c.knows_disks_of(&b) == 2
-    })
-    .await;
+    let (a, b, c, ghub, clock) = three_members().await;
     // Nothing from a reaches c any more; b relays.
     ghub.set_drop_rule(Some(Box::new(|from, to, _| {
         from == gaddr(1) && to == gaddr(3)

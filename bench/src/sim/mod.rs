@@ -55,17 +55,10 @@ const SAMPLE: Duration = Duration::from_millis(10);
 /// Between two timed changes.
 const CHANGE_GAP: Duration = Duration::from_secs(3);
 
-/// Node `i`'s address: 198.18.0.0/15, the benchmarking range; nothing leaves the process.
+/// Node `i`'s address: 198.18.0.0/15, the benchmarking range, as `gossip` uses; nothing
+/// leaves the process.
 fn addr(i: usize) -> SocketAddr {
-    SocketAddr::from((
-        [
-            198,
-            18 + (i / 62_500) as u8,
-            (i / 250 % 250) as u8,
-            (i % 250 + 1) as u8,
-        ],
-        32004,
-    ))
+    crate::gossip::gossip_addr(i)
 }
 
 /// Disk `d` of node `p`.
