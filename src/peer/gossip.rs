@@ -277,7 +277,7 @@ impl Gossip {
     pub fn new(me: MemberId, interval: Duration, max_packet: usize, seed: u64) -> Gossip {
         let inbox = Arc::new(Mutex::new(Vec::new()));
         let handler = NoticeHandler {
-            latest: lru::LruCache::new(MAX_NOTICES),
+            latest: lru::LruCache::sparse(MAX_NOTICES),
             inbox: inbox.clone(),
         };
         let foca = Foca::with_custom_broadcast(

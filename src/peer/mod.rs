@@ -385,11 +385,11 @@ impl Layer {
             done_tx,
             done_rx,
             gossip: None,
-            goodbyes: lru::LruCache::new(tracked),
+            goodbyes: lru::LruCache::sparse(tracked),
             pending_lost: std::collections::BTreeMap::new(),
             unflushed: false,
             last_flush: clock.instant(),
-            mcast_heard: lru::LruCache::new(tracked),
+            mcast_heard: lru::LruCache::sparse(tracked),
             content_gen: 0,
         }
     }
