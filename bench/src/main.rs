@@ -71,9 +71,10 @@ enum Cmd {
     /// The store alone (no root, no lab): write a PEERS x DISKS store through the public
     /// API, then time reopening it, each open in a fresh process.
     Store(store::StoreOptions),
-    /// A gossip fleet in one process (no root): NODES peer layers, each with its own
-    /// store, over an in-memory network that still seals every packet; times convergence
-    /// and change propagation, gossip bytes per node, memory per node.
+    /// A gossip fleet in one process in real time (no root): NODES peer layers, each with
+    /// its own sled store, over an in-memory network that still seals every packet; times
+    /// convergence and change propagation, gossip bytes per node, memory per node. Past a
+    /// few hundred nodes it measures this machine: `sim` measures the protocol.
     Gossip(gossip::GossipOptions),
     /// A gossip fleet in virtual time (no root): NODES real peer layers with in-memory
     /// stores on one thread under a paused clock, over a simulated network with latency,
