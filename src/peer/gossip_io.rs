@@ -393,6 +393,12 @@ impl Layer {
                 continue;
             };
             let disks = d.apply(self.ctx.store().host_inventory(&node_id));
+            if disks.len() > crate::model::limits::DISKS_PER_PEER as usize {
+                // As a whole inventory that large would be refused.
+                self.ctx
+                    .count_reject(super::wire::Reject::InvalidField.name());
+                continue;
+            }
             if !self.fits_records(&node_id, &disks, peer.key.is_some()) {
                 self.ctx
                     .count_reject(super::wire::Reject::RecordBudget.name());
