@@ -617,11 +617,13 @@ fn flood_processed(ns: &str, a: &lab::Host) {
     let before = rejected(&a.status(), "bad_magic");
     let sender = Command::new("ip")
         .args(["netns", "exec", ns, "python3", "-c"])
-        .arg(
-            "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
-             s.setsockopt(socket.IPPROTO_IP,socket.IP_MULTICAST_TTL,1)\n\
-             for i in range(600):\n    s.sendto(b'MARK',('230.1.2.3',32003))\n    time.sleep(0.1)  # pacing: a marker every 100 ms\n",
-        )
+        .arg(concat!(
+            "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n",
+            "s.setsockopt(socket.IPPROTO_IP,socket.IP_MULTICAST_TTL,1)\n",
+            "for i in range(600):\n    s.sendto(b'MARK',('230.1.2.3',32003))\n",
+            // Pacing, not a wait: a marker every 100 ms until the test sees one read.
+            "    time.sleep(0.1)\n",
+        ))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .spawn()
@@ -661,11 +663,14 @@ fn forged_newcomers_at_the_peer_cap_are_refused_and_never_erase_history() {
     // Paced (pacing of the load: 100 datagrams, then 20 ms), so the kernel keeps them all.
     let send = |file: &Path| {
         format!(
-            "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
-             s.setsockopt(socket.IPPROTO_IP,socket.IP_MULTICAST_TTL,1)\n\
-             for i,l in enumerate(open('{}')):\n\
-             \x20   s.sendto(bytes.fromhex(l.strip()),('230.1.2.3',32003))\n\
-             \x20   if i % 100 == 99: time.sleep(0.02)  # pacing of the load\n",
+            concat!(
+                "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n",
+                "s.setsockopt(socket.IPPROTO_IP,socket.IP_MULTICAST_TTL,1)\n",
+                "for i,l in enumerate(open('{}')):\n",
+                "    s.sendto(bytes.fromhex(l.strip()),('230.1.2.3',32003))\n",
+                // Pacing of the load, not a wait: 20 ms after every 100 datagrams.
+                "    if i % 100 == 99: time.sleep(0.02)\n",
+            ),
             file.display()
         )
     };
