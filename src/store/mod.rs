@@ -218,6 +218,14 @@ struct Memory {
     sightings: usize,
 }
 
+/// What a store starts from: read from sled at open, or empty.
+struct Loaded {
+    mem: Memory,
+    peers: BTreeMap<String, PeerRecord>,
+    local_seen: u64,
+    chunks: HashMap<String, u32>,
+}
+
 /// See `Memory::index`.
 const MANY: u32 = 1 << 31;
 
@@ -565,32 +573,25 @@ impl Store {
             }
         }
         db.flush().map_err(open_err)?;
-        Ok(Store {
-            inner: Arc::new(Inner {
-                sled: RwLock::new(Some(Arc::new(Sled {
-                    db,
-                    meta,
-                    hosts,
-                    peers_tree,
-                    attaches,
-                }))),
-                durability: Mutex::new(Durability::default()),
-                trouble: tokio::sync::Notify::new(),
-                node_id,
-                path: path.to_path_buf(),
-                mem: RwLock::new(mem),
-                peers: RwLock::new(peers),
-                local_seen: AtomicU64::new(local_seen),
-                chunks: Mutex::new(chunks),
-                local_writer: Mutex::new(()),
-                peer_writer: Mutex::new(()),
-                maintenance: std::sync::atomic::AtomicBool::new(false),
-                no_exchange: std::sync::atomic::AtomicBool::new(false),
-                host_writes: AtomicU64::new(0),
-                inline_flush: std::sync::atomic::AtomicBool::new(false),
-                volatile: false,
-            }),
-        })
+        let sled = Sled {
+            db,
+            meta,
+            hosts,
+            peers_tree,
+            attaches,
+        };
+        let loaded = Loaded {
+            mem,
+            peers,
+            local_seen,
+            chunks,
+        };
+        Ok(Store::assemble(
+            Some(sled),
+            node_id,
+            path.to_path_buf(),
+            loaded,
+        ))
     }
 
     /// A store that lives in memory only, under the node id given: what readers see and
@@ -599,24 +600,37 @@ impl Store {
     /// layers in one process (a sled each would be thousands of files, caches and
     /// threads), and keeps a crashed node's store to restart it from.
     pub fn in_memory(node_id: &str) -> Store {
+        let empty = Loaded {
+            mem: Memory::default(),
+            peers: BTreeMap::new(),
+            local_seen: NONE,
+            chunks: HashMap::new(),
+        };
+        Store::assemble(None, node_id.to_string(), PathBuf::from("(memory)"), empty)
+    }
+
+    /// The one place a store is put together: on disk (`sled` given, from `open`) or in
+    /// memory only (`None`, which also turns compaction off).
+    fn assemble(sled: Option<Sled>, node_id: String, path: PathBuf, loaded: Loaded) -> Store {
+        let volatile = sled.is_none();
         Store {
             inner: Arc::new(Inner {
-                sled: RwLock::new(None),
+                sled: RwLock::new(sled.map(Arc::new)),
                 durability: Mutex::new(Durability::default()),
                 trouble: tokio::sync::Notify::new(),
-                node_id: node_id.to_string(),
-                path: PathBuf::from("(memory)"),
-                mem: RwLock::new(Memory::default()),
-                peers: RwLock::new(BTreeMap::new()),
-                local_seen: AtomicU64::new(NONE),
-                chunks: Mutex::new(HashMap::new()),
+                node_id,
+                path,
+                mem: RwLock::new(loaded.mem),
+                peers: RwLock::new(loaded.peers),
+                local_seen: AtomicU64::new(loaded.local_seen),
+                chunks: Mutex::new(loaded.chunks),
                 local_writer: Mutex::new(()),
                 peer_writer: Mutex::new(()),
                 maintenance: std::sync::atomic::AtomicBool::new(false),
-                no_exchange: std::sync::atomic::AtomicBool::new(true),
+                no_exchange: std::sync::atomic::AtomicBool::new(volatile),
                 host_writes: AtomicU64::new(0),
                 inline_flush: std::sync::atomic::AtomicBool::new(false),
-                volatile: true,
+                volatile,
             }),
         }
     }

@@ -347,7 +347,7 @@ impl Sim<'_> {
 
     /// Read every running node's fleet events since the last look.
     fn drain_events(&mut self) {
-        let partitioned_ever = self.side.clone();
+        let partitioned_ever = self.side.is_some();
         for i in 0..self.nodes.len() {
             let mut got = Vec::new();
             if let Some(r) = self.nodes[i].running.as_mut() {
@@ -383,7 +383,7 @@ impl Sim<'_> {
                             // the partition's: across it, or on the same side when its
                             // renewal after the heal (the other side declared it down)
                             // outlasted the goodbye grace.
-                            if partitioned_ever.is_some() {
+                            if partitioned_ever {
                                 self.fig.partition_down += 1;
                             } else {
                                 self.fig.false_down += 1;
