@@ -350,19 +350,26 @@ pub fn scale(o: &SimOptions) {
     let store_bytes = dir_size(&store_dir);
     let known = st["disks_known"].as_u64().unwrap_or(0);
 
-    // Restart: how soon is the persisted inventory served?
+    // Restart: how soon is the persisted inventory served? Three restarts, as one varies
+    // with what sled's log holds and what the page cache kept.
     drop(session);
-    lab.host("a").stop();
-    let t = Instant::now();
-    lab.host("a").start();
-    let mut s = loop {
-        if let Ok(s) = Session::connect(&sock) {
-            break s;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    };
-    let (_, ok) = timed(&mut s, "where 01f40007-83a0-4e4a-af6a-f578ca7a1f65");
-    let restart = t.elapsed();
+    let mut restarts = Vec::new();
+    let mut ok = true;
+    for _ in 0..3 {
+        lab.host("a").stop();
+        let t = Instant::now();
+        lab.host("a").start();
+        let mut s = loop {
+            if let Ok(s) = Session::connect(&sock) {
+                break s;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        let (_, found) = timed(&mut s, "where 01f40007-83a0-4e4a-af6a-f578ca7a1f65");
+        restarts.push(t.elapsed());
+        ok &= found;
+    }
+    restarts.sort();
 
     println!(
         "## Scale: {} peers x {} disks, {} waves every {} s, churn {}",
@@ -425,7 +432,8 @@ pub fn scale(o: &SimOptions) {
         written as f64 / 1_048_576.0 / o.waves as f64
     );
     println!(
-        "| restart: start to first answer from the persisted inventory | {:.1} ms (found: {ok}) |",
-        restart.as_secs_f64() * 1000.0
+        "| restart: start to first answer from the persisted inventory, min / median of 3 | {:.1} / {:.1} ms (found: {ok}) |",
+        restarts[0].as_secs_f64() * 1000.0,
+        restarts[1].as_secs_f64() * 1000.0
     );
 }
