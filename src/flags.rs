@@ -1,6 +1,6 @@
 //! Every command-line flag of `diskd`, defined and documented in this one place.
 //!
-//! The daemon's flags mirror the config keys of INTERFACE.md one to one; `config.rs` turns
+//! The daemon's flags mirror the config keys (docs/configuration.md) one to one; `config.rs` turns
 //! them plus the YAML file into one validated `Config`. Options are `Option<_>` here so that
 //! "not given on the command line" can fall back to the file, then to the default.
 
@@ -26,13 +26,9 @@ use crate::protocol::Request;
     max_term_width = 100
 )]
 pub struct Cli {
-    /// The daemon's control socket.
-    #[arg(long, global = true, env = "DISKD_SOCKET", value_name = "PATH")]
-    pub socket: Option<PathBuf>,
-
-    /// A YAML config file (see config/diskd.yaml for every key).
-    #[arg(long, global = true, env = "DISKD_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    /// `--socket` and `--config`.
+    #[command(flatten)]
+    pub global: Global,
 
     /// Run the daemon in the foreground (same as `diskd daemon`).
     #[arg(short = 'd', long = "daemon")]
@@ -43,6 +39,19 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
+/// The options every command takes, the daemon and the clients alike: where the socket is
+/// (a client finds it from the config file too).
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct Global {
+    /// The daemon's control socket.
+    #[arg(long, global = true, env = "DISKD_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    /// A YAML config file (see config/diskd.yaml for every key).
+    #[arg(long, global = true, env = "DISKD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
 /// The one-shot client commands alone, with the same global options: what a script calling
 /// `diskd query` in a loop runs through, without building the daemon's seventy flags (the
 /// biggest part of parsing, which is the biggest part of a one-shot's own start-up). Any
@@ -51,12 +60,9 @@ pub struct Cli {
 #[derive(Debug, Parser)]
 #[command(name = "diskd", version = env!("DISKD_LONG_VERSION"), max_term_width = 100)]
 pub struct ClientCli {
-    /// The daemon's control socket.
-    #[arg(long, global = true, env = "DISKD_SOCKET", value_name = "PATH")]
-    pub socket: Option<PathBuf>,
-    /// A YAML config file.
-    #[arg(long, global = true, env = "DISKD_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    /// `--socket` and `--config`.
+    #[command(flatten)]
+    pub global: Global,
     /// The request.
     #[command(subcommand)]
     pub request: Request,

@@ -8,7 +8,7 @@
 //! lives in the leaves (`model`, `telemetry`, `protocol`); `daemon` wires the services and
 //! is imported by nobody. The `client` talks to the control socket; `flags` and `config`
 //! turn the command line and the YAML file into one validated configuration before
-//! anything starts. README.md, "Architecture", draws the picture.
+//! anything starts. docs/architecture.md draws the picture.
 // No unsafe code, but for one audited block: a hook's supplementary groups are set between
 // fork and exec (`hooks::run::run_as`), which std offers no stable safe call for yet.
 #![deny(unsafe_code)]

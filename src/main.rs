@@ -20,7 +20,7 @@ static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 fn main() -> ExitCode {
     // A one-shot client command is parsed without the daemon's flags (see `ClientCli`).
     if let Some(c) = diskd::flags::ClientCli::try_from_env() {
-        return ExitCode::from(request(c.socket, c.config, &c.request));
+        return ExitCode::from(request(c.global.socket, c.global.config, &c.request));
     }
     let cli = Cli::parse();
     ExitCode::from(run(cli))
@@ -45,15 +45,17 @@ fn run(cli: Cli) -> u8 {
         return 2;
     }
     match cli.command {
-        Some(Command::Daemon(args)) => daemon(cli.config, cli.socket, &args),
-        None if cli.daemon_flag => daemon(cli.config, cli.socket, &DaemonArgs::default()),
+        Some(Command::Daemon(args)) => daemon(cli.global.config, cli.global.socket, &args),
+        None if cli.daemon_flag => {
+            daemon(cli.global.config, cli.global.socket, &DaemonArgs::default())
+        }
         Some(Command::Keygen { file }) => keygen(file.as_deref()),
         Some(Command::Completions { shell }) => {
             to_stdout(|out| diskd::generate::completions(shell, out))
         }
         Some(Command::Man) => to_stdout(diskd::generate::man_page),
-        Some(Command::Request(req)) => request(cli.socket, cli.config, &req),
-        None => match client_socket(cli.socket, cli.config) {
+        Some(Command::Request(req)) => request(cli.global.socket, cli.global.config, &req),
+        None => match client_socket(cli.global.socket, cli.global.config) {
             Ok(socket) => repl::run(&socket),
             Err(e) => {
                 eprintln!("diskd: {e}");

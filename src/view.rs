@@ -1,5 +1,5 @@
-//! The fleet-wide picture as users see it: the JSON shapes of INTERFACE.md and the order
-//! and liveness rules, computed from the store's raw records.
+//! The fleet-wide picture as users see it: the JSON shapes docs/commands.md shows and the
+//! order and liveness rules, computed from the store's raw records.
 //!
 //! Kept apart from the store so that the rules ("live first, then most recently seen";
 //! "live = in the latest inventory of a live host") live in one place for every command.

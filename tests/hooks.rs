@@ -14,7 +14,7 @@ use util::TestDaemon;
 
 const LONG: Duration = Duration::from_secs(30);
 
-/// Every variable a hook is given, as INTERFACE.md lists them (plus diskd's extras).
+/// Every variable a hook is given, as docs/hooks-and-events.md lists them (plus diskd's extras).
 pub const VARS: &[&str] = &[
     "DISKD_EVENT",
     "DISKD_HOST",

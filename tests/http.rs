@@ -644,7 +644,7 @@ fn a_token_is_required_where_one_is_configured_and_loopback_needs_none() {
             .contains("invalid_token"));
         let r = request(&addr, "GET", path, &[("Authorization", "Basic Zm9vYmFy")]);
         assert_eq!(r.status, 401, "{path}");
-        // The token's query-string form is not accepted (see README).
+        // The token's query-string form is not accepted (see docs/http-and-metrics.md).
         let r = get(&addr, &format!("{path}?token=Zm9vYmFy-token_1234"));
         assert_eq!(r.status, 401, "{path}");
     }

@@ -1,15 +1,18 @@
 //! Lines in, replies out, on one session's stream.
 //!
-//! Reading is bounded: a line longer than `MAX_LINE` is consumed and discarded (never
-//! buffered whole) and reported as such, so a client sending megabytes costs nothing. Writes
-//! have a deadline, so a client that stops reading only ends its own session.
+//! Reading is bounded: tokio-util's `LinesCodec` with a maximum length reports a line
+//! longer than `MAX_LINE` once and skips the rest of it (never buffering it whole), so a
+//! client sending megabytes costs nothing. Writes have a deadline, so a client that stops
+//! reading only ends its own session.
 
 use std::io;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
+use tokio_util::codec::{Decoder, LinesCodec, LinesCodecError};
 
 use crate::protocol::frame::{Reply, MAX_LINE};
 
@@ -27,17 +30,19 @@ pub enum Line {
     NotUtf8,
 }
 
-/// A session's stream. It owns the line being read (mini-redis's `read_frame` keeps its
-/// half-read frame in `self` too), so a read cancelled in a `select!` (the `debug` stream
-/// waits on events and on the client at once) loses nothing: the next read goes on where
-/// it stopped.
+/// A session's stream. It owns the bytes read but not yet framed (mini-redis's
+/// `read_frame` keeps its half-read frame in `self` too), so a read cancelled in a
+/// `select!` (the `debug` stream waits on events and on the client at once) loses
+/// nothing: the next read goes on where it stopped. The codec is called directly rather
+/// through `FramedRead`, whose stream ends at the first decoding error: here a line too
+/// long or not UTF-8 is answered and the session goes on.
 pub struct Connection {
-    reader: BufReader<OwnedReadHalf>,
+    reader: OwnedReadHalf,
     writer: OwnedWriteHalf,
-    /// The line read so far (never more than `MAX_LINE` bytes).
-    line: Vec<u8>,
-    /// The line being read is over `MAX_LINE`: the rest of it is being skipped.
-    too_long: bool,
+    buf: BytesMut,
+    codec: LinesCodec,
+    /// The client closed its side: what is left in `buf` is the last line.
+    eof: bool,
 }
 
 impl Connection {
@@ -45,52 +50,37 @@ impl Connection {
     pub fn new(stream: UnixStream) -> Connection {
         let (r, w) = stream.into_split();
         Connection {
-            reader: BufReader::new(r),
+            reader: r,
             writer: w,
-            line: Vec::new(),
-            too_long: false,
+            buf: BytesMut::new(),
+            codec: LinesCodec::new_with_max_length(MAX_LINE),
+            eof: false,
         }
     }
 
     /// The next line, or `None` at end of stream. Cancel-safe.
     pub async fn read_line(&mut self) -> io::Result<Option<Line>> {
         loop {
-            // The only await: cancelled here, nothing has been taken from the reader yet.
-            let avail = self.reader.fill_buf().await?;
-            if avail.is_empty() {
-                if self.line.is_empty() && !self.too_long {
-                    return Ok(None);
-                }
-                break;
-            }
-            let (chunk, used, done) = match avail.iter().position(|&b| b == b'\n') {
-                Some(i) => (&avail[..i], i + 1, true),
-                None => (avail, avail.len(), false),
+            let framed = if self.eof {
+                self.codec.decode_eof(&mut self.buf)
+            } else {
+                self.codec.decode(&mut self.buf)
             };
-            if !self.too_long {
-                if self.line.len() + chunk.len() > MAX_LINE {
-                    self.too_long = true;
-                    self.line = Vec::new();
-                } else {
-                    self.line.extend_from_slice(chunk);
+            match framed {
+                Ok(Some(text)) => return Ok(Some(Line::Text(text))),
+                Ok(None) if self.eof => return Ok(None),
+                Ok(None) => {}
+                Err(LinesCodecError::MaxLineLengthExceeded) => return Ok(Some(Line::TooLong)),
+                Err(LinesCodecError::Io(e)) if e.kind() == io::ErrorKind::InvalidData => {
+                    return Ok(Some(Line::NotUtf8))
                 }
+                Err(LinesCodecError::Io(e)) => return Err(e),
             }
-            self.reader.consume(used);
-            if done {
-                break;
+            // The only await: `read_buf` is cancel-safe (nothing read is lost).
+            if self.reader.read_buf(&mut self.buf).await? == 0 {
+                self.eof = true;
             }
         }
-        let mut buf = std::mem::take(&mut self.line);
-        if std::mem::take(&mut self.too_long) {
-            return Ok(Some(Line::TooLong));
-        }
-        if buf.last() == Some(&b'\r') {
-            buf.pop();
-        }
-        Ok(Some(match String::from_utf8(buf) {
-            Ok(s) => Line::Text(s),
-            Err(_) => Line::NotUtf8,
-        }))
     }
 
     /// Send a whole reply.
@@ -147,5 +137,19 @@ mod tests {
             conn.read_line().await.unwrap(),
             Some(Line::Text("ping".into()))
         );
+    }
+
+    #[tokio::test]
+    async fn a_line_not_utf8_is_reported_and_a_last_line_without_newline_is_whole() {
+        let (server, mut client) = UnixStream::pair().unwrap();
+        let mut conn = Connection::new(server);
+        client.write_all(b"li\xffst\r\nhelp").await.unwrap();
+        client.shutdown().await.unwrap();
+        assert_eq!(conn.read_line().await.unwrap(), Some(Line::NotUtf8));
+        assert_eq!(
+            conn.read_line().await.unwrap(),
+            Some(Line::Text("help".into()))
+        );
+        assert_eq!(conn.read_line().await.unwrap(), None);
     }
 }

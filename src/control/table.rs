@@ -2,7 +2,10 @@
 //!
 //! Cells are sanitised: control characters (a label may hold a newline or an escape
 //! sequence) are shown escaped, so a hostile label can neither break the reply framing nor
-//! drive the user's terminal.
+//! drive the user's terminal. Columns are aligned by the width a terminal gives each
+//! character (`unicode-width`): a CJK character takes two columns, a combining accent none.
+
+use unicode_width::UnicodeWidthStr;
 
 /// Render a table with a header row; every row must have as many cells as the header.
 pub fn render(header: &[&str], rows: &[Vec<String>]) -> Vec<String> {
@@ -10,11 +13,11 @@ pub fn render(header: &[&str], rows: &[Vec<String>]) -> Vec<String> {
         .iter()
         .map(|r| r.iter().map(|c| sanitize(c)).collect())
         .collect();
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.width()).collect();
     for r in &rows {
         for (i, c) in r.iter().enumerate() {
             if i < widths.len() {
-                widths[i] = widths[i].max(c.chars().count());
+                widths[i] = widths[i].max(c.width());
             }
         }
     }
@@ -26,7 +29,7 @@ pub fn render(header: &[&str], rows: &[Vec<String>]) -> Vec<String> {
             }
             s.push_str(c);
             if i + 1 < widths.len() {
-                let pad = widths[i].saturating_sub(c.chars().count());
+                let pad = widths[i].saturating_sub(c.width());
                 s.extend(std::iter::repeat_n(' ', pad));
             }
         }
@@ -106,5 +109,25 @@ mod tests {
         assert_eq!(t[1], format!("long value{}x", " ".repeat(11)));
         assert_eq!(t[2], "new\\nline\\u{1b}[31m  -");
         assert!(t.iter().all(|l| !l.contains('\n')));
+    }
+
+    #[test]
+    fn wide_and_combining_characters_align_as_a_terminal_shows_them() {
+        let t = render(
+            &["LABEL", "DEVICE"],
+            &[
+                vec!["写真".into(), "/dev/sda".into()],
+                vec!["cafe\u{301}".into(), "/dev/sdb".into()],
+                vec!["plain".into(), "/dev/sdc".into()],
+            ],
+        );
+        // Two CJK characters are four columns; "e" + a combining accent is one.
+        assert_eq!(t[1], "写真   /dev/sda");
+        assert_eq!(t[2], "cafe\u{301}   /dev/sdb");
+        assert_eq!(t[3], "plain  /dev/sdc");
+        // The second column starts at the same terminal column on every line.
+        let at = |l: &str, word: &str| l[..l.find(word).unwrap()].width();
+        let header_at = at(&t[0], "DEVICE");
+        assert!(t[1..].iter().all(|l| at(l, "/dev") == header_at), "{t:?}");
     }
 }

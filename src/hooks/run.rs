@@ -25,8 +25,8 @@ use std::process::ExitStatus;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
+use diskd_watchers::process::GroupGuard;
+use nix::sys::signal::Signal;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
@@ -165,10 +165,7 @@ impl Runner {
             Ok(c) => c,
             Err(e) => return Outcome::NotStarted(e),
         };
-        // With process_group(0) the child's pid is also its process group id.
-        let mut group = GroupGuard {
-            pgid: child.id().and_then(|id| i32::try_from(id).ok()),
-        };
+        let mut group = GroupGuard::of(&child);
         let budget = AtomicUsize::new(MAX_LINES);
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
@@ -332,40 +329,6 @@ async fn terminate(
         tracing::warn!("a killed hook has not exited yet (stuck in I/O?); left to be reaped later");
     }
     ended
-}
-
-/// Sends signals to the command's process group; SIGKILLs it if dropped armed (the run
-/// abandoned half-way, e.g. the runtime going down): `kill_on_drop` reaches only the
-/// command itself, not what it started.
-struct GroupGuard {
-    pgid: Option<i32>,
-}
-
-impl GroupGuard {
-    /// Signal the group; true when some process got it.
-    fn signal(&self, sig: Signal) -> bool {
-        let Some(pgid) = self.pgid else {
-            return false;
-        };
-        match killpg(Pid::from_raw(pgid), sig) {
-            Ok(()) => true,
-            Err(nix::errno::Errno::ESRCH) => false,
-            Err(e) => {
-                tracing::warn!(pgid, error = %e, "could not signal a hook's process group");
-                false
-            }
-        }
-    }
-
-    fn disarm(&mut self) {
-        self.pgid = None;
-    }
-}
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        self.signal(Signal::SIGKILL);
-    }
 }
 
 /// Read one output stream to its end, logging each line while the run's budget lasts.

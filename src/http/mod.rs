@@ -224,7 +224,7 @@ fn router(state: AppState) -> Router {
 async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
-        "no such endpoint (see README: \"Dashboards and metrics\")",
+        "no such endpoint (see docs/http-and-metrics.md)",
     )
 }
 

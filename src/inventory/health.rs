@@ -34,7 +34,7 @@ impl fmt::Display for WatcherState {
     }
 }
 
-/// Shown as the text of INTERFACE.md's `status --json` (`ok`, `starting`, or the reason).
+/// Shown as the text of `status --json` (`ok`, `starting`, or the reason).
 impl Serialize for WatcherState {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)

@@ -406,6 +406,7 @@ impl Layer {
             addr: advertise,
             bump: self.clock.wall_ms(),
         };
+        let salt = me.node as u64;
         let engine = Gossip::new(
             me,
             self.ctx.config().gossip.interval,
@@ -413,7 +414,12 @@ impl Layer {
             self.rng.gen(),
         );
         let own = vec![advertise, listen];
-        let seeds = Seeds::new(&self.ctx.config().gossip.seeds, own, self.clock.instant());
+        let seeds = Seeds::new(
+            &self.ctx.config().gossip.seeds,
+            own,
+            self.clock.instant(),
+            salt,
+        );
         let tracked = std::num::NonZeroUsize::new(
             self.table.max().saturating_mul(gossip_io::TRACKED_PER_PEER),
         )

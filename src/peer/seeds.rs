@@ -64,18 +64,24 @@ pub struct Seeds {
 }
 
 impl Seeds {
-    /// The configured seeds, all due now.
-    pub fn new(seeds: &[Seed], own: Vec<SocketAddr>, now: Instant) -> Seeds {
+    /// The configured seeds, all due now. `salt` seeds the retries' jitter (this node's
+    /// id: different on every machine, the same in every run of a simulation).
+    pub fn new(seeds: &[Seed], own: Vec<SocketAddr>, now: Instant, salt: u64) -> Seeds {
         Seeds {
             entries: seeds
                 .iter()
-                .map(|s| Entry {
+                .enumerate()
+                .map(|(i, s)| Entry {
                     seed: s.clone(),
                     addrs: Vec::new(),
                     state: SeedState::Trying,
                     error: None,
                     tries: 0,
-                    backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(10)),
+                    backoff: Backoff::seeded(
+                        Duration::from_millis(500),
+                        Duration::from_secs(10),
+                        salt.wrapping_add(i as u64),
+                    ),
                     next: Some(now),
                     resolving: false,
                 })
@@ -198,7 +204,7 @@ mod tests {
     async fn seeds_are_retried_with_backoff_until_one_answers() {
         let now = Instant::now();
         let me: SocketAddr = "198.18.1.9:32004".parse().unwrap();
-        let mut s = Seeds::new(&[seed("a.example"), seed("198.18.1.9")], vec![me], now);
+        let mut s = Seeds::new(&[seed("a.example"), seed("198.18.1.9")], vec![me], now, 1);
         let due = s.due(now);
         assert_eq!(due.len(), 2);
         assert_eq!(s.next_due(), None, "both are being looked up");

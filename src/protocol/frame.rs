@@ -65,7 +65,7 @@ impl Status {
         })
     }
 
-    /// The exit code of INTERFACE.md for this outcome.
+    /// The one-shot client's exit code for this outcome (docs/commands.md).
     pub fn exit_code(&self) -> u8 {
         match self {
             Status::Ok(_) => 0,

@@ -1,3 +1,4 @@
+use super::sniff::check_log_readable;
 use super::*;
 use crate::model::{Hardware, Probe};
 use std::sync::atomic::Ordering;
@@ -185,12 +186,6 @@ fn wrong_schema_is_refused_and_left_alone() {
             .unwrap(),
         b"99"
     );
-}
-
-#[test]
-fn crc32_is_the_ieee_checksum() {
-    assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
-    assert_eq!(crc32(b""), 0);
 }
 
 #[test]

@@ -5,6 +5,8 @@
 use std::io;
 use std::time::Duration;
 
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
 /// How often spawning is retried when the executable is busy.
@@ -37,5 +39,54 @@ pub async fn spawn_in_group(make: impl Fn() -> Command) -> io::Result<Child> {
             }
             other => return other,
         }
+    }
+}
+
+/// The process group of a child [`spawn_in_group`] started, to signal as a whole; SIGKILLed
+/// if dropped armed (the run abandoned half-way, e.g. the runtime going down):
+/// `kill_on_drop` reaches only the command itself, not what it started.
+///
+/// After the command has exited and been reaped, its group is signalled once more to end
+/// what it left running, then disarmed: the group id is the reaped command's pid, which
+/// the kernel hands out again only after every process of the group is gone and the pid
+/// space has wrapped, so that one signal right after reaping cannot reach a stranger.
+#[derive(Debug)]
+pub struct GroupGuard {
+    pgid: Option<i32>,
+}
+
+impl GroupGuard {
+    /// The group of `child` (with `process_group(0)` its pid is the group id); unarmed if
+    /// it has already been reaped.
+    pub fn of(child: &Child) -> GroupGuard {
+        GroupGuard {
+            pgid: child.id().and_then(|id| i32::try_from(id).ok()),
+        }
+    }
+
+    /// Signal the group; true when some process got it.
+    pub fn signal(&self, sig: Signal) -> bool {
+        let Some(pgid) = self.pgid else {
+            return false;
+        };
+        match killpg(Pid::from_raw(pgid), sig) {
+            Ok(()) => true,
+            Err(nix::errno::Errno::ESRCH) => false,
+            Err(e) => {
+                tracing::warn!(pgid, error = %e, "could not signal a process group");
+                false
+            }
+        }
+    }
+
+    /// Stop guarding: nothing is signalled on drop.
+    pub fn disarm(&mut self) {
+        self.pgid = None;
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.signal(Signal::SIGKILL);
     }
 }

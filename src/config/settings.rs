@@ -1,0 +1,259 @@
+//! The validated settings of each section of the configuration, as the services get them.
+
+use super::*;
+
+/// The HTTP listener. Off unless asked for: it exposes the fleet's inventory, so on any
+/// address but loopback it requires a bearer token (see [`HttpSettings::token_file`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// Address and port to bind; port 0 picks a free one (`status` shows which).
+    pub listen: SocketAddr,
+    /// File holding the bearer token every request must present. Required unless
+    /// `listen` is a loopback address; when given, required on loopback too.
+    pub token_file: Option<PathBuf>,
+}
+
+/// Unicast gossip settings. Gossip runs only with keys: on a routed network an unsealed
+/// inventory would be readable (and forgeable) by anyone on the path.
+#[derive(Debug, Clone)]
+pub struct Gossip {
+    /// Whether the gossip listener runs (keys configured and not turned off).
+    pub enabled: bool,
+    /// Where to join: `HOST[:PORT]`, resolved again on every retry (names may move).
+    pub seeds: Vec<Seed>,
+    /// Address and port the listener binds.
+    pub listen: SocketAddr,
+    /// The address other members reach us at; `None`: found at start (see the peer layer).
+    pub advertise: Option<SocketAddr>,
+    /// Protocol period: membership gossip runs at this pace and probes at twice it.
+    pub interval: Duration,
+}
+
+/// A gossip seed as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seed {
+    /// Host name or address.
+    pub host: String,
+    /// UDP port.
+    pub port: u16,
+}
+
+impl std::fmt::Display for Seed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl Seed {
+    /// Parse `HOST`, `HOST:PORT`, `ADDR`, `ADDR:PORT` or `[V6]:PORT`.
+    pub fn parse(text: &str, default_port: u16) -> Result<Seed, String> {
+        let text = text.trim();
+        if let Ok(sa) = text.parse::<SocketAddr>() {
+            return Ok(Seed {
+                host: sa.ip().to_string(),
+                port: sa.port(),
+            });
+        }
+        if let Ok(ip) = text
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+        {
+            return Ok(Seed {
+                host: ip.to_string(),
+                port: default_port,
+            });
+        }
+        let (host, port) = match text.rsplit_once(':') {
+            Some((h, p)) => (
+                h,
+                p.parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| format!("{text:?}: {p:?} is not a port (1-65535)"))?,
+            ),
+            None => (text, default_port),
+        };
+        let valid = !host.is_empty()
+            && host.len() <= 253
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+        if !valid {
+            return Err(format!("{text:?} is not HOST[:PORT]"));
+        }
+        Ok(Seed {
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+/// Multicast settings (used by the peer layer).
+#[derive(Debug, Clone)]
+pub struct Multicast {
+    /// Whether the multicast sockets are opened at all (off: gossip only).
+    pub enabled: bool,
+    /// Group address.
+    pub group: IpAddr,
+    /// UDP port.
+    pub port: u16,
+    /// Interface name or address; `None` lets the system choose.
+    pub interface: Option<String>,
+    /// TTL / hop limit.
+    pub ttl: u32,
+    /// Anti-entropy announce period.
+    pub announce_interval: Duration,
+    /// A peer not heard for this long is not live.
+    pub peer_expiry: Duration,
+    /// Also speak the Perl wire format.
+    pub legacy: bool,
+    /// Largest datagram we send; bigger inventories go as several chunks.
+    pub max_datagram: usize,
+}
+
+/// DiskWatcher settings.
+#[derive(Debug, Clone)]
+pub struct DiskSettings {
+    /// blkid argv.
+    pub command: Vec<String>,
+    /// Scan period.
+    pub interval: Duration,
+    /// Scan timeout.
+    pub timeout: Duration,
+    /// Device globs to include (empty: all).
+    pub include: Vec<String>,
+    /// Device globs to exclude.
+    pub exclude: Vec<String>,
+}
+
+/// A group, by the name the operator gave and the id it resolved to at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRef {
+    /// The name, for messages.
+    pub name: String,
+    /// The numeric id.
+    pub gid: u32,
+}
+
+/// Access to the control socket.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Access {
+    /// The socket's group (mode 0660); none: mode 0600, only the daemon's user.
+    pub socket_group: Option<GroupRef>,
+    /// A group whose members may run the commands that change something.
+    pub admin_group: Option<GroupRef>,
+}
+
+/// The daemon's log format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human text (ANSI colours on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+impl LogFormat {
+    /// From the `log.format` value.
+    pub fn parse(key: &str, v: &str) -> Result<LogFormat, ConfigError> {
+        match v {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(err(format!(
+                "{key}: {other:?} is not a log format (text or json)"
+            ))),
+        }
+    }
+}
+
+/// Resolve a group name (or a numeric id) through the system's group database.
+pub(super) fn system_group(key: &str, name: &str) -> Result<GroupRef, ConfigError> {
+    let found = match name.parse::<u32>() {
+        Ok(gid) => nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid)),
+        Err(_) => nix::unistd::Group::from_name(name),
+    };
+    match found {
+        Ok(Some(g)) => Ok(GroupRef {
+            name: g.name,
+            gid: g.gid.as_raw(),
+        }),
+        Ok(None) => Err(err(format!("{key}: no group named {name:?}"))),
+        Err(e) => Err(err(format!("{key}: cannot look up group {name:?}: {e}"))),
+    }
+}
+
+/// Hardware watcher settings (it shares the disk watcher's include/exclude globs, so one
+/// list says which devices this machine reports).
+#[derive(Debug, Clone)]
+pub struct HardwareSettings {
+    /// Scan period (kernel events trigger a scan at once as well).
+    pub interval: Duration,
+    /// Where sysfs is mounted (another tree for containers and tests).
+    pub sysfs: PathBuf,
+}
+
+/// Mount settings.
+#[derive(Debug, Clone)]
+pub struct MountSettings {
+    /// Whether mount requests are honoured at all.
+    pub enabled: bool,
+    /// Where disks get mounted.
+    pub root: PathBuf,
+    /// The UUID/label globs that may be mounted, compiled with the device globs' rules
+    /// (`*` stops at `/`).
+    pub allow_set: globset::GlobSet,
+    /// Argv template for `--attach`.
+    pub attach_command: String,
+}
+
+/// How many peers, and how many of their disk records, a daemon remembers. The peer layer
+/// refuses what does not fit, and never forgets a peer that has disks to make room: a
+/// flood of forged newcomers must not erase the last known locations the fleet keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerLimits {
+    /// `peers.max`: most peers remembered.
+    pub max: usize,
+    /// `peers.max_records`: most disk records of all peers together.
+    pub max_records: usize,
+}
+
+impl PeerLimits {
+    /// Room for a fleet of 10,000 machines, with margin for replaced ones.
+    pub const DEFAULT_MAX: usize = 16_384;
+    /// 64 disks for each of 16,384 peers.
+    pub const DEFAULT_MAX_RECORDS: usize = 1_048_576;
+    /// The largest `peers.max` (its rate-limit maps are sized from it).
+    pub const LARGEST_MAX: usize = 1_048_576;
+
+    pub(super) fn from_file(f: FilePeers, args: &DaemonArgs) -> Result<PeerLimits, ConfigError> {
+        let max = args.max_peers.or(f.max).unwrap_or(Self::DEFAULT_MAX);
+        if !(1..=Self::LARGEST_MAX).contains(&max) {
+            return Err(err(format!(
+                "peers.max: {max} is not in 1-{} (peers remembered)",
+                Self::LARGEST_MAX
+            )));
+        }
+        let max_records = f.max_records.unwrap_or(Self::DEFAULT_MAX_RECORDS);
+        if max_records == 0 {
+            return Err(err("peers.max_records: must be at least 1"));
+        }
+        Ok(PeerLimits { max, max_records })
+    }
+}
+
+impl Default for PeerLimits {
+    fn default() -> Self {
+        PeerLimits {
+            max: Self::DEFAULT_MAX,
+            max_records: Self::DEFAULT_MAX_RECORDS,
+        }
+    }
+}
+
+// ---- the file, as written by people: every key optional, unknown keys rejected ----
