@@ -22,6 +22,7 @@ mod handle;
 mod inbound;
 pub mod keys;
 pub mod legacy;
+mod liveness;
 pub mod mount_rpc;
 mod outbound;
 pub mod pacer;
