@@ -43,7 +43,7 @@ pub struct Cli {
 /// (a client finds it from the config file too).
 #[derive(Debug, Default, Clone, clap::Args)]
 pub struct Global {
-    /// The daemon's control socket.
+    /// The daemon's control socket [socket; default: ~/.diskd-socket].
     #[arg(long, global = true, env = "DISKD_SOCKET", value_name = "PATH")]
     pub socket: Option<PathBuf>,
 
@@ -132,7 +132,8 @@ pub struct DaemonArgs {
     /// UDP port [multicast.port; default: 32003].
     #[arg(long, value_name = "PORT")]
     pub port: Option<u16>,
-    /// Interface to multicast on, by name or address [multicast.interface].
+    /// Interface to multicast on, by name or address [multicast.interface; default: the
+    /// system's choice].
     #[arg(long, value_name = "IF")]
     pub interface: Option<String>,
     /// Multicast TTL / hop limit: hops + 1 to cross routers, 0 keeps datagrams on this
@@ -152,10 +153,11 @@ pub struct DaemonArgs {
     /// Largest datagram sent; bigger inventories go in chunks [multicast.max_datagram; default: 1400].
     #[arg(long, value_name = "BYTES")]
     pub max_datagram: Option<usize>,
-    /// Also speak the Perl diskd wire format [multicast.legacy].
+    /// Also speak the Perl diskd wire format [multicast.legacy: true].
     #[arg(long)]
     pub legacy: bool,
-    /// blkid program or argv; one word runs `WORD -c /dev/null -o export` [watchers.disks.command].
+    /// blkid program or argv; one word runs `WORD -c /dev/null -o export`
+    /// [watchers.disks.command; default: blkid].
     #[arg(long, value_name = "CMD")]
     pub blkid: Option<String>,
     /// Disk scan period [watchers.disks.interval; default: 60s].
@@ -164,7 +166,8 @@ pub struct DaemonArgs {
     /// A disk scan running longer is killed [watchers.disks.timeout; default: 15s].
     #[arg(long, value_name = "DURATION")]
     pub disk_timeout: Option<String>,
-    /// Only watch devices matching this glob; repeatable [watchers.disks.include].
+    /// Only watch devices matching this glob; repeatable [watchers.disks.include; default:
+    /// all].
     #[arg(long, value_name = "GLOB")]
     pub include_device: Vec<String>,
     /// Never watch devices matching this glob; repeatable [watchers.disks.exclude].
@@ -187,14 +190,15 @@ pub struct DaemonArgs {
     /// Answer at most one ping per this period [ping.min_interval; default: 5s].
     #[arg(long, value_name = "DURATION")]
     pub ping_interval: Option<String>,
-    /// Key file; repeatable, the first one signs [security.key_files].
+    /// Key file; repeatable, the first one signs [security.key_files; default: none:
+    /// datagrams unauthenticated, with a warning].
     #[arg(long, value_name = "FILE")]
     pub key_file: Vec<PathBuf>,
     /// Drop authenticated datagrams whose timestamp is further than this from our clock
     /// [security.max_clock_skew; default: 5m].
     #[arg(long, value_name = "DURATION")]
     pub max_clock_skew: Option<String>,
-    /// Allow mount requests [mount.enabled].
+    /// Allow mount requests [mount.enabled: true].
     #[arg(long)]
     pub allow_mount: bool,
     /// Where diskd mounts disks [mount.root; default: /srv/diskd].
@@ -203,7 +207,8 @@ pub struct DaemonArgs {
     /// UUID or label glob that may be mounted; repeatable [mount.allow].
     #[arg(long, value_name = "GLOB")]
     pub mount_allow: Vec<String>,
-    /// Argv template to reach a remote mount [mount.attach_command].
+    /// Argv template to reach a remote mount [mount.attach_command; default: sshfs
+    /// {addr}:{path} {target}].
     #[arg(long, value_name = "TEMPLATE")]
     pub attach_command: Option<String>,
     /// Do not open the multicast sockets (gossip only) [multicast.enabled: false].
