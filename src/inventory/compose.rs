@@ -17,7 +17,7 @@ use std::time::Duration;
 use diskd_watchers::{mounts::mountpoints_for, Contents, DiskInfo, HardwareInfo, MountEntry};
 use tokio::time::Instant;
 
-use crate::model::{DiskRecord, Hardware, Probe};
+use crate::model::{DiskRecord, Probe};
 
 /// The longest a new device waits for the other device watcher (see the module
 /// documentation).
@@ -185,7 +185,7 @@ impl Composer {
                 device: d.device.clone(),
                 fstype: d.fstype.clone(),
                 mountpoints: mountpoints_for(d, mounts),
-                hardware: hw.map(hardware_of).unwrap_or_default(),
+                hardware: hw.map(|h| h.hardware.clone()).unwrap_or_default(),
                 probe: probe_of(&d.contents),
             });
         }
@@ -208,7 +208,7 @@ impl Composer {
             records.push(DiskRecord {
                 device: h.device.clone(),
                 mountpoints: mountpoints_for(&as_disk, mounts),
-                hardware: hardware_of(h),
+                hardware: h.hardware.clone(),
                 probe: probe_by_devno
                     .get(&h.devno)
                     .copied()
@@ -239,25 +239,10 @@ fn probe_of(contents: &Contents) -> Probe {
     }
 }
 
-/// The record's hardware from what sysfs read.
-fn hardware_of(h: &HardwareInfo) -> Hardware {
-    Hardware {
-        size: h.size,
-        model: h.model.clone(),
-        vendor: h.vendor.clone(),
-        serial: h.serial.clone(),
-        wwn: h.wwn.clone(),
-        transport: h.transport.clone(),
-        removable: h.removable,
-        rotational: h.rotational,
-        parent: h.parent.clone(),
-        backing_file: h.backing_file.clone(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Hardware;
 
     fn disk(device: &str, devno: (u32, u32), uuid: Option<&str>) -> DiskInfo {
         DiskInfo {
@@ -274,10 +259,12 @@ mod tests {
         HardwareInfo {
             device: device.into(),
             devno,
-            size: Some(1 << 30),
-            serial: Some(format!("SER-{}", devno.1)),
-            transport: Some("loop".into()),
-            ..HardwareInfo::default()
+            hardware: Hardware {
+                size: Some(1 << 30),
+                serial: Some(format!("SER-{}", devno.1)),
+                transport: Some("loop".into()),
+                ..Hardware::default()
+            },
         }
     }
 

@@ -85,42 +85,9 @@ impl Probe {
     }
 }
 
-/// What sysfs knows about a block device: the identity printed on the drive's label and
-/// the facts an operator needs to tell "the new 4 TB disk" from the others. Every field
-/// is `None` when unknown.
-///
-/// Its postcard layout is part of wire revision 2 (the hardware trailer) and of store
-/// schema 4: a field is only ever added with a new trailer tag and a new schema.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Hardware {
-    /// Size in bytes.
-    pub size: Option<u64>,
-    /// Model, as the drive reports it.
-    pub model: Option<String>,
-    /// Vendor, as the drive reports it.
-    pub vendor: Option<String>,
-    /// Serial number (whole disks only; a partition names its disk in `parent`).
-    pub serial: Option<String>,
-    /// World wide name / wwid (whole disks only).
-    pub wwn: Option<String>,
-    /// How it is attached: `usb`, `sata`, `nvme`, `virtio`, `scsi`, `loop`, `mmc`, ...
-    pub transport: Option<String>,
-    /// Removable media (a card reader, a USB stick).
-    pub removable: Option<bool>,
-    /// Spinning disk.
-    pub rotational: Option<bool>,
-    /// The whole disk a partition belongs to (`/dev/sda` for `/dev/sda1`).
-    pub parent: Option<String>,
-    /// The file behind a loop device.
-    pub backing_file: Option<String>,
-}
-
-impl Hardware {
-    /// Nothing is known.
-    pub fn is_empty(&self) -> bool {
-        self == &Hardware::default()
-    }
-}
+/// What sysfs knows about a block device; defined by the hardware watcher that reads it
+/// (one type from sysfs to the wire and the store).
+pub use diskd_watchers::Hardware;
 
 /// A WWN as compared: lower case, without the `0x`, `naa.` or `eui.` prefix, so
 /// `0x5000C500A1B2C3D4` (udev) finds `naa.5000c500a1b2c3d4` (sysfs).

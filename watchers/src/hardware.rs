@@ -32,6 +32,43 @@ const MAX_READ: u64 = 4096;
 /// Sysfs `size` counts 512-byte sectors whatever the device's logical block size.
 const SECTOR: u64 = 512;
 
+/// What sysfs knows about a block device: the identity printed on the drive's label and
+/// the facts an operator needs to tell "the new 4 TB disk" from the others. Every field
+/// is `None` when unknown.
+///
+/// Its postcard layout is part of wire revision 2 (the hardware trailer) and of store
+/// schema 4: a field is only ever added with a new trailer tag and a new schema.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Hardware {
+    /// Size in bytes.
+    pub size: Option<u64>,
+    /// Model, as the drive reports it.
+    pub model: Option<String>,
+    /// Vendor, as the drive reports it.
+    pub vendor: Option<String>,
+    /// Serial number (whole disks only; a partition names its disk in `parent`).
+    pub serial: Option<String>,
+    /// World wide name / wwid (whole disks only).
+    pub wwn: Option<String>,
+    /// How it is attached: `usb`, `sata`, `nvme`, `virtio`, `scsi`, `loop`, `mmc`, ...
+    pub transport: Option<String>,
+    /// Removable media (a card reader, a USB stick).
+    pub removable: Option<bool>,
+    /// Spinning disk.
+    pub rotational: Option<bool>,
+    /// The whole disk a partition belongs to (`/dev/sda` for `/dev/sda1`).
+    pub parent: Option<String>,
+    /// The file behind a loop device.
+    pub backing_file: Option<String>,
+}
+
+impl Hardware {
+    /// Nothing is known.
+    pub fn is_empty(&self) -> bool {
+        self == &Hardware::default()
+    }
+}
+
 /// One block device as sysfs describes it.
 ///
 /// Whole disks carry the identity (model, vendor, serial, WWN); a partition carries only
@@ -45,30 +82,11 @@ pub struct HardwareInfo {
     /// (major, minor) from the `dev` attribute: ties this device to blkid's and the mount
     /// table's view even when they name it by another path.
     pub devno: (u32, u32),
-    /// Size in bytes (sysfs counts 512-byte sectors regardless of the block size). Always
-    /// present in a reported device: a device of size 0 has no medium and is not reported.
-    pub size: Option<u64>,
-    /// Model as the device reports it (`device/model`; MMC: `device/name`).
-    pub model: Option<String>,
-    /// Vendor as the device reports it (`device/vendor`); `None` for NVMe, which has no
-    /// vendor text, and where sysfs only has a numeric id (virtio's `0x1af4`).
-    pub vendor: Option<String>,
-    /// Serial number: what tells two disks of the same model apart.
-    pub serial: Option<String>,
-    /// World wide name (`naa.…`, `eui.…`), a globally unique id where the device has one.
-    pub wwn: Option<String>,
-    /// How it is attached: `sata`, `scsi`, `nvme`, `usb`, `mmc`, `virtio`, `loop` or
-    /// `virtual` (device-mapper, md, zram); `None` when the path says nothing known.
-    pub transport: Option<String>,
-    /// Whether the medium can be removed (`removable`), as the kernel was told.
-    pub removable: Option<bool>,
-    /// Whether it is a spinning disk (`queue/rotational`).
-    pub rotational: Option<bool>,
-    /// The whole disk of a partition (`/dev/sda` for `/dev/sda1`); `None` for whole disks.
-    pub parent: Option<String>,
-    /// The file behind a loop device (`loop/backing_file`), with the kernel's ` (deleted)`
-    /// suffix kept when that file is gone.
-    pub backing_file: Option<String>,
+    /// What sysfs says about it. Whole disks carry the identity (model, vendor, serial,
+    /// WWN); a partition carries only its own size and the `parent` that leads to them.
+    /// `size` is always present in a reported device: a device of size 0 has no medium and
+    /// is not reported.
+    pub hardware: Hardware,
 }
 
 /// Settings of the `hardware` watcher, as the daemon's configuration resolved them.
@@ -204,8 +222,8 @@ pub fn read_sysfs(
 /// each is known by its device, as a disk without a serial is.
 fn forget_shared_usb_serials(found: &mut [HardwareInfo]) {
     let usb_serial = |h: &HardwareInfo| {
-        (h.parent.is_none() && h.transport.as_deref() == Some("usb"))
-            .then(|| h.serial.clone())
+        (h.hardware.parent.is_none() && h.hardware.transport.as_deref() == Some("usb"))
+            .then(|| h.hardware.serial.clone())
             .flatten()
     };
     let mut count: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
@@ -214,7 +232,7 @@ fn forget_shared_usb_serials(found: &mut [HardwareInfo]) {
     }
     for h in found.iter_mut() {
         if usb_serial(h).is_some_and(|s| count.get(&s).copied().unwrap_or(0) > 1) {
-            h.serial = None;
+            h.hardware.serial = None;
         }
     }
 }
@@ -270,25 +288,27 @@ fn read_device(
     let mut info = HardwareInfo {
         device,
         devno,
-        size: Some(size),
-        transport: transport.map(str::to_string),
-        removable: read_flag(&disk_dir.join("removable")),
-        rotational: read_flag(&disk_dir.join("queue/rotational")),
-        parent,
-        backing_file: read_backing_file(&dir.join("loop/backing_file")),
-        ..HardwareInfo::default()
+        hardware: Hardware {
+            size: Some(size),
+            transport: transport.map(str::to_string),
+            removable: read_flag(&disk_dir.join("removable")),
+            rotational: read_flag(&disk_dir.join("queue/rotational")),
+            parent,
+            backing_file: read_backing_file(&dir.join("loop/backing_file")),
+            ..Hardware::default()
+        },
     };
     if !partition {
         let hw = dir.join("device");
-        info.model = read_text(&hw.join("model"))
+        info.hardware.model = read_text(&hw.join("model"))
             .or_else(|| {
                 (transport == Some("mmc"))
                     .then(|| read_text(&hw.join("name")))
                     .flatten()
             })
             .filter(|m| !is_bare_hex_id(m));
-        info.vendor = read_text(&hw.join("vendor")).filter(|v| !is_bare_hex_id(v));
-        info.serial = read_text(&dir.join("serial"))
+        info.hardware.vendor = read_text(&hw.join("vendor")).filter(|v| !is_bare_hex_id(v));
+        info.hardware.serial = read_text(&dir.join("serial"))
             .or_else(|| read_text(&hw.join("serial")))
             .or_else(|| read_bytes(&hw.join("vpd_pg80")).and_then(|page| vpd_serial(&page)))
             .or_else(|| {
@@ -296,7 +316,7 @@ fn read_device(
                     .then(|| usb_serial(real_root, &dir))
                     .flatten()
             });
-        info.wwn = read_text(&dir.join("wwid")).or_else(|| read_text(&hw.join("wwid")));
+        info.hardware.wwn = read_text(&dir.join("wwid")).or_else(|| read_text(&hw.join("wwid")));
     }
     // Vanished while being read: whatever was read may be half a device.
     if !dir.exists() {
@@ -669,16 +689,18 @@ mod tests {
             &HardwareInfo {
                 device: "/dev/sda".into(),
                 devno: (8, 0),
-                size: Some(1_953_525_168 * 512),
-                model: s("WDC WD10EZEX-08W"),
-                vendor: s("ATA"),
-                serial: s("WD-WCC6Y0ABCDEF"),
-                wwn: s("naa.50014ee2b5c1d2e3"),
-                transport: s("sata"),
-                removable: Some(false),
-                rotational: Some(true),
-                parent: None,
-                backing_file: None,
+                hardware: Hardware {
+                    size: Some(1_953_525_168 * 512),
+                    model: s("WDC WD10EZEX-08W"),
+                    vendor: s("ATA"),
+                    serial: s("WD-WCC6Y0ABCDEF"),
+                    wwn: s("naa.50014ee2b5c1d2e3"),
+                    transport: s("sata"),
+                    removable: Some(false),
+                    rotational: Some(true),
+                    parent: None,
+                    backing_file: None,
+                },
             }
         );
     }
@@ -697,12 +719,14 @@ mod tests {
                 &HardwareInfo {
                     device: dev.into(),
                     devno,
-                    size: Some(size),
-                    transport: s("sata"),
-                    removable: Some(false),
-                    rotational: Some(true),
-                    parent: s("/dev/sda"),
-                    ..HardwareInfo::default()
+                    hardware: Hardware {
+                        size: Some(size),
+                        transport: s("sata"),
+                        removable: Some(false),
+                        rotational: Some(true),
+                        parent: s("/dev/sda"),
+                        ..Hardware::default()
+                    },
                 }
             );
         }
@@ -717,16 +741,18 @@ mod tests {
             [HardwareInfo {
                 device: "/dev/nvme0n1".into(),
                 devno: (259, 0),
-                size: Some(1_000_215_216 * 512),
-                model: s("Samsung SSD 970 EVO Plus 1TB"),
-                vendor: None,
-                serial: s("S4EWNX0R123456P"),
-                wwn: s("eui.0025388b91b2c3d4"),
-                transport: s("nvme"),
-                removable: Some(false),
-                rotational: Some(false),
-                parent: None,
-                backing_file: None,
+                hardware: Hardware {
+                    size: Some(1_000_215_216 * 512),
+                    model: s("Samsung SSD 970 EVO Plus 1TB"),
+                    vendor: None,
+                    serial: s("S4EWNX0R123456P"),
+                    wwn: s("eui.0025388b91b2c3d4"),
+                    transport: s("nvme"),
+                    removable: Some(false),
+                    rotational: Some(false),
+                    parent: None,
+                    backing_file: None,
+                },
             }]
         );
     }
@@ -740,16 +766,18 @@ mod tests {
             [HardwareInfo {
                 device: "/dev/sdb".into(),
                 devno: (8, 16),
-                size: Some(60_063_744 * 512),
-                model: s("Cruzer Blade"),
-                vendor: s("SanDisk"),
-                serial: s("4C530001230313109522"),
-                wwn: None,
-                transport: s("usb"),
-                removable: Some(true),
-                rotational: Some(true),
-                parent: None,
-                backing_file: None,
+                hardware: Hardware {
+                    size: Some(60_063_744 * 512),
+                    model: s("Cruzer Blade"),
+                    vendor: s("SanDisk"),
+                    serial: s("4C530001230313109522"),
+                    wwn: None,
+                    transport: s("usb"),
+                    removable: Some(true),
+                    rotational: Some(true),
+                    parent: None,
+                    backing_file: None,
+                },
             }]
         );
     }
@@ -781,7 +809,7 @@ mod tests {
             found
                 .iter()
                 .find(|h| h.device == d)
-                .map(|h| h.serial.clone())
+                .map(|h| h.hardware.serial.clone())
                 .unwrap_or_else(|| panic!("no {d} in {found:?}"))
         };
         assert_eq!(serial("/dev/sdc"), None, "the reader's serial");
@@ -800,11 +828,13 @@ mod tests {
             [HardwareInfo {
                 device: "/dev/vda".into(),
                 devno: (254, 0),
-                size: Some(536_870_912 * 512),
-                serial: s("overlayblk0"),
-                transport: s("virtio"),
-                removable: Some(false),
-                ..HardwareInfo::default()
+                hardware: Hardware {
+                    size: Some(536_870_912 * 512),
+                    serial: s("overlayblk0"),
+                    transport: s("virtio"),
+                    removable: Some(false),
+                    ..Hardware::default()
+                },
             }]
         );
     }
@@ -818,11 +848,13 @@ mod tests {
             [HardwareInfo {
                 device: "/dev/loop3".into(),
                 devno: (7, 3),
-                size: Some(204_800 * 512),
-                transport: s("loop"),
-                rotational: Some(false),
-                backing_file: s("/var/lib/images/my  disk.img (deleted)"),
-                ..HardwareInfo::default()
+                hardware: Hardware {
+                    size: Some(204_800 * 512),
+                    transport: s("loop"),
+                    rotational: Some(false),
+                    backing_file: s("/var/lib/images/my  disk.img (deleted)"),
+                    ..Hardware::default()
+                },
             }]
         );
     }
@@ -833,9 +865,9 @@ mod tests {
         mmc(&sys);
         let all = sys.read();
         let card = get(&all, "/dev/mmcblk0");
-        assert_eq!(card.model, s("SD64G"));
-        assert_eq!(card.serial, s("0x1234abcd"));
-        assert_eq!(card.transport, s("mmc"));
+        assert_eq!(card.hardware.model, s("SD64G"));
+        assert_eq!(card.hardware.serial, s("0x1234abcd"));
+        assert_eq!(card.hardware.transport, s("mmc"));
     }
 
     #[test]
@@ -855,7 +887,7 @@ mod tests {
         let all = sys.read();
         let transports: Vec<(&str, Option<&str>)> = all
             .iter()
-            .map(|d| (d.device.as_str(), d.transport.as_deref()))
+            .map(|d| (d.device.as_str(), d.hardware.transport.as_deref()))
             .collect();
         assert_eq!(
             transports,
@@ -882,7 +914,7 @@ mod tests {
         assert_eq!(names, ["/dev/sda", "/dev/sda1", "/dev/sdb"]);
         // Excluding the disk does not hide its partitions, nor change what they say.
         let parts = read_sysfs(sys.root(), |d| d != "/dev/sda").unwrap();
-        assert_eq!(get(&parts, "/dev/sda1").transport, s("sata"));
+        assert_eq!(get(&parts, "/dev/sda1").hardware.transport, s("sata"));
         assert!(HardwareWatcher::new(HardwareWatcherConfig {
             include: vec!["/dev/[".into()],
             ..HardwareWatcherConfig::default()
@@ -957,7 +989,10 @@ mod tests {
         let path = format!("/{}\n", "a".repeat(2000));
         sys.file("devices/virtual/block/loop1/loop/backing_file", path);
         let all = sys.read();
-        assert_eq!(all[0].backing_file.as_ref().map(String::len), Some(1024));
+        assert_eq!(
+            all[0].hardware.backing_file.as_ref().map(String::len),
+            Some(1024)
+        );
     }
 
     #[tokio::test]
@@ -986,7 +1021,7 @@ mod tests {
     fn the_real_sysfs_reads() {
         let all = read_sysfs(Path::new("/sys"), |_| true).unwrap();
         for d in &all {
-            assert!(d.size.is_some_and(|s| s > 0), "{d:?}");
+            assert!(d.hardware.size.is_some_and(|s| s > 0), "{d:?}");
             assert!(d.device.starts_with("/dev/"), "{d:?}");
         }
         let mut sorted = all.clone();

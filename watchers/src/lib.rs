@@ -36,7 +36,7 @@ pub mod mounts;
 pub mod process;
 
 pub use disks::{DiskWatcher, DiskWatcherConfig};
-pub use hardware::{HardwareInfo, HardwareWatcher, HardwareWatcherConfig};
+pub use hardware::{Hardware, HardwareInfo, HardwareWatcher, HardwareWatcherConfig};
 pub use mounts::MountWatcher;
 
 /// A block device as blkid saw it in one scan: one with a filesystem (or at least a
