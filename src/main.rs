@@ -90,7 +90,7 @@ fn daemon(config_file: Option<PathBuf>, socket: Option<PathBuf>, args: &DaemonAr
             return 2;
         }
     };
-    init_tracing(args.log_level.as_deref(), config.log_format);
+    init_tracing(args.log.level.as_deref(), config.log_format);
     raise_fd_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -283,18 +283,25 @@ fn seeds_for(i: usize, rng: &mut StdRng) -> Vec<usize> {
 }
 
 fn config(i: usize, dir: &std::path::Path, seeds: &[usize]) -> Config {
-    let args = DaemonArgs {
-        node_name: Some(format!("sim-{i:04}")),
-        store: Some(dir.join("store")),
+    let mut argv: Vec<String> = vec![
+        "--node-name".into(),
+        format!("sim-{i:04}"),
+        "--store".into(),
+        dir.join("store").to_string_lossy().into_owned(),
         // Liveness is the failure detector's; a long expiry keeps "still live" writes out.
-        peer_expiry: Some("1h".into()),
+        "--peer-expiry".into(),
+        "1h".into(),
         // Only the gossip switch reads the path; the keyring is built directly.
-        key_file: vec!["/nonexistent/diskd-bench.key".into()],
-        seed: seeds.iter().map(|s| gossip_addr(*s).to_string()).collect(),
-        no_multicast: true,
-        gossip_advertise: Some(gossip_addr(i).to_string()),
-        ..Default::default()
-    };
+        "--key-file".into(),
+        "/nonexistent/diskd-bench.key".into(),
+        "--no-multicast".into(),
+        "--gossip-advertise".into(),
+        gossip_addr(i).to_string(),
+    ];
+    for s in seeds {
+        argv.extend(["--seed".into(), gossip_addr(*s).to_string()]);
+    }
+    let args = DaemonArgs::parse_from(&argv).expect("the benchmark's flags parse");
     Config::load(None, None, &args).expect("config")
 }
 

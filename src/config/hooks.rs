@@ -1,6 +1,7 @@
 //! Hooks as configured: events, match patterns, the user a command runs as, limits.
 
 use super::*;
+use crate::flags::CommandLine;
 
 /// Default of `hooks_max_running`.
 pub const DEFAULT_HOOKS_MAX_RUNNING: usize = 4;
@@ -214,7 +215,7 @@ pub(super) fn string_or_list(
     key: &str,
     value: Option<serde_yaml::Value>,
     expected: &str,
-) -> Result<Option<StringOrList>, ConfigError> {
+) -> Result<Option<CommandLine>, ConfigError> {
     match value {
         None | Some(serde_yaml::Value::Null) => Ok(None),
         Some(v) => serde_yaml::from_value(v).map(Some).map_err(|_| {
@@ -245,8 +246,8 @@ pub(super) fn hook_settings(index: usize, entry: serde_yaml::Value) -> Result<Ho
                 event_names()
             )))
         }
-        Some(StringOrList::One(name)) => vec![name],
-        Some(StringOrList::Many(names)) => names,
+        Some(CommandLine::One(name)) => vec![name],
+        Some(CommandLine::Many(names)) => names,
     };
     if names.is_empty() {
         return Err(err(format!(

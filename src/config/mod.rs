@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::flags::DaemonArgs;
+use crate::flags::{DaemonArgs, GossipArgs, HttpArgs, PeersArgs};
 use crate::model::{limits, FleetEventKind};
 
 /// Default multicast group, the same as the Perl diskd so both find each other.
@@ -149,10 +149,6 @@ impl Config {
     }
 }
 
-fn pick<T>(flag: Option<T>, file: Option<T>) -> Option<T> {
-    flag.or(file)
-}
-
 impl Config {
     /// Build the configuration: defaults, then `file` (if any), then `args`.
     /// `socket_flag` is the global `--socket`.
@@ -161,12 +157,14 @@ impl Config {
         socket_flag: Option<&Path>,
         args: &DaemonArgs,
     ) -> Result<Config, ConfigError> {
-        let f = match file {
+        let file = match file {
             Some(p) => load_file(p)?,
-            None => FileConfig::default(),
+            None => DaemonArgs::default(),
         };
+        // From here on `f` is the one set of options: the file's, with the flags over it.
+        let f = layered(file, args)?;
 
-        let node_name = match pick(args.node_name.clone(), f.node_name) {
+        let node_name = match f.node_name {
             Some(n) => n,
             None => hostname::get()
                 .map_err(|e| err(format!("node_name: cannot read the hostname: {e}")))?
@@ -180,12 +178,13 @@ impl Config {
             .or(f.socket)
             .map(|p| expand_home(&p))
             .unwrap_or_else(default_socket);
-        let store = pick(args.store.clone(), f.store)
+        let store = f
+            .store
             .map(|p| expand_home(&p))
             .unwrap_or_else(default_store);
 
         let m = f.multicast;
-        let group_text = pick(args.group.clone(), m.group).unwrap_or_else(|| DEFAULT_GROUP.into());
+        let group_text = m.group.unwrap_or_else(|| DEFAULT_GROUP.into());
         let group: IpAddr = group_text.trim().parse().map_err(|_| {
             err(format!(
                 "multicast.group: {group_text:?} is not an IP address"
@@ -196,15 +195,15 @@ impl Config {
                 "multicast.group: {group} is not a multicast address"
             )));
         }
-        let port = pick(args.port, m.port).unwrap_or(DEFAULT_PORT);
+        let port = m.port.unwrap_or(DEFAULT_PORT);
         if port == 0 {
             return Err(err("multicast.port: must be 1-65535"));
         }
-        let ttl = pick(args.ttl, m.ttl).unwrap_or(1);
+        let ttl = m.ttl.unwrap_or(1);
         if ttl > 255 {
             return Err(err(format!("multicast.ttl: {ttl} is not in 0-255")));
         }
-        let max_datagram = pick(args.max_datagram, m.max_datagram).unwrap_or(1400);
+        let max_datagram = m.max_datagram.unwrap_or(1400);
         if !(limits::MIN_DATAGRAM..=limits::MAX_DATAGRAM).contains(&max_datagram) {
             return Err(err(format!(
                 "multicast.max_datagram: {max_datagram} is not in {}-{}",
@@ -212,11 +211,11 @@ impl Config {
                 limits::MAX_DATAGRAM
             )));
         }
-        let announce_interval = match pick(args.announce_interval.clone(), m.announce_interval) {
+        let announce_interval = match m.announce_interval {
             Some(v) => duration("multicast.announce_interval", &v)?,
             None => Duration::from_secs(60),
         };
-        let peer_expiry = match pick(args.peer_expiry.clone(), m.peer_expiry) {
+        let peer_expiry = match m.peer_expiry {
             Some(v) => duration("multicast.peer_expiry", &v)?,
             None => announce_interval * 3,
         };
@@ -227,38 +226,29 @@ impl Config {
                 humantime::format_duration(announce_interval)
             )));
         }
-        let interface = pick(args.interface.clone(), m.interface).filter(|s| !s.is_empty());
+        let interface = m.interface.filter(|s| !s.is_empty());
         let multicast = Multicast {
-            enabled: !args.no_multicast && m.enabled.unwrap_or(true),
+            enabled: m.enabled.unwrap_or(true),
             group,
             port,
             interface,
             ttl,
             announce_interval,
             peer_expiry,
-            legacy: args.legacy || m.legacy.unwrap_or(false),
+            legacy: m.legacy.unwrap_or(false),
             max_datagram,
         };
 
         let d = f.watchers.disks;
-        let command = match (&args.blkid, d.command) {
-            (Some(flag), _) => split_words(KEY_BLKID, flag)?,
-            (None, Some(c)) => c.into_argv(KEY_BLKID)?,
-            (None, None) => vec!["blkid".to_string()],
+        let command = match d.command {
+            Some(c) => c.into_argv(KEY_BLKID)?,
+            None => vec!["blkid".to_string()],
         };
         if command.is_empty() || command[0].is_empty() {
             return Err(err(format!("{KEY_BLKID}: must name a program")));
         }
-        let include = if args.include_device.is_empty() {
-            d.include.unwrap_or_default()
-        } else {
-            args.include_device.clone()
-        };
-        let exclude = if args.exclude_device.is_empty() {
-            d.exclude.unwrap_or_default()
-        } else {
-            args.exclude_device.clone()
-        };
+        let include = d.include.unwrap_or_default();
+        let exclude = d.exclude.unwrap_or_default();
         for (key, globs) in [
             ("watchers.disks.include", &include),
             ("watchers.disks.exclude", &exclude),
@@ -267,63 +257,55 @@ impl Config {
         }
         let disks = DiskSettings {
             command,
-            interval: match pick(args.disk_interval.clone(), d.interval) {
+            interval: match d.interval {
                 Some(v) => duration("watchers.disks.interval", &v)?,
                 None => Duration::from_secs(60),
             },
-            timeout: match pick(args.disk_timeout.clone(), d.timeout) {
+            timeout: match d.timeout {
                 Some(v) => duration("watchers.disks.timeout", &v)?,
                 None => Duration::from_secs(15),
             },
             include,
             exclude,
         };
-        let mount_interval = match pick(args.mount_interval.clone(), f.watchers.mounts.interval) {
+        let mount_interval = match f.watchers.mounts.interval {
             Some(v) => duration("watchers.mounts.interval", &v)?,
             None => Duration::from_secs(10),
         };
         let h = f.watchers.hardware;
-        let hardware = if !args.no_hardware && h.enabled.unwrap_or(true) {
+        let hardware = if h.enabled.unwrap_or(true) {
             Some(HardwareSettings {
-                interval: match pick(args.hardware_interval.clone(), h.interval) {
+                interval: match h.interval {
                     Some(v) => duration("watchers.hardware.interval", &v)?,
                     None => Duration::from_secs(60),
                 },
-                sysfs: args
-                    .sysfs
-                    .clone()
-                    .or(h.sysfs)
-                    .unwrap_or_else(|| PathBuf::from("/sys")),
+                sysfs: h.sysfs.unwrap_or_else(|| PathBuf::from("/sys")),
             })
         } else {
             None
         };
-        let ping_min_interval = match pick(args.ping_interval.clone(), f.ping.min_interval) {
+        let ping_min_interval = match f.ping.min_interval {
             Some(v) => duration("ping.min_interval", &v)?,
             None => Duration::from_secs(5),
         };
-        let key_files: Vec<PathBuf> = if args.key_file.is_empty() {
-            f.security.key_files.unwrap_or_default()
-        } else {
-            args.key_file.clone()
-        }
-        .iter()
-        .map(|p| expand_home(p))
-        .collect();
+        let key_files: Vec<PathBuf> = f
+            .security
+            .key_files
+            .unwrap_or_default()
+            .iter()
+            .map(|p| expand_home(p))
+            .collect();
 
-        let max_clock_skew = match pick(args.max_clock_skew.clone(), f.security.max_clock_skew) {
+        let max_clock_skew = match f.security.max_clock_skew {
             Some(v) => duration("security.max_clock_skew", &v)?,
             None => Duration::from_secs(300),
         };
 
         let fm = f.mount;
-        let allow = if args.mount_allow.is_empty() {
-            fm.allow.unwrap_or_default()
-        } else {
-            args.mount_allow.clone()
-        };
+        let allow = fm.allow.unwrap_or_default();
         let allow_set = glob_set("mount.allow", &allow)?;
-        let root = pick(args.mount_root.clone(), fm.root)
+        let root = fm
+            .root
             .map(|p| expand_home(&p))
             .unwrap_or_else(|| PathBuf::from("/srv/diskd"));
         if !root.is_absolute() {
@@ -332,23 +314,22 @@ impl Config {
                 root.display()
             )));
         }
-        let attach_command = pick(args.attach_command.clone(), fm.attach_command)
-            .unwrap_or_else(|| DEFAULT_ATTACH.into());
+        let attach_command = fm.attach_command.unwrap_or_else(|| DEFAULT_ATTACH.into());
         match shell_words::split(&attach_command) {
             Ok(words) if !words.is_empty() => {}
             Ok(_) => return Err(err("mount.attach_command: must name a program")),
             Err(e) => return Err(err(format!("mount.attach_command: {e}"))),
         }
         let mount = MountSettings {
-            enabled: args.allow_mount || fm.enabled.unwrap_or(false),
+            enabled: fm.enabled.unwrap_or(false),
             root,
             allow_set,
             attach_command,
         };
 
-        let gossip = gossip_settings(f.gossip, args, !key_files.is_empty())?;
+        let gossip = gossip_settings(f.gossip, !key_files.is_empty())?;
         let mut warnings = Vec::new();
-        let http = http_settings(f.http.unwrap_or_default(), args, &mut warnings)?;
+        let http = http_settings(f.http, &mut warnings)?;
         let hooks = hooks_settings(f.hooks.unwrap_or_default())?;
         if key_files.is_empty() {
             // Without keys every peer is heard unsealed: a hook that runs on peers' events
@@ -368,8 +349,8 @@ impl Config {
                 "hooks_max_running: {hooks_max_running} is not in 1-{MAX_HOOKS_RUNNING}"
             )));
         }
-        let socket_group = pick(args.socket_group.clone(), f.socket_group);
-        let admin_group = pick(args.admin_group.clone(), f.control.admin_group);
+        let socket_group = f.socket_group;
+        let admin_group = f.control.admin_group;
         for (key, g) in [
             ("socket_group", &socket_group),
             ("control.admin_group", &admin_group),
@@ -378,19 +359,10 @@ impl Config {
                 return Err(err(format!("{key}: must name a group")));
             }
         }
-        let peers = PeerLimits::from_file(f.peers, args)?;
-        let max_sessions_per_user = max_sessions_per_user(
-            args.max_sessions_per_user
-                .as_deref()
-                .map(|flag| {
-                    // A flag is text: a number in it is read as YAML reads one.
-                    serde_yaml::from_str::<serde_yaml::Value>(flag)
-                        .unwrap_or_else(|_| serde_yaml::Value::String(flag.to_string()))
-                })
-                .or(f.control.max_sessions_per_user)
-                .as_ref(),
-        )?;
-        let log_format = match pick(args.log_format.clone(), f.log.format) {
+        let peers = PeerLimits::from_options(f.peers)?;
+        let max_sessions_per_user =
+            max_sessions_per_user(f.control.max_sessions_per_user.as_ref())?;
+        let log_format = match f.log.format {
             Some(v) => LogFormat::parse("log.format", &v)?,
             None => LogFormat::Text,
         };

@@ -13,17 +13,16 @@ pub fn is_loopback(ip: IpAddr) -> bool {
 /// `http.listen` and `http.token_file`: off without a listen address; a listener that
 /// other machines can reach never runs without a token.
 pub(super) fn http_settings(
-    h: FileHttp,
-    args: &DaemonArgs,
+    h: HttpArgs,
     warnings: &mut Vec<String>,
 ) -> Result<Option<HttpSettings>, ConfigError> {
-    let token_file = pick(args.http_token_file.clone(), h.token_file).map(|p| expand_home(&p));
+    let token_file = h.token_file.map(|p| expand_home(&p));
     if let Some(t) = &token_file {
         if t.as_os_str().is_empty() {
             return Err(err("http.token_file: empty path"));
         }
     }
-    let Some(text) = pick(args.http.clone(), h.listen) else {
+    let Some(text) = h.listen else {
         if token_file.is_some() {
             warnings.push(
                 "http.token_file is set but http.listen is not: no HTTP listener runs".into(),
@@ -64,25 +63,17 @@ pub(super) fn addr_with_port(
         .map_err(|_| err(format!("{key}: {text:?} is not ADDR[:PORT]")))
 }
 
-pub(super) fn gossip_settings(
-    g: FileGossip,
-    args: &DaemonArgs,
-    have_keys: bool,
-) -> Result<Gossip, ConfigError> {
-    let port = pick(args.gossip_port, g.port).unwrap_or(DEFAULT_GOSSIP_PORT);
+pub(super) fn gossip_settings(g: GossipArgs, have_keys: bool) -> Result<Gossip, ConfigError> {
+    let port = g.port.unwrap_or(DEFAULT_GOSSIP_PORT);
     if port == 0 {
         return Err(err("gossip.port: must be 1-65535"));
     }
-    let seed_texts = if args.seed.is_empty() {
-        g.seeds.unwrap_or_default()
-    } else {
-        args.seed.clone()
-    };
+    let seed_texts = g.seeds.clone().unwrap_or_default();
     let seeds = seed_texts
         .iter()
         .map(|s| Seed::parse(s, port).map_err(|e| err(format!("gossip.seeds: {e}"))))
         .collect::<Result<Vec<_>, _>>()?;
-    let advertise = match pick(args.gossip_advertise.clone(), g.advertise) {
+    let advertise = match g.advertise {
         Some(t) => {
             let a = addr_with_port("gossip.advertise", &t, port)?;
             if a.ip().is_unspecified() || a.ip().is_multicast() {
@@ -100,7 +91,7 @@ pub(super) fn gossip_settings(
         Some(a) if a.is_ipv6() => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
         _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
     };
-    let listen = match pick(args.gossip_listen.clone(), g.listen) {
+    let listen = match g.listen {
         Some(t) => addr_with_port("gossip.listen", &t, port)?,
         None => SocketAddr::new(any, port),
     };
@@ -111,7 +102,7 @@ pub(super) fn gossip_settings(
             )));
         }
     }
-    let interval = match pick(args.gossip_interval.clone(), g.interval) {
+    let interval = match g.interval {
         Some(v) => duration("gossip.interval", &v)?,
         None => Duration::from_millis(500),
     };
@@ -121,7 +112,7 @@ pub(super) fn gossip_settings(
             humantime::format_duration(interval)
         )));
     }
-    let wanted = !args.no_gossip && g.enabled.unwrap_or(true);
+    let wanted = g.enabled.unwrap_or(true);
     if !have_keys {
         // Gossip crosses routers: never in the clear. Asking for it without keys is a
         // mistake worth stopping for; merely not having keys just leaves it off.

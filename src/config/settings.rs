@@ -231,8 +231,8 @@ impl PeerLimits {
     /// The largest `peers.max` (its rate-limit maps are sized from it).
     pub const LARGEST_MAX: usize = 1_048_576;
 
-    pub(super) fn from_file(f: FilePeers, args: &DaemonArgs) -> Result<PeerLimits, ConfigError> {
-        let max = args.max_peers.or(f.max).unwrap_or(Self::DEFAULT_MAX);
+    pub(super) fn from_options(f: PeersArgs) -> Result<PeerLimits, ConfigError> {
+        let max = f.max.unwrap_or(Self::DEFAULT_MAX);
         if !(1..=Self::LARGEST_MAX).contains(&max) {
             return Err(err(format!(
                 "peers.max: {max} is not in 1-{} (peers remembered)",

@@ -1,6 +1,11 @@
 use super::*;
 use std::io::Write;
 
+/// The options of `diskd daemon ARGV`.
+fn flags(argv: &[&str]) -> DaemonArgs {
+    DaemonArgs::parse_from(argv).unwrap()
+}
+
 fn load_yaml(yaml: &str, args: &DaemonArgs) -> Result<Config, ConfigError> {
     let mut f = tempfile::NamedTempFile::new().unwrap();
     f.write_all(yaml.as_bytes()).unwrap();
@@ -26,10 +31,7 @@ fn defaults_match_the_interface() {
 
 #[test]
 fn flags_win_over_the_file() {
-    let args = DaemonArgs {
-        port: Some(4000),
-        ..Default::default()
-    };
+    let args = flags(&["--port", "4000"]);
     let c = load_yaml(
         "multicast:\n  port: 5000\n  group: ff05::d15c\nwatchers:\n  disks:\n    command: [/bin/echo, hi]\n",
         &args,
@@ -65,18 +67,12 @@ fn commands_split_as_a_shell_would_so_paths_may_hold_spaces() {
 
 #[test]
 fn mount_allow_globs_follow_the_device_glob_rules() {
-    let args = DaemonArgs {
-        mount_allow: vec!["backup*".into()],
-        ..Default::default()
-    };
+    let args = flags(&["--mount-allow", "backup*"]);
     let c = Config::load(None, None, &args).unwrap();
     assert!(c.mount.allow_set.is_match("backup-2024"));
     // `*` stops at `/`, as in watchers.disks.include.
     assert!(!c.mount.allow_set.is_match("backup/../etc"));
-    let bad = DaemonArgs {
-        mount_allow: vec!["[".into()],
-        ..Default::default()
-    };
+    let bad = flags(&["--mount-allow", "["]);
     let e = Config::load(None, None, &bad).unwrap_err();
     assert!(e.to_string().contains("mount.allow"), "{e}");
 }
@@ -124,24 +120,21 @@ fn bad_values_name_their_key() {
 #[test]
 fn gossip_needs_keys_and_parses_seeds() {
     let key = tempfile::NamedTempFile::new().unwrap();
-    let keyed = |seeds: Vec<&str>| DaemonArgs {
-        key_file: vec![key.path().to_path_buf()],
-        seed: seeds.into_iter().map(String::from).collect(),
-        ..Default::default()
+    let key_path = key.path().to_string_lossy().into_owned();
+    let keyed_with = |seeds: Vec<&str>, more: &[&str]| {
+        let mut argv = vec!["--key-file", key_path.as_str()];
+        for s in seeds {
+            argv.extend(["--seed", s]);
+        }
+        argv.extend(more);
+        flags(&argv)
     };
+    let keyed = |seeds: Vec<&str>| keyed_with(seeds, &[]);
     // No keys: gossip stays off; asking for it is an error naming the key.
     let c = Config::load(None, None, &DaemonArgs::default()).unwrap();
     assert!(!c.gossip.enabled);
     assert!(c.multicast.enabled);
-    let e = Config::load(
-        None,
-        None,
-        &DaemonArgs {
-            seed: vec!["a.example".into()],
-            ..Default::default()
-        },
-    )
-    .unwrap_err();
+    let e = Config::load(None, None, &flags(&["--seed", "a.example"])).unwrap_err();
     assert!(e.to_string().starts_with("gossip.seeds:"), "{e}");
     let e = load_yaml("gossip:\n  enabled: true\n", &DaemonArgs::default()).unwrap_err();
     assert!(e.to_string().starts_with("gossip.enabled:"), "{e}");
@@ -176,17 +169,13 @@ fn gossip_needs_keys_and_parses_seeds() {
         let e = Config::load(None, None, &keyed(vec![bad])).unwrap_err();
         assert!(e.to_string().starts_with("gossip.seeds:"), "{bad:?}: {e}");
     }
-    let mut args = keyed(vec![]);
-    args.no_gossip = true;
-    args.no_multicast = true;
+    let args = keyed_with(vec![], &["--no-gossip", "--no-multicast"]);
     let c = Config::load(None, None, &args).unwrap();
     assert!(!c.gossip.enabled && !c.multicast.enabled);
-    let mut args = keyed(vec![]);
-    args.gossip_advertise = Some("0.0.0.0".into());
+    let args = keyed_with(vec![], &["--gossip-advertise", "0.0.0.0"]);
     let e = Config::load(None, None, &args).unwrap_err();
     assert!(e.to_string().starts_with("gossip.advertise:"), "{e}");
-    let mut args = keyed(vec![]);
-    args.gossip_advertise = Some("fd00::9".into());
+    let args = keyed_with(vec![], &["--gossip-advertise", "fd00::9"]);
     let c = Config::load(None, None, &args).unwrap();
     assert_eq!(c.gossip.listen.to_string(), "[::]:32004");
     assert_eq!(c.gossip.advertise.unwrap().to_string(), "[fd00::9]:32004");
@@ -202,19 +191,16 @@ fn the_session_share_defaults_to_32_and_must_be_a_count() {
     let c = load_yaml("control:\n  max_sessions_per_user: 4\n", &d).unwrap();
     assert_eq!(c.max_sessions_per_user, 4);
     // The flag wins, and is checked as the key is.
-    let mut flagged = DaemonArgs {
-        max_sessions_per_user: Some("7".into()),
-        ..DaemonArgs::default()
-    };
+    let flagged = flags(&["--max-sessions-per-user", "7"]);
     let c = load_yaml("control:\n  max_sessions_per_user: 4\n", &flagged).unwrap();
     assert_eq!(c.max_sessions_per_user, 7);
-    flagged.max_sessions_per_user = Some("0".into());
+    let flagged = flags(&["--max-sessions-per-user", "0"]);
     let e = Config::load(None, None, &flagged).unwrap_err().to_string();
     assert!(
         e.contains("control.max_sessions_per_user: 0 is not in 1-1024"),
         "{e}"
     );
-    flagged.max_sessions_per_user = Some("x: y".into());
+    let flagged = flags(&["--max-sessions-per-user", "x: y"]);
     let e = Config::load(None, None, &flagged).unwrap_err().to_string();
     assert!(e.contains("is not a number"), "{e}");
     assert!(!e.contains('\n'), "{e:?}");
@@ -379,10 +365,7 @@ fn peer_limits_default_and_are_bounded() {
     assert_eq!(c.peers, PeerLimits::default());
     let c = load_yaml("peers: {max: 1000, max_records: 5000}\n", &d).unwrap();
     assert_eq!((c.peers.max, c.peers.max_records), (1000, 5000));
-    let flag = DaemonArgs {
-        max_peers: Some(7),
-        ..DaemonArgs::default()
-    };
+    let flag = flags(&["--max-peers", "7"]);
     assert_eq!(
         load_yaml("peers: {max: 1000}\n", &flag).unwrap().peers.max,
         7
@@ -468,7 +451,7 @@ fn the_readmes_yaml_examples_use_real_keys() {
         .collect();
     assert!(blocks.len() >= 2, "README lost its YAML examples");
     for b in blocks {
-        if let Err(e) = serde_yaml::from_str::<FileConfig>(b) {
+        if let Err(e) = serde_yaml::from_str::<DaemonArgs>(b) {
             panic!("README example does not parse: {e}\n{b}");
         }
     }
@@ -522,10 +505,12 @@ fn loopback_is_127_8_and_ipv6_1_and_their_mapped_forms() {
 fn http_is_off_by_default_and_needs_a_token_off_loopback() {
     let c = Config::load(None, None, &DaemonArgs::default()).unwrap();
     assert_eq!(c.http, None);
-    let http = |listen: &str, token: Option<&str>| DaemonArgs {
-        http: Some(listen.into()),
-        http_token_file: token.map(PathBuf::from),
-        ..Default::default()
+    let http = |listen: &str, token: Option<&str>| {
+        let mut argv = vec!["--http", listen];
+        if let Some(t) = token {
+            argv.extend(["--http-token-file", t]);
+        }
+        flags(&argv)
     };
     // Loopback: no token needed; port 0 is allowed (a free port, shown by `status`).
     for l in ["127.0.0.1:9180", "[::1]:0", "127.0.0.2:80"] {
@@ -598,4 +583,37 @@ fn missing_file_is_an_error_naming_it() {
     )
     .unwrap_err();
     assert!(e.to_string().contains("/nonexistent/diskd.yaml"));
+}
+
+#[test]
+fn flags_lie_over_the_file_key_by_key() {
+    let yaml = "multicast:\n  enabled: true\n  port: 5000\n  ttl: 3\n\
+                mount:\n  allow: [a*, b*]\n  enabled: false\n\
+                watchers:\n  disks:\n    command: [/bin/echo, hi]\n";
+    // Nothing on the command line: the file's.
+    let c = load_yaml(yaml, &DaemonArgs::default()).unwrap();
+    assert!(c.multicast.enabled && !c.mount.enabled);
+    assert_eq!((c.multicast.port, c.multicast.ttl), (5000, 3));
+    assert!(c.mount.allow_set.is_match("b1"));
+    // A flag replaces its key only (a list as a whole); a switch sets its key.
+    let args = flags(&[
+        "--ttl",
+        "2",
+        "--mount-allow",
+        "c*",
+        "--no-multicast",
+        "--allow-mount",
+        "--blkid",
+        "/sbin/blkid -c /dev/null",
+    ]);
+    let c = load_yaml(yaml, &args).unwrap();
+    assert!(!c.multicast.enabled && c.mount.enabled);
+    assert_eq!((c.multicast.port, c.multicast.ttl), (5000, 2));
+    assert!(c.mount.allow_set.is_match("c1") && !c.mount.allow_set.is_match("a1"));
+    assert_eq!(c.disks.command, ["/sbin/blkid", "-c", "/dev/null"]);
+    // A switch is a flag, not a key: the file cannot spell it.
+    let e = load_yaml("multicast:\n  no_multicast: true\n", &DaemonArgs::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown field `no_multicast`"), "{e}");
 }

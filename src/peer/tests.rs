@@ -106,24 +106,37 @@ impl Node {
     fn start(hub: &MemoryHub, clock: Clock, n: u8, o: &Opts) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let name = format!("node{n}");
-        let args = DaemonArgs {
-            node_name: Some(name.clone()),
-            store: Some(dir.path().join("store")),
-            announce_interval: Some(o.announce.into()),
-            peer_expiry: Some(o.expiry.into()),
-            ping_interval: Some(o.ping.into()),
-            max_datagram: o.max_datagram,
+        let store_dir = dir.path().join("store");
+        let mut argv: Vec<String> = [
+            "--node-name",
+            &name,
+            "--store",
+            &store_dir.to_string_lossy(),
+            "--announce-interval",
+            o.announce,
+            "--peer-expiry",
+            o.expiry,
+            "--ping-interval",
+            o.ping,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if let Some(m) = o.max_datagram {
+            argv.extend(["--max-datagram".into(), m.to_string()]);
+        }
+        if o.gossip.is_some() {
             // Only the gossip switch reads the path; the keyring below is built directly.
-            key_file: if o.gossip.is_some() {
-                vec!["/nonexistent/key".into()]
-            } else {
-                Vec::new()
-            },
-            seed: o.seeds.clone(),
-            no_multicast: o.no_multicast,
-            gossip_advertise: o.gossip.as_ref().map(|_| gaddr(n).to_string()),
-            ..Default::default()
-        };
+            argv.extend(["--key-file".into(), "/nonexistent/key".into()]);
+            argv.extend(["--gossip-advertise".into(), gaddr(n).to_string()]);
+        }
+        for s in &o.seeds {
+            argv.extend(["--seed".into(), s.clone()]);
+        }
+        if o.no_multicast {
+            argv.push("--no-multicast".into());
+        }
+        let args = DaemonArgs::parse_from(&argv).unwrap();
         let config = Config::load(None, None, &args).unwrap();
         let store = Store::open(&config.store).unwrap();
         let disks: Vec<DiskRecord> = (0..o.disks).map(|i| disk(n, i)).collect();

@@ -269,18 +269,25 @@ impl Sim<'_> {
 
     fn config(&self, i: usize) -> Config {
         let node = &self.nodes[i];
-        let args = DaemonArgs {
-            node_name: Some(node.name.clone()),
-            store: Some(format!("/nonexistent/diskd-sim/{i}").into()),
+        let mut argv: Vec<String> = vec![
+            "--node-name".into(),
+            node.name.clone(),
+            "--store".into(),
+            format!("/nonexistent/diskd-sim/{i}"),
             // Liveness is the failure detector's; a long expiry keeps "still live" writes out.
-            peer_expiry: Some("1h".into()),
+            "--peer-expiry".into(),
+            "1h".into(),
             // Only the gossip switch reads the path; the keyring is built directly.
-            key_file: vec!["/nonexistent/diskd-sim.key".into()],
-            seed: node.seeds.iter().map(|s| s.to_string()).collect(),
-            no_multicast: true,
-            gossip_advertise: Some(addr(i).to_string()),
-            ..Default::default()
-        };
+            "--key-file".into(),
+            "/nonexistent/diskd-sim.key".into(),
+            "--no-multicast".into(),
+            "--gossip-advertise".into(),
+            addr(i).to_string(),
+        ];
+        for s in &node.seeds {
+            argv.extend(["--seed".into(), s.to_string()]);
+        }
+        let args = DaemonArgs::parse_from(&argv).expect("the simulation's flags parse");
         Config::load(None, None, &args).expect("the simulation's configuration is valid")
     }
 
