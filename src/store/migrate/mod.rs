@@ -49,6 +49,12 @@
 //! over drops them (so do the conversions from schemas 3 and 4: they converted schema 2 the
 //! same way and may have left them).
 
+
+#[cfg(test)]
+mod old_writers;
+#[cfg(test)]
+pub(super) use old_writers::*;
+
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
@@ -181,56 +187,6 @@ impl<'a> HostV3<'a> {
     }
 }
 
-/// A schema-3 value of `host` (its disks' hardware left out), framed and split as schema 3
-/// stored it: what the previous release would have written. For tests.
-#[cfg(test)]
-pub(super) fn encode_v3(host: &HostView<'_>, chunk_bytes: usize) -> Vec<Vec<u8>> {
-    let v3 = HostV3 {
-        host: host.host,
-        addr: host.addr,
-        entries: host
-            .entries
-            .iter()
-            .map(|e| EntryV3 {
-                disk: DiskV3 {
-                    uuid: e.disk.uuid,
-                    label: e.disk.label,
-                    device: e.disk.device,
-                    fstype: e.disk.fstype,
-                    mountpoints: e.disk.mountpoints.clone(),
-                },
-                present: e.present,
-                first_seen: e.first_seen,
-                last_seen: e.last_seen,
-                since: e.since,
-                dup: e.dup,
-                place: e.place,
-                past: e
-                    .past
-                    .iter()
-                    .map(|p| PastStayV3 {
-                        host: p.host,
-                        addr: p.addr,
-                        device: p.device,
-                        label: p.label,
-                        first_seen: p.first_seen,
-                        last_seen: p.last_seen,
-                    })
-                    .collect(),
-            })
-            .collect(),
-    };
-    let bytes = postcard::to_allocvec(&v3).expect("encodes");
-    let first_len = bytes.len().min(chunk_bytes - 4);
-    let rest = &bytes[first_len..];
-    let n = 1 + rest.len().div_ceil(chunk_bytes);
-    let mut first = (n as u32).to_be_bytes().to_vec();
-    first.extend_from_slice(&bytes[..first_len]);
-    let mut out = vec![first];
-    out.extend(rest.chunks(chunk_bytes).map(<[u8]>::to_vec));
-    out
-}
-
 // ---- schema 4, frozen ----
 
 /// A schema-4 host value (what `layout::HostView` was).
@@ -358,71 +314,6 @@ impl<'a> HostV4<'a> {
             entries,
         }
     }
-}
-
-/// A schema-4 value of `host` (its disks' probes left out), framed and split as schema 4
-/// stored it: what the previous release would have written. For tests.
-#[cfg(test)]
-pub(super) fn encode_v4(host: &HostView<'_>, chunk_bytes: usize) -> Vec<Vec<u8>> {
-    let v4 = HostV4 {
-        host: host.host,
-        addr: host.addr,
-        entries: host
-            .entries
-            .iter()
-            .map(|e| {
-                let h = &e.disk.hardware;
-                EntryV4 {
-                    disk: DiskV4 {
-                        uuid: e.disk.uuid,
-                        label: e.disk.label,
-                        device: e.disk.device,
-                        fstype: e.disk.fstype,
-                        mountpoints: e.disk.mountpoints.clone(),
-                        hardware: HardwareV4 {
-                            size: h.size,
-                            model: h.model,
-                            vendor: h.vendor,
-                            serial: h.serial,
-                            wwn: h.wwn,
-                            transport: h.transport,
-                            removable: h.removable,
-                            rotational: h.rotational,
-                            parent: h.parent,
-                            backing_file: h.backing_file,
-                        },
-                    },
-                    present: e.present,
-                    first_seen: e.first_seen,
-                    last_seen: e.last_seen,
-                    since: e.since,
-                    dup: e.dup,
-                    place: e.place,
-                    past: e
-                        .past
-                        .iter()
-                        .map(|p| PastStayV3 {
-                            host: p.host,
-                            addr: p.addr,
-                            device: p.device,
-                            label: p.label,
-                            first_seen: p.first_seen,
-                            last_seen: p.last_seen,
-                        })
-                        .collect(),
-                }
-            })
-            .collect(),
-    };
-    let bytes = postcard::to_allocvec(&v4).expect("encodes");
-    let first_len = bytes.len().min(chunk_bytes - 4);
-    let rest = &bytes[first_len..];
-    let n = 1 + rest.len().div_ceil(chunk_bytes);
-    let mut first = (n as u32 | FRAME_V4).to_be_bytes().to_vec();
-    first.extend_from_slice(&bytes[..first_len]);
-    let mut out = vec![first];
-    out.extend(rest.chunks(chunk_bytes).map(<[u8]>::to_vec));
-    out
 }
 
 /// Convert a schema-3 or schema-4 store to schema 5, host by host in place (see the module
