@@ -107,15 +107,13 @@ fn split_words(key: &str, s: &str) -> Result<Vec<String>, ConfigError> {
     shell_words::split(s).map_err(|e| err(format!("{key}: {e}")))
 }
 
-/// Compile globs as every pattern of diskd is compiled (the watchers' device globs too):
-/// `*` does not cross `/`. A bad pattern names its key.
+/// Compile globs by the one rule of every pattern of diskd (`diskd_watchers::filter::glob`:
+/// `*` does not cross `/`). A bad pattern names its key.
 fn glob_set(key: &str, globs: &[String]) -> Result<globset::GlobSet, ConfigError> {
     let mut set = globset::GlobSetBuilder::new();
     for g in globs {
-        let glob = globset::GlobBuilder::new(g)
-            .literal_separator(true)
-            .build()
-            .map_err(|e| err(format!("{key}: {g:?}: {e}")))?;
+        let glob =
+            diskd_watchers::filter::glob(g).map_err(|e| err(format!("{key}: {g:?}: {e}")))?;
         set.add(glob);
     }
     set.build().map_err(|e| err(format!("{key}: {e}")))
@@ -247,14 +245,11 @@ impl Config {
         if command.is_empty() || command[0].is_empty() {
             return Err(err(format!("{KEY_BLKID}: must name a program")));
         }
-        let include = d.include.unwrap_or_default();
-        let exclude = d.exclude.unwrap_or_default();
-        for (key, globs) in [
-            ("watchers.disks.include", &include),
-            ("watchers.disks.exclude", &exclude),
-        ] {
-            glob_set(key, globs)?;
-        }
+        let filter = diskd_watchers::filter::DeviceFilter::new(
+            &d.include.unwrap_or_default(),
+            &d.exclude.unwrap_or_default(),
+        )
+        .map_err(|e| err(format!("watchers.disks.{e}")))?;
         let disks = DiskSettings {
             command,
             interval: match d.interval {
@@ -265,8 +260,7 @@ impl Config {
                 Some(v) => duration("watchers.disks.timeout", &v)?,
                 None => Duration::from_secs(15),
             },
-            include,
-            exclude,
+            filter,
         };
         let mount_interval = match f.watchers.mounts.interval {
             Some(v) => duration("watchers.mounts.interval", &v)?,

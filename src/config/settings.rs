@@ -125,10 +125,8 @@ pub struct DiskSettings {
     pub interval: Duration,
     /// Scan timeout.
     pub timeout: Duration,
-    /// Device globs to include (empty: all).
-    pub include: Vec<String>,
-    /// Device globs to exclude.
-    pub exclude: Vec<String>,
+    /// Which device paths the disk and hardware watchers report, compiled once here.
+    pub filter: diskd_watchers::filter::DeviceFilter,
 }
 
 /// A group, by the name the operator gave and the id it resolved to at start.

@@ -69,26 +69,20 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         command: config.disks.command.clone(),
         interval: config.disks.interval,
         timeout: config.disks.timeout,
-        include: config.disks.include.clone(),
-        exclude: config.disks.exclude.clone(),
+        filter: config.disks.filter.clone(),
         // Blank-disk records come from the hardware watcher's devices: with it, the disks
         // blkid's scan does not report are probed one by one, so that a device is called
         // blank only when blkid saw it empty.
         probe_sysfs: config.hardware.as_ref().map(|h| h.sysfs.clone()),
-    })
-    .map_err(|e| DaemonError::Startup(format!("watchers.disks: {e}")))?;
+    });
     // Another watcher is one more entry here: it observes, the inventory's writer merges.
     let hardware_watcher = match &config.hardware {
-        Some(h) => Some(
-            HardwareWatcher::new(HardwareWatcherConfig {
-                root: h.sysfs.clone(),
-                interval: h.interval,
-                timeout: config.disks.timeout,
-                include: config.disks.include.clone(),
-                exclude: config.disks.exclude.clone(),
-            })
-            .map_err(|e| DaemonError::Startup(format!("watchers.hardware: {e}")))?,
-        ),
+        Some(h) => Some(HardwareWatcher::new(HardwareWatcherConfig {
+            root: h.sysfs.clone(),
+            interval: h.interval,
+            timeout: config.disks.timeout,
+            filter: config.disks.filter.clone(),
+        })),
         None => None,
     };
     let keys = crate::peer::keys::Keyring::load(&config.key_files).map_err(|e| startup(&e))?;

@@ -99,12 +99,8 @@ pub struct HardwareWatcherConfig {
     /// How long one scan may take before the daemon counts it as hung (an attribute read
     /// can reach a device).
     pub timeout: Duration,
-    /// Glob patterns on the device path; when non-empty, only matching devices are
-    /// reported (the same rules as the `disks` watcher's).
-    pub include: Vec<String>,
-    /// Glob patterns on the device path; matching devices are never reported, even when
-    /// `include` matches them.
-    pub exclude: Vec<String>,
+    /// Which device paths are reported (the `disks` watcher's filter).
+    pub filter: DeviceFilter,
 }
 
 impl Default for HardwareWatcherConfig {
@@ -115,8 +111,7 @@ impl Default for HardwareWatcherConfig {
             root: PathBuf::from("/sys"),
             interval: Duration::from_secs(60),
             timeout: Duration::from_secs(15),
-            include: Vec::new(),
-            exclude: Vec::new(),
+            filter: DeviceFilter::default(),
         }
     }
 }
@@ -136,15 +131,14 @@ impl HardwareWatcher {
     /// The watcher's name (`status`, `refresh`), for callers that ask this one to scan.
     pub const NAME: &'static str = "hardware";
 
-    /// Compiles the include/exclude globs once, so a bad pattern is reported at startup
-    /// rather than on every scan. `*` does not cross `/`, as for the `disks` watcher.
-    pub fn new(cfg: HardwareWatcherConfig) -> Result<HardwareWatcher, globset::Error> {
-        let filter = Arc::new(DeviceFilter::new(&cfg.include, &cfg.exclude)?);
-        Ok(HardwareWatcher {
+    /// A watcher with these settings (its device filter compiled already).
+    pub fn new(cfg: HardwareWatcherConfig) -> HardwareWatcher {
+        let filter = Arc::new(cfg.filter.clone());
+        HardwareWatcher {
             cfg,
             filter,
             events: LazyBlockEvents::default(),
-        })
+        }
     }
 }
 
@@ -904,22 +898,20 @@ mod tests {
         let sys = machine();
         let w = HardwareWatcher::new(HardwareWatcherConfig {
             root: sys.root().to_path_buf(),
-            include: vec!["/dev/sd*".into(), "/dev/loop*".into()],
-            exclude: vec!["/dev/sda2".into(), "/dev/loop*".into()],
+            filter: DeviceFilter::new(
+                &["/dev/sd*".into(), "/dev/loop*".into()],
+                &["/dev/sda2".into(), "/dev/loop*".into()],
+            )
+            .unwrap(),
             ..HardwareWatcherConfig::default()
-        })
-        .unwrap();
+        });
         let all = read_sysfs(sys.root(), |d| w.filter.wanted(d)).unwrap();
         let names: Vec<&str> = all.iter().map(|d| d.device.as_str()).collect();
         assert_eq!(names, ["/dev/sda", "/dev/sda1", "/dev/sdb"]);
         // Excluding the disk does not hide its partitions, nor change what they say.
         let parts = read_sysfs(sys.root(), |d| d != "/dev/sda").unwrap();
         assert_eq!(get(&parts, "/dev/sda1").hardware.transport, s("sata"));
-        assert!(HardwareWatcher::new(HardwareWatcherConfig {
-            include: vec!["/dev/[".into()],
-            ..HardwareWatcherConfig::default()
-        })
-        .is_err());
+        assert!(DeviceFilter::new(&["/dev/[".into()], &[]).is_err());
     }
 
     #[test]
@@ -1000,10 +992,9 @@ mod tests {
         let sys = machine();
         let w = HardwareWatcher::new(HardwareWatcherConfig {
             root: sys.root().to_path_buf(),
-            exclude: vec!["/dev/sd*".into()],
+            filter: DeviceFilter::new(&[], &["/dev/sd*".into()]).unwrap(),
             ..HardwareWatcherConfig::default()
-        })
-        .unwrap();
+        });
         assert_eq!(w.name(), "hardware");
         assert_eq!(w.interval(), Duration::from_secs(60));
         assert_eq!(w.timeout(), Duration::from_secs(15));

@@ -30,7 +30,7 @@ use async_trait::async_trait;
 
 pub mod disks;
 pub mod events;
-mod filter;
+pub mod filter;
 pub mod hardware;
 pub mod mounts;
 pub mod process;

@@ -49,7 +49,6 @@
 //! over drops them (so do the conversions from schemas 3 and 4: they converted schema 2 the
 //! same way and may have left them).
 
-
 #[cfg(test)]
 mod old_writers;
 #[cfg(test)]

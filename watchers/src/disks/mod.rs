@@ -46,12 +46,9 @@ pub struct DiskWatcherConfig {
     pub interval: Duration,
     /// How long one blkid run may take before it is killed.
     pub timeout: Duration,
-    /// Glob patterns on the device path; when non-empty, only matching devices are
-    /// reported, so a machine can ignore its system disks.
-    pub include: Vec<String>,
-    /// Glob patterns on the device path; matching devices are never reported (loop
-    /// devices of snaps, for example), even when `include` matches them.
-    pub exclude: Vec<String>,
+    /// Which device paths are reported (`watchers.disks.include` / `exclude`), so a
+    /// machine can ignore its system disks or the loop devices of snaps.
+    pub filter: DeviceFilter,
     /// Where sysfs is mounted, when the devices a scan does not report are to be probed
     /// one by one (see [`DiskWatcher::scan`]): the daemon sets it with the hardware
     /// watcher, the only source of blank-disk records. `None`: no probing.
@@ -66,8 +63,7 @@ impl Default for DiskWatcherConfig {
             command: vec!["blkid".to_string()],
             interval: Duration::from_secs(60),
             timeout: Duration::from_secs(15),
-            include: Vec::new(),
-            exclude: Vec::new(),
+            filter: DeviceFilter::default(),
             probe_sysfs: None,
         }
     }
@@ -119,22 +115,18 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl DiskWatcher {
-    /// Compiles the include/exclude globs once, so a bad pattern is reported at startup
-    /// rather than on every scan.
-    ///
-    /// In the patterns `*` does not cross `/` (as in a shell): `/dev/*` means the nodes
-    /// directly in `/dev`, `/dev/**` everything below it.
-    pub fn new(cfg: DiskWatcherConfig) -> Result<DiskWatcher, globset::Error> {
-        let filter = DeviceFilter::new(&cfg.include, &cfg.exclude)?;
+    /// A watcher with these settings (its device filter compiled already).
+    pub fn new(cfg: DiskWatcherConfig) -> DiskWatcher {
+        let filter = cfg.filter.clone();
         let argv = effective_argv(&cfg.command);
-        Ok(DiskWatcher {
+        DiskWatcher {
             cfg,
             argv,
             filter,
             events: LazyBlockEvents::default(),
             changes: std::sync::Mutex::new(Changes::default()),
             last: std::sync::Mutex::new(None),
-        })
+        }
     }
 
     /// The argv each scan runs, so `debug` output can show exactly what is executed.
