@@ -150,7 +150,7 @@ impl Layer {
         {
             return self.reject(Reject::GossipInvalid, from);
         }
-        if self.goodbyes.peek(&env.node_id) == Some(&env.boot) {
+        if self.heard.goodbyes.peek(&env.node_id) == Some(&env.boot) {
             // A late datagram of a run that said goodbye (it came the other way, or was
             // reordered, or is the goodbye's copy on the other path): it must not bring
             // the peer back. A restart has a new boot id.
@@ -195,7 +195,7 @@ impl Layer {
         // as their own events.
         let mut back_in_grace = false;
         if self.table.joins(&peer) && !matches!(env.body, Body::Goodbye) {
-            back_in_grace = self.pending_lost.remove(&env.node_id).is_some();
+            back_in_grace = self.heard.pending_lost.remove(&env.node_id).is_some();
             if !back_in_grace {
                 changes = self.peer_live_events(&peer, t);
             }
@@ -211,15 +211,16 @@ impl Layer {
         match env.body {
             Body::Goodbye => {
                 // Bounded: the least recent goes first; at worst its late datagram revives it.
-                self.goodbyes.put(env.node_id.clone(), env.boot);
+                self.heard.goodbyes.put(env.node_id.clone(), env.boot);
                 if !self.table.joins(&peer) {
                     // Said for the fleet only after a grace: a daemon restarting (an
                     // upgrade) is back before it, and then nothing changed for the fleet.
                     let due = self.clock.instant() + GOODBYE_GRACE;
-                    if self.pending_lost.len() >= 2 * self.table.max() {
+                    if self.heard.pending_lost.len() >= 2 * self.table.max() {
                         self.flush_pending_lost(true);
                     }
-                    self.pending_lost
+                    self.heard
+                        .pending_lost
                         .insert(env.node_id.clone(), (due, peer.clone()));
                 }
                 self.table.said_goodbye(&mut peer);
@@ -261,7 +262,7 @@ impl Layer {
             }
             Body::MountReply(reply) => {
                 if reply.target == self.ctx.node().id {
-                    self.rpc.answered(reply);
+                    self.mount.rpc.answered(reply);
                 }
             }
             Body::Inventory(chunk) => {
@@ -317,11 +318,11 @@ impl Layer {
             // One line per peer, but not thousands in a second when a whole fleet appears
             // at once (first contact): past the budget they are counted, and housekeeping
             // logs the count.
-            if self.joins_logged < JOINS_LOGGED_PER_TICK {
-                self.joins_logged += 1;
+            if self.joins.logged < JOINS_LOGGED_PER_TICK {
+                self.joins.logged += 1;
                 tracing::info!(peer = %peer.node, addr = %addr, "peer joined");
             } else {
-                self.joins_unlogged += 1;
+                self.joins.unlogged += 1;
             }
             if self.ctx.debugging() {
                 self.ctx
@@ -344,7 +345,7 @@ impl Layer {
             .store_write(|s| s.publish_peer(&peer.node_id, &peer.node, Some(addr), disks, t));
         match written {
             // Only a changed inventory needs to reach the disk soon.
-            Ok(()) => self.dirty |= !diff.is_empty(),
+            Ok(()) => self.flush.dirty |= !diff.is_empty(),
             Err(e) => {
                 // Kept in memory (queries answer it); the store logs its failure once and
                 // rewrites it when the disk works again (`Store::keep`). What changed has
@@ -374,9 +375,9 @@ impl Layer {
     }
 
     pub(super) async fn flush_if_dirty(&mut self) {
-        if std::mem::take(&mut self.dirty) {
-            self.last_flush = self.clock.instant();
-            self.unflushed = false;
+        if std::mem::take(&mut self.flush.dirty) {
+            self.flush.last = self.clock.instant();
+            self.flush.unflushed = false;
             // A store in memory only flushes at once, here: a blocking thread's wake-up
             // would come at a moment no seed decides (`diskd-bench sim` is repeatable).
             let result = if self.clock.is_simulated() && !self.ctx.store().is_volatile() {
@@ -412,7 +413,7 @@ impl Layer {
     /// with the disks it sent (replacing its previous list, as the Perl daemon does). It is
     /// never authenticated, so it never triggers anything (no announce, no mount).
     async fn receive_legacy(&mut self, bytes: &[u8], from: SocketAddr) {
-        if self.sent_legacy.contains(&legacy_digest(bytes)) {
+        if self.announce.sent_legacy.contains(&legacy_digest(bytes)) {
             return; // our own, looped back
         }
         let disks = match legacy::decode(bytes) {
@@ -480,7 +481,7 @@ impl Layer {
             self.ctx
                 .event("disk", format!("{ip} (legacy): vanished {}", d.device));
         }
-        self.dirty = true;
+        self.flush.dirty = true;
         self.save_peer(peer, true).await;
         self.ctx.fleet().emit(changes);
         if joined {
@@ -496,8 +497,8 @@ impl Layer {
     /// id get the same answer.
     fn serve_mount_request(&mut self, from: &PeerRecord, req: wire::MountRequest) {
         let key = (from.node_id.clone(), req.request_id);
-        let tx = self.done_tx.clone();
-        match self.rpc.serve(key.clone()) {
+        let tx = self.mount.done_tx.clone();
+        match self.mount.rpc.serve(key.clone()) {
             Serve::InProgress => {}
             Serve::Repeat(reply) => {
                 // A retry: the answer was lost; send it again (or at its next retry).
@@ -543,14 +544,14 @@ impl Layer {
         for _ in 0..dropped {
             self.ctx.count_reject("incomplete_generation");
         }
-        if self.joins_unlogged > 0 {
+        if self.joins.unlogged > 0 {
             tracing::info!(
                 "{} more peers joined (not logged one by one; `peers` lists them)",
-                self.joins_unlogged
+                self.joins.unlogged
             );
         }
-        self.joins_logged = 0;
-        self.joins_unlogged = 0;
+        self.joins.logged = 0;
+        self.joins.unlogged = 0;
         for gone in self.table.expire(self.clock.wall_ms()) {
             // Persist the last time it was heard, which `save_peer` may have held back.
             if let Some(p) = &gone.write {

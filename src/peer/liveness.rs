@@ -12,6 +12,7 @@ impl Layer {
     pub(super) fn flush_pending_lost(&mut self, all: bool) {
         let now = self.clock.instant();
         let due: Vec<String> = self
+            .heard
             .pending_lost
             .iter()
             .filter(|(_, (at, _))| all || *at <= now)
@@ -19,7 +20,7 @@ impl Layer {
             .collect();
         let t = self.clock.wall_ms();
         for id in due {
-            if let Some((_, peer)) = self.pending_lost.remove(&id) {
+            if let Some((_, peer)) = self.heard.pending_lost.remove(&id) {
                 let changes = self.peer_lost_events(&peer, t);
                 self.ctx.fleet().emit(changes);
             }
@@ -80,11 +81,11 @@ impl Layer {
             match self.ctx.store_write(|s| s.upsert_peer(&peer)) {
                 Ok(()) => {
                     self.table.written(&peer);
-                    self.dirty |= important;
+                    self.flush.dirty |= important;
                     // Routine last-seen writes are flushed by housekeeping now and then, so
                     // a crash does not make a restart see live peers as lost (and re-fire
                     // their `peer-live`).
-                    self.unflushed |= !important;
+                    self.flush.unflushed |= !important;
                 }
                 Err(e) => {
                     // In memory all the same; the store rewrites it (`Store::keep`).

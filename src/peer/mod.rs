@@ -204,7 +204,7 @@ async fn run<T, F, G>(
                     Err(e) => {
                         // Our mount requests cannot be answered while the sockets are down:
                         // fail them now rather than leave their sessions waiting.
-                        layer.rpc.fail_all(&e);
+                        layer.mount.rpc.fail_all(&e);
                         tracing::warn!(
                             "multicast socket failed: {e}; reopening in {:?}",
                             backoff.peek()
@@ -255,42 +255,83 @@ struct Layer {
     rng: StdRng,
     replay: ReplayGuard,
     table: PeerTable,
-    boot: u64,
-    seq: u64,
-    generation: u64,
     reassembly: Reassembly,
     pacer: PingPacer,
-    change_announce_at: Option<Instant>,
-    /// When the last change-triggered announce went out (the debounce window's start).
-    last_change_announce: Option<Instant>,
+    /// Who we are on the wire and how far our inventory has come.
+    me: Sender,
+    /// When our next announces go out, and how sending has gone.
+    announce: Announcing,
     /// Store writes not yet flushed.
-    dirty: bool,
+    flush: Flushing,
     /// "peer joined" lines logged in this housekeeping tick, and joins past the budget.
-    joins_logged: u32,
-    joins_unlogged: u32,
+    joins: JoinLog,
+    /// Mount requests we made, and the mount service's answers to peers' requests.
+    mount: MountState,
+    /// What we heard from peers outside their inventories: goodbyes, multicast.
+    heard: Heard,
+    /// The gossip half, when gossip runs.
+    gossip: Option<GossipState>,
+}
+
+/// Who we are on the wire, and how far our inventory has come.
+struct Sender {
+    /// A random id per run, in every datagram (a restart is a new boot).
+    boot: u64,
+    /// The sequence number of our latest datagram.
+    seq: u64,
+    /// The generation of our latest inventory.
+    generation: u64,
+    /// The generation of our latest inventory whose content changed (what members
+    /// compare with to know whether they are behind).
+    content_gen: u64,
+}
+
+/// When our next announces go out, and how sending has gone.
+#[derive(Default)]
+struct Announcing {
+    /// When the announce of a change is due (the end of the debounce window).
+    due: Option<Instant>,
+    /// When the last change-triggered announce went out (the debounce window's start).
+    last: Option<Instant>,
     /// Transient send errors in a row.
     send_failures: u32,
     /// Digests of our latest legacy datagrams, to recognise them when they loop back (the
     /// Perl format carries no node id).
     sent_legacy: VecDeque<u64>,
+}
+
+/// Store writes not yet flushed.
+struct Flushing {
+    /// Writes that asked for a flush.
+    dirty: bool,
+    /// Writes made since the last flush that did not ask for one.
+    unflushed: bool,
+    last: Instant,
+}
+
+/// "peer joined" lines logged in this housekeeping tick, and joins past the budget.
+#[derive(Default)]
+struct JoinLog {
+    logged: u32,
+    unlogged: u32,
+}
+
+/// Mount requests we made, and the mount service's answers to peers' requests.
+struct MountState {
     rpc: MountRpc,
     /// Answers of the mount service to remote requests, to send.
     done_tx: mpsc::Sender<(ServedKey, MountReply)>,
     done_rx: mpsc::Receiver<(ServedKey, MountReply)>,
-    /// The gossip half, when gossip runs.
-    gossip: Option<GossipState>,
-    /// Goodbyes not yet told to the fleet, with when they are due (see `GOODBYE_GRACE`).
-    pending_lost: std::collections::BTreeMap<String, (Instant, crate::model::PeerRecord)>,
-    /// Store writes made since the last flush that did not ask for one.
-    unflushed: bool,
-    last_flush: Instant,
+}
+
+/// What we heard from peers outside their inventories.
+struct Heard {
     /// The boot id each peer said goodbye from (its later datagrams are ignored).
     goodbyes: lru::LruCache<String, u64>,
     /// When each peer was last heard by multicast.
-    mcast_heard: lru::LruCache<String, crate::model::Millis>,
-    /// The generation of our latest inventory whose content changed (what members
-    /// compare with to know whether they are behind).
-    content_gen: u64,
+    multicast: lru::LruCache<String, crate::model::Millis>,
+    /// Goodbyes not yet told to the fleet, with when they are due (see `GOODBYE_GRACE`).
+    pending_lost: std::collections::BTreeMap<String, (Instant, crate::model::PeerRecord)>,
 }
 
 /// Which way a datagram came.
@@ -322,35 +363,41 @@ impl Layer {
             replay.restore(&p.node_id, p.boot, p.sent_ms, now);
         }
         let (done_tx, done_rx) = mpsc::channel(64);
+        // Drawn first, before anything else takes from `rng` (one seed, one run).
+        let boot = rng.gen();
         Layer {
             keys,
             replay,
             table,
             pacer: PingPacer::new(ctx.config().ping_min_interval),
             ctx,
-            clock,
-            boot: rng.gen(),
             rng,
-            seq: 0,
-            generation: 0,
             reassembly: Reassembly::default(),
-            change_announce_at: None,
-            last_change_announce: None,
-            dirty: false,
-            joins_logged: 0,
-            joins_unlogged: 0,
-            send_failures: 0,
-            sent_legacy: VecDeque::new(),
-            rpc: MountRpc::default(),
-            done_tx,
-            done_rx,
+            me: Sender {
+                boot,
+                seq: 0,
+                generation: 0,
+                content_gen: 0,
+            },
+            announce: Announcing::default(),
+            flush: Flushing {
+                dirty: false,
+                unflushed: false,
+                last: clock.instant(),
+            },
+            clock,
+            joins: JoinLog::default(),
+            mount: MountState {
+                rpc: MountRpc::default(),
+                done_tx,
+                done_rx,
+            },
+            heard: Heard {
+                goodbyes: lru::LruCache::sparse(tracked),
+                multicast: lru::LruCache::sparse(tracked),
+                pending_lost: std::collections::BTreeMap::new(),
+            },
             gossip: None,
-            goodbyes: lru::LruCache::sparse(tracked),
-            pending_lost: std::collections::BTreeMap::new(),
-            unflushed: false,
-            last_flush: clock.instant(),
-            mcast_heard: lru::LruCache::sparse(tracked),
-            content_gen: 0,
         }
     }
 
@@ -403,7 +450,7 @@ impl Layer {
     /// multicast, and to gossip members with a notice.
     async fn changed_announce<T: Transport>(&mut self, t: &T) -> std::io::Result<usize> {
         let n = self.announce(t).await?;
-        self.content_gen = self.generation;
+        self.me.content_gen = self.me.generation;
         self.gossip_changed();
         Ok(n)
     }

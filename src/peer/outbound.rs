@@ -10,13 +10,13 @@ use crate::telemetry::Stats;
 
 impl Layer {
     pub(super) fn envelope(&mut self, body: Body) -> Envelope {
-        self.seq += 1;
+        self.me.seq += 1;
         let node = self.ctx.node();
         Envelope {
             node_id: node.id.clone(),
             node: node.name.clone(),
-            boot: self.boot,
-            seq: self.seq,
+            boot: self.me.boot,
+            seq: self.me.seq,
             sent_ms: self.clock.wall_ms(),
             body,
         }
@@ -45,7 +45,7 @@ impl Layer {
         Envelope {
             node_id: node.id.clone(),
             node: node.name.clone(),
-            boot: self.boot,
+            boot: self.me.boot,
             seq,
             sent_ms: self.clock.wall_ms(),
             body,
@@ -76,7 +76,7 @@ impl Layer {
             Ok(()) => {
                 Stats::bump(&self.ctx.stats().packets_sent);
                 self.ctx.add_bytes_sent(len);
-                if std::mem::take(&mut self.send_failures) > 0 {
+                if std::mem::take(&mut self.announce.send_failures) > 0 {
                     tracing::info!("multicast sends work again");
                     self.ctx.set_peer_state(format!("up: {}", t.describe()));
                 }
@@ -84,16 +84,16 @@ impl Layer {
             }
             Err(e) if transient(&e) => {
                 Stats::bump(&self.ctx.stats().send_errors);
-                self.send_failures += 1;
-                if self.send_failures == 1 {
+                self.announce.send_failures += 1;
+                if self.announce.send_failures == 1 {
                     tracing::warn!("multicast send failed: {e}");
                     self.ctx
                         .set_peer_state(format!("degraded: sends fail: {e}"));
                     self.ctx
                         .event("error", format!("multicast send failed: {e}"));
                 }
-                if self.send_failures >= SEND_FAILURES_BEFORE_REOPEN {
-                    self.send_failures = 0;
+                if self.announce.send_failures >= SEND_FAILURES_BEFORE_REOPEN {
+                    self.announce.send_failures = 0;
                     return Err(e);
                 }
                 Ok(())
@@ -105,13 +105,13 @@ impl Layer {
     /// Send our whole inventory as one generation; returns the number of disks.
     pub(super) async fn announce<T: Transport>(&mut self, t: &T) -> std::io::Result<usize> {
         let disks = self.ctx.store().local_inventory();
-        self.generation += 1;
+        self.me.generation += 1;
         let template = self.envelope(Body::Ping);
         let mut max = self.ctx.config().multicast.max_datagram;
         if self.keys.enabled() {
             max -= keys::OVERHEAD;
         }
-        let chunks = wire::chunk_inventory(&template, self.generation, &disks, max);
+        let chunks = wire::chunk_inventory(&template, self.me.generation, &disks, max);
         for (i, c) in chunks.into_iter().enumerate() {
             if i > 0 && i % PACE_EVERY == 0 {
                 // Let receivers drain their socket buffers during a large burst.
@@ -144,9 +144,9 @@ impl Layer {
             }
             self.ctx.set_legacy_left_out(left_out);
         }
-        self.sent_legacy.push_back(legacy_digest(&bytes));
-        if self.sent_legacy.len() > 8 {
-            self.sent_legacy.pop_front();
+        self.announce.sent_legacy.push_back(legacy_digest(&bytes));
+        if self.announce.sent_legacy.len() > 8 {
+            self.announce.sent_legacy.pop_front();
         }
         let result = t.send(&bytes).await;
         self.after_send(t, result, bytes.len())

@@ -101,24 +101,24 @@ impl Layer {
                 }
                 _ = ctx.local_changed().notified() => {
                     let now = self.clock.instant();
-                    match self.last_change_announce {
+                    match self.announce.last {
                         // Already due at the window's end: this change goes with it (taking
                         // the notification now leaves none stored to fire a needless one).
-                        _ if self.change_announce_at.is_some() => {}
+                        _ if self.announce.due.is_some() => {}
                         Some(last) if now < last + DEBOUNCE => {
                             // Part of a burst: folded into one announce at the window's end.
-                            self.change_announce_at = Some(last + DEBOUNCE);
+                            self.announce.due = Some(last + DEBOUNCE);
                         }
                         _ => {
-                            self.last_change_announce = Some(now);
+                            self.announce.last = Some(now);
                             self.changed_announce(t).await?;
                             next_announce = self.clock.instant() + interval;
                         }
                     }
                 }
-                _ = at(self.change_announce_at) => {
-                    self.change_announce_at = None;
-                    self.last_change_announce = Some(self.clock.instant());
+                _ = at(self.announce.due) => {
+                    self.announce.due = None;
+                    self.announce.last = Some(self.clock.instant());
                     self.changed_announce(t).await?;
                     next_announce = self.clock.instant() + interval;
                 }
@@ -155,22 +155,22 @@ impl Layer {
                         let now = self.clock.instant();
                         // Waiting first: if the send fails, the reopen path fails it with
                         // the reason instead of dropping the reply.
-                        self.rpc.start(request.clone(), reply, now);
+                        self.mount.rpc.start(request.clone(), reply, now);
                         let target = request.target.clone();
                         self.send_to_node(t, &target, Body::MountRequest(request)).await?;
                     }
                 },
-                _ = at(self.rpc.next_due()) => {
+                _ = at(self.mount.rpc.next_due()) => {
                     // Resend our unanswered mount requests that are due; fail those past
                     // their deadline.
-                    for request in self.rpc.due(self.clock.instant()) {
+                    for request in self.mount.rpc.due(self.clock.instant()) {
                         let target = request.target.clone();
                         self.send_to_node(t, &target, Body::MountRequest(request)).await?;
                     }
                 }
-                Some((key, reply)) = self.done_rx.recv() => {
+                Some((key, reply)) = self.mount.done_rx.recv() => {
                     tracing::info!(requester = %key.0, ok = reply.ok, "mount request answered: {}", reply.message);
-                    self.rpc.served(&key, &reply);
+                    self.mount.rpc.served(&key, &reply);
                     self.send_to_node(t, &key.0, Body::MountReply(reply)).await?;
                 }
                 _ = housekeeping.tick() => {
@@ -181,9 +181,9 @@ impl Layer {
                     self.gossip_housekeeping().await;
                     self.flush_pending_lost(false);
                     let now = self.clock.instant();
-                    if self.unflushed && now >= self.last_flush + FLUSH_EVERY {
-                        self.unflushed = false;
-                        self.dirty = true;
+                    if self.flush.unflushed && now >= self.flush.last + FLUSH_EVERY {
+                        self.flush.unflushed = false;
+                        self.flush.dirty = true;
                     }
                     self.flush_if_dirty().await;
                 }

@@ -68,7 +68,7 @@ impl Layer {
         now: Instant,
         asked: bool,
     ) {
-        let version = (self.boot, self.content_gen);
+        let version = (self.me.boot, self.me.content_gen);
         let allowed = self.gossip.as_mut().is_some_and(|gs| {
             (asked || gs.sent.peek(node_id) != Some(&version))
                 && allow(&mut gs.pushed, node_id, now, PUSH_EVERY)
@@ -106,13 +106,13 @@ impl Layer {
         let inventory = self.ctx.store().local_inventory();
         let notice = Notice {
             node: crate::peer::gossip::MemberId::parse_node(&self.ctx.node().id).unwrap_or(0),
-            boot: self.boot,
-            generation: self.content_gen,
+            boot: self.me.boot,
+            generation: self.me.content_gen,
             at_ms: self.clock.wall_ms(),
         };
         let now = self.clock.instant();
         if let Some(gs) = self.gossip.as_mut() {
-            let delta = gs.deltas.record(self.content_gen, &inventory);
+            let delta = gs.deltas.record(self.me.content_gen, &inventory);
             let out = gs.engine.notice(notice, delta.as_ref(), now);
             self.gossip_outputs_sync(out);
         }
@@ -186,11 +186,11 @@ impl Layer {
     /// just announced by multicast.
     pub(in crate::peer) fn inventory_chunks(&mut self, fresh: bool) -> Vec<wire::Chunk> {
         let disks = self.ctx.store().local_inventory();
-        if fresh || self.generation == 0 {
-            self.generation += 1;
+        if fresh || self.me.generation == 0 {
+            self.me.generation += 1;
         }
         let template = self.envelope_gossip(Body::Ping, None);
         let max = self.ctx.config().multicast.max_datagram - keys::OVERHEAD;
-        wire::chunk_inventory(&template, self.generation, &disks, max)
+        wire::chunk_inventory(&template, self.me.generation, &disks, max)
     }
 }

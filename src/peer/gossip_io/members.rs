@@ -16,7 +16,7 @@ impl Layer {
                 continue;
             }
             let t = self.clock.wall_ms();
-            let back_in_grace = self.pending_lost.remove(&node_id).is_some();
+            let back_in_grace = self.heard.pending_lost.remove(&node_id).is_some();
             let changes = if back_in_grace {
                 Vec::new()
             } else {
@@ -144,10 +144,11 @@ impl Layer {
         // lost for the fleet, and its return is not news either.
         if !self.table.joins(&peer) {
             let due = self.clock.instant() + crate::peer::GOODBYE_GRACE;
-            if self.pending_lost.len() >= 2 * self.table.max() {
+            if self.heard.pending_lost.len() >= 2 * self.table.max() {
                 self.flush_pending_lost(true);
             }
-            self.pending_lost
+            self.heard
+                .pending_lost
                 .insert(node_id.clone(), (due, peer.clone()));
         }
         self.table.said_goodbye(&mut peer);

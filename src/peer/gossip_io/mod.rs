@@ -243,7 +243,8 @@ impl Layer {
     /// multicast announces and needs no unicast copy, and multicast vouches for it).
     pub(super) fn multicast_fresh(&self, node_id: &str) -> bool {
         let expiry = self.ctx.peer_expiry().as_millis() as Millis;
-        self.mcast_heard
+        self.heard
+            .multicast
             .peek(node_id)
             .is_some_and(|t| self.clock.wall_ms().saturating_sub(*t) <= expiry)
     }
@@ -253,7 +254,8 @@ impl Layer {
     /// anywhere then joins the whole LAN to the fleet).
     pub(super) fn heard_by_multicast(&mut self, node_id: &str, from: SocketAddr, keyed: bool) {
         let was_fresh = self.multicast_fresh(node_id);
-        self.mcast_heard
+        self.heard
+            .multicast
             .put(node_id.to_string(), self.clock.wall_ms());
         let now = self.clock.instant();
         let Some(gs) = self.gossip.as_mut() else {
@@ -335,7 +337,7 @@ impl Layer {
                         gs.outbox.push_back((
                             to,
                             Body::Swim(Swim {
-                                generation: self.content_gen,
+                                generation: self.me.content_gen,
                                 data,
                             }),
                         ));

@@ -212,7 +212,7 @@ impl Layer {
             let body = match body {
                 // The generation others compare with is the latest at sending time.
                 Body::Swim(s) => Body::Swim(Swim {
-                    generation: self.content_gen,
+                    generation: self.me.content_gen,
                     data: s.data,
                 }),
                 other => other,
