@@ -46,7 +46,8 @@ fn peer_id(p: usize) -> String {
     format!("{:032x}", 0x5151_0000_0000u64 + p as u64)
 }
 
-/// Disk `d` of simulated host `p` (also what `diskd-bench store` writes).
+/// Disk `d` of simulated host `p` (also what `diskd-bench store` writes), with the hardware a
+/// real partition carries, as the daemon's defaults report it.
 pub fn sim_disk(p: usize, d: usize) -> DiskRecord {
     DiskRecord {
         probe: Default::default(),
@@ -59,7 +60,17 @@ pub fn sim_disk(p: usize, d: usize) -> DiskRecord {
         } else {
             vec![]
         },
-        hardware: Default::default(),
+        // What the hardware watcher (on by default) reports for a partition of a SATA
+        // disk: its size and how the disk is attached; the identity (model, serial, WWN)
+        // belongs to the whole disk's record.
+        hardware: diskd::model::Hardware {
+            size: Some(4_000_785_964_544 / 4),
+            transport: Some("sata".into()),
+            removable: Some(false),
+            rotational: Some(true),
+            parent: Some(format!("/dev/sd{}", (b'a' + (d % 26) as u8) as char)),
+            ..Default::default()
+        },
     }
 }
 

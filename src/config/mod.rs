@@ -26,6 +26,7 @@ use serde::Deserialize;
 
 use crate::flags::{DaemonArgs, GossipArgs, HttpArgs, PeersArgs};
 use crate::model::{limits, FleetEventKind};
+use diskd_watchers::{DiskWatcherConfig, HardwareWatcherConfig};
 
 /// Default multicast group, the same as the Perl diskd so both find each other.
 pub const DEFAULT_GROUP: &str = "230.1.2.3";
@@ -59,11 +60,11 @@ pub struct Config {
     /// Peer-layer settings.
     pub multicast: Multicast,
     /// Disk watcher settings.
-    pub disks: DiskSettings,
+    pub disks: DiskWatcherConfig,
     /// Mount table scan period.
     pub mount_interval: Duration,
     /// The sysfs hardware watcher, when enabled.
-    pub hardware: Option<HardwareSettings>,
+    pub hardware: Option<HardwareWatcherConfig>,
     /// Answer at most one ping per this period.
     pub ping_min_interval: Duration,
     /// Key files; the first signs.
@@ -250,17 +251,9 @@ impl Config {
             &d.exclude.unwrap_or_default(),
         )
         .map_err(|e| err(format!("watchers.disks.{e}")))?;
-        let disks = DiskSettings {
-            command,
-            interval: match d.interval {
-                Some(v) => duration("watchers.disks.interval", &v)?,
-                None => Duration::from_secs(60),
-            },
-            timeout: match d.timeout {
-                Some(v) => duration("watchers.disks.timeout", &v)?,
-                None => Duration::from_secs(15),
-            },
-            filter,
+        let disk_timeout = match d.timeout {
+            Some(v) => duration("watchers.disks.timeout", &v)?,
+            None => Duration::from_secs(15),
         };
         let mount_interval = match f.watchers.mounts.interval {
             Some(v) => duration("watchers.mounts.interval", &v)?,
@@ -268,15 +261,31 @@ impl Config {
         };
         let h = f.watchers.hardware;
         let hardware = if h.enabled.unwrap_or(true) {
-            Some(HardwareSettings {
+            Some(HardwareWatcherConfig {
+                root: h.sysfs.unwrap_or_else(|| PathBuf::from("/sys")),
                 interval: match h.interval {
                     Some(v) => duration("watchers.hardware.interval", &v)?,
                     None => Duration::from_secs(60),
                 },
-                sysfs: h.sysfs.unwrap_or_else(|| PathBuf::from("/sys")),
+                // A sysfs read can reach a device: it is held to the disk scans' timeout.
+                timeout: disk_timeout,
+                filter: filter.clone(),
             })
         } else {
             None
+        };
+        let disks = DiskWatcherConfig {
+            command,
+            interval: match d.interval {
+                Some(v) => duration("watchers.disks.interval", &v)?,
+                None => Duration::from_secs(60),
+            },
+            timeout: disk_timeout,
+            filter,
+            // Blank-disk records come from the hardware watcher's devices: with it, the
+            // disks blkid's scan does not report are probed one by one, so that a device is
+            // called blank only when blkid saw it empty.
+            probe_sysfs: hardware.as_ref().map(|h| h.root.clone()),
         };
         let ping_min_interval = match f.ping.min_interval {
             Some(v) => duration("ping.min_interval", &v)?,

@@ -116,19 +116,6 @@ pub struct Multicast {
     pub max_datagram: usize,
 }
 
-/// DiskWatcher settings.
-#[derive(Debug, Clone)]
-pub struct DiskSettings {
-    /// blkid argv.
-    pub command: Vec<String>,
-    /// Scan period.
-    pub interval: Duration,
-    /// Scan timeout.
-    pub timeout: Duration,
-    /// Which device paths the disk and hardware watchers report, compiled once here.
-    pub filter: diskd_watchers::filter::DeviceFilter,
-}
-
 /// A group, by the name the operator gave and the id it resolved to at start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupRef {
@@ -184,16 +171,6 @@ pub(super) fn system_group(key: &str, name: &str) -> Result<GroupRef, ConfigErro
         Ok(None) => Err(err(format!("{key}: no group named {name:?}"))),
         Err(e) => Err(err(format!("{key}: cannot look up group {name:?}: {e}"))),
     }
-}
-
-/// Hardware watcher settings (it shares the disk watcher's include/exclude globs, so one
-/// list says which devices this machine reports).
-#[derive(Debug, Clone)]
-pub struct HardwareSettings {
-    /// Scan period (kernel events trigger a scan at once as well).
-    pub interval: Duration,
-    /// Where sysfs is mounted (another tree for containers and tests).
-    pub sysfs: PathBuf,
 }
 
 /// Mount settings.

@@ -11,9 +11,7 @@ mod systemd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use diskd_watchers::{
-    DiskWatcher, DiskWatcherConfig, HardwareWatcher, HardwareWatcherConfig, MountWatcher, Watcher,
-};
+use diskd_watchers::{DiskWatcher, HardwareWatcher, MountWatcher, Watcher};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -65,26 +63,10 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let access = config.access().map_err(|e| startup(&e))?;
     control::socket::check_free(&config.socket).map_err(|e| startup(&e))?;
     let store = Store::open(&config.store).map_err(|e| startup(&e))?;
-    let disk_watcher = DiskWatcher::new(DiskWatcherConfig {
-        command: config.disks.command.clone(),
-        interval: config.disks.interval,
-        timeout: config.disks.timeout,
-        filter: config.disks.filter.clone(),
-        // Blank-disk records come from the hardware watcher's devices: with it, the disks
-        // blkid's scan does not report are probed one by one, so that a device is called
-        // blank only when blkid saw it empty.
-        probe_sysfs: config.hardware.as_ref().map(|h| h.sysfs.clone()),
-    });
+    // The watchers' settings come resolved from the configuration, as they take them.
+    let disk_watcher = DiskWatcher::new(config.disks.clone());
     // Another watcher is one more entry here: it observes, the inventory's writer merges.
-    let hardware_watcher = match &config.hardware {
-        Some(h) => Some(HardwareWatcher::new(HardwareWatcherConfig {
-            root: h.sysfs.clone(),
-            interval: h.interval,
-            timeout: config.disks.timeout,
-            filter: config.disks.filter.clone(),
-        })),
-        None => None,
-    };
+    let hardware_watcher = config.hardware.clone().map(HardwareWatcher::new);
     let keys = crate::peer::keys::Keyring::load(&config.key_files).map_err(|e| startup(&e))?;
     // The gossip port is bound before the control socket: a port in use is a configuration
     // problem, reported at start like the others.
