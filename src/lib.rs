@@ -30,4 +30,6 @@ pub mod protocol;
 pub mod secret;
 pub mod store;
 pub mod telemetry;
+#[cfg(test)]
+mod test_support;
 pub mod view;

@@ -175,21 +175,14 @@ mod tests {
     #[test]
     #[ignore = "needs root"]
     fn a_file_someone_else_owns_is_refused() {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "needs root: run as root, or without --include-ignored"
-        );
         let dir = tempfile::tempdir().unwrap();
-        let theirs = dir.path().join("theirs");
-        std::fs::write(&theirs, b"secret\n").unwrap();
-        std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o600)).unwrap();
-        std::os::unix::fs::chown(&theirs, Some(4_000_000_001), None).unwrap();
+        let theirs = crate::test_support::file_of_a_stranger(dir.path(), "theirs", b"secret\n");
         let e = read(&theirs).unwrap_err();
         assert!(
             matches!(
                 e,
                 Problem::Owner {
-                    uid: 4_000_000_001,
+                    uid: crate::test_support::STRANGER,
                     ..
                 }
             ),

@@ -372,15 +372,8 @@ mod tests {
     #[test]
     #[ignore = "needs root"]
     fn a_token_file_someone_else_owns_is_refused() {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "needs root: run as root, or without --include-ignored"
-        );
         let dir = tempfile::tempdir().unwrap();
-        let theirs = dir.path().join("theirs");
-        std::fs::write(&theirs, b"0123abcd\n").unwrap();
-        std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o600)).unwrap();
-        std::os::unix::fs::chown(&theirs, Some(4_000_000_001), None).unwrap();
+        let theirs = crate::test_support::file_of_a_stranger(dir.path(), "theirs", b"0123abcd\n");
         let e = Token::load(&theirs).unwrap_err().to_string();
         assert!(e.starts_with("http.token_file "), "{e}");
         assert!(

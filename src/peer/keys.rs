@@ -329,10 +329,7 @@ mod tests {
     #[test]
     #[ignore = "needs root"]
     fn a_key_file_someone_else_owns_is_refused() {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "needs root: run as root, or without --include-ignored"
-        );
+        crate::test_support::needs_root("chown to another uid");
         let dir = tempfile::tempdir().unwrap();
         let theirs = dir.path().join("theirs.key");
         write_new_key(&theirs).unwrap();

@@ -88,10 +88,7 @@ fn fill(dir: &Path) {
 #[test]
 #[ignore = "needs root"]
 fn a_full_disk_then_room_again() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "needs root (mounts a tmpfs)"
-    );
+    crate::test_support::needs_root("mounts a tmpfs");
     let tmp = Tmpfs(tempfile::tempdir().unwrap());
     let dir = tmp.0.path().to_path_buf();
     sh(&[
