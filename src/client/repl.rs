@@ -165,15 +165,9 @@ fn stream(
         wait_to_stop();
         // The daemon ends the stream on any line; if it is gone, the reader says so.
         let _ = writer.write_all(b"\n");
-        printer
-            .join()
-            .unwrap_or_else(|_| Err(ClientError::Protocol("printer thread failed".into())))
+        joined(printer)
     });
-    session.default_read_timeout()?;
-    result.map(|mut r| {
-        r.body.clear(); // already printed
-        r
-    })
+    printed(session, result)
 }
 
 /// On a terminal: send a streaming or waiting command and print its lines as they come,
@@ -206,10 +200,26 @@ fn until_enter(session: &mut Session, line: &str) -> Result<Received, ClientErro
                 let _ = writer.write_all(b"\n");
             }
         }
-        printer
-            .join()
-            .unwrap_or_else(|_| Err(ClientError::Protocol("printer thread failed".into())))
+        joined(printer)
     });
+    printed(session, result)
+}
+
+/// What the printer thread of a streamed reply returned.
+fn joined(
+    printer: std::thread::ScopedJoinHandle<'_, Result<Received, ClientError>>,
+) -> Result<Received, ClientError> {
+    printer
+        .join()
+        .unwrap_or_else(|_| Err(ClientError::Protocol("printer thread failed".into())))
+}
+
+/// The reply of a streamed command, its lines already printed; the session back to its
+/// usual read timeout.
+fn printed(
+    session: &mut Session,
+    result: Result<Received, ClientError>,
+) -> Result<Received, ClientError> {
     session.default_read_timeout()?;
     result.map(|mut r| {
         r.body.clear(); // already printed
