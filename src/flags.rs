@@ -533,8 +533,11 @@ pub struct ControlArgs {
 /// A flag's text read as YAML reads a scalar (`32` a number, `x` a string), so that a bad
 /// value gets the same message from the flag as from the file.
 fn parse_yaml_scalar(s: &str) -> Result<serde_yaml::Value, std::convert::Infallible> {
+    // `null` (`~`) given as a flag is a value to refuse, not "no flag".
     Ok(serde_yaml::from_str::<serde_yaml::Value>(s)
-        .unwrap_or_else(|_| serde_yaml::Value::String(s.to_string())))
+        .ok()
+        .filter(|v| !v.is_null())
+        .unwrap_or_else(|| serde_yaml::Value::String(s.to_string())))
 }
 
 #[cfg(test)]

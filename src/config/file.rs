@@ -30,10 +30,11 @@ pub(super) fn load_file(path: &Path) -> Result<DaemonArgs, ConfigError> {
 /// too, as a whole); the rest is the file's. Both are the same struct, so this works on
 /// their YAML form, key by key, and needs no list of keys.
 pub(super) fn layered(file: DaemonArgs, flags: &DaemonArgs) -> Result<DaemonArgs, ConfigError> {
-    let to_value =
-        |a: &DaemonArgs| serde_yaml::to_value(a).map_err(|e| err(format!("config: {e}")));
-    let mut merged = to_value(&file)?;
-    over(&mut merged, to_value(&flags.clone().switches_to_keys())?);
+    let mut merged = serde_yaml::to_value(&file).map_err(|e| err(format!("config: {e}")))?;
+    // Paths are text here, as in the file: a path flag that is not UTF-8 is refused.
+    let top = serde_yaml::to_value(flags.clone().switches_to_keys())
+        .map_err(|e| err(format!("a flag: {e} (paths must be UTF-8)")))?;
+    over(&mut merged, top);
     let mut out: DaemonArgs =
         serde_yaml::from_value(merged).map_err(|e| err(format!("config: {e}")))?;
     // Flag-only settings do not travel through the file's form.

@@ -617,3 +617,20 @@ fn flags_lie_over_the_file_key_by_key() {
         .to_string();
     assert!(e.contains("unknown field `no_multicast`"), "{e}");
 }
+
+#[test]
+fn a_flag_of_null_is_refused_not_taken_for_no_flag() {
+    let e = load_yaml(
+        "control:\n  max_sessions_per_user: 4\n",
+        &flags(&["--max-sessions-per-user", "null"]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("control.max_sessions_per_user"), "{e}");
+    // A path flag that is not UTF-8 gets one line saying so.
+    use std::os::unix::ffi::OsStrExt;
+    let bad = std::ffi::OsStr::from_bytes(b"/tmp/\xff");
+    let args = DaemonArgs::parse_from([std::ffi::OsStr::new("--store"), bad]).unwrap();
+    let e = Config::load(None, None, &args).unwrap_err().to_string();
+    assert!(e.contains("UTF-8") && !e.contains('\n'), "{e}");
+}

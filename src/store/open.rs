@@ -38,13 +38,25 @@ pub(super) fn load_hosts(
     let mut chunks: HashMap<String, u32> = HashMap::new();
     let (tx, rx) = std::sync::mpsc::sync_channel::<(String, Vec<sled::IVec>)>(QUEUE);
     let loaded = std::thread::scope(|scope| {
-        let decoder = scope.spawn(move || {
-            let mut loaded = Vec::new();
-            for (id, group) in rx {
-                loaded.extend(decode_host(id, &group));
+        let decoder = std::thread::Builder::new()
+            .name("store-load".into())
+            .spawn_scoped(scope, move || {
+                let mut loaded = Vec::new();
+                for (id, group) in rx {
+                    loaded.extend(decode_host(id, &group));
+                }
+                loaded
+            });
+        // Without a second thread (the system refused one) this thread decodes as it
+        // walks: slower, the same result.
+        let mut inline = Vec::new();
+        let mut hand_over = |id: String, group: Vec<sled::IVec>| match &decoder {
+            // The decoder only stops when this side hangs up, or panics (see below).
+            Ok(_) => {
+                let _ = tx.send((id, group));
             }
-            loaded
-        });
+            Err(_) => inline.extend(decode_host(id, &group)),
+        };
         let mut group: Vec<sled::IVec> = Vec::new();
         let mut group_id: Option<String> = None;
         let walk: Result<(), sled::Error> = (|| {
@@ -55,9 +67,7 @@ pub(super) fn load_hosts(
                 };
                 if group_id.as_deref() != Some(id) {
                     if let Some(prev) = group_id.take() {
-                        // The decoder only stops when this side hangs up (or panics:
-                        // then nothing is loaded, see below).
-                        let _ = tx.send((prev, std::mem::take(&mut group)));
+                        hand_over(prev, std::mem::take(&mut group));
                     }
                     group_id = Some(id.to_string());
                 }
@@ -69,14 +79,17 @@ pub(super) fn load_hosts(
                 }
             }
             if let Some(prev) = group_id.take() {
-                let _ = tx.send((prev, group));
+                hand_over(prev, group);
             }
             Ok(())
         })();
         drop(tx);
-        // A decoder that panicked loaded nothing: the hosts come back with the peers'
-        // next announces, as after a lost store.
-        let loaded = decoder.join().unwrap_or_default();
+        let loaded = match decoder {
+            // A decoder that panicked is a bug: it stops the start loudly, as decoding on
+            // this thread would have, rather than serve a store that looks empty.
+            Ok(d) => d.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            Err(_) => inline,
+        };
         walk.map(|()| loaded)
     })?;
     let mut mem = Memory::default();

@@ -195,6 +195,7 @@ impl DiskWatcher {
             Ok(Err(fail)) => {
                 group.signal(Signal::SIGKILL);
                 reap(&mut child, &program).await;
+                group.disarm();
                 return Err(match fail {
                     RunFail::TooBig => WatchError::BadOutput(format!(
                         "{program} wrote more than {MAX_STDOUT} bytes to stdout"
@@ -208,6 +209,7 @@ impl DiskWatcher {
             Err(_elapsed) => {
                 group.signal(Signal::SIGKILL);
                 reap(&mut child, &program).await;
+                group.disarm();
                 return Err(WatchError::TimedOut { program, timeout });
             }
         };
