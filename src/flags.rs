@@ -125,9 +125,9 @@ pub enum Command {
 /// docs/configuration.md is generated. A key the command line does not take is
 /// `#[arg(skip)]`; a switch (`--no-gossip`) is a flag of its own that `switches_to_keys`
 /// turns into its key. `config` reads the file into this struct, lays the flags over it
-/// (`config::layered`: a flag given wins) and checks and resolves the result into
-/// `Config`. Adding an option: a field here, its check in `config`, and a regenerated
-/// reference (docs/architecture.md).
+/// (`layered` in src/config/file.rs: a flag given wins) and checks and resolves the
+/// result into `Config`. Adding an option: a field here, its check in `config`, and a
+/// regenerated reference (docs/architecture.md).
 #[derive(Debug, Default, Clone, Args, Serialize, Deserialize)]
 #[command(next_help_heading = "Daemon options (each overrides the config key in brackets)")]
 #[serde(deny_unknown_fields)]
