@@ -608,32 +608,41 @@ fn rcvbuf_drops(ns: &str) -> u64 {
     values[i].parse().unwrap()
 }
 
-/// Wait until `a` has read everything sent to the group from namespace `ns` so far: a marker
-/// (a datagram of bad magic, counted as `bad_magic`) sent after it is read in order, once
-/// the flood before it is. A flood can fill the daemon's receive buffer, where the kernel
-/// drops what does not fit, so markers go out every 100 ms (for 60 s at most) until one
-/// has been read.
-fn flood_processed(ns: &str, a: &lab::Host) {
-    let before = rejected(&a.status(), "bad_magic");
-    let sender = Command::new("ip")
-        .args(["netns", "exec", ns, "python3", "-c"])
-        .arg(concat!(
-            "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n",
+/// Every datagram `a` has read (accepted or rejected) or the kernel dropped for want of
+/// room in its namespace `a_ns`: what the daemon has accounted for of what was sent to it.
+fn accounted(a: &lab::Host, a_ns: &str) -> u64 {
+    let st = a.status();
+    let rejected: u64 = st["counters"]["rejected_by_reason"]
+        .as_object()
+        .map_or(0, |m| m.values().filter_map(|v| v.as_u64()).sum());
+    util::counter(&st, "packets_received") + rejected + rcvbuf_drops(a_ns)
+}
+
+/// Send the datagrams of `hex` (one per line) to the group from namespace `ns`, 50 at a
+/// time, each batch once `a` (in `a_ns`) has accounted for every datagram before it: the
+/// load goes as fast as the daemon reads it, and when this returns all of it has been read
+/// or dropped by the kernel.
+fn send_paced(ns: &str, dir: &Path, hex: &str, a: &lab::Host, a_ns: &str) {
+    let file = dir.join("batch.hex");
+    let script = format!(
+        concat!(
+            "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n",
             "s.setsockopt(socket.IPPROTO_IP,socket.IP_MULTICAST_TTL,1)\n",
-            "for i in range(600):\n    s.sendto(b'MARK',('230.1.2.3',32003))\n",
-            // Pacing, not a wait: a marker every 100 ms until the test sees one read.
-            "    time.sleep(0.1)\n",
-        ))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("python3");
-    let _sender = util::Reaper(Some(sender));
-    wait_for(
-        "a marker after the flood to be read",
-        FLOOD_DEADLINE,
-        || rejected(&a.status(), "bad_magic") > before,
+            "for l in open('{}'):\n",
+            "    s.sendto(bytes.fromhex(l.strip()),('230.1.2.3',32003))\n",
+        ),
+        file.display()
     );
+    let lines: Vec<&str> = hex.lines().collect();
+    let mut target = accounted(a, a_ns);
+    for batch in lines.chunks(50) {
+        std::fs::write(&file, batch.join("\n")).unwrap();
+        python_in(ns, &script);
+        target += batch.len() as u64;
+        wait_for("the daemon to read the batch", FLOOD_DEADLINE, || {
+            accounted(a, a_ns) >= target
+        });
+    }
 }
 
 #[test]
@@ -659,24 +668,10 @@ fn forged_newcomers_at_the_peer_cap_are_refused_and_never_erase_history() {
             .any(|p| p["node"] == "b" && p["live"] == true)
     });
     let attacker = lab.hosts[2].ns.clone();
-    let file = lab.hosts[2].dir.join("peers.hex");
-    // Paced (pacing of the load: 100 datagrams, then 20 ms), so the kernel keeps them all.
-    let send = |file: &Path| {
-        format!(
-            concat!(
-                "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n",
-                "s.setsockopt(socket.IPPROTO_IP,socket.IP_MULTICAST_TTL,1)\n",
-                "for i,l in enumerate(open('{}')):\n",
-                "    s.sendto(bytes.fromhex(l.strip()),('230.1.2.3',32003))\n",
-                // Pacing of the load, not a wait: 20 ms after every 100 datagrams.
-                "    if i % 100 == 99: time.sleep(0.02)\n",
-            ),
-            file.display()
-        )
-    };
-    std::fs::write(&file, fake_peer_datagrams(50, 16, 1)).unwrap();
-    python_in(&attacker, &send(&file));
-    flood_processed(&attacker, a);
+    let dir = lab.hosts[2].dir.clone();
+    // Paced by the daemon's own counters, so the kernel keeps them all.
+    let a_ns = lab.hosts[0].ns.clone();
+    send_paced(&attacker, &dir, &fake_peer_datagrams(50, 16, 1), a, &a_ns);
     let history = |a: &lab::Host| -> Vec<serde_json::Value> {
         a.peers()
             .into_iter()
@@ -690,10 +685,8 @@ fn forged_newcomers_at_the_peer_cap_are_refused_and_never_erase_history() {
     let rss_before = a.rss_kib().unwrap();
     let drops_before = rcvbuf_drops(&lab.hosts[0].ns);
 
-    std::fs::write(&file, fake_peer_datagrams(2000, 1, 2)).unwrap();
-    python_in(&attacker, &send(&file));
     let a = lab.get("a");
-    flood_processed(&attacker, a);
+    send_paced(&attacker, &dir, &fake_peer_datagrams(2000, 1, 2), a, &a_ns);
     let drops = rcvbuf_drops(&lab.hosts[0].ns) - drops_before;
 
     // The table is full, and the 50 offline peers are all still in it.
