@@ -220,6 +220,8 @@ mod tests {
             fstype: None,
             mountpoints: vec![],
             hardware: Default::default(),
+            health: None,
+            fs: None,
         };
         store
             .replace_local("me", None, &[d("a"), d("b")], 1000)

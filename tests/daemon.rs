@@ -1395,6 +1395,8 @@ fn fleet_datagrams(peers: usize, disks: usize) -> Vec<Vec<u8>> {
                             fstype: Some("ext4".into()),
                             mountpoints: vec![],
                             hardware: Default::default(),
+                            health: None,
+                            fs: None,
                         })
                         .collect(),
                 }),

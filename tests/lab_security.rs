@@ -103,6 +103,8 @@ fn forged_and_replayed_datagrams_change_nothing() {
                 fstype: None,
                 mountpoints: vec![],
                 hardware: Default::default(),
+                health: None,
+                fs: None,
             }],
         }),
     });
@@ -578,6 +580,8 @@ fn fake_peer_datagrams(n: usize, disks: usize, salt: u32) -> String {
                         fstype: None,
                         mountpoints: vec![],
                         hardware: Default::default(),
+                        health: None,
+                        fs: None,
                     })
                     .collect(),
             }),

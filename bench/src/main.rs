@@ -172,6 +172,8 @@ fn disk(i: usize) -> DiskRecord {
         fstype: Some("ext4".into()),
         mountpoints: vec![format!("/srv/backup/{i}")],
         hardware: Default::default(),
+        health: None,
+        fs: None,
     }
 }
 

@@ -71,6 +71,8 @@ pub fn sim_disk(p: usize, d: usize) -> DiskRecord {
             parent: Some(format!("/dev/sd{}", (b'a' + (d % 26) as u8) as char)),
             ..Default::default()
         },
+        health: None,
+        fs: None,
     }
 }
 

@@ -521,6 +521,8 @@ mod tests {
             fstype: Some("ext4".into()),
             mountpoints: vec![],
             hardware: Default::default(),
+            health: None,
+            fs: None,
         }
     }
 

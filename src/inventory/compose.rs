@@ -14,10 +14,12 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use diskd_watchers::{mounts::mountpoints_for, Contents, DiskInfo, HardwareInfo, MountEntry};
+use diskd_watchers::{
+    mounts::mountpoints_for, Contents, DiskInfo, HardwareInfo, MountEntry, SmartReading,
+};
 use tokio::time::Instant;
 
-use crate::model::{DiskRecord, Probe};
+use crate::model::{DiskHealth, DiskRecord, FsUsage, Probe};
 
 /// The longest a new device waits for the other device watcher (see the module
 /// documentation).
@@ -43,6 +45,10 @@ pub struct Composer {
     /// The hardware watcher has had its first try (it may have failed).
     hardware_tried: bool,
     mounts: Option<Vec<MountEntry>>,
+    /// The latest SMART reading of each whole disk.
+    smart: Vec<SmartReading>,
+    /// The capacity figures last published, by device (see [`steady_usage`]).
+    usage: HashMap<String, FsUsage>,
     /// When each device now observed was first observed (by either watcher).
     noticed: HashMap<Devno, Instant>,
     /// Devices in the last composition.
@@ -61,6 +67,8 @@ impl Composer {
             hardware: None,
             hardware_tried: false,
             mounts: None,
+            smart: Vec::new(),
+            usage: HashMap::new(),
             noticed: HashMap::new(),
             published: HashSet::new(),
             start: Instant::now(),
@@ -104,6 +112,11 @@ impl Composer {
     /// The mount table.
     pub fn mounts(&mut self, mounts: Vec<MountEntry>) {
         self.mounts = Some(mounts);
+    }
+
+    /// The SMART watcher's readings: every whole disk it looked at.
+    pub fn smart(&mut self, readings: Vec<SmartReading>) {
+        self.smart = readings;
     }
 
     /// Whether there is anything to publish: a good disk scan (an empty inventory would
@@ -152,6 +165,9 @@ impl Composer {
         let disks_started = self.disks.as_ref().map(|t| t.started);
         let mut used: HashSet<Devno> = HashSet::new();
         let mut records = Vec::with_capacity(disks.len() + hardware.len());
+        let health = |devno: Option<Devno>, device: &str, parent: Option<&str>| {
+            health_of(&self.smart, devno, device, parent)
+        };
         let mut devnos = HashSet::new();
         // What blkid's lone probes made of the devices its scan did not report: not devices
         // of their own but what is known of sysfs's devices (one gone from sysfs is gone,
@@ -179,13 +195,21 @@ impl Composer {
                 _ => {}
             }
             devnos.extend(d.devno.or(hw.map(|h| h.devno)));
+            let hardware = hw.map(|h| h.hardware.clone()).unwrap_or_default();
+            let mountpoints = mountpoints_for(d, mounts);
             records.push(DiskRecord {
                 uuid: d.uuid.clone(),
                 label: d.label.clone(),
                 device: d.device.clone(),
                 fstype: d.fstype.clone(),
-                mountpoints: mountpoints_for(d, mounts),
-                hardware: hw.map(|h| h.hardware.clone()).unwrap_or_default(),
+                fs: usage_at(&mountpoints, mounts),
+                mountpoints,
+                health: health(
+                    d.devno.or(hw.map(|h| h.devno)),
+                    &d.device,
+                    hardware.parent.as_deref(),
+                ),
+                hardware,
                 probe: probe_of(&d.contents),
             });
         }
@@ -205,9 +229,12 @@ impl Composer {
                 devno: Some(h.devno),
                 contents: Contents::Signature,
             };
+            let mountpoints = mountpoints_for(&as_disk, mounts);
             records.push(DiskRecord {
                 device: h.device.clone(),
-                mountpoints: mountpoints_for(&as_disk, mounts),
+                fs: usage_at(&mountpoints, mounts),
+                mountpoints,
+                health: health(Some(h.devno), &h.device, h.hardware.parent.as_deref()),
                 hardware: h.hardware.clone(),
                 probe: probe_by_devno
                     .get(&h.devno)
@@ -224,7 +251,57 @@ impl Composer {
             .collect();
         self.noticed.retain(|n, _| seen.contains(n));
         self.published = devnos;
+        let before = std::mem::take(&mut self.usage);
+        for r in &mut records {
+            r.fs = steady_usage(before.get(&r.device), r.fs);
+            if let Some(u) = r.fs {
+                self.usage.insert(r.device.clone(), u);
+            }
+        }
         (records, wake)
+    }
+}
+
+/// The SMART reading of a device: its own when it is a whole disk the SMART watcher read,
+/// else its parent's (a partition shows its disk's health).
+fn health_of(
+    smart: &[SmartReading],
+    devno: Option<Devno>,
+    device: &str,
+    parent: Option<&str>,
+) -> Option<DiskHealth> {
+    let own = smart
+        .iter()
+        .find(|r| Some(r.devno) == devno || r.device == device);
+    let parent = || {
+        let parent = parent?;
+        let name = parent.strip_prefix("/dev/").unwrap_or(parent);
+        smart
+            .iter()
+            .find(|r| r.device.strip_prefix("/dev/").unwrap_or(&r.device) == name)
+    };
+    own.or_else(parent).map(|r| r.health.clone())
+}
+
+/// How full the filesystem at the first of a device's mountpoints is.
+fn usage_at(mountpoints: &[String], mounts: &[MountEntry]) -> Option<FsUsage> {
+    let first = mountpoints.first()?;
+    mounts
+        .iter()
+        .find(|m| &m.mountpoint == first && m.usage.is_some())
+        .and_then(|m| m.usage)
+}
+
+/// The capacity to publish: the figures published before while the size is the same and
+/// use has moved by less than 1 % of it. Every write changes `used`, and a record that
+/// changes is a new inventory for the whole fleet: without this a busy filesystem would
+/// resend its host's inventory on every mount scan.
+fn steady_usage(before: Option<&FsUsage>, now: Option<FsUsage>) -> Option<FsUsage> {
+    match (before, now) {
+        (Some(b), Some(n)) if b.size == n.size && b.used.abs_diff(n.used) < n.size / 100 => {
+            Some(*b)
+        }
+        _ => now,
     }
 }
 

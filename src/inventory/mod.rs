@@ -385,6 +385,7 @@ impl Scanner {
                     Observation::Disks(d) => d.len(),
                     Observation::Mounts(m) => m.len(),
                     Observation::Hardware(h) => h.len(),
+                    Observation::Smart(r) => r.len(),
                 };
                 let problems = observation.problems();
                 let (recovered, before) = self.set_health(|h| {
@@ -488,6 +489,7 @@ impl Writer {
                 Some(Observation::Disks(d)) => self.composer.disks(d, started, !quick),
                 Some(Observation::Mounts(m)) => self.composer.mounts(m),
                 Some(Observation::Hardware(h)) => self.composer.hardware(h, started),
+                Some(Observation::Smart(r)) => self.composer.smart(r),
                 None if watcher == HARDWARE => self.composer.hardware_failed(),
                 None => {}
             }

@@ -211,6 +211,8 @@ mod tests {
             fstype: Some("ext4".into()),
             mountpoints: mounts.iter().map(|m| m.to_string()).collect(),
             hardware: Default::default(),
+            health: None,
+            fs: None,
         }
     }
 

@@ -16,8 +16,8 @@ pub use backoff::Backoff;
 pub use fleet::{FleetEvent, FleetEventKind};
 pub use node::{addresses, NodeInfo};
 pub use records::{
-    identity_parts, matches, wwn_key, AttachRecord, DiskRecord, Hardware, PeerRecord, Probe,
-    Sighting, Stay, LEGACY_EXPIRY,
+    identity_parts, matches, wwn_key, AttachRecord, DiskHealth, DiskRecord, FsUsage, Hardware,
+    HealthState, PeerRecord, Probe, Sighting, Stay, LEGACY_EXPIRY,
 };
 pub use validate::{printable, valid_node_id, valid_uuid};
 

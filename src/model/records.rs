@@ -34,6 +34,19 @@ pub struct DiskRecord {
     /// probing). Wire trailer 3 and store schema 5 carry it.
     #[serde(default)]
     pub probe: Probe,
+    /// The SMART health of the physical disk (a partition shows its whole disk's); `None`
+    /// when no reading exists (no SMART watcher, not a disk, an older peer).
+    ///
+    /// Skipped by serde on purpose: postcard writes a record positionally, and the layouts
+    /// that carry whole records (the delta, the store's older schemas) must stay those of
+    /// the previous release. Wire trailer 4, the delta's condition trailer and store
+    /// schema 6 carry it explicitly.
+    #[serde(skip)]
+    pub health: Option<DiskHealth>,
+    /// How full its mounted filesystem is (`statvfs`, refreshed with the mount watcher);
+    /// `None` when not mounted or not asked. Carried like `health`.
+    #[serde(skip)]
+    pub fs: Option<FsUsage>,
 }
 
 /// What a host's blkid made of a device: the only ground on which `list --blank` offers a
@@ -88,6 +101,12 @@ impl Probe {
 /// What sysfs knows about a block device; defined by the hardware watcher that reads it
 /// (one type from sysfs to the wire and the store).
 pub use diskd_watchers::Hardware;
+
+/// A disk's SMART reading and its verdict; defined by the SMART watcher that takes it.
+pub use diskd_watchers::{DiskHealth, HealthState};
+
+/// How full a mounted filesystem is; defined by the mount watcher that asks.
+pub use diskd_watchers::FsUsage;
 
 /// A WWN as compared: lower case, without the `0x`, `naa.` or `eui.` prefix, so
 /// `0x5000C500A1B2C3D4` (udev) finds `naa.5000c500a1b2c3d4` (sysfs).

@@ -183,6 +183,8 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<DiskRecord>, LegacyError> {
             hardware: Default::default(),
             mountpoints: Vec::new(),
             probe: Default::default(),
+            health: None,
+            fs: None,
         };
         if !super::wire::valid_disk(&disk) {
             return Err(LegacyError::Malformed("a field out of bounds".into()));
@@ -235,6 +237,8 @@ mod tests {
             fstype: None,
             mountpoints: vec![],
             hardware: Default::default(),
+            health: None,
+            fs: None,
         }
     }
 

@@ -136,6 +136,8 @@ mod tests {
             fstype: None,
             mountpoints: vec![],
             hardware: Default::default(),
+            health: None,
+            fs: None,
         }
     }
 

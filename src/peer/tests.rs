@@ -99,6 +99,8 @@ fn disk(node: u8, i: usize) -> DiskRecord {
         fstype: Some("ext4".into()),
         mountpoints: vec![format!("/srv/test/node{node}/mount{i}")],
         hardware: Default::default(),
+        health: None,
+        fs: None,
     }
 }
 

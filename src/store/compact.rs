@@ -184,6 +184,8 @@ mod tests {
                 fstype: Some("ext4".into()),
                 mountpoints: vec![],
                 hardware: Default::default(),
+                health: None,
+                fs: None,
             })
             .collect()
     }

@@ -12,6 +12,8 @@ fn disk(uuid: &str, label: &str, dev: &str) -> DiskRecord {
         fstype: Some("ext4".into()),
         mountpoints: vec![],
         hardware: Default::default(),
+        health: None,
+        fs: None,
     }
 }
 
@@ -449,6 +451,8 @@ fn assert_fixture(s: &Store) {
         fstype: Some(fs.into()),
         mountpoints: vec![],
         hardware: Default::default(),
+        health: None,
+        fs: None,
     };
     let sig = |id: &str, host: &str, addr: &str, disk, present, t| Sighting {
         node_id: id.into(),
@@ -742,6 +746,8 @@ fn blank(dev: &str, serial: Option<&str>, wwn: Option<&str>) -> DiskRecord {
             wwn: wwn.map(Into::into),
             ..Default::default()
         },
+        health: None,
+        fs: None,
     }
 }
 
@@ -800,6 +806,8 @@ fn a_key_is_the_identity_byte_for_byte() {
                             wwn: w.map(Into::into),
                             ..Default::default()
                         },
+                        health: None,
+                        fs: None,
                     });
                 }
             }
@@ -1002,6 +1010,8 @@ fn hardware_round_trips_and_a_serial_keeps_its_entry_across_devices() {
         fstype: None,
         mountpoints: vec![],
         hardware: full_hardware("WD-WX12345678", "0x50014ee2b5c6d7e8"),
+        health: None,
+        fs: None,
     };
     let mut part = disk("AAAA-0001", "data \"one\"", "/dev/sda1");
     part.mountpoints = vec!["/srv/data one".into()];
@@ -1092,6 +1102,8 @@ fn assert_fixture_v3(s: &Store) {
         fstype: fs.map(Into::into),
         mountpoints: vec![],
         hardware: Default::default(),
+        health: None,
+        fs: None,
     };
     let sig = |id: &str, disk, present, first_seen, last_seen| {
         let (host, addr) = if id == V3_A {
@@ -1599,6 +1611,8 @@ fn assert_fixture_v4(s: &Store) {
             ..Hardware::default()
         },
         probe: Probe::Unknown,
+        health: None,
+        fs: None,
     };
     let sdq = DiskRecord {
         device: "/dev/sdq".into(),

@@ -34,10 +34,12 @@ pub mod filter;
 pub mod hardware;
 pub mod mounts;
 pub mod process;
+pub mod smart;
 
 pub use disks::{DiskWatcher, DiskWatcherConfig};
 pub use hardware::{Hardware, HardwareInfo, HardwareWatcher, HardwareWatcherConfig};
 pub use mounts::MountWatcher;
+pub use smart::{DiskHealth, HealthState, SmartReading, SmartWatcher, SmartWatcherConfig};
 
 /// A block device as blkid saw it in one scan: one with a filesystem (or at least a
 /// signature), or, when the watcher probes the devices its scan did not report, what that
@@ -94,6 +96,24 @@ pub struct MountEntry {
     pub source: String,
     /// Filesystem type.
     pub fstype: String,
+    /// Size and free space of the mounted filesystem (`statvfs`), for mounts of block
+    /// devices; `None` for others, or when it could not be asked.
+    pub usage: Option<FsUsage>,
+}
+
+/// How full a mounted filesystem is, in bytes, as `df` counts: `used` is size minus free
+/// blocks, `avail` what an unprivileged user may still write (so `used + avail` may be less
+/// than `size`: the root reserve).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub struct FsUsage {
+    /// Total size.
+    pub size: u64,
+    /// In use.
+    pub used: u64,
+    /// Free for unprivileged users.
+    pub avail: u64,
 }
 
 /// What one scan found. Each watcher fills the variant it is responsible for.
@@ -105,6 +125,9 @@ pub enum Observation {
     Mounts(Vec<MountEntry>),
     /// Every block device with a medium now, as sysfs describes it, sorted by device path.
     Hardware(Vec<HardwareInfo>),
+    /// The SMART reading of every whole disk the hardware watcher reports, sorted by
+    /// device path.
+    Smart(Vec<SmartReading>),
 }
 
 impl Observation {
@@ -119,7 +142,7 @@ impl Observation {
                     _ => None,
                 })
                 .collect(),
-            Observation::Mounts(_) | Observation::Hardware(_) => Vec::new(),
+            Observation::Mounts(_) | Observation::Hardware(_) | Observation::Smart(_) => Vec::new(),
         }
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::{DiskInfo, MountEntry, Observation, WatchError, Watcher};
+use crate::{DiskInfo, FsUsage, MountEntry, Observation, WatchError, Watcher};
 
 /// Reading a proc file cannot really hang, but the daemon wants a limit for every watcher.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -98,7 +98,7 @@ impl Watcher for MountWatcher {
             }
         };
         let text = String::from_utf8_lossy(&bytes);
-        let mounts = parse_mountinfo(&text);
+        let mut mounts = parse_mountinfo(&text);
         // Every system has at least a root mount; content without a single parsable line
         // is not a mount table, and reporting "nothing mounted" would be a lie.
         if mounts.is_empty() && !text.trim().is_empty() {
@@ -106,8 +106,39 @@ impl Watcher for MountWatcher {
                 "{what}: no parsable mountinfo line"
             )));
         }
+        let mounts = tokio::task::spawn_blocking(move || {
+            for m in &mut mounts {
+                m.usage = usage_of(m);
+            }
+            mounts
+        })
+        .await
+        .map_err(|e| WatchError::Io {
+            what: "asking filesystems for their size".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
         Ok(Observation::Mounts(mounts))
     }
+}
+
+/// `statvfs` of a mount of a block device: what `df` shows for it. Network and FUSE
+/// filesystems (anonymous device numbers, major 0, and no `/dev/` source) are not asked:
+/// an unreachable server could block the call for minutes. btrfs also mounts under major
+/// 0, but names its device as the source.
+fn usage_of(m: &MountEntry) -> Option<FsUsage> {
+    if m.devno.0 == 0 && !m.source.starts_with("/dev/") {
+        return None;
+    }
+    let st = nix::sys::statvfs::statvfs(Path::new(&m.mountpoint)).ok()?;
+    let frag = st.fragment_size() as u64;
+    let size = (st.blocks() as u64).saturating_mul(frag);
+    let free = (st.blocks_free() as u64).saturating_mul(frag);
+    let avail = (st.blocks_available() as u64).saturating_mul(frag);
+    Some(FsUsage {
+        size,
+        used: size.saturating_sub(free),
+        avail,
+    })
 }
 
 /// Parses `/proc/<pid>/mountinfo` (see proc(5)), skipping lines that do not have its
@@ -138,6 +169,7 @@ fn parse_line(line: &str) -> Option<MountEntry> {
         mountpoint: unescape_octal(mountpoint),
         source: unescape_octal(source),
         fstype: unescape_octal(fstype),
+        usage: None,
     })
 }
 
@@ -225,7 +257,26 @@ mod tests {
             mountpoint: mountpoint.into(),
             source: source.into(),
             fstype: fstype.into(),
+            usage: None,
         }
+    }
+
+    #[test]
+    fn block_device_mounts_get_their_size_and_others_are_not_asked() {
+        // The root of this machine, whatever it is, called a block device mount.
+        let root = entry((8, 2), "/", "/dev/sda2", "ext4");
+        let usage = usage_of(&root).expect("statvfs of /");
+        assert!(usage.size > 0 && usage.used <= usage.size && usage.avail <= usage.size);
+        // An anonymous device with a non-device source (NFS, FUSE, proc) is never asked.
+        assert_eq!(usage_of(&entry((0, 5), "/", "proc", "proc")), None);
+        assert_eq!(usage_of(&entry((0, 61), "/", "host:/srv", "nfs4")), None);
+        // btrfs: major 0, but a device as its source.
+        assert!(usage_of(&entry((0, 45), "/", "/dev/sdc1", "btrfs")).is_some());
+        // A mountpoint that is gone: no figure, no error.
+        assert_eq!(
+            usage_of(&entry((8, 2), "/nonexistent/diskd", "/dev/sda2", "ext4")),
+            None
+        );
     }
 
     #[test]

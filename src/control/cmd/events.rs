@@ -148,6 +148,8 @@ mod tests {
             fstype: None,
             mountpoints: vec!["/srv/a b".into(), "/mnt".into()],
             hardware: Default::default(),
+            health: None,
+            fs: None,
         };
         let e = FleetEvent::disk(FleetEventKind::Mounted, 0, &HOST, &d);
         assert_eq!(

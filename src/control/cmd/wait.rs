@@ -183,6 +183,8 @@ mod tests {
             fstype: None,
             mountpoints: vec![],
             hardware: Default::default(),
+            health: None,
+            fs: None,
         };
         if kind.is_peer() {
             FleetEvent::peer(kind, 0, &h)

@@ -219,6 +219,8 @@ mod revision1 {
                 mountpoints: i.mountpoints,
                 hardware: Default::default(),
                 probe: Default::default(),
+                health: None,
+                fs: None,
             })
             .collect())
     }
@@ -540,6 +542,8 @@ mod tests {
             fstype: Some("ext4".into()),
             mountpoints: vec![format!("/srv/data/{i}")],
             hardware: Default::default(),
+            health: None,
+            fs: None,
         }
     }
 

@@ -51,6 +51,8 @@ fn disks(n: usize, tag: &str) -> Vec<DiskRecord> {
             fstype: Some("ext4".into()),
             mountpoints: vec![],
             hardware: Default::default(),
+            health: None,
+            fs: None,
         })
         .collect()
 }

@@ -208,6 +208,8 @@ impl<'a> DiskView<'a> {
             mountpoints: self.mountpoints.iter().map(|m| m.to_string()).collect(),
             hardware: self.hardware.to_record(),
             probe: Probe::from_code(self.probe),
+            health: None,
+            fs: None,
         }
     }
 

@@ -432,6 +432,8 @@ impl SightingV2 {
                 mountpoints: self.disk.mountpoints,
                 hardware: Default::default(),
                 probe: Default::default(),
+                health: None,
+                fs: None,
             },
             present: self.present,
             first_seen: self.first_seen,
