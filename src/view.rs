@@ -10,7 +10,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use crate::model::rfc3339;
-use crate::model::{Hardware, Millis, PeerRecord, Probe, Sighting, Stay};
+use crate::model::{
+    DiskHealth, FsUsage, Hardware, HealthState, Millis, PeerRecord, Probe, Sighting, Stay,
+};
 use crate::store::Store;
 
 /// A disk, as printed by `query --json` and `list --json`.
@@ -38,10 +40,72 @@ pub struct DiskView {
     /// probed, or from a peer or store that predates probing). Only `empty` can be blank.
     #[serde(default)]
     pub probe: Probe,
+    /// SMART health of the physical disk (a partition shows its parent's); null when no
+    /// reading exists.
+    #[serde(default)]
+    pub health: Option<HealthView>,
+    /// Size of the mounted filesystem, bytes (null when not mounted or unknown).
+    #[serde(default)]
+    pub fs_size: Option<u64>,
+    /// Bytes in use on it.
+    #[serde(default)]
+    pub fs_used: Option<u64>,
+    /// Bytes still free for unprivileged users.
+    #[serde(default)]
+    pub fs_avail: Option<u64>,
     /// In the latest inventory of a live host.
     pub live: bool,
     /// RFC 3339 time the host last reported the disk.
     pub last_seen: String,
+}
+
+impl DiskView {
+    /// How full its filesystem is, in percent of the size (as `df` rounds: up), when known.
+    pub fn use_percent(&self) -> Option<u64> {
+        let (size, used, avail) = (self.fs_size?, self.fs_used?, self.fs_avail?);
+        let usable = used + avail;
+        (size > 0 && usable > 0).then(|| (used * 100).div_ceil(usable))
+    }
+}
+
+/// A disk's SMART reading as JSON shows it: [`DiskHealth`] with its time in RFC 3339.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthView {
+    /// `ok`, `warning`, `failing` or `unknown`.
+    pub state: HealthState,
+    /// Why it is not `ok`.
+    pub reasons: Vec<String>,
+    /// Degrees Celsius.
+    pub temperature_c: Option<i32>,
+    /// Hours powered on.
+    pub power_on_hours: Option<u64>,
+    /// Reallocated sectors (ATA 5) or grown defects (SCSI).
+    pub reallocated_sectors: Option<u64>,
+    /// Sectors pending reallocation (ATA 197).
+    pub pending_sectors: Option<u64>,
+    /// NVMe media errors.
+    pub media_errors: Option<u64>,
+    /// NVMe percentage of rated endurance used.
+    pub percentage_used: Option<u32>,
+    /// RFC 3339 time of the reading (a disk in standby keeps its last one).
+    pub checked: Option<String>,
+}
+
+impl HealthView {
+    /// The view of a reading.
+    pub fn of(h: DiskHealth) -> HealthView {
+        HealthView {
+            state: h.state,
+            reasons: h.reasons,
+            temperature_c: h.temperature_c,
+            power_on_hours: h.power_on_hours,
+            reallocated_sectors: h.reallocated_sectors,
+            pending_sectors: h.pending_sectors,
+            media_errors: h.media_errors,
+            percentage_used: h.percentage_used,
+            checked: h.checked.map(rfc3339),
+        }
+    }
 }
 
 /// A peer, as printed by `peers --json`.
@@ -104,6 +168,10 @@ pub fn disks(
                 mountpoints: s.disk.mountpoints,
                 hardware: s.disk.hardware,
                 probe: s.disk.probe,
+                health: s.disk.health.map(HealthView::of),
+                fs_size: s.disk.fs.map(|u: FsUsage| u.size),
+                fs_used: s.disk.fs.map(|u| u.used),
+                fs_avail: s.disk.fs.map(|u| u.avail),
                 live: s.present && live_host,
                 last_seen: rfc3339(last_seen),
             };
