@@ -231,6 +231,11 @@ impl DaemonArgs {
             &mut self.watchers.hardware.enabled,
             false,
         );
+        set(
+            self.watchers.smart.no_smart,
+            &mut self.watchers.smart.enabled,
+            false,
+        );
         set(self.mount.allow_mount, &mut self.mount.enabled, true);
         set(self.gossip.no_gossip, &mut self.gossip.enabled, false);
         self
@@ -319,6 +324,10 @@ pub struct WatchersArgs {
     #[command(flatten)]
     #[serde(default)]
     pub hardware: HardwareArgs,
+    /// `watchers.smart:`.
+    #[command(flatten)]
+    #[serde(default)]
+    pub smart: SmartArgs,
 }
 
 /// `watchers.disks:`: blkid and which devices it reports.
@@ -396,6 +405,36 @@ pub struct HardwareArgs {
     /// Where sysfs is mounted [watchers.hardware.sysfs; default: /sys].
     #[arg(id = "sysfs", long = "sysfs", value_name = "DIR")]
     pub sysfs: Option<PathBuf>,
+}
+
+/// `watchers.smart:`: SMART health of whole disks, from smartctl.
+#[derive(Debug, Default, Clone, Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmartArgs {
+    /// Whether to read SMART health with smartctl [watchers.smart.enabled; default: on
+    /// when smartctl is found].
+    #[arg(skip)]
+    pub enabled: Option<bool>,
+    /// Do not read SMART health [watchers.smart.enabled: false].
+    #[arg(id = "no-smart", long = "no-smart")]
+    #[serde(skip)]
+    pub no_smart: bool,
+    /// smartctl program or argv (smartmontools 7 or later; the watcher adds `--json -a -n
+    /// standby DEVICE`) [watchers.smart.command; default: smartctl].
+    #[arg(id = "smartctl", long = "smartctl", value_name = "CMD", value_parser = parse_command)]
+    pub command: Option<CommandLine>,
+    /// How often each disk is read again; a plugged disk is read at once, a disk in
+    /// standby is not woken [watchers.smart.interval; default: 30m].
+    #[arg(
+        id = "smart-interval",
+        long = "smart-interval",
+        value_name = "DURATION"
+    )]
+    pub interval: Option<String>,
+    /// A smartctl run longer than this is killed with its process group (file only)
+    /// [watchers.smart.timeout; default: 30s].
+    #[arg(skip)]
+    pub timeout: Option<String>,
 }
 
 /// `ping:`.

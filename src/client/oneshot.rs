@@ -65,7 +65,16 @@ pub fn run(sockets: &[PathBuf], request: &Request) -> u8 {
                 Status::Ok(_) => {}
                 other => eprintln!("diskd: {}", other.text()),
             }
-            reply.status.exit_code()
+            match (request, &reply.status) {
+                // `health --check`: the status line says whether a disk needs attention.
+                (Request::Health(h), Status::Ok(t)) if h.check => {
+                    if !reply.body.is_empty() && !h.json {
+                        let _ = writeln!(std::io::stderr(), "{t}");
+                    }
+                    u8::from(t.starts_with(crate::control::cmd::health::ATTENTION))
+                }
+                _ => reply.status.exit_code(),
+            }
         }
     }
 }

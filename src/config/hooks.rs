@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::flags::CommandLine;
+use crate::model::HealthState;
 
 /// Default of `hooks_max_running`.
 pub const DEFAULT_HOOKS_MAX_RUNNING: usize = 4;
@@ -29,6 +30,9 @@ pub struct Hook {
     pub run: Vec<String>,
     /// Killed with its process group after this long.
     pub timeout: Duration,
+    /// `health`: only for disks whose SMART verdict is one of these (empty: any disk, with
+    /// a reading or without).
+    pub health: Vec<HealthState>,
     /// `allow_unsealed`: also run for events of peers heard unsealed (no keys, legacy Perl
     /// peers), whose every word anyone on the LAN could have written.
     pub allow_unsealed: bool,
@@ -170,7 +174,7 @@ impl Pattern {
 #[derive(Debug, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a hook: a map with `on` and `run` (and optionally `match`, `host`, `local`, `timeout`, `user`, `group`, `allow_unsealed`)"
+    expecting = "a hook: a map with `on` and `run` (and optionally `match`, `host`, `local`, `health`, `timeout`, `user`, `group`, `allow_unsealed`)"
 )]
 pub(super) struct FileHook {
     on: Option<serde_yaml::Value>,
@@ -178,6 +182,7 @@ pub(super) struct FileHook {
     pattern: Option<serde_yaml::Value>,
     host: Option<serde_yaml::Value>,
     local: Option<serde_yaml::Value>,
+    health: Option<serde_yaml::Value>,
     run: Option<serde_yaml::Value>,
     timeout: Option<serde_yaml::Value>,
     user: Option<serde_yaml::Value>,
@@ -286,6 +291,35 @@ pub(super) fn hook_settings(index: usize, entry: serde_yaml::Value) -> Result<Ho
         }
     }
 
+    let key = format!("{at}.health");
+    let health = match string_or_list(&key, f.health, "a list of health states")? {
+        None => Vec::new(),
+        Some(CommandLine::One(s)) => vec![s],
+        Some(CommandLine::Many(v)) => v,
+    }
+    .iter()
+    .map(|s| {
+        let state = [
+            HealthState::Ok,
+            HealthState::Warning,
+            HealthState::Failing,
+            HealthState::Unknown,
+        ]
+        .into_iter()
+        .find(|h| h.as_str() == s.trim());
+        state.ok_or_else(|| {
+            err(format!(
+                "{key}: unknown health state {s:?} (ok, warning, failing, unknown)"
+            ))
+        })
+    })
+    .collect::<Result<Vec<_>, _>>()?;
+    if !health.is_empty() && on.iter().all(|k| k.is_peer()) {
+        return Err(err(format!(
+            "{key}: never matches: peer-live and peer-lost have no disk"
+        )));
+    }
+
     let key = format!("{at}.run");
     let run = match string_or_list(&key, f.run, "an argv list, or a command line")? {
         None => {
@@ -338,6 +372,7 @@ pub(super) fn hook_settings(index: usize, entry: serde_yaml::Value) -> Result<Ho
         disk,
         host,
         local,
+        health,
         run,
         timeout,
         allow_unsealed,

@@ -26,7 +26,7 @@ use serde::Deserialize;
 
 use crate::flags::{DaemonArgs, GossipArgs, HttpArgs, PeersArgs};
 use crate::model::{limits, FleetEventKind};
-use diskd_watchers::{DiskWatcherConfig, HardwareWatcherConfig};
+use diskd_watchers::{DiskWatcherConfig, HardwareWatcherConfig, SmartWatcherConfig};
 
 /// Default multicast group, the same as the Perl diskd so both find each other.
 pub const DEFAULT_GROUP: &str = "230.1.2.3";
@@ -65,6 +65,8 @@ pub struct Config {
     pub mount_interval: Duration,
     /// The sysfs hardware watcher, when enabled.
     pub hardware: Option<HardwareWatcherConfig>,
+    /// The SMART watcher, when enabled (by default: when smartctl is found).
+    pub smart: Option<SmartWatcherConfig>,
     /// Answer at most one ping per this period.
     pub ping_min_interval: Duration,
     /// Key files; the first signs.
@@ -101,6 +103,56 @@ pub struct Config {
 }
 
 const KEY_BLKID: &str = "watchers.disks.command";
+const KEY_SMARTCTL: &str = "watchers.smart.command";
+
+/// The SMART watcher's settings. Enabled by default only when smartctl is found (a machine
+/// without smartmontools is not told every 30 minutes that it is missing); enabled
+/// explicitly, a missing smartctl shows as every disk's `unknown` reason.
+fn smart_config(
+    s: crate::flags::SmartArgs,
+    hardware: Option<&HardwareWatcherConfig>,
+    filter: &diskd_watchers::filter::DeviceFilter,
+) -> Result<Option<SmartWatcherConfig>, ConfigError> {
+    let command = match s.command {
+        Some(c) => c.into_argv(KEY_SMARTCTL)?,
+        None => vec!["smartctl".to_string()],
+    };
+    if command.is_empty() || command[0].is_empty() {
+        return Err(err(format!("{KEY_SMARTCTL}: must name a program")));
+    }
+    let interval = match s.interval {
+        Some(v) => duration("watchers.smart.interval", &v)?,
+        None => Duration::from_secs(30 * 60),
+    };
+    let timeout = match s.timeout {
+        Some(v) => duration("watchers.smart.timeout", &v)?,
+        None => Duration::from_secs(30),
+    };
+    let enabled = s.enabled.unwrap_or_else(|| program_found(&command[0]));
+    Ok(enabled.then(|| SmartWatcherConfig {
+        command,
+        interval,
+        timeout,
+        sysfs: hardware.map_or_else(|| PathBuf::from("/sys"), |h| h.root.clone()),
+        filter: filter.clone(),
+    }))
+}
+
+/// Whether `program` names an executable file: as a path when it has a `/`, else in
+/// `$PATH` (and the sbin directories, where smartctl lives but a user's PATH may not reach).
+pub fn program_found(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        return executable(Path::new(program));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from))
+        .any(|dir| executable(&dir.join(program)))
+}
 
 /// Split a command line into words as a shell would (quotes keep a path with spaces one
 /// word), without ever running a shell.
@@ -274,6 +326,7 @@ impl Config {
         } else {
             None
         };
+        let smart = smart_config(f.watchers.smart, hardware.as_ref(), &filter)?;
         let disks = DiskWatcherConfig {
             command,
             interval: match d.interval {
@@ -380,6 +433,7 @@ impl Config {
             disks,
             mount_interval,
             hardware,
+            smart,
             ping_min_interval,
             key_files,
             max_clock_skew,

@@ -11,7 +11,7 @@ mod systemd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use diskd_watchers::{DiskWatcher, HardwareWatcher, MountWatcher, Watcher};
+use diskd_watchers::{DiskWatcher, HardwareWatcher, MountWatcher, SmartWatcher, Watcher};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -67,6 +67,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let disk_watcher = DiskWatcher::new(config.disks.clone());
     // Another watcher is one more entry here: it observes, the inventory's writer merges.
     let hardware_watcher = config.hardware.clone().map(HardwareWatcher::new);
+    let smart_watcher = config.smart.clone().map(SmartWatcher::new);
     let keys = crate::peer::keys::Keyring::load(&config.key_files).map_err(|e| startup(&e))?;
     // The gossip port is bound before the control socket: a port in use is a configuration
     // problem, reported at start like the others.
@@ -156,6 +157,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         Arc::new(disk_watcher),
     ];
     watchers.extend(hardware_watcher.map(|w| Arc::new(w) as Arc<dyn Watcher>));
+    watchers.extend(smart_watcher.map(|w| Arc::new(w) as Arc<dyn Watcher>));
     let inventory = inventory::spawn(
         inventory::Deps {
             node: node.clone(),

@@ -172,12 +172,19 @@ pub fn runs_on(hook: &Hook, event: &FleetEvent) -> bool {
 ///
 /// `on` lists the event's kind; `local: true` wants this machine; `host` matches the
 /// host's node name; `match` matches the disk's UUID, label, serial or WWN (a blank disk
-/// has only its hardware to be known by). Peer events have no disk:
+/// has only its hardware to be known by); `health` lists the disk's SMART verdicts wanted
+/// (`health: [failing]`). Peer events have no disk:
 /// they match only a hook whose `match` is `*` (the default).
 pub fn matches(hook: &Hook, event: &FleetEvent) -> bool {
     hook.on.contains(&event.kind)
         && (!hook.local || event.local)
         && hook.host.matches_any([Some(event.host.as_str())])
+        && (hook.health.is_empty()
+            || event
+                .disk
+                .as_ref()
+                .and_then(|d| d.health.as_ref())
+                .is_some_and(|h| hook.health.contains(&h.state)))
         && match &event.disk {
             Some(d) => {
                 // A WWN as sysfs writes it (`naa.5000c500...`) and bare, lower case.
@@ -715,5 +722,63 @@ mod tests {
         assert_eq!(env["DISKD_SIZE"], "4000787030016");
         assert_eq!(env["DISKD_MODEL"], "");
         assert_eq!(env["DISKD_UUID"], "");
+    }
+
+    #[test]
+    fn health_filters_and_variables() {
+        use crate::model::{DiskHealth, FsUsage, HealthState};
+        let c = config("hooks:\n- {on: [health-changed], health: [warning, failing], run: x}\n");
+        let h = &c.hooks[0];
+        let mut d = disk(None, None);
+        d.hardware.serial = Some("S1".into());
+        let event = |d: &DiskRecord| {
+            FleetEvent::disk(FleetEventKind::HealthChanged, 0, &host("a", false), d)
+        };
+        // No reading: a health filter never matches.
+        assert!(!matches(h, &event(&d)));
+        d.health = Some(DiskHealth {
+            state: HealthState::Ok,
+            ..Default::default()
+        });
+        assert!(!matches(h, &event(&d)));
+        d.health = Some(DiskHealth {
+            state: HealthState::Failing,
+            reasons: vec![
+                "SMART overall-health assessment failed".into(),
+                "8 reallocated sectors".into(),
+            ],
+            ..Default::default()
+        });
+        d.fs = Some(FsUsage {
+            size: 100,
+            used: 40,
+            avail: 55,
+        });
+        let mut e = event(&d);
+        e.health_was = Some(HealthState::Ok);
+        assert!(matches(h, &e));
+        let runner = run::Runner::new(
+            &c,
+            &NodeInfo::new("node", "00000000000000000000000000000002"),
+        );
+        let env: std::collections::HashMap<_, _> = runner.environment(&e).into_iter().collect();
+        assert_eq!(env["DISKD_EVENT"], "health-changed");
+        assert_eq!(env["DISKD_HEALTH"], "failing");
+        assert_eq!(
+            env["DISKD_HEALTH_REASONS"],
+            "SMART overall-health assessment failed; 8 reallocated sectors"
+        );
+        assert_eq!(env["DISKD_HEALTH_WAS"], "ok");
+        assert_eq!(env["DISKD_FS_AVAIL"], "55");
+        // A state that is not one is a config error naming the key.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.yaml");
+        std::fs::write(
+            &p,
+            "hooks:\n- {on: [health-changed], local: true, health: [dying], run: x}\n",
+        )
+        .unwrap();
+        let bad = Config::load(Some(&p), None, &crate::flags::DaemonArgs::default());
+        assert!(bad.unwrap_err().to_string().contains("hooks[0].health"));
     }
 }

@@ -146,6 +146,23 @@ impl Runner {
                         .as_deref(),
                 ),
             ),
+            (
+                "DISKD_HEALTH",
+                text(d.and_then(|d| d.health.as_ref()).map(|h| h.state.as_str())),
+            ),
+            (
+                "DISKD_HEALTH_REASONS",
+                text(
+                    d.and_then(|d| d.health.as_ref())
+                        .map(|h| h.reasons.join("; "))
+                        .as_deref(),
+                ),
+            ),
+            ("DISKD_HEALTH_WAS", text(e.health_was.map(|s| s.as_str()))),
+            (
+                "DISKD_FS_AVAIL",
+                text(d.and_then(|d| d.fs).map(|u| u.avail.to_string()).as_deref()),
+            ),
             ("DISKD_LOCAL", text(Some(if e.local { "1" } else { "0" }))),
             ("DISKD_SEALED", text(Some(if e.sealed { "1" } else { "0" }))),
             ("DISKD_NODE", text(Some(&self.node))),

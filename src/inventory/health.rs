@@ -19,6 +19,9 @@ pub enum WatcherState {
     /// The latest scan worked, but could not probe some device (`cannot_probe`): its
     /// contents are unknown, and `problems` says which and why.
     CannotProbe,
+    /// The latest SMART pass worked, but some disk has no reading (`cannot_read`):
+    /// `problems` says which and why (smartctl missing, hung, no SMART, garbage).
+    CannotRead,
     /// The latest scan failed for this reason (`timed_out`, `not_found`, ...).
     Failed(&'static str),
 }
@@ -29,6 +32,7 @@ impl fmt::Display for WatcherState {
             WatcherState::Starting => "starting",
             WatcherState::Ok => "ok",
             WatcherState::CannotProbe => "cannot_probe",
+            WatcherState::CannotRead => "cannot_read",
             WatcherState::Failed(kind) => kind,
         })
     }
@@ -86,11 +90,17 @@ impl WatcherHealth {
     /// Record a good scan, with what it could still not do (`problems`, see
     /// [`WatcherHealth::problems`]); true when it follows a failure (the watcher
     /// recovered).
-    pub fn succeeded(&mut self, found: usize, took: Duration, problems: Vec<String>) -> bool {
-        let state = if problems.is_empty() {
-            WatcherState::Ok
-        } else {
-            WatcherState::CannotProbe
+    pub fn succeeded(
+        &mut self,
+        found: usize,
+        took: Duration,
+        problems: Vec<String>,
+        smart: bool,
+    ) -> bool {
+        let state = match (problems.is_empty(), smart) {
+            (true, _) => WatcherState::Ok,
+            (false, false) => WatcherState::CannotProbe,
+            (false, true) => WatcherState::CannotRead,
         };
         let was = std::mem::replace(&mut self.state, state);
         self.scans_ok += 1;

@@ -388,20 +388,26 @@ impl Scanner {
                     Observation::Smart(r) => r.len(),
                 };
                 let problems = observation.problems();
+                let smart = matches!(observation, Observation::Smart(_));
                 let (recovered, before) = self.set_health(|h| {
                     let before = h.problems.clone();
-                    (h.succeeded(found, took, problems.clone()), before)
+                    (h.succeeded(found, took, problems.clone(), smart), before)
                 });
                 if recovered {
                     tracing::info!(watcher = name, "scans work again");
                 }
                 // Logged when they change, not on every scan.
                 if problems != before {
+                    let (unknown, fine) = if smart {
+                        ("health unknown", "every disk's health read again")
+                    } else {
+                        ("not offered as blank", "every device probed again")
+                    };
                     for p in problems.iter().filter(|p| !before.contains(p)) {
-                        tracing::warn!(watcher = name, "{p}; not offered as blank");
+                        tracing::warn!(watcher = name, "{p}; {unknown}");
                     }
                     if problems.is_empty() {
-                        tracing::info!(watcher = name, "every device probed again");
+                        tracing::info!(watcher = name, "{fine}");
                     } else {
                         events.emit("error", format!("{name}: {}", problems.join("; ")));
                     }

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{rfc3339, DiskRecord, Millis};
+use super::{rfc3339, DiskRecord, HealthState, Millis};
 
 /// The kinds of change, named as users write them (`on: [appeared, mounted]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -27,11 +27,15 @@ pub enum FleetEventKind {
     PeerLive,
     /// A peer was lost: it said goodbye, expired, or the failure detector declared it down.
     PeerLost,
+    /// A physical disk's SMART verdict changed (`ok` to `warning`, ...); also sent for a
+    /// disk whose first reading is `warning` or `failing`. Once per disk: on the whole
+    /// disk's record, not again on each partition that shows its reading.
+    HealthChanged,
 }
 
 impl FleetEventKind {
     /// Every kind, in documentation order.
-    pub const ALL: [FleetEventKind; 7] = [
+    pub const ALL: [FleetEventKind; 8] = [
         FleetEventKind::Appeared,
         FleetEventKind::Vanished,
         FleetEventKind::Changed,
@@ -39,6 +43,7 @@ impl FleetEventKind {
         FleetEventKind::Unmounted,
         FleetEventKind::PeerLive,
         FleetEventKind::PeerLost,
+        FleetEventKind::HealthChanged,
     ];
 
     /// The name users write and see.
@@ -51,6 +56,7 @@ impl FleetEventKind {
             FleetEventKind::Unmounted => "unmounted",
             FleetEventKind::PeerLive => "peer-live",
             FleetEventKind::PeerLost => "peer-lost",
+            FleetEventKind::HealthChanged => "health-changed",
         }
     }
 
@@ -87,6 +93,8 @@ pub struct FleetEvent {
     /// legacy Perl peer) could be anyone on the LAN: hooks run on its events only when
     /// told to (`allow_unsealed`).
     pub sealed: bool,
+    /// For `health-changed`: the verdict before (`None`: the disk had no reading).
+    pub health_was: Option<HealthState>,
 }
 
 impl FleetEvent {
@@ -114,6 +122,7 @@ impl FleetEvent {
             disk: None,
             local: host.local,
             sealed: host.local || host.sealed,
+            health_was: None,
         }
     }
 
@@ -134,6 +143,20 @@ impl FleetEvent {
                 o.insert("mountpoints".into(), d.mountpoints.clone().into());
                 if let Ok(serde_json::Value::Object(hw)) = serde_json::to_value(&d.hardware) {
                     o.extend(hw);
+                }
+                let health = d.health.clone().map(crate::view::HealthView::of);
+                o.insert(
+                    "health".into(),
+                    serde_json::to_value(health).unwrap_or_default(),
+                );
+                o.insert("fs_size".into(), d.fs.map(|u| u.size).into());
+                o.insert("fs_used".into(), d.fs.map(|u| u.used).into());
+                o.insert("fs_avail".into(), d.fs.map(|u| u.avail).into());
+                if self.kind == FleetEventKind::HealthChanged {
+                    o.insert(
+                        "health_was".into(),
+                        self.health_was.map(HealthState::as_str).into(),
+                    );
                 }
             }
             None => {
@@ -195,6 +218,19 @@ pub fn disk_change(
             }
         }
     }
+    let state = |d: Option<&DiskRecord>| d.and_then(|d| d.health.as_ref()).map(|h| h.state);
+    let (before, after) = (state(was), state(Some(now)));
+    let alarming = matches!(after, Some(HealthState::Warning | HealthState::Failing));
+    if now.hardware.parent.is_none()
+        && after.is_some()
+        && before != after
+        && (before.is_some() || alarming)
+    {
+        out.push(FleetEvent {
+            health_was: before,
+            ..ev(FleetEventKind::HealthChanged)
+        });
+    }
     out
 }
 
@@ -252,6 +288,52 @@ mod tests {
             ["changed"]
         );
         assert!(disk_change(Some(&before), &d("x", &[]), 1, &HOST).is_empty());
+    }
+
+    fn health(state: HealthState) -> Option<crate::model::DiskHealth> {
+        Some(crate::model::DiskHealth {
+            state,
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn health_changes_once_per_disk_with_the_state_before() {
+        let with = |state: Option<HealthState>, partition: bool| {
+            let mut disk = d("x", &[]);
+            disk.health = state.and_then(health);
+            disk.hardware.parent = partition.then(|| "/dev/sdb".to_string());
+            disk
+        };
+        let ok = with(Some(HealthState::Ok), false);
+        let failing = with(Some(HealthState::Failing), false);
+        let ev = disk_change(Some(&ok), &failing, 1, &HOST);
+        assert_eq!(kinds(ev.clone()), ["health-changed"]);
+        assert_eq!(ev[0].health_was, Some(HealthState::Ok));
+        let j = ev[0].to_json();
+        assert_eq!(j["health"]["state"], "failing");
+        assert_eq!(j["health_was"], "ok");
+        // The same reading again says nothing; a partition showing its disk's says nothing.
+        assert!(disk_change(Some(&failing), &failing, 1, &HOST).is_empty());
+        let part = |s| with(Some(s), true);
+        assert!(disk_change(
+            Some(&part(HealthState::Ok)),
+            &part(HealthState::Failing),
+            1,
+            &HOST
+        )
+        .is_empty());
+        // A first reading is news only when it is bad; losing the reading is not news.
+        assert!(disk_change(Some(&with(None, false)), &ok, 1, &HOST).is_empty());
+        assert_eq!(
+            kinds(disk_change(Some(&with(None, false)), &failing, 1, &HOST)),
+            ["health-changed"]
+        );
+        assert_eq!(
+            kinds(disk_change(None, &failing, 1, &HOST)),
+            ["appeared", "health-changed"]
+        );
+        assert!(disk_change(Some(&ok), &with(None, false), 1, &HOST).is_empty());
     }
 
     #[test]

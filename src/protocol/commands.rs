@@ -24,6 +24,12 @@ pub enum Request {
     /// Where a disk has been: each stay (host, device, first and last seen), newest first.
     /// TERM is a UUID (any case), a label or a device path (exact, now or earlier).
     History(History),
+    /// SMART health of the fleet's disks, worst first (one row per physical disk; TERM
+    /// narrows it to the disks it names). --check: exit 1 when any disk is warning or
+    /// failing.
+    Health(Health),
+    /// Every mounted filesystem in the fleet with its size and free space, fullest first.
+    Df(Json),
     /// Every peer ever heard, with liveness.
     Peers(Json),
     /// Node name, uptime, counters, store size and watcher health.
@@ -102,6 +108,20 @@ pub struct History {
     #[arg(allow_hyphen_values = true)]
     pub term: String,
     /// Print a JSON array of stays instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `health`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct Health {
+    /// Only the disks this UUID, label, device, serial or WWN names.
+    #[arg(allow_hyphen_values = true)]
+    pub term: Option<String>,
+    /// Exit 1 when any disk is warning or failing (for cron and monitoring scripts).
+    #[arg(long)]
+    pub check: bool,
+    /// Print a JSON array instead of a table.
     #[arg(long)]
     pub json: bool,
 }
@@ -187,7 +207,16 @@ impl Request {
                 flag(l.json, "--json");
                 l.node()
             }
-            Request::Peers(j) | Request::Status(j) | Request::Localhost(j) | Request::Events(j) => {
+            Request::Health(h) => {
+                flag(h.check, "--check");
+                flag(h.json, "--json");
+                h.term.as_deref()
+            }
+            Request::Peers(j)
+            | Request::Status(j)
+            | Request::Localhost(j)
+            | Request::Events(j)
+            | Request::Df(j) => {
                 flag(j.json, "--json");
                 None
             }
@@ -240,6 +269,8 @@ impl Request {
             Request::Query(_)
             | Request::List(_)
             | Request::History(_)
+            | Request::Health(_)
+            | Request::Df(_)
             | Request::Peers(_)
             | Request::Status(_)
             | Request::Localhost(_)
@@ -254,6 +285,8 @@ impl Request {
             Request::Query(_) => "where",
             Request::List(_) => "list",
             Request::History(_) => "history",
+            Request::Health(_) => "health",
+            Request::Df(_) => "df",
             Request::Peers(_) => "peers",
             Request::Status(_) => "status",
             Request::Localhost(_) => "localhost",

@@ -92,6 +92,11 @@ pub fn render(disks: Vec<DiskView>, json: bool, status: Status) -> Reply {
                     d.hardware.size.map(table::size).unwrap_or_default(),
                     table::opt(&d.fstype),
                     d.mountpoints.join(","),
+                    d.use_percent().map(|p| format!("{p}%")).unwrap_or_default(),
+                    d.health
+                        .as_ref()
+                        .map(|h| h.state.to_string())
+                        .unwrap_or_default(),
                     if d.live { "live" } else { "last-known" }.to_string(),
                     d.last_seen.clone(),
                 ]
@@ -107,6 +112,8 @@ pub fn render(disks: Vec<DiskView>, json: bool, status: Status) -> Reply {
                 "SIZE",
                 "FSTYPE",
                 "MOUNTPOINTS",
+                "USE%",
+                "HEALTH",
                 "STATE",
                 "LAST SEEN",
             ],

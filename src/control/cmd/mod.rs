@@ -10,7 +10,9 @@
 
 mod announce;
 pub mod debug;
+pub mod df;
 pub mod events;
+pub mod health;
 pub mod help;
 pub mod history;
 pub mod list;
@@ -58,6 +60,8 @@ pub async fn apply(request: &Request, ctx: &Context) -> Reply {
         Request::Query(c) => where_is::apply(c, ctx),
         Request::List(c) => list::apply(c, ctx),
         Request::History(c) => history::apply(c, ctx),
+        Request::Health(c) => health::apply(c, ctx),
+        Request::Df(c) => df::apply(c, ctx),
         Request::Peers(c) => peers::apply(c, ctx),
         Request::Status(c) => off_runtime(ctx, c, status::apply).await,
         Request::Localhost(c) => localhost::apply(c, ctx),

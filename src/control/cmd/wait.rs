@@ -117,7 +117,10 @@ fn may_satisfy(e: &FleetEvent, cmd: &Wait) -> bool {
         FleetEventKind::Appeared | FleetEventKind::Changed | FleetEventKind::Mounted => {
             e.disk.as_ref().is_some_and(|d| d.matches(&cmd.term))
         }
-        FleetEventKind::Vanished | FleetEventKind::Unmounted | FleetEventKind::PeerLost => false,
+        FleetEventKind::Vanished
+        | FleetEventKind::Unmounted
+        | FleetEventKind::PeerLost
+        | FleetEventKind::HealthChanged => false,
     }
 }
 

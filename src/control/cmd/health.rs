@@ -1,0 +1,237 @@
+//! `health [TERM] [--check] [--json]`: the SMART verdict of every physical disk in the
+//! fleet, worst first.
+//!
+//! One row per physical disk: a partition shows its parent's reading, so the records of a
+//! disk and its partitions collapse into the disk's row. With `--check` the status line
+//! says whether anything needs attention, which the one-shot client turns into its exit
+//! code (1 when any disk is `warning` or `failing`) for cron jobs and monitoring scripts.
+
+use std::cmp::Reverse;
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+
+use super::{json_body, list, where_is, QueryError};
+use crate::control::{table, Context};
+use crate::model::HealthState;
+use crate::protocol::commands::Health;
+use crate::protocol::frame::{Reply, Status};
+use crate::view::{DiskView, HealthView};
+
+/// The status text of a `--check` reply when some disk is `warning` or `failing`: the
+/// one-shot client exits 1 on it.
+pub const ATTENTION: &str = "attention:";
+
+/// One physical disk's health, as `health --json` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthRow {
+    /// Node name of its host.
+    pub host: String,
+    /// Address of its host.
+    pub addr: Option<String>,
+    /// The whole disk's device path.
+    pub device: String,
+    /// Model, as sysfs reports it.
+    pub model: Option<String>,
+    /// Serial number.
+    pub serial: Option<String>,
+    /// Size in bytes.
+    pub size: Option<u64>,
+    /// In the latest inventory of a live host (else the last reading known).
+    pub live: bool,
+    /// The reading.
+    #[serde(flatten)]
+    pub health: HealthView,
+}
+
+/// Build the reply.
+pub fn apply(cmd: &Health, ctx: &Context) -> Reply {
+    let rows = match rows(cmd.term.as_deref(), ctx) {
+        Ok(rows) => rows,
+        Err(e) => return e.reply(cmd.json),
+    };
+    let status = if cmd.check {
+        Status::Ok(summary(&rows))
+    } else {
+        Status::Ok(String::new())
+    };
+    render(rows, cmd.json, status)
+}
+
+/// The disks with a health reading (those TERM names, or all), worst first, then live
+/// first, by host and device.
+pub fn rows(term: Option<&str>, ctx: &Context) -> Result<Vec<HealthRow>, QueryError> {
+    let disks = match term {
+        Some(t) => where_is::disks(t, ctx)?,
+        None => list::disks(&Default::default(), ctx)?,
+    };
+    let rows = physical(disks);
+    if rows.is_empty() {
+        return Err(QueryError::NoMatch(match term {
+            Some(t) => format!("no health reading of a disk matching {t:?}"),
+            None => "no disk health known (smartctl runs on none of the fleet's hosts?)".into(),
+        }));
+    }
+    Ok(rows)
+}
+
+/// One row per physical disk that has a reading: a partition stands for its parent (its
+/// reading is the parent's), the first record of each (host, disk) wins (the live one:
+/// records come live first).
+fn physical(disks: Vec<DiskView>) -> Vec<HealthRow> {
+    let mut seen = HashSet::new();
+    let mut rows: Vec<HealthRow> = disks
+        .into_iter()
+        .filter_map(|d| {
+            let health = d.health?;
+            let device = match &d.hardware.parent {
+                Some(p) if p.starts_with('/') => p.clone(),
+                Some(p) => format!("/dev/{p}"),
+                None => d.device,
+            };
+            if !seen.insert((d.host.clone(), device.clone())) {
+                return None;
+            }
+            let own = d.hardware.parent.is_none();
+            Some(HealthRow {
+                host: d.host,
+                addr: d.addr,
+                device,
+                // A partition's record carries only its own size: the disk's is unknown here.
+                model: d.hardware.model,
+                serial: d.hardware.serial,
+                size: if own { d.hardware.size } else { None },
+                live: d.live,
+                health,
+            })
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        Reverse(a.health.state)
+            .cmp(&Reverse(b.health.state))
+            .then(b.live.cmp(&a.live))
+            .then_with(|| a.host.cmp(&b.host))
+            .then_with(|| a.device.cmp(&b.device))
+    });
+    rows
+}
+
+/// The `--check` status text: [`ATTENTION`] and the counts, or that all is well.
+fn summary(rows: &[HealthRow]) -> String {
+    let count = |s: HealthState| rows.iter().filter(|r| r.health.state == s).count();
+    let (failing, warning) = (count(HealthState::Failing), count(HealthState::Warning));
+    if failing + warning > 0 {
+        format!("{ATTENTION} {failing} failing, {warning} warning")
+    } else {
+        format!("no disk needs attention ({} read)", rows.len())
+    }
+}
+
+fn render(rows: Vec<HealthRow>, json: bool, status: Status) -> Reply {
+    let body = if json {
+        json_body(&rows)
+    } else {
+        let cells: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| {
+                let h = &r.health;
+                vec![
+                    r.host.clone(),
+                    r.device.clone(),
+                    table::opt(&r.model),
+                    table::opt(&r.serial),
+                    h.state.to_string(),
+                    h.temperature_c
+                        .map(|t| format!("{t}°C"))
+                        .unwrap_or_default(),
+                    h.power_on_hours
+                        .map(|p| format!("{p}h"))
+                        .unwrap_or_default(),
+                    h.checked.clone().unwrap_or_default(),
+                    h.reasons.join("; "),
+                ]
+            })
+            .collect();
+        table::render(
+            &[
+                "HOST", "DEVICE", "MODEL", "SERIAL", "HEALTH", "TEMP", "POWER-ON", "CHECKED",
+                "REASONS",
+            ],
+            &cells,
+        )
+    };
+    Reply { status, body }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Hardware;
+    use crate::view::DiskView;
+
+    fn view(host: &str, device: &str, parent: Option<&str>, state: HealthState) -> DiskView {
+        DiskView {
+            host: host.into(),
+            addr: None,
+            uuid: None,
+            label: None,
+            device: device.into(),
+            fstype: None,
+            mountpoints: vec![],
+            hardware: Hardware {
+                parent: parent.map(str::to_string),
+                size: Some(1 << 30),
+                ..Hardware::default()
+            },
+            probe: Default::default(),
+            health: Some(HealthView {
+                state,
+                reasons: vec![],
+                temperature_c: None,
+                power_on_hours: None,
+                reallocated_sectors: None,
+                pending_sectors: None,
+                media_errors: None,
+                percentage_used: None,
+                checked: None,
+            }),
+            fs_size: None,
+            fs_used: None,
+            fs_avail: None,
+            live: true,
+            last_seen: String::new(),
+        }
+    }
+
+    #[test]
+    fn one_row_per_physical_disk_worst_first() {
+        let mut no_reading = view("a", "/dev/loop0", None, HealthState::Ok);
+        no_reading.health = None;
+        let rows = physical(vec![
+            view("a", "/dev/sda", None, HealthState::Ok),
+            view("a", "/dev/sda1", Some("/dev/sda"), HealthState::Ok),
+            view("a", "/dev/sdb1", Some("sdb"), HealthState::Warning),
+            view("b", "/dev/sda", None, HealthState::Unknown),
+            view("b", "/dev/nvme0n1", None, HealthState::Failing),
+            no_reading,
+        ]);
+        let got: Vec<(&str, &str, HealthState)> = rows
+            .iter()
+            .map(|r| (r.host.as_str(), r.device.as_str(), r.health.state))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("b", "/dev/nvme0n1", HealthState::Failing),
+                ("a", "/dev/sdb", HealthState::Warning),
+                ("b", "/dev/sda", HealthState::Unknown),
+                ("a", "/dev/sda", HealthState::Ok),
+            ]
+        );
+        // The partition's row does not claim the disk's size as its own.
+        assert_eq!(rows[1].size, None);
+        assert_eq!(rows[3].size, Some(1 << 30));
+        assert!(summary(&rows).starts_with(ATTENTION));
+        assert!(!summary(&rows[2..]).starts_with(ATTENTION));
+    }
+}
