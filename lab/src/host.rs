@@ -106,6 +106,8 @@ impl Host {
             .arg(&self.blkid)
             .args(["--node-name", &self.node])
             .args((!self.hardware).then_some("--no-hardware"))
+            // The machine's own disks are no lab host's: SMART only from a fake smartctl.
+            .args((!self.args.iter().any(|a| a == "--smartctl")).then_some("--no-smart"))
             .args(&self.args)
             .env("RUST_LOG", &self.log_filter)
             .stdin(Stdio::null())

@@ -128,10 +128,11 @@ impl TestDaemon {
             blkid,
             dir,
             // The host's own block devices would be listed as blank disks; tests that
-            // want the hardware watcher ask for it (`hardware`).
+            // want the hardware watcher ask for it (`hardware`), and the SMART watcher
+            // (`smart`) never reads this machine's disks.
             args: [
                 local_only_multicast("test-node"),
-                vec!["--no-hardware".into()],
+                vec!["--no-hardware".into(), "--no-smart".into()],
             ]
             .concat(),
             envs: Vec::new(),
@@ -144,6 +145,14 @@ impl TestDaemon {
         self.args.retain(|a| a != "--no-hardware");
         self.args.push("--sysfs".into());
         self.args.push(sysfs.display().to_string());
+        self
+    }
+
+    /// Run the SMART watcher with this smartctl (a fake that prints fixtures).
+    pub fn smart(mut self, smartctl: &Path) -> Self {
+        self.args.retain(|a| a != "--no-smart");
+        self.args.push("--smartctl".into());
+        self.args.push(smartctl.display().to_string());
         self
     }
 
