@@ -12,7 +12,7 @@ use serde_json::Value;
 use util::{wait_for, TestDaemon};
 
 const LONG: Duration = Duration::from_secs(20);
-const SERIAL: &str = "ZFN0TEST";
+pub const SERIAL: &str = "ZFN0TEST";
 const WWN: &str = "naa.5000c500deadbeef";
 const SIZE: u64 = 4_000_787_030_016;
 const PART_UUID: &str = "5e5e5e5e-0000-4000-8000-000000000002";
@@ -22,7 +22,7 @@ const PART_UUID: &str = "5e5e5e5e-0000-4000-8000-000000000002";
 /// numbers are ones no real device here has, so nothing on this machine can be mistaken
 /// for them; and there is no `/dev/sdq1` to probe, so sdq1 is never called blank (real
 /// blank devices: `devices::only_a_device_blkid_probed_and_found_empty_is_blank`).
-fn fake_sysfs(root: &Path) {
+pub fn fake_sysfs(root: &Path) {
     let dev = root.join("devices/pci0000:00/0000:00:1f.2/ata1/host0/target0:0:0/0:0:0:0");
     let disk = dev.join("block/sdq");
     let write = |p: PathBuf, text: &[u8]| {
@@ -54,7 +54,7 @@ fn fake_sysfs(root: &Path) {
     symlink(format!("{rel}/sdq2"), class.join("sdq2")).unwrap();
 }
 
-fn blkid_sdq2() -> String {
+pub fn blkid_sdq2() -> String {
     format!("DEVNAME=/dev/sdq2\nUUID={PART_UUID}\nTYPE=ext4\nLABEL=datapart\n\n")
 }
 

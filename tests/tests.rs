@@ -13,6 +13,7 @@ mod client;
 mod daemon;
 mod devices;
 mod hardware;
+mod health;
 mod hooks;
 mod hostile;
 mod http;
