@@ -131,8 +131,9 @@ pub enum Observation {
 }
 
 impl Observation {
-    /// What a scan that worked could still not do (a device blkid could not probe): shown
-    /// by `status` in place of "ok", since such a device's contents are unknown.
+    /// What a scan that worked could still not do (a device blkid could not probe, a disk
+    /// without a SMART reading): shown by `status` in place of "ok", since such a device's
+    /// contents or health are unknown. A SMART problem is `/dev/sda: <first reason>`.
     pub fn problems(&self) -> Vec<String> {
         match self {
             Observation::Disks(disks) => disks
@@ -142,7 +143,15 @@ impl Observation {
                     _ => None,
                 })
                 .collect(),
-            Observation::Mounts(_) | Observation::Hardware(_) | Observation::Smart(_) => Vec::new(),
+            Observation::Smart(readings) => readings
+                .iter()
+                .filter(|r| r.health.state == HealthState::Unknown)
+                .map(|r| match r.health.reasons.first() {
+                    Some(why) => format!("{}: {why}", r.device),
+                    None => format!("{}: no SMART reading", r.device),
+                })
+                .collect(),
+            Observation::Mounts(_) | Observation::Hardware(_) => Vec::new(),
         }
     }
 }

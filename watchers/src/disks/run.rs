@@ -18,7 +18,7 @@ pub(super) const MAX_STDERR_LINE: usize = 200;
 /// After SIGKILL a process normally disappears at once, but one stuck in uninterruptible
 /// I/O (the very reason blkid hangs) only dies when the I/O returns; the scan does not wait
 /// longer than this for it and leaves the reaping to tokio.
-pub(super) const REAP_GRACE: Duration = Duration::from_secs(2);
+pub(crate) const REAP_GRACE: Duration = Duration::from_secs(2);
 
 /// The argv actually run for a configured command.
 ///
