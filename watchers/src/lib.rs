@@ -6,6 +6,8 @@
 //!   kernel's mount table.
 //! - [`HardwareWatcher`] (`hardware`, `hardware.rs`): what each block device physically is
 //!   (size, model, serial, WWN, transport), from sysfs.
+//! - [`SmartWatcher`] (`smart`, `smart/`): the SMART health of each whole disk, from
+//!   `smartctl --json`.
 //!
 //! Every source is a [`Watcher`]: the daemon owns the schedule (interval, timeout,
 //! `refresh`), a watcher only knows how to look once.

@@ -40,6 +40,9 @@ const NOT_READ_YET: &str = "not read yet";
 /// The reason of a sleeping disk without an earlier reading to keep.
 const IN_STANDBY: &str = "in standby, not woken";
 
+/// `known` before the first listing.
+const UNLISTED: usize = usize::MAX;
+
 /// The shortest pause the watcher asks of the daemon between scans, so disks left for
 /// the next pass are read soon without a busy loop.
 const MIN_RESCAN: Duration = Duration::from_secs(1);
@@ -60,7 +63,8 @@ pub struct SmartWatcher {
     /// Every current whole disk by device path. Held for a whole pass: scans never
     /// overlap, so neither do smartctl runs.
     disks: tokio::sync::Mutex<BTreeMap<String, Disk>>,
-    /// Whole disks at the last listing: what [`Watcher::timeout`] allows for.
+    /// Whole disks at the last listing: what [`Watcher::timeout`] allows for
+    /// ([`UNLISTED`] before the first).
     known: AtomicUsize,
     /// When the next disk is due, for [`Watcher::interval`]; `None` before the first pass.
     next_due: std::sync::Mutex<Option<Instant>>,
@@ -124,7 +128,7 @@ impl SmartWatcher {
             filter,
             events: LazyBlockEvents::default(),
             disks: tokio::sync::Mutex::new(BTreeMap::new()),
-            known: AtomicUsize::new(0),
+            known: AtomicUsize::new(UNLISTED),
             next_due: std::sync::Mutex::new(None),
         }
     }
@@ -139,11 +143,19 @@ impl SmartWatcher {
     }
 
     /// What one pass may take: a full smartctl timeout per disk known, and one more for a
-    /// disk that appears. Before the first pass that is one timeout; a pass that runs
-    /// out of time leaves its remaining disks for the next, which the daemon runs soon
-    /// (see [`Watcher::interval`]) and which allows for all of them.
+    /// disk that appears. Before the first listing, every entry of `class/block` counts
+    /// (partitions and virtual devices too: a generous bound, got with one directory
+    /// listing, which never waits for a device). A pass that runs out of time anyway
+    /// (many disks plugged at once) leaves the rest for the next, which the daemon runs
+    /// soon (see [`Watcher::interval`]) and which allows for all of them.
     fn pass_budget(&self) -> Duration {
-        let disks = self.known.load(Ordering::Relaxed).saturating_add(1);
+        let known = match self.known.load(Ordering::Relaxed) {
+            UNLISTED => {
+                std::fs::read_dir(self.cfg.sysfs.join("class/block")).map_or(0, Iterator::count)
+            }
+            known => known,
+        };
+        let disks = known.saturating_add(1);
         self.cfg
             .timeout
             .saturating_mul(u32::try_from(disks).unwrap_or(u32::MAX))
