@@ -6,6 +6,8 @@
 //!   kernel's mount table.
 //! - [`HardwareWatcher`] (`hardware`, `hardware.rs`): what each block device physically is
 //!   (size, model, serial, WWN, transport), from sysfs.
+//! - [`SmartWatcher`] (`smart`, `smart/`): the SMART health of each whole disk, from
+//!   `smartctl --json`.
 //!
 //! Every source is a [`Watcher`]: the daemon owns the schedule (interval, timeout,
 //! `refresh`), a watcher only knows how to look once.
@@ -131,8 +133,9 @@ pub enum Observation {
 }
 
 impl Observation {
-    /// What a scan that worked could still not do (a device blkid could not probe): shown
-    /// by `status` in place of "ok", since such a device's contents are unknown.
+    /// What a scan that worked could still not do (a device blkid could not probe, a disk
+    /// without a SMART reading): shown by `status` in place of "ok", since such a device's
+    /// contents or health are unknown. A SMART problem is `/dev/sda: <first reason>`.
     pub fn problems(&self) -> Vec<String> {
         match self {
             Observation::Disks(disks) => disks
@@ -142,7 +145,15 @@ impl Observation {
                     _ => None,
                 })
                 .collect(),
-            Observation::Mounts(_) | Observation::Hardware(_) | Observation::Smart(_) => Vec::new(),
+            Observation::Smart(readings) => readings
+                .iter()
+                .filter(|r| r.health.state == HealthState::Unknown)
+                .map(|r| match r.health.reasons.first() {
+                    Some(why) => format!("{}: {why}", r.device),
+                    None => format!("{}: no SMART reading", r.device),
+                })
+                .collect(),
+            Observation::Mounts(_) | Observation::Hardware(_) => Vec::new(),
         }
     }
 }

@@ -8,7 +8,7 @@
 
 mod blkid;
 mod probe;
-mod run;
+pub(crate) mod run;
 #[cfg(test)]
 mod tests;
 
@@ -171,48 +171,13 @@ impl DiskWatcher {
         })
     }
 
-    /// Runs `argv` for at most `timeout`: its exit status, stdout and (capped) stderr, or
-    /// why it did not run to its end (its process group is killed then).
+    /// Runs `argv` for at most `timeout` (see [`run_capped`]), stdout as text.
     async fn run_raw(
         &self,
         argv: &[String],
         timeout: Duration,
     ) -> Result<(ExitStatus, String, Vec<u8>), WatchError> {
-        let program = argv.first().cloned().unwrap_or_default();
-        let mut child = spawn(argv).await?;
-        let mut group = GroupGuard::of(&child);
-        let stdout = child.stdout.take();
-        let stderr = child.stderr.take();
-
-        let outcome = tokio::time::timeout(timeout, collect(&mut child, stdout, stderr)).await;
-        let (status, out, err) = match outcome {
-            Ok(Ok(done)) => {
-                // Reaped: what it left running in its group goes with it.
-                group.signal(Signal::SIGKILL);
-                group.disarm();
-                done
-            }
-            Ok(Err(fail)) => {
-                group.signal(Signal::SIGKILL);
-                reap(&mut child, &program).await;
-                group.disarm();
-                return Err(match fail {
-                    RunFail::TooBig => WatchError::BadOutput(format!(
-                        "{program} wrote more than {MAX_STDOUT} bytes to stdout"
-                    )),
-                    RunFail::Io(source) => WatchError::Io {
-                        what: format!("reading from {program}"),
-                        source,
-                    },
-                });
-            }
-            Err(_elapsed) => {
-                group.signal(Signal::SIGKILL);
-                reap(&mut child, &program).await;
-                group.disarm();
-                return Err(WatchError::TimedOut { program, timeout });
-            }
-        };
+        let (status, out, err) = run_capped(argv, timeout, MAX_STDOUT).await?;
         Ok((status, String::from_utf8_lossy(&out).into_owned(), err))
     }
 

@@ -18,7 +18,7 @@ pub(super) const MAX_STDERR_LINE: usize = 200;
 /// After SIGKILL a process normally disappears at once, but one stuck in uninterruptible
 /// I/O (the very reason blkid hangs) only dies when the I/O returns; the scan does not wait
 /// longer than this for it and leaves the reaping to tokio.
-pub(super) const REAP_GRACE: Duration = Duration::from_secs(2);
+pub(crate) const REAP_GRACE: Duration = Duration::from_secs(2);
 
 /// The argv actually run for a configured command.
 ///
@@ -87,25 +87,28 @@ pub(super) async fn collect(
     child: &mut Child,
     stdout: Option<tokio::process::ChildStdout>,
     stderr: Option<tokio::process::ChildStderr>,
+    max_stdout: usize,
 ) -> Result<(ExitStatus, Vec<u8>, Vec<u8>), RunFail> {
     let (status, out, err) = tokio::try_join!(
         async { child.wait().await.map_err(RunFail::Io) },
-        read_capped(stdout),
+        read_capped(stdout, max_stdout),
         read_stderr(stderr),
     )?;
     Ok((status, out, err))
 }
 
-pub(super) async fn read_capped<R: AsyncRead + Unpin>(pipe: Option<R>) -> Result<Vec<u8>, RunFail> {
+/// All of stdout, or [`RunFail::TooBig`] beyond `max` bytes.
+pub(super) async fn read_capped<R: AsyncRead + Unpin>(
+    pipe: Option<R>,
+    max: usize,
+) -> Result<Vec<u8>, RunFail> {
     let Some(pipe) = pipe else {
         return Ok(Vec::new());
     };
     let mut buf = Vec::new();
     // One byte more than allowed tells "exactly the limit" from "over it".
-    pipe.take(MAX_STDOUT as u64 + 1)
-        .read_to_end(&mut buf)
-        .await?;
-    if buf.len() > MAX_STDOUT {
+    pipe.take(max as u64 + 1).read_to_end(&mut buf).await?;
+    if buf.len() > max {
         return Err(RunFail::TooBig);
     }
     Ok(buf)
@@ -143,7 +146,56 @@ pub(super) async fn reap(child: &mut Child, program: &str) {
     }
 }
 
-pub(super) fn first_line(stderr: &[u8]) -> String {
+/// Runs `argv` for at most `timeout`, in a process group of its own: its exit status,
+/// stdout (at most `max_stdout` bytes, or [`WatchError::BadOutput`]) and (capped) stderr,
+/// or why it did not run to its end. Whatever way it ends, its process group is killed,
+/// so nothing it started outlives it. Shared by every watcher that runs a program (blkid,
+/// smartctl), so all get the same guarantees.
+pub(crate) async fn run_capped(
+    argv: &[String],
+    timeout: Duration,
+    max_stdout: usize,
+) -> Result<(ExitStatus, Vec<u8>, Vec<u8>), WatchError> {
+    let program = argv.first().cloned().unwrap_or_default();
+    let mut child = spawn(argv).await?;
+    let mut group = GroupGuard::of(&child);
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+
+    let outcome =
+        tokio::time::timeout(timeout, collect(&mut child, stdout, stderr, max_stdout)).await;
+    match outcome {
+        Ok(Ok(done)) => {
+            // Reaped: what it left running in its group goes with it.
+            group.signal(Signal::SIGKILL);
+            group.disarm();
+            Ok(done)
+        }
+        Ok(Err(fail)) => {
+            group.signal(Signal::SIGKILL);
+            reap(&mut child, &program).await;
+            group.disarm();
+            Err(match fail {
+                RunFail::TooBig => WatchError::BadOutput(format!(
+                    "{program} wrote more than {max_stdout} bytes to stdout"
+                )),
+                RunFail::Io(source) => WatchError::Io {
+                    what: format!("reading from {program}"),
+                    source,
+                },
+            })
+        }
+        Err(_elapsed) => {
+            group.signal(Signal::SIGKILL);
+            reap(&mut child, &program).await;
+            group.disarm();
+            Err(WatchError::TimedOut { program, timeout })
+        }
+    }
+}
+
+/// The first non-empty line of stderr, trimmed and capped (see [`MAX_STDERR_LINE`]).
+pub(crate) fn first_line(stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(stderr);
     text.lines()
         .map(str::trim)

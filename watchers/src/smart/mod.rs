@@ -1,5 +1,17 @@
 //! SMART health of whole disks, from smartmontools' `smartctl --json`.
 //!
+//! The question an operator asks of a fleet is "which disk is about to die, and where is
+//! it": the answer has to come from the drive itself, and smartctl is the one tool that
+//! speaks every protocol (ATA, NVMe, SCSI, and ATA behind USB bridges) and prints it as
+//! JSON. It is treated as the disks watcher treats blkid: an external program that may
+//! hang on a dying disk, so it runs in its own process group, killed with it on timeout,
+//! with its output capped and never trusted to be well-formed.
+//!
+//! - `whole.rs`: which devices are read (physical whole disks only).
+//! - `run.rs`: the watcher, each disk on its own schedule, one smartctl at a time.
+//! - `parse.rs`: smartctl's JSON of every protocol and version into [`SmartData`].
+//! - `verdict.rs`: the rules that make a reading `ok`, `warning` or `failing`.
+//!
 //! The types here travel from the watcher to the daemon's records, the wire and the store
 //! (one type from smartctl to the fleet, as [`crate::Hardware`] is for sysfs).
 
@@ -104,8 +116,16 @@ pub struct SmartReading {
     pub health: DiskHealth,
 }
 
+pub mod parse;
 mod run;
-pub use run::SmartWatcher;
+#[cfg(test)]
+mod tests;
+mod verdict;
+mod whole;
+
+pub use parse::{parse_smartctl, SmartData};
+pub use run::{SmartWatcher, MAX_OUTPUT, SMARTCTL_OPTIONS};
+pub use verdict::verdict;
 
 use std::path::PathBuf;
 use std::time::Duration;
