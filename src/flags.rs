@@ -412,7 +412,7 @@ pub struct HardwareArgs {
 #[serde(deny_unknown_fields)]
 pub struct SmartArgs {
     /// Whether to read SMART health with smartctl [watchers.smart.enabled; default: on
-    /// when smartctl is found].
+    /// when smartctl is found, or when a command is named].
     #[arg(skip)]
     pub enabled: Option<bool>,
     /// Do not read SMART health [watchers.smart.enabled: false].

@@ -107,12 +107,14 @@ const KEY_SMARTCTL: &str = "watchers.smart.command";
 
 /// The SMART watcher's settings. Enabled by default only when smartctl is found (a machine
 /// without smartmontools is not told every 30 minutes that it is missing); enabled
-/// explicitly, a missing smartctl shows as every disk's `unknown` reason.
+/// explicitly (or with a command named), a missing smartctl shows as every disk's
+/// `unknown` reason.
 fn smart_config(
     s: crate::flags::SmartArgs,
     hardware: Option<&HardwareWatcherConfig>,
     filter: &diskd_watchers::filter::DeviceFilter,
 ) -> Result<Option<SmartWatcherConfig>, ConfigError> {
+    let named = s.command.is_some();
     let command = match s.command {
         Some(c) => c.into_argv(KEY_SMARTCTL)?,
         None => vec!["smartctl".to_string()],
@@ -128,7 +130,11 @@ fn smart_config(
         Some(v) => duration("watchers.smart.timeout", &v)?,
         None => Duration::from_secs(30),
     };
-    let enabled = s.enabled.unwrap_or_else(|| program_found(&command[0]));
+    // A smartctl named in the config or on the command line is meant to run: if it is
+    // missing, every disk says so.
+    let enabled = s
+        .enabled
+        .unwrap_or_else(|| named || program_found(&command[0]));
     Ok(enabled.then(|| SmartWatcherConfig {
         command,
         interval,
