@@ -1237,7 +1237,10 @@ fn a_schema_2_store_is_converted_at_start() {
     assert_eq!(d.stop(), 0);
     let db = sled::open(&d.store).unwrap();
     let meta = db.open_tree("meta").unwrap();
-    assert_eq!(meta.get("schema_version").unwrap().unwrap(), b"5"[..]);
+    assert_eq!(
+        meta.get("schema_version").unwrap().unwrap(),
+        diskd::store::SCHEMA_VERSION.to_string().as_bytes()
+    );
 }
 
 #[test]
@@ -1278,7 +1281,10 @@ fn a_schema_3_store_is_converted_at_start() {
     assert_eq!(d.stop(), 0);
     let db = sled::open(&d.store).unwrap();
     let meta = db.open_tree("meta").unwrap();
-    assert_eq!(meta.get("schema_version").unwrap().unwrap(), b"5"[..]);
+    assert_eq!(
+        meta.get("schema_version").unwrap().unwrap(),
+        diskd::store::SCHEMA_VERSION.to_string().as_bytes()
+    );
 }
 
 /// `n` disks of generation `gen`, each with its own UUID, label and device.

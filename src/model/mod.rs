@@ -17,7 +17,7 @@ pub use fleet::{FleetEvent, FleetEventKind};
 pub use node::{addresses, NodeInfo};
 pub use records::{
     identity_parts, matches, wwn_key, AttachRecord, DiskHealth, DiskRecord, FsUsage, Hardware,
-    HealthState, PeerRecord, Probe, Sighting, Stay, LEGACY_EXPIRY,
+    HealthPoint, HealthState, PeerRecord, Probe, Sighting, Stay, LEGACY_EXPIRY,
 };
 pub use validate::{printable, valid_node_id, valid_uuid};
 

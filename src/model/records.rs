@@ -279,6 +279,25 @@ pub struct AttachRecord {
     pub path: String,
 }
 
+/// One SMART reading of a disk as its host's store keeps it (`Store::health_log`): when it
+/// was taken, the verdict, and the figures whose trend tells a disk going bad (the last 64
+/// readings are kept per host and disk, so a slow rise of reallocated sectors shows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthPoint {
+    /// When the reading was taken (`DiskHealth::checked`).
+    pub checked: Millis,
+    /// The verdict then.
+    pub state: HealthState,
+    /// Temperature then, degrees Celsius.
+    pub temperature_c: Option<i32>,
+    /// Reallocated sectors (or grown defects) then.
+    pub reallocated_sectors: Option<u64>,
+    /// Sectors waiting to be reallocated then.
+    pub pending_sectors: Option<u64>,
+    /// NVMe media and data integrity errors then.
+    pub media_errors: Option<u64>,
+}
+
 /// One stay of a disk: a stretch of time it spent on one host at one device path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stay {

@@ -14,6 +14,15 @@
 //! previous release reads the notice and ignores the rest (postcard leaves trailing bytes
 //! alone), so it pulls as it always did; a notice without a trailer (from such a daemon)
 //! is a notice without a delta here.
+//!
+//! The records of a delta are postcard `DiskRecord`s, whose layout is the previous
+//! release's (health and filesystem usage are not part of it, see `DiskRecord::health`).
+//! They travel after the delta's own bytes, as the inventory's do after a chunk: the tag
+//! [`wire::TRAILER_CONDITION`] and the condition of each upsert, in order (left out when
+//! none has one). The previous release decodes the delta with `from_bytes`, which leaves
+//! the trailer alone, so it applies the same delta without health; a delta without the
+//! trailer (from such a daemon) is read here with health and usage unknown. A trailer that
+//! does not decode, or lists another number of records, makes no delta (the member pulls).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -43,15 +52,24 @@ pub struct Delta {
 }
 
 impl Delta {
-    /// The trailer's bytes.
+    /// The trailer's bytes: the delta, then its records' condition when any has one.
     pub fn encode(&self) -> Option<Vec<u8>> {
-        postcard::to_allocvec(self).ok()
+        let out = postcard::to_allocvec(self).ok()?;
+        if wire::any_condition(self.upserts.iter()) {
+            wire::append_condition(out, &self.upserts).ok()
+        } else {
+            Some(out)
+        }
     }
 
     /// A trailer from the wire, if it decodes and every record is within the wire's
-    /// bounds (a bad trailer is no delta: the member pulls instead).
+    /// bounds (a bad trailer is no delta: the member pulls instead). Bytes after the
+    /// condition, or in place of it under another tag, are a later release's: ignored.
     pub fn decode(bytes: &[u8]) -> Option<Delta> {
-        let d: Delta = postcard::from_bytes(bytes).ok()?;
+        let (mut d, rest): (Delta, &[u8]) = postcard::take_from_bytes(bytes).ok()?;
+        if let Some((&wire::TRAILER_CONDITION, body)) = rest.split_first() {
+            wire::read_condition(body, &mut d.upserts).ok()?;
+        }
         let ok = d.upserts.len() + d.removed.len() <= crate::model::limits::DISKS_PER_CHUNK
             && d.upserts.iter().all(wire::valid_disk)
             && d.removed
@@ -197,6 +215,81 @@ mod tests {
         assert_eq!(d.base, 2, "the large change is not part of it");
         assert_eq!(d.upserts, vec![disk(99, "y")]);
         assert!(d.encode().unwrap().len() <= MAX_DELTA);
+    }
+
+    fn healthy(n: u32, checked: u64) -> DiskRecord {
+        DiskRecord {
+            health: Some(crate::model::DiskHealth {
+                state: crate::model::HealthState::Ok,
+                temperature_c: Some(35),
+                checked: Some(checked),
+                ..Default::default()
+            }),
+            fs: Some(crate::model::FsUsage {
+                size: 1000,
+                used: 10,
+                avail: 900,
+            }),
+            ..disk(n, "a")
+        }
+    }
+
+    /// The previous release's `Delta::decode`, frozen: `from_bytes` of the same layout
+    /// (`DiskRecord`'s serde form is unchanged, its health and usage skipped).
+    fn previous_release(bytes: &[u8]) -> Option<Delta> {
+        postcard::from_bytes(bytes).ok()
+    }
+
+    #[test]
+    fn the_condition_rides_after_the_delta_and_both_releases_read_it() {
+        let delta = Delta {
+            base: 3,
+            upserts: vec![healthy(1, 77), disk(2, "b")],
+            removed: vec!["uuid:x".into()],
+        };
+        let bytes = delta.encode().unwrap();
+        assert_eq!(Delta::decode(&bytes), Some(delta.clone()));
+        // The previous release: the same delta, without health and usage.
+        let plain = Delta {
+            upserts: vec![disk(1, "a"), disk(2, "b")],
+            ..delta.clone()
+        };
+        assert_eq!(previous_release(&bytes), Some(plain.clone()));
+        // Its deltas (no trailer) read here with health and usage unknown, and ours without
+        // any condition are its bytes.
+        let old = postcard::to_allocvec(&plain).unwrap();
+        assert_eq!(Delta::decode(&old), Some(plain.clone()));
+        assert_eq!(plain.encode().unwrap(), old);
+        assert!(bytes.starts_with(&old));
+        assert_eq!(bytes[old.len()], wire::TRAILER_CONDITION);
+        // A later release's trailer after it, or in its place, is ignored.
+        let mut later = bytes.clone();
+        later.extend_from_slice(&[9, 1, 2]);
+        assert_eq!(Delta::decode(&later), Some(delta.clone()));
+        let mut other = old.clone();
+        other.extend_from_slice(&[9, 1, 2]);
+        assert_eq!(Delta::decode(&other), Some(plain));
+        // A condition for another number of records, cut short, or out of bounds: no delta.
+        let mut short = old.clone();
+        short.extend_from_slice(&[wire::TRAILER_CONDITION, 1, 0, 0]);
+        assert_eq!(Delta::decode(&short), None);
+        assert_eq!(Delta::decode(&bytes[..bytes.len() - 1]), None);
+        let mut hot = delta.clone();
+        if let Some(h) = hot.upserts[0].health.as_mut() {
+            h.temperature_c = Some(500);
+        }
+        assert_eq!(Delta::decode(&hot.encode().unwrap()), None);
+    }
+
+    #[test]
+    fn a_new_reading_is_a_change_a_delta_carries() {
+        let mut log = DeltaLog::default();
+        log.record(1, &[healthy(1, 10), disk(2, "b")]);
+        let d = log.record(2, &[healthy(1, 20), disk(2, "b")]).unwrap();
+        assert_eq!(d.upserts, vec![healthy(1, 20)]);
+        let back = Delta::decode(&d.encode().unwrap()).unwrap();
+        assert_eq!(back.upserts[0].health, healthy(1, 20).health);
+        assert_eq!(back.upserts[0].fs, healthy(1, 20).fs);
     }
 
     #[test]

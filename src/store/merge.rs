@@ -47,7 +47,8 @@ pub(super) fn merge<'a>(
             }
         }
         seen.insert(key, ());
-        let new = |first_seen, since, past| EntryView {
+        // A health reading new to the entry joins its log (see `log_after`).
+        let new = |first_seen, since, past, log: &HealthLog<'a>| EntryView {
             disk: DiskView::of(disk),
             present: true,
             first_seen,
@@ -56,6 +57,7 @@ pub(super) fn merge<'a>(
             dup: key.dup,
             place: Some((host, addr)),
             past,
+            readings: log_after(log, disk.health.as_ref()),
         };
         let prev = match by_key.get(&key) {
             Some(prev) => Some(*prev),
@@ -87,7 +89,12 @@ pub(super) fn merge<'a>(
                     diff.changed.push(disk.clone());
                     diff.was.push(prev.disk.to_record());
                 }
-                let mut e = new(prev.first_seen, prev.since, prev.past.clone());
+                let mut e = new(
+                    prev.first_seen,
+                    prev.since,
+                    prev.past.clone(),
+                    &prev.readings,
+                );
                 if !prev.present || prev.disk.device != disk.device {
                     // A new stay: back after an absence, or on another device. The one
                     // that ended lasted until the host's previous inventory.
@@ -112,7 +119,7 @@ pub(super) fn merge<'a>(
             None => {
                 changed = true;
                 diff.appeared.push(disk.clone());
-                entries.push(new(now, now, Vec::new()));
+                entries.push(new(now, now, Vec::new(), &HealthLog::default()));
             }
         }
     }

@@ -7,20 +7,22 @@
 //! `replace_peer_inventory` and `upsert_peer` for the peer layer); queries read the
 //! fleet-wide picture.
 //!
-//! Layout (schema 5, see `layout`): the unit of change is one host's inventory, so each
+//! Layout (schema 6, see `layout`): the unit of change is one host's inventory, so each
 //! host is ONE value in tree `hosts` (split across a few keys only when larger than 64 KiB),
 //! rewritten as one atomic sled batch when its inventory changes and not written at all
 //! when it does not. Each disk in it carries its hardware (size, model, serial, WWN, ...),
-//! new in schema 4, and what blkid made of it (`Probe`: what `list --blank` trusts), new in
-//! schema 5, and is keyed within its host by its identity (UUID, else WWN, else
-//! serial, else device: `DiskRecord::identity`). The term index (UUID, label, device,
+//! new in schema 4, what blkid made of it (`Probe`: what `list --blank` trusts), new in
+//! schema 5, and its SMART health and filesystem usage, new in schema 6, and is keyed
+//! within its host by its identity (UUID, else WWN, else serial, else device:
+//! `DiskRecord::identity`); each (host, disk) entry keeps the disk's last 64 health
+//! readings there (`health_log`), new in schema 6. The term index (UUID, label, device,
 //! serial, WWN, host name) lives in memory only, built at open from the host values and
 //! updated with every write.
 //!
-//! Older stores are converted at open (see `migrate`): schemas 4 and 3 (the same layout
-//! without the probe, and without the hardware too) host by host in place, schema 2 (one
-//! record per sighting) in one pass; all crash-safe, committed by setting the schema
-//! version last.
+//! Older stores are converted at open (see `migrate`): schemas 5, 4 and 3 (the same layout
+//! without the condition, without the probe too, and without the hardware too) host by
+//! host in place, schema 2 (one record per sighting) in one pass; all crash-safe,
+//! committed by setting the schema version last.
 //!
 //! Readers answer from memory: the committed value of every host (an `Arc`, swapped on
 //! each write) and the index, behind a lock held only for memory access, never across sled
@@ -55,20 +57,21 @@ use std::time::Duration;
 pub use health::StoreHealth;
 use health::{Durability, Sled, Wrote};
 use layout::{
-    chunk_key, join_chunks, parse_chunk_key, term, term_lower, term_wwn, unframed, DiskView,
-    EntryView, HostState, HostView, Key, PastStay,
+    chunk_key, join_chunks, log_after, parse_chunk_key, term, term_lower, term_wwn, unframed,
+    DiskView, EntryView, HealthLog, HostState, HostView, Key, PastStay,
 };
-pub use layout::{MAX_ABSENT_PER_HOST, MAX_STAYS};
+pub use layout::{MAX_ABSENT_PER_HOST, MAX_READINGS, MAX_STAYS};
 
 use crate::model::fleet;
 use crate::model::{
-    AttachRecord, DiskRecord, FleetEvent, FleetEventKind, Millis, PeerRecord, Sighting, Stay,
+    AttachRecord, DiskRecord, FleetEvent, FleetEventKind, HealthPoint, Millis, PeerRecord,
+    Sighting, Stay,
 };
 
 /// The layout version of the data in sled. Bump it when records change incompatibly. An
-/// older store is converted at open (schemas 4 and 3 -> 5 and 2 -> 5, see `migrate`); a
+/// older store is converted at open (schemas 5, 4 and 3 -> 6 and 2 -> 6, see `migrate`); a
 /// newer one is refused instead of being misread.
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 
 const META: &str = "meta";
 const HOSTS: &str = "hosts";

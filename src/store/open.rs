@@ -111,8 +111,8 @@ pub(super) fn is_lock_error(e: &sled::Error) -> bool {
 }
 
 impl Store {
-    /// Open (or create) the store in `path`, check its schema (converting a schema-2 or
-    /// schema-3 store), load or make the node id, and load every host into memory.
+    /// Open (or create) the store in `path`, check its schema (converting a store of
+    /// schema 2 to 5), load or make the node id, and load every host into memory.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         // A store just closed in this process may hold sled's lock for a moment longer
         // (its background threads finish first): a short wait, then `Locked` stands.
@@ -163,8 +163,8 @@ impl Store {
             Some(v) if v.as_ref() == SCHEMA_VERSION.to_string().as_bytes() => {
                 migrate::drop_v2_leftovers(&db, &meta).map_err(open_err)?;
             }
-            Some(v) if v.as_ref() == b"3" || v.as_ref() == b"4" => {
-                // Schemas 3 and 4 converted schema 2 the same way and may have left its
+            Some(v) if [&b"3"[..], b"4", b"5"].contains(&v.as_ref()) => {
+                // Schemas 3, 4 and 5 converted schema 2 the same way and may have left its
                 // trees.
                 migrate::drop_v2_leftovers(&db, &meta).map_err(open_err)?;
                 let hosts = db.open_tree(HOSTS).map_err(open_err)?;

@@ -55,48 +55,13 @@ impl Store {
     /// none of them. A current stay's `last_seen` is as stored; its host's seen time
     /// extends it (see `host_seen`).
     pub fn history(&self, term_text: &str) -> Result<Vec<Stay>, StoreError> {
-        let candidates = read(&self.inner.mem).hosts_with(disk_terms(term_text));
-        // Identities known on any host, and the index term that finds each.
-        let mut wanted: HashMap<String, u64> = HashMap::new();
         let mut per_disk: Vec<Vec<Stay>> = Vec::new();
-        for h in &candidates {
-            let v = h.view();
-            for e in &v.entries {
-                let hit = e.disk.matches(term_text)
-                    || e.past
-                        .iter()
-                        .any(|p| p.device == term_text || p.label == Some(term_text));
-                if !hit {
-                    continue;
-                }
-                match fleet_identity(&e.disk) {
-                    Some(found) => {
-                        wanted.insert(e.disk.identity(), found);
-                    }
-                    None => per_disk.push(stays(&h.node_id, &v, e)),
-                }
+        self.named_disks(term_text, |disk, node_id, v, e| {
+            if per_disk.len() <= disk {
+                per_disk.resize_with(disk + 1, Vec::new);
             }
-        }
-        if !wanted.is_empty() {
-            let hosts = read(&self.inner.mem).hosts_with(wanted.values().copied());
-            let mut by_identity: BTreeMap<String, Vec<Stay>> = BTreeMap::new();
-            for h in &hosts {
-                let v = h.view();
-                for e in &v.entries {
-                    if fleet_identity(&e.disk).is_none() {
-                        continue;
-                    }
-                    let id = e.disk.identity();
-                    if wanted.contains_key(&id) {
-                        by_identity
-                            .entry(id)
-                            .or_default()
-                            .extend(stays(&h.node_id, &v, e));
-                    }
-                }
-            }
-            per_disk.extend(by_identity.into_values());
-        }
+            per_disk[disk].extend(stays(node_id, v, e));
+        });
         let newest_first = |a: &Stay, b: &Stay| {
             (b.first_seen, b.last_seen, b.current)
                 .cmp(&(a.first_seen, a.last_seen, a.current))
@@ -111,6 +76,93 @@ impl Store {
         }
         out.sort_by(newest_first);
         Ok(out)
+    }
+
+    /// The health readings of the disk `term` names, newest first, at most
+    /// [`MAX_READINGS`]: what each of its hosts' stores kept when its SMART reading
+    /// changed (see `DiskHealth::checked`). The disk is found as [`Store::history`] finds
+    /// it (its UUID, WWN or serial on any host, so a disk that moved brings the readings
+    /// taken on its earlier hosts; else its device on one host). When the term names
+    /// several disks (a label two disks share), the one read most recently answers: the
+    /// readings of two disks in one list would make a trend of neither. Empty when the
+    /// disk has none (no SMART watcher, a store older than schema 6, a partition whose
+    /// disk was never read).
+    pub fn health_log(&self, term_text: &str) -> Result<Vec<HealthPoint>, StoreError> {
+        let mut per_disk: Vec<Vec<layout::Reading>> = Vec::new();
+        self.named_disks(term_text, |disk, _, _, e| {
+            if per_disk.len() <= disk {
+                per_disk.resize_with(disk + 1, Vec::new);
+            }
+            per_disk[disk].extend(e.readings.readings());
+        });
+        let newest = |d: &Vec<layout::Reading>| d.iter().map(|r| r.checked).max();
+        let Some(mut readings) = per_disk.into_iter().max_by_key(newest) else {
+            return Ok(Vec::new());
+        };
+        readings.sort_by_key(|r| std::cmp::Reverse(r.checked));
+        // The same reading kept by two hosts (a disk that moved between two reads) is one.
+        readings.dedup_by_key(|r| r.checked);
+        readings.truncate(MAX_READINGS);
+        Ok(readings
+            .into_iter()
+            .map(layout::Reading::to_point)
+            .collect())
+    }
+
+    /// The entries of every disk `term` names, as [`Store::history`] finds them (the term
+    /// names an entry's disk now, or a label or device of one of its earlier stays), each
+    /// given to `each` with the number of its disk (`0..`: entries with the same number are
+    /// one disk, on one host or several), its host's node id and its host's value.
+    fn named_disks(
+        &self,
+        term_text: &str,
+        mut each: impl FnMut(usize, &str, &HostView<'_>, &EntryView<'_>),
+    ) {
+        let candidates = read(&self.inner.mem).hosts_with(disk_terms(term_text));
+        // Identities known on any host, and the index term that finds each.
+        let mut wanted: HashMap<String, u64> = HashMap::new();
+        let mut disks = 0usize;
+        for h in &candidates {
+            let v = h.view();
+            for e in &v.entries {
+                let hit = e.disk.matches(term_text)
+                    || e.past
+                        .iter()
+                        .any(|p| p.device == term_text || p.label == Some(term_text));
+                if !hit {
+                    continue;
+                }
+                match fleet_identity(&e.disk) {
+                    Some(found) => {
+                        wanted.insert(e.disk.identity(), found);
+                    }
+                    None => {
+                        each(disks, &h.node_id, &v, e);
+                        disks += 1;
+                    }
+                }
+            }
+        }
+        if wanted.is_empty() {
+            return;
+        }
+        // One number per identity, in identity order.
+        let mut numbers: BTreeMap<&str, usize> = wanted.keys().map(|id| (id.as_str(), 0)).collect();
+        for (i, n) in numbers.values_mut().enumerate() {
+            *n = disks + i;
+        }
+        let hosts = read(&self.inner.mem).hosts_with(wanted.values().copied());
+        for h in &hosts {
+            let v = h.view();
+            for e in &v.entries {
+                if fleet_identity(&e.disk).is_none() {
+                    continue;
+                }
+                if let Some(&n) = numbers.get(e.disk.identity().as_str()) {
+                    each(n, &h.node_id, &v, e);
+                }
+            }
+        }
     }
 
     /// How many sightings the store holds.

@@ -582,7 +582,7 @@ fn a_schema_2_store_is_converted_keeping_everything() {
         assert_fixture(&s);
     }
     let (schema, trees) = layout_of(dir.path());
-    assert_eq!(schema, "5");
+    assert_eq!(schema, "6");
     assert!(
         !trees.iter().any(|t| t == "sightings" || t == "index"),
         "{trees:?}"
@@ -634,7 +634,7 @@ fn an_interrupted_conversion_is_redone_from_scratch() {
         assert!(s.find_host("host-ffff").unwrap().is_empty());
         assert_eq!(lock(&s.inner.chunks).len(), 2, "the stray key was cleared");
     }
-    assert_eq!(layout_of(dir.path()).0, "5");
+    assert_eq!(layout_of(dir.path()).0, "6");
 
     // Died after the flip, before the old trees were dropped: they are dropped now.
     let dir = fixture_copy();
@@ -643,13 +643,13 @@ fn an_interrupted_conversion_is_redone_from_scratch() {
         let db = sled_open(dir.path());
         db.open_tree(META)
             .unwrap()
-            .insert(KEY_SCHEMA, &b"5"[..])
+            .insert(KEY_SCHEMA, &b"6"[..])
             .unwrap();
         db.flush().unwrap();
     }
     assert_fixture(&Store::open(dir.path()).unwrap());
     let (schema, trees) = layout_of(dir.path());
-    assert_eq!(schema, "5");
+    assert_eq!(schema, "6");
     assert!(
         !trees.iter().any(|t| t == "sightings" || t == "index"),
         "{trees:?}"
@@ -836,6 +836,7 @@ fn a_key_is_the_identity_byte_for_byte() {
                 dup,
                 place: None,
                 past: vec![],
+                readings: Default::default(),
             };
             let want = if dup {
                 format!("{id}\0{}", d.device)
@@ -1283,7 +1284,7 @@ fn a_schema_3_store_is_converted_keeping_everything() {
         assert_eq!(s.inner.host_writes.load(Ordering::Relaxed), 0);
     }
     let (schema, trees) = layout_of(dir.path());
-    assert_eq!(schema, "5");
+    assert_eq!(schema, "6");
     for t in ["meta", "hosts", "peers", "attaches"] {
         assert!(trees.iter().any(|x| x == t), "{t}: {trees:?}");
     }
@@ -1329,7 +1330,7 @@ fn an_interrupted_schema_3_conversion_completes() {
         let s = Store::open(dir.path()).unwrap();
         assert_fixture_v3(&s);
     }
-    assert_eq!(layout_of(dir.path()).0, "5");
+    assert_eq!(layout_of(dir.path()).0, "6");
     assert!(current_marks(dir.path()).values().all(|&v4| v4));
     // The host converted before the crash was left as it was.
     let after = hosts_of(dir.path());
@@ -1347,7 +1348,7 @@ fn an_interrupted_schema_3_conversion_completes() {
     assert_eq!(hosts_of(dir.path()), before);
     assert_eq!(layout_of(dir.path()).0, "3");
     assert_fixture_v3(&Store::open(dir.path()).unwrap());
-    assert_eq!(layout_of(dir.path()).0, "5");
+    assert_eq!(layout_of(dir.path()).0, "6");
 }
 
 #[test]
@@ -1368,7 +1369,7 @@ fn a_schema_3_store_left_with_schema_2_trees_drops_them() {
     }
     assert_fixture_v3(&Store::open(dir.path()).unwrap());
     let (schema, trees) = layout_of(dir.path());
-    assert_eq!(schema, "5");
+    assert_eq!(schema, "6");
     assert!(!trees.iter().any(|t| t == "sightings"), "{trees:?}");
 }
 
@@ -1380,7 +1381,7 @@ fn a_store_from_a_newer_diskd_is_refused_untouched() {
         let db = sled_open(dir.path());
         db.open_tree(META)
             .unwrap()
-            .insert(KEY_SCHEMA, &b"6"[..])
+            .insert(KEY_SCHEMA, &b"7"[..])
             .unwrap();
         db.flush().unwrap();
     }
@@ -1389,11 +1390,11 @@ fn a_store_from_a_newer_diskd_is_refused_untouched() {
     match &e {
         StoreError::Schema {
             found, expected, ..
-        } => assert_eq!((found.as_str(), *expected), ("6", 5)),
+        } => assert_eq!((found.as_str(), *expected), ("7", 6)),
         other => panic!("{other}"),
     }
     assert!(e.to_string().contains("nothing was changed"), "{e}");
-    assert_eq!(layout_of(dir.path()).0, "6");
+    assert_eq!(layout_of(dir.path()).0, "7");
     assert_eq!(hosts_of(dir.path()), hosts);
 }
 
@@ -1469,7 +1470,7 @@ fn a_large_schema_3_host_is_converted_whole() {
         assert_eq!(got, vec![("/dev/moved7", true), ("/dev/d7", false)]);
         assert_eq!(h[0].addr.as_deref(), Some("192.0.2.3"));
     }
-    assert_eq!(layout_of(dir.path()).0, "5");
+    assert_eq!(layout_of(dir.path()).0, "6");
     let hosts = hosts_of(dir.path());
     let keys_of = |id: &str| -> Vec<u32> {
         hosts
@@ -1653,7 +1654,7 @@ fn a_schema_4_store_is_converted_keeping_everything_and_calling_nothing_blank() 
         assert_eq!(s.inner.host_writes.load(Ordering::Relaxed), 0);
     }
     let (schema, trees) = layout_of(dir.path());
-    assert_eq!(schema, "5");
+    assert_eq!(schema, "6");
     for t in ["meta", "hosts", "peers", "attaches"] {
         assert!(trees.iter().any(|x| x == t), "{t}: {trees:?}");
     }
@@ -1751,6 +1752,404 @@ fn an_interrupted_schema_4_conversion_completes_and_a_schema_4_reader_skips_conv
         assert_eq!(peer[0].disk.probe, Probe::Unknown);
         assert_eq!(s.find("ZFN0V4").unwrap().len(), 1);
     }
-    assert_eq!(layout_of(dir.path()).0, "5");
+    assert_eq!(layout_of(dir.path()).0, "6");
     assert!(current_marks(dir.path()).values().all(|&v5| v5));
+}
+
+const V5_NODE: &str = "7198cf448f34a5f987ba334b8d32d275";
+
+/// Everything the schema-5 fixture holds (see tests/fixtures/store-v5/README.md), as read
+/// now: what the previous release read, every disk with its history, health and usage
+/// unknown and no readings.
+fn assert_fixture_v5(s: &Store) {
+    assert_eq!(s.node_id(), V5_NODE);
+    let (t1, t2) = (1796552772131, 1796552773420);
+    let sig = |disk, first_seen, last_seen| Sighting {
+        node_id: V5_NODE.into(),
+        host: "fixture-v5".into(),
+        addr: Some("192.0.2.2".into()),
+        disk,
+        present: true,
+        first_seen,
+        last_seen,
+    };
+    let backup = DiskRecord {
+        uuid: Some("7a8b9c0d-1e2f-4a3b-8c4d-5e6f7a8b9c0d".into()),
+        label: Some("backup".into()),
+        device: "/dev/sds".into(),
+        fstype: Some("ext4".into()),
+        hardware: Hardware {
+            size: Some(1 << 20),
+            transport: Some("virtual".into()),
+            ..Hardware::default()
+        },
+        probe: Probe::Signature,
+        ..DiskRecord::default()
+    };
+    let sdq = DiskRecord {
+        device: "/dev/sdq".into(),
+        hardware: Hardware {
+            size: Some(4_000_787_030_016),
+            model: Some("ST4000DM004-2CV1".into()),
+            vendor: Some("ATA".into()),
+            serial: Some("ZFN0V5".into()),
+            wwn: Some("naa.5000c500feedf00d".into()),
+            transport: Some("sata".into()),
+            removable: Some(false),
+            rotational: Some(true),
+            parent: None,
+            backing_file: None,
+        },
+        probe: Probe::Failed,
+        ..DiskRecord::default()
+    };
+    let all = s.sightings().unwrap();
+    assert_eq!(all, vec![sig(backup, t1, t2), sig(sdq, t1, t1)]);
+    assert!(all
+        .iter()
+        .all(|x| x.disk.health.is_none() && x.disk.fs.is_none()));
+    assert_eq!(s.host_seen(V5_NODE), Some(t2));
+    let h = s.history("backup").unwrap();
+    let stays: Vec<_> = h
+        .iter()
+        .map(|x| (x.device.as_str(), x.first_seen, x.last_seen, x.current))
+        .collect();
+    assert_eq!(
+        stays,
+        vec![("/dev/sds", t2, t2, true), ("/dev/sdr", t1, t1, false)]
+    );
+    assert_eq!(s.history("ZFN0V5").unwrap().len(), 1);
+    assert_eq!(s.find("naa.5000C500FEEDF00D").unwrap().len(), 1);
+    assert_eq!(
+        s.find("/dev/sdr").unwrap().len(),
+        0,
+        "a past device is history only"
+    );
+    for term in ["backup", "ZFN0V5", "/dev/sdr"] {
+        assert_eq!(s.health_log(term).unwrap(), vec![], "{term}");
+    }
+}
+
+#[test]
+fn a_schema_5_store_is_converted_keeping_every_disk_and_its_history() {
+    let dir = copy_of_fixture("store-v5");
+    assert_eq!(layout_of(dir.path()).0, "5");
+    assert_eq!(
+        current_marks(dir.path()),
+        BTreeMap::from([(V5_NODE.to_string(), false)])
+    );
+    {
+        let s = Store::open(dir.path()).unwrap();
+        assert_fixture_v5(&s);
+        assert_eq!(s.inner.host_writes.load(Ordering::Relaxed), 0);
+    }
+    let (schema, trees) = layout_of(dir.path());
+    assert_eq!(schema, "6");
+    for t in ["meta", "hosts", "peers", "attaches"] {
+        assert!(trees.iter().any(|x| x == t), "{t}: {trees:?}");
+    }
+    assert!(current_marks(dir.path()).values().all(|&v6| v6));
+    // Reopened as schema 6: nothing rewritten; the watchers' next report (sdq read by the
+    // SMART watcher, the filesystem's usage) is a change that is kept, with its reading.
+    let hosts = hosts_of(dir.path());
+    drop(Store::open(dir.path()).unwrap());
+    assert_eq!(hosts_of(dir.path()), hosts);
+    let s = Store::open(dir.path()).unwrap();
+    assert_fixture_v5(&s);
+    let mut inv = s.local_inventory();
+    let sdq = inv.iter_mut().find(|d| d.device == "/dev/sdq").unwrap();
+    sdq.health = Some(reading(1796552800000, 0));
+    let sds = inv.iter_mut().find(|d| d.device == "/dev/sds").unwrap();
+    sds.fs = Some(usage());
+    let d = s
+        .replace_local("fixture-v5", Some("192.0.2.2"), &inv, 1796552800000)
+        .unwrap();
+    assert_eq!(d.changed.len(), 2);
+    drop(s);
+    let s = Store::open(dir.path()).unwrap();
+    let back = s.find("ZFN0V5").unwrap();
+    assert_eq!(back[0].disk.health, Some(reading(1796552800000, 0)));
+    assert_eq!(s.health_log("ZFN0V5").unwrap().len(), 1);
+    assert_eq!(s.find("backup").unwrap()[0].disk.fs, Some(usage()));
+    assert_eq!(s.history("backup").unwrap().len(), 2);
+}
+
+/// A reading taken at `checked` with `reallocated` sectors.
+fn reading(checked: u64, reallocated: u64) -> crate::model::DiskHealth {
+    crate::model::DiskHealth {
+        state: if reallocated == 0 {
+            crate::model::HealthState::Ok
+        } else {
+            crate::model::HealthState::Warning
+        },
+        reasons: if reallocated == 0 {
+            vec![]
+        } else {
+            vec![format!("{reallocated} reallocated sectors")]
+        },
+        temperature_c: Some(30 + (checked % 10) as i32),
+        power_on_hours: Some(1000),
+        reallocated_sectors: Some(reallocated),
+        pending_sectors: Some(0),
+        media_errors: None,
+        percentage_used: None,
+        checked: Some(checked),
+    }
+}
+
+fn usage() -> crate::model::FsUsage {
+    crate::model::FsUsage {
+        size: 1 << 30,
+        used: 1 << 20,
+        avail: (1 << 30) - (1 << 21),
+    }
+}
+
+#[test]
+fn stores_of_schemas_2_to_5_all_end_at_schema_6() {
+    for name in ["store-v2", "store-v3", "store-v4", "store-v5"] {
+        let dir = copy_of_fixture(name);
+        let before = layout_of(dir.path()).0;
+        let n = {
+            let s = Store::open(dir.path()).unwrap();
+            assert!(s.sightings_len() > 0, "{name}");
+            assert!(s
+                .sightings()
+                .unwrap()
+                .iter()
+                .all(|x| x.disk.health.is_none() && x.disk.fs.is_none()));
+            s.sightings_len()
+        };
+        assert_eq!(layout_of(dir.path()).0, "6", "{name} (was {before})");
+        assert!(current_marks(dir.path()).values().all(|&v6| v6), "{name}");
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.sightings_len(), n, "{name}");
+        assert_eq!(s.inner.host_writes.load(Ordering::Relaxed), 0, "{name}");
+    }
+}
+
+#[test]
+fn an_interrupted_schema_5_conversion_completes_and_a_schema_5_reader_skips_converted_hosts() {
+    // Two hosts written as schema 5 wrote them (the fixture's, and a peer's).
+    let dir = copy_of_fixture("store-v5");
+    {
+        let db = sled_open(dir.path());
+        let peer = DiskRecord {
+            uuid: Some("0c0c0c0c-1111-4222-8333-444455556666".into()),
+            device: "/dev/sde1".into(),
+            hardware: Hardware {
+                serial: Some("PEER-5".into()),
+                ..Hardware::default()
+            },
+            probe: Probe::Signature,
+            ..DiskRecord::default()
+        };
+        let entries = vec![layout::Entry {
+            key: peer.identity(),
+            s: Sighting {
+                node_id: "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee".into(),
+                host: "peer".into(),
+                addr: None,
+                disk: peer.clone(),
+                present: true,
+                first_seen: 5,
+                last_seen: 6,
+            },
+            since: 5,
+        }];
+        let chunks = layout::encode_entries("peer", None, &entries).unwrap();
+        let view = layout::HostView::decode(layout::unframed(&chunks[0])).unwrap();
+        let hosts = db.open_tree(HOSTS).unwrap();
+        for (i, c) in migrate::encode_v5(&view, layout::CHUNK_BYTES)
+            .into_iter()
+            .enumerate()
+        {
+            hosts
+                .insert(chunk_key("eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee", i as u32), c)
+                .unwrap();
+        }
+        db.flush().unwrap();
+    }
+    // A run that rewrote one host and died before the schema flipped.
+    drop(Store::open_until(dir.path(), migrate::Until::Hosts(1)).unwrap());
+    assert_eq!(layout_of(dir.path()).0, "5");
+    let marks = current_marks(dir.path());
+    assert_eq!(marks.values().filter(|&&v6| v6).count(), 1, "{marks:?}");
+    // What schema 5 (and 4) would read of it now: the host still v5 whole, the converted
+    // one nothing (never misread).
+    let hosts = hosts_of(dir.path());
+    let counts: Vec<u32> = hosts
+        .iter()
+        .filter(|(k, _)| parse_chunk_key(k).is_some_and(|(_, i)| i == 0))
+        .map(|(_, v)| u32::from_be_bytes(v[..4].try_into().unwrap()))
+        .collect();
+    // schema 5's `join_framed`: both high bits its mark, the rest the count.
+    let v5_read = counts
+        .iter()
+        .filter(|&&c| c & layout::FRAME_MARKS == layout::FRAME_V5)
+        .count();
+    assert_eq!(v5_read, 1, "{counts:x?}");
+    // schema 4's: the highest bit its mark; schema 3's: no mark, the count as it is.
+    assert!(counts
+        .iter()
+        .all(|&c| c & layout::FRAME_V4 != layout::FRAME_V4 || c & layout::FRAME_V6 != 0));
+    assert!(counts.iter().all(|&c| c as usize > hosts.len()));
+    // The next start completes it.
+    {
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.sightings_len(), 3);
+        let peer = s.find("PEER-5").unwrap();
+        assert_eq!(peer[0].host, "peer");
+        assert_eq!(peer[0].disk.probe, Probe::Signature);
+        assert_eq!(peer[0].disk.health, None);
+        assert_eq!(s.find_host("fixture-v5").unwrap().len(), 2);
+        assert_eq!(s.history("backup").unwrap().len(), 2);
+    }
+    assert_eq!(layout_of(dir.path()).0, "6");
+    assert!(current_marks(dir.path()).values().all(|&v6| v6));
+}
+
+#[test]
+fn health_and_usage_are_stored_and_each_new_reading_is_kept_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let whole = |checked, reallocated| DiskRecord {
+        health: Some(reading(checked, reallocated)),
+        hardware: Hardware {
+            serial: Some("SER-1".into()),
+            ..Hardware::default()
+        },
+        ..DiskRecord {
+            uuid: None,
+            label: None,
+            fstype: None,
+            ..disk("x", "x", "/dev/sda")
+        }
+    };
+    // A partition shows its disk's reading, and has its own usage.
+    let part = |checked, reallocated| DiskRecord {
+        health: Some(reading(checked, reallocated)),
+        fs: Some(usage()),
+        ..disk("11111111-2222-4333-8444-555566667777", "data", "/dev/sda1")
+    };
+    let inv = |checked, reallocated| vec![whole(checked, reallocated), part(checked, reallocated)];
+    s.replace_local("h", None, &inv(1000, 0), 1).unwrap();
+    let found = s.find("data").unwrap();
+    assert_eq!(found[0].disk, part(1000, 0));
+    assert_eq!(s.find("SER-1").unwrap()[0].disk, whole(1000, 0));
+    // The same reading again (every inventory carries it): nothing written, one point.
+    let writes = s.inner.host_writes.load(Ordering::Relaxed);
+    s.replace_local("h", None, &inv(1000, 0), 2).unwrap();
+    assert_eq!(s.inner.host_writes.load(Ordering::Relaxed), writes);
+    // Usage that changed is stored, without a reading.
+    let mut fuller = inv(1000, 0);
+    fuller[1].fs = Some(crate::model::FsUsage {
+        used: 1 << 29,
+        ..usage()
+    });
+    s.replace_local("h", None, &fuller, 3).unwrap();
+    assert_eq!(s.find("data").unwrap()[0].disk.fs, fuller[1].fs);
+    assert_eq!(s.health_log("SER-1").unwrap().len(), 1);
+    // New readings: newest first, for the disk and its partition alike.
+    for (i, checked) in [2000, 3000].into_iter().enumerate() {
+        s.replace_local("h", None, &inv(checked, i as u64 + 1), 4 + i as u64)
+            .unwrap();
+    }
+    let log = s.health_log("SER-1").unwrap();
+    let points: Vec<_> = log
+        .iter()
+        .map(|p| (p.checked, p.state, p.reallocated_sectors))
+        .collect();
+    use crate::model::HealthState::{Ok as Fine, Warning};
+    assert_eq!(
+        points,
+        vec![
+            (3000, Warning, Some(2)),
+            (2000, Warning, Some(1)),
+            (1000, Fine, Some(0))
+        ]
+    );
+    assert_eq!(log[0].temperature_c, Some(30));
+    assert_eq!(log[0].pending_sectors, Some(0));
+    assert_eq!(log[0].media_errors, None);
+    assert_eq!(s.health_log("data").unwrap(), log);
+    assert_eq!(s.health_log("/dev/sda1").unwrap(), log);
+    // A reading that says nothing (no SMART watcher any more): the disk's health is
+    // unknown now, its log stays.
+    let mut unread = inv(3000, 2);
+    for d in &mut unread {
+        d.health = None;
+    }
+    s.replace_local("h", None, &unread, 10).unwrap();
+    assert_eq!(s.find("SER-1").unwrap()[0].disk.health, None);
+    assert_eq!(s.health_log("SER-1").unwrap(), log);
+    // Kept across a reopen, as stored.
+    drop(s);
+    let s = Store::open(dir.path()).unwrap();
+    assert_eq!(s.health_log("SER-1").unwrap(), log);
+    assert_eq!(s.find("data").unwrap()[0].disk.fs, unread[1].fs);
+    // At most MAX_READINGS, the oldest dropped.
+    for i in 0..70u64 {
+        s.replace_local("h", None, &inv(10_000 + i, 3), 20 + i)
+            .unwrap();
+    }
+    let log = s.health_log("SER-1").unwrap();
+    assert_eq!(log.len(), MAX_READINGS);
+    assert_eq!(log[0].checked, 10_069);
+    assert_eq!(
+        log[MAX_READINGS - 1].checked,
+        10_069 - MAX_READINGS as u64 + 1
+    );
+    assert_eq!(s.health_log("no such disk").unwrap(), vec![]);
+    // A vanished disk keeps its log.
+    s.replace_local("h", None, &[], 200).unwrap();
+    assert_eq!(s.health_log("SER-1").unwrap().len(), MAX_READINGS);
+}
+
+#[test]
+fn a_disk_that_moved_brings_its_readings_and_a_shared_label_answers_one_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let moving = |checked| DiskRecord {
+        health: Some(reading(checked, 0)),
+        hardware: Hardware {
+            serial: Some("MOVER".into()),
+            ..Hardware::default()
+        },
+        ..disk("aaaaaaaa-0000-4000-8000-000000000001", "shared", "/dev/sdb")
+    };
+    let other = DiskRecord {
+        health: Some(reading(100, 0)),
+        ..disk("bbbbbbbb-0000-4000-8000-000000000002", "shared", "/dev/sdc")
+    };
+    s.replace_peer_inventory("p1", "host-1", None, &[moving(1000)], 1)
+        .unwrap();
+    s.replace_peer_inventory("p1", "host-1", None, &[moving(2000)], 2)
+        .unwrap();
+    s.replace_peer_inventory("p1", "host-1", None, &[], 3)
+        .unwrap();
+    s.replace_peer_inventory("p2", "host-2", None, &[moving(3000), other], 4)
+        .unwrap();
+    let log: Vec<u64> = s
+        .health_log("MOVER")
+        .unwrap()
+        .iter()
+        .map(|p| p.checked)
+        .collect();
+    assert_eq!(log, vec![3000, 2000, 1000]);
+    // Two disks labelled "shared": the one read last answers, never a mix.
+    let shared: Vec<u64> = s
+        .health_log("shared")
+        .unwrap()
+        .iter()
+        .map(|p| p.checked)
+        .collect();
+    assert_eq!(shared, log);
+    let other: Vec<u64> = s
+        .health_log("bbbbbbbb-0000-4000-8000-000000000002")
+        .unwrap()
+        .iter()
+        .map(|p| p.checked)
+        .collect();
+    assert_eq!(other, vec![100]);
 }

@@ -30,8 +30,24 @@
 //! probe. A revision-3 daemon reading an older peer finds no probe trailer and leaves every
 //! disk's probe `Unknown`, which is never blank. Trailers are read in order until a tag
 //! this build does not know, whose bytes (and any after them) are a later revision's.
+//!
+//! Revision 4 adds each disk's condition: its SMART health ([`crate::model::DiskHealth`]:
+//! the state as [`crate::model::HealthState::code`], the reasons, the figures, when it was
+//! read) and how full its filesystem is ([`crate::model::FsUsage`]), both optional. After
+//! the probe trailer (or in place of the trailers before it that are left out), the tag
+//! [`TRAILER_CONDITION`] and the postcard list of every disk's `(health, fs)`, in the
+//! chunk's order (see `condition.rs` for the frozen layout); left out when no disk of the
+//! chunk has either. It is bounded like every other field (at most 8 reasons of at most
+//! 120 printable bytes, a temperature in -100..=200 °C, a percentage used of at most 1000,
+//! used and available space within the size): a value out of bounds rejects the datagram
+//! (`invalid_field`), a list of another length than the disks `bad_chunk`. A revision-3
+//! daemon stops at the tag it does not know and a revision-2 one ignores a first trailer
+//! it does not know, so both see the disks as before; a revision-4 daemon reading an older
+//! peer finds no condition trailer and leaves health and capacity unknown (`None`).
 
+mod condition;
 mod validate;
+pub use condition::*;
 pub use validate::*;
 
 use serde::{Deserialize, Serialize};
@@ -43,12 +59,16 @@ pub const MAGIC: &[u8; 4] = b"DSKD";
 /// Envelope version this build speaks (unchanged by later revisions: see the module
 /// documentation).
 pub const VERSION: u8 = 1;
-/// The wire revision this build speaks: 2 adds the hardware trailer, 3 the probe trailer.
-pub const REVISION: u8 = 3;
+/// The wire revision this build speaks: 2 adds the hardware trailer, 3 the probe trailer,
+/// 4 the condition trailer.
+pub const REVISION: u8 = 4;
 /// Tag of the trailer that carries the hardware of an inventory chunk's disks.
 pub const TRAILER_HARDWARE: u8 = 2;
 /// Tag of the trailer that carries the probe code of each of an inventory chunk's disks.
 pub const TRAILER_PROBE: u8 = 3;
+/// Tag of the trailer that carries the health and filesystem usage of each of an
+/// inventory chunk's disks (revision 4; also the delta's, see [`super::delta`]).
+pub const TRAILER_CONDITION: u8 = 4;
 pub use crate::model::limits;
 pub use crate::model::limits::{MAX_DATAGRAM, MIN_DATAGRAM};
 use crate::model::{printable, valid_node_id, valid_uuid};
@@ -157,7 +177,7 @@ pub struct MountReply {
 /// One numbered part of an inventory generation.
 ///
 /// Its serde form is the revision-1 layout (disks without hardware); [`encode`] and
-/// [`decode`] carry the hardware in the trailer.
+/// [`decode`] carry the hardware, the probe and the condition in the trailers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Chunk {
     /// Inventory generation; a receiver replaces the inventory only when every chunk of
@@ -361,6 +381,13 @@ pub fn encode(env: &Envelope) -> Vec<u8> {
             Err(_) => return MAGIC.to_vec(),
         };
     }
+    // Last, after what a revision-3 reader takes; only when some disk's condition is known.
+    if any_condition(c.disks.iter()) {
+        out = match append_condition(out, &c.disks) {
+            Ok(v) => v,
+            Err(_) => return MAGIC.to_vec(),
+        };
+    }
     out
 }
 
@@ -394,7 +421,7 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, Reject> {
 /// most once; an unknown tag ends the reading (a later revision's, ignored as revision 1
 /// ignores ours).
 fn read_trailers(c: &mut Chunk, mut rest: &[u8]) -> Result<(), Reject> {
-    let (mut hardware_seen, mut probe_seen) = (false, false);
+    let (mut hardware_seen, mut probe_seen, mut condition_seen) = (false, false, false);
     while let Some((&tag, body)) = rest.split_first() {
         match tag {
             TRAILER_HARDWARE if !hardware_seen => {
@@ -421,7 +448,11 @@ fn read_trailers(c: &mut Chunk, mut rest: &[u8]) -> Result<(), Reject> {
                 probe_seen = true;
                 rest = after;
             }
-            TRAILER_HARDWARE | TRAILER_PROBE => return Err(Reject::BadChunk),
+            TRAILER_CONDITION if !condition_seen => {
+                rest = read_condition(body, &mut c.disks)?;
+                condition_seen = true;
+            }
+            TRAILER_HARDWARE | TRAILER_PROBE | TRAILER_CONDITION => return Err(Reject::BadChunk),
             _ => break,
         }
     }
@@ -450,9 +481,9 @@ pub fn chunk_inventory(
         }),
         ..template.clone()
     };
-    // +3: the disk list's length prefix grows from 1 to at most 3 varint bytes; +4 twice:
-    // each trailer's tag and its list's length prefix.
-    let overhead = encode(&worst).len() + 3 + 4 + 4;
+    // +3: the disk list's length prefix grows from 1 to at most 3 varint bytes; +4 three
+    // times: each trailer's tag and its list's length prefix (hardware, probe, condition).
+    let overhead = encode(&worst).len() + 3 + 4 + 4 + 4;
     let budget = max_datagram.saturating_sub(overhead).max(1);
 
     let fitted: Vec<DiskRecord> = disks.iter().filter_map(fit_disk).collect();
@@ -462,15 +493,29 @@ pub fn chunk_inventory(
     for d in fitted {
         let wire_size = |d: &DiskRecord| {
             // Every disk of a chunk has a trailer entry once one has hardware: count it,
-            // and its probe code's byte.
+            // its probe code's byte, and its condition entry (two bytes without any).
             revision1::size(d)
                 .saturating_add(
                     postcard::experimental::serialized_size(&d.hardware).unwrap_or(usize::MAX),
                 )
                 .saturating_add(1)
+                .saturating_add(condition_size(d))
         };
         let mut size = wire_size(&d);
         let mut d = d;
+        // First the condition, the newest and least needed part (where a disk is matters
+        // more than how it is): its reasons, then the rest of it.
+        if size > budget && d.health.as_ref().is_some_and(|h| !h.reasons.is_empty()) {
+            if let Some(h) = d.health.as_mut() {
+                h.reasons.clear();
+            }
+            size = wire_size(&d);
+        }
+        if size > budget && (d.health.is_some() || d.fs.is_some()) {
+            d.health = None;
+            d.fs = None;
+            size = wire_size(&d);
+        }
         while size > budget && !d.mountpoints.is_empty() {
             d.mountpoints.pop();
             size = wire_size(&d);
@@ -811,6 +856,10 @@ mod tests {
     }
 }
 
+/// Revision 4: the condition trailer.
+#[cfg(test)]
+mod condition_tests;
+
 /// Datagrams written by the release before gossip (captured from its `encode`): they
 /// decode the same, and encode to the same bytes, now that `Body` has a `Swim` variant (added
 /// last, and only ever sent on the gossip socket, which older daemons do not listen on).
@@ -967,6 +1016,116 @@ mod read_by_the_previous_release {
                 _ => Vec::new(),
             };
             Some((c.disks, hardware))
+        }
+    }
+
+    /// `decode` of revision 3 (the release before the condition trailer), its trailer
+    /// handling frozen: hardware and probe trailers in any order, each at most once, until
+    /// a tag it does not know.
+    mod v3 {
+        /// The envelope's disks, their hardware and their probe codes (each empty when
+        /// its trailer was not there).
+        pub fn decode(
+            bytes: &[u8],
+        ) -> Option<(Vec<super::v1::Disk>, Vec<super::v2::Hardware>, Vec<u8>)> {
+            let rest = bytes.strip_prefix(b"DSKD")?;
+            let (&version, payload) = rest.split_first()?;
+            if version != 1 {
+                return None;
+            }
+            let (env, mut rest): (super::v1::Envelope, &[u8]) =
+                postcard::take_from_bytes(payload).ok()?;
+            let super::v1::Body::Inventory(c) = env.body else {
+                return None;
+            };
+            let (mut hardware, mut probes) = (Vec::new(), Vec::new());
+            while let Some((&tag, body)) = rest.split_first() {
+                match tag {
+                    2 if hardware.is_empty() => {
+                        let (h, after): (Vec<super::v2::Hardware>, &[u8]) =
+                            postcard::take_from_bytes(body).ok()?;
+                        if h.len() != c.disks.len() {
+                            return None;
+                        }
+                        hardware = h;
+                        rest = after;
+                    }
+                    3 if probes.is_empty() => {
+                        let (p, after): (Vec<u8>, &[u8]) = postcard::take_from_bytes(body).ok()?;
+                        if p.len() != c.disks.len() {
+                            return None;
+                        }
+                        probes = p;
+                        rest = after;
+                    }
+                    2 | 3 => return None,
+                    _ => break,
+                }
+            }
+            Some((c.disks, hardware, probes))
+        }
+    }
+
+    /// Revision 4's condition trailer, read by revisions 3, 2 and 1: each sees the disks
+    /// (and the trailers it knows) exactly as without it.
+    #[test]
+    fn older_releases_read_an_inventory_with_a_condition_as_before() {
+        let mut disks: Vec<DiskRecord> = (0..3).map(super::tests::disk).collect();
+        disks[0].health = Some(super::condition_tests::health(0));
+        disks[2].fs = Some(crate::model::FsUsage {
+            size: 100,
+            used: 40,
+            avail: 50,
+        });
+        let e = |disks: Vec<DiskRecord>| Envelope {
+            node_id: "0123456789abcdef0123456789abcdef".into(),
+            node: "new-node".into(),
+            boot: 7,
+            seq: 3,
+            sent_ms: 1_700_000_000_000,
+            body: Body::Inventory(Chunk {
+                generation: 4,
+                index: 0,
+                count: 1,
+                total: disks.len() as u32,
+                disks,
+            }),
+        };
+        // The condition alone; after the probe; after the hardware and the probe.
+        let alone = disks.clone();
+        let mut probed = disks.clone();
+        probed[1].probe = Probe::Empty;
+        let mut full = probed.clone();
+        full[0].hardware = super::tests::hardware(0);
+        for sent in [alone, probed, full] {
+            let bytes = encode(&e(sent.clone()));
+            let (got, hardware, probes) = v3::decode(&bytes).expect("revision 3 decodes it");
+            let names: Vec<&str> = got.iter().map(|d| d.device.as_str()).collect();
+            let want: Vec<&str> = sent.iter().map(|d| d.device.as_str()).collect();
+            assert_eq!(names, want);
+            let want_probes: Vec<u8> = sent.iter().map(|d| d.probe.code()).collect();
+            if sent.iter().any(|d| d.probe != Probe::Unknown) {
+                assert_eq!(probes, want_probes);
+            } else {
+                assert!(probes.is_empty());
+            }
+            if sent.iter().any(|d| !d.hardware.is_empty()) {
+                assert_eq!(hardware[0].serial, sent[0].hardware.serial);
+            } else {
+                assert!(hardware.is_empty());
+            }
+            // Revision 2 reads the disks and the hardware the same; revision 1 the disks.
+            let (got2, hardware2) = v2::decode(&bytes).expect("revision 2 decodes it");
+            assert_eq!(got2, got);
+            assert_eq!(hardware2, hardware);
+            let Some(v1::Envelope {
+                body: v1::Body::Inventory(c),
+                ..
+            }) = v1::decode(&bytes)
+            else {
+                panic!("revision 1 decodes it")
+            };
+            assert_eq!(c.disks, got);
         }
     }
 

@@ -74,6 +74,8 @@ pub fn valid_disk(d: &DiskRecord) -> bool {
             .iter()
             .all(|m| m.len() <= limits::MOUNTPOINT && !m.contains('\0'))
         && valid_hardware(&d.hardware)
+        && d.health.as_ref().is_none_or(valid_health)
+        && d.fs.as_ref().is_none_or(valid_fs)
 }
 
 /// Whether hardware from the wire is within bounds: short printable text, a sane
@@ -100,5 +102,7 @@ pub fn fit_disk(d: &DiskRecord) -> Option<DiskRecord> {
         // The disk matters more than what its hardware says.
         d.hardware = Hardware::default();
     }
+    // And more than its condition: what does not fit the bounds is cut or left out.
+    fit_condition(&mut d);
     valid_disk(&d).then_some(d)
 }

@@ -10,11 +10,15 @@ pub(in crate::store) const FRAME_V4: u32 = 1 << 31;
 /// Marks chunk 0 of a schema-5 value: the two high bits of its chunk count.
 pub(in crate::store) const FRAME_V5: u32 = FRAME_V4 | 1 << 30;
 
-/// The bits of a chunk count that are marks, not the count.
-pub(in crate::store) const FRAME_MARKS: u32 = FRAME_V5;
+/// Marks chunk 0 of a schema-6 value: the second high bit of its chunk count alone (see
+/// the module documentation).
+pub(in crate::store) const FRAME_V6: u32 = 1 << 30;
 
-/// The mark of `chunk0`'s count (0 for schema 3, `FRAME_V4`, `FRAME_V5`); `None` when it
-/// has no count.
+/// The bits of a chunk count that are marks, not the count.
+pub(in crate::store) const FRAME_MARKS: u32 = FRAME_V4 | FRAME_V6;
+
+/// The mark of `chunk0`'s count (0 for schema 3, `FRAME_V4`, `FRAME_V5`, `FRAME_V6`);
+/// `None` when it has no count.
 pub(in crate::store) fn frame_mark(chunk0: &[u8]) -> Option<u32> {
     chunk0
         .get(..4)
@@ -22,21 +26,21 @@ pub(in crate::store) fn frame_mark(chunk0: &[u8]) -> Option<u32> {
         .map(|b| u32::from_be_bytes(b) & FRAME_MARKS)
 }
 
-/// Whether `chunk0` is the first chunk of a value of this schema (5).
+/// Whether `chunk0` is the first chunk of a value of this schema (6).
 #[cfg(test)]
 pub(in crate::store) fn is_current(chunk0: &[u8]) -> bool {
-    frame_mark(chunk0) == Some(FRAME_V5)
+    frame_mark(chunk0) == Some(FRAME_V6)
 }
 
 /// A host's value from its stored chunks (in order), as one buffer framed like chunk 0
 /// (the chunk itself when there is only one: shared with sled, not copied); `None` when
-/// they do not make a schema-5 value (an older schema's value is never read as one).
+/// they do not make a schema-6 value (an older schema's value is never read as one).
 pub(in crate::store) fn join_chunks(chunks: &[sled::IVec]) -> Option<sled::IVec> {
-    join_framed(chunks, FRAME_V5)
+    join_framed(chunks, FRAME_V6)
 }
 
-/// [`join_chunks`] for a value whose chunk count carries `mark` (`FRAME_V5`, `FRAME_V4`,
-/// or 0 for a schema-3 value).
+/// [`join_chunks`] for a value whose chunk count carries `mark` (`FRAME_V6`, `FRAME_V5`,
+/// `FRAME_V4`, or 0 for a schema-3 value).
 pub(in crate::store) fn join_framed(chunks: &[sled::IVec], mark: u32) -> Option<sled::IVec> {
     let first = chunks.first()?;
     let count = u32::from_be_bytes(first.get(..4)?.try_into().ok()?);
@@ -64,24 +68,24 @@ pub(in crate::store) fn unframed(bytes: &[u8]) -> &[u8] {
     bytes.get(4..).unwrap_or(&[])
 }
 
-/// `bytes` behind a 4-byte frame, as chunk 0 has (marked v5, with a meaningless count:
+/// `bytes` behind a 4-byte frame, as chunk 0 has (marked v6, with a meaningless count:
 /// only `unframed` reads it).
 pub(in crate::store) fn framed(bytes: &[u8]) -> sled::IVec {
     let mut v = Vec::with_capacity(bytes.len() + 4);
-    v.extend_from_slice(&FRAME_V5.to_be_bytes());
+    v.extend_from_slice(&FRAME_V6.to_be_bytes());
     v.extend_from_slice(bytes);
     sled::IVec::from(v)
 }
 
 /// Split an encoded value into chunks, the first one prefixed with their number (marked
-/// `FRAME_V5`).
+/// `FRAME_V6`).
 pub(in crate::store) fn split(bytes: &[u8]) -> Vec<Vec<u8>> {
     let first_len = bytes.len().min(CHUNK_BYTES - 4);
     let rest = &bytes[first_len..];
     let n = 1 + rest.len().div_ceil(CHUNK_BYTES);
     let mut out = Vec::with_capacity(n);
     let mut first = Vec::with_capacity(first_len + 4);
-    first.extend_from_slice(&(n as u32 | FRAME_V5).to_be_bytes());
+    first.extend_from_slice(&(n as u32 | FRAME_V6).to_be_bytes());
     first.extend_from_slice(&bytes[..first_len]);
     out.push(first);
     out.extend(rest.chunks(CHUNK_BYTES).map(<[u8]>::to_vec));

@@ -1,21 +1,29 @@
-//! The v5 layout in sled: one value per host, postcard-encoded, split across keys when large.
+//! The v6 layout in sled: one value per host, postcard-encoded, split across keys when large.
 //!
 //! Tree `hosts`: key = node id + NUL + chunk number (u32, big endian); chunk 0 starts with
-//! the number of chunks (u32, big endian) with its two high bits set ([`FRAME_V5`]), then
-//! the encoded [`HostView`] follows across the chunks in order. A host is always rewritten as
+//! the number of chunks (u32, big endian) with the second high bit set and the highest one
+//! clear ([`FRAME_V6`]), then the encoded [`HostView`] follows across the chunks in order. A host is always rewritten as
 //! one sled batch (every chunk, and the removal of chunks it no longer needs), so after a
 //! crash it is either its old or its new value, never a mix.
 //!
-//! The high bits tell the schemas' values apart (a real count never has them: that would
-//! take 2^30 chunks): schema 3 set neither, schema 4 the highest ([`FRAME_V4`]), schema 5
-//! both. So a conversion (see `migrate`) can rewrite hosts one at a time, and a rerun after
-//! a crash skips the hosts already rewritten; and a schema-4 daemon started on a store
-//! whose conversion was interrupted finds no value it could read in a converted host (its
-//! count, read without the second bit, is past the chunks there are) instead of misreading
-//! it. Schema 4 had a [`DiskView`] without the probe, schema 3 without the hardware too.
+//! The two high bits tell the schemas' values apart (a real count never has them: that
+//! would take 2^30 chunks): schema 3 set neither, schema 4 the highest ([`FRAME_V4`]),
+//! schema 5 both ([`FRAME_V5`]), schema 6 the second alone. So a conversion (see `migrate`)
+//! can rewrite hosts one at a time, and a rerun after a crash skips the hosts already
+//! rewritten; and an older daemon started on a store whose conversion was interrupted finds
+//! no value it could read in a converted host instead of misreading it: schemas 4 and 5
+//! compare the marks with their own, and schema 3, which has none, reads a count past the
+//! chunks there are. (Every pair of the two bits is taken now: a later schema marks its
+//! values with the third bit as well, which every earlier reader takes for a count too
+//! large.) Schema 5 had a [`DiskView`] without the health and the filesystem usage and an
+//! [`EntryView`] without its health readings, schema 4 a disk without the probe either,
+//! schema 3 without the hardware too.
 
 mod chunks;
+mod condition;
 pub(super) use chunks::*;
+pub use condition::MAX_READINGS;
+pub(super) use condition::*;
 
 use std::sync::Arc;
 
@@ -70,6 +78,9 @@ pub(super) struct EntryView<'a> {
     /// Earlier stays on this host, oldest first.
     #[serde(borrow)]
     pub past: Vec<PastStay<'a>>,
+    /// New in schema 6: the disk's last health readings here, newest first (kept encoded).
+    #[serde(borrow)]
+    pub readings: HealthLog<'a>,
 }
 
 /// A [`DiskRecord`], borrowed (the same fields in the same order).
@@ -89,6 +100,11 @@ pub(super) struct DiskView<'a> {
     pub hardware: HardwareView<'a>,
     /// New in schema 5: `Probe::code`.
     pub probe: u8,
+    /// New in schema 6: its SMART health as last reported (a partition's is its disk's).
+    #[serde(borrow)]
+    pub health: Option<HealthView<'a>>,
+    /// New in schema 6: how full its mounted filesystem was.
+    pub fs: Option<FsView>,
 }
 
 /// A [`Hardware`], borrowed (the same fields in the same order).
@@ -196,6 +212,8 @@ impl<'a> DiskView<'a> {
             mountpoints: d.mountpoints.iter().map(String::as_str).collect(),
             hardware: HardwareView::of(&d.hardware),
             probe: d.probe.code(),
+            health: d.health.as_ref().map(HealthView::of),
+            fs: d.fs.as_ref().map(FsView::of),
         }
     }
 
@@ -208,8 +226,8 @@ impl<'a> DiskView<'a> {
             mountpoints: self.mountpoints.iter().map(|m| m.to_string()).collect(),
             hardware: self.hardware.to_record(),
             probe: Probe::from_code(self.probe),
-            health: None,
-            fs: None,
+            health: self.health.as_ref().map(HealthView::to_record),
+            fs: self.fs.map(FsView::to_record),
         }
     }
 
@@ -255,6 +273,12 @@ impl<'a> DiskView<'a> {
                 .all(|(a, b)| a == b)
             && self.hardware.same_as(&d.hardware)
             && Probe::from_code(self.probe) == d.probe
+            && match (&self.health, &d.health) {
+                (Some(a), Some(b)) => a.same_as(b),
+                (None, None) => true,
+                _ => false,
+            }
+            && self.fs.map(FsView::to_record) == d.fs
     }
 }
 
@@ -477,6 +501,14 @@ pub(super) fn encode_entries(
                 last_seen: e.s.last_seen,
                 since: e.since,
                 past: Vec::new(),
+                readings: e
+                    .s
+                    .disk
+                    .health
+                    .as_ref()
+                    .and_then(Reading::of)
+                    .map(HealthLog::one)
+                    .unwrap_or_default(),
             })
             .collect(),
     };

@@ -4,51 +4,56 @@
 //! `crate::model` change (postcard is positional: a new field changes every value after
 //! it), these copies never do.
 //!
-//! # Schemas 4 and 3 -> 5
+//! # Schemas 5, 4 and 3 -> 6
 //!
-//! Schema 4 is schema 5 without the probe: the same trees and keys, one value per host in
-//! tree `hosts`, framed the same way but with only the `FRAME_V4` mark on chunk 0's count
-//! (schema 5: `FRAME_V5`), and each disk without its probe code (the last field of a
-//! schema-5 disk). Schema 3 is schema 4 without the hardware (the last field of a schema-4
-//! disk), and no mark at all. Both are converted the same way, each host in place, one at
-//! a time:
+//! Schema 5 is schema 6 without the condition: the same trees and keys, one value per host
+//! in tree `hosts`, framed the same way but with the `FRAME_V5` mark on chunk 0's count
+//! (schema 6: `FRAME_V6`), each disk without its health and filesystem usage (the last two
+//! fields of a schema-6 disk) and each entry without its health readings (the last field
+//! of a schema-6 entry). Schema 4 is schema 5 without the probe (the last field of a
+//! schema-5 disk), marked `FRAME_V4`; schema 3 is schema 4 without the hardware, and no
+//! mark at all. All three are converted the same way, each host in place, one at a time:
 //!
-//! 1. for each host whose chunk 0 is not marked v5: read its v4 value (marked v4) or v3
-//!    value (unmarked; a schema-3 store whose conversion to 4 was interrupted has both),
-//!    write its v5 value as ONE sled batch (every chunk, and the removal of chunks it no
-//!    longer needs), so that a crash leaves that host either old or v5, never a mix; hosts
-//!    already marked v5 (converted by a run that was interrupted) are skipped; a value that
-//!    does not read is left as it is (the old schema skipped it too; the host's next write
+//! 1. for each host whose chunk 0 is not marked v6: read its v5, v4 or v3 value (by its
+//!    mark; a store whose conversion to 4 or 5 was interrupted holds several), write its
+//!    v6 value as ONE sled batch (every chunk, and the removal of chunks it no longer
+//!    needs), so that a crash leaves that host either old or v6, never a mix; hosts already
+//!    marked v6 (converted by a run that was interrupted) are skipped; a value that does
+//!    not read is left as it is (the old schema skipped it too; the host's next write
 //!    replaces it);
 //! 2. flush;
-//! 3. set the schema to 5 and flush: the commit point.
+//! 3. set the schema to 6 and flush: the commit point.
 //!
-//! Before (3) the store says schema 3 or 4, and every host is a whole old or a whole v5
+//! Before (3) the store says schema 3, 4 or 5, and every host is a whole old or a whole v6
 //! value, so a `kill -9` anywhere means the next start converts the hosts still old and
-//! commits. Only after (3) does the normal path read the store, and it reads v5 values only.
-//! A schema-4 (or 3) diskd started on a store interrupted before (3) skips the hosts already
-//! converted (their marked count makes no value for it) instead of misreading them.
+//! commits. Only after (3) does the normal path read the store, and it reads v6 values only.
+//! A schema-5 (or 4, or 3) diskd started on a store interrupted before (3) skips the hosts
+//! already converted (their mark makes no value for it) instead of misreading them; and if
+//! it then commits its own conversion, the v6 values it skipped are still v6 values, which
+//! the next schema-6 start (schema 5 then) keeps as they are.
 //!
-//! Every disk of a converted store has the probe `Unknown`: schemas 4 and earlier did not
-//! record whether blkid saw a device empty, so none of their records is offered as blank
-//! (`list --blank`) until its host reports it again.
+//! Every disk of a converted store has its health and filesystem usage unknown (`None`)
+//! and no readings until its host reports it again; one converted from schema 4 or 3 also
+//! has the probe `Unknown` (those schemas did not record whether blkid saw a device empty,
+//! so none of their records is offered as blank by `list --blank`).
 //!
-//! # Schema 2 -> 4
+//! # Schema 2 -> 6
 //!
 //! Schema 2 (the first release): tree `sightings`, one record per (host, disk) keyed
 //! node id + NUL + identity (+ NUL + device for a duplicate UUID), its value a `Sighting`
 //! whose disk had no hardware; tree `index` (term keys); `meta` key `term_index_v1`.
 //! `peers`, `attaches` and the `meta` keys `node_id` and `local_seen` are the same in
-//! schemas 2 to 5 and stay as they are. A schema-2 store goes to schema 5 directly.
+//! schemas 2 to 6 and stay as they are. A schema-2 store goes to schema 6 directly.
 //!
 //! The conversion is crash-safe by order: (1) drop whatever a previous, interrupted run
-//! left in `hosts`; (2) write every host's v5 value and flush; (3) set the schema to 5 and
+//! left in `hosts`; (2) write every host's v6 value and flush; (3) set the schema to 6 and
 //! flush (the commit point); (4) drop the old trees. Until (3) the store is still a whole
 //! schema-2 store (the old trees are only read), so a `kill -9` anywhere before it means the
 //! next start migrates again from scratch; after (3), a start that finds old trees left
-//! over drops them (so do the conversions from schemas 3 and 4: they converted schema 2 the
+//! over drops them (so do the conversions from schemas 3, 4 and 5: they converted schema 2 the
 //! same way and may have left them).
 
+mod frozen;
 #[cfg(test)]
 mod old_writers;
 #[cfg(test)]
@@ -58,9 +63,11 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use frozen::*;
+
 use super::layout::{
-    chunk_key, encode_entries, frame_mark, join_framed, parse_chunk_key, unframed, DiskView, Entry,
-    EntryView, HardwareView, HostView, PastStay, FRAME_V4, FRAME_V5,
+    chunk_key, encode_entries, frame_mark, join_framed, parse_chunk_key, unframed, Entry, FRAME_V4,
+    FRAME_V5, FRAME_V6,
 };
 use crate::model::{DiskRecord, Millis, Sighting};
 
@@ -73,249 +80,14 @@ pub(super) const V2_KEY_INDEXED: &[u8] = b"term_index_v1";
 pub(super) enum Until {
     /// Schema 2: stop after writing the new trees (before the schema flips).
     NewTrees,
-    /// Schemas 3 and 4: stop after rewriting this many hosts, flushed (before the schema
+    /// Schemas 3, 4 and 5: stop after rewriting this many hosts, flushed (before the schema
     /// flips).
     Hosts(usize),
     /// The whole conversion.
     All,
 }
 
-// ---- schema 3, frozen ----
-
-/// A schema-3 host value (what `layout::HostView` was).
-#[derive(Deserialize)]
-#[cfg_attr(test, derive(serde::Serialize))]
-struct HostV3<'a> {
-    host: &'a str,
-    #[serde(borrow)]
-    addr: Option<&'a str>,
-    #[serde(borrow)]
-    entries: Vec<EntryV3<'a>>,
-}
-
-/// A schema-3 entry (what `layout::EntryView` was).
-#[derive(Deserialize)]
-#[cfg_attr(test, derive(serde::Serialize))]
-struct EntryV3<'a> {
-    #[serde(borrow)]
-    disk: DiskV3<'a>,
-    present: bool,
-    first_seen: Millis,
-    last_seen: Millis,
-    since: Millis,
-    dup: bool,
-    #[serde(borrow)]
-    place: Option<(&'a str, Option<&'a str>)>,
-    #[serde(borrow)]
-    past: Vec<PastStayV3<'a>>,
-}
-
-/// A schema-3 disk (what `layout::DiskView` was: no hardware).
-#[derive(Deserialize)]
-#[cfg_attr(test, derive(serde::Serialize))]
-struct DiskV3<'a> {
-    #[serde(borrow)]
-    uuid: Option<&'a str>,
-    #[serde(borrow)]
-    label: Option<&'a str>,
-    device: &'a str,
-    #[serde(borrow)]
-    fstype: Option<&'a str>,
-    #[serde(borrow)]
-    mountpoints: Vec<&'a str>,
-}
-
-/// A schema-3 past stay (what `layout::PastStay` was).
-#[derive(Deserialize)]
-#[cfg_attr(test, derive(serde::Serialize))]
-struct PastStayV3<'a> {
-    host: &'a str,
-    #[serde(borrow)]
-    addr: Option<&'a str>,
-    device: &'a str,
-    #[serde(borrow)]
-    label: Option<&'a str>,
-    first_seen: Millis,
-    last_seen: Millis,
-}
-
-impl<'a> HostV3<'a> {
-    /// The same host now: every disk with its hardware and its probe unknown.
-    fn to_current(&self) -> HostView<'a> {
-        let mut entries: Vec<EntryView<'a>> = self
-            .entries
-            .iter()
-            .map(|e| EntryView {
-                disk: DiskView {
-                    uuid: e.disk.uuid,
-                    label: e.disk.label,
-                    device: e.disk.device,
-                    fstype: e.disk.fstype,
-                    mountpoints: e.disk.mountpoints.clone(),
-                    hardware: HardwareView::default(),
-                    probe: 0,
-                },
-                present: e.present,
-                first_seen: e.first_seen,
-                last_seen: e.last_seen,
-                since: e.since,
-                dup: e.dup,
-                place: e.place,
-                past: e
-                    .past
-                    .iter()
-                    .map(|p| PastStay {
-                        host: p.host,
-                        addr: p.addr,
-                        device: p.device,
-                        label: p.label,
-                        first_seen: p.first_seen,
-                        last_seen: p.last_seen,
-                    })
-                    .collect(),
-            })
-            .collect();
-        // Without hardware a v5 key is the v3 key; sorted again all the same, as v5 keeps
-        // them.
-        entries.sort_by(|a, b| a.key().cmp(&b.key()));
-        HostView {
-            host: self.host,
-            addr: self.addr,
-            entries,
-        }
-    }
-}
-
-// ---- schema 4, frozen ----
-
-/// A schema-4 host value (what `layout::HostView` was).
-#[derive(Deserialize)]
-#[cfg_attr(test, derive(serde::Serialize))]
-struct HostV4<'a> {
-    host: &'a str,
-    #[serde(borrow)]
-    addr: Option<&'a str>,
-    #[serde(borrow)]
-    entries: Vec<EntryV4<'a>>,
-}
-
-/// A schema-4 entry (what `layout::EntryView` was).
-#[derive(Deserialize)]
-#[cfg_attr(test, derive(serde::Serialize))]
-struct EntryV4<'a> {
-    #[serde(borrow)]
-    disk: DiskV4<'a>,
-    present: bool,
-    first_seen: Millis,
-    last_seen: Millis,
-    since: Millis,
-    dup: bool,
-    #[serde(borrow)]
-    place: Option<(&'a str, Option<&'a str>)>,
-    #[serde(borrow)]
-    past: Vec<PastStayV3<'a>>,
-}
-
-/// A schema-4 disk (what `layout::DiskView` was: no probe).
-#[derive(Deserialize)]
-#[cfg_attr(test, derive(serde::Serialize))]
-struct DiskV4<'a> {
-    #[serde(borrow)]
-    uuid: Option<&'a str>,
-    #[serde(borrow)]
-    label: Option<&'a str>,
-    device: &'a str,
-    #[serde(borrow)]
-    fstype: Option<&'a str>,
-    #[serde(borrow)]
-    mountpoints: Vec<&'a str>,
-    #[serde(borrow)]
-    hardware: HardwareV4<'a>,
-}
-
-/// A schema-4 hardware (what `layout::HardwareView` was).
-#[derive(Deserialize)]
-#[cfg_attr(test, derive(serde::Serialize))]
-struct HardwareV4<'a> {
-    size: Option<u64>,
-    #[serde(borrow)]
-    model: Option<&'a str>,
-    #[serde(borrow)]
-    vendor: Option<&'a str>,
-    #[serde(borrow)]
-    serial: Option<&'a str>,
-    #[serde(borrow)]
-    wwn: Option<&'a str>,
-    #[serde(borrow)]
-    transport: Option<&'a str>,
-    removable: Option<bool>,
-    rotational: Option<bool>,
-    #[serde(borrow)]
-    parent: Option<&'a str>,
-    #[serde(borrow)]
-    backing_file: Option<&'a str>,
-}
-
-impl<'a> HostV4<'a> {
-    /// The same host now: every disk with its probe unknown (its key, made of its UUID,
-    /// WWN, serial and device, is unchanged, and so is the order).
-    fn to_current(&self) -> HostView<'a> {
-        let entries = self
-            .entries
-            .iter()
-            .map(|e| {
-                let h = &e.disk.hardware;
-                EntryView {
-                    disk: DiskView {
-                        uuid: e.disk.uuid,
-                        label: e.disk.label,
-                        device: e.disk.device,
-                        fstype: e.disk.fstype,
-                        mountpoints: e.disk.mountpoints.clone(),
-                        hardware: HardwareView {
-                            size: h.size,
-                            model: h.model,
-                            vendor: h.vendor,
-                            serial: h.serial,
-                            wwn: h.wwn,
-                            transport: h.transport,
-                            removable: h.removable,
-                            rotational: h.rotational,
-                            parent: h.parent,
-                            backing_file: h.backing_file,
-                        },
-                        probe: 0,
-                    },
-                    present: e.present,
-                    first_seen: e.first_seen,
-                    last_seen: e.last_seen,
-                    since: e.since,
-                    dup: e.dup,
-                    place: e.place,
-                    past: e
-                        .past
-                        .iter()
-                        .map(|p| PastStay {
-                            host: p.host,
-                            addr: p.addr,
-                            device: p.device,
-                            label: p.label,
-                            first_seen: p.first_seen,
-                            last_seen: p.last_seen,
-                        })
-                        .collect(),
-                }
-            })
-            .collect();
-        HostView {
-            host: self.host,
-            addr: self.addr,
-            entries,
-        }
-    }
-}
-
-/// Convert a schema-3 or schema-4 store to schema 5, host by host in place (see the module
+/// Convert a schema-3, 4 or 5 store to schema 6, host by host in place (see the module
 /// documentation for the order).
 pub(super) fn hosts_in_place(
     db: &sled::Db,
@@ -343,8 +115,8 @@ pub(super) fn hosts_in_place(
             continue; // no value without its chunk 0; left as it is
         };
         let mark = match frame_mark(&first) {
-            Some(FRAME_V5) => continue, // converted by an interrupted run
-            Some(m @ (0 | FRAME_V4)) => m,
+            Some(FRAME_V6) => continue, // converted by an interrupted run
+            Some(m @ (0 | FRAME_V4 | FRAME_V5)) => m,
             _ => continue, // no schema's value; left as it is
         };
         let mut chunks = vec![first];
@@ -357,16 +129,14 @@ pub(super) fn hosts_in_place(
         let Some(bytes) = join_framed(&chunks, mark) else {
             continue; // unreadable then, unreadable now
         };
-        let current = if mark == FRAME_V4 {
-            match postcard::from_bytes::<HostV4<'_>>(unframed(&bytes)) {
-                Ok(old) => old.to_current(),
-                Err(_) => continue,
-            }
-        } else {
-            match postcard::from_bytes::<HostV3<'_>>(unframed(&bytes)) {
-                Ok(old) => old.to_current(),
-                Err(_) => continue,
-            }
+        let old = unframed(&bytes);
+        let current = match mark {
+            FRAME_V5 => postcard::from_bytes::<HostV5<'_>>(old).map(|v| v.to_current()),
+            FRAME_V4 => postcard::from_bytes::<HostV4<'_>>(old).map(|v| v.to_current()),
+            _ => postcard::from_bytes::<HostV3<'_>>(old).map(|v| v.to_current()),
+        };
+        let Ok(current) = current else {
+            continue; // unreadable then, unreadable now
         };
         let (new, _) = current
             .encode()
@@ -442,7 +212,7 @@ impl SightingV2 {
     }
 }
 
-/// Convert a schema-2 store to schema 5 (see the module documentation for the order).
+/// Convert a schema-2 store to schema 6 (see the module documentation for the order).
 pub(super) fn from_v2(
     db: &sled::Db,
     meta: &sled::Tree,
@@ -485,7 +255,7 @@ pub(super) fn from_v2(
             .max_by_key(|e| (e.s.present, e.s.last_seen))
             .map(|e| (e.s.host.clone(), e.s.addr.clone()))
             .unwrap_or_default();
-        // Keys must be what v5 derives from the disk (identity, + NUL + device); without
+        // Keys must be what v6 derives from the disk (identity, + NUL + device); without
         // hardware that is what v2 had.
         entries.retain(|e| {
             e.key == e.s.disk.identity()
