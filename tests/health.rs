@@ -101,7 +101,9 @@ fn a_disks_reading_shows_on_its_partitions_and_health_check_says_when_to_worry()
         .arg("--smart-interval")
         .arg("1s")
         .start();
-    wait_for("sdq's reading", LONG, || state_of(&d, "/dev/sdq") == "warning");
+    wait_for("sdq's reading", LONG, || {
+        state_of(&d, "/dev/sdq") == "warning"
+    });
 
     // The whole disk is read, with the device last; its partitions never are.
     let argv = std::fs::read_to_string(dir.path().join("smart/argv.log")).unwrap();
@@ -117,8 +119,15 @@ fn a_disks_reading_shows_on_its_partitions_and_health_check_says_when_to_worry()
     assert_eq!(h["pending_sectors"], 0, "{h}");
     assert_eq!(h["temperature_c"], 41, "{h}");
     assert_eq!(h["power_on_hours"], 31207, "{h}");
-    assert_eq!(h["media_errors"], Value::Null, "an ATA disk has no NVMe figures: {h}");
-    assert!(h["checked"].as_str().is_some_and(|t| t.ends_with('Z')), "{h}");
+    assert_eq!(
+        h["media_errors"],
+        Value::Null,
+        "an ATA disk has no NVMe figures: {h}"
+    );
+    assert!(
+        h["checked"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{h}"
+    );
     assert!(
         h["reasons"].to_string().contains("reallocated"),
         "the reason names what fired: {h}"
@@ -145,7 +154,10 @@ fn a_disks_reading_shows_on_its_partitions_and_health_check_says_when_to_worry()
     assert_eq!(by_label[0]["device"], "/dev/sdq", "{by_label}");
     d.client(&["health", "no-such-disk"]).expect_code(1);
     let table = d.client(&["list"]).stdout();
-    assert!(table.lines().next().unwrap().contains("USE%  HEALTH"), "{table}");
+    assert!(
+        table.lines().next().unwrap().contains("USE%  HEALTH"),
+        "{table}"
+    );
     // --check: exit 1 while a disk needs attention.
     d.client(&["health", "--check"]).expect_code(1);
 
@@ -154,7 +166,9 @@ fn a_disks_reading_shows_on_its_partitions_and_health_check_says_when_to_worry()
 
     // The disk fails: one health-changed event, with the state before.
     smart_says(&smartctl, "sdq", &ata(false, 8, 3), 8);
-    wait_for("sdq failing", LONG, || state_of(&d, "/dev/sdq") == "failing");
+    wait_for("sdq failing", LONG, || {
+        state_of(&d, "/dev/sdq") == "failing"
+    });
     let health_events = |events: &util::Bg| -> Vec<Value> {
         events
             .objects()
@@ -166,7 +180,11 @@ fn a_disks_reading_shows_on_its_partitions_and_health_check_says_when_to_worry()
         !health_events(&events).is_empty()
     });
     // Later readings of the same verdict (one a second) say nothing more.
-    let scans = |d: &TestDaemon| util::counter(&d.status_json()["watchers"]["smart"], "scans_ok");
+    let scans = |d: &TestDaemon| {
+        d.status_json()["watchers"]["smart"]["scans_ok"]
+            .as_u64()
+            .unwrap_or(0)
+    };
     let now = scans(&d);
     wait_for("three more SMART passes", LONG, || scans(&d) >= now + 3);
     let ev = health_events(&events);
@@ -178,12 +196,17 @@ fn a_disks_reading_shows_on_its_partitions_and_health_check_says_when_to_worry()
 
     // Garbage: the disk's health is unknown, status says why, and the log says it once.
     smart_says(&smartctl, "sdq", "this is not JSON\n", 0);
-    wait_for("sdq unknown", LONG, || state_of(&d, "/dev/sdq") == "unknown");
+    wait_for("sdq unknown", LONG, || {
+        state_of(&d, "/dev/sdq") == "unknown"
+    });
     let now = scans(&d);
     wait_for("three more SMART passes", LONG, || scans(&d) >= now + 3);
     let smart = &d.status_json()["watchers"]["smart"];
     assert_eq!(smart["state"], "cannot_read", "{smart}");
-    assert!(smart["problems"].to_string().contains("/dev/sdq"), "{smart}");
+    assert!(
+        smart["problems"].to_string().contains("/dev/sdq"),
+        "{smart}"
+    );
     let log = d.log_text();
     assert_eq!(
         log.matches("health unknown").count(),
@@ -204,7 +227,9 @@ fn without_smartctl_an_explicitly_enabled_watcher_says_so_for_each_disk() {
         .hardware(&sysfs)
         .smart(&missing)
         .start();
-    wait_for("sdq unknown", LONG, || state_of(&d, "/dev/sdq") == "unknown");
+    wait_for("sdq unknown", LONG, || {
+        state_of(&d, "/dev/sdq") == "unknown"
+    });
     let rows = list(&d);
     let sdq = rows.iter().find(|r| r["device"] == "/dev/sdq").unwrap();
     assert!(

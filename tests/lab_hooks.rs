@@ -359,7 +359,13 @@ fn without_keys_a_hook_on_peers_needs_allow_unsealed_and_then_runs_unsealed() {
     let mut args = vec!["daemon", "--socket"];
     let sock = b.socket().display().to_string();
     let store = b.dir.join("store").display().to_string();
-    args.extend([sock.as_str(), "--store", &store, "--no-hardware", "--no-smart"]);
+    args.extend([
+        sock.as_str(),
+        "--store",
+        &store,
+        "--no-hardware",
+        "--no-smart",
+    ]);
     args.extend(b.args.iter().map(String::as_str));
     let r = util::run_diskd(&args, None);
     r.expect_code(2);

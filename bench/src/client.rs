@@ -50,7 +50,14 @@ fn start_daemon(bin: &Path) -> (Daemon, PathBuf) {
         .arg(dir.path().join("store"))
         .arg("--blkid")
         .arg(&blkid)
-        .args(["--no-hardware", "--no-smart", "--interface", "lo", "--ttl", "0"])
+        .args([
+            "--no-hardware",
+            "--no-smart",
+            "--interface",
+            "lo",
+            "--ttl",
+            "0",
+        ])
         .args(["--group", &format!("239.255.{}.{}", port >> 8, port & 0xff)])
         .args(["--port", &port.to_string(), "--node-name", "bench"])
         .stdin(Stdio::null())

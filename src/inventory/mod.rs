@@ -398,16 +398,14 @@ impl Scanner {
                 }
                 // Logged when they change, not on every scan.
                 if problems != before {
-                    let (unknown, fine) = if smart {
-                        ("health unknown", "every disk's health read again")
-                    } else {
-                        ("not offered as blank", "every device probed again")
-                    };
-                    for p in problems.iter().filter(|p| !before.contains(p)) {
-                        tracing::warn!(watcher = name, "{p}; {unknown}");
+                    // The SMART watcher logs each disk's change of state itself.
+                    if !smart {
+                        for p in problems.iter().filter(|p| !before.contains(p)) {
+                            tracing::warn!(watcher = name, "{p}; not offered as blank");
+                        }
                     }
-                    if problems.is_empty() {
-                        tracing::info!(watcher = name, "{fine}");
+                    if problems.is_empty() && !smart {
+                        tracing::info!(watcher = name, "every device probed again");
                     } else {
                         events.emit("error", format!("{name}: {}", problems.join("; ")));
                     }
