@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::model::rfc3339;
 use crate::model::{
-    DiskHealth, FsUsage, Hardware, HealthState, Millis, PeerRecord, Probe, Sighting, Stay,
+    DiskHealth, FsUsage, Hardware, HealthPoint, HealthState, Millis, PeerRecord, Probe, Sighting,
+    Stay,
 };
 use crate::store::Store;
 
@@ -208,29 +209,81 @@ pub struct StayView {
     /// The disk is in its host's latest inventory (whether or not the host is live).
     #[serde(skip)]
     pub current: bool,
+    /// The SMART readings taken during this stay, newest first (of the disk's last 64).
+    #[serde(default)]
+    pub health: Vec<ReadingView>,
+}
+
+/// One kept SMART reading, as `history --json` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadingView {
+    /// RFC 3339 time the reading was taken.
+    pub checked: String,
+    /// The verdict then.
+    pub state: HealthState,
+    /// Degrees Celsius then.
+    pub temperature_c: Option<i32>,
+    /// Reallocated sectors (or grown defects) then.
+    pub reallocated_sectors: Option<u64>,
+    /// Sectors pending reallocation then.
+    pub pending_sectors: Option<u64>,
+    /// NVMe media errors then.
+    pub media_errors: Option<u64>,
 }
 
 /// Turn stays (newest first, as the store gives them) into views. A current stay was seen
-/// whenever its host last was, as for `disks`.
-pub fn stays(store: &Store, stays: Vec<Stay>, now: Millis, expiry: Duration) -> Vec<StayView> {
-    stays
-        .into_iter()
+/// whenever its host last was, as for `disks`. Each kept SMART reading goes to the stay it
+/// was taken in: the one whose time span holds it, else the nearest (a host's clock may be
+/// a little off ours).
+pub fn stays(
+    store: &Store,
+    stays: Vec<Stay>,
+    readings: Vec<HealthPoint>,
+    now: Millis,
+    expiry: Duration,
+) -> Vec<StayView> {
+    let spans: Vec<(Millis, Millis)> = stays
+        .iter()
         .map(|s| {
             let last_seen = if s.current {
                 s.last_seen.max(store.host_seen(&s.node_id).unwrap_or(0))
             } else {
                 s.last_seen
             };
-            StayView {
-                live: s.current && store.host_is_live(&s.node_id, now, expiry),
-                current: s.current,
-                host: s.host,
-                addr: s.addr,
-                device: s.device,
-                label: s.label,
-                first_seen: rfc3339(s.first_seen),
-                last_seen: rfc3339(last_seen),
-            }
+            (s.first_seen, last_seen)
+        })
+        .collect();
+    let mut during: Vec<Vec<ReadingView>> = vec![Vec::new(); stays.len()];
+    for r in readings {
+        let distance = |&(first, last): &(Millis, Millis)| {
+            first.saturating_sub(r.checked) + r.checked.saturating_sub(last)
+        };
+        let nearest = (0..spans.len()).min_by_key(|&i| distance(&spans[i]));
+        if let Some(i) = nearest {
+            during[i].push(ReadingView {
+                checked: rfc3339(r.checked),
+                state: r.state,
+                temperature_c: r.temperature_c,
+                reallocated_sectors: r.reallocated_sectors,
+                pending_sectors: r.pending_sectors,
+                media_errors: r.media_errors,
+            });
+        }
+    }
+    stays
+        .into_iter()
+        .zip(spans)
+        .zip(during)
+        .map(|((s, (_, last_seen)), health)| StayView {
+            health,
+            live: s.current && store.host_is_live(&s.node_id, now, expiry),
+            current: s.current,
+            host: s.host,
+            addr: s.addr,
+            device: s.device,
+            label: s.label,
+            first_seen: rfc3339(s.first_seen),
+            last_seen: rfc3339(last_seen),
         })
         .collect()
 }

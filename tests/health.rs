@@ -215,6 +215,28 @@ fn a_disks_reading_shows_on_its_partitions_and_health_check_says_when_to_worry()
     );
     // `unknown` is not trouble: --check is quiet.
     d.client(&["health", "--check"]).expect_code(0);
+
+    // The trend: the disk's readings, kept with its history (the partition's filesystem
+    // names it), newest first: unknown, then failing ones, then warning ones.
+    let stays = d.client(&["history", "datapart", "--json"]).json();
+    let readings: Vec<&str> = stays[0]["health"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no readings in {stays}"))
+        .iter()
+        .map(|r| r["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(readings.first(), Some(&"unknown"), "{readings:?}");
+    assert_eq!(readings.last(), Some(&"warning"), "{readings:?}");
+    assert!(readings.contains(&"failing"), "{readings:?}");
+    assert!(readings.len() <= 64, "{readings:?}");
+    let newest_first = stays[0]["health"].as_array().unwrap();
+    assert!(
+        newest_first
+            .windows(2)
+            .all(|w| w[0]["checked"].as_str() >= w[1]["checked"].as_str()),
+        "{stays}"
+    );
+    assert_eq!(newest_first.last().unwrap()["reallocated_sectors"], 8);
 }
 
 #[test]

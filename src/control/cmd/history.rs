@@ -1,4 +1,5 @@
-//! `history TERM [--json]`: where a disk has been, one row per stay, newest first.
+//! `history TERM [--json]`: where a disk has been, one row per stay, newest first; in JSON
+//! each stay also carries the SMART readings taken during it (the disk's last 64 in all).
 
 use super::{json_body, QueryError};
 use crate::control::table;
@@ -16,7 +17,14 @@ pub fn stays(term: &str, ctx: &Context) -> Result<Vec<StayView>, QueryError> {
     if found.is_empty() {
         return Err(QueryError::NoMatch(format!("no disk matches {term:?}")));
     }
-    Ok(view::stays(store, found, now(), ctx.peer_expiry()))
+    let readings = store.health_log(term)?;
+    Ok(view::stays(
+        store,
+        found,
+        readings,
+        now(),
+        ctx.peer_expiry(),
+    ))
 }
 
 /// Build the reply.
