@@ -532,6 +532,21 @@ fn metrics_parse_with_prometheus_own_parser_and_count_right() {
         1.0
     );
 
+    // SMART health (once readings reach the store): one series per state of each physical
+    // disk, exactly one of them 1. Absent while no disk has a reading.
+    if let Some(samples) = f["diskd_disk_health"]["samples"].as_array() {
+        assert_eq!(f["diskd_disk_health"]["type"], "gauge");
+        let mut current = std::collections::HashMap::new();
+        for s in samples {
+            for k in ["host", "device", "serial", "state"] {
+                assert!(s[1][k].is_string(), "no {k} in {s}");
+            }
+            let disk = (s[1]["host"].to_string(), s[1]["device"].to_string());
+            *current.entry(disk).or_insert(0.0) += s[2].as_f64().unwrap();
+        }
+        assert!(current.values().all(|&n| n == 1.0), "{samples:?}");
+    }
+
     // OpenMetrics, for a scraper that asks for it.
     let r = request(
         &addr,
@@ -998,6 +1013,285 @@ fn the_page_updates_live_in_chromium() {
         ),
         "the event is not in the recent changes:\n{dom}"
     );
+}
+
+/// `/api/v1/disks` rows carry `health` and `fs_size`/`fs_used`/`fs_avail` as `list --json`
+/// does: null while unknown (no SMART reading, nothing measured), never missing. (Rows with
+/// known values are checked in `http::api`'s unit tests.)
+#[test]
+fn disk_rows_carry_health_and_capacity_null_when_unknown() {
+    let (d, addr) = daemon(&two_disks(), &[]);
+    d.wait_query(UB);
+    let r = get(&addr, "/api/v1/disks");
+    assert_eq!(r.status, 200);
+    let rows = r.json();
+    assert_eq!(rows, cli_json(&d, &["list", "--json"]).1);
+    assert_eq!(rows.as_array().unwrap().len(), 2, "{rows}");
+    for row in rows.as_array().unwrap() {
+        let row = row.as_object().unwrap();
+        for k in ["health", "fs_size", "fs_used", "fs_avail"] {
+            assert_eq!(row.get(k), Some(&Value::Null), "{k} in {row:?}");
+        }
+    }
+}
+
+/// A static stand-in for the listener: serves `page` (with the daemon's own
+/// Content-Security-Policy) at `/` and canned JSON at the API paths the page reads, until
+/// dropped. The page's health badge and use bar need rows with a SMART reading and
+/// filesystem figures, which no daemon produces yet (the SMART watcher and the store's
+/// carriage of both are not in this build).
+struct CannedApi {
+    addr: String,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl CannedApi {
+    fn start(page: String, csp: String, disks: Value) -> CannedApi {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let (page, csp, disks) = (Arc::new(page), Arc::new(csp), Arc::new(disks));
+        // A thread per connection: a connection Chromium opens ahead and leaves idle must
+        // not hold up the others.
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if flag.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let (page, csp, disks) = (page.clone(), csp.clone(), disks.clone());
+                std::thread::spawn(move || CannedApi::answer(conn, &page, &csp, &disks));
+            }
+        });
+        CannedApi {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// One request on `conn`, answered and closed.
+    fn answer(mut conn: TcpStream, page: &str, csp: &str, disks: &Value) {
+        let _ = conn.set_read_timeout(Some(LONG));
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && head.len() < 16 * 1024 {
+            match conn.read(&mut byte) {
+                Ok(1) => head.push(byte[0]),
+                _ => break,
+            }
+        }
+        let head = String::from_utf8_lossy(&head);
+        let target = head.split(' ').nth(1).unwrap_or("");
+        let path = target.split('?').next().unwrap_or("");
+        let (status, kind, body, extra) = match path {
+            "/" => (
+                "200 OK",
+                "text/html; charset=utf-8",
+                page.to_string(),
+                format!("Content-Security-Policy: {csp}\r\n"),
+            ),
+            "/api/v1/disks" => ("200 OK", "application/json", disks.to_string(), "".into()),
+            "/api/v1/peers" => ("200 OK", "application/json", "[]".into(), "".into()),
+            "/api/v1/status" => (
+                "200 OK",
+                "application/json",
+                r#"{"node":"canned"}"#.into(),
+                "".into(),
+            ),
+            _ => (
+                "404 Not Found",
+                "application/json",
+                r#"{"error":"no such endpoint"}"#.into(),
+                "".into(),
+            ),
+        };
+        let reply = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n\
+                     {extra}Cache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = conn.write_all(reply.as_bytes());
+    }
+}
+
+impl Drop for CannedApi {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect(&self.addr);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn the_page_shows_health_badges_and_use_bars_in_chromium() {
+    if !util::have_or_skip(have_chromium(), "chromium (Debian package chromium)") {
+        return;
+    }
+    // The page, its policy, and a row exactly as the daemon serves them.
+    let (d, addr) = daemon(&disk_line("/dev/sdb1", UA, "photos"), &[]);
+    d.wait_query(UA);
+    let page = get(&addr, "/");
+    let csp = page.header("content-security-policy").unwrap().to_string();
+    let template = get(&addr, "/api/v1/disks").json()[0].clone();
+    for k in [
+        "health", "fs_size", "fs_used", "fs_avail", "parent", "live", "label",
+    ] {
+        assert!(
+            template.get(k).is_some(),
+            "no {k} in a disk row: {template}"
+        );
+    }
+    let hostile_reason = "<img src=x onerror=alert(1)> \"quoted\"\nsecond line";
+    let row = |device: &str, label: &str, live: bool, health: Value, fs: [Option<u64>; 3]| {
+        let mut r = template.clone();
+        r["device"] = device.into();
+        r["parent"] = device.trim_end_matches(char::is_numeric).into();
+        r["label"] = label.into();
+        r["uuid"] = Value::Null;
+        r["live"] = live.into();
+        r["health"] = health;
+        r["fs_size"] = fs[0].into();
+        r["fs_used"] = fs[1].into();
+        r["fs_avail"] = fs[2].into();
+        r
+    };
+    let health = |state: &str, reasons: &[&str]| {
+        serde_json::json!({
+            "state": state, "reasons": reasons, "temperature_c": 41, "power_on_hours": 1234,
+            "reallocated_sectors": 8, "pending_sectors": null, "media_errors": null,
+            "percentage_used": null, "checked": "2026-12-06T10:00:00Z",
+        })
+    };
+    // In the API's order (live first); the page must put failing, then warning, first.
+    let disks = Value::Array(vec![
+        row(
+            "/dev/sdb1",
+            "photos",
+            true,
+            health("ok", &[]),
+            [Some(1000), Some(600), Some(350)],
+        ),
+        row(
+            "/dev/sdc1",
+            "archive",
+            true,
+            health("warning", &["8 reallocated sectors"]),
+            [None, None, None],
+        ),
+        row(
+            "/dev/sdd1",
+            "evil \"<b>x</b>\"",
+            true,
+            health(
+                "failing",
+                &[
+                    "SMART overall-health self-assessment: FAILED",
+                    hostile_reason,
+                ],
+            ),
+            [Some(100), Some(95), Some(5)],
+        ),
+        row(
+            "/dev/sde1",
+            "usb-stick",
+            true,
+            Value::Null,
+            [None, None, None],
+        ),
+        row(
+            "/dev/sdf1",
+            "gone-bad",
+            false,
+            health("failing", &["was failing"]),
+            [None, None, None],
+        ),
+    ]);
+    let api = CannedApi::start(page.text(), csp, disks);
+
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new("timeout")
+        .args(["60", "chromium"])
+        .args(chromium_args(profile.path()))
+        .args(["--dump-dom", &format!("http://{}/?live=0", api.addr)])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    drop(api);
+    assert!(out.status.success(), "chromium: {:?}", out.status);
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dom.contains("<p class=\"error\" id=\"problem\" hidden=\"\">"),
+        "the page shows an error:\n{dom}"
+    );
+
+    // Failing first (the live one, then the last-known one), then warning, then the rest.
+    let at = |label: &str| {
+        dom.find(&format!("<span class=\"label\">{label}</span>"))
+            .unwrap_or_else(|| panic!("no row {label:?}:\n{dom}"))
+    };
+    let order = [
+        at("evil \"&lt;b&gt;x&lt;/b&gt;\""),
+        at("gone-bad"),
+        at("archive"),
+        at("photos"),
+        at("usb-stick"),
+    ];
+    assert!(order.is_sorted(), "rows out of order {order:?}:\n{dom}");
+
+    // A badge per disk with a reading, its reasons in the title; none without one.
+    for state in ["ok", "warning", "failing"] {
+        assert!(
+            dom.contains(&format!("<span class=\"badge {state}\"")),
+            "no {state} badge:\n{dom}"
+        );
+    }
+    assert_eq!(
+        dom.matches("<span class=\"badge failing\"").count(),
+        2,
+        "{dom}"
+    );
+    assert!(
+        dom.contains(
+            "title=\"8 reallocated sectors\nchecked 2026-12-06T10:00:00Z\">warning</span>"
+        ),
+        "the warning badge's reasons:\n{dom}"
+    );
+    assert!(dom.contains("title=\"SMART overall-health self-assessment: FAILED\n"));
+    // The hostile reason is text in an attribute, never an element.
+    assert!(
+        dom.contains("onerror=alert(1)&gt; &quot;quoted&quot;\nsecond line")
+            || dom.contains("onerror=alert(1)> &quot;quoted&quot;\nsecond line"),
+        "the hostile reason is not escaped text:\n{dom}"
+    );
+    assert!(!dom.contains("<img"), "a reason became markup:\n{dom}");
+    assert!(!dom.contains("<b>x</b>"), "a label became markup:\n{dom}");
+
+    // The use bars: df's USE% (used / (used + avail), rounded up), the width set through
+    // the CSSOM (allowed by the page's policy), colour classes past 80 and 90 %.
+    assert!(
+        dom.contains(
+            "<span class=\"bar\" role=\"meter\" aria-valuemin=\"0\" aria-valuemax=\"100\" \
+             aria-valuenow=\"64\" aria-label=\"Filesystem use\"><span style=\"width: 64%;\">\
+             </span></span><span>64%</span>"
+        ),
+        "no 64% bar for photos:\n{dom}"
+    );
+    assert!(
+        dom.contains("<span class=\"bar full\"") && dom.contains("<span>95%</span>"),
+        "no full bar for the failing disk:\n{dom}"
+    );
+    assert_eq!(dom.matches("role=\"meter\"").count(), 2, "{dom}");
+    // The header counts live physical disks in trouble.
+    assert!(dom.contains("; 1 disk failing, 1 warning</span>"), "{dom}");
+    drop(d);
 }
 
 // ---- in the lab: a non-loopback listener, and the page in Chromium ----

@@ -127,3 +127,80 @@ pub(super) async fn events(State(st): State<AppState>) -> Response {
     );
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Hardware, HealthState, Probe};
+    use crate::view::{DiskView, HealthView};
+
+    fn view(device: &str) -> DiskView {
+        DiskView {
+            host: "h".into(),
+            addr: None,
+            uuid: None,
+            label: None,
+            device: device.into(),
+            fstype: None,
+            mountpoints: vec![],
+            hardware: Hardware::default(),
+            probe: Probe::default(),
+            health: None,
+            fs_size: None,
+            fs_used: None,
+            fs_avail: None,
+            live: true,
+            last_seen: "2026-12-06T10:00:00Z".into(),
+        }
+    }
+
+    async fn body(resp: Response) -> serde_json::Value {
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    /// `/api/v1/disks` rows carry the SMART reading and the filesystem figures, as
+    /// `list --json` does: present when known, null (never missing) when not.
+    #[tokio::test]
+    async fn disk_rows_carry_health_and_capacity_null_when_unknown() {
+        let mut known = view("/dev/sda1");
+        known.mountpoints = vec!["/srv".into()];
+        (known.fs_size, known.fs_used, known.fs_avail) = (Some(1000), Some(600), Some(350));
+        known.health = Some(HealthView {
+            state: HealthState::Failing,
+            reasons: vec!["SMART overall-health self-assessment: FAILED".into()],
+            temperature_c: Some(44),
+            power_on_hours: Some(30_000),
+            reallocated_sectors: Some(120),
+            pending_sectors: Some(3),
+            media_errors: None,
+            percentage_used: None,
+            checked: Some("2026-12-06T09:59:00Z".into()),
+        });
+        let resp = rows::<DiskView>(Ok(vec![known, view("/dev/sdb")]));
+        assert_eq!(resp.status(), StatusCode::OK);
+        let v = body(resp).await;
+        let h = &v[0]["health"];
+        assert_eq!(h["state"], "failing");
+        assert_eq!(
+            h["reasons"][0],
+            "SMART overall-health self-assessment: FAILED"
+        );
+        assert_eq!(h["temperature_c"], 44);
+        assert_eq!(h["power_on_hours"], 30_000);
+        assert_eq!(h["reallocated_sectors"], 120);
+        assert_eq!(h["pending_sectors"], 3);
+        assert!(h["media_errors"].is_null() && h.get("media_errors").is_some());
+        assert_eq!(h["checked"], "2026-12-06T09:59:00Z");
+        assert_eq!(
+            (&v[0]["fs_size"], &v[0]["fs_used"], &v[0]["fs_avail"]),
+            (&1000.into(), &600.into(), &350.into())
+        );
+        let unknown = v[1].as_object().unwrap();
+        for k in ["health", "fs_size", "fs_used", "fs_avail"] {
+            assert_eq!(unknown.get(k), Some(&serde_json::Value::Null), "{k}: {v}");
+        }
+    }
+}

@@ -6,7 +6,8 @@
 //! scrape and encoded by the crate (never formatted by hand): the Prometheus text format
 //! 0.0.4 by default, OpenMetrics when the scraper asks for it in `Accept`. Names follow
 //! Prometheus conventions: a `diskd_` prefix, base units in the name (`_bytes`,
-//! `_seconds`), `_total` on counters (added by the crate).
+//! `_seconds`), `_total` on counters (added by the crate). The per-disk series (SMART
+//! health, filesystem capacity) are gathered in `disk_series`.
 
 use axum::extract::State;
 use axum::http::header::{ACCEPT, CONTENT_TYPE};
@@ -24,6 +25,8 @@ use crate::control::cmd::{list, peers, status};
 use crate::control::Context;
 use crate::protocol::commands::List;
 use crate::telemetry::Stats;
+
+mod disk_series;
 
 type Labels = Vec<(String, String)>;
 
@@ -115,12 +118,21 @@ impl Metrics {
     }
 
     fn gauges(&mut self, name: &str, help: &str, rows: Vec<(Labels, i64)>) {
-        let f = Family::<Labels, Gauge>::default();
-        for (l, v) in rows {
-            f.get_or_create(&l).set(v);
-        }
-        self.0.register(name, help, f);
+        self.0.register(name, help, gauge_family(rows));
     }
+
+    fn gauges_in(&mut self, name: &str, help: &str, unit: Unit, rows: Vec<(Labels, i64)>) {
+        self.0
+            .register_with_unit(name, help, unit, gauge_family(rows));
+    }
+}
+
+fn gauge_family(rows: Vec<(Labels, i64)>) -> Family<Labels, Gauge> {
+    let f = Family::<Labels, Gauge>::default();
+    for (l, v) in rows {
+        f.get_or_create(&l).set(v);
+    }
+    f
 }
 
 fn int(n: impl TryInto<i64>) -> i64 {
@@ -155,6 +167,7 @@ fn gather(ctx: &Context, http: &HttpStats, streams_free: usize) -> Registry {
                 (labels([("state", "last_known")]), int(last_known)),
             ],
         );
+        disk_series::register(&mut m, &disks);
     }
     let peers = peers::peers(ctx);
     let mut rows = Vec::new();
