@@ -29,6 +29,10 @@ pub const VARS: &[&str] = &[
     "DISKD_NODE",
     "DISKD_SOCKET",
     "DISKD_TIME",
+    "DISKD_SERIAL",
+    "DISKD_HEALTH",
+    "DISKD_HEALTH_WAS",
+    "DISKD_FS_AVAIL",
 ];
 
 /// A hook script that records each run as a directory `DIR/TAG.<ns>.<pid>` holding one file

@@ -376,15 +376,15 @@ fn wait_mounted_returns_when_the_disk_gets_a_mountpoint() {
 }
 
 /// An ext4 image on a loop device, unmounted and detached in `Drop`.
-struct Loop {
+pub struct Loop {
     dir: tempfile::TempDir,
-    dev: String,
-    uuid: String,
+    pub dev: String,
+    pub uuid: String,
     mounted: Option<String>,
 }
 
 impl Loop {
-    fn new() -> Loop {
+    pub fn new() -> Loop {
         let dir = tempfile::tempdir().unwrap();
         let img = dir.path().join("w.img");
         std::fs::File::create(&img)
@@ -410,7 +410,7 @@ impl Loop {
     }
 
     /// Mount it below the temp dir; returns the mountpoint as the mount table shows it.
-    fn mount(&mut self) -> String {
+    pub fn mount(&mut self) -> String {
         let root = std::fs::canonicalize(self.dir.path()).unwrap();
         let mnt = root.join("mnt");
         std::fs::create_dir_all(&mnt).unwrap();
