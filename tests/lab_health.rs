@@ -164,7 +164,11 @@ fn a_failing_disk_on_a_runs_bs_hook_once_and_df_shows_a_real_filesystem_on_both(
     });
     assert_eq!(runs(&b_dir, "failing").len(), 1, "once per change");
     assert_eq!(runs(&b_dir, "any").len(), 1, "once per change");
-    assert_eq!(state(&lab, "b", "a", "/dev/sdq2"), "failing", "the partition shows its disk's");
+    assert_eq!(
+        state(&lab, "b", "a", "/dev/sdq2"),
+        "failing",
+        "the partition shows its disk's"
+    );
     drop(lab);
     drop(fs);
 }
