@@ -60,6 +60,30 @@ pub struct DiskView {
     pub last_seen: String,
 }
 
+#[cfg(test)]
+impl DiskView {
+    /// A live record of `device` on `host` with nothing else known: what tests start from.
+    pub fn sample(host: &str, device: &str) -> DiskView {
+        DiskView {
+            host: host.into(),
+            addr: None,
+            uuid: None,
+            label: None,
+            device: device.into(),
+            fstype: None,
+            mountpoints: vec![],
+            hardware: Hardware::default(),
+            probe: Probe::default(),
+            health: None,
+            fs_size: None,
+            fs_used: None,
+            fs_avail: None,
+            live: true,
+            last_seen: "2026-12-06T10:00:00Z".into(),
+        }
+    }
+}
+
 impl DiskView {
     /// How full its filesystem is, in percent of the size (as `df` rounds: up), when known.
     pub fn use_percent(&self) -> Option<u64> {
@@ -93,6 +117,15 @@ pub struct HealthView {
 }
 
 impl HealthView {
+    /// A reading of `state` with no figures: what tests start from.
+    #[cfg(test)]
+    pub fn sample(state: HealthState) -> HealthView {
+        HealthView::of(DiskHealth {
+            state,
+            ..DiskHealth::default()
+        })
+    }
+
     /// The view of a reading.
     pub fn of(h: DiskHealth) -> HealthView {
         HealthView {

@@ -135,7 +135,7 @@ fn bad_hook_entries_stop_the_daemon_with_one_line_naming_them() {
     let cases = [
         (
             format!("hooks:\n{ok}{ok}  - on: [plugged]\n    run: x\n"),
-            "hooks[2].on: unknown event \"plugged\" (appeared, vanished, changed, mounted, unmounted, peer-live, peer-lost)",
+            "hooks[2].on: unknown event \"plugged\" (appeared, vanished, changed, mounted, unmounted, peer-live, peer-lost, health-changed)",
         ),
         (format!("hooks:\n{ok}  - on: []\n    run: x\n"), "hooks[1].on"),
         (format!("hooks:\n{ok}  - run: x\n"), "hooks[1].on"),

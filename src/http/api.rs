@@ -131,27 +131,11 @@ pub(super) async fn events(State(st): State<AppState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Hardware, HealthState, Probe};
+    use crate::model::HealthState;
     use crate::view::{DiskView, HealthView};
 
     fn view(device: &str) -> DiskView {
-        DiskView {
-            host: "h".into(),
-            addr: None,
-            uuid: None,
-            label: None,
-            device: device.into(),
-            fstype: None,
-            mountpoints: vec![],
-            hardware: Hardware::default(),
-            probe: Probe::default(),
-            health: None,
-            fs_size: None,
-            fs_used: None,
-            fs_avail: None,
-            live: true,
-            last_seen: "2026-12-06T10:00:00Z".into(),
-        }
+        DiskView::sample("h", device)
     }
 
     async fn body(resp: Response) -> serde_json::Value {

@@ -140,21 +140,13 @@ mod tests {
 
     fn view(host: &str, device: &str, used: u64, live: bool) -> DiskView {
         DiskView {
-            host: host.into(),
-            addr: None,
-            uuid: None,
-            label: None,
-            device: device.into(),
             fstype: Some("ext4".into()),
             mountpoints: vec![format!("/mnt/{used}")],
-            hardware: Default::default(),
-            probe: Default::default(),
-            health: None,
             fs_size: Some(1000),
             fs_used: Some(used),
             fs_avail: Some(950 - used),
             live,
-            last_seen: String::new(),
+            ..DiskView::sample(host, device)
         }
     }
 

@@ -166,41 +166,14 @@ fn render(rows: Vec<HealthRow>, json: bool, status: Status) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Hardware;
     use crate::view::DiskView;
 
     fn view(host: &str, device: &str, parent: Option<&str>, state: HealthState) -> DiskView {
-        DiskView {
-            host: host.into(),
-            addr: None,
-            uuid: None,
-            label: None,
-            device: device.into(),
-            fstype: None,
-            mountpoints: vec![],
-            hardware: Hardware {
-                parent: parent.map(str::to_string),
-                size: Some(1 << 30),
-                ..Hardware::default()
-            },
-            probe: Default::default(),
-            health: Some(HealthView {
-                state,
-                reasons: vec![],
-                temperature_c: None,
-                power_on_hours: None,
-                reallocated_sectors: None,
-                pending_sectors: None,
-                media_errors: None,
-                percentage_used: None,
-                checked: None,
-            }),
-            fs_size: None,
-            fs_used: None,
-            fs_avail: None,
-            live: true,
-            last_seen: String::new(),
-        }
+        let mut v = DiskView::sample(host, device);
+        v.hardware.parent = parent.map(str::to_string);
+        v.hardware.size = Some(1 << 30);
+        v.health = Some(HealthView::sample(state));
+        v
     }
 
     #[test]

@@ -208,40 +208,13 @@ mod tests {
     use prometheus_client::registry::Registry;
 
     use super::*;
-    use crate::model::{Hardware, Probe};
 
     fn view(host: &str, device: &str) -> DiskView {
-        DiskView {
-            host: host.into(),
-            addr: None,
-            uuid: None,
-            label: None,
-            device: device.into(),
-            fstype: None,
-            mountpoints: vec![],
-            hardware: Hardware::default(),
-            probe: Probe::default(),
-            health: None,
-            fs_size: None,
-            fs_used: None,
-            fs_avail: None,
-            live: true,
-            last_seen: "2026-12-06T10:00:00Z".into(),
-        }
+        DiskView::sample(host, device)
     }
 
     fn reading(state: HealthState) -> HealthView {
-        HealthView {
-            state,
-            reasons: vec![],
-            temperature_c: None,
-            power_on_hours: None,
-            reallocated_sectors: None,
-            pending_sectors: None,
-            media_errors: None,
-            percentage_used: None,
-            checked: None,
-        }
+        HealthView::sample(state)
     }
 
     fn partition(host: &str, device: &str, parent: &str, h: Option<HealthState>) -> DiskView {
