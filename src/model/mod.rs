@@ -7,6 +7,7 @@
 
 mod backoff;
 pub mod fleet;
+pub mod layout;
 pub mod limits;
 mod node;
 mod records;

@@ -10,7 +10,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::Reject;
-use crate::model::{printable, DiskHealth, DiskRecord, FsUsage, HealthState};
+use crate::model::layout::{FsLayout, HealthLayout};
+use crate::model::{printable, DiskHealth, DiskRecord, FsUsage};
 
 /// Most reasons one disk's health carries on the wire.
 pub const MAX_REASONS: usize = 8;
@@ -22,70 +23,20 @@ pub const TEMPERATURE_C: std::ops::RangeInclusive<i32> = -100..=200;
 /// Highest NVMe "percentage used" a reading may claim (it may pass 100; not tenfold).
 pub const MAX_PERCENTAGE_USED: u32 = 1000;
 
-#[derive(Serialize)]
-struct Out<'a> {
-    health: Option<HealthOut<'a>>,
-    fs: Option<FsWire>,
-}
-
-#[derive(Serialize)]
-struct HealthOut<'a> {
-    state: u8,
-    reasons: &'a [String],
-    temperature_c: Option<i32>,
-    power_on_hours: Option<u64>,
-    reallocated_sectors: Option<u64>,
-    pending_sectors: Option<u64>,
-    media_errors: Option<u64>,
-    percentage_used: Option<u32>,
-    checked: Option<u64>,
-}
-
-#[derive(Deserialize)]
-struct In {
-    health: Option<HealthIn>,
-    fs: Option<FsWire>,
-}
-
-#[derive(Deserialize)]
-struct HealthIn {
-    state: u8,
-    reasons: Vec<String>,
-    temperature_c: Option<i32>,
-    power_on_hours: Option<u64>,
-    reallocated_sectors: Option<u64>,
-    pending_sectors: Option<u64>,
-    media_errors: Option<u64>,
-    percentage_used: Option<u32>,
-    checked: Option<u64>,
-}
-
-#[derive(Serialize, Deserialize, Clone, Copy)]
-struct FsWire {
-    size: u64,
-    used: u64,
-    avail: u64,
+/// One disk's entry in the trailer: its reading and its filesystem figures, in the layout
+/// the store keeps them in too.
+#[derive(Serialize, Deserialize)]
+struct Entry<'a> {
+    #[serde(borrow)]
+    health: Option<HealthLayout<'a>>,
+    fs: Option<FsLayout>,
 }
 
 /// One disk's entry, borrowed.
-fn entry(d: &DiskRecord) -> Out<'_> {
-    Out {
-        health: d.health.as_ref().map(|h| HealthOut {
-            state: h.state.code(),
-            reasons: &h.reasons,
-            temperature_c: h.temperature_c,
-            power_on_hours: h.power_on_hours,
-            reallocated_sectors: h.reallocated_sectors,
-            pending_sectors: h.pending_sectors,
-            media_errors: h.media_errors,
-            percentage_used: h.percentage_used,
-            checked: h.checked,
-        }),
-        fs: d.fs.map(|f| FsWire {
-            size: f.size,
-            used: f.used,
-            avail: f.avail,
-        }),
+fn entry(d: &DiskRecord) -> Entry<'_> {
+    Entry {
+        health: d.health.as_ref().map(HealthLayout::of),
+        fs: d.fs.as_ref().map(FsLayout::of),
     }
 }
 
@@ -102,7 +53,7 @@ pub fn append_condition(
     disks: &[DiskRecord],
 ) -> Result<Vec<u8>, postcard::Error> {
     out.push(super::TRAILER_CONDITION);
-    let list: Vec<Out<'_>> = disks.iter().map(entry).collect();
+    let list: Vec<Entry<'_>> = disks.iter().map(entry).collect();
     postcard::to_extend(&list, out)
 }
 
@@ -116,28 +67,14 @@ pub fn condition_size(d: &DiskRecord) -> usize {
 /// than the disks `BadChunk`, as for the other trailers; the values are checked with the
 /// rest of each disk ([`super::valid_disk`]).
 pub fn read_condition<'b>(body: &'b [u8], disks: &mut [DiskRecord]) -> Result<&'b [u8], Reject> {
-    let (list, after): (Vec<In>, &[u8]) =
+    let (list, after): (Vec<Entry<'_>>, &[u8]) =
         postcard::take_from_bytes(body).map_err(|_| Reject::Undecodable)?;
     if list.len() != disks.len() {
         return Err(Reject::BadChunk);
     }
     for (d, c) in disks.iter_mut().zip(list) {
-        d.health = c.health.map(|h| DiskHealth {
-            state: HealthState::from_code(h.state),
-            reasons: h.reasons,
-            temperature_c: h.temperature_c,
-            power_on_hours: h.power_on_hours,
-            reallocated_sectors: h.reallocated_sectors,
-            pending_sectors: h.pending_sectors,
-            media_errors: h.media_errors,
-            percentage_used: h.percentage_used,
-            checked: h.checked,
-        });
-        d.fs = c.fs.map(|f| FsUsage {
-            size: f.size,
-            used: f.used,
-            avail: f.avail,
-        });
+        d.health = c.health.as_ref().map(HealthLayout::to_record);
+        d.fs = c.fs.map(FsLayout::to_record);
     }
     Ok(after)
 }

@@ -5,108 +5,14 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{DiskHealth, FsUsage, HealthPoint, HealthState, Millis};
+use crate::model::{DiskHealth, HealthPoint, HealthState, Millis};
 
 /// Health readings kept per (host, disk) entry.
 pub const MAX_READINGS: usize = 64;
 
-/// A [`DiskHealth`], borrowed; the state as [`HealthState::code`] (the store's layout does
-/// not follow the watchers' type: a field they add is a new schema, not a misread).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(in crate::store) struct HealthView<'a> {
-    pub state: u8,
-    #[serde(borrow)]
-    pub reasons: Vec<&'a str>,
-    pub temperature_c: Option<i32>,
-    pub power_on_hours: Option<u64>,
-    pub reallocated_sectors: Option<u64>,
-    pub pending_sectors: Option<u64>,
-    pub media_errors: Option<u64>,
-    pub percentage_used: Option<u32>,
-    pub checked: Option<u64>,
-}
-
-impl<'a> HealthView<'a> {
-    pub fn of(h: &'a DiskHealth) -> HealthView<'a> {
-        HealthView {
-            state: h.state.code(),
-            reasons: h.reasons.iter().map(String::as_str).collect(),
-            temperature_c: h.temperature_c,
-            power_on_hours: h.power_on_hours,
-            reallocated_sectors: h.reallocated_sectors,
-            pending_sectors: h.pending_sectors,
-            media_errors: h.media_errors,
-            percentage_used: h.percentage_used,
-            checked: h.checked,
-        }
-    }
-
-    pub fn to_record(&self) -> DiskHealth {
-        DiskHealth {
-            state: HealthState::from_code(self.state),
-            reasons: self.reasons.iter().map(|r| r.to_string()).collect(),
-            temperature_c: self.temperature_c,
-            power_on_hours: self.power_on_hours,
-            reallocated_sectors: self.reallocated_sectors,
-            pending_sectors: self.pending_sectors,
-            media_errors: self.media_errors,
-            percentage_used: self.percentage_used,
-            checked: self.checked,
-        }
-    }
-
-    /// Whether it says the same as `h`.
-    pub fn same_as(&self, h: &DiskHealth) -> bool {
-        // Destructured, so that a field added to `DiskHealth` cannot be forgotten here.
-        let DiskHealth {
-            state,
-            reasons,
-            temperature_c,
-            power_on_hours,
-            reallocated_sectors,
-            pending_sectors,
-            media_errors,
-            percentage_used,
-            checked,
-        } = h;
-        HealthState::from_code(self.state) == *state
-            && self.reasons.len() == reasons.len()
-            && self.reasons.iter().zip(reasons).all(|(a, b)| a == b)
-            && self.temperature_c == *temperature_c
-            && self.power_on_hours == *power_on_hours
-            && self.reallocated_sectors == *reallocated_sectors
-            && self.pending_sectors == *pending_sectors
-            && self.media_errors == *media_errors
-            && self.percentage_used == *percentage_used
-            && self.checked == *checked
-    }
-}
-
-/// A [`FsUsage`], as stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub(in crate::store) struct FsView {
-    pub size: u64,
-    pub used: u64,
-    pub avail: u64,
-}
-
-impl FsView {
-    pub fn of(f: &FsUsage) -> FsView {
-        FsView {
-            size: f.size,
-            used: f.used,
-            avail: f.avail,
-        }
-    }
-
-    pub fn to_record(self) -> FsUsage {
-        FsUsage {
-            size: self.size,
-            used: self.used,
-            avail: self.avail,
-        }
-    }
-}
+/// A [`DiskHealth`] and a [`FsUsage`] as stored: the positional layout the wire's condition
+/// trailer uses too (one layout, defined in the model).
+pub(in crate::store) use crate::model::layout::{FsLayout as FsView, HealthLayout as HealthView};
 
 /// One health reading kept in an entry's log: when, the verdict, and the figures whose
 /// trend matters.
