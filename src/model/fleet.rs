@@ -144,11 +144,12 @@ impl FleetEvent {
                 if let Ok(serde_json::Value::Object(hw)) = serde_json::to_value(&d.hardware) {
                     o.extend(hw);
                 }
-                let health = d.health.clone().map(crate::view::HealthView::of);
-                o.insert(
-                    "health".into(),
-                    serde_json::to_value(health).unwrap_or_default(),
-                );
+                // As `query --json` shows it: the reading's time in RFC 3339.
+                let mut health = serde_json::to_value(&d.health).unwrap_or_default();
+                if let Some(checked) = d.health.as_ref().and_then(|h| h.checked) {
+                    health["checked"] = rfc3339(checked).into();
+                }
+                o.insert("health".into(), health);
                 o.insert("fs_size".into(), d.fs.map(|u| u.size).into());
                 o.insert("fs_used".into(), d.fs.map(|u| u.used).into());
                 o.insert("fs_avail".into(), d.fs.map(|u| u.avail).into());
@@ -306,13 +307,20 @@ mod tests {
             disk
         };
         let ok = with(Some(HealthState::Ok), false);
-        let failing = with(Some(HealthState::Failing), false);
+        let mut failing = with(Some(HealthState::Failing), false);
+        if let Some(h) = failing.health.as_mut() {
+            h.checked = Some(1_765_000_000_000);
+        }
         let ev = disk_change(Some(&ok), &failing, 1, &HOST);
         assert_eq!(kinds(ev.clone()), ["health-changed"]);
         assert_eq!(ev[0].health_was, Some(HealthState::Ok));
         let j = ev[0].to_json();
         assert_eq!(j["health"]["state"], "failing");
         assert_eq!(j["health_was"], "ok");
+        assert_eq!(
+            j["health"]["checked"], "2025-12-06T05:46:40Z",
+            "as query --json shows it"
+        );
         // The same reading again says nothing; a partition showing its disk's says nothing.
         assert!(disk_change(Some(&failing), &failing, 1, &HOST).is_empty());
         let part = |s| with(Some(s), true);
