@@ -12,6 +12,7 @@ mod gossip;
 mod latency;
 mod scale;
 mod sim;
+mod smart;
 mod store;
 
 use std::path::Path;
@@ -84,6 +85,10 @@ enum Cmd {
     /// A one-shot `diskd query` from exec to exit, beside `/bin/true` and `diskd
     /// --version` (no root).
     Client(client::ClientOptions),
+    /// One SMART pass on a simulated host with 60 disks (no root): fake sysfs, fake
+    /// smartctl with a per-disk delay, the real daemon; pass time, CPU (own and
+    /// smartctl's), memory, and `where` latency during the pass against idle.
+    Smart(smart::SmartOptions),
     /// Every benchmark above in turn, with their default sizes (needs root).
     All,
     /// The simulator itself (run by `scale` inside a lab namespace).
@@ -126,6 +131,12 @@ fn main() {
         Cmd::Gossip(o) => gossip::gossip(&o),
         Cmd::Sim(o) => sim::sim(&o),
         Cmd::Client(o) => client::client(&o),
+        Cmd::Smart(o) => {
+            if let Err(e) = smart::smart(&o) {
+                eprintln!("\ndiskd-bench smart: {e}");
+                std::process::exit(1);
+            }
+        }
         Cmd::StoreOpen {
             dir,
             uuid,
