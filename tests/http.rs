@@ -1523,3 +1523,66 @@ fn lab_the_page_shows_the_fleet_in_chromium() {
         eprintln!("wrote {}", png.display());
     }
 }
+
+/// `/metrics` with a real reading: the daemon reads the fake sysfs's disk `sdq` with a fake
+/// smartctl (8 reallocated sectors: `warning`) and a partition of it holds a filesystem.
+/// One health series per state for the disk (its partitions do not repeat it), 1 for the
+/// current state, and the reading's figures, as Prometheus's own parser reads them.
+#[test]
+fn metrics_carry_a_disks_smart_reading_once_per_physical_disk() {
+    use crate::hardware::{blkid_sdq2, fake_sysfs, SERIAL};
+    use crate::health::{ata, fake_smartctl, smart_says};
+    if !util::have_or_skip(
+        have_prometheus_parser(),
+        "/usr/bin/python3 with prometheus_client (Debian python3-prometheus-client)",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sysfs = dir.path().join("sys");
+    fake_sysfs(&sysfs);
+    let smartctl = fake_smartctl(dir.path());
+    smart_says(&smartctl, "sdq", &ata(true, 8, 0), 0);
+    let d = TestDaemon::new(&blkid_sdq2())
+        .hardware(&sysfs)
+        .smart(&smartctl)
+        .arg("--http")
+        .arg("127.0.0.1:0")
+        .start();
+    util::wait_for("sdq's reading", LONG, || {
+        cli_json(&d, &["list", "--json"])
+            .1
+            .as_array()
+            .is_some_and(|rows| {
+                rows.iter()
+                    .any(|r| r["device"] == "/dev/sdq" && r["health"]["state"] == "warning")
+            })
+    });
+    let addr = http_addr(&d.status_json());
+    let resp = get(&addr, "/metrics");
+    assert_eq!(resp.status, 200);
+    let text = String::from_utf8_lossy(&resp.body).into_owned();
+    let families = parse_metrics(&text, false);
+    let disk = |state: &str| {
+        sample(
+            &families,
+            "diskd_disk_health",
+            "diskd_disk_health",
+            &[("device", "/dev/sdq"), ("serial", SERIAL), ("state", state)],
+        )
+    };
+    assert_eq!(disk("warning"), 1.0, "{text}");
+    for other in ["ok", "failing", "unknown"] {
+        assert_eq!(disk(other), 0.0, "{other}: {text}");
+    }
+    let samples = families["diskd_disk_health"]["samples"].as_array().unwrap();
+    assert_eq!(
+        samples.len(),
+        4,
+        "one disk, four states, no partition: {samples:?}"
+    );
+    let figure = |family: &str| sample(&families, family, family, &[("device", "/dev/sdq")]);
+    assert_eq!(figure("diskd_disk_temperature_celsius"), 41.0);
+    assert_eq!(figure("diskd_disk_power_on_hours"), 31207.0);
+    assert_eq!(figure("diskd_disk_reallocated_sectors"), 8.0);
+}
