@@ -353,8 +353,8 @@ pub struct DisksArgs {
     pub exclude: Option<Vec<String>>,
 }
 
-/// A command as the file may write it: one string (split into words as a shell would,
-/// without a shell) or a list of words.
+/// A command as the file may write it: one string (split into words as the control socket
+/// splits a line: a shell's quoting, without a shell) or a list of words.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum CommandLine {

@@ -161,9 +161,10 @@ pub fn program_found(program: &str) -> bool {
 }
 
 /// Split a command line into words as a shell would (quotes keep a path with spaces one
-/// word), without ever running a shell.
+/// word), without ever running a shell: by the control socket's own rules
+/// ([`crate::protocol::frame::tokenize`]), so a string means the same words here and there.
 fn split_words(key: &str, s: &str) -> Result<Vec<String>, ConfigError> {
-    shell_words::split(s).map_err(|e| err(format!("{key}: {e}")))
+    crate::protocol::frame::tokenize(s).map_err(|e| err(format!("{key}: {e}")))
 }
 
 /// Compile globs by the one rule of every pattern of diskd (`diskd_watchers::filter::glob`:
@@ -377,10 +378,8 @@ impl Config {
             )));
         }
         let attach_command = fm.attach_command.unwrap_or_else(|| DEFAULT_ATTACH.into());
-        match shell_words::split(&attach_command) {
-            Ok(words) if !words.is_empty() => {}
-            Ok(_) => return Err(err("mount.attach_command: must name a program")),
-            Err(e) => return Err(err(format!("mount.attach_command: {e}"))),
+        if split_words("mount.attach_command", &attach_command)?.is_empty() {
+            return Err(err("mount.attach_command: must name a program"));
         }
         let mount = MountSettings {
             enabled: fm.enabled.unwrap_or(false),

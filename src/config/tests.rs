@@ -66,6 +66,34 @@ fn commands_split_as_a_shell_would_so_paths_may_hold_spaces() {
 }
 
 #[test]
+fn a_command_string_means_the_same_words_as_on_the_socket() {
+    // One dialect: what YAML's string holds is split as the REPL splits a typed line.
+    let line = r#"/opt/my\ tools/blkid -x "a\nb" 'c d' "\$HOME""#;
+    let yaml = format!(
+        "watchers:\n  disks:\n    command: '{}'\n",
+        line.replace('\'', "''")
+    );
+    let c = load_yaml(&yaml, &DaemonArgs::default()).unwrap();
+    let words = crate::protocol::frame::tokenize(line).unwrap();
+    assert_eq!(c.disks.command, words);
+    assert_eq!(
+        words,
+        vec!["/opt/my tools/blkid", "-x", "a\nb", "c d", "$HOME"]
+    );
+    // An escape the socket refuses is refused here too, naming the key.
+    let e = load_yaml(
+        "watchers:\n  disks:\n    command: '\"C:\\Users\"'\n",
+        &DaemonArgs::default(),
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("watchers.disks.command: unknown escape"),
+        "{e}"
+    );
+}
+
+#[test]
 fn mount_allow_globs_follow_the_device_glob_rules() {
     let args = flags(&["--mount-allow", "backup*"]);
     let c = Config::load(None, None, &args).unwrap();

@@ -128,7 +128,12 @@ impl HooksHandle {
             .map(|(h, c)| HookReport {
                 index: h.index,
                 on: h.on.iter().map(|k| k.name()).collect(),
-                run: shell_words::join(&h.run),
+                run: h
+                    .run
+                    .iter()
+                    .map(|w| crate::protocol::frame::quote(w))
+                    .collect::<Vec<_>>()
+                    .join(" "),
                 pattern: h.disk.text().to_string(),
                 host: h.host.text().to_string(),
                 local: h.local,

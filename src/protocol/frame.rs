@@ -12,8 +12,14 @@
 //!
 //! So `socat - UNIX-CONNECT:~/.diskd-socket` is usable by hand, and a script reads until a
 //! lone `.`. Arguments are separated by spaces; an argument with spaces or special
-//! characters goes in double quotes with backslash escapes (`\"`, `\\`, `\n`, `\t`, `\r`),
-//! or in single quotes taken literally.
+//! characters goes in double quotes with backslash escapes (`\"`, `\\`, `\n`, `\t`, `\r`,
+//! `\$`, `` \` ``), or in single quotes taken literally; outside quotes a backslash keeps the
+//! next character as it is (`my\ disk`).
+//!
+//! This is diskd's one quoting dialect: a shell's quoting, with the escapes a line protocol
+//! needs to carry a newline. The config file's command strings (`watchers.disks.command`,
+//! a hook's `run` as a string, `mount.attach_command`) are split by [`tokenize`] too, so a
+//! string means the same words typed in the REPL, sent on the socket or written in YAML.
 
 /// Longest command line the server accepts, in bytes; longer lines get an error reply.
 pub const MAX_LINE: usize = 4096;
@@ -172,12 +178,13 @@ pub enum TokenError {
     /// A quote was opened and never closed.
     #[error("unterminated quote")]
     Unterminated,
-    /// A backslash escape that is not one of `\" \\ \n \t \r`.
+    /// A backslash escape in double quotes that is not one of `\" \\ \n \t \r \$ \``.
     #[error("unknown escape \\{0}")]
     BadEscape(char),
 }
 
-/// Split a command line into words (see the module docs for quoting).
+/// Split a command line into words (see the module docs for quoting): a socket line, or a
+/// command string of the config file.
 pub fn tokenize(line: &str) -> Result<Vec<String>, TokenError> {
     let mut words = Vec::new();
     let mut chars = line.chars().peekable();
@@ -206,6 +213,7 @@ pub fn tokenize(line: &str) -> Result<Vec<String>, TokenError> {
                             Some('n') => word.push('\n'),
                             Some('t') => word.push('\t'),
                             Some('r') => word.push('\r'),
+                            Some(c @ ('$' | '`')) => word.push(c),
                             Some(other) => return Err(TokenError::BadEscape(other)),
                         },
                         Some(ch) => word.push(ch),
@@ -217,6 +225,11 @@ pub fn tokenize(line: &str) -> Result<Vec<String>, TokenError> {
                         Some('\'') => break,
                         Some(ch) => word.push(ch),
                     }
+                },
+                // As a shell does: the next character as it is.
+                '\\' => match chars.next() {
+                    None => return Err(TokenError::Unterminated),
+                    Some(ch) => word.push(ch),
                 },
                 other => word.push(other),
             }
@@ -271,6 +284,10 @@ mod tests {
         assert_eq!(tokenize("\"abc"), Err(TokenError::Unterminated));
         assert_eq!(tokenize("'abc"), Err(TokenError::Unterminated));
         assert_eq!(tokenize(r#""\q""#), Err(TokenError::BadEscape('q')));
+        // A shell's backslash outside quotes, and its `\$` and `` \` `` inside them.
+        assert_eq!(tokenize(r"my\ disk a\'b").unwrap(), vec!["my disk", "a'b"]);
+        assert_eq!(tokenize(r#""\$HOME \`x\`""#).unwrap(), vec!["$HOME `x`"]);
+        assert_eq!(tokenize("trailing\\"), Err(TokenError::Unterminated));
         assert!(tokenize("").unwrap().is_empty());
     }
 
