@@ -161,10 +161,10 @@ pub fn program_found(program: &str) -> bool {
 }
 
 /// Split a command line into words as a shell would (quotes keep a path with spaces one
-/// word), without ever running a shell: by the control socket's own rules
-/// ([`crate::protocol::frame::tokenize`]), so a string means the same words here and there.
+/// word), without ever running a shell: the control socket's quoting with a shell's
+/// leniency ([`crate::protocol::frame::split_command`]).
 fn split_words(key: &str, s: &str) -> Result<Vec<String>, ConfigError> {
-    crate::protocol::frame::tokenize(s).map_err(|e| err(format!("{key}: {e}")))
+    crate::protocol::frame::split_command(s).map_err(|e| err(format!("{key}: {e}")))
 }
 
 /// Compile globs by the one rule of every pattern of diskd (`diskd_watchers::filter::glob`:

@@ -183,7 +183,7 @@ pub fn attach_argv(
     };
     // The template was checked when the config was loaded; one that does not split (an
     // unclosed quote) gives an empty argv, which the caller reports.
-    crate::protocol::frame::tokenize(template)
+    crate::protocol::frame::split_command(template)
         .unwrap_or_default()
         .into_iter()
         .map(|word| {

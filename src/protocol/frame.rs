@@ -13,13 +13,13 @@
 //! So `socat - UNIX-CONNECT:~/.diskd-socket` is usable by hand, and a script reads until a
 //! lone `.`. Arguments are separated by spaces; an argument with spaces or special
 //! characters goes in double quotes with backslash escapes (`\"`, `\\`, `\n`, `\t`, `\r`,
-//! `\$`, `` \` ``), or in single quotes taken literally; outside quotes a backslash keeps the
-//! next character as it is (`my\ disk`).
+//! `\$`, `` \` ``), or in single quotes taken literally.
 //!
 //! This is diskd's one quoting dialect: a shell's quoting, with the escapes a line protocol
 //! needs to carry a newline. The config file's command strings (`watchers.disks.command`,
-//! a hook's `run` as a string, `mount.attach_command`) are split by [`tokenize`] too, so a
-//! string means the same words typed in the REPL, sent on the socket or written in YAML.
+//! a hook's `run` as a string, `mount.attach_command`) are split by the same code
+//! ([`split_command`]), so `"a\nb"` is the same word typed in the REPL, sent on the socket
+//! or written in YAML; the config side keeps a shell's leniency where the socket is strict.
 
 /// Longest command line the server accepts, in bytes; longer lines get an error reply.
 pub const MAX_LINE: usize = 4096;
@@ -183,9 +183,24 @@ pub enum TokenError {
     BadEscape(char),
 }
 
-/// Split a command line into words (see the module docs for quoting): a socket line, or a
-/// command string of the config file.
+/// Split a socket line into words (see the module docs for quoting). Strict: an unknown
+/// escape in double quotes is an error the user sees at once, and a backslash outside
+/// quotes is kept as it is (`/dev/disk/by-label/My\x20Disk`, pasted from udev, is one term).
 pub fn tokenize(line: &str) -> Result<Vec<String>, TokenError> {
+    split(line, false)
+}
+
+/// Split a command string of the config file into words (`watchers.disks.command`, a
+/// hook's `run`, `mount.attach_command`): the socket's quoting (so `"a\nb"` holds a newline
+/// in YAML as in the REPL) with a shell's leniency, so that a config written for a shell's
+/// rules still loads: a backslash outside quotes keeps the next character (`my\ tools`),
+/// and an escape a shell does not know is kept with its backslash (`"s/\./,/"`).
+pub fn split_command(s: &str) -> Result<Vec<String>, TokenError> {
+    split(s, true)
+}
+
+/// The one splitter; `shell`: a config string's leniency (see [`split_command`]).
+fn split(line: &str, shell: bool) -> Result<Vec<String>, TokenError> {
     let mut words = Vec::new();
     let mut chars = line.chars().peekable();
     loop {
@@ -214,6 +229,10 @@ pub fn tokenize(line: &str) -> Result<Vec<String>, TokenError> {
                             Some('t') => word.push('\t'),
                             Some('r') => word.push('\r'),
                             Some(c @ ('$' | '`')) => word.push(c),
+                            Some(other) if shell => {
+                                word.push('\\');
+                                word.push(other);
+                            }
                             Some(other) => return Err(TokenError::BadEscape(other)),
                         },
                         Some(ch) => word.push(ch),
@@ -227,7 +246,7 @@ pub fn tokenize(line: &str) -> Result<Vec<String>, TokenError> {
                     }
                 },
                 // As a shell does: the next character as it is.
-                '\\' => match chars.next() {
+                '\\' if shell => match chars.next() {
                     None => return Err(TokenError::Unterminated),
                     Some(ch) => word.push(ch),
                 },
@@ -284,10 +303,19 @@ mod tests {
         assert_eq!(tokenize("\"abc"), Err(TokenError::Unterminated));
         assert_eq!(tokenize("'abc"), Err(TokenError::Unterminated));
         assert_eq!(tokenize(r#""\q""#), Err(TokenError::BadEscape('q')));
-        // A shell's backslash outside quotes, and its `\$` and `` \` `` inside them.
-        assert_eq!(tokenize(r"my\ disk a\'b").unwrap(), vec!["my disk", "a'b"]);
+        // `\$` and `` \` `` in double quotes, as a shell has them; a backslash outside quotes
+        // is kept (a udev path pasted as it is).
         assert_eq!(tokenize(r#""\$HOME \`x\`""#).unwrap(), vec!["$HOME `x`"]);
-        assert_eq!(tokenize("trailing\\"), Err(TokenError::Unterminated));
+        assert_eq!(
+            tokenize(r"where /dev/disk/by-label/My\x20Disk").unwrap(),
+            vec!["where", r"/dev/disk/by-label/My\x20Disk"]
+        );
+        // A config string: the same quoting, a shell's leniency.
+        assert_eq!(
+            split_command(r#"my\ tools "s/\./,/" "a\nb" 'c d'"#).unwrap(),
+            vec!["my tools", r"s/\./,/", "a\nb", "c d"]
+        );
+        assert_eq!(split_command("trailing\\"), Err(TokenError::Unterminated));
         assert!(tokenize("").unwrap().is_empty());
     }
 
