@@ -4,7 +4,9 @@
 //! device number, which is what ties a mount to a disk when the mount table names the
 //! device differently than blkid does (device-mapper, symlinks, bind mounts).
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,6 +23,8 @@ pub struct MountWatcher {
     interval: Duration,
     /// POLLPRI notifications of the mount table, opened on first use.
     events: tokio::sync::Mutex<Option<crate::events::MountEvents>>,
+    /// Mountpoints whose `statvfs` has not returned yet (see `ask`).
+    stuck: Arc<std::sync::Mutex<HashSet<String>>>,
 }
 
 impl MountWatcher {
@@ -39,6 +43,7 @@ impl MountWatcher {
             path: path.into(),
             interval,
             events: tokio::sync::Mutex::new(None),
+            stuck: Arc::default(),
         }
     }
 }
@@ -106,9 +111,10 @@ impl Watcher for MountWatcher {
                 "{what}: no parsable mountinfo line"
             )));
         }
+        let stuck = Arc::clone(&self.stuck);
         let mounts = tokio::task::spawn_blocking(move || {
             for m in &mut mounts {
-                m.usage = usage_of(m);
+                m.usage = ask(m, &stuck);
             }
             mounts
         })
@@ -121,12 +127,55 @@ impl Watcher for MountWatcher {
     }
 }
 
+/// How long one filesystem may take to say how full it is before the scan goes on without
+/// its figures.
+const STATVFS_WAIT: Duration = Duration::from_millis(500);
+
+/// `usage_of`, on a thread of its own, waited for at most [`STATVFS_WAIT`]. A filesystem
+/// whose call hangs (a dead disk, a hung FUSE daemon behind `fuseblk`) costs one thread
+/// while it hangs, not one per scan: it is in `stuck` until its call returns, and is not
+/// asked again meanwhile. The mount table itself never waits for it.
+fn ask(m: &MountEntry, stuck: &Arc<std::sync::Mutex<HashSet<String>>>) -> Option<FsUsage> {
+    let lock = || stuck.lock().unwrap_or_else(|p| p.into_inner());
+    if !asked(m) || lock().contains(&m.mountpoint) {
+        return None;
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let entry = m.clone();
+    let marks = Arc::clone(stuck);
+    let spawned = std::thread::Builder::new()
+        .name("diskd-statvfs".into())
+        .spawn(move || {
+            let _ = tx.send(usage_of(&entry));
+            marks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&entry.mountpoint);
+        });
+    if spawned.is_err() {
+        return None;
+    }
+    match rx.recv_timeout(STATVFS_WAIT) {
+        Ok(usage) => usage,
+        Err(_) => {
+            lock().insert(m.mountpoint.clone());
+            tracing::warn!(mountpoint = %m.mountpoint, "statvfs did not answer within {STATVFS_WAIT:?}; its size is left out until it does");
+            None
+        }
+    }
+}
+
+/// Whether a mount is asked for its size at all (see [`usage_of`]).
+fn asked(m: &MountEntry) -> bool {
+    m.devno.0 != 0 || m.source.starts_with("/dev/")
+}
+
 /// `statvfs` of a mount of a block device: what `df` shows for it. Network and FUSE
 /// filesystems (anonymous device numbers, major 0, and no `/dev/` source) are not asked:
 /// an unreachable server could block the call for minutes. btrfs also mounts under major
 /// 0, but names its device as the source.
 fn usage_of(m: &MountEntry) -> Option<FsUsage> {
-    if m.devno.0 == 0 && !m.source.starts_with("/dev/") {
+    if !asked(m) {
         return None;
     }
     let st = nix::sys::statvfs::statvfs(Path::new(&m.mountpoint)).ok()?;
@@ -277,6 +326,18 @@ mod tests {
             usage_of(&entry((8, 2), "/nonexistent/diskd", "/dev/sda2", "ext4")),
             None
         );
+    }
+
+    #[test]
+    fn a_filesystem_whose_call_has_not_returned_is_not_asked_again() {
+        let stuck: Arc<std::sync::Mutex<HashSet<String>>> = Arc::default();
+        let root = entry((8, 2), "/", "/dev/sda2", "ext4");
+        assert!(ask(&root, &stuck).is_some(), "asked on a thread of its own");
+        // Marked as hanging: left out, and no second thread is started for it.
+        stuck.lock().unwrap().insert("/".into());
+        assert_eq!(ask(&root, &stuck), None);
+        assert!(stuck.lock().unwrap().contains("/"));
+        assert_eq!(ask(&entry((0, 5), "/proc", "proc", "proc"), &stuck), None);
     }
 
     #[test]
