@@ -87,9 +87,12 @@ impl DiskView {
 impl DiskView {
     /// How full its filesystem is, in percent of the size (as `df` rounds: up), when known.
     pub fn use_percent(&self) -> Option<u64> {
+        // In u128: a peer's figures are only checked to be within the size, which may be
+        // anything up to u64::MAX.
         let (size, used, avail) = (self.fs_size?, self.fs_used?, self.fs_avail?);
-        let usable = used + avail;
-        (size > 0 && usable > 0).then(|| (used * 100).div_ceil(usable))
+        let (used, usable) = (u128::from(used), u128::from(used) + u128::from(avail));
+        (size > 0 && usable > 0)
+            .then(|| u64::try_from((used * 100).div_ceil(usable)).unwrap_or(100))
     }
 }
 
@@ -359,6 +362,18 @@ pub fn peers(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn use_percent_rounds_up_as_df_and_survives_any_figures() {
+        let mut v = DiskView::sample("a", "/dev/x");
+        assert_eq!(v.use_percent(), None);
+        (v.fs_size, v.fs_used, v.fs_avail) = (Some(1000), Some(900), Some(50));
+        assert_eq!(v.use_percent(), Some(95));
+        // A peer's figures within its size, at their largest: no overflow.
+        (v.fs_size, v.fs_used, v.fs_avail) = (Some(u64::MAX), Some(u64::MAX), Some(u64::MAX));
+        assert_eq!(v.use_percent(), Some(50));
+    }
+
     use super::*;
     use crate::model::DiskRecord;
 

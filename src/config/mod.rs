@@ -132,9 +132,13 @@ fn smart_config(
     };
     // A smartctl named in the config or on the command line is meant to run: if it is
     // missing, every disk says so.
-    let enabled = s
-        .enabled
-        .unwrap_or_else(|| named || program_found(&command[0]));
+    let found = program_path(&command[0]);
+    let enabled = s.enabled.unwrap_or(named || found.is_some());
+    // Run what was found: a user's PATH may lack the sbin directory smartctl lives in.
+    let mut command = command;
+    if let (false, Some(path)) = (named, found) {
+        command[0] = path.display().to_string();
+    }
     Ok(enabled.then(|| SmartWatcherConfig {
         command,
         interval,
@@ -144,20 +148,21 @@ fn smart_config(
     }))
 }
 
-/// Whether `program` names an executable file: as a path when it has a `/`, else in
-/// `$PATH` (and the sbin directories, where smartctl lives but a user's PATH may not reach).
-pub fn program_found(program: &str) -> bool {
+/// Where `program` is as an executable file: itself when it has a `/`, else in `$PATH` or
+/// the sbin directories (where smartctl lives but a user's PATH may not reach).
+pub fn program_path(program: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let executable = |p: &Path| {
         std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
     };
     if program.contains('/') {
-        return executable(Path::new(program));
+        return executable(Path::new(program)).then(|| PathBuf::from(program));
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from))
-        .any(|dir| executable(&dir.join(program)))
+        .map(|dir| dir.join(program))
+        .find(|p| executable(p))
 }
 
 /// Split a command line into words as a shell would (quotes keep a path with spaces one

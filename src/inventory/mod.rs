@@ -404,8 +404,10 @@ impl Scanner {
                             tracing::warn!(watcher = name, "{p}; not offered as blank");
                         }
                     }
-                    if problems.is_empty() && !smart {
-                        tracing::info!(watcher = name, "every device probed again");
+                    if problems.is_empty() {
+                        if !smart {
+                            tracing::info!(watcher = name, "every device probed again");
+                        }
                     } else {
                         events.emit("error", format!("{name}: {}", problems.join("; ")));
                     }

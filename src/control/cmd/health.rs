@@ -48,6 +48,14 @@ pub struct HealthRow {
 pub fn apply(cmd: &Health, ctx: &Context) -> Reply {
     let rows = match rows(cmd.term.as_deref(), ctx) {
         Ok(rows) => rows,
+        // Nothing read is nothing to worry about: `--check` in a fleet without smartctl
+        // must not page anyone.
+        Err(QueryError::NoMatch(why)) if cmd.check => {
+            return Reply {
+                status: Status::Ok(why),
+                body: if cmd.json { vec!["[]".into()] } else { vec![] },
+            }
+        }
         Err(e) => return e.reply(cmd.json),
     };
     let status = if cmd.check {
@@ -116,9 +124,15 @@ fn physical(disks: Vec<DiskView>) -> Vec<HealthRow> {
     rows
 }
 
-/// The `--check` status text: [`ATTENTION`] and the counts, or that all is well.
+/// The `--check` status text: [`ATTENTION`] and the counts, or that all is well. Only
+/// live disks count: a failed drive pulled out of its server stays in the store as last
+/// known, and must not keep the check failing.
 fn summary(rows: &[HealthRow]) -> String {
-    let count = |s: HealthState| rows.iter().filter(|r| r.health.state == s).count();
+    let count = |s: HealthState| {
+        rows.iter()
+            .filter(|r| r.live && r.health.state == s)
+            .count()
+    };
     let (failing, warning) = (count(HealthState::Failing), count(HealthState::Warning));
     if failing + warning > 0 {
         format!("{ATTENTION} {failing} failing, {warning} warning")
@@ -206,5 +220,12 @@ mod tests {
         assert_eq!(rows[3].size, Some(1 << 30));
         assert!(summary(&rows).starts_with(ATTENTION));
         assert!(!summary(&rows[2..]).starts_with(ATTENTION));
+        // A failing disk that is only last known does not count.
+        let mut gone = rows.clone();
+        for r in &mut gone {
+            r.live =
+                r.health.state != HealthState::Failing && r.health.state != HealthState::Warning;
+        }
+        assert!(!summary(&gone).starts_with(ATTENTION), "{}", summary(&gone));
     }
 }

@@ -114,6 +114,16 @@ pub fn fit_condition(d: &mut DiskRecord) {
             }
         }
     }
+    if let Some(h) = d.health.as_mut() {
+        // A figure out of bounds is left out, not the verdict: a peer must still hear
+        // that the disk is failing.
+        if h.temperature_c.is_some_and(|t| !TEMPERATURE_C.contains(&t)) {
+            h.temperature_c = None;
+        }
+        if h.percentage_used.is_some_and(|p| p > MAX_PERCENTAGE_USED) {
+            h.percentage_used = None;
+        }
+    }
     if d.health.as_ref().is_some_and(|h| !valid_health(h)) {
         d.health = None;
     }

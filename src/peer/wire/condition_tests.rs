@@ -195,15 +195,20 @@ fn a_local_condition_is_cut_to_the_bounds_not_the_disk() {
     );
     assert!(reasons[0].starts_with("reason 0 with a tab"));
     assert_eq!(fitted.fs, d.fs);
-    // Figures no drive reports, or usage that does not add up: left out.
+    // A figure no drive reports is left out, the verdict stays; usage that does not add
+    // up is left out.
     d.health.as_mut().unwrap().temperature_c = Some(1000);
+    d.health.as_mut().unwrap().percentage_used = Some(5000);
     d.fs = Some(FsUsage {
         size: 1,
         used: 2,
         avail: 0,
     });
     let fitted = fit_disk(&d).unwrap();
-    assert_eq!((fitted.health, fitted.fs), (None, None));
+    let h = fitted.health.as_ref().expect("the verdict still travels");
+    assert_eq!((h.temperature_c, h.percentage_used), (None, None));
+    assert_eq!(h.state, d.health.as_ref().unwrap().state);
+    assert_eq!(fitted.fs, None);
     assert_eq!(fitted.device, d.device);
 }
 

@@ -99,8 +99,10 @@ pub fn fit_disk(d: &DiskRecord) -> Option<DiskRecord> {
         .retain(|m| m.len() <= limits::MOUNTPOINT && !m.contains('\0'));
     d.mountpoints.truncate(limits::MOUNTPOINTS);
     if !valid_hardware(&d.hardware) {
-        // The disk matters more than what its hardware says.
+        // The disk matters more than what its hardware says. Its health goes too: without
+        // its `parent`, a partition's copy of its disk's reading would pass for a disk's.
         d.hardware = Hardware::default();
+        d.health = None;
     }
     // And more than its condition: what does not fit the bounds is cut or left out.
     fit_condition(&mut d);

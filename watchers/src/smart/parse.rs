@@ -278,12 +278,23 @@ fn celsius(v: &Value) -> Option<i32> {
 /// signed; 0 means "no reading", as smartctl takes it.
 fn low_byte_celsius(raw: u64) -> Option<i32> {
     let t = i32::from((raw & 0xff) as u8 as i8);
-    (t != 0).then_some(t)
+    // A vendor's other packing can put anything in that byte: only a temperature a drive
+    // can have counts (as for `celsius`).
+    (t != 0 && (-60..=200).contains(&t)).then_some(t)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_low_byte_no_drive_could_have_is_no_temperature() {
+        assert_eq!(low_byte_celsius(0x002D_0017_001C), Some(28));
+        assert_eq!(low_byte_celsius(0x9B), None, "-101 degrees");
+        assert_eq!(low_byte_celsius(0x80), None);
+        assert_eq!(low_byte_celsius(0xF6), Some(-10));
+        assert_eq!(low_byte_celsius(0), None);
+    }
 
     #[test]
     fn packed_temperature_and_hours_keep_only_their_meaningful_bytes() {
