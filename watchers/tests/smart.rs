@@ -442,3 +442,35 @@ async fn a_missing_sysfs_is_an_error_not_an_empty_machine() {
     });
     assert!(w.scan().await.is_err());
 }
+
+#[tokio::test]
+async fn a_disk_read_failing_or_warning_keeps_its_verdict_when_smartctl_then_hangs() {
+    let m = machine();
+    // Read at every scan (interval zero), killed after a second.
+    let w = m.watcher(Duration::ZERO, Duration::from_secs(1));
+    let first = readings(&w).await;
+    let sda = reading(&first, "/dev/sda").health.clone();
+    assert_eq!(sda.state, HealthState::Warning);
+    // The dying disk hangs smartctl: it stays `warning`, with the time of the reading
+    // and why the last run gave nothing.
+    m.hang("sda");
+    let after = readings(&w).await;
+    let now = &reading(&after, "/dev/sda").health;
+    assert_eq!(now.state, HealthState::Warning, "{now:?}");
+    assert_eq!(now.checked, sda.checked);
+    assert_eq!(
+        now.reasons.last().map(String::as_str),
+        Some("last read failed: smartctl timed out after 1s")
+    );
+    assert_eq!(now.reasons[..sda.reasons.len()], sda.reasons[..]);
+    // A healthy disk whose run fails is `unknown`, as ever.
+    m.answer_raw("sdb", b"not JSON", 0);
+    let later = readings(&w).await;
+    assert_eq!(
+        reading(&later, "/dev/sdb").health.state,
+        HealthState::Unknown
+    );
+    // The reason is not repeated on every failed run.
+    let sda_later = &reading(&later, "/dev/sda").health;
+    assert_eq!(sda_later.reasons.len(), now.reasons.len(), "{sda_later:?}");
+}

@@ -37,6 +37,8 @@ pub const SMARTCTL_OPTIONS: [&str; 4] = ["--json", "-a", "-n", "standby"];
 
 /// The reason of a disk that has not been read yet (the pass ran out of time before it).
 const NOT_READ_YET: &str = "not read yet";
+/// Before the reason a run failed, added to a `warning` or `failing` reading it keeps.
+const LAST_RUN: &str = "last read failed: ";
 /// The reason of a sleeping disk without an earlier reading to keep.
 const IN_STANDBY: &str = "in standby, not woken";
 
@@ -266,6 +268,22 @@ impl SmartWatcher {
                 Outcome::Standby if disk.read => {}
                 Outcome::Standby => {
                     disk.health = unknown(vec![IN_STANDBY.to_string()], checked);
+                }
+                // A disk last read `warning` or `failing` keeps that verdict, with its time,
+                // when a later run fails: a dying disk is the one most likely to hang
+                // smartctl, and it must not fall silent as `unknown`. Why the run failed is
+                // added to its reasons.
+                Outcome::Failed(reasons)
+                    if disk.read
+                        && matches!(
+                            disk.health.state,
+                            HealthState::Warning | HealthState::Failing
+                        ) =>
+                {
+                    disk.health.reasons.retain(|r| !r.starts_with(LAST_RUN));
+                    if let Some(why) = reasons.first() {
+                        disk.health.reasons.push(format!("{LAST_RUN}{why}"));
+                    }
                 }
                 Outcome::Failed(reasons) => {
                     disk.health = unknown(reasons, checked);
