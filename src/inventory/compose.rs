@@ -45,8 +45,12 @@ pub struct Composer {
     /// The hardware watcher has had its first try (it may have failed).
     hardware_tried: bool,
     mounts: Option<Vec<MountEntry>>,
-    /// The latest SMART reading of each whole disk.
-    smart: Vec<SmartReading>,
+    /// The latest SMART reading of each whole disk; `None` before the SMART watcher's
+    /// first pass of this run.
+    smart: Option<Vec<SmartReading>>,
+    /// What each device's record said of its health before this run (see
+    /// [`Composer::remember_health`]), shown until the first pass.
+    remembered: HashMap<String, DiskHealth>,
     /// The capacity figures last published, by device (see [`steady_usage`]).
     usage: HashMap<String, FsUsage>,
     /// When each device now observed was first observed (by either watcher).
@@ -67,7 +71,8 @@ impl Composer {
             hardware: None,
             hardware_tried: false,
             mounts: None,
-            smart: Vec::new(),
+            smart: None,
+            remembered: HashMap::new(),
             usage: HashMap::new(),
             noticed: HashMap::new(),
             published: HashSet::new(),
@@ -116,7 +121,18 @@ impl Composer {
 
     /// The SMART watcher's readings: every whole disk it looked at.
     pub fn smart(&mut self, readings: Vec<SmartReading>) {
-        self.smart = readings;
+        self.smart = Some(readings);
+        self.remembered.clear();
+    }
+
+    /// The records stored before this run: until the SMART watcher's first pass, a device
+    /// shows the reading its record had (a pass over many disks takes a while, and a
+    /// reading that vanishes and comes back is a change for the whole fleet).
+    pub fn remember_health(&mut self, records: &[DiskRecord]) {
+        self.remembered = records
+            .iter()
+            .filter_map(|r| Some((r.device.clone(), r.health.clone()?)))
+            .collect();
     }
 
     /// Whether there is anything to publish: a good disk scan (an empty inventory would
@@ -165,8 +181,9 @@ impl Composer {
         let disks_started = self.disks.as_ref().map(|t| t.started);
         let mut used: HashSet<Devno> = HashSet::new();
         let mut records = Vec::with_capacity(disks.len() + hardware.len());
-        let health = |devno: Option<Devno>, device: &str, parent: Option<&str>| {
-            health_of(&self.smart, devno, device, parent)
+        let health = |devno: Option<Devno>, device: &str, parent: Option<&str>| match &self.smart {
+            Some(readings) => health_of(readings, devno, device, parent),
+            None => self.remembered.get(device).cloned(),
         };
         let mut devnos = HashSet::new();
         // What blkid's lone probes made of the devices its scan did not report: not devices
@@ -558,5 +575,77 @@ mod tests {
         c.disks(vec![d], Instant::now(), true);
         assert!(c.ready());
         assert_eq!(c.compose(Instant::now()).0.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn health_shows_on_partitions_is_kept_across_a_restart_and_usage_is_steady() {
+        use crate::model::{DiskHealth, FsUsage, HealthState};
+        let reading = |state| DiskHealth {
+            state,
+            checked: Some(1),
+            ..DiskHealth::default()
+        };
+        let mut c = Composer::new(true);
+        // What the store held for this machine before the restart.
+        let before = DiskRecord {
+            device: "/dev/sda1".into(),
+            health: Some(reading(HealthState::Failing)),
+            ..DiskRecord::default()
+        };
+        c.remember_health(&[before]);
+        let mut part = hw("/dev/sda1", (8, 1));
+        part.hardware.parent = Some("/dev/sda".into());
+        c.hardware(vec![hw("/dev/sda", (8, 0)), part], Instant::now());
+        c.disks(
+            vec![disk("/dev/sda1", (8, 1), Some("u"))],
+            Instant::now(),
+            true,
+        );
+        let health = |c: &mut Composer, device: &str| {
+            let (records, _) = c.compose(Instant::now());
+            records
+                .into_iter()
+                .find(|r| r.device == device)
+                .and_then(|r| r.health)
+                .map(|h| h.state)
+        };
+        // Before the first pass: the stored reading stands (the disk itself had none).
+        assert_eq!(health(&mut c, "/dev/sda1"), Some(HealthState::Failing));
+        assert_eq!(health(&mut c, "/dev/sda"), None);
+        // The pass: the whole disk's reading, shown by its partition too.
+        c.smart(vec![SmartReading {
+            device: "/dev/sda".into(),
+            devno: (8, 0),
+            health: reading(HealthState::Warning),
+        }]);
+        assert_eq!(health(&mut c, "/dev/sda"), Some(HealthState::Warning));
+        assert_eq!(health(&mut c, "/dev/sda1"), Some(HealthState::Warning));
+
+        // Capacity: figures move with the fleet only when use moves by 1 % of the size.
+        let mounted = |used| MountEntry {
+            devno: (8, 1),
+            mountpoint: "/srv".into(),
+            source: "/dev/sda1".into(),
+            fstype: "ext4".into(),
+            usage: Some(FsUsage {
+                size: 1000,
+                used,
+                avail: 1000 - used,
+            }),
+        };
+        let fs = |c: &mut Composer| {
+            let (records, _) = c.compose(Instant::now());
+            records
+                .into_iter()
+                .find(|r| r.device == "/dev/sda1")
+                .and_then(|r| r.fs)
+                .map(|u| u.used)
+        };
+        c.mounts(vec![mounted(500)]);
+        assert_eq!(fs(&mut c), Some(500));
+        c.mounts(vec![mounted(509)]);
+        assert_eq!(fs(&mut c), Some(500), "less than 1 %: unchanged");
+        c.mounts(vec![mounted(510)]);
+        assert_eq!(fs(&mut c), Some(510));
     }
 }

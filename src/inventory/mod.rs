@@ -214,6 +214,7 @@ pub fn spawn(
 ) -> InventoryHandle {
     let (seen_tx, seen_rx) = mpsc::channel(OBSERVATION_QUEUE);
     let hardware_expected = watchers.iter().any(|w| w.name() == HARDWARE);
+    let watchers_named: Vec<&'static str> = watchers.iter().map(|w| w.name()).collect();
     let health = Arc::new(Mutex::new(BTreeMap::new()));
     let changed = Arc::new(Notify::new());
     let mut refresh = Vec::new();
@@ -229,12 +230,20 @@ pub fn spawn(
         };
         tracker.spawn(scanner.run(rx, deps.shutdown.clone()));
     }
+    let smart_expected = watchers_named.contains(&diskd_watchers::SmartWatcher::NAME);
+    let mut composer = compose::Composer::new(hardware_expected);
+    if smart_expected {
+        // Until the SMART watcher's first pass of this run, each disk keeps the reading
+        // stored before the restart (else a restart would tell the fleet every reading
+        // went and came back, and a failing disk would raise `health-changed` again).
+        composer.remember_health(&deps.store.local_inventory());
+    }
     let writer = Writer {
         node: deps.node,
         store: deps.store,
         telemetry: deps.telemetry,
         changed: changed.clone(),
-        composer: compose::Composer::new(hardware_expected),
+        composer,
         written: None,
     };
     tracker.spawn(writer.run(seen_rx, deps.shutdown));
