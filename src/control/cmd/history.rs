@@ -17,7 +17,18 @@ pub fn stays(term: &str, ctx: &Context) -> Result<Vec<StayView>, QueryError> {
     if found.is_empty() {
         return Err(QueryError::NoMatch(format!("no disk matches {term:?}")));
     }
-    let readings = store.health_log(term)?;
+    // The readings are one disk's: when TERM names several (a label two disks share), which
+    // stay a reading belongs to cannot be told, so none is shown rather than a wrong one.
+    let disks: std::collections::HashSet<String> = store
+        .find(term)?
+        .iter()
+        .map(|s| s.disk.identity())
+        .collect();
+    let readings = if disks.len() <= 1 {
+        store.health_log(term)?
+    } else {
+        Vec::new()
+    };
     Ok(view::stays(
         store,
         found,
