@@ -194,7 +194,24 @@ fn a_disks_reading_shows_on_its_partitions_and_health_check_says_when_to_worry()
     assert_eq!(ev[0]["health_was"], "warning");
     assert_eq!(ev[0]["local"], true);
 
-    // Garbage: the disk's health is unknown, status says why, and the log says it once.
+    // A failing disk whose smartctl then prints garbage stays failing: a dying disk must
+    // not fall silent. Why the run failed joins its reasons.
+    smart_says(&smartctl, "sdq", "this is not JSON\n", 0);
+    let reasons = |d: &TestDaemon| -> String {
+        list(d)
+            .into_iter()
+            .find(|r| r["device"] == "/dev/sdq")
+            .map(|r| r["health"]["reasons"].to_string())
+            .unwrap_or_default()
+    };
+    wait_for("the failed run in sdq's reasons", LONG, || {
+        reasons(&d).contains("last read failed")
+    });
+    assert_eq!(state_of(&d, "/dev/sdq"), "failing");
+    // Healthy again, then garbage: the disk's health is unknown, status says why, and the
+    // log says it once.
+    smart_says(&smartctl, "sdq", &ata(true, 0, 0), 0);
+    wait_for("sdq ok", LONG, || state_of(&d, "/dev/sdq") == "ok");
     smart_says(&smartctl, "sdq", "this is not JSON\n", 0);
     wait_for("sdq unknown", LONG, || {
         state_of(&d, "/dev/sdq") == "unknown"
@@ -217,7 +234,7 @@ fn a_disks_reading_shows_on_its_partitions_and_health_check_says_when_to_worry()
     d.client(&["health", "--check"]).expect_code(0);
 
     // The trend: the disk's readings, kept with its history (the partition's filesystem
-    // names it), newest first: unknown, then failing ones, then warning ones.
+    // names it), newest first: unknown, ok, failing, and warning ones.
     let stays = d.client(&["history", "datapart", "--json"]).json();
     let readings: Vec<&str> = stays[0]["health"]
         .as_array()
@@ -228,6 +245,7 @@ fn a_disks_reading_shows_on_its_partitions_and_health_check_says_when_to_worry()
     assert_eq!(readings.first(), Some(&"unknown"), "{readings:?}");
     assert_eq!(readings.last(), Some(&"warning"), "{readings:?}");
     assert!(readings.contains(&"failing"), "{readings:?}");
+    assert!(readings.contains(&"ok"), "{readings:?}");
     assert!(readings.len() <= 64, "{readings:?}");
     let newest_first = stays[0]["health"].as_array().unwrap();
     assert!(
