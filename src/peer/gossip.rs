@@ -504,6 +504,17 @@ mod tests {
         events
     }
 
+    /// Run every engine's timers due at `t` and deliver what they send; the other outputs.
+    fn fire_all(nodes: &mut [Gossip], t: Instant) -> Vec<(usize, Output)> {
+        let mut queue = Vec::new();
+        for (i, g) in nodes.iter_mut().enumerate() {
+            for o in g.fire_due(t) {
+                queue.push((i, o));
+            }
+        }
+        pump(nodes, queue, t)
+    }
+
     #[tokio::test(start_paused = true)]
     async fn members_find_each_other_through_a_seed_and_see_a_leave() {
         let now = Instant::now();
@@ -523,13 +534,7 @@ mod tests {
         let mut t = now;
         for _ in 0..40 {
             t += iv;
-            let mut queue = Vec::new();
-            for (i, g) in nodes.iter_mut().enumerate() {
-                for o in g.fire_due(t) {
-                    queue.push((i, o));
-                }
-            }
-            pump(&mut nodes, queue, t);
+            fire_all(&mut nodes, t);
         }
         for g in &nodes {
             assert_eq!(g.live_members(), 3, "{:?}", g.me());
@@ -549,13 +554,7 @@ mod tests {
         let mut seen = pump(&mut nodes, queue, t);
         for _ in 0..20 {
             t += iv;
-            let mut queue = Vec::new();
-            for (i, g) in nodes.iter_mut().enumerate() {
-                for o in g.fire_due(t) {
-                    queue.push((i, o));
-                }
-            }
-            seen.extend(pump(&mut nodes, queue, t));
+            seen.extend(fire_all(&mut nodes, t));
         }
         let got: std::collections::HashSet<usize> = seen
             .iter()

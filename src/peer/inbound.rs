@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use tokio::sync::oneshot;
 
 use super::gossip_io::replay_key;
+use super::liveness::Turn;
 use super::mount_rpc::Serve;
 use super::table::Room;
 use super::wire::{self, Body, Reject};
@@ -197,7 +198,7 @@ impl Layer {
         if self.table.joins(&peer) && !matches!(env.body, Body::Goodbye) {
             back_in_grace = self.heard.pending_lost.remove(&env.node_id).is_some();
             if !back_in_grace {
-                changes = self.peer_live_events(&peer, t);
+                changes = self.peer_events(&peer, t, Turn::Live);
             }
         }
         match path {
@@ -452,7 +453,7 @@ impl Layer {
         let joined = self.table.joins(&peer);
         // Published once the store shows them (see `receive`).
         let mut changes = if joined {
-            self.peer_live_events(&peer, t)
+            self.peer_events(&peer, t, Turn::Live)
         } else {
             Vec::new()
         };
@@ -560,7 +561,7 @@ impl Layer {
             if let Some(p) = self.table.get(&gone.node_id).cloned() {
                 // The store judges liveness by the last-seen time just written, which is
                 // older than the expiry: queries already say not live.
-                let lost = self.peer_lost_events(&p, self.clock.wall_ms());
+                let lost = self.peer_events(&p, self.clock.wall_ms(), Turn::Lost);
                 self.ctx.fleet().emit(lost);
             }
             tracing::info!(peer = %gone.name, "peer expired (not heard within peer_expiry)");

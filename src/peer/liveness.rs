@@ -7,6 +7,19 @@ use super::Layer;
 use crate::model::{fleet, FleetEvent, FleetEventKind, PeerRecord};
 use crate::telemetry::Stats;
 
+/// Which way a peer turned, for [`Layer::peer_events`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Turn {
+    /// A peer became live: the events that say so, and that its stored disks are live
+    /// again. Made before its new inventory is stored (they are about the stored one);
+    /// published after the peer is saved live.
+    Live,
+    /// A peer was lost: the events that say so, and that its disks are not live any more
+    /// (they stay as last known locations). Published after the peer is saved gone (or,
+    /// on expiry, once the store's last-seen time says it is not live).
+    Lost,
+}
+
 impl Layer {
     /// Tell the fleet about the goodbyes whose grace is over (all of them with `all`).
     pub(super) fn flush_pending_lost(&mut self, all: bool) {
@@ -21,42 +34,24 @@ impl Layer {
         let t = self.clock.wall_ms();
         for id in due {
             if let Some((_, peer)) = self.heard.pending_lost.remove(&id) {
-                let changes = self.peer_lost_events(&peer, t);
+                let changes = self.peer_events(&peer, t, Turn::Lost);
                 self.ctx.fleet().emit(changes);
             }
         }
     }
 
-    /// A peer became live: the events that say so, and that its stored disks are live
-    /// again. Made before its new inventory is stored (they are about the stored one);
-    /// published after the peer is saved live.
-    pub(super) fn peer_live_events(
-        &self,
-        peer: &PeerRecord,
-        t: crate::model::Millis,
-    ) -> Vec<FleetEvent> {
-        self.peer_events(peer, t, FleetEventKind::PeerLive, FleetEventKind::Appeared)
-    }
-
-    /// A peer was lost: the events that say so, and that its disks are not live any more
-    /// (they stay as last known locations). Published after the peer is saved gone (or,
-    /// on expiry, once the store's last-seen time says it is not live).
-    pub(super) fn peer_lost_events(
-        &self,
-        peer: &PeerRecord,
-        t: crate::model::Millis,
-    ) -> Vec<FleetEvent> {
-        self.peer_events(peer, t, FleetEventKind::PeerLost, FleetEventKind::Vanished)
-    }
-
-    /// `about_peer` for the peer, then `about_disks` for each disk of its stored inventory.
+    /// The events that tell how `peer` turned (see [`Turn`]): one about the peer, then one
+    /// about each disk of its stored inventory.
     pub(super) fn peer_events(
         &self,
         peer: &PeerRecord,
         t: crate::model::Millis,
-        about_peer: FleetEventKind,
-        about_disks: FleetEventKind,
+        turn: Turn,
     ) -> Vec<FleetEvent> {
+        let (about_peer, about_disks) = match turn {
+            Turn::Live => (FleetEventKind::PeerLive, FleetEventKind::Appeared),
+            Turn::Lost => (FleetEventKind::PeerLost, FleetEventKind::Vanished),
+        };
         let host = fleet::Host {
             node_id: &peer.node_id,
             name: &peer.node,

@@ -348,6 +348,21 @@ fn send_error(e: &std::io::Error) -> PeerError {
     PeerError::Send(std::io::Error::new(e.kind(), e.to_string()))
 }
 
+/// Forget the entry of `map` whose `age` is least (the oldest), to make room for another
+/// in a map bounded by its number of peers.
+fn forget_oldest<V, A: Ord>(
+    map: &mut std::collections::BTreeMap<String, V>,
+    age: impl Fn(&V) -> A,
+) {
+    let oldest = map
+        .iter()
+        .min_by_key(|(_, v)| age(v))
+        .map(|(k, _)| k.clone());
+    if let Some(k) = oldest {
+        map.remove(&k);
+    }
+}
+
 impl Layer {
     fn new(ctx: Ctx, keys: Keyring, clock: Clock, mut rng: StdRng) -> Layer {
         let now = clock.wall_ms();

@@ -176,13 +176,26 @@ mod tests {
         }
     }
 
+    /// A layer that started request `id` now: the time, the layer, and where its answer
+    /// goes.
+    fn started(
+        id: u64,
+    ) -> (
+        Instant,
+        MountRpc,
+        oneshot::Receiver<Result<MountReply, PeerError>>,
+    ) {
+        let t0 = Instant::now();
+        let mut rpc = MountRpc::default();
+        let (tx, rx) = oneshot::channel();
+        rpc.start(request(id), tx, t0);
+        (t0, rpc, rx)
+    }
+
     /// Step through time as the layer's timer would: wake at each `next_due`.
     #[test]
     fn retries_double_from_300ms_and_fail_at_the_timeout() {
-        let t0 = Instant::now();
-        let mut rpc = MountRpc::default();
-        let (tx, mut rx) = oneshot::channel();
-        rpc.start(request(1), tx, t0);
+        let (t0, mut rpc, mut rx) = started(1);
         let mut resent = Vec::new();
         while let Some(t) = rpc.next_due() {
             for r in rpc.due(t) {
@@ -205,10 +218,7 @@ mod tests {
 
     #[test]
     fn nothing_is_resent_before_it_is_due_and_an_answer_ends_the_retries() {
-        let t0 = Instant::now();
-        let mut rpc = MountRpc::default();
-        let (tx, mut rx) = oneshot::channel();
-        rpc.start(request(7), tx, t0);
+        let (t0, mut rpc, mut rx) = started(7);
         assert_eq!(rpc.next_due(), Some(t0 + MOUNT_RETRY));
         assert!(rpc.due(t0 + Duration::from_millis(299)).is_empty());
         assert!(!rpc.answered(reply(8, "not ours")));

@@ -98,12 +98,19 @@ mod tests {
         assert!(delays.len() > 50, "delays are random: {}", delays.len());
     }
 
-    #[test]
-    fn requests_while_an_answer_is_pending_are_coalesced() {
-        let mut rng = StdRng::seed_from_u64(2);
+    /// A fresh pacer asked once now (its randomness seeded with `seed`): the pacer, its
+    /// randomness, the time asked and the answer's time.
+    fn asked_once(seed: u64) -> (PingPacer, StdRng, Instant, Instant) {
+        let mut rng = StdRng::seed_from_u64(seed);
         let now = Instant::now();
         let mut p = PingPacer::new(MIN);
         let t = at(p.want(now, &mut rng));
+        (p, rng, now, t)
+    }
+
+    #[test]
+    fn requests_while_an_answer_is_pending_are_coalesced() {
+        let (mut p, mut rng, now, t) = asked_once(2);
         for i in 0..10 {
             assert_eq!(
                 p.want(now + Duration::from_millis(i), &mut rng),
@@ -115,10 +122,7 @@ mod tests {
 
     #[test]
     fn a_request_within_the_interval_is_deferred_to_its_end_not_dropped() {
-        let mut rng = StdRng::seed_from_u64(3);
-        let t0 = Instant::now();
-        let mut p = PingPacer::new(MIN);
-        let first = at(p.want(t0, &mut rng));
+        let (mut p, mut rng, _, first) = asked_once(3);
         p.fired();
         assert_eq!(p.due_at(), None);
         // One second after the answer: deferred to first + MIN (plus jitter).

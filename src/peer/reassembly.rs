@@ -54,14 +54,7 @@ impl Reassembly {
             .is_some_and(|p| p.boot == boot && p.generation == chunk.generation);
         if !same {
             if !self.pending.contains_key(node_id) && self.pending.len() >= MAX_PENDING {
-                let oldest = self
-                    .pending
-                    .iter()
-                    .min_by_key(|(_, p)| p.started)
-                    .map(|(k, _)| k.clone());
-                if let Some(k) = oldest {
-                    self.pending.remove(&k);
-                }
+                super::forget_oldest(&mut self.pending, |p| p.started);
             }
             self.pending.insert(
                 node_id.to_string(),

@@ -88,14 +88,7 @@ impl ReplayGuard {
         };
         let Some(s) = self.senders.get_mut(node_id) else {
             if self.senders.len() >= self.max_senders {
-                let oldest = self
-                    .senders
-                    .iter()
-                    .min_by_key(|(_, s)| s.touched_ms)
-                    .map(|(k, _)| k.clone());
-                if let Some(k) = oldest {
-                    self.senders.remove(&k);
-                }
+                super::forget_oldest(&mut self.senders, |s| s.touched_ms);
             }
             self.senders.insert(node_id.to_string(), fresh);
             return Ok(());

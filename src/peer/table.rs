@@ -474,12 +474,18 @@ mod tests {
         assert_eq!(hear(&mut t, "b", T0 + 10), Ok(true), "back after goodbye");
     }
 
-    #[test]
-    fn a_full_table_of_live_peers_refuses_newcomers() {
-        let mut t = PeerTable::with_cap(vec![], T0, EXPIRY, 3);
-        for id in ["a", "b", "c"] {
+    /// A table for at most `cap` peers that heard each of `ids` at `T0`.
+    fn heard(cap: usize, ids: &[&str]) -> PeerTable {
+        let mut t = PeerTable::with_cap(vec![], T0, EXPIRY, cap);
+        for id in ids {
             hear(&mut t, id, T0).unwrap();
         }
+        t
+    }
+
+    #[test]
+    fn a_full_table_of_live_peers_refuses_newcomers() {
+        let mut t = heard(3, &["a", "b", "c"]);
         assert_eq!(t.make_room(T0 + 1, 3, |_| false), Room::Full);
         assert_eq!(hear(&mut t, "d", T0 + 1), Err(Room::Full));
         assert_eq!(t.len(), 3);
@@ -507,9 +513,7 @@ mod tests {
 
     #[test]
     fn at_the_cap_a_peer_whose_disks_are_kept_is_never_forgotten() {
-        let mut t = PeerTable::with_cap(vec![], T0, EXPIRY, 2);
-        hear(&mut t, "a", T0).unwrap();
-        hear(&mut t, "b", T0).unwrap();
+        let mut t = heard(2, &["a", "b"]);
         // Long after both expired; the store keeps disks of both (present or last known).
         let later = T0 + 100 * EXPIRY.as_millis() as u64;
         assert_eq!(t.expire(later).len(), 2);
@@ -528,18 +532,14 @@ mod tests {
 
     #[test]
     fn a_newcomer_with_a_lower_limit_fits_only_below_it() {
-        let mut t = PeerTable::with_cap(vec![], T0, EXPIRY, 4);
-        hear(&mut t, "a", T0).unwrap();
-        hear(&mut t, "b", T0).unwrap();
+        let mut t = heard(4, &["a", "b"]);
         assert_eq!(t.make_room(T0, 2, |_| true), Room::Full);
         assert_eq!(t.make_room(T0 + FULL_RECHECK_MS, 4, |_| true), Room::Fits);
     }
 
     #[test]
     fn goodbye_lets_a_full_table_take_a_newcomer_at_once() {
-        let mut t = PeerTable::with_cap(vec![], T0, EXPIRY, 2);
-        hear(&mut t, "a", T0).unwrap();
-        hear(&mut t, "b", T0).unwrap();
+        let mut t = heard(2, &["a", "b"]);
         assert_eq!(t.make_room(T0, 2, |_| false), Room::Full);
         let mut p = t.get("a").unwrap().clone();
         t.said_goodbye(&mut p);

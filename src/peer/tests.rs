@@ -90,7 +90,6 @@ fn addr(n: u8) -> SocketAddr {
 
 fn disk(node: u8, i: usize) -> DiskRecord {
     DiskRecord {
-        probe: Default::default(),
         uuid: Some(format!("{node:08x}-0000-4000-8000-{i:012x}")),
         label: Some(format!(
             "disk-{node}-{i}-with-a-long-label-to-fill-datagrams"
@@ -98,9 +97,7 @@ fn disk(node: u8, i: usize) -> DiskRecord {
         device: format!("/dev/disk/by-test/node{node}/device{i}"),
         fstype: Some("ext4".into()),
         mountpoints: vec![format!("/srv/test/node{node}/mount{i}")],
-        hardware: Default::default(),
-        health: None,
-        fs: None,
+        ..Default::default()
     }
 }
 
@@ -217,6 +214,14 @@ impl Node {
             .count()
     }
 
+    /// Replace the node's own disks with `disks` and tell its layer, as the watchers do.
+    fn set_disks(&self, disks: &[DiskRecord], clock: Clock) {
+        self.store
+            .replace_local(&self.name, None, disks, clock.wall_ms())
+            .unwrap();
+        self.local_changed.notify_one();
+    }
+
     /// Events emitted so far, drained.
     fn events(&mut self) -> Vec<String> {
         let mut out = Vec::new();
@@ -244,6 +249,15 @@ async fn until(max: Duration, mut cond: impl FnMut() -> bool) -> Duration {
 
 fn setup() -> (MemoryHub, Clock) {
     (MemoryHub::default(), Clock::following_tokio(BASE_MS))
+}
+
+/// Nodes 1 and 2 on a new hub, started with `opts`, once node 1 knows node 2's two disks.
+async fn a_knows_b(opts: &Opts) -> (MemoryHub, Clock, Node, Node) {
+    let (hub, clock) = setup();
+    let a = Node::start(&hub, clock, 1, opts);
+    let b = Node::start(&hub, clock, 2, opts);
+    until(Duration::from_secs(2), || a.knows_disks_of(&b) == 2).await;
+    (hub, clock, a, b)
 }
 
 #[tokio::test(start_paused = true)]
@@ -279,10 +293,7 @@ async fn a_learns_b_inventory_and_b_learns_a() {
 
 #[tokio::test(start_paused = true)]
 async fn a_silent_peer_expires_after_peer_expiry() {
-    let (hub, clock) = setup();
-    let mut a = Node::start(&hub, clock, 1, &Opts::default());
-    let b = Node::start(&hub, clock, 2, &Opts::default());
-    until(Duration::from_secs(2), || a.knows_disks_of(&b) == 2).await;
+    let (hub, clock, mut a, b) = a_knows_b(&Opts::default()).await;
     // B vanishes without a goodbye (cut off first, so the goodbye is lost).
     hub.isolate(b.addr, true);
     b.stop().await;
@@ -314,10 +325,7 @@ async fn a_silent_peer_expires_after_peer_expiry() {
 
 #[tokio::test(start_paused = true)]
 async fn goodbye_makes_a_peer_not_live_at_once() {
-    let (hub, clock) = setup();
-    let a = Node::start(&hub, clock, 1, &Opts::default());
-    let b = Node::start(&hub, clock, 2, &Opts::default());
-    until(Duration::from_secs(2), || a.knows_disks_of(&b) == 2).await;
+    let (_hub, clock, a, b) = a_knows_b(&Opts::default()).await;
     let start = Instant::now();
     b.stop().await;
     until(Duration::from_secs(1), || {
@@ -333,10 +341,7 @@ async fn goodbye_makes_a_peer_not_live_at_once() {
 
 #[tokio::test(start_paused = true)]
 async fn pings_are_answered_at_most_once_per_min_interval() {
-    let (hub, clock) = setup();
-    let a = Node::start(&hub, clock, 1, &Opts::default());
-    let b = Node::start(&hub, clock, 2, &Opts::default());
-    until(Duration::from_secs(2), || a.knows_disks_of(&b) == 2).await;
+    let (_hub, _clock, a, b) = a_knows_b(&Opts::default()).await;
     // Let the start-up exchange (announces, pings, welcome announces) settle.
     sleep(Duration::from_secs(12)).await;
     let announces = b.stat(|s| &s.announces);
@@ -415,14 +420,11 @@ async fn a_generation_missing_a_chunk_is_dropped_after_the_timeout_then_asked_ag
 
 #[tokio::test(start_paused = true)]
 async fn replayed_and_forged_sealed_datagrams_are_rejected() {
-    let (hub, clock) = setup();
     let opts = Opts {
         keys: Some([7u8; 32]),
         ..Opts::default()
     };
-    let a = Node::start(&hub, clock, 1, &opts);
-    let b = Node::start(&hub, clock, 2, &opts);
-    until(Duration::from_secs(2), || a.knows_disks_of(&b) == 2).await;
+    let (hub, _clock, a, b) = a_knows_b(&opts).await;
     sleep(Duration::from_secs(3)).await;
     let captured = hub
         .sent()
@@ -493,12 +495,21 @@ fn mount(target: &str) -> impl FnOnce(super::mount_rpc::ReplyTo) -> PeerRequest 
     }
 }
 
+/// The owner's answer to `job`: mounted, at /srv/diskd/test.
+fn mounted(job: &IncomingMount) -> MountReply {
+    MountReply {
+        request_id: job.request.request_id,
+        target: job.requester_id.clone(),
+        ok: true,
+        device: Some("/dev/sdz1".into()),
+        mountpoint: Some("/srv/diskd/test".into()),
+        message: "mounted".into(),
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_mount_request_nobody_answers_is_retried_then_fails_at_the_timeout() {
-    let (hub, clock) = setup();
-    let a = Node::start(&hub, clock, 1, &Opts::default());
-    let b = Node::start(&hub, clock, 2, &Opts::default());
-    until(Duration::from_secs(2), || a.knows_disks_of(&b) == 2).await;
+    let (hub, _clock, a, b) = a_knows_b(&Opts::default()).await;
     sleep(Duration::from_secs(5)).await;
     let start = Instant::now();
     let r = a
@@ -526,10 +537,7 @@ async fn a_mount_request_nobody_answers_is_retried_then_fails_at_the_timeout() {
 
 #[tokio::test(start_paused = true)]
 async fn a_mount_request_gets_the_owner_answer_even_when_the_first_answer_is_lost() {
-    let (hub, clock) = setup();
-    let a = Node::start(&hub, clock, 1, &Opts::default());
-    let mut b = Node::start(&hub, clock, 2, &Opts::default());
-    until(Duration::from_secs(2), || a.knows_disks_of(&b) == 2).await;
+    let (hub, _clock, a, mut b) = a_knows_b(&Opts::default()).await;
     let mut jobs = std::mem::replace(&mut b.mount_jobs, mpsc::channel(1).1);
     // Lose the owner's first answer: the requester's retry must get it again, from the
     // owner's memory (the mount is not carried out twice).
@@ -550,16 +558,8 @@ async fn a_mount_request_gets_the_owner_answer_even_when_the_first_answer_is_los
         assert_eq!(job.requester, "node1");
         assert_eq!(job.requester_id, a_id);
         assert!(job.request.read_only);
-        job.reply
-            .send(MountReply {
-                request_id: job.request.request_id,
-                target: job.requester_id.clone(),
-                ok: true,
-                device: Some("/dev/sdz1".into()),
-                mountpoint: Some("/srv/diskd/test".into()),
-                message: "mounted".into(),
-            })
-            .unwrap();
+        let reply = mounted(&job);
+        job.reply.send(reply).unwrap();
         // No second job for the retries.
         let more = tokio::time::timeout(Duration::from_secs(5), jobs.recv()).await;
         assert!(more.is_err(), "the mount was carried out twice");
@@ -605,6 +605,12 @@ async fn a_full_inbox_drops_and_counts_datagrams_and_the_layer_keeps_serving() {
 
 const KEY: [u8; 32] = [7; 32];
 
+/// The multicast hub, the gossip hub and the clock of a test whose nodes gossip.
+fn gossip_setup() -> (MemoryHub, MemoryHub, Clock) {
+    let (hub, clock) = setup();
+    (hub, MemoryHub::default(), clock)
+}
+
 fn gossip_opts(hub: &MemoryHub, seeds: &[u8]) -> Opts {
     Opts {
         keys: Some(KEY),
@@ -618,8 +624,7 @@ fn gossip_opts(hub: &MemoryHub, seeds: &[u8]) -> Opts {
 
 #[tokio::test(start_paused = true)]
 async fn gossip_alone_joins_through_a_seed_spreads_changes_and_detects_failures() {
-    let (hub, clock) = setup();
-    let ghub = MemoryHub::default();
+    let (hub, ghub, clock) = gossip_setup();
     // Node 1 is the seed; the others only know it.
     let a = Node::start(&hub, clock, 1, &gossip_opts(&ghub, &[]));
     let b = Node::start(&hub, clock, 2, &gossip_opts(&ghub, &[1]));
@@ -652,10 +657,7 @@ async fn gossip_alone_joins_through_a_seed_spreads_changes_and_detects_failures(
     // A change on b reaches d (pushed; no multicast).
     let mut disks: Vec<DiskRecord> = (0..3).map(|i| disk(2, i)).collect();
     disks[2].label = Some("new".into());
-    b.store
-        .replace_local(&b.name, None, &disks, clock.wall_ms())
-        .unwrap();
-    b.local_changed.notify_one();
+    b.set_disks(&disks, clock);
     let took = until(Duration::from_secs(3), || d.knows_disks_of(&b) == 3).await;
     assert!(took < Duration::from_secs(1), "change took {took:?}");
 
@@ -691,8 +693,7 @@ async fn gossip_alone_joins_through_a_seed_spreads_changes_and_detects_failures(
 /// Three gossip members (a the seed of b and c) that know each other's disks, and the
 /// gossip hub (to drop chosen datagrams) and clock.
 async fn three_members() -> (Node, Node, Node, MemoryHub, Clock) {
-    let (hub, clock) = setup();
-    let ghub = MemoryHub::default();
+    let (hub, ghub, clock) = gossip_setup();
     let a = Node::start(&hub, clock, 1, &gossip_opts(&ghub, &[]));
     let b = Node::start(&hub, clock, 2, &gossip_opts(&ghub, &[1]));
     let c = Node::start(&hub, clock, 3, &gossip_opts(&ghub, &[1]));
@@ -714,10 +715,7 @@ async fn a_change_too_large_for_a_delta_is_pulled_also_by_a_member_that_missed_i
     // Twenty disks at once: no delta fits in a gossip packet, so the notice goes alone and
     // every member pulls the whole inventory.
     let disks: Vec<DiskRecord> = (0..20).map(|i| disk(1, i)).collect();
-    a.store
-        .replace_local(&a.name, None, &disks, clock.wall_ms())
-        .unwrap();
-    a.local_changed.notify_one();
+    a.set_disks(&disks, clock);
     until(Duration::from_secs(10), || b.knows_disks_of(&a) == 20).await;
     ghub.set_drop_rule(None);
     // c's pulls were lost until now; it pulls again.
@@ -745,10 +743,7 @@ async fn a_small_change_reaches_a_member_its_origin_cannot_as_a_relayed_delta() 
         from == gaddr(1) && to == gaddr(3)
     })));
     let disks: Vec<DiskRecord> = (0..3).map(|i| disk(1, i)).collect();
-    a.store
-        .replace_local(&a.name, None, &disks, clock.wall_ms())
-        .unwrap();
-    a.local_changed.notify_one();
+    a.set_disks(&disks, clock);
     until(Duration::from_secs(5), || c.knows_disks_of(&a) == 3).await;
     // Status is published once a second.
     until(Duration::from_secs(3), || {
@@ -768,8 +763,7 @@ async fn a_small_change_reaches_a_member_its_origin_cannot_as_a_relayed_delta() 
 
 #[tokio::test(start_paused = true)]
 async fn a_lan_peer_heard_by_multicast_becomes_a_member_and_is_listed_once() {
-    let (hub, clock) = setup();
-    let ghub = MemoryHub::default();
+    let (hub, ghub, clock) = gossip_setup();
     let both = |seeds: &[u8]| Opts {
         no_multicast: false,
         ..gossip_opts(&ghub, seeds)
@@ -796,8 +790,7 @@ async fn a_lan_peer_heard_by_multicast_becomes_a_member_and_is_listed_once() {
 
 #[tokio::test(start_paused = true)]
 async fn a_mount_request_reaches_a_gossip_member_unicast_and_is_retried() {
-    let (hub, clock) = setup();
-    let ghub = MemoryHub::default();
+    let (hub, ghub, clock) = gossip_setup();
     let a = Node::start(&hub, clock, 1, &gossip_opts(&ghub, &[]));
     let mut b = Node::start(&hub, clock, 2, &gossip_opts(&ghub, &[1]));
     until(Duration::from_secs(10), || a.knows_disks_of(&b) == 2).await;
@@ -815,16 +808,8 @@ async fn a_mount_request_reaches_a_gossip_member_unicast_and_is_retried() {
     let service = tokio::spawn(async move {
         let job = jobs.recv().await.unwrap();
         assert_eq!(job.requester_id, a_id);
-        job.reply
-            .send(MountReply {
-                request_id: job.request.request_id,
-                target: job.requester_id.clone(),
-                ok: true,
-                device: Some("/dev/sdz1".into()),
-                mountpoint: Some("/srv/diskd/test".into()),
-                message: "mounted".into(),
-            })
-            .unwrap();
+        let reply = mounted(&job);
+        job.reply.send(reply).unwrap();
     });
     armed.store(true, Ordering::SeqCst);
     let reply = a
@@ -878,10 +863,7 @@ async fn fleet_events_come_once_per_change_not_per_announce() {
     let mut disks: Vec<DiskRecord> = (0..2).map(|i| disk(2, i)).collect();
     disks[0].label = Some("renamed".into());
     disks[1].mountpoints.push("/mnt/extra".into());
-    b.store
-        .replace_local(&b.name, None, &disks, clock.wall_ms())
-        .unwrap();
-    b.local_changed.notify_one();
+    b.set_disks(&disks, clock);
     until(Duration::from_secs(2), || {
         a.store.find("renamed").is_ok_and(|f| !f.is_empty())
     })
@@ -923,10 +905,7 @@ async fn a_change_is_announced_at_once_and_a_burst_folded_into_one_more() {
     let t0 = Instant::now();
     for i in 0..5 {
         let disks: Vec<DiskRecord> = (0..2 + i).map(|j| disk(1, j)).collect();
-        a.store
-            .replace_local(&a.name, None, &disks, clock.wall_ms())
-            .unwrap();
-        a.local_changed.notify_one();
+        a.set_disks(&disks, clock);
         sleep(Duration::from_millis(2)).await;
     }
     sleep(Duration::from_millis(100)).await;

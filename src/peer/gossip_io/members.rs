@@ -2,6 +2,7 @@
 //! revived, the member lists a joiner asks for, and pings to members heard only by gossip.
 
 use super::*;
+use crate::peer::liveness::Turn;
 
 impl Layer {
     /// Members that came up again while the table had them lost: live again, told to the
@@ -20,7 +21,7 @@ impl Layer {
             let changes = if back_in_grace {
                 Vec::new()
             } else {
-                self.peer_live_events(&peer, t)
+                self.peer_events(&peer, t, Turn::Live)
             };
             peer.gone = false;
             peer.last_seen = t;

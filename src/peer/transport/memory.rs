@@ -94,6 +94,7 @@ impl Hub {
         }
     }
 
+    /// One datagram to every member that is not cut off (multicast), each as `deliver_to`.
     fn deliver(&mut self, from: SocketAddr, bytes: &[u8]) {
         if self.isolated.contains(&from) {
             return;
@@ -105,22 +106,7 @@ impl Hub {
             .copied()
             .collect();
         for to in targets {
-            if let Some(rule) = self.drop_rule.as_mut() {
-                if rule(from, to, bytes) {
-                    self.dropped_rule += 1;
-                    continue;
-                }
-            }
-            let capacity = self.inbox_capacity;
-            let Some(m) = self.members.get_mut(&to) else {
-                continue;
-            };
-            if m.inbox.len() >= capacity {
-                self.dropped_full += 1;
-                continue;
-            }
-            m.inbox.push_back((bytes.to_vec(), from));
-            m.notify.notify_one();
+            self.deliver_to(from, to, bytes);
         }
     }
 }

@@ -67,11 +67,7 @@ pub fn condition_size(d: &DiskRecord) -> usize {
 /// than the disks `BadChunk`, as for the other trailers; the values are checked with the
 /// rest of each disk ([`super::valid_disk`]).
 pub fn read_condition<'b>(body: &'b [u8], disks: &mut [DiskRecord]) -> Result<&'b [u8], Reject> {
-    let (list, after): (Vec<Entry<'_>>, &[u8]) =
-        postcard::take_from_bytes(body).map_err(|_| Reject::Undecodable)?;
-    if list.len() != disks.len() {
-        return Err(Reject::BadChunk);
-    }
+    let (list, after) = super::take_list::<Entry<'_>>(body, disks.len())?;
     for (d, c) in disks.iter_mut().zip(list) {
         d.health = c.health.as_ref().map(HealthLayout::to_record);
         d.fs = c.fs.map(FsLayout::to_record);

@@ -1,25 +1,11 @@
 //! Revision 4: the condition trailer, read and written, bounded, cut to fit.
 
-use super::tests::{disk, hardware};
+use super::tests::{
+    disk, hardware, inventory, older_prefix, probed_with_hardware, send_and_receive,
+    sent_in_a_small_datagram,
+};
 use super::*;
 use crate::model::{DiskHealth, FsUsage, HealthState};
-
-fn envelope(disks: Vec<DiskRecord>) -> Envelope {
-    Envelope {
-        node_id: "0123456789abcdef0123456789abcdef".into(),
-        node: "node-a".into(),
-        boot: 7,
-        seq: 1,
-        sent_ms: 1_700_000_000_000,
-        body: Body::Inventory(Chunk {
-            generation: 1,
-            index: 0,
-            count: 1,
-            total: disks.len() as u32,
-            disks,
-        }),
-    }
-}
 
 /// A reading with every figure and as many reasons as the wire allows, at their
 /// longest.
@@ -55,28 +41,20 @@ fn the_condition_travels_in_its_own_trailer_after_the_probe() {
     disks[2].fs = Some(usage());
     disks[1].probe = Probe::Empty;
     disks[1].hardware = hardware(1);
-    let e = envelope(disks.clone());
+    let e = inventory(disks.clone());
     let bytes = encode(&e);
     assert_eq!(decode(&bytes).unwrap(), e);
     // Without a condition, the very bytes of revision 3; with one, those bytes and the
-    // trailer after them.
-    let plain: Vec<DiskRecord> = disks
-        .iter()
-        .map(|d| DiskRecord {
-            health: None,
-            fs: None,
-            ..d.clone()
-        })
-        .collect();
-    let rev3 = encode(&envelope(plain.clone()));
-    assert!(bytes.starts_with(&rev3));
+    // trailer after them. A peer of revision 3 or before: health and usage unknown.
+    let rev3 = older_prefix(&disks, &bytes, |d| {
+        d.health = None;
+        d.fs = None;
+    });
     assert_eq!(bytes[rev3.len()], TRAILER_CONDITION);
     // The tag, the list's length, each disk's entry (two bytes for one with neither).
     assert_eq!(condition_size(&disks[1]), 2);
     let entries: usize = disks.iter().map(condition_size).sum();
     assert_eq!(bytes.len() - rev3.len(), 1 + 1 + entries);
-    // A peer of revision 3 or before: health and usage unknown.
-    assert_eq!(decode(&rev3).unwrap(), envelope(plain.clone()));
     // Alone (no hardware, no probe), the condition is the first trailer.
     let bare: Vec<DiskRecord> = (0..2)
         .map(|i| DiskRecord {
@@ -84,10 +62,10 @@ fn the_condition_travels_in_its_own_trailer_after_the_probe() {
             ..disk(i)
         })
         .collect();
-    let e = envelope(bare.clone());
+    let e = inventory(bare.clone());
     let b = encode(&e);
     assert_eq!(decode(&b).unwrap(), e);
-    let rev1 = encode(&envelope((0..2).map(disk).collect()));
+    let rev1 = encode(&inventory((0..2).map(disk).collect()));
     assert_eq!(b[rev1.len()], TRAILER_CONDITION);
     // Twice, for another number of disks, or cut short: refused as the other trailers
     // are; a later trailer after it is ignored.
@@ -103,7 +81,7 @@ fn the_condition_travels_in_its_own_trailer_after_the_probe() {
     assert_eq!(decode(&short), Err(Reject::Undecodable));
     let mut later = bytes.clone();
     later.extend_from_slice(&[9, 1, 2, 3]);
-    assert_eq!(decode(&later).unwrap(), envelope(disks));
+    assert_eq!(decode(&later).unwrap(), inventory(disks));
     // A state code from a later release reads as unknown.
     let mut odd = rev1.clone();
     odd.push(TRAILER_CONDITION);
@@ -122,7 +100,7 @@ fn a_condition_out_of_bounds_rejects_the_datagram() {
         let mut d = disk(1);
         d.health = Some(h);
         d.fs = f;
-        decode(&encode(&envelope(vec![d])))
+        decode(&encode(&inventory(vec![d])))
     };
     // At the bounds: accepted.
     for ok in [
@@ -216,30 +194,12 @@ fn a_local_condition_is_cut_to_the_bounds_not_the_disk() {
 fn disks_with_a_condition_fit_in_bounded_datagrams() {
     let disks: Vec<DiskRecord> = (0..200)
         .map(|i| DiskRecord {
-            hardware: hardware(i),
-            probe: Probe::from_code((i % 5) as u8),
             health: (i % 3 != 0).then(|| health(i as u64)),
             fs: (i % 2 == 0).then(usage),
-            ..disk(i)
+            ..probed_with_hardware(i)
         })
         .collect();
-    let t = envelope(vec![]);
-    let chunks = chunk_inventory(&t, 9, &disks, 1400);
-    let mut back = Vec::new();
-    for c in &chunks {
-        let e = Envelope {
-            seq: u64::MAX,
-            body: Body::Inventory(c.clone()),
-            ..t.clone()
-        };
-        let bytes = encode(&e);
-        assert!(bytes.len() <= 1400, "datagram of {} bytes", bytes.len());
-        let Body::Inventory(c) = decode(&bytes).unwrap().body else {
-            unreachable!()
-        };
-        back.extend(c.disks);
-    }
-    assert_eq!(back, disks);
+    send_and_receive(&disks);
 }
 
 #[test]
@@ -247,10 +207,7 @@ fn a_disk_whose_condition_does_not_fit_a_small_datagram_goes_without_its_reasons
     let mut d = disk(1);
     d.health = Some(health(1));
     d.fs = Some(usage());
-    let t = envelope(vec![]);
-    let chunks = chunk_inventory(&t, 1, &[d.clone()], MIN_DATAGRAM);
-    assert_eq!(chunks[0].disks.len(), 1, "the disk is sent");
-    let sent = &chunks[0].disks[0];
+    let sent = sent_in_a_small_datagram(&d);
     let h = sent
         .health
         .as_ref()
@@ -258,15 +215,6 @@ fn a_disk_whose_condition_does_not_fit_a_small_datagram_goes_without_its_reasons
     assert!(h.reasons.is_empty());
     assert_eq!(h.checked, d.health.as_ref().unwrap().checked);
     assert_eq!(sent.mountpoints, d.mountpoints, "what fits stays");
-    let bytes = encode(&Envelope {
-        body: Body::Inventory(chunks[0].clone()),
-        ..t
-    });
-    assert!(bytes.len() <= MIN_DATAGRAM, "{} bytes", bytes.len());
-    assert_eq!(
-        decode(&bytes).unwrap().body,
-        Body::Inventory(chunks[0].clone())
-    );
 }
 
 /// An inventory datagram of revision 3 (captured from the encode of commit fac0a99: a
