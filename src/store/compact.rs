@@ -173,19 +173,16 @@ impl Store {
 mod tests {
     use super::*;
     use crate::model::DiskRecord;
+    use crate::store::tests::disk;
 
     fn disks(n: usize, wave: usize) -> Vec<DiskRecord> {
         (0..n)
-            .map(|i| DiskRecord {
-                probe: Default::default(),
-                uuid: Some(format!("{i:08x}-0000-4000-8000-000000000000")),
-                label: Some(format!("wave{wave}-disk{i}-{}", "x".repeat(60))),
-                device: format!("/dev/sd{i}"),
-                fstype: Some("ext4".into()),
-                mountpoints: vec![],
-                hardware: Default::default(),
-                health: None,
-                fs: None,
+            .map(|i| {
+                disk(
+                    &format!("{i:08x}-0000-4000-8000-000000000000"),
+                    &format!("wave{wave}-disk{i}-{}", "x".repeat(60)),
+                    &format!("/dev/sd{i}"),
+                )
             })
             .collect()
     }

@@ -3,7 +3,9 @@ use super::*;
 use crate::model::{Hardware, Probe};
 use std::sync::atomic::Ordering;
 
-fn disk(uuid: &str, label: &str, dev: &str) -> DiskRecord {
+/// An ext4 disk with a UUID and a label, nothing else known (also for the compaction and
+/// health tests).
+pub(super) fn disk(uuid: &str, label: &str, dev: &str) -> DiskRecord {
     DiskRecord {
         probe: Default::default(),
         uuid: Some(uuid.into()),
@@ -126,17 +128,8 @@ fn liveness_of_hosts() {
     assert!(s.host_is_live(&me, 1_000_000, exp));
     assert!(!s.host_is_live("unknown", 1_000_000, exp));
     let mut p = PeerRecord {
-        node_id: "p".into(),
         node: "peer".into(),
-        addr: None,
-        first_seen: 0,
-        last_seen: 100_000,
-        gone: false,
-        legacy: false,
-        disks: 0,
-        key: None,
-        boot: 0,
-        sent_ms: 0,
+        ..peer_rec("p", 100_000)
     };
     s.upsert_peer(&p).unwrap();
     assert!(s.host_is_live("p", 105_000, exp));
@@ -167,14 +160,7 @@ fn data_survives_reopen() {
 fn wrong_schema_is_refused_and_left_alone() {
     let dir = tempfile::tempdir().unwrap();
     drop(Store::open(dir.path()).unwrap());
-    {
-        let db = sled_open(dir.path());
-        db.open_tree(META)
-            .unwrap()
-            .insert(KEY_SCHEMA, &b"99"[..])
-            .unwrap();
-        db.flush().unwrap();
-    }
+    write_schema(dir.path(), "99");
     let e = Store::open(dir.path()).unwrap_err();
     assert!(matches!(e, StoreError::Schema { .. }), "{e}");
     assert!(e.to_string().contains("99"));
@@ -288,10 +274,9 @@ fn an_unchanged_inventory_writes_nothing() {
     assert_eq!(s.records(), 2 + 3);
 }
 
-#[test]
-fn a_large_inventory_is_split_and_read_back_whole() {
-    let dir = tempfile::tempdir().unwrap();
-    let many: Vec<DiskRecord> = (0..3000)
+/// `n` disks, the `i`th with UUID `{i:08x}-uuid`, label `label {i}` and device `/dev/d{i}`.
+fn many_disks(n: usize) -> Vec<DiskRecord> {
+    (0..n)
         .map(|i| {
             disk(
                 &format!("{i:08x}-uuid"),
@@ -299,7 +284,13 @@ fn a_large_inventory_is_split_and_read_back_whole() {
                 &format!("/dev/d{i}"),
             )
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn a_large_inventory_is_split_and_read_back_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let many = many_disks(3000);
     {
         let s = Store::open(dir.path()).unwrap();
         s.replace_peer_inventory("big", "big-host", None, &many, 5)
@@ -326,6 +317,13 @@ fn a_large_inventory_is_split_and_read_back_whole() {
     assert_eq!(s.find("label 1").unwrap().len(), 1);
 }
 
+/// Each stay of a history: its device, first and last seen, and whether it is current.
+fn stays(h: &[Stay]) -> Vec<(&str, Millis, Millis, bool)> {
+    h.iter()
+        .map(|x| (x.device.as_str(), x.first_seen, x.last_seen, x.current))
+        .collect()
+}
+
 #[test]
 fn history_keeps_every_stay_newest_first() {
     let dir = tempfile::tempdir().unwrap();
@@ -340,12 +338,8 @@ fn history_keeps_every_stay_newest_first() {
         s.replace_local("h", None, &[disk(u, "x", "/dev/sdc1")], 3000)
             .unwrap();
         let h = s.history("aaaa-1111").unwrap();
-        let got: Vec<_> = h
-            .iter()
-            .map(|x| (x.device.as_str(), x.first_seen, x.last_seen, x.current))
-            .collect();
         assert_eq!(
-            got,
+            stays(&h),
             vec![
                 ("/dev/sdc1", 3000, 3000, true),
                 ("/dev/sdb1", 1000, 2000, false)
@@ -435,6 +429,13 @@ fn copy_of_fixture(name: &str) -> tempfile::TempDir {
     }
     std::fs::create_dir_all(dir.path().join("blobs")).unwrap();
     dir
+}
+
+/// `term` finds one sighting, of disk `want`.
+fn assert_finds_one(s: &Store, term: &str, want: &DiskRecord) {
+    let f = s.find(term).unwrap();
+    assert_eq!(f.len(), 1, "{term}: {f:?}");
+    assert_eq!(&f[0].disk, want, "{term}");
 }
 
 const FIXTURE_A: &str = "07964bbb2408b9270cc78230daa887cc";
@@ -539,11 +540,7 @@ fn assert_fixture(s: &Store) {
             path: "/srv/diskd/6fe176fb-83a0-4e4a-af6a-f578ca7a1f65".into(),
         })
     );
-    let one = |term: &str, want: &DiskRecord| {
-        let f = s.find(term).unwrap();
-        assert_eq!(f.len(), 1, "{term}: {f:?}");
-        assert_eq!(&f[0].disk, want, "{term}");
-    };
+    let one = |term: &str, want: &DiskRecord| assert_finds_one(s, term, want);
     one("6FE176FB-83a0-4e4a-af6a-f578ca7a1f65", &backup);
     one("a1b2c3d4-0000-4000-8000-0000000000c1", &big);
     one("my \"big\" disk 2", &big);
@@ -554,6 +551,17 @@ fn assert_fixture(s: &Store) {
     let h = s.history("backup").unwrap();
     assert_eq!(h.len(), 1);
     assert_eq!((h[0].first_seen, h[0].current), (1795688288055, true));
+}
+
+/// Set the schema of a closed store to `schema` (as another release, or a run interrupted
+/// after its commit point, left it).
+fn write_schema(path: &Path, schema: &str) {
+    let db = sled_open(path);
+    db.open_tree(META)
+        .unwrap()
+        .insert(KEY_SCHEMA, schema.as_bytes())
+        .unwrap();
+    db.flush().unwrap();
 }
 
 /// The schema and tree names of a closed store.
@@ -639,14 +647,7 @@ fn an_interrupted_conversion_is_redone_from_scratch() {
     // Died after the flip, before the old trees were dropped: they are dropped now.
     let dir = fixture_copy();
     drop(Store::open_until(dir.path(), migrate::Until::NewTrees).unwrap());
-    {
-        let db = sled_open(dir.path());
-        db.open_tree(META)
-            .unwrap()
-            .insert(KEY_SCHEMA, &b"6"[..])
-            .unwrap();
-        db.flush().unwrap();
-    }
+    write_schema(dir.path(), "6");
     assert_fixture(&Store::open(dir.path()).unwrap());
     let (schema, trees) = layout_of(dir.path());
     assert_eq!(schema, "6");
@@ -795,19 +796,9 @@ fn a_key_is_the_identity_byte_for_byte() {
             for s in serials {
                 for d in devices {
                     records.push(DiskRecord {
-                        probe: Default::default(),
                         uuid: u.map(Into::into),
                         label: Some("l".into()),
-                        device: d.into(),
-                        fstype: None,
-                        mountpoints: vec![],
-                        hardware: crate::model::Hardware {
-                            serial: s.map(Into::into),
-                            wwn: w.map(Into::into),
-                            ..Default::default()
-                        },
-                        health: None,
-                        fs: None,
+                        ..blank(d, s, w)
                     });
                 }
             }
@@ -1073,17 +1064,11 @@ fn hardware_round_trips_and_a_serial_keeps_its_entry_across_devices() {
     let f = s.find("USB-0001").unwrap();
     assert_eq!(f.len(), 1);
     assert_eq!((f[0].first_seen, &f[0].disk), (1000, &moved));
-    let h: Vec<_> = s
-        .history("USB-0001")
-        .unwrap()
-        .into_iter()
-        .map(|x| (x.device, x.first_seen, x.last_seen, x.current))
-        .collect();
     assert_eq!(
-        h,
+        stays(&s.history("USB-0001").unwrap()),
         vec![
-            ("/dev/sdc".to_string(), 4000, 4000, true),
-            ("/dev/sdb".to_string(), 1000, 3000, false)
+            ("/dev/sdc", 4000, 4000, true),
+            ("/dev/sdb", 1000, 3000, false)
         ]
     );
 }
@@ -1198,11 +1183,7 @@ fn assert_fixture_v3(s: &Store) {
             path: "/srv/diskd/5d6e7f80-1a2b-4c3d-8e9f-0a1b2c3d4e5f".into(),
         })
     );
-    let one = |term: &str, want: &DiskRecord| {
-        let f = s.find(term).unwrap();
-        assert_eq!(f.len(), 1, "{term}: {f:?}");
-        assert_eq!(&f[0].disk, want, "{term}");
-    };
+    let one = |term: &str, want: &DiskRecord| assert_finds_one(s, term, want);
     one("5D6E7F80-1a2b-4c3d-8e9f-0a1b2c3d4e5f", &backup);
     one("c0ffee00-0000-4000-8000-0000000000c3", &big);
     one("my \"big\" disk 3", &big);
@@ -1246,6 +1227,88 @@ fn assert_fixture_v3(s: &Store) {
     assert_eq!((h[0].host.as_str(), h[0].current), ("fixture-b", true));
 }
 
+/// A copy of fixture `name`, a store of schema `schema` with hosts `nodes` (none of them
+/// converted yet), opened once and closed: converted to schema 6 keeping everything
+/// (`assert_held`) without a host value written by the open itself, with every tree and
+/// every host marked current.
+#[track_caller]
+fn convert_fixture(
+    name: &str,
+    schema: &str,
+    nodes: &[&str],
+    assert_held: fn(&Store),
+) -> tempfile::TempDir {
+    let dir = copy_of_fixture(name);
+    assert_eq!(layout_of(dir.path()).0, schema);
+    assert_eq!(
+        current_marks(dir.path()),
+        nodes
+            .iter()
+            .map(|n| (n.to_string(), false))
+            .collect::<BTreeMap<_, _>>()
+    );
+    {
+        let s = Store::open(dir.path()).unwrap();
+        assert_held(&s);
+        assert_eq!(s.inner.host_writes.load(Ordering::Relaxed), 0);
+    }
+    let (schema, trees) = layout_of(dir.path());
+    assert_eq!(schema, "6");
+    for t in ["meta", "hosts", "peers", "attaches"] {
+        assert!(trees.iter().any(|x| x == t), "{t}: {trees:?}");
+    }
+    assert_converted(dir.path());
+    dir
+}
+
+/// A closed store is of schema 6, every host's chunk 0 marked current.
+#[track_caller]
+fn assert_converted(path: &Path) {
+    assert_eq!(layout_of(path).0, "6");
+    assert!(current_marks(path).values().all(|&v6| v6));
+}
+
+/// A conversion of a closed store of schema `schema` (3, 4 or 5) that rewrote one host and
+/// died before the schema flipped: the schema is still `schema`, one host marked current.
+#[track_caller]
+fn convert_one_host_and_die(path: &Path, schema: &str) {
+    drop(Store::open_until(path, migrate::Until::Hosts(1)).unwrap());
+    assert_eq!(layout_of(path).0, schema);
+    let marks = current_marks(path);
+    assert_eq!(marks.values().filter(|&&v| v).count(), 1, "{marks:?}");
+}
+
+/// Add to a closed store a host `node_id` named "peer" whose one disk is `peer` (seen from
+/// 5 to 6), as an older schema wrote it (`encode`: `migrate::encode_v4` or `encode_v5`).
+fn write_old_peer(
+    path: &Path,
+    node_id: &str,
+    peer: &DiskRecord,
+    encode: fn(&HostView<'_>, usize) -> Vec<Vec<u8>>,
+) {
+    let db = sled_open(path);
+    let entries = vec![layout::Entry {
+        key: peer.identity(),
+        s: Sighting {
+            node_id: node_id.into(),
+            host: "peer".into(),
+            addr: None,
+            disk: peer.clone(),
+            present: true,
+            first_seen: 5,
+            last_seen: 6,
+        },
+        since: 5,
+    }];
+    let chunks = layout::encode_entries("peer", None, &entries).unwrap();
+    let view = layout::HostView::decode(layout::unframed(&chunks[0])).unwrap();
+    let hosts = db.open_tree(HOSTS).unwrap();
+    for (i, c) in encode(&view, layout::CHUNK_BYTES).into_iter().enumerate() {
+        hosts.insert(chunk_key(node_id, i as u32), c).unwrap();
+    }
+    db.flush().unwrap();
+}
+
 /// Every key and value of tree `hosts` of a closed store.
 fn hosts_of(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
     let db = sled_open(path);
@@ -1256,6 +1319,15 @@ fn hosts_of(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
             let (k, v) = kv.unwrap();
             (k.to_vec(), v.to_vec())
         })
+        .collect()
+}
+
+/// The count (marked) each host's chunk 0 starts with, of `hosts_of` a store.
+fn chunk0_counts(hosts: &[(Vec<u8>, Vec<u8>)]) -> Vec<u32> {
+    hosts
+        .iter()
+        .filter(|(k, _)| parse_chunk_key(k).is_some_and(|(_, i)| i == 0))
+        .map(|(_, v)| u32::from_be_bytes(v[..4].try_into().unwrap()))
         .collect()
 }
 
@@ -1272,23 +1344,7 @@ fn current_marks(path: &Path) -> BTreeMap<String, bool> {
 
 #[test]
 fn a_schema_3_store_is_converted_keeping_everything() {
-    let dir = copy_of_fixture("store-v3");
-    assert_eq!(layout_of(dir.path()).0, "3");
-    assert_eq!(
-        current_marks(dir.path()),
-        BTreeMap::from([(V3_A.to_string(), false), (V3_B.to_string(), false)])
-    );
-    {
-        let s = Store::open(dir.path()).unwrap();
-        assert_fixture_v3(&s);
-        assert_eq!(s.inner.host_writes.load(Ordering::Relaxed), 0);
-    }
-    let (schema, trees) = layout_of(dir.path());
-    assert_eq!(schema, "6");
-    for t in ["meta", "hosts", "peers", "attaches"] {
-        assert!(trees.iter().any(|x| x == t), "{t}: {trees:?}");
-    }
-    assert!(current_marks(dir.path()).values().all(|&v4| v4));
+    let dir = convert_fixture("store-v3", "3", &[V3_A, V3_B], assert_fixture_v3);
     // Opened again as the schema-5 store it now is, and it goes on working: the moving
     // disk is found by its serial now that the watchers report it, keeping its history.
     let s = Store::open(dir.path()).unwrap();
@@ -1321,17 +1377,13 @@ fn reopening_a_converted_store_changes_nothing() {
 fn an_interrupted_schema_3_conversion_completes() {
     let dir = copy_of_fixture("store-v3");
     // A run that rewrote one host and died before the schema flipped.
-    drop(Store::open_until(dir.path(), migrate::Until::Hosts(1)).unwrap());
-    assert_eq!(layout_of(dir.path()).0, "3");
-    let marks = current_marks(dir.path());
-    assert_eq!(marks.values().filter(|&&v4| v4).count(), 1, "{marks:?}");
+    convert_one_host_and_die(dir.path(), "3");
     let converted = hosts_of(dir.path());
     {
         let s = Store::open(dir.path()).unwrap();
         assert_fixture_v3(&s);
     }
-    assert_eq!(layout_of(dir.path()).0, "6");
-    assert!(current_marks(dir.path()).values().all(|&v4| v4));
+    assert_converted(dir.path());
     // The host converted before the crash was left as it was.
     let after = hosts_of(dir.path());
     let first = converted
@@ -1377,14 +1429,7 @@ fn a_schema_3_store_left_with_schema_2_trees_drops_them() {
 fn a_store_from_a_newer_diskd_is_refused_untouched() {
     let dir = copy_of_fixture("store-v3");
     drop(Store::open(dir.path()).unwrap());
-    {
-        let db = sled_open(dir.path());
-        db.open_tree(META)
-            .unwrap()
-            .insert(KEY_SCHEMA, &b"7"[..])
-            .unwrap();
-        db.flush().unwrap();
-    }
+    write_schema(dir.path(), "7");
     let hosts = hosts_of(dir.path());
     let e = Store::open(dir.path()).unwrap_err();
     match &e {
@@ -1404,15 +1449,7 @@ fn a_large_schema_3_host_is_converted_whole() {
     // key past its last chunk, which a write would have removed), a small one, and one that
     // does not decode (left as it is, as schema 3 left it).
     let dir = tempfile::tempdir().unwrap();
-    let many: Vec<DiskRecord> = (0..3000)
-        .map(|i| {
-            disk(
-                &format!("{i:08x}-uuid"),
-                &format!("label {i}"),
-                &format!("/dev/d{i}"),
-            )
-        })
-        .collect();
+    let many = many_disks(3000);
     let mut moved = many.clone();
     moved[7].device = "/dev/moved7".into();
     let values: Vec<(String, Vec<Vec<u8>>)> = {
@@ -1584,6 +1621,41 @@ fn the_blank_disk_of_a_schema_3_store_keeps_its_entry_when_its_serial_is_read() 
     assert_eq!(s.history("0x5000000000000999").unwrap().len(), 1);
 }
 
+/// The disk labelled `backup` of the schema-4 and schema-5 fixtures: ext4, UUID `uuid`, at
+/// `device`, a virtual disk of 1 MiB.
+fn fixture_backup(uuid: &str, device: &str, probe: Probe) -> DiskRecord {
+    DiskRecord {
+        uuid: Some(uuid.into()),
+        label: Some("backup".into()),
+        device: device.into(),
+        fstype: Some("ext4".into()),
+        hardware: Hardware {
+            size: Some(1 << 20),
+            transport: Some("virtual".into()),
+            ..Hardware::default()
+        },
+        probe,
+        ..DiskRecord::default()
+    }
+}
+
+/// The disk `/dev/sdq` of the schema-4 and schema-5 fixtures: no filesystem, a 4 TB SATA
+/// disk with serial `serial` and WWN `wwn` (every hardware field known but its parent and
+/// backing file; its model another than `full_hardware`'s).
+fn fixture_sdq(serial: &str, wwn: &str, probe: Probe) -> DiskRecord {
+    DiskRecord {
+        device: "/dev/sdq".into(),
+        hardware: Hardware {
+            model: Some("ST4000DM004-2CV1".into()),
+            parent: None,
+            backing_file: None,
+            ..full_hardware(serial, wwn)
+        },
+        probe,
+        ..DiskRecord::default()
+    }
+}
+
 const V4_NODE: &str = "69b18685b2cf24b56c55a614f062fe11";
 
 /// Everything the schema-4 fixture holds (see tests/fixtures/store-v4/README.md), as read
@@ -1600,38 +1672,12 @@ fn assert_fixture_v4(s: &Store) {
         first_seen: t,
         last_seen: t,
     };
-    let backup = DiskRecord {
-        uuid: Some("5d6e7f80-1a2b-4c3d-8e9f-0a1b2c3d4e5f".into()),
-        label: Some("backup".into()),
-        device: "/dev/sdr".into(),
-        fstype: Some("ext4".into()),
-        mountpoints: vec![],
-        hardware: Hardware {
-            size: Some(1 << 20),
-            transport: Some("virtual".into()),
-            ..Hardware::default()
-        },
-        probe: Probe::Unknown,
-        health: None,
-        fs: None,
-    };
-    let sdq = DiskRecord {
-        device: "/dev/sdq".into(),
-        hardware: Hardware {
-            size: Some(4_000_787_030_016),
-            model: Some("ST4000DM004-2CV1".into()),
-            vendor: Some("ATA".into()),
-            serial: Some("ZFN0V4".into()),
-            wwn: Some("naa.5000c500deadbeef".into()),
-            transport: Some("sata".into()),
-            removable: Some(false),
-            rotational: Some(true),
-            parent: None,
-            backing_file: None,
-        },
-        probe: Probe::Unknown,
-        ..DiskRecord::default()
-    };
+    let backup = fixture_backup(
+        "5d6e7f80-1a2b-4c3d-8e9f-0a1b2c3d4e5f",
+        "/dev/sdr",
+        Probe::Unknown,
+    );
+    let sdq = fixture_sdq("ZFN0V4", "naa.5000c500deadbeef", Probe::Unknown);
     assert_eq!(s.sightings().unwrap(), vec![sig(backup), sig(sdq.clone())]);
     assert_eq!(s.host_seen(V4_NODE), Some(t));
     // Schema 4 called sdq blank for want of a filesystem; nobody saw it empty.
@@ -1642,23 +1688,7 @@ fn assert_fixture_v4(s: &Store) {
 
 #[test]
 fn a_schema_4_store_is_converted_keeping_everything_and_calling_nothing_blank() {
-    let dir = copy_of_fixture("store-v4");
-    assert_eq!(layout_of(dir.path()).0, "4");
-    assert_eq!(
-        current_marks(dir.path()),
-        BTreeMap::from([(V4_NODE.to_string(), false)])
-    );
-    {
-        let s = Store::open(dir.path()).unwrap();
-        assert_fixture_v4(&s);
-        assert_eq!(s.inner.host_writes.load(Ordering::Relaxed), 0);
-    }
-    let (schema, trees) = layout_of(dir.path());
-    assert_eq!(schema, "6");
-    for t in ["meta", "hosts", "peers", "attaches"] {
-        assert!(trees.iter().any(|x| x == t), "{t}: {trees:?}");
-    }
-    assert!(current_marks(dir.path()).values().all(|&v5| v5));
+    let dir = convert_fixture("store-v4", "4", &[V4_NODE], assert_fixture_v4);
     // Reopened as schema 5: nothing rewritten, and the watchers' next report (sdq probed
     // and found empty) is a change that is kept.
     let hosts = hosts_of(dir.path());
@@ -1683,61 +1713,29 @@ fn a_schema_4_store_is_converted_keeping_everything_and_calling_nothing_blank() 
 fn an_interrupted_schema_4_conversion_completes_and_a_schema_4_reader_skips_converted_hosts() {
     // Two hosts written as schema 4 wrote them (the fixture's, and a peer's).
     let dir = copy_of_fixture("store-v4");
-    {
-        let db = sled_open(dir.path());
-        let peer = DiskRecord {
-            uuid: Some("0b0b0b0b-1111-4222-8333-444455556666".into()),
-            device: "/dev/sdd1".into(),
-            hardware: Hardware {
-                serial: Some("PEER-1".into()),
-                ..Hardware::default()
-            },
-            ..DiskRecord::default()
-        };
-        let entries = vec![layout::Entry {
-            key: peer.identity(),
-            s: Sighting {
-                node_id: "ffffffffffffffffffffffffffffffff".into(),
-                host: "peer".into(),
-                addr: None,
-                disk: peer.clone(),
-                present: true,
-                first_seen: 5,
-                last_seen: 6,
-            },
-            since: 5,
-        }];
-        let chunks = layout::encode_entries("peer", None, &entries).unwrap();
-        let view = layout::HostView::decode(layout::unframed(&chunks[0])).unwrap();
-        let hosts = db.open_tree(HOSTS).unwrap();
-        for (i, c) in migrate::encode_v4(&view, layout::CHUNK_BYTES)
-            .into_iter()
-            .enumerate()
-        {
-            hosts
-                .insert(chunk_key("ffffffffffffffffffffffffffffffff", i as u32), c)
-                .unwrap();
-        }
-        db.flush().unwrap();
-    }
+    let peer = DiskRecord {
+        uuid: Some("0b0b0b0b-1111-4222-8333-444455556666".into()),
+        device: "/dev/sdd1".into(),
+        hardware: Hardware {
+            serial: Some("PEER-1".into()),
+            ..Hardware::default()
+        },
+        ..DiskRecord::default()
+    };
+    write_old_peer(
+        dir.path(),
+        "ffffffffffffffffffffffffffffffff",
+        &peer,
+        migrate::encode_v4,
+    );
     // A run that rewrote one host and died before the schema flipped.
-    drop(Store::open_until(dir.path(), migrate::Until::Hosts(1)).unwrap());
-    assert_eq!(layout_of(dir.path()).0, "4");
-    let marks = current_marks(dir.path());
-    assert_eq!(marks.values().filter(|&&v5| v5).count(), 1, "{marks:?}");
+    convert_one_host_and_die(dir.path(), "4");
     // What schema 4 would read of it now: the host still v4 whole, the converted one
     // nothing (never misread).
-    let hosts = hosts_of(dir.path());
-    let chunk0s: Vec<sled::IVec> = hosts
-        .iter()
-        .filter(|(k, _)| parse_chunk_key(k).is_some_and(|(_, i)| i == 0))
-        .map(|(_, v)| sled::IVec::from(v.clone()))
-        .collect();
-    let v4_read: Vec<bool> = chunk0s
-        .iter()
-        .map(|c| {
+    let v4_read: Vec<bool> = chunk0_counts(&hosts_of(dir.path()))
+        .into_iter()
+        .map(|count| {
             // schema 4's `join_chunks`: its mark is the high bit, the rest the count
-            let count = u32::from_be_bytes(c[..4].try_into().unwrap());
             count & layout::FRAME_V4 == layout::FRAME_V4
                 && (count & !layout::FRAME_V4) as usize <= 1
         })
@@ -1752,8 +1750,7 @@ fn an_interrupted_schema_4_conversion_completes_and_a_schema_4_reader_skips_conv
         assert_eq!(peer[0].disk.probe, Probe::Unknown);
         assert_eq!(s.find("ZFN0V4").unwrap().len(), 1);
     }
-    assert_eq!(layout_of(dir.path()).0, "6");
-    assert!(current_marks(dir.path()).values().all(|&v5| v5));
+    assert_converted(dir.path());
 }
 
 const V5_NODE: &str = "7198cf448f34a5f987ba334b8d32d275";
@@ -1773,49 +1770,20 @@ fn assert_fixture_v5(s: &Store) {
         first_seen,
         last_seen,
     };
-    let backup = DiskRecord {
-        uuid: Some("7a8b9c0d-1e2f-4a3b-8c4d-5e6f7a8b9c0d".into()),
-        label: Some("backup".into()),
-        device: "/dev/sds".into(),
-        fstype: Some("ext4".into()),
-        hardware: Hardware {
-            size: Some(1 << 20),
-            transport: Some("virtual".into()),
-            ..Hardware::default()
-        },
-        probe: Probe::Signature,
-        ..DiskRecord::default()
-    };
-    let sdq = DiskRecord {
-        device: "/dev/sdq".into(),
-        hardware: Hardware {
-            size: Some(4_000_787_030_016),
-            model: Some("ST4000DM004-2CV1".into()),
-            vendor: Some("ATA".into()),
-            serial: Some("ZFN0V5".into()),
-            wwn: Some("naa.5000c500feedf00d".into()),
-            transport: Some("sata".into()),
-            removable: Some(false),
-            rotational: Some(true),
-            parent: None,
-            backing_file: None,
-        },
-        probe: Probe::Failed,
-        ..DiskRecord::default()
-    };
+    let backup = fixture_backup(
+        "7a8b9c0d-1e2f-4a3b-8c4d-5e6f7a8b9c0d",
+        "/dev/sds",
+        Probe::Signature,
+    );
+    let sdq = fixture_sdq("ZFN0V5", "naa.5000c500feedf00d", Probe::Failed);
     let all = s.sightings().unwrap();
     assert_eq!(all, vec![sig(backup, t1, t2), sig(sdq, t1, t1)]);
     assert!(all
         .iter()
         .all(|x| x.disk.health.is_none() && x.disk.fs.is_none()));
     assert_eq!(s.host_seen(V5_NODE), Some(t2));
-    let h = s.history("backup").unwrap();
-    let stays: Vec<_> = h
-        .iter()
-        .map(|x| (x.device.as_str(), x.first_seen, x.last_seen, x.current))
-        .collect();
     assert_eq!(
-        stays,
+        stays(&s.history("backup").unwrap()),
         vec![("/dev/sds", t2, t2, true), ("/dev/sdr", t1, t1, false)]
     );
     assert_eq!(s.history("ZFN0V5").unwrap().len(), 1);
@@ -1832,23 +1800,7 @@ fn assert_fixture_v5(s: &Store) {
 
 #[test]
 fn a_schema_5_store_is_converted_keeping_every_disk_and_its_history() {
-    let dir = copy_of_fixture("store-v5");
-    assert_eq!(layout_of(dir.path()).0, "5");
-    assert_eq!(
-        current_marks(dir.path()),
-        BTreeMap::from([(V5_NODE.to_string(), false)])
-    );
-    {
-        let s = Store::open(dir.path()).unwrap();
-        assert_fixture_v5(&s);
-        assert_eq!(s.inner.host_writes.load(Ordering::Relaxed), 0);
-    }
-    let (schema, trees) = layout_of(dir.path());
-    assert_eq!(schema, "6");
-    for t in ["meta", "hosts", "peers", "attaches"] {
-        assert!(trees.iter().any(|x| x == t), "{t}: {trees:?}");
-    }
-    assert!(current_marks(dir.path()).values().all(|&v6| v6));
+    let dir = convert_fixture("store-v5", "5", &[V5_NODE], assert_fixture_v5);
     // Reopened as schema 6: nothing rewritten; the watchers' next report (sdq read by the
     // SMART watcher, the filesystem's usage) is a change that is kept, with its reading.
     let hosts = hosts_of(dir.path());
@@ -1932,57 +1884,28 @@ fn stores_of_schemas_2_to_5_all_end_at_schema_6() {
 fn an_interrupted_schema_5_conversion_completes_and_a_schema_5_reader_skips_converted_hosts() {
     // Two hosts written as schema 5 wrote them (the fixture's, and a peer's).
     let dir = copy_of_fixture("store-v5");
-    {
-        let db = sled_open(dir.path());
-        let peer = DiskRecord {
-            uuid: Some("0c0c0c0c-1111-4222-8333-444455556666".into()),
-            device: "/dev/sde1".into(),
-            hardware: Hardware {
-                serial: Some("PEER-5".into()),
-                ..Hardware::default()
-            },
-            probe: Probe::Signature,
-            ..DiskRecord::default()
-        };
-        let entries = vec![layout::Entry {
-            key: peer.identity(),
-            s: Sighting {
-                node_id: "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee".into(),
-                host: "peer".into(),
-                addr: None,
-                disk: peer.clone(),
-                present: true,
-                first_seen: 5,
-                last_seen: 6,
-            },
-            since: 5,
-        }];
-        let chunks = layout::encode_entries("peer", None, &entries).unwrap();
-        let view = layout::HostView::decode(layout::unframed(&chunks[0])).unwrap();
-        let hosts = db.open_tree(HOSTS).unwrap();
-        for (i, c) in migrate::encode_v5(&view, layout::CHUNK_BYTES)
-            .into_iter()
-            .enumerate()
-        {
-            hosts
-                .insert(chunk_key("eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee", i as u32), c)
-                .unwrap();
-        }
-        db.flush().unwrap();
-    }
+    let peer = DiskRecord {
+        uuid: Some("0c0c0c0c-1111-4222-8333-444455556666".into()),
+        device: "/dev/sde1".into(),
+        hardware: Hardware {
+            serial: Some("PEER-5".into()),
+            ..Hardware::default()
+        },
+        probe: Probe::Signature,
+        ..DiskRecord::default()
+    };
+    write_old_peer(
+        dir.path(),
+        "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee",
+        &peer,
+        migrate::encode_v5,
+    );
     // A run that rewrote one host and died before the schema flipped.
-    drop(Store::open_until(dir.path(), migrate::Until::Hosts(1)).unwrap());
-    assert_eq!(layout_of(dir.path()).0, "5");
-    let marks = current_marks(dir.path());
-    assert_eq!(marks.values().filter(|&&v6| v6).count(), 1, "{marks:?}");
+    convert_one_host_and_die(dir.path(), "5");
     // What schema 5 (and 4) would read of it now: the host still v5 whole, the converted
     // one nothing (never misread).
     let hosts = hosts_of(dir.path());
-    let counts: Vec<u32> = hosts
-        .iter()
-        .filter(|(k, _)| parse_chunk_key(k).is_some_and(|(_, i)| i == 0))
-        .map(|(_, v)| u32::from_be_bytes(v[..4].try_into().unwrap()))
-        .collect();
+    let counts = chunk0_counts(&hosts);
     // schema 5's `join_framed`: both high bits its mark, the rest the count.
     let v5_read = counts
         .iter()
@@ -2005,8 +1928,7 @@ fn an_interrupted_schema_5_conversion_completes_and_a_schema_5_reader_skips_conv
         assert_eq!(s.find_host("fixture-v5").unwrap().len(), 2);
         assert_eq!(s.history("backup").unwrap().len(), 2);
     }
-    assert_eq!(layout_of(dir.path()).0, "6");
-    assert!(current_marks(dir.path()).values().all(|&v6| v6));
+    assert_converted(dir.path());
 }
 
 #[test]
@@ -2106,6 +2028,15 @@ fn health_and_usage_are_stored_and_each_new_reading_is_kept_newest_first() {
     assert_eq!(s.health_log("SER-1").unwrap().len(), MAX_READINGS);
 }
 
+/// When each reading of the health log `term` finds was taken, newest first.
+fn checked(s: &Store, term: &str) -> Vec<u64> {
+    s.health_log(term)
+        .unwrap()
+        .iter()
+        .map(|p| p.checked)
+        .collect()
+}
+
 #[test]
 fn a_disk_that_moved_brings_its_readings_and_a_shared_label_answers_one_disk() {
     let dir = tempfile::tempdir().unwrap();
@@ -2130,26 +2061,12 @@ fn a_disk_that_moved_brings_its_readings_and_a_shared_label_answers_one_disk() {
         .unwrap();
     s.replace_peer_inventory("p2", "host-2", None, &[moving(3000), other], 4)
         .unwrap();
-    let log: Vec<u64> = s
-        .health_log("MOVER")
-        .unwrap()
-        .iter()
-        .map(|p| p.checked)
-        .collect();
+    let log = checked(&s, "MOVER");
     assert_eq!(log, vec![3000, 2000, 1000]);
     // Two disks labelled "shared": the one read last answers, never a mix.
-    let shared: Vec<u64> = s
-        .health_log("shared")
-        .unwrap()
-        .iter()
-        .map(|p| p.checked)
-        .collect();
-    assert_eq!(shared, log);
-    let other: Vec<u64> = s
-        .health_log("bbbbbbbb-0000-4000-8000-000000000002")
-        .unwrap()
-        .iter()
-        .map(|p| p.checked)
-        .collect();
-    assert_eq!(other, vec![100]);
+    assert_eq!(checked(&s, "shared"), log);
+    assert_eq!(
+        checked(&s, "bbbbbbbb-0000-4000-8000-000000000002"),
+        vec![100]
+    );
 }

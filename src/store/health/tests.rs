@@ -1,5 +1,6 @@
 use super::*;
 use crate::model::DiskRecord;
+use crate::store::tests::disk;
 use std::process::Command;
 
 #[test]
@@ -43,16 +44,12 @@ fn while_failing_only_a_rewrite_makes_writes_durable() {
 
 fn disks(n: usize, tag: &str) -> Vec<DiskRecord> {
     (0..n)
-        .map(|i| DiskRecord {
-            probe: Default::default(),
-            uuid: Some(format!("{i:08x}-{tag}-0000-0000-000000000000")),
-            label: Some(format!("{tag}-{i}-{}", "x".repeat(100))),
-            device: format!("/dev/{tag}{i}"),
-            fstype: Some("ext4".into()),
-            mountpoints: vec![],
-            hardware: Default::default(),
-            health: None,
-            fs: None,
+        .map(|i| {
+            disk(
+                &format!("{i:08x}-{tag}-0000-0000-000000000000"),
+                &format!("{tag}-{i}-{}", "x".repeat(100)),
+                &format!("/dev/{tag}{i}"),
+            )
         })
         .collect()
 }
