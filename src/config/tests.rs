@@ -12,6 +12,13 @@ fn load_yaml(yaml: &str, args: &DaemonArgs) -> Result<Config, ConfigError> {
     Config::load(Some(f.path()), None, args)
 }
 
+/// The error loading `yaml` with `args` gives: one line.
+fn load_error(yaml: &str, args: &DaemonArgs) -> String {
+    let e = load_yaml(yaml, args).unwrap_err().to_string();
+    assert!(!e.contains('\n'), "multi-line error: {e:?}");
+    e
+}
+
 #[test]
 fn defaults_match_the_interface() {
     let c = Config::load(None, None, &DaemonArgs::default()).unwrap();
@@ -249,11 +256,8 @@ fn the_session_share_defaults_to_32_and_must_be_a_count() {
             "control.max_sessions_per_user: a list is not a number",
         ),
     ] {
-        let e = load_yaml(&format!("control:\n  max_sessions_per_user: {value}\n"), &d)
-            .unwrap_err()
-            .to_string();
+        let e = load_error(&format!("control:\n  max_sessions_per_user: {value}\n"), &d);
         assert!(e.contains(want), "{value}: {e}");
-        assert!(!e.contains('\n'), "{value}: {e:?}");
     }
 }
 
@@ -363,12 +367,11 @@ fn hooks_parse_with_defaults_and_bad_entries_name_their_key() {
     let keyed = "security:\n  key_files: [/k]\n";
     for (entry, want) in cases {
         let yaml = format!("{keyed}hooks:\n{ok}{entry}");
-        let e = load_yaml(&yaml, &d).unwrap_err().to_string();
+        let e = load_error(&yaml, &d);
         assert!(
             e.starts_with(want),
             "{yaml:?} gave {e:?}, expected {want:?}"
         );
-        assert!(!e.contains('\n'), "multi-line error: {e:?}");
     }
     // Peer events with a disk event besides: `match` applies to the disk events.
     load_yaml(
@@ -414,20 +417,15 @@ fn peer_limits_default_and_are_bounded() {
 #[test]
 fn without_keys_a_hook_on_peers_events_must_accept_them_unsealed() {
     let d = DaemonArgs::default();
-    let e = load_yaml(
+    let e = load_error(
         "hooks:\n- {on: [appeared], local: true, run: x}\n- {on: [appeared], run: x}\n",
         &d,
-    )
-    .unwrap_err()
-    .to_string();
+    );
     assert!(
         e.starts_with("hooks[1]: runs on other hosts' events"),
         "{e}"
     );
-    assert!(
-        e.contains("allow_unsealed: true") && !e.contains('\n'),
-        "{e}"
-    );
+    assert!(e.contains("allow_unsealed: true"), "{e}");
     let c = load_yaml(
         "hooks:\n- {on: [appeared], local: true, run: x}\n\
          - {on: [peer-live], allow_unsealed: true, run: x}\n",
@@ -590,11 +588,8 @@ fn http_is_off_by_default_and_needs_a_token_off_loopback() {
         ),
     ];
     for (yaml, want) in cases {
-        let e = load_yaml(yaml, &DaemonArgs::default())
-            .unwrap_err()
-            .to_string();
+        let e = load_error(yaml, &DaemonArgs::default());
         assert!(e.contains(want), "{yaml:?} gave {e:?}, expected {want:?}");
-        assert!(!e.contains('\n'), "multi-line error: {e:?}");
     }
 }
 

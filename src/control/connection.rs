@@ -110,46 +110,45 @@ mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
 
+    /// A connection over one end of a socket pair, and the client's end.
+    fn connected() -> (Connection, UnixStream) {
+        let (server, client) = UnixStream::pair().unwrap();
+        (Connection::new(server), client)
+    }
+
+    /// A whole line of text, as `read_line` gives it.
+    fn text(line: &str) -> Option<Line> {
+        Some(Line::Text(line.into()))
+    }
+
     #[tokio::test]
     async fn a_read_cancelled_half_way_loses_nothing() {
-        let (server, mut client) = UnixStream::pair().unwrap();
-        let mut conn = Connection::new(server);
+        let (mut conn, mut client) = connected();
         client.write_all(b"sta").await.unwrap();
         // The read takes "sta", then waits for the rest; cancel it there.
         let cancelled = tokio::time::timeout(Duration::from_millis(50), conn.read_line()).await;
         assert!(cancelled.is_err(), "no line is complete yet");
         client.write_all(b"tus\n").await.unwrap();
-        assert_eq!(
-            conn.read_line().await.unwrap(),
-            Some(Line::Text("status".into()))
-        );
+        assert_eq!(conn.read_line().await.unwrap(), text("status"));
     }
 
     #[tokio::test]
     async fn an_overlong_line_is_reported_once_and_the_next_line_is_whole() {
-        let (server, mut client) = UnixStream::pair().unwrap();
-        let mut conn = Connection::new(server);
+        let (mut conn, mut client) = connected();
         let mut long = vec![b'x'; MAX_LINE + 1];
         long.extend_from_slice(b"\nping\n");
         client.write_all(&long).await.unwrap();
         assert_eq!(conn.read_line().await.unwrap(), Some(Line::TooLong));
-        assert_eq!(
-            conn.read_line().await.unwrap(),
-            Some(Line::Text("ping".into()))
-        );
+        assert_eq!(conn.read_line().await.unwrap(), text("ping"));
     }
 
     #[tokio::test]
     async fn a_line_not_utf8_is_reported_and_a_last_line_without_newline_is_whole() {
-        let (server, mut client) = UnixStream::pair().unwrap();
-        let mut conn = Connection::new(server);
+        let (mut conn, mut client) = connected();
         client.write_all(b"li\xffst\r\nhelp").await.unwrap();
         client.shutdown().await.unwrap();
         assert_eq!(conn.read_line().await.unwrap(), Some(Line::NotUtf8));
-        assert_eq!(
-            conn.read_line().await.unwrap(),
-            Some(Line::Text("help".into()))
-        );
+        assert_eq!(conn.read_line().await.unwrap(), text("help"));
         assert_eq!(conn.read_line().await.unwrap(), None);
     }
 }

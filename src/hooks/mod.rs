@@ -69,6 +69,16 @@ struct Shared {
 }
 
 impl Shared {
+    /// Nothing counted yet for any of `config`'s hooks.
+    fn new(config: Arc<Config>) -> Shared {
+        Shared {
+            counters: config.hooks.iter().map(|_| Counters::default()).collect(),
+            config,
+            queued: AtomicU64::new(0),
+            missed: AtomicU64::new(0),
+        }
+    }
+
     fn hook(&self, index: usize) -> &Hook {
         &self.config.hooks[index]
     }
@@ -214,17 +224,7 @@ struct Job {
 /// Start the hooks service. It subscribes to the fleet bus here, before returning: call it
 /// before the services that publish on the bus start, so their first events are seen.
 pub fn spawn(deps: Deps, tracker: &TaskTracker) -> HooksHandle {
-    let shared = Arc::new(Shared {
-        counters: deps
-            .config
-            .hooks
-            .iter()
-            .map(|_| Counters::default())
-            .collect(),
-        config: deps.config.clone(),
-        queued: AtomicU64::new(0),
-        missed: AtomicU64::new(0),
-    });
+    let shared = Arc::new(Shared::new(deps.config.clone()));
     let handle = HooksHandle {
         shared: shared.clone(),
     };
@@ -514,6 +514,8 @@ mod tests {
     use super::*;
     use crate::model::fleet::Host;
     use crate::model::{DiskRecord, FleetEventKind};
+    use std::collections::HashMap;
+    use std::ffi::OsString;
 
     /// A config with `yaml`'s hooks, as a daemon with keys has it (the key file is only
     /// read when the daemon starts).
@@ -548,17 +550,21 @@ mod tests {
         }
     }
 
+    /// The environment a run of one of `c`'s hooks gets for `e`, by name.
+    fn environment(c: &Config, e: &FleetEvent) -> HashMap<&'static str, OsString> {
+        let node = NodeInfo::new("node", "00000000000000000000000000000002");
+        run::Runner::new(c, &node)
+            .environment(e)
+            .into_iter()
+            .collect()
+    }
+
     #[tokio::test]
     async fn a_lagging_bus_and_a_full_queue_are_counted_never_waited_for() {
         let c = Arc::new(config(
             "hooks:\n- {on: [appeared], run: x}\n- {on: [vanished], run: x}\n",
         ));
-        let shared = Arc::new(Shared {
-            counters: c.hooks.iter().map(|_| Counters::default()).collect(),
-            config: c,
-            queued: AtomicU64::new(0),
-            missed: AtomicU64::new(0),
-        });
+        let shared = Arc::new(Shared::new(c));
         let (tx, rx) = broadcast::channel(4);
         let (jobs, mut queue) = mpsc::channel(2);
         let ev = |k| {
@@ -650,13 +656,10 @@ mod tests {
             runs_on(strict, &mine),
             "this machine's own events are trusted"
         );
-        let runner = run::Runner::new(
-            &c,
-            &NodeInfo::new("node", "00000000000000000000000000000002"),
-        );
         let env = |e: &FleetEvent| -> String {
-            let vars: std::collections::HashMap<_, _> = runner.environment(e).into_iter().collect();
-            vars["DISKD_SEALED"].to_string_lossy().into_owned()
+            environment(&c, e)["DISKD_SEALED"]
+                .to_string_lossy()
+                .into_owned()
         };
         assert_eq!(env(&sealed), "1");
         assert_eq!(env(&unsealed), "0");
@@ -666,12 +669,7 @@ mod tests {
     #[tokio::test]
     async fn an_unsealed_event_a_hook_refuses_is_counted_not_queued() {
         let c = Arc::new(config("hooks:\n- {on: [appeared], run: x}\n"));
-        let shared = Arc::new(Shared {
-            counters: vec![Counters::default()],
-            config: c,
-            queued: AtomicU64::new(0),
-            missed: AtomicU64::new(0),
-        });
+        let shared = Arc::new(Shared::new(c));
         let (tx, rx) = broadcast::channel(8);
         let (jobs, mut queue) = mpsc::channel(8);
         let h = Host {
@@ -717,11 +715,7 @@ mod tests {
         assert!(matches(wwn, &e));
         let bare = config("hooks:\n- {on: [appeared], match: '5000c500a1b2*', run: x}\n");
         assert!(matches(&bare.hooks[0], &e), "the WWN without its prefix");
-        let runner = run::Runner::new(
-            &c,
-            &NodeInfo::new("node", "00000000000000000000000000000002"),
-        );
-        let env: std::collections::HashMap<_, _> = runner.environment(&e).into_iter().collect();
+        let env = environment(&c, &e);
         assert_eq!(env["DISKD_SERIAL"], "ZFN0A1B2");
         assert_eq!(env["DISKD_WWN"], "naa.5000c500a1b2c3d4");
         assert_eq!(env["DISKD_SIZE"], "4000787030016");
@@ -762,11 +756,7 @@ mod tests {
         let mut e = event(&d);
         e.health_was = Some(HealthState::Ok);
         assert!(matches(h, &e));
-        let runner = run::Runner::new(
-            &c,
-            &NodeInfo::new("node", "00000000000000000000000000000002"),
-        );
-        let env: std::collections::HashMap<_, _> = runner.environment(&e).into_iter().collect();
+        let env = environment(&c, &e);
         assert_eq!(env["DISKD_EVENT"], "health-changed");
         assert_eq!(env["DISKD_HEALTH"], "failing");
         assert_eq!(

@@ -483,51 +483,10 @@ fn usb_serial(real_root: &Path, dir: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fake_sysfs::FakeSysfs;
 
-    /// A fake sysfs in a temporary directory, built like the real one: real directories
-    /// under `devices/`, relative symlinks in `class/block/` and for `device`.
-    struct Sysfs {
-        dir: tempfile::TempDir,
-    }
-
-    impl Sysfs {
-        fn new() -> Sysfs {
-            let sys = Sysfs {
-                dir: tempfile::tempdir().unwrap(),
-            };
-            std::fs::create_dir_all(sys.root().join("class/block")).unwrap();
-            sys
-        }
-
-        fn root(&self) -> &Path {
-            self.dir.path()
-        }
-
-        /// Writes `rel` (below the root), creating its directories.
-        fn file(&self, rel: &str, content: impl AsRef<[u8]>) {
-            let path = self.root().join(rel);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, content).unwrap();
-        }
-
-        /// A relative symlink at `rel` to `target` (both below the root).
-        fn link(&self, rel: &str, target: &str) {
-            let path = self.root().join(rel);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            let depth = Path::new(rel).components().count() - 1;
-            let up = "../".repeat(depth);
-            std::os::unix::fs::symlink(format!("{up}{target}"), path).unwrap();
-        }
-
-        /// A block device directory `devpath` (below the root) named `class/block/NAME`,
-        /// with its `size` in sectors and `dev`.
-        fn block(&self, devpath: &str, size: u64, dev: &str) {
-            let name = devpath.rsplit('/').next().unwrap();
-            self.file(&format!("{devpath}/size"), format!("{size}\n"));
-            self.file(&format!("{devpath}/dev"), format!("{dev}\n"));
-            self.link(&format!("class/block/{name}"), devpath);
-        }
-
+    impl FakeSysfs {
+        /// What the hardware watcher reads of the whole tree.
         fn read(&self) -> Vec<HardwareInfo> {
             read_sysfs(self.root(), |_| true).unwrap()
         }
@@ -548,7 +507,7 @@ mod tests {
     }
 
     /// A SATA SSD with two partitions, as a 2.5" disk on an Intel AHCI controller shows it.
-    fn sata(sys: &Sysfs) {
+    fn sata(sys: &FakeSysfs) {
         let sda = format!("{SATA}/block/sda");
         sys.block(&sda, 1_953_525_168, "8:0");
         sys.file(&format!("{sda}/removable"), "0\n");
@@ -568,7 +527,7 @@ mod tests {
         }
     }
 
-    fn nvme(sys: &Sysfs) {
+    fn nvme(sys: &FakeSysfs) {
         let ns = format!("{NVME}/nvme0n1");
         sys.block(&ns, 1_000_215_216, "259:0");
         sys.file(&format!("{ns}/removable"), "0\n");
@@ -584,7 +543,7 @@ mod tests {
 
     /// A USB stick: the SCSI device knows model and vendor, the USB device the serial; the
     /// root hub above has a "serial" of its own that must not be taken.
-    fn usb(sys: &Sysfs) {
+    fn usb(sys: &FakeSysfs) {
         let scsi = format!("{USB}/1-1:1.0/host2/target2:0:0/2:0:0:0");
         let sdb = format!("{scsi}/block/sdb");
         sys.block(&sdb, 60_063_744, "8:16");
@@ -602,7 +561,7 @@ mod tests {
         );
     }
 
-    fn virtio(sys: &Sysfs) {
+    fn virtio(sys: &FakeSysfs) {
         let vda = format!("{VIRTIO}/block/vda");
         sys.block(&vda, 536_870_912, "254:0");
         // virtio-blk writes its serial without a newline.
@@ -614,7 +573,7 @@ mod tests {
     }
 
     /// An attached loop device whose image was deleted, an unattached one, a RAM disk.
-    fn loops(sys: &Sysfs) {
+    fn loops(sys: &FakeSysfs) {
         sys.block("devices/virtual/block/loop3", 204_800, "7:3");
         sys.file(
             "devices/virtual/block/loop3/loop/backing_file",
@@ -625,7 +584,7 @@ mod tests {
         sys.block("devices/virtual/block/ram0", 8192, "1:0");
     }
 
-    fn mmc(sys: &Sysfs) {
+    fn mmc(sys: &FakeSysfs) {
         let blk = format!("{MMC}/block/mmcblk0");
         sys.block(&blk, 62_521_344, "179:0");
         sys.link(&format!("{blk}/device"), MMC);
@@ -633,8 +592,8 @@ mod tests {
         sys.file(&format!("{MMC}/serial"), "0x1234abcd\n");
     }
 
-    fn machine() -> Sysfs {
-        let sys = Sysfs::new();
+    fn machine() -> FakeSysfs {
+        let sys = FakeSysfs::new();
         sata(&sys);
         nvme(&sys);
         usb(&sys);
@@ -648,6 +607,15 @@ mod tests {
         all.iter()
             .find(|d| d.device == device)
             .unwrap_or_else(|| panic!("{device} missing from {all:#?}"))
+    }
+
+    /// What sysfs says of `device`, numbered `devno`.
+    fn info(device: &str, devno: (u32, u32), hardware: Hardware) -> HardwareInfo {
+        HardwareInfo {
+            device: device.into(),
+            devno,
+            hardware,
+        }
     }
 
     fn s(text: &str) -> Option<String> {
@@ -675,15 +643,15 @@ mod tests {
 
     #[test]
     fn sata_disk_with_a_vpd_serial_and_padded_model() {
-        let sys = Sysfs::new();
+        let sys = FakeSysfs::new();
         sata(&sys);
         let all = sys.read();
         assert_eq!(
             get(&all, "/dev/sda"),
-            &HardwareInfo {
-                device: "/dev/sda".into(),
-                devno: (8, 0),
-                hardware: Hardware {
+            &info(
+                "/dev/sda",
+                (8, 0),
+                Hardware {
                     size: Some(1_953_525_168 * 512),
                     model: s("WDC WD10EZEX-08W"),
                     vendor: s("ATA"),
@@ -694,14 +662,14 @@ mod tests {
                     rotational: Some(true),
                     parent: None,
                     backing_file: None,
-                },
-            }
+                }
+            )
         );
     }
 
     #[test]
     fn partitions_inherit_how_the_disk_is_attached_but_not_its_identity() {
-        let sys = Sysfs::new();
+        let sys = FakeSysfs::new();
         sata(&sys);
         let all = sys.read();
         for (dev, devno, size) in [
@@ -710,32 +678,32 @@ mod tests {
         ] {
             assert_eq!(
                 get(&all, dev),
-                &HardwareInfo {
-                    device: dev.into(),
+                &info(
+                    dev,
                     devno,
-                    hardware: Hardware {
+                    Hardware {
                         size: Some(size),
                         transport: s("sata"),
                         removable: Some(false),
                         rotational: Some(true),
                         parent: s("/dev/sda"),
                         ..Hardware::default()
-                    },
-                }
+                    }
+                )
             );
         }
     }
 
     #[test]
     fn nvme_namespace_with_controller_model_and_serial() {
-        let sys = Sysfs::new();
+        let sys = FakeSysfs::new();
         nvme(&sys);
         assert_eq!(
             sys.read(),
-            [HardwareInfo {
-                device: "/dev/nvme0n1".into(),
-                devno: (259, 0),
-                hardware: Hardware {
+            [info(
+                "/dev/nvme0n1",
+                (259, 0),
+                Hardware {
                     size: Some(1_000_215_216 * 512),
                     model: s("Samsung SSD 970 EVO Plus 1TB"),
                     vendor: None,
@@ -746,21 +714,21 @@ mod tests {
                     rotational: Some(false),
                     parent: None,
                     backing_file: None,
-                },
-            }]
+                }
+            )]
         );
     }
 
     #[test]
     fn usb_stick_takes_the_serial_of_its_usb_device_not_the_hub() {
-        let sys = Sysfs::new();
+        let sys = FakeSysfs::new();
         usb(&sys);
         assert_eq!(
             sys.read(),
-            [HardwareInfo {
-                device: "/dev/sdb".into(),
-                devno: (8, 16),
-                hardware: Hardware {
+            [info(
+                "/dev/sdb",
+                (8, 16),
+                Hardware {
                     size: Some(60_063_744 * 512),
                     model: s("Cruzer Blade"),
                     vendor: s("SanDisk"),
@@ -771,14 +739,14 @@ mod tests {
                     rotational: Some(true),
                     parent: None,
                     backing_file: None,
-                },
-            }]
+                }
+            )]
         );
     }
 
     #[test]
     fn a_card_reader_or_a_dock_lends_its_serial_to_no_disk() {
-        let sys = Sysfs::new();
+        let sys = FakeSysfs::new();
         // A card reader: one USB device, a unit per slot; a card in the first.
         let reader = "devices/pci0000:00/0000:00:14.0/usb1/1-2";
         for (unit, name, size, dev) in [(0, "sdc", 62_521_344, "8:32"), (1, "sdd", 0, "8:48")] {
@@ -815,47 +783,47 @@ mod tests {
 
     #[test]
     fn virtio_disk_has_a_serial_but_a_pci_id_is_no_vendor() {
-        let sys = Sysfs::new();
+        let sys = FakeSysfs::new();
         virtio(&sys);
         assert_eq!(
             sys.read(),
-            [HardwareInfo {
-                device: "/dev/vda".into(),
-                devno: (254, 0),
-                hardware: Hardware {
+            [info(
+                "/dev/vda",
+                (254, 0),
+                Hardware {
                     size: Some(536_870_912 * 512),
                     serial: s("overlayblk0"),
                     transport: s("virtio"),
                     removable: Some(false),
                     ..Hardware::default()
-                },
-            }]
+                }
+            )]
         );
     }
 
     #[test]
     fn loop_device_keeps_its_deleted_backing_file_and_empty_ones_are_skipped() {
-        let sys = Sysfs::new();
+        let sys = FakeSysfs::new();
         loops(&sys);
         assert_eq!(
             sys.read(),
-            [HardwareInfo {
-                device: "/dev/loop3".into(),
-                devno: (7, 3),
-                hardware: Hardware {
+            [info(
+                "/dev/loop3",
+                (7, 3),
+                Hardware {
                     size: Some(204_800 * 512),
                     transport: s("loop"),
                     rotational: Some(false),
                     backing_file: s("/var/lib/images/my  disk.img (deleted)"),
                     ..Hardware::default()
-                },
-            }]
+                }
+            )]
         );
     }
 
     #[test]
     fn mmc_card_model_comes_from_its_name() {
-        let sys = Sysfs::new();
+        let sys = FakeSysfs::new();
         mmc(&sys);
         let all = sys.read();
         let card = get(&all, "/dev/mmcblk0");
@@ -866,7 +834,7 @@ mod tests {
 
     #[test]
     fn other_transports_and_odd_names() {
-        let sys = Sysfs::new();
+        let sys = FakeSysfs::new();
         sys.block("devices/virtual/block/dm-0", 100, "253:0");
         sys.block(
             "devices/pci0000:00/0000:00:05.0/cciss0/c0d0/block/cciss!c0d0",
@@ -916,7 +884,7 @@ mod tests {
 
     #[test]
     fn vanished_and_broken_devices_are_skipped_silently() {
-        let sys = Sysfs::new();
+        let sys = FakeSysfs::new();
         virtio(&sys);
         // Removed between the listing and the reading: the link dangles.
         sys.link("class/block/sdz", "devices/virtual/block/gone");
@@ -976,7 +944,7 @@ mod tests {
 
     #[test]
     fn a_long_backing_file_is_capped() {
-        let sys = Sysfs::new();
+        let sys = FakeSysfs::new();
         sys.block("devices/virtual/block/loop1", 8, "7:1");
         let path = format!("/{}\n", "a".repeat(2000));
         sys.file("devices/virtual/block/loop1/loop/backing_file", path);

@@ -32,6 +32,8 @@ use async_trait::async_trait;
 
 pub mod disks;
 pub mod events;
+#[cfg(test)]
+mod fake_sysfs;
 pub mod filter;
 pub mod hardware;
 pub mod mounts;

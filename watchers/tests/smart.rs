@@ -4,18 +4,23 @@
 //! and can hang or print garbage.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use diskd_watchers::{
     HealthState, Observation, SmartReading, SmartWatcher, SmartWatcherConfig, Watcher,
 };
 
-/// A machine in a temporary directory: `sys/` is its sysfs, `bin/smartctl` its smartctl,
-/// and `answers/` what that smartctl prints for each device (`NAME.out`, `NAME.status`,
-/// `NAME.hang`), with `answers/argv.log` the arguments of every run.
+#[path = "../src/fake_sysfs.rs"]
+mod fake_sysfs;
+use fake_sysfs::FakeSysfs;
+
+/// A machine in temporary directories: `sysfs` is its sysfs; in `dir`, `bin/smartctl` is
+/// its smartctl, and `answers/` what that smartctl prints for each device (`NAME.out`,
+/// `NAME.status`, `NAME.hang`), with `answers/argv.log` the arguments of every run.
 struct Machine {
     dir: tempfile::TempDir,
+    sysfs: FakeSysfs,
 }
 
 const SATA0: &str = "devices/pci0000:00/0000:00:1f.2/ata1/host0/target0:0:0/0:0:0:0";
@@ -47,8 +52,8 @@ impl Machine {
     fn new() -> Machine {
         let m = Machine {
             dir: tempfile::tempdir().unwrap(),
+            sysfs: FakeSysfs::new(),
         };
-        std::fs::create_dir_all(m.sys().join("class/block")).unwrap();
         std::fs::create_dir_all(m.answers()).unwrap();
         std::fs::create_dir_all(m.dir.path().join("bin")).unwrap();
         let script = SCRIPT.replace("@DIR@", &m.answers().display().to_string());
@@ -59,7 +64,7 @@ impl Machine {
     }
 
     fn sys(&self) -> PathBuf {
-        self.dir.path().join("sys")
+        self.sysfs.root().to_path_buf()
     }
 
     fn answers(&self) -> PathBuf {
@@ -70,34 +75,13 @@ impl Machine {
         self.dir.path().join("bin/smartctl")
     }
 
-    fn file(&self, rel: &str, content: impl AsRef<[u8]>) {
-        let path = self.sys().join(rel);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, content).unwrap();
-    }
-
-    /// A relative symlink at `rel` to `target`, both below the sysfs root.
-    fn link(&self, rel: &str, target: &str) {
-        let path = self.sys().join(rel);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        let up = "../".repeat(Path::new(rel).components().count() - 1);
-        std::os::unix::fs::symlink(format!("{up}{target}"), path).unwrap();
-    }
-
-    /// A block device directory with its size (sectors) and `dev`, in `class/block`.
-    fn block(&self, devpath: &str, size: u64, dev: &str) {
-        let name = devpath.rsplit('/').next().unwrap();
-        self.file(&format!("{devpath}/size"), format!("{size}\n"));
-        self.file(&format!("{devpath}/dev"), format!("{dev}\n"));
-        self.link(&format!("class/block/{name}"), devpath);
-    }
-
     /// A SCSI-attached disk (or, `scsi_type` 5, a CD drive) below `scsi`.
     fn scsi(&self, scsi: &str, name: &str, dev: &str, scsi_type: u8) {
         let path = format!("{scsi}/block/{name}");
-        self.block(&path, 1_953_525_168, dev);
-        self.link(&format!("{path}/device"), scsi);
-        self.file(&format!("{scsi}/type"), format!("{scsi_type}\n"));
+        self.sysfs.block(&path, 1_953_525_168, dev);
+        self.sysfs.link(&format!("{path}/device"), scsi);
+        self.sysfs
+            .file(&format!("{scsi}/type"), format!("{scsi_type}\n"));
     }
 
     /// What smartctl answers for `/dev/NAME`: a fixture and its exit status.
@@ -149,11 +133,14 @@ impl Machine {
 fn machine() -> Machine {
     let m = Machine::new();
     m.scsi(SATA0, "sda", "8:0", 0);
-    m.block(&format!("{SATA0}/block/sda/sda1"), 2048, "8:1");
-    m.file(&format!("{SATA0}/block/sda/sda1/partition"), "1\n");
+    m.sysfs
+        .block(&format!("{SATA0}/block/sda/sda1"), 2048, "8:1");
+    m.sysfs
+        .file(&format!("{SATA0}/block/sda/sda1/partition"), "1\n");
     m.scsi(SATA1, "sdb", "8:16", 0);
-    m.block(&format!("{NVME}/nvme0n1"), 1_953_525_168, "259:0");
-    m.link(&format!("{NVME}/nvme0n1/device"), NVME);
+    m.sysfs
+        .block(&format!("{NVME}/nvme0n1"), 1_953_525_168, "259:0");
+    m.sysfs.link(&format!("{NVME}/nvme0n1/device"), NVME);
     m.scsi(SATA2, "sr0", "11:0", 5);
     m.scsi(
         "devices/pci0000:00/0000:00:14.0/usb1/1-1/1-1:1.0/host6/target6:0:0/6:0:0:0",
@@ -161,10 +148,10 @@ fn machine() -> Machine {
         "8:96",
         5,
     );
-    m.block("devices/virtual/block/loop0", 2048, "7:0");
-    m.block("devices/virtual/block/dm-0", 2048, "253:0");
-    m.block("devices/virtual/block/md0", 2048, "9:0");
-    m.block("devices/virtual/block/zram0", 2048, "252:0");
+    m.sysfs.block("devices/virtual/block/loop0", 2048, "7:0");
+    m.sysfs.block("devices/virtual/block/dm-0", 2048, "253:0");
+    m.sysfs.block("devices/virtual/block/md0", 2048, "9:0");
+    m.sysfs.block("devices/virtual/block/zram0", 2048, "252:0");
     for name in ["sda1", "sr0", "sdx", "loop0", "dm-0", "md0", "zram0"] {
         m.answer_raw(name, b"{}", 0);
     }

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
-use super::{json_body, list, QueryError};
+use super::{list, rows_body, QueryError};
 use crate::control::{table, Context};
 use crate::protocol::commands::Json;
 use crate::protocol::frame::{Reply, Status};
@@ -96,38 +96,28 @@ fn mounted(disks: Vec<DiskView>) -> Vec<DfRow> {
 }
 
 fn render(rows: Vec<DfRow>, json: bool) -> Reply {
-    let body = if json {
-        json_body(&rows)
-    } else {
-        let cells: Vec<Vec<String>> = rows
-            .iter()
-            .map(|r| {
-                vec![
-                    r.host.clone(),
-                    r.device.clone(),
-                    r.mountpoint.clone(),
-                    table::size(r.fs_size),
-                    table::size(r.fs_used),
-                    table::size(r.fs_avail),
-                    r.use_percent.map(|p| format!("{p}%")).unwrap_or_default(),
-                    table::opt(&r.label),
-                ]
-            })
-            .collect();
-        table::render(
-            &[
-                "HOST",
-                "DEVICE",
-                "MOUNTPOINT",
-                "SIZE",
-                "USED",
-                "AVAIL",
-                "USE%",
-                "LABEL",
-            ],
-            &cells,
-        )
-    };
+    let header = [
+        "HOST",
+        "DEVICE",
+        "MOUNTPOINT",
+        "SIZE",
+        "USED",
+        "AVAIL",
+        "USE%",
+        "LABEL",
+    ];
+    let body = rows_body(&rows, json, &header, |r| {
+        vec![
+            r.host.clone(),
+            r.device.clone(),
+            r.mountpoint.clone(),
+            table::size(r.fs_size),
+            table::size(r.fs_used),
+            table::size(r.fs_avail),
+            r.use_percent.map(|p| format!("{p}%")).unwrap_or_default(),
+            table::opt(&r.label),
+        ]
+    });
     Reply {
         status: Status::Ok(String::new()),
         body,

@@ -11,7 +11,7 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
-use super::{json_body, list, where_is, QueryError};
+use super::{list, rows_body, where_is, QueryError};
 use crate::control::{table, Context};
 use crate::model::HealthState;
 use crate::protocol::commands::Health;
@@ -142,38 +142,27 @@ fn summary(rows: &[HealthRow]) -> String {
 }
 
 fn render(rows: Vec<HealthRow>, json: bool, status: Status) -> Reply {
-    let body = if json {
-        json_body(&rows)
-    } else {
-        let cells: Vec<Vec<String>> = rows
-            .iter()
-            .map(|r| {
-                let h = &r.health;
-                vec![
-                    r.host.clone(),
-                    r.device.clone(),
-                    table::opt(&r.model),
-                    table::opt(&r.serial),
-                    h.state.to_string(),
-                    h.temperature_c
-                        .map(|t| format!("{t}°C"))
-                        .unwrap_or_default(),
-                    h.power_on_hours
-                        .map(|p| format!("{p}h"))
-                        .unwrap_or_default(),
-                    h.checked.clone().unwrap_or_default(),
-                    h.reasons.join("; "),
-                ]
-            })
-            .collect();
-        table::render(
-            &[
-                "HOST", "DEVICE", "MODEL", "SERIAL", "HEALTH", "TEMP", "POWER-ON", "CHECKED",
-                "REASONS",
-            ],
-            &cells,
-        )
-    };
+    let header = [
+        "HOST", "DEVICE", "MODEL", "SERIAL", "HEALTH", "TEMP", "POWER-ON", "CHECKED", "REASONS",
+    ];
+    let body = rows_body(&rows, json, &header, |r| {
+        let h = &r.health;
+        vec![
+            r.host.clone(),
+            r.device.clone(),
+            table::opt(&r.model),
+            table::opt(&r.serial),
+            h.state.to_string(),
+            h.temperature_c
+                .map(|t| format!("{t}°C"))
+                .unwrap_or_default(),
+            h.power_on_hours
+                .map(|p| format!("{p}h"))
+                .unwrap_or_default(),
+            h.checked.clone().unwrap_or_default(),
+            h.reasons.join("; "),
+        ]
+    });
     Reply { status, body }
 }
 

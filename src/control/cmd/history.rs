@@ -1,7 +1,7 @@
 //! `history TERM [--json]`: where a disk has been, one row per stay, newest first; in JSON
 //! each stay also carries the SMART readings taken during it (the disk's last 64 in all).
 
-use super::{json_body, QueryError};
+use super::{rows_body, QueryError};
 use crate::control::table;
 use crate::control::Context;
 use crate::model::now_millis as now;
@@ -44,41 +44,31 @@ pub fn apply(cmd: &History, ctx: &Context) -> Reply {
         Ok(s) => s,
         Err(e) => return e.reply(cmd.json),
     };
-    let body = if cmd.json {
-        json_body(&stays)
-    } else {
-        let rows: Vec<Vec<String>> = stays
-            .iter()
-            .map(|s| {
-                vec![
-                    s.host.clone(),
-                    table::opt(&s.addr),
-                    s.device.clone(),
-                    table::opt(&s.label),
-                    s.first_seen.clone(),
-                    s.last_seen.clone(),
-                    match (s.live, s.current) {
-                        (true, _) => "live",
-                        (false, true) => "last-known",
-                        (false, false) => "ended",
-                    }
-                    .to_string(),
-                ]
-            })
-            .collect();
-        table::render(
-            &[
-                "HOST",
-                "ADDR",
-                "DEVICE",
-                "LABEL",
-                "FIRST SEEN",
-                "LAST SEEN",
-                "STATE",
-            ],
-            &rows,
-        )
-    };
+    let header = [
+        "HOST",
+        "ADDR",
+        "DEVICE",
+        "LABEL",
+        "FIRST SEEN",
+        "LAST SEEN",
+        "STATE",
+    ];
+    let body = rows_body(&stays, cmd.json, &header, |s| {
+        vec![
+            s.host.clone(),
+            table::opt(&s.addr),
+            s.device.clone(),
+            table::opt(&s.label),
+            s.first_seen.clone(),
+            s.last_seen.clone(),
+            match (s.live, s.current) {
+                (true, _) => "live",
+                (false, true) => "last-known",
+                (false, false) => "ended",
+            }
+            .to_string(),
+        ]
+    });
     Reply {
         status: Status::Ok(String::new()),
         body,

@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use super::{json_body, QueryError};
+use super::{rows_body, QueryError};
 use crate::control::table;
 use crate::control::Context;
 use crate::model::now_millis as now;
@@ -77,49 +77,39 @@ pub fn no_match(msg: String, json: bool) -> Reply {
 
 /// Render disks as a table or JSON.
 pub fn render(disks: Vec<DiskView>, json: bool, status: Status) -> Reply {
-    let body = if json {
-        json_body(&disks)
-    } else {
-        let rows: Vec<Vec<String>> = disks
-            .iter()
-            .map(|d| {
-                vec![
-                    d.host.clone(),
-                    table::opt(&d.addr),
-                    table::opt(&d.uuid),
-                    table::opt(&d.label),
-                    d.device.clone(),
-                    d.hardware.size.map(table::size).unwrap_or_default(),
-                    table::opt(&d.fstype),
-                    d.mountpoints.join(","),
-                    d.use_percent().map(|p| format!("{p}%")).unwrap_or_default(),
-                    d.health
-                        .as_ref()
-                        .map(|h| h.state.to_string())
-                        .unwrap_or_default(),
-                    if d.live { "live" } else { "last-known" }.to_string(),
-                    d.last_seen.clone(),
-                ]
-            })
-            .collect();
-        table::render(
-            &[
-                "HOST",
-                "ADDR",
-                "UUID",
-                "LABEL",
-                "DEVICE",
-                "SIZE",
-                "FSTYPE",
-                "MOUNTPOINTS",
-                "USE%",
-                "HEALTH",
-                "STATE",
-                "LAST SEEN",
-            ],
-            &rows,
-        )
-    };
+    let header = [
+        "HOST",
+        "ADDR",
+        "UUID",
+        "LABEL",
+        "DEVICE",
+        "SIZE",
+        "FSTYPE",
+        "MOUNTPOINTS",
+        "USE%",
+        "HEALTH",
+        "STATE",
+        "LAST SEEN",
+    ];
+    let body = rows_body(&disks, json, &header, |d| {
+        vec![
+            d.host.clone(),
+            table::opt(&d.addr),
+            table::opt(&d.uuid),
+            table::opt(&d.label),
+            d.device.clone(),
+            d.hardware.size.map(table::size).unwrap_or_default(),
+            table::opt(&d.fstype),
+            d.mountpoints.join(","),
+            d.use_percent().map(|p| format!("{p}%")).unwrap_or_default(),
+            d.health
+                .as_ref()
+                .map(|h| h.state.to_string())
+                .unwrap_or_default(),
+            if d.live { "live" } else { "last-known" }.to_string(),
+            d.last_seen.clone(),
+        ]
+    });
     Reply { status, body }
 }
 

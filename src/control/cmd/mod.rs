@@ -25,7 +25,7 @@ pub mod status;
 pub mod wait;
 pub mod where_is;
 
-use crate::control::Context;
+use crate::control::{table, Context};
 use crate::protocol::frame::{Reply, Status};
 use crate::protocol::Request;
 
@@ -99,5 +99,21 @@ pub fn json_body<T: serde::Serialize>(v: &T) -> Vec<String> {
         Ok(s) => vec![s],
         // Our own view types always serialise; keep the session alive regardless.
         Err(e) => vec![format!("{{\"error\": {:?}}}", e.to_string())],
+    }
+}
+
+/// The body of a listing: `rows` as one line of JSON, or else as a table under `header`,
+/// `cells` giving each row's cells.
+pub fn rows_body<T: serde::Serialize>(
+    rows: &[T],
+    json: bool,
+    header: &[&str],
+    cells: impl Fn(&T) -> Vec<String>,
+) -> Vec<String> {
+    if json {
+        json_body(&rows)
+    } else {
+        let cells: Vec<Vec<String>> = rows.iter().map(cells).collect();
+        table::render(header, &cells)
     }
 }

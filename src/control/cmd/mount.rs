@@ -10,6 +10,7 @@ use crate::model::AttachRecord;
 use crate::mount::MountError;
 use crate::protocol::commands::{Mount, Umount};
 use crate::protocol::frame::{Reply, Status};
+use crate::store::{Store, StoreError};
 use serde::Serialize;
 
 #[derive(Serialize)]
@@ -42,6 +43,28 @@ fn failed(e: MountError) -> Reply {
         | MountError::Peer { .. }
         | MountError::Attach { .. } => Status::Error(text),
     })
+}
+
+/// The reply: `out` as JSON, or else the lines of `text`.
+fn answer(json: bool, out: &impl Serialize, text: Vec<String>) -> Reply {
+    Reply::ok(if json { json_body(out) } else { text })
+}
+
+/// Write to the store off the runtime's threads (the record is flushed: an fsync). The
+/// command has done its work by then, so a failure is only logged: "cannot {what}".
+async fn write_store(
+    ctx: &Context,
+    what: &str,
+    write: impl FnOnce(&Store) -> Result<(), StoreError> + Send + 'static,
+) {
+    let store = ctx.store().clone();
+    let done = tokio::task::spawn_blocking(move || write(&store)).await;
+    if let Err(e) = done
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+    {
+        tracing::warn!("cannot {what}: {e}");
+    }
 }
 
 /// Whether `dir` is a mountpoint right now.
@@ -91,16 +114,11 @@ pub async fn mount(cmd: &Mount, ctx: &Context) -> Reply {
                 host: r.at.host.clone(),
                 path: m.mountpoint.clone(),
             };
-            let store = ctx.store().clone();
             let key = uuid.clone();
-            // The record is flushed (an fsync): not on a runtime thread.
-            let saved = tokio::task::spawn_blocking(move || store.put_attach(&key, &rec)).await;
-            if let Err(e) = saved
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()))
-            {
-                tracing::warn!("cannot remember the attach: {e}");
-            }
+            write_store(ctx, "remember the attach", move |s| {
+                s.put_attach(&key, &rec)
+            })
+            .await;
             ctx.event(
                 "mount",
                 format!("attached {uuid} of {} at {dir}", r.at.host),
@@ -114,17 +132,14 @@ pub async fn mount(cmd: &Mount, ctx: &Context) -> Reply {
         mountpoint: &m.mountpoint,
         attached,
     };
-    if cmd.json {
-        return Reply::ok(json_body(&out));
-    }
-    let mut body = vec![format!(
+    let mut text = vec![format!(
         "{} of {} is at {} ({})",
         out.device, out.host, out.mountpoint, m.message
     )];
     if let Some(dir) = &out.attached {
-        body.push(format!("reachable here at {dir}"));
+        text.push(format!("reachable here at {dir}"));
     }
-    Reply::ok(body)
+    answer(cmd.json, &out, text)
 }
 
 /// `umount`: detach here, then unmount on the owner.
@@ -141,15 +156,8 @@ pub async fn umount(cmd: &Umount, ctx: &Context) -> Reply {
                 return Reply::status(Status::Error(format!("cannot detach {}: {e}", a.dir)));
             }
         }
-        let store = ctx.store().clone();
         let key = uuid.clone();
-        let forgot = tokio::task::spawn_blocking(move || store.remove_attach(&key)).await;
-        if let Err(e) = forgot
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()))
-        {
-            tracing::warn!("cannot forget the attach: {e}");
-        }
+        write_store(ctx, "forget the attach", move |s| s.remove_attach(&key)).await;
         ctx.event("mount", format!("detached {uuid} from {}", a.dir));
         detached = Some(a.dir);
     }
@@ -163,16 +171,13 @@ pub async fn umount(cmd: &Umount, ctx: &Context) -> Reply {
         mountpoint: &m.mountpoint,
         detached,
     };
-    if cmd.json {
-        return Reply::ok(json_body(&out));
-    }
-    let mut body = Vec::new();
+    let mut text = Vec::new();
     if let Some(dir) = &out.detached {
-        body.push(format!("detached {dir}"));
+        text.push(format!("detached {dir}"));
     }
-    body.push(format!(
+    text.push(format!(
         "{} of {}: {} ({})",
         out.device, out.host, m.message, out.mountpoint
     ));
-    Reply::ok(body)
+    answer(cmd.json, &out, text)
 }

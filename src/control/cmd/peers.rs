@@ -1,6 +1,6 @@
 //! `peers [--json]`: every peer ever heard, with liveness.
 
-use super::json_body;
+use super::rows_body;
 use crate::control::table;
 use crate::control::Context;
 use crate::model::now_millis as now;
@@ -20,46 +20,36 @@ pub fn peers(ctx: &Context) -> Vec<PeerView> {
 /// Build the reply.
 pub fn apply(cmd: &Json, ctx: &Context) -> Reply {
     let peers = peers(ctx);
-    if cmd.json {
-        return Reply::ok(json_body(&peers));
+    if peers.is_empty() && !cmd.json {
+        return Reply::ok(vec!["no peers heard yet".into()]);
     }
-    let rows: Vec<Vec<String>> = peers
-        .iter()
-        .map(|p| {
-            vec![
-                p.node.clone(),
-                table::opt(&p.addr),
-                if p.live { "live" } else { "not live" }.into(),
-                p.last_seen.clone(),
-                p.disks.to_string(),
-                p.via.clone(),
-                p.key.clone().unwrap_or_default(),
-                if p.name_conflict {
-                    format!(
-                        "name also used by another node id; this one is {}",
-                        p.node_id
-                    )
-                } else {
-                    String::new()
-                },
-            ]
-        })
-        .collect();
-    let mut body = table::render(
-        &[
-            "NODE",
-            "ADDR",
-            "STATE",
-            "LAST SEEN",
-            "DISKS",
-            "VIA",
-            "KEY",
-            "NOTE",
-        ],
-        &rows,
-    );
-    if peers.is_empty() {
-        body = vec!["no peers heard yet".into()];
-    }
-    Reply::ok(body)
+    let header = [
+        "NODE",
+        "ADDR",
+        "STATE",
+        "LAST SEEN",
+        "DISKS",
+        "VIA",
+        "KEY",
+        "NOTE",
+    ];
+    Reply::ok(rows_body(&peers, cmd.json, &header, |p| {
+        vec![
+            p.node.clone(),
+            table::opt(&p.addr),
+            if p.live { "live" } else { "not live" }.into(),
+            p.last_seen.clone(),
+            p.disks.to_string(),
+            p.via.clone(),
+            p.key.clone().unwrap_or_default(),
+            if p.name_conflict {
+                format!(
+                    "name also used by another node id; this one is {}",
+                    p.node_id
+                )
+            } else {
+                String::new()
+            },
+        ]
+    }))
 }

@@ -219,6 +219,16 @@ pub fn report(ctx: &Context) -> StatusReport {
     }
 }
 
+/// `items` joined by `, ` between `before` and `after`; nothing at all when there are none.
+fn listed(before: &str, items: impl Iterator<Item = String>, after: &str) -> String {
+    let items: Vec<String> = items.collect();
+    if items.is_empty() {
+        String::new()
+    } else {
+        format!("{before}{}{after}", items.join(", "))
+    }
+}
+
 /// Build the reply.
 pub fn apply(cmd: &Json, ctx: &Context) -> Reply {
     let out = report(ctx);
@@ -286,11 +296,7 @@ pub fn apply(cmd: &Json, ctx: &Context) -> Reply {
                 None => "security   none: peer traffic is unauthenticated".to_string(),
                 Some((first, rest)) => format!(
                     "security   signing key {first}{}; peers: {}",
-                    if rest.is_empty() {
-                        String::new()
-                    } else {
-                        format!(", also accepting {}", rest.join(", "))
-                    },
+                    listed(", also accepting ", rest.iter().cloned(), ""),
                     if out.peer_keys.is_empty() {
                         "none yet".to_string()
                     } else {
@@ -316,21 +322,10 @@ pub fn apply(cmd: &Json, ctx: &Context) -> Reply {
                     g.pulls_sent,
                     g.pulls_answered,
                     g.inventories_sent,
-                    if g.seeds.is_empty() {
-                        String::new()
-                    } else {
-                        format!(
-                            "; seeds: {}",
-                            g.seeds
-                                .iter()
-                                .map(|s| match &s.error {
-                                    None => format!("{} {}", s.seed, seed_state(s.state)),
-                                    Some(e) => format!("{} {} ({e})", s.seed, seed_state(s.state)),
-                                })
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        )
-                    }
+                    listed("; seeds: ", g.seeds.iter().map(|s| match &s.error {
+                        None => format!("{} {}", s.seed, seed_state(s.state)),
+                        Some(e) => format!("{} {} ({e})", s.seed, seed_state(s.state)),
+                    }), ""),
                 ),
             },
             format!(
@@ -341,18 +336,7 @@ pub fn apply(cmd: &Json, ctx: &Context) -> Reply {
                 c.send_errors,
                 c.packets_received,
                 c.packets_rejected,
-                if c.rejected_by_reason.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        " ({})",
-                        c.rejected_by_reason
-                            .iter()
-                            .map(|(k, v)| format!("{k} {v}"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                }
+                listed(" (", c.rejected_by_reason.iter().map(|(k, v)| format!("{k} {v}")), ")")
             ),
             format!(
                 "pings      answered {}, suppressed {}",
@@ -363,18 +347,13 @@ pub fn apply(cmd: &Json, ctx: &Context) -> Reply {
                 c.sessions_open,
                 c.sessions_total,
                 c.sessions_refused,
-                if c.sessions_refused_by_reason.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        " ({})",
-                        c.sessions_refused_by_reason
-                            .iter()
-                            .map(|(k, v)| format!("{} {v}", k.replace('_', " ")))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                },
+                listed(
+                    " (",
+                    c.sessions_refused_by_reason
+                        .iter()
+                        .map(|(k, v)| format!("{} {v}", k.replace('_', " "))),
+                    ")"
+                ),
                 c.commands,
                 c.command_errors,
                 c.event_listeners

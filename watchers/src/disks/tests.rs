@@ -27,6 +27,24 @@ fn argv_single_word_gets_fresh_probe_and_export() {
     assert_eq!(effective_argv(&[])[0], "blkid");
 }
 
+/// The six disks both forms of blkid's output list in the hostile-label tests, in order;
+/// the labels of sdd1 and sdf1 are each form's own.
+fn hostile_labels(sdd1: &str, sdf1: &str) -> Vec<DiskInfo> {
+    vec![
+        disk("/dev/sda1", Some("1111-AAAA"), None, Some("vfat")),
+        disk("/dev/sdb1", Some("u2"), Some("my disk"), Some("ext4")),
+        disk("/dev/sdc1", None, Some("say \"hi\" \\o/"), Some("ext4")),
+        disk("/dev/sdd1", Some("u4"), Some(sdd1), None),
+        disk(
+            "/dev/sde1",
+            None,
+            Some("Fotos 2024 — Ürlaub"),
+            Some("exfat"),
+        ),
+        disk("/dev/sdf1", None, Some(sdf1), Some("xfs")),
+    ]
+}
+
 #[test]
 fn plain_form_with_hostile_labels() {
     let out = concat!(
@@ -40,28 +58,9 @@ fn plain_form_with_hostile_labels() {
     );
     let (got, skipped) = parse_blkid_counted(out);
     assert_eq!(skipped, 0);
-    assert_eq!(
-        got,
-        vec![
-            disk("/dev/sda1", Some("1111-AAAA"), None, Some("vfat")),
-            disk("/dev/sdb1", Some("u2"), Some("my disk"), Some("ext4")),
-            disk("/dev/sdc1", None, Some("say \"hi\" \\o/"), Some("ext4")),
-            disk(
-                "/dev/sdd1",
-                Some("u4"),
-                Some("$(rm -rf /); echo pwned"),
-                None
-            ),
-            disk(
-                "/dev/sde1",
-                None,
-                Some("Fotos 2024 — Ürlaub"),
-                Some("exfat")
-            ),
-            disk("/dev/sdf1", None, Some("a b cÜ"), Some("xfs")),
-            disk("/dev/sdg1", None, None, None),
-        ]
-    );
+    let mut want = hostile_labels("$(rm -rf /); echo pwned", "a b cÜ");
+    want.push(disk("/dev/sdg1", None, None, None));
+    assert_eq!(got, want);
 }
 
 #[test]
@@ -78,24 +77,7 @@ fn export_form_with_hostile_labels() {
     assert_eq!(skipped, 0);
     assert_eq!(
         got,
-        vec![
-            disk("/dev/sda1", Some("1111-AAAA"), None, Some("vfat")),
-            disk("/dev/sdb1", Some("u2"), Some("my disk"), Some("ext4")),
-            disk("/dev/sdc1", None, Some("say \"hi\" \\o/"), Some("ext4")),
-            disk(
-                "/dev/sdd1",
-                Some("u4"),
-                Some("$(rm -rf /); echo `pwned` <x>"),
-                None
-            ),
-            disk(
-                "/dev/sde1",
-                None,
-                Some("Fotos 2024 — Ürlaub"),
-                Some("exfat")
-            ),
-            disk("/dev/sdf1", None, Some("a b'c"), Some("xfs")),
-        ]
+        hostile_labels("$(rm -rf /); echo `pwned` <x>", "a b'c")
     );
 }
 
