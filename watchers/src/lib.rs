@@ -15,10 +15,11 @@
 //! # Adding a watcher
 //!
 //! A new source is one new file here with a type that implements [`Watcher`], plus an
-//! [`Observation`] variant for what it sees, re-exported from this file. The three
+//! [`Observation`] variant for what it sees, re-exported from this file. The four
 //! existing watchers show the patterns: `disks` runs an untrusted program (own process
 //! group, capped output, killed on timeout), `mounts` reads a proc file and waits for its
-//! POLLPRI notification, `hardware` reads sysfs on the blocking pool. Reuse rather than
+//! POLLPRI notification, `hardware` reads sysfs on the blocking pool, `smart` runs a slow
+//! program per disk on each disk's own schedule. Reuse rather than
 //! copy: the include/exclude device globs (`filter.rs`) and the lazily opened block device
 //! events ([`events::LazyBlockEvents`], one instance per watcher). The daemon's scheduler
 //! does not change, but a new variant needs a place where the daemon stores observations
