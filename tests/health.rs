@@ -72,6 +72,19 @@ pub fn ata(passed: bool, reallocated: u64, pending: u64) -> String {
     )
 }
 
+/// A daemon (not started) reading the fake sysfs's disk `sdq` with a fake smartctl that
+/// prints `json` for it; and that smartctl, to change what it prints.
+pub fn sdq_daemon(dir: &Path, json: &str) -> (TestDaemon, PathBuf) {
+    let sysfs = dir.join("sys");
+    fake_sysfs(&sysfs);
+    let smartctl = fake_smartctl(dir);
+    smart_says(&smartctl, "sdq", json, 0);
+    let d = TestDaemon::new(&blkid_sdq2())
+        .hardware(&sysfs)
+        .smart(&smartctl);
+    (d, smartctl)
+}
+
 fn list(d: &TestDaemon) -> Vec<Value> {
     d.client(&["list", "--json"])
         .json()
@@ -91,16 +104,8 @@ fn state_of(d: &TestDaemon, device: &str) -> Value {
 #[test]
 fn a_disks_reading_shows_on_its_partitions_and_health_check_says_when_to_worry() {
     let dir = tempfile::tempdir().unwrap();
-    let sysfs = dir.path().join("sys");
-    fake_sysfs(&sysfs);
-    let smartctl = fake_smartctl(dir.path());
-    smart_says(&smartctl, "sdq", &ata(true, 8, 0), 0);
-    let d = TestDaemon::new(&blkid_sdq2())
-        .hardware(&sysfs)
-        .smart(&smartctl)
-        .arg("--smart-interval")
-        .arg("1s")
-        .start();
+    let (d, smartctl) = sdq_daemon(dir.path(), &ata(true, 8, 0));
+    let d = d.arg("--smart-interval").arg("1s").start();
     wait_for("sdq's reading", LONG, || {
         state_of(&d, "/dev/sdq") == "warning"
     });

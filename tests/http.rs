@@ -1530,8 +1530,8 @@ fn lab_the_page_shows_the_fleet_in_chromium() {
 /// current state, and the reading's figures, as Prometheus's own parser reads them.
 #[test]
 fn metrics_carry_a_disks_smart_reading_once_per_physical_disk() {
-    use crate::hardware::{blkid_sdq2, fake_sysfs, SERIAL};
-    use crate::health::{ata, fake_smartctl, smart_says};
+    use crate::hardware::SERIAL;
+    use crate::health::{ata, sdq_daemon};
     if !util::have_or_skip(
         have_prometheus_parser(),
         "/usr/bin/python3 with prometheus_client (Debian python3-prometheus-client)",
@@ -1539,16 +1539,8 @@ fn metrics_carry_a_disks_smart_reading_once_per_physical_disk() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let sysfs = dir.path().join("sys");
-    fake_sysfs(&sysfs);
-    let smartctl = fake_smartctl(dir.path());
-    smart_says(&smartctl, "sdq", &ata(true, 8, 0), 0);
-    let d = TestDaemon::new(&blkid_sdq2())
-        .hardware(&sysfs)
-        .smart(&smartctl)
-        .arg("--http")
-        .arg("127.0.0.1:0")
-        .start();
+    let (d, _smartctl) = sdq_daemon(dir.path(), &ata(true, 8, 0));
+    let d = d.arg("--http").arg("127.0.0.1:0").start();
     util::wait_for("sdq's reading", LONG, || {
         cli_json(&d, &["list", "--json"])
             .1

@@ -174,7 +174,8 @@ fn proc_stat_cpu(pid: u32) -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
-fn proc_status_kib(pid: u32, key: &str) -> u64 {
+/// A `VmRSS:`-style line of `/proc/PID/status`, in KiB (0 when unreadable).
+pub(crate) fn proc_status_kib(pid: u32, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()

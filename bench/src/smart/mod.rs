@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 use diskd::client::Session;
 use serde_json::{json, Value};
 
+use crate::scale::proc_status_kib;
 use fake::{FakeKind, Host};
 use report::{print_table, Figures};
 
@@ -126,17 +127,6 @@ fn threads_cpu(pid: u32) -> Option<Duration> {
         ns += text.split_whitespace().next()?.parse::<u64>().ok()?;
     }
     Some(Duration::from_nanos(ns))
-}
-
-/// A `VmRSS:`-style line of `/proc/PID/status`, in KiB.
-fn proc_kib(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 /// A daemon of this benchmark, stopped by its PID when dropped.
@@ -348,8 +338,8 @@ fn quiet_run(
     };
     let seen = d.started.elapsed();
     let cpu = proc_cpu(d.pid())?;
-    let rss_kib = proc_kib(d.pid(), "VmRSS:");
-    let hwm_kib = proc_kib(d.pid(), "VmHWM:");
+    let rss_kib = proc_status_kib(d.pid(), "VmRSS:");
+    let hwm_kib = proc_status_kib(d.pid(), "VmHWM:");
     let pass = Duration::from_millis(duration_ms(&smart).unwrap_or(0));
     std::thread::sleep(SETTLE);
 
@@ -388,7 +378,7 @@ fn control_run(bin: &Path, host: &Host, port: u16, at: Duration) -> Result<(Cpu,
         smart_status(&mut s)?;
         std::thread::sleep(POLL.min(at.saturating_sub(d.started.elapsed())));
     }
-    Ok((proc_cpu(d.pid())?, proc_kib(d.pid(), "VmHWM:")))
+    Ok((proc_cpu(d.pid())?, proc_status_kib(d.pid(), "VmHWM:")))
 }
 
 /// What a loaded run measured.
