@@ -362,6 +362,16 @@ mod tests {
         }
     }
 
+    /// blkid's look at `disks` (`full`: a full scan) ends now; what is composed then.
+    fn after_blkid(
+        c: &mut Composer,
+        disks: Vec<DiskInfo>,
+        full: bool,
+    ) -> (Vec<DiskRecord>, Option<Instant>) {
+        c.disks(disks, Instant::now(), full);
+        c.compose(Instant::now())
+    }
+
     fn devices(records: &[DiskRecord]) -> Vec<(&str, Option<&str>, Option<u64>)> {
         let mut v: Vec<_> = records
             .iter()
@@ -394,6 +404,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_new_device_waits_for_the_other_watcher_but_not_for_ever() {
+        let loop3 = || disk("/dev/loop3", (7, 3), Some("u-3"));
         let mut c = Composer::new(true);
         c.disks(vec![], Instant::now(), true);
         c.hardware(vec![], Instant::now());
@@ -407,12 +418,7 @@ mod tests {
         assert_eq!(wake, Some(Instant::now() + HOLD));
         // blkid's look, begun after: it has a filesystem. One record, whole.
         tokio::time::advance(Duration::from_millis(5)).await;
-        c.disks(
-            vec![disk("/dev/loop3", (7, 3), Some("u-3"))],
-            Instant::now(),
-            true,
-        );
-        let (records, wake) = c.compose(Instant::now());
+        let (records, wake) = after_blkid(&mut c, vec![loop3()], true);
         assert_eq!(
             devices(&records),
             [("/dev/loop3", Some("u-3"), Some(1 << 30))]
@@ -421,12 +427,8 @@ mod tests {
 
         // blkid saw loop4 first: not published without its hardware...
         tokio::time::advance(Duration::from_millis(5)).await;
-        let both = vec![
-            disk("/dev/loop3", (7, 3), Some("u-3")),
-            disk("/dev/loop4", (7, 4), Some("u-4")),
-        ];
-        c.disks(both.clone(), Instant::now(), true);
-        let (records, _) = c.compose(Instant::now());
+        let both = vec![loop3(), disk("/dev/loop4", (7, 4), Some("u-4"))];
+        let (records, _) = after_blkid(&mut c, both, true);
         assert_eq!(records.len(), 1, "loop3 stays, loop4 waits");
         // ...unless sysfs does not answer within HOLD.
         tokio::time::advance(HOLD).await;
@@ -449,24 +451,14 @@ mod tests {
         assert_eq!(c.compose(Instant::now()).0.len(), 2, "loop5 waits");
         // A quick look at what the kernel named (say, loop3 only) proves nothing of loop5.
         tokio::time::advance(Duration::from_millis(2)).await;
-        c.disks(
-            vec![disk("/dev/loop3", (7, 3), Some("u-3"))],
-            Instant::now(),
-            false,
-        );
-        let (records, _) = c.compose(Instant::now());
+        let (records, _) = after_blkid(&mut c, vec![loop3()], false);
         assert_eq!(
             devices(&records),
             [("/dev/loop3", Some("u-3"), Some(1 << 30))],
             "loop5 still waits (loop4 is gone)"
         );
         tokio::time::advance(Duration::from_millis(5)).await;
-        c.disks(
-            vec![disk("/dev/loop3", (7, 3), Some("u-3"))],
-            Instant::now(),
-            true,
-        );
-        let (records, _) = c.compose(Instant::now());
+        let (records, _) = after_blkid(&mut c, vec![loop3()], true);
         assert_eq!(
             devices(&records),
             [

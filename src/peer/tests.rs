@@ -13,7 +13,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tempfile::TempDir;
-use tokio::sync::{broadcast, mpsc, Notify};
+use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 use tokio::time::{sleep, sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -231,6 +231,16 @@ impl Node {
         out
     }
 
+    /// Ask the node's layer `make`'s request, waiting at most `deadline`: its answer, which
+    /// must be no error.
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, PeerError>>) -> PeerRequest,
+        deadline: Duration,
+    ) -> T {
+        self.handle.request(make, deadline).await.unwrap()
+    }
+
     async fn stop(&self) {
         self.shutdown.cancel();
         self.tracker.wait().await;
@@ -349,10 +359,7 @@ async fn pings_are_answered_at_most_once_per_min_interval() {
     let suppressed = b.stat(|s| &s.pings_suppressed);
     let first = Instant::now();
     for _ in 0..10 {
-        a.handle
-            .request(PeerRequest::Ping, Duration::from_secs(1))
-            .await
-            .unwrap();
+        a.ask(PeerRequest::Ping, Duration::from_secs(1)).await;
         sleep(Duration::from_millis(100)).await;
     }
     // The first ping is answered within the jitter; the rest are coalesced into that
@@ -564,11 +571,7 @@ async fn a_mount_request_gets_the_owner_answer_even_when_the_first_answer_is_los
         let more = tokio::time::timeout(Duration::from_secs(5), jobs.recv()).await;
         assert!(more.is_err(), "the mount was carried out twice");
     });
-    let reply = a
-        .handle
-        .request(mount(&b.id), Duration::from_secs(30))
-        .await
-        .unwrap();
+    let reply = a.ask(mount(&b.id), Duration::from_secs(30)).await;
     assert!(reply.ok);
     assert_eq!(reply.message, "mounted");
     assert_eq!(reply.mountpoint.as_deref(), Some("/srv/diskd/test"));
@@ -595,10 +598,7 @@ async fn a_full_inbox_drops_and_counts_datagrams_and_the_layer_keeps_serving() {
     sleep(Duration::from_secs(1)).await;
     assert!(hub.dropped_full() > 0, "the burst overflowed an inbox");
     // Counted as lost, not crashed: the layers are still up and answer requests.
-    a.handle
-        .request(PeerRequest::Ping, Duration::from_secs(1))
-        .await
-        .unwrap();
+    a.ask(PeerRequest::Ping, Duration::from_secs(1)).await;
     a.stop().await;
     b.stop().await;
 }
@@ -812,11 +812,7 @@ async fn a_mount_request_reaches_a_gossip_member_unicast_and_is_retried() {
         job.reply.send(reply).unwrap();
     });
     armed.store(true, Ordering::SeqCst);
-    let reply = a
-        .handle
-        .request(mount(&b.id), Duration::from_secs(30))
-        .await
-        .unwrap();
+    let reply = a.ask(mount(&b.id), Duration::from_secs(30)).await;
     assert!(reply.ok, "{reply:?}");
     assert_eq!(ghub.dropped_by_rule(), 1);
     assert!(ghub.sent().len() > requests_before);
@@ -852,10 +848,7 @@ async fn fleet_events_come_once_per_change_not_per_announce() {
     assert_eq!(n(&first, "appeared"), 2, "{first:?}");
     // Re-announces of the same inventory change nothing.
     for _ in 0..3 {
-        b.handle
-            .request(PeerRequest::Announce, Duration::from_secs(5))
-            .await
-            .unwrap();
+        b.ask(PeerRequest::Announce, Duration::from_secs(5)).await;
     }
     sleep(Duration::from_secs(1)).await;
     assert_eq!(fleet_events(&mut rx), vec![], "re-announce fired events");

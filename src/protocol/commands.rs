@@ -194,13 +194,11 @@ impl Request {
             }
         };
         let term: Option<&str> = match self {
-            Request::Query(q) => {
-                flag(q.json, "--json");
-                Some(&q.term)
-            }
-            Request::History(h) => {
-                flag(h.json, "--json");
-                Some(&h.term)
+            Request::Query(Query { term, json })
+            | Request::History(History { term, json })
+            | Request::Umount(Umount { term, json }) => {
+                flag(*json, "--json");
+                Some(term)
             }
             Request::List(l) => {
                 flag(l.blank, "--blank");
@@ -228,10 +226,6 @@ impl Request {
                     words.extend(["--attach".into(), quote(dir)]);
                 }
                 Some(&m.term)
-            }
-            Request::Umount(u) => {
-                flag(u.json, "--json");
-                Some(&u.term)
             }
             Request::Wait(w) => {
                 flag(w.mounted, "--mounted");

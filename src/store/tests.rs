@@ -6,16 +6,40 @@ use std::sync::atomic::Ordering;
 /// An ext4 disk with a UUID and a label, nothing else known (also for the compaction and
 /// health tests).
 pub(super) fn disk(uuid: &str, label: &str, dev: &str) -> DiskRecord {
+    fs_disk(Some(uuid), Some(label), dev, Some("ext4"))
+}
+
+/// A disk known by what blkid says of it (`uuid`, `label`, filesystem type `fstype`) at
+/// `dev`, nothing else known.
+fn fs_disk(uuid: Option<&str>, label: Option<&str>, dev: &str, fstype: Option<&str>) -> DiskRecord {
     DiskRecord {
-        probe: Default::default(),
-        uuid: Some(uuid.into()),
-        label: Some(label.into()),
+        uuid: uuid.map(Into::into),
+        label: label.map(Into::into),
         device: dev.into(),
-        fstype: Some("ext4".into()),
-        mountpoints: vec![],
-        hardware: Default::default(),
-        health: None,
-        fs: None,
+        fstype: fstype.map(Into::into),
+        ..DiskRecord::default()
+    }
+}
+
+/// A sighting of `disk` on host `host` (node `node_id`, at `addr`), seen from `first_seen`
+/// to `last_seen`.
+fn sighting(
+    node_id: &str,
+    host: &str,
+    addr: &str,
+    disk: DiskRecord,
+    present: bool,
+    first_seen: Millis,
+    last_seen: Millis,
+) -> Sighting {
+    Sighting {
+        node_id: node_id.into(),
+        host: host.into(),
+        addr: Some(addr.into()),
+        disk,
+        present,
+        first_seen,
+        last_seen,
     }
 }
 
@@ -441,67 +465,60 @@ fn assert_finds_one(s: &Store, term: &str, want: &DiskRecord) {
 const FIXTURE_A: &str = "07964bbb2408b9270cc78230daa887cc";
 const FIXTURE_B: &str = "a6ea126af91f5044e7ec6e9f716bf51f";
 
+/// Host `fixture-b` of the schema-2 and schema-3 fixtures (node `node_id`), as its peer
+/// record reads: gone, with two disks, heard from `seen.0` to `seen.1`, its last datagram
+/// of run `boot` sent at `sent_ms`.
+fn fixture_b_peer(node_id: &str, seen: (Millis, Millis), boot: u64, sent_ms: Millis) -> PeerRecord {
+    PeerRecord {
+        node: "fixture-b".into(),
+        addr: Some("127.0.0.1".into()),
+        first_seen: seen.0,
+        gone: true,
+        disks: 2,
+        boot,
+        sent_ms,
+        ..peer_rec(node_id, seen.1)
+    }
+}
+
+/// The disk `uuid` (any case) of host `fixture-a` is attached here at `dir`, mounted on
+/// its host at `path` (as both the schema-2 and the schema-3 fixture hold one).
+#[track_caller]
+fn assert_attached_from_fixture_a(s: &Store, uuid: &str, dir: &str, path: &str) {
+    assert_eq!(
+        s.attach(uuid),
+        Some(AttachRecord {
+            dir: dir.into(),
+            host: "fixture-a".into(),
+            path: path.into(),
+        })
+    );
+}
+
 /// Everything the fixture holds (see tests/fixtures/store-v2/README.md), as read now.
 fn assert_fixture(s: &Store) {
     assert_eq!(s.node_id(), FIXTURE_A);
-    let d = |uuid: Option<&str>, label: &str, dev: &str, fs: &str| DiskRecord {
-        probe: Default::default(),
-        uuid: uuid.map(Into::into),
-        label: Some(label.into()),
-        device: dev.into(),
-        fstype: Some(fs.into()),
-        mountpoints: vec![],
-        hardware: Default::default(),
-        health: None,
-        fs: None,
-    };
-    let sig = |id: &str, host: &str, addr: &str, disk, present, t| Sighting {
-        node_id: id.into(),
-        host: host.into(),
-        addr: Some(addr.into()),
-        disk,
-        present,
-        first_seen: t,
-        last_seen: t,
-    };
-    let a = |disk, present| {
-        sig(
-            FIXTURE_A,
-            "fixture-a",
-            "192.0.2.2",
-            disk,
-            present,
-            1795688288055,
-        )
-    };
-    let b = |disk| {
-        sig(
-            FIXTURE_B,
-            "fixture-b",
-            "127.0.0.1",
-            disk,
-            true,
-            1795688290093,
-        )
-    };
-    let backup = d(
+    let (t_a, t_b) = (1795688288055, 1795688290093);
+    let a = |disk, present| sighting(FIXTURE_A, "fixture-a", "192.0.2.2", disk, present, t_a, t_a);
+    let b = |disk| sighting(FIXTURE_B, "fixture-b", "127.0.0.1", disk, true, t_b, t_b);
+    let backup = fs_disk(
         Some("6fe176fb-83a0-4e4a-af6a-f578ca7a1f65"),
-        "backup",
+        Some("backup"),
         "/dev/sdb1",
-        "ext4",
+        Some("ext4"),
     );
-    let big = d(
+    let big = fs_disk(
         Some("A1B2C3D4-0000-4000-8000-0000000000C1"),
-        "my \"big\" disk 2",
+        Some("my \"big\" disk 2"),
         "/dev/sdc1",
-        "xfs",
+        Some("xfs"),
     );
-    let nouuid = d(None, "nouuid", "/dev/sde1", "vfat");
-    let peer_disk = d(
+    let nouuid = fs_disk(None, Some("nouuid"), "/dev/sde1", Some("vfat"));
+    let peer_disk = fs_disk(
         Some("0b0b0b0b-1111-4222-8333-444455556666"),
-        "peer disk",
+        Some("peer disk"),
         "/dev/sdd1",
-        "ext4",
+        Some("ext4"),
     );
     assert_eq!(
         s.sightings().unwrap(),
@@ -517,28 +534,19 @@ fn assert_fixture(s: &Store) {
     assert_eq!(s.local_inventory(), vec![backup.clone()]);
     assert_eq!(
         s.peers(),
-        vec![PeerRecord {
-            node_id: FIXTURE_B.into(),
-            node: "fixture-b".into(),
-            addr: Some("127.0.0.1".into()),
-            first_seen: 1795688290063,
-            last_seen: 1795688292789,
-            gone: true,
-            legacy: false,
-            disks: 2,
-            key: None,
-            boot: 8860704361122469820,
-            sent_ms: 1795688292789,
-        }]
+        vec![fixture_b_peer(
+            FIXTURE_B,
+            (1795688290063, 1795688292789),
+            8860704361122469820,
+            1795688292789,
+        )]
     );
     assert_eq!(s.host_seen(FIXTURE_B), Some(1795688292789));
-    assert_eq!(
-        s.attach("6FE176FB-83A0-4E4A-AF6A-F578CA7A1F65"),
-        Some(AttachRecord {
-            dir: "/mnt/backup here".into(),
-            host: "fixture-a".into(),
-            path: "/srv/diskd/6fe176fb-83a0-4e4a-af6a-f578ca7a1f65".into(),
-        })
+    assert_attached_from_fixture_a(
+        s,
+        "6FE176FB-83A0-4E4A-AF6A-F578CA7A1F65",
+        "/mnt/backup here",
+        "/srv/diskd/6fe176fb-83a0-4e4a-af6a-f578ca7a1f65",
     );
     let one = |term: &str, want: &DiskRecord| assert_finds_one(s, term, want);
     one("6FE176FB-83a0-4e4a-af6a-f578ca7a1f65", &backup);
@@ -1080,56 +1088,37 @@ const V3_B: &str = "3b2d244500ce5cfcbb612cb4f4cc15ee";
 /// now: the same as the previous release read it, every hardware field unknown.
 fn assert_fixture_v3(s: &Store) {
     assert_eq!(s.node_id(), V3_A);
-    let d = |uuid: Option<&str>, label: Option<&str>, dev: &str, fs: Option<&str>| DiskRecord {
-        probe: Default::default(),
-        uuid: uuid.map(Into::into),
-        label: label.map(Into::into),
-        device: dev.into(),
-        fstype: fs.map(Into::into),
-        mountpoints: vec![],
-        hardware: Default::default(),
-        health: None,
-        fs: None,
-    };
     let sig = |id: &str, disk, present, first_seen, last_seen| {
         let (host, addr) = if id == V3_A {
             ("fixture-a", "192.0.2.2")
         } else {
             ("fixture-b", "127.0.0.1")
         };
-        Sighting {
-            node_id: id.into(),
-            host: host.into(),
-            addr: Some(addr.into()),
-            disk,
-            present,
-            first_seen,
-            last_seen,
-        }
+        sighting(id, host, addr, disk, present, first_seen, last_seen)
     };
     let t_a = 1795706183561;
     let t_b = 1795706183751;
-    let blank_sdh = d(None, None, "/dev/sdh", None);
-    let backup = d(
+    let blank_sdh = fs_disk(None, None, "/dev/sdh", None);
+    let backup = fs_disk(
         Some("5d6e7f80-1a2b-4c3d-8e9f-0a1b2c3d4e5f"),
         Some("backup"),
         "/dev/sdb1",
         Some("ext4"),
     );
-    let moving = d(
+    let moving = fs_disk(
         Some("77777777-2222-4333-8444-555566667777"),
         Some("moving disk"),
         "/dev/sdg1",
         Some("ext4"),
     );
-    let big = d(
+    let big = fs_disk(
         Some("C0FFEE00-0000-4000-8000-0000000000C3"),
         Some("my \"big\" disk 3"),
         "/dev/sdc1",
         Some("xfs"),
     );
-    let nouuid = d(None, Some("no uuid 'here'"), "/dev/sde1", Some("vfat"));
-    let peer_disk = d(
+    let nouuid = fs_disk(None, Some("no uuid 'here'"), "/dev/sde1", Some("vfat"));
+    let peer_disk = fs_disk(
         Some("0b0b0b0b-1111-4222-8333-444455556666"),
         Some("peer disk"),
         "/dev/sdd1",
@@ -1161,27 +1150,18 @@ fn assert_fixture_v3(s: &Store) {
     );
     assert_eq!(
         s.peers(),
-        vec![PeerRecord {
-            node_id: V3_B.into(),
-            node: "fixture-b".into(),
-            addr: Some("127.0.0.1".into()),
-            first_seen: 1795706183730,
-            last_seen: 1795706186527,
-            gone: true,
-            legacy: false,
-            disks: 2,
-            key: None,
-            boot: 4703081784212532427,
-            sent_ms: 1795706186526,
-        }]
+        vec![fixture_b_peer(
+            V3_B,
+            (1795706183730, 1795706186527),
+            4703081784212532427,
+            1795706186526,
+        )]
     );
-    assert_eq!(
-        s.attach("5D6E7F80-1A2B-4C3D-8E9F-0A1B2C3D4E5F"),
-        Some(AttachRecord {
-            dir: "/mnt/backup \"here\"".into(),
-            host: "fixture-a".into(),
-            path: "/srv/diskd/5d6e7f80-1a2b-4c3d-8e9f-0a1b2c3d4e5f".into(),
-        })
+    assert_attached_from_fixture_a(
+        s,
+        "5D6E7F80-1A2B-4C3D-8E9F-0A1B2C3D4E5F",
+        "/mnt/backup \"here\"",
+        "/srv/diskd/5d6e7f80-1a2b-4c3d-8e9f-0a1b2c3d4e5f",
     );
     let one = |term: &str, want: &DiskRecord| assert_finds_one(s, term, want);
     one("5D6E7F80-1a2b-4c3d-8e9f-0a1b2c3d4e5f", &backup);
@@ -1307,6 +1287,20 @@ fn write_old_peer(
         hosts.insert(chunk_key(node_id, i as u32), c).unwrap();
     }
     db.flush().unwrap();
+}
+
+/// A disk for `write_old_peer`: UUID `uuid` at `device`, serial number `serial`, nothing
+/// else known.
+fn old_peer_disk(uuid: &str, device: &str, serial: &str) -> DiskRecord {
+    DiskRecord {
+        uuid: Some(uuid.into()),
+        device: device.into(),
+        hardware: Hardware {
+            serial: Some(serial.into()),
+            ..Hardware::default()
+        },
+        ..DiskRecord::default()
+    }
 }
 
 /// Every key and value of tree `hosts` of a closed store.
@@ -1663,15 +1657,7 @@ const V4_NODE: &str = "69b18685b2cf24b56c55a614f062fe11";
 fn assert_fixture_v4(s: &Store) {
     assert_eq!(s.node_id(), V4_NODE);
     let t = 1796520742871;
-    let sig = |disk| Sighting {
-        node_id: V4_NODE.into(),
-        host: "fixture-v4".into(),
-        addr: Some("192.0.2.2".into()),
-        disk,
-        present: true,
-        first_seen: t,
-        last_seen: t,
-    };
+    let sig = |disk| sighting(V4_NODE, "fixture-v4", "192.0.2.2", disk, true, t, t);
     let backup = fixture_backup(
         "5d6e7f80-1a2b-4c3d-8e9f-0a1b2c3d4e5f",
         "/dev/sdr",
@@ -1713,15 +1699,11 @@ fn a_schema_4_store_is_converted_keeping_everything_and_calling_nothing_blank() 
 fn an_interrupted_schema_4_conversion_completes_and_a_schema_4_reader_skips_converted_hosts() {
     // Two hosts written as schema 4 wrote them (the fixture's, and a peer's).
     let dir = copy_of_fixture("store-v4");
-    let peer = DiskRecord {
-        uuid: Some("0b0b0b0b-1111-4222-8333-444455556666".into()),
-        device: "/dev/sdd1".into(),
-        hardware: Hardware {
-            serial: Some("PEER-1".into()),
-            ..Hardware::default()
-        },
-        ..DiskRecord::default()
-    };
+    let peer = old_peer_disk(
+        "0b0b0b0b-1111-4222-8333-444455556666",
+        "/dev/sdd1",
+        "PEER-1",
+    );
     write_old_peer(
         dir.path(),
         "ffffffffffffffffffffffffffffffff",
@@ -1761,14 +1743,16 @@ const V5_NODE: &str = "7198cf448f34a5f987ba334b8d32d275";
 fn assert_fixture_v5(s: &Store) {
     assert_eq!(s.node_id(), V5_NODE);
     let (t1, t2) = (1796552772131, 1796552773420);
-    let sig = |disk, first_seen, last_seen| Sighting {
-        node_id: V5_NODE.into(),
-        host: "fixture-v5".into(),
-        addr: Some("192.0.2.2".into()),
-        disk,
-        present: true,
-        first_seen,
-        last_seen,
+    let sig = |disk, first_seen, last_seen| {
+        sighting(
+            V5_NODE,
+            "fixture-v5",
+            "192.0.2.2",
+            disk,
+            true,
+            first_seen,
+            last_seen,
+        )
     };
     let backup = fixture_backup(
         "7a8b9c0d-1e2f-4a3b-8c4d-5e6f7a8b9c0d",
@@ -1885,14 +1869,12 @@ fn an_interrupted_schema_5_conversion_completes_and_a_schema_5_reader_skips_conv
     // Two hosts written as schema 5 wrote them (the fixture's, and a peer's).
     let dir = copy_of_fixture("store-v5");
     let peer = DiskRecord {
-        uuid: Some("0c0c0c0c-1111-4222-8333-444455556666".into()),
-        device: "/dev/sde1".into(),
-        hardware: Hardware {
-            serial: Some("PEER-5".into()),
-            ..Hardware::default()
-        },
         probe: Probe::Signature,
-        ..DiskRecord::default()
+        ..old_peer_disk(
+            "0c0c0c0c-1111-4222-8333-444455556666",
+            "/dev/sde1",
+            "PEER-5",
+        )
     };
     write_old_peer(
         dir.path(),

@@ -618,6 +618,14 @@ mod tests {
         }
     }
 
+    /// A machine with only what `setup` puts in its sysfs reads as `want`, alone.
+    #[track_caller]
+    fn assert_reads_alone(setup: fn(&FakeSysfs), want: HardwareInfo) {
+        let sys = FakeSysfs::new();
+        setup(&sys);
+        assert_eq!(sys.read(), [want]);
+    }
+
     fn s(text: &str) -> Option<String> {
         Some(text.to_string())
     }
@@ -696,11 +704,9 @@ mod tests {
 
     #[test]
     fn nvme_namespace_with_controller_model_and_serial() {
-        let sys = FakeSysfs::new();
-        nvme(&sys);
-        assert_eq!(
-            sys.read(),
-            [info(
+        assert_reads_alone(
+            nvme,
+            info(
                 "/dev/nvme0n1",
                 (259, 0),
                 Hardware {
@@ -714,18 +720,16 @@ mod tests {
                     rotational: Some(false),
                     parent: None,
                     backing_file: None,
-                }
-            )]
+                },
+            ),
         );
     }
 
     #[test]
     fn usb_stick_takes_the_serial_of_its_usb_device_not_the_hub() {
-        let sys = FakeSysfs::new();
-        usb(&sys);
-        assert_eq!(
-            sys.read(),
-            [info(
+        assert_reads_alone(
+            usb,
+            info(
                 "/dev/sdb",
                 (8, 16),
                 Hardware {
@@ -739,8 +743,8 @@ mod tests {
                     rotational: Some(true),
                     parent: None,
                     backing_file: None,
-                }
-            )]
+                },
+            ),
         );
     }
 
@@ -783,11 +787,9 @@ mod tests {
 
     #[test]
     fn virtio_disk_has_a_serial_but_a_pci_id_is_no_vendor() {
-        let sys = FakeSysfs::new();
-        virtio(&sys);
-        assert_eq!(
-            sys.read(),
-            [info(
+        assert_reads_alone(
+            virtio,
+            info(
                 "/dev/vda",
                 (254, 0),
                 Hardware {
@@ -796,18 +798,16 @@ mod tests {
                     transport: s("virtio"),
                     removable: Some(false),
                     ..Hardware::default()
-                }
-            )]
+                },
+            ),
         );
     }
 
     #[test]
     fn loop_device_keeps_its_deleted_backing_file_and_empty_ones_are_skipped() {
-        let sys = FakeSysfs::new();
-        loops(&sys);
-        assert_eq!(
-            sys.read(),
-            [info(
+        assert_reads_alone(
+            loops,
+            info(
                 "/dev/loop3",
                 (7, 3),
                 Hardware {
@@ -816,8 +816,8 @@ mod tests {
                     rotational: Some(false),
                     backing_file: s("/var/lib/images/my  disk.img (deleted)"),
                     ..Hardware::default()
-                }
-            )]
+                },
+            ),
         );
     }
 

@@ -229,6 +229,13 @@ fn s(p: &Path) -> String {
     p.to_str().unwrap().to_string()
 }
 
+/// A scan by the program at `path` (no arguments, 5 s to answer) as blkid.
+async fn scan_by(path: &Path) -> Result<Observation, WatchError> {
+    watcher(cfg_for(vec![s(path)], Duration::from_secs(5)))
+        .scan()
+        .await
+}
+
 #[tokio::test]
 async fn fake_blkid_output_is_parsed_and_filtered() {
     let dir = tempfile::tempdir().unwrap();
@@ -283,17 +290,11 @@ async fn failing_command_reports_first_stderr_line() {
 async fn exit_2_without_output_means_no_devices() {
     let dir = tempfile::tempdir().unwrap();
     let path = script(dir.path(), "none", "exit 2\n");
-    let obs = watcher(cfg_for(vec![s(&path)], Duration::from_secs(5)))
-        .scan()
-        .await
-        .unwrap();
+    let obs = scan_by(&path).await.unwrap();
     assert_eq!(obs, Observation::Disks(vec![]));
 
     let path = script(dir.path(), "two", "echo '/dev/sda1: UUID=\"u\"'\nexit 2\n");
-    let err = watcher(cfg_for(vec![s(&path)], Duration::from_secs(5)))
-        .scan()
-        .await
-        .unwrap_err();
+    let err = scan_by(&path).await.unwrap_err();
     assert_eq!(err.kind(), "failed");
 
     // Exit 2 with a message is no "nothing found": dash says this, with status 2, when
@@ -303,10 +304,7 @@ async fn exit_2_without_output_means_no_devices() {
         "said",
         "echo 'sh: 0: cannot open /x/blkid: No such file' >&2\nexit 2\n",
     );
-    let err = watcher(cfg_for(vec![s(&path)], Duration::from_secs(5)))
-        .scan()
-        .await
-        .unwrap_err();
+    let err = scan_by(&path).await.unwrap_err();
     assert_eq!(err.kind(), "failed");
     assert!(err.to_string().contains("cannot open"), "{err}");
 }
@@ -326,10 +324,7 @@ async fn missing_and_non_executable_programs() {
     let path = dir.path().join("noexec");
     std::fs::write(&path, "#!/bin/sh\necho hi\n").unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let err = watcher(cfg_for(vec![s(&path)], Duration::from_secs(5)))
-        .scan()
-        .await
-        .unwrap_err();
+    let err = scan_by(&path).await.unwrap_err();
     assert!(
         matches!(err, WatchError::PermissionDenied { .. }),
         "{err:?}"
@@ -567,19 +562,23 @@ fn a_lone_probe_is_empty_only_when_blkid_found_nothing_and_said_nothing() {
     );
 }
 
+/// Add to the fake sysfs at `root` the virtual block device `name`, numbered `dev`, of
+/// `size` sectors (each as the file holds it), with no holders; its directory.
+fn sysfs_block(root: &Path, name: &str, dev: &str, size: &str) -> PathBuf {
+    let d = root.join("devices/virtual/block").join(name);
+    std::fs::create_dir_all(d.join("holders")).unwrap();
+    std::fs::write(d.join("dev"), dev).unwrap();
+    std::fs::write(d.join("size"), size).unwrap();
+    std::fs::create_dir_all(root.join("class/block")).unwrap();
+    std::os::unix::fs::symlink(&d, root.join("class/block").join(name)).unwrap();
+    d
+}
+
 #[test]
 fn sysfs_devices_to_probe_skip_empty_and_ram_and_mark_used_ones() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let block = |name: &str, dev: &str, size: &str| {
-        let d = root.join("devices/virtual/block").join(name);
-        std::fs::create_dir_all(d.join("holders")).unwrap();
-        std::fs::write(d.join("dev"), dev).unwrap();
-        std::fs::write(d.join("size"), size).unwrap();
-        std::fs::create_dir_all(root.join("class/block")).unwrap();
-        std::os::unix::fs::symlink(&d, root.join("class/block").join(name)).unwrap();
-        d
-    };
+    let block = |name: &str, dev: &str, size: &str| sysfs_block(root, name, dev, size);
     block("loop0", "7:0\n", "0\n");
     block("ram0", "1:0\n", "8192\n");
     block("loop1", "7:1\n", "2048\n");
@@ -609,12 +608,7 @@ async fn devices_the_scan_missed_are_probed_and_a_missing_node_is_never_empty() 
     // (as blkid does for a path that does not exist).
     let dir = tempfile::tempdir().unwrap();
     let sys = dir.path().join("sys");
-    let d = sys.join("devices/virtual/block/sdz9");
-    std::fs::create_dir_all(d.join("holders")).unwrap();
-    std::fs::write(d.join("dev"), "259:999\n").unwrap();
-    std::fs::write(d.join("size"), "2048\n").unwrap();
-    std::fs::create_dir_all(sys.join("class/block")).unwrap();
-    std::os::unix::fs::symlink(&d, sys.join("class/block/sdz9")).unwrap();
+    sysfs_block(&sys, "sdz9", "259:999\n", "2048\n");
     let calls = dir.path().join("calls");
     let blkid = script(
         dir.path(),

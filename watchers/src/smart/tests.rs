@@ -20,6 +20,11 @@ fn parsed(name: &str, status: u8) -> SmartData {
     parse_smartctl(&fixture(name), status).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
+/// smartctl's output `doc` parsed with exit status `status`.
+fn parsed_json(doc: &Value, status: u8) -> SmartData {
+    parse_smartctl(doc.to_string().as_bytes(), status).unwrap()
+}
+
 fn judged(name: &str, status: u8) -> DiskHealth {
     verdict(&parsed(name, status))
 }
@@ -99,7 +104,7 @@ fn packed_raw_values_are_read_by_their_meaningful_bytes() {
     let top = doc.as_object_mut().unwrap();
     top.remove("temperature");
     top.remove("power_on_time");
-    let data = parse_smartctl(doc.to_string().as_bytes(), 0).unwrap();
+    let data = parsed_json(&doc, 0);
     assert_eq!(data.temperature_c, Some(28), "0x002D0017001C is 28 °C");
     assert_eq!(
         data.power_on_hours,
@@ -118,7 +123,7 @@ fn packed_raw_values_are_read_by_their_meaningful_bytes() {
         .and_then(Value::as_array_mut)
         .unwrap();
     table.retain(|a| a["id"] != 194);
-    let data = parse_smartctl(doc.to_string().as_bytes(), 0).unwrap();
+    let data = parsed_json(&doc, 0);
     assert_eq!(data.temperature_c, Some(28));
 }
 
@@ -127,7 +132,7 @@ fn a_bogus_power_on_raw_value_is_no_figure() {
     let doc = json!({"ata_smart_attributes": {"table": [
         {"id": 9, "raw": {"value": 0x0000_7fff_ffffu64, "string": "2147483647"}}
     ]}});
-    let data = parse_smartctl(doc.to_string().as_bytes(), 0).unwrap();
+    let data = parsed_json(&doc, 0);
     assert_eq!(data.power_on_hours, None);
 }
 
@@ -248,19 +253,11 @@ fn standby_is_recognised_from_the_message_or_the_power_mode() {
         "smartctl": {"exit_status": 2},
         "power_mode": {"ata_value": 0, "name": "STANDBY"}
     });
-    assert!(
-        parse_smartctl(v75.to_string().as_bytes(), 2)
-            .unwrap()
-            .standby
-    );
+    assert!(parsed_json(&v75, 2).standby);
     let sleep = json!({"smartctl": {"messages": [
         {"string": "Device is in SLEEP mode, exit(2)", "severity": "information"}
     ]}});
-    assert!(
-        parse_smartctl(sleep.to_string().as_bytes(), 2)
-            .unwrap()
-            .standby
-    );
+    assert!(parsed_json(&sleep, 2).standby);
 }
 
 #[test]
@@ -273,7 +270,7 @@ fn no_smart_is_unknown_with_smartctls_words() {
     );
 
     let unsupported = json!({"smart_support": {"available": false, "enabled": false}});
-    let data = parse_smartctl(unsupported.to_string().as_bytes(), exit::COMMAND_FAILED).unwrap();
+    let data = parsed_json(&unsupported, exit::COMMAND_FAILED);
     assert_eq!(
         verdict(&data).reasons,
         ["SMART not supported by the device"]
@@ -282,7 +279,7 @@ fn no_smart_is_unknown_with_smartctls_words() {
     let open_failed = json!({"smartctl": {"messages": [
         {"string": "Smartctl open device: /dev/sdz failed: No such device", "severity": "error"}
     ]}});
-    let data = parse_smartctl(open_failed.to_string().as_bytes(), exit::DEVICE_OPEN).unwrap();
+    let data = parsed_json(&open_failed, exit::DEVICE_OPEN);
     assert!(!data.standby);
     let h = verdict(&data);
     assert_eq!(h.state, HealthState::Unknown);
