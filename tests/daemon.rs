@@ -480,6 +480,57 @@ fn inventory_and_node_id_survive_a_clean_restart() {
     assert_eq!(d.status_json()["node_id"], id.as_str());
 }
 
+/// How many starts of this daemon's log loaded the store from `source` ("the
+/// warm-start image" or "the log").
+fn loads_from(d: &TestDaemon, source: &str) -> usize {
+    d.log_text()
+        .matches(&format!("loaded from {source},"))
+        .count()
+}
+
+#[test]
+fn a_clean_stop_leaves_a_warm_start_image_that_the_next_start_reads() {
+    let old = backup_disk();
+    let mut d = TestDaemon::new(&blkid_plain(std::slice::from_ref(&old))).start();
+    d.wait_query(BACKUP_UUID);
+    let image = d.store.join("warm-start");
+    assert_eq!(d.stop(), 0, "log:\n{}", d.log_text());
+    assert!(
+        image.is_file(),
+        "no image after SIGTERM; log:\n{}",
+        d.log_text()
+    );
+
+    // The next start reads it, answers from it before any scan, and removes it.
+    util::fake_blkid(&d.blkid, "");
+    d.restart();
+    assert_eq!(
+        loads_from(&d, "the warm-start image"),
+        1,
+        "{}",
+        d.log_text()
+    );
+    assert!(!image.exists(), "an image is read once");
+    let r = d.client(&["query", BACKUP_UUID, "--json"]);
+    r.expect_code(0);
+    assert_is(&r.json()[0], &old);
+
+    // A kill -9 leaves none: the start after it walks the store, and finds the same.
+    d.kill9();
+    assert!(!image.exists());
+    d.restart();
+    assert_eq!(
+        loads_from(&d, "the warm-start image"),
+        1,
+        "{}",
+        d.log_text()
+    );
+    assert_eq!(loads_from(&d, "the log"), 2, "{}", d.log_text());
+    let r = d.client(&["query", BACKUP_UUID, "--json"]);
+    r.expect_code(0);
+    assert_is(&r.json()[0], &old);
+}
+
 // ---- 5. kill -9 ----
 
 /// Start the daemon and SIGKILL it the moment a query first shows `uuid`: the tightest

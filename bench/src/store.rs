@@ -1,7 +1,7 @@
 //! `diskd-bench store`: the store alone, without a daemon or a lab (no root needed).
 //!
 //! Builds a fleet-sized store (PEERS hosts x DISKS disks) through the public API the peer
-//! layer uses (`replace_peer_inventory`, then `flush`), closes it, and times `Store::open`
+//! layer uses (`replace_peer_inventory` and `upsert_peer`, then `flush`), closes it, and times `Store::open`
 //! of it several times, a first query after open, an unchanged second pass and a pass with
 //! one changed disk per host. Prints the figures as a Markdown table.
 
@@ -77,6 +77,22 @@ fn pass(
                 now,
             )
             .expect("replace_peer_inventory");
+        // The peer layer keeps a record of every peer it hears beside its inventory.
+        store
+            .upsert_peer(&diskd::model::PeerRecord {
+                node_id: peer_id(p),
+                node: format!("sim-{p:04}"),
+                addr: Some("192.0.2.3".into()),
+                first_seen: 1,
+                last_seen: now,
+                gone: false,
+                legacy: false,
+                disks: disks.len(),
+                key: None,
+                boot: 1,
+                sent_ms: now,
+            })
+            .expect("upsert_peer");
         // The peer layer flushes once per burst of datagrams (up to 64 of them).
         if p % 64 == 63 {
             rt.block_on(store.flush()).expect("flush");

@@ -59,6 +59,7 @@ impl DaemonError {
 /// Run the daemon until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> Result<(), DaemonError> {
     let startup = |e: &dyn std::fmt::Display| DaemonError::Startup(e.to_string());
+    let started = std::time::Instant::now();
 
     let access = config.access().map_err(|e| startup(&e))?;
     control::socket::check_free(&config.socket).map_err(|e| startup(&e))?;
@@ -228,6 +229,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     // The socket is listening and its server running: a client connecting from now on is
     // answered.
     systemd::ready(&config.socket);
+    tracing::info!("ready in {:.1?}", started.elapsed());
 
     tokio::select! {
         _ = sigterm.recv() => {}
@@ -255,6 +257,16 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         .flush()
         .await
         .map_err(|e| DaemonError::Runtime(format!("final store flush failed: {e}")))?;
+    // Last, so no write comes after it: the next start reads this image instead of the
+    // whole store.
+    let s = store.clone();
+    match tokio::task::spawn_blocking(move || s.save_warm_start()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(
+            "warm-start image not written ({e}): the next start reads the whole store"
+        ),
+        Err(e) => tracing::warn!("warm-start image not written ({e})"),
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -43,6 +43,7 @@ mod open;
 mod query;
 mod records;
 mod sniff;
+mod warm;
 
 use index::*;
 use merge::*;
@@ -207,6 +208,8 @@ struct Inner {
     host_writes: AtomicU64,
     /// `flush` waits for sled on the calling thread (see [`Store::open_sharing_process`]).
     inline_flush: std::sync::atomic::AtomicBool,
+    /// Loaded at open from the warm-start image (see `warm`), not from sled.
+    from_image: std::sync::atomic::AtomicBool,
     /// Kept in memory only, never on disk (see [`Store::in_memory`]).
     volatile: bool,
 }
@@ -238,6 +241,12 @@ impl Store {
     /// to wait for.
     pub fn is_volatile(&self) -> bool {
         self.inner.volatile
+    }
+
+    /// Whether this open read the warm-start image a clean shutdown left (see
+    /// [`Store::save_warm_start`]) instead of walking sled: what a fast restart depends on.
+    pub fn loaded_from_image(&self) -> bool {
+        self.inner.from_image.load(Ordering::Relaxed)
     }
 
     /// This node's permanent id.

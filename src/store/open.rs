@@ -141,6 +141,13 @@ impl Store {
             }
         };
         sniff::check_log_readable(path)?;
+        // The warm-start image is read and built into memory on a second thread while sled
+        // opens; its stamp is taken first, as sled's open may write to the log.
+        let started = std::time::Instant::now();
+        let (dir, stamp) = (path.to_path_buf(), warm::log_stamp(path));
+        let reader = std::thread::Builder::new()
+            .name("store-image".into())
+            .spawn(move || warm::prepare(&dir, stamp));
         // A compaction that died before its swap left a full copy beside the store.
         let leftover = compact::staging(path);
         if leftover.is_dir() {
@@ -151,7 +158,12 @@ impl Store {
                 );
             }
         }
-        let db = health::config(path).open().map_err(open_err)?;
+        let db = health::config(path).open();
+        let image = match reader {
+            Ok(t) => t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            Err(_) => None,
+        };
+        let db = db.map_err(open_err)?;
         let meta = db.open_tree(META).map_err(open_err)?;
         let has_tree = |name: &str| {
             db.tree_names()
@@ -159,9 +171,11 @@ impl Store {
                 .any(|n| n.as_ref() == name.as_bytes())
         };
 
+        let mut current = false;
         match meta.get(KEY_SCHEMA).map_err(open_err)? {
             Some(v) if v.as_ref() == SCHEMA_VERSION.to_string().as_bytes() => {
                 migrate::drop_v2_leftovers(&db, &meta).map_err(open_err)?;
+                current = true;
             }
             Some(v) if [&b"3"[..], b"4", b"5"].contains(&v.as_ref()) => {
                 // Schemas 3, 4 and 5 converted schema 2 the same way and may have left its
@@ -198,6 +212,13 @@ impl Store {
                     .map_err(open_err)?;
             }
         }
+        // Whatever the image is, its token goes before anything else is written, and the
+        // file with it.
+        let token = match meta.contains_key(warm::KEY_TOKEN).map_err(open_err)? {
+            true => meta.remove(warm::KEY_TOKEN).map_err(open_err)?,
+            false => None,
+        };
+        warm::remove_image(path);
         let hosts = db.open_tree(HOSTS).map_err(open_err)?;
         let peers_tree = db.open_tree(PEERS).map_err(open_err)?;
         let attaches = db.open_tree(ATTACHES).map_err(open_err)?;
@@ -215,15 +236,44 @@ impl Store {
             .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
             .map_or(NONE, u64::from_be_bytes);
 
-        // Every host into memory, and the index with it: `load_hosts`.
-        let (mem, chunks) = load_hosts(&hosts).map_err(open_err)?;
-        let mut peers = BTreeMap::new();
-        for item in peers_tree.iter() {
-            let (k, v) = item.map_err(open_err)?;
-            if let Some(p) = decode::<PeerRecord>(&v) {
-                peers.insert(String::from_utf8_lossy(&k).into_owned(), p);
+        // Every host into memory, and the index with it: from the warm-start image a clean
+        // shutdown left, else from sled (`load_hosts`).
+        let warm = image
+            .filter(|_| current)
+            .and_then(|w| w.accept(token.as_ref()));
+        let from_image = warm.is_some();
+        let loaded = match warm {
+            Some(loaded) => Loaded {
+                local_seen,
+                ..loaded
+            },
+            None => {
+                let (mem, chunks) = load_hosts(&hosts).map_err(open_err)?;
+                let mut peers = BTreeMap::new();
+                for item in peers_tree.iter() {
+                    let (k, v) = item.map_err(open_err)?;
+                    if let Some(p) = decode::<PeerRecord>(&v) {
+                        peers.insert(String::from_utf8_lossy(&k).into_owned(), p);
+                    }
+                }
+                Loaded {
+                    mem,
+                    peers,
+                    local_seen,
+                    chunks,
+                }
             }
-        }
+        };
+        tracing::info!(
+            "store: {} hosts loaded from {}, opened in {:.1?}",
+            loaded.mem.hosts.len(),
+            if from_image {
+                "the warm-start image"
+            } else {
+                "the log"
+            },
+            started.elapsed()
+        );
         db.flush().map_err(open_err)?;
         let sled = Sled {
             db,
@@ -232,18 +282,9 @@ impl Store {
             peers_tree,
             attaches,
         };
-        let loaded = Loaded {
-            mem,
-            peers,
-            local_seen,
-            chunks,
-        };
-        Ok(Store::assemble(
-            Some(sled),
-            node_id,
-            path.to_path_buf(),
-            loaded,
-        ))
+        let store = Store::assemble(Some(sled), node_id, path.to_path_buf(), loaded);
+        store.inner.from_image.store(from_image, Ordering::Relaxed);
+        Ok(store)
     }
 
     /// A store that lives in memory only, under the node id given: what readers see and
@@ -287,6 +328,7 @@ impl Store {
                 no_exchange: std::sync::atomic::AtomicBool::new(volatile),
                 host_writes: AtomicU64::new(0),
                 inline_flush: std::sync::atomic::AtomicBool::new(false),
+                from_image: std::sync::atomic::AtomicBool::new(false),
                 volatile,
             }),
         }

@@ -536,6 +536,11 @@ impl HostState {
         }
     }
 
+    /// Its value as sled holds it (framed as chunk 0 is), for the warm-start image.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
     /// Its value. Only bytes that decoded are ever kept, so this is never empty for a
     /// host that has entries.
     pub fn view(&self) -> HostView<'_> {

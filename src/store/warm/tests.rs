@@ -1,0 +1,174 @@
+use super::*;
+use crate::store::tests::disk;
+
+/// A store with our own disks, three peers' inventories and their peer records, flushed.
+fn filled(dir: &Path) -> Store {
+    let s = Store::open(dir).unwrap();
+    s.replace_local("me", None, &[disk("AAAA-1", "alpha", "/dev/sda1")], 1_000)
+        .unwrap();
+    for p in 0..3u64 {
+        let id = format!("peer{p}");
+        let disks: Vec<DiskRecord> = (0..4)
+            .map(|d| {
+                disk(
+                    &format!("{p}-{d}"),
+                    &format!("vol {d} of {p}"),
+                    &format!("/dev/sd{d}"),
+                )
+            })
+            .collect();
+        s.replace_peer_inventory(
+            &id,
+            &format!("host{p}"),
+            Some("192.0.2.1"),
+            &disks,
+            2_000 + p,
+        )
+        .unwrap();
+        // A later inventory without disk 0: it stays as a last known location.
+        s.replace_peer_inventory(
+            &id,
+            &format!("host{p}"),
+            Some("192.0.2.1"),
+            &disks[1..],
+            3_000 + p,
+        )
+        .unwrap();
+        s.upsert_peer(&PeerRecord {
+            node_id: id.clone(),
+            node: format!("host{p}"),
+            addr: Some("192.0.2.1".into()),
+            first_seen: 2_000,
+            last_seen: 3_000 + p,
+            gone: p == 2,
+            legacy: false,
+            disks: 3,
+            key: Some(format!("fp{p}")),
+            boot: 7 + p,
+            sent_ms: 3_000 + p,
+        })
+        .unwrap();
+    }
+    futures_flush(&s);
+    s
+}
+
+fn futures_flush(s: &Store) {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(s.flush())
+        .unwrap();
+}
+
+/// Everything a reader can ask of the store, to compare two opens.
+fn picture(s: &Store) -> String {
+    let mut out = format!("{:?}\n{:?}\n", s.sightings().unwrap(), s.peers());
+    for term in ["alpha", "AAAA-1", "vol 0 of 1", "/dev/sd2", "2-0"] {
+        out += &format!("{term}: {:?}\n", s.find(term).unwrap());
+    }
+    out += &format!("host2: {:?}\n", s.find_host("host2").unwrap());
+    out += &format!("{:?} {}", s.history("1-0").unwrap(), s.sightings_len());
+    out
+}
+
+#[test]
+fn a_clean_shutdown_image_gives_the_same_store_as_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let cold = {
+        let s = filled(dir.path());
+        s.save_warm_start().unwrap();
+        picture(&s)
+    };
+    assert!(dir.path().join(FILE).is_file());
+    let warm = Store::open(dir.path()).unwrap();
+    assert!(warm.loaded_from_image());
+    assert_eq!(picture(&warm), cold);
+    // Read once: the open removed both the file and the token.
+    assert!(!dir.path().join(FILE).exists());
+    // Writes after a warm open land where a cold open finds them.
+    warm.replace_local("me", None, &[disk("CCCC-3", "gamma", "/dev/sdc1")], 5_000)
+        .unwrap();
+    let expected = picture(&warm);
+    drop(warm);
+    let again = Store::open(dir.path()).unwrap();
+    assert!(!again.loaded_from_image(), "no image was written this time");
+    assert_eq!(picture(&again), expected);
+}
+
+#[test]
+fn a_write_the_image_does_not_know_of_voids_it() {
+    let dir = tempfile::tempdir().unwrap();
+    filled(dir.path()).save_warm_start().unwrap();
+    // An older diskd (or anything else) writes to sled behind the image's back.
+    {
+        let db = super::health::config(dir.path()).open().unwrap();
+        let hosts = db.open_tree(HOSTS).unwrap();
+        hosts.remove(chunk_key("peer1", 0)).unwrap();
+        db.flush().unwrap();
+    }
+    let s = Store::open(dir.path()).unwrap();
+    assert!(!s.loaded_from_image());
+    assert!(
+        s.find_host("host1").unwrap().is_empty(),
+        "what sled holds wins"
+    );
+    assert!(!s.find_host("host2").unwrap().is_empty());
+}
+
+/// A change made to an image's bytes.
+type Harm = fn(&mut Vec<u8>);
+
+#[test]
+fn a_damaged_or_foreign_image_is_only_a_slower_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let expected = {
+        let s = filled(dir.path());
+        picture(&s)
+    };
+    let damage: [(&str, Harm); 4] = [
+        ("one bit flipped", |b| {
+            let mid = b.len() / 2;
+            b[mid] ^= 1;
+        }),
+        ("cut short", |b| b.truncate(b.len() / 3)),
+        ("empty", Vec::clear),
+        ("another schema", |b| {
+            b[8..12].copy_from_slice(&(SCHEMA_VERSION + 1).to_be_bytes())
+        }),
+    ];
+    for (what, harm) in damage {
+        Store::open(dir.path()).unwrap().save_warm_start().unwrap();
+        let path = dir.path().join(FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        harm(&mut bytes);
+        std::fs::write(&path, &bytes).unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        assert!(!s.loaded_from_image(), "{what}");
+        assert_eq!(picture(&s), expected, "{what}");
+        assert!(!path.exists(), "{what}: the file is removed");
+    }
+}
+
+#[test]
+fn an_image_without_its_token_is_not_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = filled(dir.path());
+    s.save_warm_start().unwrap();
+    let warm = || prepare(dir.path(), log_stamp(dir.path())).expect("a whole image");
+    let token = warm().token;
+    assert!(warm().accept(None).is_none(), "no token in sled");
+    let other = sled::IVec::from(&(token ^ 1).to_be_bytes()[..]);
+    assert!(warm().accept(Some(&other)).is_none());
+    let own = sled::IVec::from(&token.to_be_bytes()[..]);
+    assert!(warm().accept(Some(&own)).is_some());
+    // Taken with another log than the one it was written against: not even read.
+    assert!(prepare(dir.path(), None).is_none());
+}
+
+#[test]
+fn a_store_in_memory_writes_no_image() {
+    let s = Store::in_memory("mem");
+    s.save_warm_start().unwrap();
+    assert!(!Path::new("(memory)").join(FILE).exists());
+}
