@@ -10,6 +10,7 @@ mod client;
 mod devices;
 mod gossip;
 mod latency;
+mod members;
 mod scale;
 mod sim;
 mod smart;
@@ -67,7 +68,8 @@ enum Cmd {
         session: bool,
     },
     /// 1,000 simulated peers x 64 disks against one daemon (needs root): CPU, memory,
-    /// ingest, query latency during waves, store size and writes, restart time.
+    /// ingest, query latency during waves, store size and writes, restart time. The peers
+    /// announce by multicast, or with `--gossip` are gossip members of the daemon.
     Scale(scale::SimOptions),
     /// The store alone (no root, no lab): write a PEERS x DISKS store through the public
     /// API, then time reopening it, each open in a fresh process.
@@ -167,6 +169,11 @@ fn main() {
                 interval: 5,
                 churn: 0.02,
                 rate: 20_000,
+                gossip: false,
+                settle: 0,
+                daemon: None,
+                key: None,
+                bind: None,
             });
         }
     }

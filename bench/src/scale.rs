@@ -1,5 +1,6 @@
 //! `diskd-bench scale` and its helper `simulate`: 1,000 simulated peers with 64 disks each
-//! against one real daemon in a lab namespace, announcing in waves with churn.
+//! against one real daemon in a lab namespace, announcing in waves with churn; by
+//! multicast, or with `--gossip` as gossip members of the daemon (see `members`).
 //!
 //! The simulator runs as a child process inside the second lab namespace (so its datagrams
 //! travel the lab link like real ones); this process measures the daemon under test from
@@ -40,9 +41,30 @@ pub struct SimOptions {
     /// Datagrams per second the simulator sends at most.
     #[arg(long, default_value_t = 20_000)]
     pub rate: u64,
+    /// The simulated hosts are gossip members of the daemon (sealed unicast, SWIM: they
+    /// join, answer probes and pulls, and send an inventory only when it changes) instead
+    /// of multicast announcers.
+    #[arg(long)]
+    pub gossip: bool,
+    /// With `--gossip`: idle CPU is measured right after the waves and again this many
+    /// seconds later, when foca has sent every member's join its allotted number of
+    /// times (at 10,000 members: 10,000 updates x 24 sends, 30 per packet, at about 20
+    /// packets a second).
+    #[arg(long, default_value_t = 420)]
+    pub settle: u64,
+    /// With `--gossip`, for the simulator: the daemon's gossip address.
+    #[arg(long, hide = true)]
+    pub daemon: Option<SocketAddr>,
+    /// With `--gossip`, for the simulator: the fleet key file.
+    #[arg(long, hide = true)]
+    pub key: Option<std::path::PathBuf>,
+    /// With `--gossip`, for the simulator: the address its members listen on.
+    #[arg(long, hide = true)]
+    pub bind: Option<std::net::IpAddr>,
 }
 
-fn peer_id(p: usize) -> String {
+/// The node id of simulated host `p`.
+pub(crate) fn peer_id(p: usize) -> String {
     format!("{:032x}", 0x5151_0000_0000u64 + p as u64)
 }
 
@@ -79,6 +101,9 @@ pub fn sim_disk(p: usize, d: usize) -> DiskRecord {
 /// The simulator: runs inside the lab namespace, prints `wave N DATAGRAMS RECORDS` as each
 /// wave is sent.
 pub fn simulate(o: &SimOptions) {
+    if o.gossip {
+        return crate::members::simulate(o);
+    }
     let sock = UdpSocket::bind("0.0.0.0:0").expect("bind");
     sock.set_multicast_ttl_v4(1).expect("ttl");
     let group: SocketAddr = "230.1.2.3:32003".parse().expect("group");
@@ -226,7 +251,15 @@ fn pct(v: &mut [Duration], p: f64) -> f64 {
 
 /// Run the whole scale benchmark and print the figures.
 pub fn scale(o: &SimOptions) {
-    let mut lab = Lab::new(2, &["--announce-interval", "60s", "--peer-expiry", "600s"]);
+    let keys = tempfile::tempdir().expect("tempdir");
+    let key = keys.path().join("fleet.key");
+    let mut args = vec!["--announce-interval", "60s", "--peer-expiry", "600s"];
+    if o.gossip {
+        diskd::peer::keys::write_new_key(&key).expect("fleet key");
+        let key = key.to_str().expect("utf-8 path");
+        args.extend(["--key-file", key, "--interface", "eth0", "--no-multicast"]);
+    }
+    let mut lab = Lab::new(2, &args);
     let local: String = (0..64)
         .map(|d| {
             disk_line(
@@ -268,6 +301,19 @@ pub fn scale(o: &SimOptions) {
             "--rate",
             &o.rate.to_string(),
         ])
+        .args(if o.gossip {
+            vec![
+                "--gossip".to_string(),
+                "--daemon".into(),
+                format!("{}:32004", lab.hosts[0].addr),
+                "--key".into(),
+                key.display().to_string(),
+                "--bind".into(),
+                lab.hosts[1].addr.clone(),
+            ]
+        } else {
+            vec![]
+        })
         .stdout(Stdio::piped())
         .spawn()
         .expect("simulator");
@@ -275,7 +321,9 @@ pub fn scale(o: &SimOptions) {
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
         for l in lines.lines().map_while(Result::ok) {
-            let _ = tx.send(l);
+            if l.starts_with("wave ") {
+                let _ = tx.send(l);
+            }
         }
     });
     let w0 = proc_write_bytes(pid);
@@ -331,7 +379,9 @@ pub fn scale(o: &SimOptions) {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    let _ = sim.wait();
+    if !o.gossip {
+        let _ = sim.wait();
+    }
     // Let the daemon finish what is queued.
     std::thread::sleep(Duration::from_secs(2));
     let wave_wall = t_waves0.elapsed();
@@ -357,10 +407,26 @@ pub fn scale(o: &SimOptions) {
         .sum();
     let rss = proc_status_kib(pid, "VmRSS:");
     let hwm = proc_status_kib(pid, "VmHWM:");
-    // Idle between waves, with the full fleet known.
-    let c1 = proc_stat_cpu(pid);
-    std::thread::sleep(Duration::from_secs(10));
-    let idle_full = (proc_stat_cpu(pid) - c1).as_secs_f64() / 10.0 * 100.0;
+    // Idle after the waves, with the full fleet known, over 10 s; with gossip also after
+    // `--settle`, as foca piggybacks every join on its packets for minutes.
+    let idle_for_10s = || {
+        let c1 = proc_stat_cpu(pid);
+        std::thread::sleep(Duration::from_secs(10));
+        (proc_stat_cpu(pid) - c1).as_secs_f64() / 10.0 * 100.0
+    };
+    let mut idle = vec![idle_for_10s()];
+    let mut rss_settled = None;
+    if o.gossip {
+        eprintln!("waiting {} s for foca's dissemination to end", o.settle);
+        std::thread::sleep(Duration::from_secs(o.settle));
+        idle.push(idle_for_10s());
+        rss_settled = Some(proc_status_kib(pid, "VmRSS:"));
+    }
+    let idle_full = idle
+        .iter()
+        .map(|v| format!("{v:.2} %"))
+        .collect::<Vec<_>>()
+        .join(&format!(", {} s later ", o.settle));
     let store_bytes = dir_size(&store_dir);
     let known = st["disks_known"].as_u64().unwrap_or(0);
 
@@ -395,6 +461,22 @@ pub fn scale(o: &SimOptions) {
     println!("| records sent / datagrams sent | {total_records} / {total_datagrams} |");
     println!("| datagrams received by the daemon | {received} |");
     println!("| disks known after the waves | {known} |");
+    if o.gossip {
+        let g = &st["gossip"];
+        println!(
+            "| gossip members / live, after the waves | {} / {} |",
+            g["members"], g["members_live"]
+        );
+        println!(
+            "| gossip bytes in / out during the waves | {:.1} MB / {:.1} MB |",
+            g["bytes_in"].as_f64().unwrap_or(0.0) / 1e6,
+            g["bytes_out"].as_f64().unwrap_or(0.0) / 1e6
+        );
+        println!(
+            "| inventories sent by the daemon (one per member that came up) / pulls sent | {} / {} |",
+            g["inventories_sent"], g["pulls_sent"]
+        );
+    }
     let rate = |cpu: Duration, records: u64| records as f64 / cpu.as_secs_f64().max(0.001);
     if cpu_at_wave.len() >= quiet_waves && quiet_waves >= 2 {
         let first = cpu_at_wave[1] - cpu_at_wave[0];
@@ -423,7 +505,16 @@ pub fn scale(o: &SimOptions) {
         rss as f64 / 1024.0,
         hwm as f64 / 1024.0
     );
-    println!("| idle CPU, no peers / full fleet known | {idle_empty:.2} % / {idle_full:.2} % |");
+    if let Some(kib) = rss_settled {
+        println!(
+            "| RSS {} s after the waves | {:.1} MB |",
+            o.settle,
+            kib as f64 / 1024.0
+        );
+    }
+    println!(
+        "| idle CPU, no peers / full fleet known (each 10 s) | {idle_empty:.2} % / {idle_full} |"
+    );
     println!(
         "| `where` p50 / p99 during the later waves ({} samples) | {:.3} ms / {:.3} ms |",
         query_lat.len(),
@@ -450,4 +541,8 @@ pub fn scale(o: &SimOptions) {
         restarts[0].as_secs_f64() * 1000.0,
         restarts[1].as_secs_f64() * 1000.0
     );
+    // The gossip members answer until here; ended by their PID (`ip netns exec` execs). A
+    // multicast simulator has exited and been reaped already: std sends it nothing.
+    let _ = sim.kill();
+    let _ = sim.wait();
 }
