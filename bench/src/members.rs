@@ -145,9 +145,11 @@ impl Fleet {
             };
             match env.body {
                 Body::Swim(s) => self.answer_swim(p, &s.data).await,
-                // A unicast ping is a pull of our inventory.
+                // A unicast ping is a pull of our inventory: answered by a task of its own,
+                // as the push waits for its turn at `--rate` and probes must not.
                 Body::Ping => {
-                    self.push(p, from).await;
+                    let fleet = self.clone();
+                    tokio::spawn(async move { fleet.push(p, from).await });
                 }
                 // The daemon's own inventory (one copy per member that comes up), its
                 // member pages, goodbyes: nothing to answer.
@@ -168,12 +170,13 @@ impl Fleet {
         m.joined.store(true, Ordering::Relaxed);
         let reply = match header.message {
             Message::Ping(n) => Message::Ack(n),
-            // "Probe member `target` for me": every simulated member is up, so the answer
-            // `target` would give, forwarded, comes back at once.
+            // "Probe member `target` for me": when `target` is one of ours as it is now (not
+            // a run the daemon declared down), the answer it would give comes back
+            // forwarded at once.
             Message::PingReq {
                 target,
                 probe_number,
-            } => Message::ForwardedAck {
+            } if self.is_current(&target) => Message::ForwardedAck {
                 origin: target,
                 probe_number,
             },
@@ -200,6 +203,12 @@ impl Fleet {
 }
 
 impl Fleet {
+    /// Whether `id` is one of the simulated members, in its current run.
+    fn is_current(&self, id: &MemberId) -> bool {
+        let p = usize::from(id.addr.port().wrapping_sub(PORT_BASE));
+        self.members.get(p).is_some_and(|m| *lock(&m.id) == *id)
+    }
+
     /// Announce again, every `REJOIN_EVERY`, each member the daemon has not spoken to yet
     /// (its first announce was lost, or it was declared down and renewed its run).
     async fn rejoin(self: Arc<Self>, daemon: SocketAddr) {

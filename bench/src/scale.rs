@@ -283,41 +283,43 @@ pub fn scale(o: &SimOptions) {
 
     let exe = std::env::current_exe().expect("exe");
     let ns = lab.hosts[1].ns.clone();
-    let mut sim = Command::new("ip")
-        .args(["netns", "exec", &ns])
-        .arg(&exe)
-        .args([
-            "simulate",
-            "--peers",
-            &o.peers.to_string(),
-            "--disks",
-            &o.disks.to_string(),
-            "--waves",
-            &o.waves.to_string(),
-            "--interval",
-            &o.interval.to_string(),
-            "--churn",
-            &o.churn.to_string(),
-            "--rate",
-            &o.rate.to_string(),
-        ])
-        .args(if o.gossip {
-            vec![
-                "--gossip".to_string(),
-                "--daemon".into(),
-                format!("{}:32004", lab.hosts[0].addr),
-                "--key".into(),
-                key.display().to_string(),
-                "--bind".into(),
-                lab.hosts[1].addr.clone(),
-            ]
-        } else {
-            vec![]
-        })
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("simulator");
-    let lines = BufReader::new(sim.stdout.take().expect("stdout"));
+    let mut sim = KillOnDrop(
+        Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .arg(&exe)
+            .args([
+                "simulate",
+                "--peers",
+                &o.peers.to_string(),
+                "--disks",
+                &o.disks.to_string(),
+                "--waves",
+                &o.waves.to_string(),
+                "--interval",
+                &o.interval.to_string(),
+                "--churn",
+                &o.churn.to_string(),
+                "--rate",
+                &o.rate.to_string(),
+            ])
+            .args(if o.gossip {
+                vec![
+                    "--gossip".to_string(),
+                    "--daemon".into(),
+                    format!("{}:32004", lab.hosts[0].addr),
+                    "--key".into(),
+                    key.display().to_string(),
+                    "--bind".into(),
+                    lab.hosts[1].addr.clone(),
+                ]
+            } else {
+                vec![]
+            })
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("simulator"),
+    );
+    let lines = BufReader::new(sim.0.stdout.take().expect("stdout"));
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
         for l in lines.lines().map_while(Result::ok) {
@@ -380,7 +382,7 @@ pub fn scale(o: &SimOptions) {
         std::thread::sleep(Duration::from_millis(10));
     }
     if !o.gossip {
-        let _ = sim.wait();
+        let _ = sim.0.wait();
     }
     // Let the daemon finish what is queued.
     std::thread::sleep(Duration::from_secs(2));
@@ -541,8 +543,18 @@ pub fn scale(o: &SimOptions) {
         restarts[0].as_secs_f64() * 1000.0,
         restarts[1].as_secs_f64() * 1000.0
     );
-    // The gossip members answer until here; ended by their PID (`ip netns exec` execs). A
-    // multicast simulator has exited and been reaped already: std sends it nothing.
-    let _ = sim.kill();
-    let _ = sim.wait();
+    // The gossip members answer until here: `sim` ends them as it goes.
+    drop(sim);
+}
+
+/// The simulator process, ended by its PID (`ip netns exec` execs it) however `scale`
+/// ends, a failed step included: the gossip members never stop by themselves. A
+/// multicast simulator has exited and been reaped already: std sends it nothing.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

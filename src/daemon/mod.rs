@@ -242,10 +242,10 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     // No new sessions from here on: the socket goes first.
     control::socket::remove(&config.socket);
     tracker.close();
-    if tokio::time::timeout(DRAIN_DEADLINE, tracker.wait())
+    let drained = tokio::time::timeout(DRAIN_DEADLINE, tracker.wait())
         .await
-        .is_err()
-    {
+        .is_ok();
+    if !drained {
         tracing::warn!("some tasks did not stop within {DRAIN_DEADLINE:?}");
     }
     if !store.health().is_ok() {
@@ -258,14 +258,16 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         .await
         .map_err(|e| DaemonError::Runtime(format!("final store flush failed: {e}")))?;
     // Last, so no write comes after it: the next start reads this image instead of the
-    // whole store.
-    let s = store.clone();
-    match tokio::task::spawn_blocking(move || s.save_warm_start()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(
-            "warm-start image not written ({e}): the next start reads the whole store"
-        ),
-        Err(e) => tracing::warn!("warm-start image not written ({e})"),
+    // whole store. Not when a task is still running: it could write after the image.
+    if drained {
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.save_warm_start()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(
+                "warm-start image not written ({e}): the next start reads the whole store"
+            ),
+            Err(e) => tracing::warn!("warm-start image not written ({e})"),
+        }
     }
     tracing::info!("stopped");
     Ok(())

@@ -141,13 +141,6 @@ impl Store {
             }
         };
         sniff::check_log_readable(path)?;
-        // The warm-start image is read and built into memory on a second thread while sled
-        // opens; its stamp is taken first, as sled's open may write to the log.
-        let started = std::time::Instant::now();
-        let (dir, stamp) = (path.to_path_buf(), warm::log_stamp(path));
-        let reader = std::thread::Builder::new()
-            .name("store-image".into())
-            .spawn(move || warm::prepare(&dir, stamp));
         // A compaction that died before its swap left a full copy beside the store.
         let leftover = compact::staging(path);
         if leftover.is_dir() {
@@ -158,6 +151,13 @@ impl Store {
                 );
             }
         }
+        // The warm-start image is read and built into memory on a second thread while sled
+        // opens; its stamp is taken first, as sled's open may write to the log.
+        let started = std::time::Instant::now();
+        let (dir, stamp) = (path.to_path_buf(), warm::log_stamp(path));
+        let reader = std::thread::Builder::new()
+            .name("store-image".into())
+            .spawn(move || warm::prepare(&dir, stamp));
         let db = health::config(path).open();
         let image = match reader {
             Ok(t) => t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),

@@ -10,9 +10,12 @@
 //!   anything else is written, so an image never outlives the next write.
 //! - sled's log file has the size and modification time it had right after that flush, so
 //!   a write by a program that does not know of the image (an older diskd) voids it too.
+//! - the same build wrote it (commit and version), and the terms of a sample of its hosts
+//!   are what this build computes from their values;
 //! - the file is whole: its magic, schema version and CRC-32 check out.
 //!
-//! Every open removes the file, used or not.
+//! Every open removes the file, used or not, before reading it. A daemon whose tasks did
+//! not all stop in time writes no image (a straggler could write after it).
 
 use super::*;
 
@@ -20,7 +23,16 @@ use std::io::{BufReader, BufWriter, Read, Write};
 
 /// The image's name in the store directory.
 const FILE: &str = "warm-start";
+/// Bumped with any change to the layout below or to how index terms are computed
+/// (`HostView::terms`), which no schema version covers: the index lives in memory only.
 const MAGIC: &[u8; 8] = b"DISKDWS2";
+/// The build that wrote an image must be the one that reads it (the commit with the
+/// crate version, see build.rs).
+const BUILD: &str = env!("DISKD_LONG_VERSION");
+/// Every this many hosts, the terms an image holds are checked against the terms of the
+/// value it holds: a build whose terms differ without a new `MAGIC` (a local change) is
+/// caught, at about a thousandth of the decoding a cold start does.
+const CHECK_EVERY: usize = 1024;
 /// Where sled's meta tree keeps the token of the image that matches it.
 pub(super) const KEY_TOKEN: &[u8] = b"warm_start_token";
 /// Bounds checked before anything read is allocated (an image is ours, but a damaged one
@@ -160,6 +172,11 @@ impl Warm {
 /// fails: an image that cannot be used is only a slower start.
 pub(super) fn prepare(dir: &Path, stamp: Option<(u64, u64)>) -> Option<Warm> {
     let file = std::fs::File::open(dir.join(FILE)).ok()?;
+    // Read once, whatever happens next: an image that made a start fail (or that sled's
+    // token no longer matches) is not tried again. The open file stays readable.
+    remove_image(dir);
+    // No count read from the file may size anything beyond what the file can hold.
+    let file_len = usize::try_from(file.metadata().ok()?.len()).ok()?;
     let mut input = Input {
         inner: BufReader::with_capacity(1 << 20, file),
         crc: crc32fast::Hasher::new(),
@@ -174,18 +191,22 @@ pub(super) fn prepare(dir: &Path, stamp: Option<(u64, u64)>) -> Option<Warm> {
         tracing::debug!("the store was written after its warm-start image; image ignored");
         return None;
     }
-    if input.name(&mut buf)? != env!("CARGO_PKG_VERSION") {
+    if input.name(&mut buf)? != BUILD {
         tracing::debug!("warm-start image written by another diskd; ignored");
         return None;
     }
     let (hosts, all_terms) = (input.count()?, input.count()?);
+    // A host takes at least 14 bytes (two names, three counts), a term 8.
+    if hosts > file_len / 14 || all_terms > file_len / 8 {
+        return None;
+    }
     let (states, index) = std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(u32, Vec<u64>)>>(4);
         let indexer = std::thread::Builder::new()
             .name("store-index".into())
             .spawn_scoped(scope, move || {
                 let mut index = Memory::default();
-                index.index.reserve(all_terms.min(MAX_TERMS * 64));
+                index.index.reserve(all_terms);
                 for (slot, terms) in rx.into_iter().flatten() {
                     for t in terms {
                         index.index_add(t, slot);
@@ -196,7 +217,7 @@ pub(super) fn prepare(dir: &Path, stamp: Option<(u64, u64)>) -> Option<Warm> {
         // Without a second thread (the system refused one) this one indexes as it reads.
         let mut inline = Memory::default();
         let mut batch = Vec::with_capacity(BATCH);
-        let mut states = Vec::with_capacity(hosts.min(1 << 20));
+        let mut states = Vec::with_capacity(hosts);
         let read = (|| -> Option<()> {
             for slot in 0..hosts {
                 let id = input.name(&mut buf)?;
@@ -214,7 +235,12 @@ pub(super) fn prepare(dir: &Path, stamp: Option<(u64, u64)>) -> Option<Warm> {
                         u64::from_be_bytes(t)
                     })
                     .collect();
-                states.push(Arc::new(HostState::new(Arc::from(id), value, entries)));
+                let state = HostState::new(Arc::from(id), value, entries);
+                if slot % CHECK_EVERY == 0 && state.view().terms() != terms {
+                    tracing::debug!("warm-start image terms differ from this build's; ignored");
+                    return None;
+                }
+                states.push(Arc::new(state));
                 let slot = u32::try_from(slot).ok()?;
                 match &indexer {
                     Ok(_) => {
@@ -308,6 +334,9 @@ impl Store {
         // No write may come between the token and the image.
         let _local = lock(&self.inner.local_writer);
         let _peer = lock(&self.inner.peer_writer);
+        if !self.health().is_ok() {
+            return Ok(());
+        }
         let s = self.sled()?;
         let token: u64 = rand::random();
         s.meta.insert(KEY_TOKEN, &token.to_be_bytes())?;
@@ -336,7 +365,7 @@ impl Store {
             for v in [token, log_len, log_mtime] {
                 out.put(&v.to_be_bytes())?;
             }
-            out.name(env!("CARGO_PKG_VERSION"))?;
+            out.name(BUILD)?;
             let terms: Vec<Vec<u64>> = hosts.iter().map(|h| h.view().terms()).collect();
             out.count(hosts.len())?;
             out.count(terms.iter().map(Vec::len).sum())?;

@@ -155,7 +155,12 @@ fn an_image_without_its_token_is_not_loaded() {
     let dir = tempfile::tempdir().unwrap();
     let s = filled(dir.path());
     s.save_warm_start().unwrap();
-    let warm = || prepare(dir.path(), log_stamp(dir.path())).expect("a whole image");
+    // Each read removes the image: put it back before the next.
+    let image = std::fs::read(dir.path().join(FILE)).unwrap();
+    let warm = || {
+        std::fs::write(dir.path().join(FILE), &image).unwrap();
+        prepare(dir.path(), log_stamp(dir.path())).expect("a whole image")
+    };
     let token = warm().token;
     assert!(warm().accept(None).is_none(), "no token in sled");
     let other = sled::IVec::from(&(token ^ 1).to_be_bytes()[..]);
@@ -163,6 +168,7 @@ fn an_image_without_its_token_is_not_loaded() {
     let own = sled::IVec::from(&token.to_be_bytes()[..]);
     assert!(warm().accept(Some(&own)).is_some());
     // Taken with another log than the one it was written against: not even read.
+    std::fs::write(dir.path().join(FILE), &image).unwrap();
     assert!(prepare(dir.path(), None).is_none());
 }
 
@@ -171,4 +177,71 @@ fn a_store_in_memory_writes_no_image() {
     let s = Store::in_memory("mem");
     s.save_warm_start().unwrap();
     assert!(!Path::new("(memory)").join(FILE).exists());
+}
+
+/// Where host 0's first term starts in an image written by this build.
+fn first_term_at(bytes: &[u8]) -> usize {
+    let u16_at = |at: usize| usize::from(u16::from_be_bytes([bytes[at], bytes[at + 1]]));
+    let u32_at = |at: usize| {
+        let mut b = [0u8; 4];
+        b.copy_from_slice(&bytes[at..at + 4]);
+        u32::from_be_bytes(b) as usize
+    };
+    let mut at = 8 + 4 + 8 + 8 + 8;
+    at += 2 + u16_at(at); // the build
+    at += 4 + 4; // hosts, terms in all
+    at += 2 + u16_at(at); // host 0's node id
+    at += 4; // its entries
+    at += 4 + u32_at(at); // its value
+    assert!(u32_at(at) > 0, "host 0 has terms");
+    at + 4
+}
+
+/// `bytes` with its CRC made right again.
+fn resealed(mut bytes: Vec<u8>) -> Vec<u8> {
+    let end = bytes.len() - 4;
+    let crc = crc32fast::hash(&bytes[..end]);
+    bytes[end..].copy_from_slice(&crc.to_be_bytes());
+    bytes
+}
+
+#[test]
+fn an_image_whose_terms_this_build_would_not_compute_is_not_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let expected = {
+        let s = filled(dir.path());
+        s.save_warm_start().unwrap();
+        picture(&s)
+    };
+    // Whole and checksummed, but host 0's first term is another one: what an image of a
+    // build that computes terms otherwise looks like.
+    let path = dir.path().join(FILE);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = first_term_at(&bytes);
+    bytes[at] ^= 0x55;
+    std::fs::write(&path, resealed(bytes)).unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    assert!(!s.loaded_from_image());
+    assert_eq!(picture(&s), expected);
+}
+
+#[test]
+fn counts_beyond_what_the_file_holds_are_refused_before_anything_is_sized() {
+    let dir = tempfile::tempdir().unwrap();
+    let stamp = (123, 456);
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(&SCHEMA_VERSION.to_be_bytes());
+    for v in [7u64, stamp.0, stamp.1] {
+        bytes.extend_from_slice(&v.to_be_bytes());
+    }
+    bytes.extend_from_slice(&(BUILD.len() as u16).to_be_bytes());
+    bytes.extend_from_slice(BUILD.as_bytes());
+    // Four billion hosts and terms in a file of a few dozen bytes.
+    bytes.extend_from_slice(&u32::MAX.to_be_bytes());
+    bytes.extend_from_slice(&u32::MAX.to_be_bytes());
+    bytes.extend_from_slice(&[0; 4]);
+    std::fs::write(dir.path().join(FILE), resealed(bytes)).unwrap();
+    assert!(prepare(dir.path(), Some(stamp)).is_none());
+    assert!(!dir.path().join(FILE).exists(), "read once, then gone");
 }
