@@ -72,14 +72,17 @@ fn picture(s: &Store) -> String {
     out
 }
 
+/// A [`filled`] store in `dir` that wrote its image and was closed: its [`picture`].
+fn saved(dir: &Path) -> String {
+    let s = filled(dir);
+    s.save_warm_start().unwrap();
+    picture(&s)
+}
+
 #[test]
 fn a_clean_shutdown_image_gives_the_same_store_as_the_log() {
     let dir = tempfile::tempdir().unwrap();
-    let cold = {
-        let s = filled(dir.path());
-        s.save_warm_start().unwrap();
-        picture(&s)
-    };
+    let cold = saved(dir.path());
     assert!(dir.path().join(FILE).is_file());
     let warm = Store::open(dir.path()).unwrap();
     assert!(warm.loaded_from_image());
@@ -208,11 +211,7 @@ fn resealed(mut bytes: Vec<u8>) -> Vec<u8> {
 #[test]
 fn an_image_whose_terms_this_build_would_not_compute_is_not_loaded() {
     let dir = tempfile::tempdir().unwrap();
-    let expected = {
-        let s = filled(dir.path());
-        s.save_warm_start().unwrap();
-        picture(&s)
-    };
+    let expected = saved(dir.path());
     // Whole and checksummed, but host 0's first term is another one: what an image of a
     // build that computes terms otherwise looks like.
     let path = dir.path().join(FILE);
