@@ -14,8 +14,9 @@
 //!   are what this build computes from their values;
 //! - the file is whole: its magic, schema version and CRC-32 check out.
 //!
-//! Every open removes the file, used or not, before reading it. A daemon whose tasks did
-//! not all stop in time writes no image (a straggler could write after it).
+//! Every open that gets past sled's removes the file, used or not (a store that is refused
+//! keeps every file). A daemon whose tasks did not all stop in time writes no image (a
+//! straggler could write after it).
 
 use super::*;
 
@@ -172,10 +173,8 @@ impl Warm {
 /// fails: an image that cannot be used is only a slower start.
 pub(super) fn prepare(dir: &Path, stamp: Option<(u64, u64)>) -> Option<Warm> {
     let file = std::fs::File::open(dir.join(FILE)).ok()?;
-    // Read once, whatever happens next: an image that made a start fail (or that sled's
-    // token no longer matches) is not tried again. The open file stays readable.
-    remove_image(dir);
-    // No count read from the file may size anything beyond what the file can hold.
+    // Removed by the open once sled has opened (`remove_image`), used or not; a store
+    // that is refused keeps every file as it was. No count read from the file may size anything beyond what the file can hold.
     let file_len = usize::try_from(file.metadata().ok()?.len()).ok()?;
     let mut input = Input {
         inner: BufReader::with_capacity(1 << 20, file),

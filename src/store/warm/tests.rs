@@ -158,12 +158,7 @@ fn an_image_without_its_token_is_not_loaded() {
     let dir = tempfile::tempdir().unwrap();
     let s = filled(dir.path());
     s.save_warm_start().unwrap();
-    // Each read removes the image: put it back before the next.
-    let image = std::fs::read(dir.path().join(FILE)).unwrap();
-    let warm = || {
-        std::fs::write(dir.path().join(FILE), &image).unwrap();
-        prepare(dir.path(), log_stamp(dir.path())).expect("a whole image")
-    };
+    let warm = || prepare(dir.path(), log_stamp(dir.path())).expect("a whole image");
     let token = warm().token;
     assert!(warm().accept(None).is_none(), "no token in sled");
     let other = sled::IVec::from(&(token ^ 1).to_be_bytes()[..]);
@@ -171,7 +166,6 @@ fn an_image_without_its_token_is_not_loaded() {
     let own = sled::IVec::from(&token.to_be_bytes()[..]);
     assert!(warm().accept(Some(&own)).is_some());
     // Taken with another log than the one it was written against: not even read.
-    std::fs::write(dir.path().join(FILE), &image).unwrap();
     assert!(prepare(dir.path(), None).is_none());
 }
 
@@ -242,5 +236,4 @@ fn counts_beyond_what_the_file_holds_are_refused_before_anything_is_sized() {
     bytes.extend_from_slice(&[0; 4]);
     std::fs::write(dir.path().join(FILE), resealed(bytes)).unwrap();
     assert!(prepare(dir.path(), Some(stamp)).is_none());
-    assert!(!dir.path().join(FILE).exists(), "read once, then gone");
 }
