@@ -174,7 +174,8 @@ impl Warm {
 pub(super) fn prepare(dir: &Path, stamp: Option<(u64, u64)>) -> Option<Warm> {
     let file = std::fs::File::open(dir.join(FILE)).ok()?;
     // Removed by the open once sled has opened (`remove_image`), used or not; a store
-    // that is refused keeps every file as it was. No count read from the file may size anything beyond what the file can hold.
+    // that is refused keeps every file as it was. No count read from the file may size
+    // anything beyond what the file can hold.
     let file_len = usize::try_from(file.metadata().ok()?.len()).ok()?;
     let mut input = Input {
         inner: BufReader::with_capacity(1 << 20, file),
