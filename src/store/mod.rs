@@ -209,7 +209,7 @@ struct Inner {
     /// `flush` waits for sled on the calling thread (see [`Store::open_sharing_process`]).
     inline_flush: std::sync::atomic::AtomicBool,
     /// Loaded at open from the warm-start image (see `warm`), not from sled.
-    from_image: std::sync::atomic::AtomicBool,
+    from_image: bool,
     /// Kept in memory only, never on disk (see [`Store::in_memory`]).
     volatile: bool,
 }
@@ -246,7 +246,7 @@ impl Store {
     /// Whether this open read the warm-start image a clean shutdown left (see
     /// [`Store::save_warm_start`]) instead of walking sled: what a fast restart depends on.
     pub fn loaded_from_image(&self) -> bool {
-        self.inner.from_image.load(Ordering::Relaxed)
+        self.inner.from_image
     }
 
     /// This node's permanent id.

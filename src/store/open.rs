@@ -9,6 +9,8 @@ pub(super) struct Loaded {
     pub(super) peers: BTreeMap<String, PeerRecord>,
     pub(super) local_seen: u64,
     pub(super) chunks: HashMap<String, u32>,
+    /// Read from the warm-start image (see `warm`), not from sled.
+    pub(super) from_image: bool,
 }
 
 /// How long `Store::open` waits for a lock that a store closed a moment ago still holds.
@@ -241,7 +243,6 @@ impl Store {
         let warm = image
             .filter(|_| current)
             .and_then(|w| w.accept(token.as_ref()));
-        let from_image = warm.is_some();
         let loaded = match warm {
             Some(loaded) => Loaded {
                 local_seen,
@@ -261,13 +262,14 @@ impl Store {
                     peers,
                     local_seen,
                     chunks,
+                    from_image: false,
                 }
             }
         };
         tracing::info!(
             "store: {} hosts loaded from {}, opened in {:.1?}",
             loaded.mem.hosts.len(),
-            if from_image {
+            if loaded.from_image {
                 "the warm-start image"
             } else {
                 "the log"
@@ -282,9 +284,12 @@ impl Store {
             peers_tree,
             attaches,
         };
-        let store = Store::assemble(Some(sled), node_id, path.to_path_buf(), loaded);
-        store.inner.from_image.store(from_image, Ordering::Relaxed);
-        Ok(store)
+        Ok(Store::assemble(
+            Some(sled),
+            node_id,
+            path.to_path_buf(),
+            loaded,
+        ))
     }
 
     /// A store that lives in memory only, under the node id given: what readers see and
@@ -298,6 +303,7 @@ impl Store {
             peers: BTreeMap::new(),
             local_seen: NONE,
             chunks: HashMap::new(),
+            from_image: false,
         };
         Store::assemble(None, node_id.to_string(), PathBuf::from("(memory)"), empty)
     }
@@ -328,7 +334,7 @@ impl Store {
                 no_exchange: std::sync::atomic::AtomicBool::new(volatile),
                 host_writes: AtomicU64::new(0),
                 inline_flush: std::sync::atomic::AtomicBool::new(false),
-                from_image: std::sync::atomic::AtomicBool::new(false),
+                from_image: loaded.from_image,
                 volatile,
             }),
         }

@@ -306,6 +306,7 @@ pub(super) fn prepare(dir: &Path, stamp: Option<(u64, u64)>) -> Option<Warm> {
         // Read from sled by the caller, like the rest of meta.
         local_seen: NONE,
         chunks,
+        from_image: true,
     };
     Some(Warm { token, loaded })
 }
