@@ -488,6 +488,29 @@ fn loads_from(d: &TestDaemon, source: &str) -> usize {
         .count()
 }
 
+/// The daemon's allocator runs with the binary's options (one arena) and its background
+/// thread (which gives an idle daemon's freed pages back): were the exported symbol
+/// misnamed or dropped by the linker, jemalloc would start with its defaults.
+#[test]
+fn the_allocator_runs_with_the_options_the_binary_carries() {
+    let d = TestDaemon::new(&blkid_plain(&[backup_disk()])).start();
+    let tasks = PathBuf::from(format!("/proc/{}/task", d.pid()));
+    let names: Vec<String> = std::fs::read_dir(&tasks)
+        .expect("the daemon's threads")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.starts_with("jemalloc_bg")),
+        "no jemalloc background thread among {names:?}"
+    );
+    let log = d.log_text();
+    assert!(
+        log.contains("allocator: jemalloc arenas=1 background_thread=true"),
+        "{log}"
+    );
+}
+
 #[test]
 fn a_clean_stop_leaves_a_warm_start_image_that_the_next_start_reads() {
     let old = backup_disk();

@@ -182,6 +182,8 @@ impl TestDaemon {
             .env_remove("DISKD_CONFIG")
             // A test run inside a systemd service must not report to that service.
             .env_remove("NOTIFY_SOCKET")
+            // The allocator runs with the options the binary carries.
+            .env_remove("_RJEM_MALLOC_CONF")
             .env("RUST_LOG", "diskd=debug,diskd_watchers=debug,info")
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
