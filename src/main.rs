@@ -32,15 +32,17 @@ static MALLOC_CONF: &[u8] = b"narenas:1,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
 /// Start jemalloc's background thread, which purges freed pages on time: otherwise it
 /// purges only when the process allocates again, which an idle daemon hardly does. Not in
 /// `MALLOC_CONF`, as a one-shot client would pay a quarter of a millisecond to start it.
-/// The log says what the allocator runs with.
+/// What the allocator runs with is logged at debug level under the target `jemalloc`
+/// (`RUST_LOG=jemalloc=debug`), apart from the daemon's own `diskd=debug` lines.
 fn tune_allocator() {
     use tikv_jemalloc_ctl::{background_thread, opt};
     if std::env::var_os("_RJEM_MALLOC_CONF").is_none() {
         if let Err(e) = background_thread::write(true) {
-            tracing::debug!("jemalloc's background thread not started: {e}");
+            tracing::debug!(target: "jemalloc", "background thread not started: {e}");
         }
     }
     tracing::debug!(
+        target: "jemalloc",
         arenas = opt::narenas::read().unwrap_or(0),
         background_thread = background_thread::read().unwrap_or(false),
         "allocator: jemalloc"

@@ -493,7 +493,9 @@ fn loads_from(d: &TestDaemon, source: &str) -> usize {
 /// misnamed or dropped by the linker, jemalloc would start with its defaults.
 #[test]
 fn the_allocator_runs_with_the_options_the_binary_carries() {
-    let d = TestDaemon::new(&blkid_plain(&[backup_disk()])).start();
+    let d = TestDaemon::new(&blkid_plain(&[backup_disk()]))
+        .env("RUST_LOG", "jemalloc=debug,info")
+        .start();
     let tasks = PathBuf::from(format!("/proc/{}/task", d.pid()));
     let names: Vec<String> = std::fs::read_dir(&tasks)
         .expect("the daemon's threads")
