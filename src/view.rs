@@ -267,6 +267,55 @@ pub struct ReadingView {
     pub media_errors: Option<u64>,
 }
 
+/// One physical disk's health, as `health --json` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthRow {
+    /// Node name of its host.
+    pub host: String,
+    /// Address of its host.
+    pub addr: Option<String>,
+    /// The whole disk's device path.
+    pub device: String,
+    /// Model, as sysfs reports it.
+    pub model: Option<String>,
+    /// Serial number.
+    pub serial: Option<String>,
+    /// Size in bytes.
+    pub size: Option<u64>,
+    /// In the latest inventory of a live host (else the last reading known).
+    pub live: bool,
+    /// The reading.
+    #[serde(flatten)]
+    pub health: HealthView,
+}
+
+/// One mounted filesystem, as `df --json` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DfRow {
+    /// Node name of its host.
+    pub host: String,
+    /// Address of its host.
+    pub addr: Option<String>,
+    /// Device path on the host.
+    pub device: String,
+    /// Filesystem UUID.
+    pub uuid: Option<String>,
+    /// Filesystem label.
+    pub label: Option<String>,
+    /// Filesystem type.
+    pub fstype: Option<String>,
+    /// Where it is mounted (the first mountpoint of a filesystem mounted at several).
+    pub mountpoint: String,
+    /// Size, bytes.
+    pub fs_size: u64,
+    /// Bytes in use.
+    pub fs_used: u64,
+    /// Bytes free for unprivileged users.
+    pub fs_avail: u64,
+    /// Use in percent of what users can have (`df`'s Use%).
+    pub use_percent: Option<u64>,
+}
+
 /// Turn stays (newest first, as the store gives them) into views. A current stay was seen
 /// whenever its host last was, as for `disks`. Each kept SMART reading goes to the stay it
 /// was taken in: the one whose time span holds it, else the nearest (a host's clock may be

@@ -6,40 +6,11 @@
 
 use std::collections::HashSet;
 
-use serde::{Deserialize, Serialize};
-
 use super::{list, rows_body, QueryError};
 use crate::control::{table, Context};
 use crate::protocol::commands::Json;
 use crate::protocol::frame::{Reply, Status};
-use crate::view::DiskView;
-
-/// One mounted filesystem, as `df --json` prints it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DfRow {
-    /// Node name of its host.
-    pub host: String,
-    /// Address of its host.
-    pub addr: Option<String>,
-    /// Device path on the host.
-    pub device: String,
-    /// Filesystem UUID.
-    pub uuid: Option<String>,
-    /// Filesystem label.
-    pub label: Option<String>,
-    /// Filesystem type.
-    pub fstype: Option<String>,
-    /// Where it is mounted (the first mountpoint of a filesystem mounted at several).
-    pub mountpoint: String,
-    /// Size, bytes.
-    pub fs_size: u64,
-    /// Bytes in use.
-    pub fs_used: u64,
-    /// Bytes free for unprivileged users.
-    pub fs_avail: u64,
-    /// Use in percent of what users can have (`df`'s Use%).
-    pub use_percent: Option<u64>,
-}
+use crate::view::{DfRow, DiskView};
 
 /// Build the reply.
 pub fn apply(cmd: &Json, ctx: &Context) -> Reply {

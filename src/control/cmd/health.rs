@@ -9,40 +9,16 @@
 use std::cmp::Reverse;
 use std::collections::HashSet;
 
-use serde::{Deserialize, Serialize};
-
 use super::{list, rows_body, where_is, QueryError};
 use crate::control::{table, Context};
 use crate::model::HealthState;
 use crate::protocol::commands::Health;
 use crate::protocol::frame::{Reply, Status};
-use crate::view::{DiskView, HealthView};
+use crate::view::{DiskView, HealthRow};
 
 /// The status text of a `--check` reply when some disk is `warning` or `failing`: the
 /// one-shot client exits 1 on it.
 pub const ATTENTION: &str = "attention:";
-
-/// One physical disk's health, as `health --json` prints it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HealthRow {
-    /// Node name of its host.
-    pub host: String,
-    /// Address of its host.
-    pub addr: Option<String>,
-    /// The whole disk's device path.
-    pub device: String,
-    /// Model, as sysfs reports it.
-    pub model: Option<String>,
-    /// Serial number.
-    pub serial: Option<String>,
-    /// Size in bytes.
-    pub size: Option<u64>,
-    /// In the latest inventory of a live host (else the last reading known).
-    pub live: bool,
-    /// The reading.
-    #[serde(flatten)]
-    pub health: HealthView,
-}
 
 /// Build the reply.
 pub fn apply(cmd: &Health, ctx: &Context) -> Reply {
@@ -169,7 +145,7 @@ fn render(rows: Vec<HealthRow>, json: bool, status: Status) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::view::DiskView;
+    use crate::view::{DiskView, HealthView};
 
     fn view(host: &str, device: &str, parent: Option<&str>, state: HealthState) -> DiskView {
         let mut v = DiskView::sample(host, device);
