@@ -23,8 +23,8 @@ static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// allocate at once, and every arena keeps pages of its own after a first contact; freed
 /// pages go back after a second. With 10,000 gossip members x 16 disks: 124 MB resident
 /// after the waves instead of 144, 117 MB once idle instead of 134 (BENCHMARKS.md). The
-/// daemon also starts jemalloc's background thread (`tune_allocator`); `_RJEM_MALLOC_CONF` in the
-/// environment overrides all of it.
+/// daemon also starts jemalloc's background thread (`tune_allocator`); `_RJEM_MALLOC_CONF`
+/// in the environment overrides all of it.
 #[allow(unsafe_code)] // An exported symbol that jemalloc reads; nothing else.
 #[export_name = "_rjem_malloc_conf"]
 static MALLOC_CONF: &[u8] = b"narenas:1,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
