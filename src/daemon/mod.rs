@@ -23,7 +23,7 @@ use crate::hooks;
 use crate::http;
 use crate::inventory;
 use crate::model::NodeInfo;
-use crate::mount::MountService;
+use crate::mount::{MountDeps, MountService};
 use crate::peer;
 use crate::store::Store;
 use crate::telemetry::Telemetry;
@@ -195,14 +195,14 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         keys,
         gossip,
     );
-    let mounts = MountService::new(
-        config.clone(),
-        node.clone(),
-        store.clone(),
-        telemetry.events.clone(),
-        inventory.clone(),
-        peers.clone(),
-    );
+    let mounts = MountService::new(MountDeps {
+        config: config.clone(),
+        node: node.clone(),
+        store: store.clone(),
+        events: telemetry.events.clone(),
+        inventory: inventory.clone(),
+        peers: peers.clone(),
+    });
     tracker.spawn(
         mounts
             .clone()

@@ -17,7 +17,7 @@ use tokio::process::Command;
 pub use crate::model::valid_uuid;
 use crate::model::Sighting;
 use crate::peer::PeerError;
-pub use service::MountService;
+pub use service::{MountDeps, MountService};
 
 /// How long `mount`, `umount` and attach commands may run.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);

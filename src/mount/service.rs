@@ -36,13 +36,24 @@ pub struct MountService {
     inner: Arc<Inner>,
 }
 
+/// The handles the mount service works with, named at start.
+pub struct MountDeps {
+    /// The `mount` section decides what may be mounted, where, and how it is attached.
+    pub config: Arc<Config>,
+    /// Who we are: a request naming us is mounted here.
+    pub node: NodeInfo,
+    /// Where a term is resolved to one live disk.
+    pub store: Store,
+    /// Every decision is shown to `debug` sessions.
+    pub events: Events,
+    /// A mount is done when the mount watcher shows it.
+    pub inventory: InventoryHandle,
+    /// Requests to the disk's owner go through the peer layer.
+    pub peers: PeerHandle,
+}
+
 struct Inner {
-    config: Arc<Config>,
-    node: NodeInfo,
-    store: Store,
-    events: Events,
-    inventory: InventoryHandle,
-    peers: PeerHandle,
+    deps: MountDeps,
     /// Held while a disk of ours is mounted or unmounted: a local and a remote request (or
     /// two remote ones) never both find a disk "not mounted" and both mount it.
     local_ops: tokio::sync::Mutex<()>,
@@ -50,33 +61,21 @@ struct Inner {
 
 impl MountService {
     /// The service over the handles it uses.
-    pub fn new(
-        config: Arc<Config>,
-        node: NodeInfo,
-        store: Store,
-        events: Events,
-        inventory: InventoryHandle,
-        peers: PeerHandle,
-    ) -> MountService {
+    pub fn new(deps: MountDeps) -> MountService {
         MountService {
             inner: Arc::new(Inner {
-                config,
-                node,
-                store,
-                events,
-                inventory,
-                peers,
+                deps,
                 local_ops: tokio::sync::Mutex::new(()),
             }),
         }
     }
 
     fn node(&self) -> &NodeInfo {
-        &self.inner.node
+        &self.inner.deps.node
     }
 
     fn event(&self, message: String) {
-        self.inner.events.emit("mount", message);
+        self.inner.deps.events.emit("mount", message);
     }
 
     /// Answer peers' mount requests until shutdown, at most `REMOTE_AT_ONCE` at a time
@@ -117,7 +116,7 @@ impl MountService {
     /// The policy of the machine that owns the disk. Remote requests need `mount.enabled`,
     /// keys, and a `mount.allow` match; local socket users need only the `mount.allow` match.
     pub fn check_policy(&self, origin: Origin, disk: &DiskRecord) -> Result<(), MountError> {
-        let cfg = &self.inner.config.mount;
+        let cfg = &self.inner.deps.config.mount;
         let name = &self.node().name;
         if origin == Origin::Remote {
             if !cfg.enabled {
@@ -125,7 +124,7 @@ impl MountService {
                     "remote mounts are disabled on {name} (mount.enabled is false)"
                 )));
             }
-            if self.inner.peers.status().key_fingerprints().is_empty() {
+            if self.inner.deps.peers.status().key_fingerprints().is_empty() {
                 return Err(MountError::Refused(format!(
                     "{name} has no keys configured; remote mount requests are refused"
                 )));
@@ -147,9 +146,9 @@ impl MountService {
     /// Resolve TERM (UUID, label, device) to exactly one live disk with a UUID diskd can
     /// mount by.
     pub fn resolve(&self, term: &str) -> Result<(Resolved, String), MountError> {
-        let store = &self.inner.store;
+        let store = &self.inner.deps.store;
         let t = now_millis();
-        let expiry = self.inner.config.multicast.peer_expiry;
+        let expiry = self.inner.deps.config.multicast.peer_expiry;
         let found = store
             .find(term)
             .map_err(|e| MountError::Store(e.to_string()))?;
@@ -206,11 +205,16 @@ impl MountService {
     }
 
     fn our_disk(&self, uuid: &str) -> Option<DiskRecord> {
-        self.inner.store.local_inventory().into_iter().find(|d| {
-            d.uuid
-                .as_deref()
-                .is_some_and(|u| u.eq_ignore_ascii_case(uuid))
-        })
+        self.inner
+            .deps
+            .store
+            .local_inventory()
+            .into_iter()
+            .find(|d| {
+                d.uuid
+                    .as_deref()
+                    .is_some_and(|u| u.eq_ignore_ascii_case(uuid))
+            })
     }
 
     fn not_here(&self, uuid: &str) -> MountError {
@@ -227,7 +231,7 @@ impl MountService {
                 "{uuid:?} is not a UUID diskd can mount by"
             )));
         }
-        let root = &self.inner.config.mount.root;
+        let root = &self.inner.deps.config.mount.root;
         let path = root.join(uuid);
         // valid_uuid rules out "/" and "..", so this always holds; checked anyway.
         if path.parent() != Some(root.as_path()) {
@@ -318,6 +322,7 @@ impl MountService {
     async fn refresh_mounts(&self) {
         for report in self
             .inner
+            .deps
             .inventory
             .refresh(Some(MountWatcher::NAME), REFRESH_DEADLINE)
             .await
@@ -370,6 +375,7 @@ impl MountService {
         // a layer that is busy reopening its sockets.
         let rep = self
             .inner
+            .deps
             .peers
             .request(
                 |reply| PeerRequest::Mount {
@@ -407,7 +413,7 @@ impl MountService {
     ) -> Result<(), MountError> {
         create_dir(target)?;
         let argv = attach_argv(
-            &self.inner.config.mount.attach_command,
+            &self.inner.deps.config.mount.attach_command,
             addr,
             host,
             path,
@@ -423,7 +429,7 @@ impl MountService {
 
     /// The store, for the attach records of `mount --attach` / `umount`.
     pub fn store(&self) -> &Store {
-        &self.inner.store
+        &self.inner.deps.store
     }
 
     /// Carry out a peer's mount request under our policy.
