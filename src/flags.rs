@@ -122,20 +122,23 @@ pub enum Command {
 /// Each section of the file is one struct below, and each field of it is both a flag
 /// (clap) and a key (serde, unknown keys refused): its doc comment is the flag's help and
 /// names the key and the default as `[KEY; default: X]`, from which the reference in
-/// docs/configuration.md is generated. A key the command line does not take is
-/// `#[arg(skip)]`; a switch (`--no-gossip`) is a flag of its own that `switches_to_keys`
-/// turns into its key. `config` reads the file into this struct, lays the flags over it
-/// (`layered` in src/config/file.rs: a flag given wins) and checks and resolves the
-/// result into `Config`. Adding an option: a field here, its check in `config`, and a
-/// regenerated reference (docs/architecture.md).
+/// docs/configuration.md is generated (a test checks each default stated against what the
+/// daemon does). A key the command line does not take is `#[arg(skip)]`; a switch
+/// (`--no-gossip`) is a flag of its own that `switches_to_keys` turns into its key.
+/// `config` reads the file into this struct, lays the flags over it (`layered` in
+/// src/config/file.rs: a flag given wins) and checks and resolves the result into
+/// `Config`. Adding an option: a field here, its check in `config`, and a regenerated
+/// reference (docs/architecture.md).
 #[derive(Debug, Default, Clone, Args, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[command(next_help_heading = "Daemon options (each overrides the config key in brackets)")]
 #[serde(deny_unknown_fields)]
 pub struct DaemonArgs {
     /// This machine's name in the fleet [node_name; default: the hostname].
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
-    /// The control socket (the flag is the global `--socket`).
+    /// The daemon's control socket; `--socket` is a flag of every command, the clients'
+    /// too [socket; default: ~/.diskd-socket].
     #[arg(skip)]
     pub socket: Option<PathBuf>,
     /// Directory of the sled store [store; default: $XDG_DATA_HOME/diskd].
@@ -186,11 +189,14 @@ pub struct DaemonArgs {
     #[command(flatten)]
     #[serde(default)]
     pub control: ControlArgs,
-    /// Commands run on changes of the fleet picture (file only). Each entry is read on its
-    /// own, so an error names `hooks[i]` and its key.
+    /// Commands run on changes of the fleet picture (docs/hooks-and-events.md) [hooks;
+    /// default: none].
+    // Each entry is read on its own, so an error names `hooks[i]` and its key.
     #[arg(skip)]
+    #[cfg_attr(test, schemars(with = "Option<Vec<serde_json::Value>>"))]
     pub hooks: Option<Vec<serde_yaml::Value>>,
-    /// Hook commands running at once (file only).
+    /// Hook commands running at once (1-256); more runs wait in a queue of 256
+    /// [hooks_max_running; default: 4].
     #[arg(skip)]
     pub hooks_max_running: Option<usize>,
 }
@@ -253,6 +259,7 @@ where
 
 /// `multicast:`: the LAN's group, and how this daemon announces on it.
 #[derive(Debug, Default, Clone, Args, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct MulticastArgs {
     /// Whether to open the multicast sockets [multicast.enabled; default: true].
@@ -296,6 +303,7 @@ pub struct MulticastArgs {
 
 /// `peers:`: how many peers and disks are remembered.
 #[derive(Debug, Default, Clone, Args, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PeersArgs {
     /// Most peers remembered; at the cap newcomers are refused and counted, and no peer
@@ -303,13 +311,15 @@ pub struct PeersArgs {
     #[arg(id = "max-peers", long = "max-peers", value_name = "N")]
     pub max: Option<usize>,
     /// Disk records of all peers together (present and last known); at the cap an
-    /// inventory that adds disks is refused and counted (file only).
+    /// inventory that adds disks is refused and counted [peers.max_records; default:
+    /// 1048576].
     #[arg(skip)]
     pub max_records: Option<usize>,
 }
 
 /// `watchers:`: the disk (blkid), mount table and hardware (sysfs) watchers.
 #[derive(Debug, Default, Clone, Args, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct WatchersArgs {
     /// `watchers.disks:`.
@@ -332,6 +342,7 @@ pub struct WatchersArgs {
 
 /// `watchers.disks:`: blkid and which devices it reports.
 #[derive(Debug, Default, Clone, Args, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DisksArgs {
     /// blkid program or argv; one word runs `WORD -c /dev/null -o export`
@@ -356,6 +367,7 @@ pub struct DisksArgs {
 /// A command as the file may write it: one string (split into words as the control socket
 /// splits a line: a shell's quoting, without a shell) or a list of words.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(untagged)]
 pub enum CommandLine {
     /// `blkid -c /dev/null`.
@@ -370,6 +382,7 @@ fn parse_command(s: &str) -> Result<CommandLine, std::convert::Infallible> {
 
 /// `watchers.mounts:`.
 #[derive(Debug, Default, Clone, Args, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct MountsArgs {
     /// Mount table scan period [watchers.mounts.interval; default: 10s].
@@ -383,10 +396,11 @@ pub struct MountsArgs {
 
 /// `watchers.hardware:`.
 #[derive(Debug, Default, Clone, Args, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HardwareArgs {
-    /// Whether to read hardware identity from sysfs [watchers.hardware.enabled; default:
-    /// true].
+    /// Whether to read hardware identity (size, model, serial) from sysfs; without it no
+    /// disk is known to be blank [watchers.hardware.enabled; default: true].
     #[arg(skip)]
     pub enabled: Option<bool>,
     /// Do not read hardware identity (size, model, serial) from sysfs; no blank disks
@@ -409,6 +423,7 @@ pub struct HardwareArgs {
 
 /// `watchers.smart:`: SMART health of whole disks, from smartctl.
 #[derive(Debug, Default, Clone, Args, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SmartArgs {
     /// Whether to read SMART health with smartctl [watchers.smart.enabled; default: on
@@ -431,7 +446,7 @@ pub struct SmartArgs {
         value_name = "DURATION"
     )]
     pub interval: Option<String>,
-    /// A smartctl run longer than this is killed with its process group (file only)
+    /// A smartctl run longer than this is killed with its process group
     /// [watchers.smart.timeout; default: 30s].
     #[arg(skip)]
     pub timeout: Option<String>,
@@ -439,6 +454,7 @@ pub struct SmartArgs {
 
 /// `ping:`.
 #[derive(Debug, Default, Clone, Args, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PingArgs {
     /// Answer at most one ping per this period [ping.min_interval; default: 5s].
@@ -448,6 +464,7 @@ pub struct PingArgs {
 
 /// `security:`: the fleet's keys.
 #[derive(Debug, Default, Clone, Args, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SecurityArgs {
     /// Key file; repeatable, the first one signs [security.key_files; default: none:
@@ -462,6 +479,7 @@ pub struct SecurityArgs {
 
 /// `mount:`: mounting disks for peers and reaching them from here.
 #[derive(Debug, Default, Clone, Args, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct MountArgs {
     /// Whether peers' mount requests are served [mount.enabled; default: false].
@@ -485,6 +503,7 @@ pub struct MountArgs {
 
 /// `gossip:`: unicast gossip across routers.
 #[derive(Debug, Default, Clone, Args, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct GossipArgs {
     /// Whether the gossip listener runs when keys are configured [gossip.enabled; default:
@@ -528,6 +547,7 @@ pub struct GossipArgs {
 
 /// `http:`: the read-only web page, /metrics and the JSON API.
 #[derive(Debug, Default, Clone, Args, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HttpArgs {
     /// Serve the read-only web page, /metrics and the JSON API on ADDR:PORT (port 0: any
@@ -543,6 +563,7 @@ pub struct HttpArgs {
 
 /// `log:`.
 #[derive(Debug, Default, Clone, Args, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LogArgs {
     /// Log filter when RUST_LOG is not set (error, warn, info, debug, trace).
@@ -557,6 +578,7 @@ pub struct LogArgs {
 
 /// `control:`: who may use the control socket, and how much of it.
 #[derive(Debug, Default, Clone, Args, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ControlArgs {
     /// Members of this group may also run mount, umount, refresh, announce, ping and debug
@@ -566,6 +588,7 @@ pub struct ControlArgs {
     /// At most this many control sessions per uid at once; root, the daemon's user and
     /// admins are not held to it [control.max_sessions_per_user; default: 32].
     #[arg(id = "max-sessions-per-user", long = "max-sessions-per-user", value_name = "N", value_parser = parse_yaml_scalar)]
+    #[cfg_attr(test, schemars(with = "Option<serde_json::Value>"))]
     pub max_sessions_per_user: Option<serde_yaml::Value>,
 }
 
