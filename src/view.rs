@@ -250,22 +250,8 @@ pub struct StayView {
     pub health: Vec<ReadingView>,
 }
 
-/// One kept SMART reading, as `history --json` prints it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReadingView {
-    /// RFC 3339 time the reading was taken.
-    pub checked: String,
-    /// The verdict then.
-    pub state: HealthState,
-    /// Degrees Celsius then.
-    pub temperature_c: Option<i32>,
-    /// Reallocated sectors (or grown defects) then.
-    pub reallocated_sectors: Option<u64>,
-    /// Sectors pending reallocation then.
-    pub pending_sectors: Option<u64>,
-    /// NVMe media errors then.
-    pub media_errors: Option<u64>,
-}
+/// One kept SMART reading, as `history --json` prints it: the time in RFC 3339.
+pub type ReadingView = HealthPoint<String>;
 
 /// One physical disk's health, as `health --json` prints it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -345,14 +331,7 @@ pub fn stays(
         };
         let nearest = (0..spans.len()).min_by_key(|&i| distance(&spans[i]));
         if let Some(i) = nearest {
-            during[i].push(ReadingView {
-                checked: rfc3339(r.checked),
-                state: r.state,
-                temperature_c: r.temperature_c,
-                reallocated_sectors: r.reallocated_sectors,
-                pending_sectors: r.pending_sectors,
-                media_errors: r.media_errors,
-            });
+            during[i].push(r.map(rfc3339, |state| state));
         }
     }
     stays

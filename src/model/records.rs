@@ -282,12 +282,17 @@ pub struct AttachRecord {
 /// One SMART reading of a disk as its host's store keeps it (`Store::health_log`): when it
 /// was taken, the verdict, and the figures whose trend tells a disk going bad (the last 64
 /// readings are kept per host and disk, so a slow rise of reallocated sectors shows).
+///
+/// One type for the reading wherever it goes, its time and verdict in the representation
+/// the place wants: here ms since the epoch and a [`HealthState`]; `history --json` shows
+/// the time in RFC 3339 (`view::ReadingView`), the store keeps the verdict as its
+/// [`HealthState::code`] (`store::layout::Reading`, positional postcard).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HealthPoint {
+pub struct HealthPoint<Time = Millis, State = HealthState> {
     /// When the reading was taken (`DiskHealth::checked`).
-    pub checked: Millis,
+    pub checked: Time,
     /// The verdict then.
-    pub state: HealthState,
+    pub state: State,
     /// Temperature then, degrees Celsius.
     pub temperature_c: Option<i32>,
     /// Reallocated sectors (or grown defects) then.
@@ -296,6 +301,24 @@ pub struct HealthPoint {
     pub pending_sectors: Option<u64>,
     /// NVMe media and data integrity errors then.
     pub media_errors: Option<u64>,
+}
+
+impl<Time, State> HealthPoint<Time, State> {
+    /// The same reading, its time and its verdict turned into another representation.
+    pub fn map<T, S>(
+        self,
+        time: impl FnOnce(Time) -> T,
+        state: impl FnOnce(State) -> S,
+    ) -> HealthPoint<T, S> {
+        HealthPoint {
+            checked: time(self.checked),
+            state: state(self.state),
+            temperature_c: self.temperature_c,
+            reallocated_sectors: self.reallocated_sectors,
+            pending_sectors: self.pending_sectors,
+            media_errors: self.media_errors,
+        }
+    }
 }
 
 /// One stay of a disk: a stretch of time it spent on one host at one device path.

@@ -14,18 +14,9 @@ pub const MAX_READINGS: usize = 64;
 /// trailer uses too (one layout, defined in the model).
 pub(in crate::store) use crate::model::layout::{FsLayout as FsView, HealthLayout as HealthView};
 
-/// One health reading kept in an entry's log: when, the verdict, and the figures whose
-/// trend matters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub(in crate::store) struct Reading {
-    pub checked: Millis,
-    /// `HealthState::code`.
-    pub state: u8,
-    pub temperature_c: Option<i32>,
-    pub reallocated: Option<u64>,
-    pub pending: Option<u64>,
-    pub media_errors: Option<u64>,
-}
+/// One health reading kept in an entry's log: when, the verdict (as
+/// [`HealthState::code`]), and the figures whose trend matters.
+pub(in crate::store) type Reading = HealthPoint<Millis, u8>;
 
 impl Reading {
     /// The reading `h` is, if it says when it was taken.
@@ -34,21 +25,15 @@ impl Reading {
             checked: h.checked?,
             state: h.state.code(),
             temperature_c: h.temperature_c,
-            reallocated: h.reallocated_sectors,
-            pending: h.pending_sectors,
+            reallocated_sectors: h.reallocated_sectors,
+            pending_sectors: h.pending_sectors,
             media_errors: h.media_errors,
         })
     }
 
+    /// The reading, its verdict a [`HealthState`] again.
     pub fn to_point(self) -> HealthPoint {
-        HealthPoint {
-            checked: self.checked,
-            state: HealthState::from_code(self.state),
-            temperature_c: self.temperature_c,
-            reallocated_sectors: self.reallocated,
-            pending_sectors: self.pending,
-            media_errors: self.media_errors,
-        }
+        self.map(|checked| checked, HealthState::from_code)
     }
 }
 
