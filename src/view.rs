@@ -228,23 +228,12 @@ pub fn disks(
 /// A stay of a disk, as printed by `history --json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StayView {
-    /// Node name of the host.
-    pub host: String,
-    /// Address of the host.
-    pub addr: Option<String>,
-    /// Device path on the host.
-    pub device: String,
-    /// Filesystem label.
-    pub label: Option<String>,
-    /// RFC 3339 time the stay began.
-    pub first_seen: String,
-    /// RFC 3339 time the disk was last seen there.
-    pub last_seen: String,
+    /// Where and when: host, address, device, label, and the RFC 3339 times the stay
+    /// began and the disk was last seen there.
+    #[serde(flatten)]
+    pub stay: Stay<String>,
     /// The disk is still there, in the latest inventory of a live host.
     pub live: bool,
-    /// The disk is in its host's latest inventory (whether or not the host is live).
-    #[serde(skip)]
-    pub current: bool,
     /// The SMART readings taken during this stay, newest first (of the disk's last 64).
     #[serde(default)]
     pub health: Vec<ReadingView>,
@@ -341,13 +330,7 @@ pub fn stays(
         .map(|((s, (_, last_seen)), health)| StayView {
             health,
             live: s.current && store.host_is_live(&s.node_id, now, expiry),
-            current: s.current,
-            host: s.host,
-            addr: s.addr,
-            device: s.device,
-            label: s.label,
-            first_seen: rfc3339(s.first_seen),
-            last_seen: rfc3339(last_seen),
+            stay: Stay { last_seen, ..s }.map(rfc3339),
         })
         .collect()
 }

@@ -322,9 +322,14 @@ impl<Time, State> HealthPoint<Time, State> {
 }
 
 /// One stay of a disk: a stretch of time it spent on one host at one device path.
+///
+/// Its times are `Time`: ms since the epoch as the store gives them; RFC 3339 text in
+/// `history --json`, whose [`view::StayView`](crate::view::StayView) carries a stay and
+/// shows neither its node id nor `current` (hence their `serde(skip)`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Stay {
+pub struct Stay<Time = Millis> {
     /// Node id of the host.
+    #[serde(skip)]
     pub node_id: String,
     /// Node name of the host then.
     pub host: String,
@@ -335,10 +340,27 @@ pub struct Stay {
     /// Filesystem label then.
     pub label: Option<String>,
     /// When the stay began.
-    pub first_seen: Millis,
+    pub first_seen: Time,
     /// When the disk was last seen there (for a current stay, as stored: its host's seen
     /// time extends it).
-    pub last_seen: Millis,
+    pub last_seen: Time,
     /// The disk is still there (in its host's latest inventory, at this device).
+    #[serde(skip)]
     pub current: bool,
+}
+
+impl<Time> Stay<Time> {
+    /// The same stay, its times turned into another representation.
+    pub fn map<T>(self, time: impl Fn(Time) -> T) -> Stay<T> {
+        Stay {
+            node_id: self.node_id,
+            host: self.host,
+            addr: self.addr,
+            device: self.device,
+            label: self.label,
+            first_seen: time(self.first_seen),
+            last_seen: time(self.last_seen),
+            current: self.current,
+        }
+    }
 }

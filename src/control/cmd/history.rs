@@ -53,7 +53,8 @@ pub fn apply(cmd: &History, ctx: &Context) -> Reply {
         "LAST SEEN",
         "STATE",
     ];
-    let body = rows_body(&stays, cmd.json, &header, |s| {
+    let body = rows_body(&stays, cmd.json, &header, |v| {
+        let s = &v.stay;
         vec![
             s.host.clone(),
             table::opt(&s.addr),
@@ -61,7 +62,7 @@ pub fn apply(cmd: &History, ctx: &Context) -> Reply {
             table::opt(&s.label),
             s.first_seen.clone(),
             s.last_seen.clone(),
-            match (s.live, s.current) {
+            match (v.live, s.current) {
                 (true, _) => "live",
                 (false, true) => "last-known",
                 (false, false) => "ended",
