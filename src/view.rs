@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::layout::HealthFigures;
 pub use crate::model::rfc3339;
 use crate::model::{
     DiskHealth, FsUsage, Hardware, HealthPoint, HealthState, Millis, PeerRecord, Probe, Sighting,
@@ -97,27 +98,7 @@ impl DiskView {
 }
 
 /// A disk's SMART reading as JSON shows it: [`DiskHealth`] with its time in RFC 3339.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HealthView {
-    /// `ok`, `warning`, `failing` or `unknown`.
-    pub state: HealthState,
-    /// Why it is not `ok`.
-    pub reasons: Vec<String>,
-    /// Degrees Celsius.
-    pub temperature_c: Option<i32>,
-    /// Hours powered on.
-    pub power_on_hours: Option<u64>,
-    /// Reallocated sectors (ATA 5) or grown defects (SCSI).
-    pub reallocated_sectors: Option<u64>,
-    /// Sectors pending reallocation (ATA 197).
-    pub pending_sectors: Option<u64>,
-    /// NVMe media errors.
-    pub media_errors: Option<u64>,
-    /// NVMe percentage of rated endurance used.
-    pub percentage_used: Option<u32>,
-    /// RFC 3339 time of the reading (a disk in standby keeps its last one).
-    pub checked: Option<String>,
-}
+pub type HealthView = HealthFigures<HealthState, String, String>;
 
 impl HealthView {
     /// A reading of `state` with no figures: what tests start from.
@@ -131,17 +112,7 @@ impl HealthView {
 
     /// The view of a reading.
     pub fn of(h: DiskHealth) -> HealthView {
-        HealthView {
-            state: h.state,
-            reasons: h.reasons,
-            temperature_c: h.temperature_c,
-            power_on_hours: h.power_on_hours,
-            reallocated_sectors: h.reallocated_sectors,
-            pending_sectors: h.pending_sectors,
-            media_errors: h.media_errors,
-            percentage_used: h.percentage_used,
-            checked: h.checked.map(rfc3339),
-        }
+        HealthFigures::of_record(&h, |state| state, str::to_string, rfc3339)
     }
 }
 

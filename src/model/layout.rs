@@ -7,16 +7,15 @@ use serde::{Deserialize, Serialize};
 
 use super::{DiskHealth, FsUsage, HealthState};
 
-/// A [`DiskHealth`], borrowed; the state as [`HealthState::code`]. The layout does not
-/// follow the watcher's type: a field it adds is a new schema and a new trailer, never a
-/// misread of an old one.
+/// A [`DiskHealth`]'s reading, its verdict, reasons and time in the representation a
+/// place wants: [`HealthLayout`] here, `view::HealthView` in JSON (the time in RFC 3339).
+/// The field order is the layout's: JSON shows the fields in it too.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HealthLayout<'a> {
-    /// [`HealthState::code`].
-    pub state: u8,
+pub struct HealthFigures<State, Reason, Time> {
+    /// The verdict (`ok`, `warning`, `failing` or `unknown`).
+    pub state: State,
     /// Why it is not `ok`.
-    #[serde(borrow)]
-    pub reasons: Vec<&'a str>,
+    pub reasons: Vec<Reason>,
     /// See [`DiskHealth`] for this and the other figures.
     pub temperature_c: Option<i32>,
     /// `DiskHealth::power_on_hours`.
@@ -30,23 +29,41 @@ pub struct HealthLayout<'a> {
     /// `DiskHealth::percentage_used`.
     pub percentage_used: Option<u32>,
     /// `DiskHealth::checked`.
-    pub checked: Option<u64>,
+    pub checked: Option<Time>,
 }
 
-impl<'a> HealthLayout<'a> {
-    /// The layout of a reading, borrowing its text.
-    pub fn of(h: &'a DiskHealth) -> HealthLayout<'a> {
-        HealthLayout {
-            state: h.state.code(),
-            reasons: h.reasons.iter().map(String::as_str).collect(),
+impl<State, Reason, Time> HealthFigures<State, Reason, Time> {
+    /// A reading in this representation: its verdict, each reason (borrowed) and its time
+    /// turned by `state`, `reason` and `time`.
+    pub fn of_record<'a>(
+        h: &'a DiskHealth,
+        state: impl FnOnce(HealthState) -> State,
+        reason: impl FnMut(&'a str) -> Reason,
+        time: impl FnOnce(u64) -> Time,
+    ) -> Self {
+        HealthFigures {
+            state: state(h.state),
+            reasons: h.reasons.iter().map(String::as_str).map(reason).collect(),
             temperature_c: h.temperature_c,
             power_on_hours: h.power_on_hours,
             reallocated_sectors: h.reallocated_sectors,
             pending_sectors: h.pending_sectors,
             media_errors: h.media_errors,
             percentage_used: h.percentage_used,
-            checked: h.checked,
+            checked: h.checked.map(time),
         }
+    }
+}
+
+/// A [`DiskHealth`], borrowed; the state as [`HealthState::code`]. The layout does not
+/// follow the watcher's type: a field it adds is a new schema and a new trailer, never a
+/// misread of an old one.
+pub type HealthLayout<'a> = HealthFigures<u8, &'a str, u64>;
+
+impl<'a> HealthLayout<'a> {
+    /// The layout of a reading, borrowing its text.
+    pub fn of(h: &'a DiskHealth) -> HealthLayout<'a> {
+        HealthFigures::of_record(h, HealthState::code, |r| r, |t| t)
     }
 
     /// The reading it holds.
