@@ -506,13 +506,30 @@ mod tests {
         page
     }
 
+    /// A whole disk's block directory `dir` (`sectors`, `dev`), with its `removable` flag,
+    /// its `queue/rotational` flag when the driver writes one, and its `device` link to
+    /// `device`.
+    fn whole_disk(
+        sys: &FakeSysfs,
+        dir: &str,
+        (sectors, dev): (u64, &str),
+        removable: bool,
+        rotational: Option<bool>,
+        device: &str,
+    ) {
+        let flag = |on: bool| if on { "1\n" } else { "0\n" };
+        sys.block(dir, sectors, dev);
+        sys.file(&format!("{dir}/removable"), flag(removable));
+        if let Some(rotational) = rotational {
+            sys.file(&format!("{dir}/queue/rotational"), flag(rotational));
+        }
+        sys.link(&format!("{dir}/device"), device);
+    }
+
     /// A SATA SSD with two partitions, as a 2.5" disk on an Intel AHCI controller shows it.
     fn sata(sys: &FakeSysfs) {
         let sda = format!("{SATA}/block/sda");
-        sys.block(&sda, 1_953_525_168, "8:0");
-        sys.file(&format!("{sda}/removable"), "0\n");
-        sys.file(&format!("{sda}/queue/rotational"), "1\n");
-        sys.link(&format!("{sda}/device"), SATA);
+        whole_disk(sys, &sda, (1_953_525_168, "8:0"), false, Some(true), SATA);
         sys.file(&format!("{SATA}/model"), "  WDC  WD10EZEX-08W \n");
         sys.file(&format!("{SATA}/vendor"), "ATA     \n");
         sys.file(&format!("{SATA}/wwid"), "naa.50014ee2b5c1d2e3\n");
@@ -529,11 +546,8 @@ mod tests {
 
     fn nvme(sys: &FakeSysfs) {
         let ns = format!("{NVME}/nvme0n1");
-        sys.block(&ns, 1_000_215_216, "259:0");
-        sys.file(&format!("{ns}/removable"), "0\n");
-        sys.file(&format!("{ns}/queue/rotational"), "0\n");
+        whole_disk(sys, &ns, (1_000_215_216, "259:0"), false, Some(false), NVME);
         sys.file(&format!("{ns}/wwid"), "eui.0025388b91b2c3d4\n");
-        sys.link(&format!("{ns}/device"), NVME);
         sys.file(
             &format!("{NVME}/model"),
             "Samsung SSD 970 EVO Plus 1TB            \n",
@@ -546,10 +560,7 @@ mod tests {
     fn usb(sys: &FakeSysfs) {
         let scsi = format!("{USB}/1-1:1.0/host2/target2:0:0/2:0:0:0");
         let sdb = format!("{scsi}/block/sdb");
-        sys.block(&sdb, 60_063_744, "8:16");
-        sys.file(&format!("{sdb}/removable"), "1\n");
-        sys.file(&format!("{sdb}/queue/rotational"), "1\n");
-        sys.link(&format!("{sdb}/device"), &scsi);
+        whole_disk(sys, &sdb, (60_063_744, "8:16"), true, Some(true), &scsi);
         sys.file(&format!("{scsi}/model"), "Cruzer Blade    \n");
         sys.file(&format!("{scsi}/vendor"), "SanDisk \n");
         sys.file(&format!("{USB}/idVendor"), "0781\n");
@@ -563,11 +574,9 @@ mod tests {
 
     fn virtio(sys: &FakeSysfs) {
         let vda = format!("{VIRTIO}/block/vda");
-        sys.block(&vda, 536_870_912, "254:0");
+        whole_disk(sys, &vda, (536_870_912, "254:0"), false, None, VIRTIO);
         // virtio-blk writes its serial without a newline.
         sys.file(&format!("{vda}/serial"), "overlayblk0");
-        sys.file(&format!("{vda}/removable"), "0\n");
-        sys.link(&format!("{vda}/device"), VIRTIO);
         sys.file(&format!("{VIRTIO}/vendor"), "0x1af4\n");
         sys.file(&format!("{VIRTIO}/device"), "0x0002\n");
     }
