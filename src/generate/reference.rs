@@ -236,26 +236,66 @@ const DESCRIBED_DEFAULTS: &[&str] = &[
     "multicast.peer_expiry",  // 3 x announce interval
     "node_name",              // the hostname
     "security.key_files",     // none
-    "socket",                 // ~ is the home of the daemon's user
     "socket_group",           // none
     "store",                  // $XDG_DATA_HOME/diskd
     "watchers.disks.exclude", // none
     "watchers.disks.include", // all
-    "watchers.smart.command", // naming smartctl turns the watcher on
     "watchers.smart.enabled", // on when smartctl is found
 ];
 
-/// A file that states a key's documented default loads to the same configuration as an
-/// empty file: the defaults the reference (and `--help`) state are the ones the daemon
-/// applies, although the code that applies them is in `config`.
+/// `doc` with `path` (dotted) set to `value`.
+fn set(doc: &mut serde_yaml::Value, path: &str, value: serde_yaml::Value) {
+    let (head, rest) = match path.split_once('.') {
+        Some((h, r)) => (h, Some(r)),
+        None => (path, None),
+    };
+    if !doc.is_mapping() {
+        *doc = serde_yaml::Value::Mapping(Default::default());
+    }
+    let map = doc.as_mapping_mut().expect("made a mapping above");
+    match rest {
+        None => {
+            map.insert(head.into(), value);
+        }
+        Some(rest) => {
+            let slot = map.entry(head.into()).or_insert(serde_yaml::Value::Null);
+            set(slot, rest, value);
+        }
+    }
+}
+
+/// A value of the same kind as `v` that is not `v`: a number plus one, a duration plus a
+/// second, a switch turned over; `None` for other strings.
+fn another(v: &serde_yaml::Value) -> Option<serde_yaml::Value> {
+    use serde_yaml::Value;
+    match v {
+        Value::Bool(b) => Some(Value::Bool(!b)),
+        Value::Number(n) => n.as_u64().map(|n| Value::from(n + 1)),
+        Value::String(s) => humantime::parse_duration(s).ok().map(|d| {
+            let d = d + std::time::Duration::from_secs(1);
+            Value::String(humantime::format_duration(d).to_string())
+        }),
+        _ => None,
+    }
+}
+
+/// A file that states a key's documented default loads to the same configuration as a
+/// file without it, and (for a number, a duration or a switch) a file stating another
+/// value loads to another one: the defaults the reference (and `--help`) state are the
+/// ones the daemon applies, although the code that applies them is in `config`. Every
+/// file turns the SMART watcher on, so that its settings are in the configuration even
+/// where smartctl is not installed.
 #[test]
 fn the_documented_defaults_are_the_defaults() {
-    let load = |yaml: &str| {
+    let mut base = serde_yaml::Value::Null;
+    set(&mut base, "watchers.smart.enabled", true.into());
+    let load = |doc: &serde_yaml::Value| {
         let mut f = tempfile::NamedTempFile::new().unwrap();
-        f.write_all(yaml.as_bytes()).unwrap();
-        Config::load(Some(f.path()), None, &DaemonArgs::default())
+        f.write_all(serde_yaml::to_string(doc).unwrap().as_bytes())
+            .unwrap();
+        Config::load(Some(f.path()), None, &DaemonArgs::default()).map(|c| format!("{c:?}"))
     };
-    let defaults = format!("{:?}", load("").unwrap());
+    let defaults = load(&base).unwrap();
     let keys = file_keys();
     let mut checked = 0;
     let mut wrong = Vec::new();
@@ -263,28 +303,36 @@ fn the_documented_defaults_are_the_defaults() {
         if DESCRIBED_DEFAULTS.contains(&k.path.as_str()) {
             continue;
         }
+        checked += 1;
         // The default as the file would write it: a number or a switch as YAML reads a
         // scalar, anything else a string.
         let value = match serde_yaml::from_str::<serde_yaml::Value>(&k.default) {
             Ok(v @ (serde_yaml::Value::Bool(_) | serde_yaml::Value::Number(_))) => v,
             _ => serde_yaml::Value::String(k.default.clone()),
         };
-        let mut doc = value;
-        for part in k.path.rsplit('.') {
-            let mut m = serde_yaml::Mapping::new();
-            m.insert(part.into(), doc);
-            doc = serde_yaml::Value::Mapping(m);
-        }
-        let yaml = serde_yaml::to_string(&doc).unwrap();
-        match load(&yaml) {
-            Ok(stated) if format!("{stated:?}") == defaults => {}
-            Ok(stated) => wrong.push(format!(
-                "`{}: {}` is not what the daemon does without it:\n{stated:?}\n{defaults}",
+        let mut stated = base.clone();
+        set(&mut stated, &k.path, value.clone());
+        match load(&stated) {
+            Ok(c) if c == defaults => {}
+            Ok(c) => wrong.push(format!(
+                "`{}: {}` is not what the daemon does without it:\n{c}\n{defaults}",
                 k.path, k.default
             )),
             Err(e) => wrong.push(format!("`{}: {}` does not load: {e}", k.path, k.default)),
         }
-        checked += 1;
+        if let Some(other) = another(&value) {
+            let mut changed = base.clone();
+            set(&mut changed, &k.path, other.clone());
+            match load(&changed) {
+                Ok(c) if c != defaults => {}
+                Ok(_) => wrong.push(format!(
+                    "`{}: {other:?}` loads to the defaults: the key does not reach the \
+                     configuration, so its default is not checked",
+                    k.path
+                )),
+                Err(e) => wrong.push(format!("`{}: {other:?}` does not load: {e}", k.path)),
+            }
+        }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     for d in DESCRIBED_DEFAULTS {
