@@ -340,3 +340,58 @@ fn the_documented_defaults_are_the_defaults() {
     }
     assert_eq!(checked + DESCRIBED_DEFAULTS.len(), keys.len());
 }
+
+/// The keys config/diskd.yaml writes, set or commented out (`# key: value`), as dotted
+/// paths: a key's depth is its indentation, a comment's counted from its `#`.
+fn example_keys(text: &str) -> Vec<String> {
+    let mut stack: Vec<(usize, String)> = Vec::new();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let lead = line.len() - line.trim_start().len();
+        let rest = line.trim_start();
+        let (indent, rest) = match rest.strip_prefix('#') {
+            Some(c) => {
+                let inner = c.trim_start();
+                (lead + (c.len() - inner.len()).saturating_sub(1), inner)
+            }
+            None => (lead, rest),
+        };
+        let Some((key, value)) = rest.split_once(':') else {
+            continue;
+        };
+        let is_key = !key.is_empty()
+            && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+            && (value.is_empty() || value.starts_with(' '));
+        if !is_key {
+            continue;
+        }
+        stack.retain(|(i, _)| *i < indent);
+        let path = stack
+            .iter()
+            .map(|(_, k)| k.as_str())
+            .chain([key])
+            .collect::<Vec<_>>()
+            .join(".");
+        out.push(path);
+        stack.push((indent, key.to_string()));
+    }
+    out
+}
+
+/// config/diskd.yaml, the example every package installs, shows every key (set to its
+/// default, or commented out with an example): a key added to the structs but not there
+/// fails here.
+#[test]
+fn the_example_config_shows_every_key() {
+    let text = include_str!("../../config/diskd.yaml");
+    let shown = example_keys(text);
+    let missing: Vec<String> = file_keys()
+        .into_iter()
+        .map(|k| k.path)
+        .filter(|p| !shown.contains(p))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "config/diskd.yaml does not show {missing:?}"
+    );
+}
