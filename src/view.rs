@@ -358,6 +358,7 @@ mod tests {
 
     use super::*;
     use crate::model::DiskRecord;
+    use crate::store::Owner;
 
     #[test]
     fn live_first_then_most_recent() {
@@ -375,13 +376,21 @@ mod tests {
             fs: None,
         };
         store
-            .replace_local("me", None, &[d("a"), d("b")], 1000)
+            .publish(Owner::Local, "me", None, &[d("a"), d("b")], 1000)
+            .into_result()
             .unwrap();
-        store.replace_local("me", None, &[d("b")], 2000).unwrap();
         store
-            .replace_local("me", None, &[d("b"), d("c")], 3000)
+            .publish(Owner::Local, "me", None, &[d("b")], 2000)
+            .into_result()
             .unwrap();
-        store.replace_local("me", None, &[d("c")], 4000).unwrap();
+        store
+            .publish(Owner::Local, "me", None, &[d("b"), d("c")], 3000)
+            .into_result()
+            .unwrap();
+        store
+            .publish(Owner::Local, "me", None, &[d("c")], 4000)
+            .into_result()
+            .unwrap();
         let v = disks(
             &store,
             store.sightings().unwrap(),

@@ -1,14 +1,14 @@
 //! `diskd-bench store`: the store alone, without a daemon or a lab (no root needed).
 //!
 //! Builds a fleet-sized store (PEERS hosts x DISKS disks) through the public API the peer
-//! layer uses (`replace_peer_inventory` and `upsert_peer`, then `flush`), closes it, and times `Store::open`
+//! layer uses (`publish` and `upsert_peer`, then `flush`), closes it, and times `Store::open`
 //! of it several times, a first query after open, an unchanged second pass and a pass with
 //! one changed disk per host. Prints the figures as a Markdown table.
 
 use std::time::{Duration, Instant};
 
 use diskd::model::DiskRecord;
-use diskd::store::Store;
+use diskd::store::{Owner, Store};
 
 /// Options of `diskd-bench store`.
 #[derive(Debug, Clone, clap::Args)]
@@ -69,14 +69,15 @@ fn pass(
     let (t, c) = (Instant::now(), cpu());
     for (p, disks) in inventories.iter().enumerate() {
         store
-            .replace_peer_inventory(
-                &peer_id(p),
+            .publish(
+                Owner::Peer(&peer_id(p)),
                 &format!("sim-{p:04}"),
                 Some("192.0.2.3"),
                 disks,
                 now,
             )
-            .expect("replace_peer_inventory");
+            .into_result()
+            .expect("publish");
         // The peer layer keeps a record of every peer it hears beside its inventory.
         store
             .upsert_peer(&diskd::model::PeerRecord {

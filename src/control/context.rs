@@ -1,10 +1,12 @@
 //! What a control command can reach: the handles of the services, never their insides.
 //!
 //! Built by `daemon` from the handles each service exported when it started; a cheap
-//! `Clone` over an `Arc`. Commands read the store and published status directly and ask
-//! the services (scan now, announce, mount) through their handles.
+//! `Clone` over an `Arc` that derefs to the [`Handles`]. Commands read the store and
+//! published status directly and ask the services (scan now, announce, mount) through
+//! their handles.
 
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -68,43 +70,19 @@ impl Context {
         }
     }
 
-    fn h(&self) -> &Handles {
-        &self.inner.handles
-    }
-
-    /// Who may run what on the socket.
-    pub fn access(&self) -> &Access {
-        &self.h().access
-    }
-
-    /// The validated configuration.
-    pub fn config(&self) -> &Config {
-        &self.h().config
-    }
-
-    /// Who we are.
-    pub fn node(&self) -> &NodeInfo {
-        &self.h().node
-    }
-
-    /// The store.
-    pub fn store(&self) -> &Store {
-        &self.h().store
-    }
-
     /// The counters.
     pub fn stats(&self) -> &Stats {
-        &self.h().telemetry.stats
+        &self.telemetry.stats
     }
 
     /// The event feed.
     pub fn events(&self) -> &Events {
-        &self.h().telemetry.events
+        &self.telemetry.events
     }
 
     /// Changes of the fleet picture (`events`, `wait`).
     pub fn fleet(&self) -> &crate::telemetry::Fleet {
-        &self.h().telemetry.fleet
+        &self.telemetry.fleet
     }
 
     /// Publish an event to `debug` sessions.
@@ -112,43 +90,23 @@ impl Context {
         self.events().emit(kind, message)
     }
 
-    /// The inventory service.
-    pub fn inventory(&self) -> &InventoryHandle {
-        &self.h().inventory
-    }
-
-    /// The peer layer.
-    pub fn peers(&self) -> &PeerHandle {
-        &self.h().peers
-    }
-
-    /// The mount service.
-    pub fn mounts(&self) -> &MountService {
-        &self.h().mounts
-    }
-
-    /// The hooks.
-    pub fn hooks(&self) -> &HooksHandle {
-        &self.h().hooks
-    }
-
     /// Time since the control server started.
     pub fn uptime(&self) -> Duration {
         self.inner.started.elapsed()
     }
 
-    /// The daemon-wide shutdown signal.
-    pub fn shutdown(&self) -> &CancellationToken {
-        &self.h().shutdown
-    }
-
-    /// Where the HTTP listener is bound, when it runs.
-    pub fn http_addr(&self) -> Option<SocketAddr> {
-        self.h().http_addr
-    }
-
     /// How long a peer stays live without being heard.
     pub fn peer_expiry(&self) -> Duration {
-        self.config().multicast.peer_expiry
+        self.config.multicast.peer_expiry
+    }
+}
+
+/// A context is a shared handle on the services' handles: a command reads
+/// `ctx.store`, `ctx.peers`, ... as the daemon handed them over.
+impl Deref for Context {
+    type Target = Handles;
+
+    fn deref(&self) -> &Handles {
+        &self.inner.handles
     }
 }

@@ -28,12 +28,12 @@ pub use super::sessions::{MAX_SESSIONS, RESERVED_SESSIONS};
 
 /// Serve the listener until shutdown.
 pub async fn serve(ctx: Context, listener: UnixListener, tracker: TaskTracker) {
-    let table = SessionTable::new(ctx.config().max_sessions_per_user);
+    let table = SessionTable::new(ctx.config.max_sessions_per_user);
     let mut backoff = Backoff::new(Duration::from_millis(10), Duration::from_secs(1));
     let mut session_id: u64 = 0;
     loop {
         let accepted = tokio::select! {
-            _ = ctx.shutdown().cancelled() => return,
+            _ = ctx.shutdown.cancelled() => return,
             a = listener.accept() => a,
         };
         let stream = match accepted {
@@ -45,13 +45,13 @@ pub async fn serve(ctx: Context, listener: UnixListener, tracker: TaskTracker) {
                 let wait = backoff.next_delay();
                 tracing::warn!("accept failed: {e}; retrying in {wait:?}");
                 tokio::select! {
-                    _ = ctx.shutdown().cancelled() => return,
+                    _ = ctx.shutdown.cancelled() => return,
                     _ = tokio::time::sleep(wait) => {}
                 }
                 continue;
             }
         };
-        let caller = access::Caller::of(&stream, ctx.access());
+        let caller = access::Caller::of(&stream, &ctx.access);
         let slot = match table.admit(&caller) {
             Ok(slot) => slot,
             Err(refusal) => {
@@ -98,7 +98,7 @@ pub fn greeting(ctx: &Context) -> Reply {
         status: Status::Ok(format!(
             "diskd local interface awaiting commands (diskd {}, node {})",
             env!("CARGO_PKG_VERSION"),
-            ctx.node().name
+            ctx.node.name
         )),
         body: vec![
             "Type 'help' for the commands. Each reply is a status line (+OK or -ERR ...),".into(),
@@ -112,7 +112,7 @@ async fn session(ctx: &Context, stream: UnixStream, caller: access::Caller) -> s
     conn.write_reply(&greeting(ctx)).await?;
     loop {
         let line = tokio::select! {
-            _ = ctx.shutdown().cancelled() => {
+            _ = ctx.shutdown.cancelled() => {
                 let _ = conn.write_reply(&Reply::status(Status::Error("daemon shutting down".into()))).await;
                 return Ok(());
             }
@@ -154,7 +154,7 @@ async fn session(ctx: &Context, stream: UnixStream, caller: access::Caller) -> s
             }
         };
         if let SessionCommand::Request(request) = &cmd {
-            if let Some(refusal) = caller.check(request, ctx.access()).await {
+            if let Some(refusal) = caller.check(request, &ctx.access).await {
                 send(ctx, &mut conn, &refusal).await?;
                 continue;
             }

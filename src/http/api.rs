@@ -103,7 +103,7 @@ pub(super) async fn events(State(st): State<AppState>) -> Response {
     // Subscribed before the response starts: once a client has the headers, it misses
     // nothing that happens after.
     let fleet = st.ctx.fleet().subscribe();
-    let shutdown = st.ctx.shutdown().clone();
+    let shutdown = st.ctx.shutdown.clone();
     let stream = futures_util::stream::unfold(
         (fleet, shutdown, slot),
         |(mut fleet, shutdown, slot)| async move {

@@ -271,7 +271,7 @@ async fn guard(
 
 /// Serve until the daemon's shutdown: accept, cap, hand each connection to hyper.
 pub async fn serve(listener: Listener, ctx: Context, tracker: TaskTracker) {
-    let shutdown = ctx.shutdown().clone();
+    let shutdown = ctx.shutdown.clone();
     let state = AppState {
         token: listener.token.map(Arc::new),
         blocking: Arc::new(Semaphore::new(BLOCKING_AT_ONCE)),

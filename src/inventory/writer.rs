@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{at, compose, Seen, HARDWARE};
 use crate::model::{now_millis, DiskRecord, NodeInfo};
-use crate::store::Store;
+use crate::store::{Owner, Published, Store};
 use crate::telemetry::{Stats, Telemetry};
 
 /// The one task that writes this node's inventory.
@@ -87,17 +87,29 @@ impl Writer {
         let node = self.node.clone();
         let owned = records.to_vec();
         let result = tokio::task::spawn_blocking(move || {
-            store.publish_local(&node.name, node.addr.as_deref(), &owned, now_millis())
+            store.publish(
+                Owner::Local,
+                &node.name,
+                node.addr.as_deref(),
+                &owned,
+                now_millis(),
+            )
         })
         .await;
         let events = &self.telemetry.events;
         let stats = &self.telemetry.stats;
         let diff = match result {
-            Ok((diff, Ok(()))) => {
+            Ok(Published {
+                diff,
+                durable: Ok(()),
+            }) => {
                 Stats::bump(&stats.inventory_writes);
                 diff
             }
-            Ok((diff, Err(e))) => {
+            Ok(Published {
+                diff,
+                durable: Err(e),
+            }) => {
                 // The store logs when it starts failing and when it works again; `status`
                 // shows why meanwhile.
                 Stats::bump(&stats.store_errors);

@@ -19,6 +19,7 @@ use super::{
     JOINS_LOGGED_PER_TICK,
 };
 use crate::model::{fleet, FleetEvent, PeerRecord};
+use crate::store::{Owner, Published};
 use crate::telemetry::Stats;
 
 enum Kind {
@@ -341,10 +342,10 @@ impl Layer {
         disks: &[crate::model::DiskRecord],
         t: u64,
     ) -> Vec<FleetEvent> {
-        let (diff, written) = self
-            .ctx
-            .store_write(|s| s.publish_peer(&peer.node_id, &peer.node, Some(addr), disks, t));
-        match written {
+        let Published { diff, durable } = self.ctx.store_write(|s| {
+            s.publish(Owner::Peer(&peer.node_id), &peer.node, Some(addr), disks, t)
+        });
+        match durable {
             // Only a changed inventory needs to reach the disk soon.
             Ok(()) => self.flush.dirty |= !diff.is_empty(),
             Err(e) => {
@@ -457,10 +458,10 @@ impl Layer {
         } else {
             Vec::new()
         };
-        let (diff, written) = self
+        let Published { diff, durable } = self
             .ctx
-            .store_write(|s| s.publish_peer(&node_id, &ip, Some(&ip), &disks, t));
-        if let Err(e) = written {
+            .store_write(|s| s.publish(Owner::Peer(&node_id), &ip, Some(&ip), &disks, t));
+        if let Err(e) = durable {
             // Visible all the same (see `store_inventory`), so still said below.
             Stats::bump(&self.ctx.stats().store_errors);
             tracing::debug!(peer = %ip, "legacy inventory not durable yet: {e}");

@@ -29,7 +29,7 @@ use super::{
 use crate::config::Config;
 use crate::flags::DaemonArgs;
 use crate::model::{DiskRecord, NodeInfo};
-use crate::store::Store;
+use crate::store::{Owner, Store};
 use crate::telemetry::{Stats, Telemetry};
 
 const BASE_MS: u64 = 1_800_000_000_000;
@@ -140,7 +140,8 @@ impl Node {
         let store = Store::open(&config.store).unwrap();
         let disks: Vec<DiskRecord> = (0..o.disks).map(|i| disk(n, i)).collect();
         store
-            .replace_local(&name, None, &disks, clock.wall_ms())
+            .publish(Owner::Local, &name, None, &disks, clock.wall_ms())
+            .into_result()
             .unwrap();
         let node = NodeInfo::new(&name, store.node_id());
         let telemetry = Telemetry::default();
@@ -217,7 +218,8 @@ impl Node {
     /// Replace the node's own disks with `disks` and tell its layer, as the watchers do.
     fn set_disks(&self, disks: &[DiskRecord], clock: Clock) {
         self.store
-            .replace_local(&self.name, None, disks, clock.wall_ms())
+            .publish(Owner::Local, &self.name, None, disks, clock.wall_ms())
+            .into_result()
             .unwrap();
         self.local_changed.notify_one();
     }

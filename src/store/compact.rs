@@ -174,6 +174,7 @@ mod tests {
     use super::*;
     use crate::model::DiskRecord;
     use crate::store::tests::disk;
+    use crate::store::Owner;
 
     fn disks(n: usize, wave: usize) -> Vec<DiskRecord> {
         (0..n)
@@ -198,17 +199,25 @@ mod tests {
         let mut sizes = Vec::new();
         for wave in 0..60 {
             for peer in 0..8 {
-                s.replace_peer_inventory(
-                    &format!("peer{peer}"),
+                s.publish(
+                    Owner::Peer(&format!("peer{peer}")),
                     &format!("host{peer}"),
                     None,
                     &disks(400, wave),
                     1_000 + wave as u64,
                 )
+                .into_result()
                 .unwrap();
             }
-            s.replace_local("me", None, &disks(50, wave), 1_000 + wave as u64)
-                .unwrap();
+            s.publish(
+                Owner::Local,
+                "me",
+                None,
+                &disks(50, wave),
+                1_000 + wave as u64,
+            )
+            .into_result()
+            .unwrap();
             if wave % 10 == 9 {
                 sizes.push(s.size_on_disk());
             }
@@ -236,7 +245,9 @@ mod tests {
         assert_eq!(s.records(), records);
         assert_eq!(s.find("/dev/sd399").unwrap().len(), 8);
         // Writes go on after it.
-        s.replace_local("me", None, &disks(51, 99), 5_000).unwrap();
+        s.publish(Owner::Local, "me", None, &disks(51, 99), 5_000)
+            .into_result()
+            .unwrap();
         let id = s.node_id().to_string();
         drop(s);
         let s = Store::open(&path).unwrap();

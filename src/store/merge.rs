@@ -3,7 +3,7 @@
 
 use super::*;
 
-/// What `replace_inventory` decided.
+/// What `Store::publish` decided.
 pub(super) struct Merged<'a> {
     pub(super) diff: InventoryDiff,
     /// The host's new value; `None` when nothing changed (nothing is written).

@@ -3,9 +3,9 @@
 //! The store keeps, across restarts and `kill -9`: this node's identity (a random id made
 //! on first start and kept forever), every (host, disk) sighting with first/last seen and
 //! the disk's stays (history), the peers ever heard, and a schema version checked at open.
-//! Local and peer data go in through separate calls (`replace_local` for the watchers,
-//! `replace_peer_inventory` and `upsert_peer` for the peer layer); queries read the
-//! fleet-wide picture.
+//! Inventories go in through one call, `publish`, which tells this node's own (from the
+//! watchers) from a peer's (from the peer layer, which also records the peer with
+//! `upsert_peer`); queries read the fleet-wide picture.
 //!
 //! Layout (schema 6, see `layout`): the unit of change is one host's inventory, so each
 //! host is ONE value in tree `hosts` (split across a few keys only when larger than 64 KiB),
@@ -169,6 +169,45 @@ impl InventoryDiff {
     }
 }
 
+/// Whose inventory [`Store::publish`] replaces.
+#[derive(Debug, Clone, Copy)]
+pub enum Owner<'a> {
+    /// This node's, from its watchers: flushed before it is visible, so a query never
+    /// answers what a crash could take back.
+    Local,
+    /// A peer's (by node id), from its announce: not flushed here, the peer layer
+    /// flushes once per burst of datagrams (`flush`), so a wave of announces costs one
+    /// disk sync, not one per peer; a peer's data lost in a crash within that window
+    /// comes back with its next announce.
+    Peer(&'a str),
+}
+
+/// What publishing an inventory did. The new inventory is visible either way, so the
+/// diff always comes back: dropping it with a write error would lose those changes for
+/// good (the next inventory diffs against the one already in memory and finds nothing),
+/// and the peer layer must still say them (fleet events).
+#[derive(Debug)]
+#[must_use = "the diff says what changed, and `durable` whether it reached the disk"]
+pub struct Published {
+    /// What changed for every reader.
+    pub diff: InventoryDiff,
+    /// Whether it was written (and, for this node's own inventory, flushed); on an error
+    /// the store is marked failing and [`Store::keep`] rewrites it from memory later.
+    pub durable: Result<(), StoreError>,
+}
+
+impl Published {
+    fn new(diff: InventoryDiff, durable: Result<(), StoreError>) -> Self {
+        Published { diff, durable }
+    }
+
+    /// The diff once it is durable: for callers with nothing to do about a diff that
+    /// did not reach the disk.
+    pub fn into_result(self) -> Result<InventoryDiff, StoreError> {
+        self.durable.map(|()| self.diff)
+    }
+}
+
 /// The persistent store. Cheap to clone (one shared handle).
 #[derive(Clone)]
 pub struct Store {
@@ -297,97 +336,42 @@ impl Store {
         self.flush_done(mark, result)
     }
 
-    /// Replace this node's inventory with what the watchers found, as one atomic step,
-    /// durable before it is visible. When the store cannot write, the new inventory is
-    /// published in memory all the same (queries answer it) and the error returned; see
-    /// [`Store::publish_local`].
-    pub fn replace_local(
+    /// Replace a host's inventory, as one atomic step; see [`Owner`] for what differs
+    /// between this node's own inventory and a peer's. Published (visible to every
+    /// reader) even when sled cannot write: the daemon answers from what it knows, the
+    /// error comes back with the diff, the store is marked failing and [`Store::keep`]
+    /// rewrites it from memory once the disk works again. An inventory that changes
+    /// nothing writes nothing.
+    pub fn publish(
         &self,
+        owner: Owner<'_>,
         host: &str,
         addr: Option<&str>,
         disks: &[DiskRecord],
         now: Millis,
-    ) -> Result<InventoryDiff, StoreError> {
-        let (diff, durable) = self.publish_local(host, addr, disks, now);
-        durable.map(|()| diff)
-    }
-
-    /// Replace this node's inventory: written and flushed, then visible. When the write or
-    /// the flush fails, it is visible all the same (the daemon answers from what it knows)
-    /// and the error comes back with the diff: the store is marked failing and
-    /// [`Store::keep`] rewrites it from memory once the disk works again.
-    pub fn publish_local(
-        &self,
-        host: &str,
-        addr: Option<&str>,
-        disks: &[DiskRecord],
-        now: Millis,
-    ) -> (InventoryDiff, Result<(), StoreError>) {
-        let _writer = lock(&self.inner.local_writer);
-        let id = self.inner.node_id.clone();
-        let out = self.replace_inventory(&id, host, addr, disks, now, true);
-        self.inner.local_seen.store(now, Ordering::Release);
-        out
-    }
-
-    /// Replace a peer's inventory with the one it announced, as one atomic step. Visible
-    /// at once; not flushed here: the peer layer flushes once per burst of datagrams
-    /// (`flush`), so a wave of announces costs one disk sync, not one per peer; a peer's
-    /// data lost in a crash within that window comes back with its next announce. An
-    /// announce that changes nothing writes nothing. When sled cannot write, the new
-    /// inventory is visible all the same, the error is returned and `keep` rewrites it.
-    pub fn replace_peer_inventory(
-        &self,
-        node_id: &str,
-        host: &str,
-        addr: Option<&str>,
-        disks: &[DiskRecord],
-        now: Millis,
-    ) -> Result<InventoryDiff, StoreError> {
-        let (diff, written) = self.publish_peer(node_id, host, addr, disks, now);
-        written.map(|()| diff)
-    }
-
-    /// [`Store::replace_peer_inventory`], with the diff even when sled fails: the new
-    /// inventory is visible then all the same, so what changed has happened for every
-    /// reader, and the peer layer must still say so (fleet events). Dropping the diff with
-    /// the error would lose those changes for good: the next announce diffs against the
-    /// inventory already in memory and finds nothing.
-    pub fn publish_peer(
-        &self,
-        node_id: &str,
-        host: &str,
-        addr: Option<&str>,
-        disks: &[DiskRecord],
-        now: Millis,
-    ) -> (InventoryDiff, Result<(), StoreError>) {
-        let _writer = lock(&self.inner.peer_writer);
-        self.replace_inventory(node_id, host, addr, disks, now, false)
-    }
-
-    /// Merge, write (and for our own inventory, flush), publish. Published even when sled
-    /// fails; the error comes back with the diff.
-    fn replace_inventory(
-        &self,
-        node_id: &str,
-        host: &str,
-        addr: Option<&str>,
-        disks: &[DiskRecord],
-        now: Millis,
-        local: bool,
-    ) -> (InventoryDiff, Result<(), StoreError>) {
+    ) -> Published {
+        let (_writer, node_id, local) = match owner {
+            Owner::Local => (lock(&self.inner.local_writer), &*self.inner.node_id, true),
+            Owner::Peer(id) => (lock(&self.inner.peer_writer), id, false),
+        };
         let old = read(&self.inner.mem).get(node_id).cloned();
         let old_view = old.as_ref().map(|o| o.view());
         // When this host's previous inventory arrived: the last time a disk that is gone
         // now was seen.
         let prev_seen = self.host_seen(node_id).unwrap_or(now);
         let merged = merge(old_view.as_ref(), host, addr, disks, now, prev_seen);
-        let Some(view) = merged.host else {
-            let mut result = Ok(());
-            if local {
-                // Nothing changed: only the time of our latest inventory (present disks
-                // count as seen then), not worth a flush.
-                result = self.persist(|s| {
+        let durable = match merged.host {
+            Some(view) => {
+                let node: Arc<str> = old
+                    .as_ref()
+                    .map_or_else(|| Arc::from(node_id), |o| o.node_id.clone());
+                let old_terms = old_view.as_ref().map(HostView::terms).unwrap_or_default();
+                self.commit(node, &view, &old_terms, now, local)
+            }
+            // Nothing changed: only the time of our latest inventory (present disks count
+            // as seen then), not worth a flush.
+            None if local => {
+                let result = self.persist(|s| {
                     s.meta.insert(KEY_LOCAL_SEEN, &now.to_be_bytes())?;
                     Ok(())
                 });
@@ -395,20 +379,31 @@ impl Store {
                 if let Err(e) = &result {
                     self.failed(e);
                 }
+                result
             }
-            return (merged.diff, result);
+            None => Ok(()),
         };
-        let node: Arc<str> = old
-            .as_ref()
-            .map_or_else(|| Arc::from(node_id), |o| o.node_id.clone());
-        let (chunks, bytes) = match view.encode() {
-            Ok(x) => x,
-            // Our own records always encode; nothing to publish if they did not.
-            Err(e) => return (merged.diff, Err(e.into())),
-        };
+        if local {
+            self.inner.local_seen.store(now, Ordering::Release);
+        }
+        Published::new(merged.diff, durable)
+    }
+
+    /// Write a host's new inventory (and for our own, flush), then make it visible: also
+    /// when the write fails, whose error comes back.
+    fn commit(
+        &self,
+        node: Arc<str>,
+        view: &HostView<'_>,
+        old_terms: &[u64],
+        now: Millis,
+        local: bool,
+    ) -> Result<(), StoreError> {
+        let node_id = &*node.clone();
+        // Our own records always encode; nothing to publish if they did not.
+        let (chunks, bytes) = view.encode()?;
         let terms = view.terms();
-        let old_terms = old_view.as_ref().map(HostView::terms).unwrap_or_default();
-        let state = HostState::new(node, bytes, view.entries.len());
+        let state = HostState::new(node.clone(), bytes, view.entries.len());
         let before = lock(&self.inner.chunks).get(node_id).copied().unwrap_or(0);
         let written = (|| {
             let n = chunks.len() as u32;
@@ -445,8 +440,8 @@ impl Store {
                 Err(e)
             }
         };
-        write(&self.inner.mem).publish(Arc::new(state), &old_terms, &terms);
-        (merged.diff, result)
+        write(&self.inner.mem).publish(Arc::new(state), old_terms, &terms);
+        result
     }
 
     /// Forget a peer and its sightings (used only to keep the peer table bounded).

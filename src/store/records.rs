@@ -46,7 +46,7 @@ impl Store {
     }
 
     /// Insert or update a peer: in memory at once, in sled (not flushed, see
-    /// `replace_peer_inventory`); when sled fails, `keep` writes it later.
+    /// `Store::publish`); when sled fails, `keep` writes it later.
     pub fn upsert_peer(&self, peer: &PeerRecord) -> Result<(), StoreError> {
         // The writer lock keeps it out of a compaction or a reopen (which would lose it or
         // rewrite an older copy over it); memory first, so a rewrite writes this one.

@@ -56,21 +56,24 @@ fn node_id_is_made_once_and_kept() {
 }
 
 #[test]
-fn replace_local_is_a_diff_and_keeps_vanished_disks() {
+fn publishing_is_a_diff_and_keeps_vanished_disks() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path()).unwrap();
     let a = disk("AAAA-1", "alpha", "/dev/sda1");
     let b = disk("bbbb-2", "beta", "/dev/sdb1");
     let d = s
-        .replace_local("h", None, &[a.clone(), b.clone()], 1000)
+        .publish(Owner::Local, "h", None, &[a.clone(), b.clone()], 1000)
+        .into_result()
         .unwrap();
     assert_eq!(d.appeared.len(), 2);
     let d = s
-        .replace_local("h", None, &[a.clone(), b.clone()], 2000)
+        .publish(Owner::Local, "h", None, &[a.clone(), b.clone()], 2000)
+        .into_result()
         .unwrap();
     assert!(d.is_empty());
     let d = s
-        .replace_local("h", None, std::slice::from_ref(&a), 3000)
+        .publish(Owner::Local, "h", None, std::slice::from_ref(&a), 3000)
+        .into_result()
         .unwrap();
     assert_eq!(d.vanished, vec![b.clone()]);
     let all = s.sightings().unwrap();
@@ -80,7 +83,10 @@ fn replace_local_is_a_diff_and_keeps_vanished_disks() {
     assert_eq!(gone.last_seen, 2000);
     assert_eq!(gone.first_seen, 1000);
     // It comes back: present again, first_seen kept.
-    let d = s.replace_local("h", None, &[a, b.clone()], 4000).unwrap();
+    let d = s
+        .publish(Owner::Local, "h", None, &[a, b.clone()], 4000)
+        .into_result()
+        .unwrap();
     assert_eq!(d.appeared, vec![b.clone()]);
     let back = s.find("beta").unwrap();
     assert_eq!(back.len(), 1);
@@ -92,8 +98,15 @@ fn replace_local_is_a_diff_and_keeps_vanished_disks() {
 fn find_matches_uuid_any_case_label_exact_and_device() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path()).unwrap();
-    s.replace_local("h", None, &[disk("AbCd-1", "My Disk", "/dev/sdc1")], 1)
-        .unwrap();
+    s.publish(
+        Owner::Local,
+        "h",
+        None,
+        &[disk("AbCd-1", "My Disk", "/dev/sdc1")],
+        1,
+    )
+    .into_result()
+    .unwrap();
     assert_eq!(s.find("abcd-1").unwrap().len(), 1);
     assert_eq!(s.find("ABCD-1").unwrap().len(), 1);
     assert_eq!(s.find("My Disk").unwrap().len(), 1);
@@ -107,7 +120,8 @@ fn duplicate_uuids_in_one_inventory_are_both_kept() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path()).unwrap();
     let d = s
-        .replace_local(
+        .publish(
+            Owner::Local,
             "h",
             None,
             &[
@@ -116,6 +130,7 @@ fn duplicate_uuids_in_one_inventory_are_both_kept() {
             ],
             1,
         )
+        .into_result()
         .unwrap();
     assert_eq!(d.appeared.len(), 2);
     assert_eq!(s.find("same").unwrap().len(), 2);
@@ -125,18 +140,22 @@ fn duplicate_uuids_in_one_inventory_are_both_kept() {
 fn peer_and_local_data_are_separate() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path()).unwrap();
-    s.replace_local("me", None, &[disk("u1", "l1", "/dev/a")], 1)
+    s.publish(Owner::Local, "me", None, &[disk("u1", "l1", "/dev/a")], 1)
+        .into_result()
         .unwrap();
-    s.replace_peer_inventory(
-        "peer1",
+    s.publish(
+        Owner::Peer("peer1"),
         "other",
         Some("198.18.0.2"),
         &[disk("u2", "l2", "/dev/b")],
         1,
     )
+    .into_result()
     .unwrap();
     // A local scan without u1 does not touch the peer's record.
-    s.replace_local("me", None, &[], 2).unwrap();
+    s.publish(Owner::Local, "me", None, &[], 2)
+        .into_result()
+        .unwrap();
     let peer_rec = s.find("u2").unwrap();
     assert!(peer_rec[0].present);
     assert_eq!(peer_rec[0].addr.as_deref(), Some("198.18.0.2"));
@@ -169,7 +188,8 @@ fn data_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
         let s = Store::open(dir.path()).unwrap();
-        s.replace_local("h", None, &[disk("u", "l", "/dev/x")], 5)
+        s.publish(Owner::Local, "h", None, &[disk("u", "l", "/dev/x")], 5)
+            .into_result()
             .unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
@@ -205,7 +225,8 @@ fn a_data_file_sled_would_start_over_is_refused_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let id = {
         let s = Store::open(dir.path()).unwrap();
-        s.replace_local("h", None, &[disk("u", "l", "/dev/x")], 1)
+        s.publish(Owner::Local, "h", None, &[disk("u", "l", "/dev/x")], 1)
+            .into_result()
             .unwrap();
         s.node_id().to_string()
     };
@@ -266,29 +287,36 @@ fn an_unchanged_inventory_writes_nothing() {
     let s = Store::open(dir.path()).unwrap();
     let writes = || s.inner.host_writes.load(Ordering::Relaxed);
     let inv = [disk("u1", "l1", "/dev/a"), disk("u2", "l2", "/dev/b")];
-    s.replace_peer_inventory("p1", "peer", Some("192.0.2.9"), &inv, 1)
+    s.publish(Owner::Peer("p1"), "peer", Some("192.0.2.9"), &inv, 1)
+        .into_result()
         .unwrap();
     assert_eq!(writes(), 1);
     for t in 2..10 {
         let d = s
-            .replace_peer_inventory("p1", "peer", Some("192.0.2.9"), &inv, t)
+            .publish(Owner::Peer("p1"), "peer", Some("192.0.2.9"), &inv, t)
+            .into_result()
             .unwrap();
         assert!(d.is_empty());
     }
     assert_eq!(writes(), 1, "announces that change nothing write nothing");
-    s.replace_local("me", None, &inv[..1], 10).unwrap();
-    s.replace_local("me", None, &inv[..1], 11).unwrap();
+    s.publish(Owner::Local, "me", None, &inv[..1], 10)
+        .into_result()
+        .unwrap();
+    s.publish(Owner::Local, "me", None, &inv[..1], 11)
+        .into_result()
+        .unwrap();
     assert_eq!(writes(), 2);
     assert_eq!(s.host_seen(s.node_id()), Some(11));
     // One changed disk rewrites that host only.
     let d = s
-        .replace_peer_inventory(
-            "p1",
+        .publish(
+            Owner::Peer("p1"),
             "peer",
             Some("192.0.2.9"),
             &[inv[0].clone(), disk("u2", "renamed", "/dev/b")],
             12,
         )
+        .into_result()
         .unwrap();
     assert_eq!(d.changed.len(), 1);
     assert_eq!(writes(), 3);
@@ -317,9 +345,11 @@ fn a_large_inventory_is_split_and_read_back_whole() {
     let many = many_disks(3000);
     {
         let s = Store::open(dir.path()).unwrap();
-        s.replace_peer_inventory("big", "big-host", None, &many, 5)
+        s.publish(Owner::Peer("big"), "big-host", None, &many, 5)
+            .into_result()
             .unwrap();
-        s.replace_peer_inventory("small", "small-host", None, &many[..2], 5)
+        s.publish(Owner::Peer("small"), "small-host", None, &many[..2], 5)
+            .into_result()
             .unwrap();
         let chunks = *lock(&s.inner.chunks).get("big").unwrap();
         assert!(chunks > 1, "{chunks}");
@@ -354,12 +384,15 @@ fn history_keeps_every_stay_newest_first() {
     let u = "AAAA-1111";
     {
         let s = Store::open(dir.path()).unwrap();
-        s.replace_local("h", None, &[disk(u, "x", "/dev/sdb1")], 1000)
+        s.publish(Owner::Local, "h", None, &[disk(u, "x", "/dev/sdb1")], 1000)
+            .into_result()
             .unwrap();
-        s.replace_local("h", None, &[disk(u, "x", "/dev/sdb1")], 2000)
+        s.publish(Owner::Local, "h", None, &[disk(u, "x", "/dev/sdb1")], 2000)
+            .into_result()
             .unwrap();
         // Moved to another device: a new stay; the old one lasted until 2000.
-        s.replace_local("h", None, &[disk(u, "x", "/dev/sdc1")], 3000)
+        s.publish(Owner::Local, "h", None, &[disk(u, "x", "/dev/sdc1")], 3000)
+            .into_result()
             .unwrap();
         let h = s.history("aaaa-1111").unwrap();
         assert_eq!(
@@ -372,15 +405,18 @@ fn history_keeps_every_stay_newest_first() {
         // The old device finds it too.
         assert_eq!(s.history("/dev/sdb1").unwrap(), h);
         // Then it moves to a peer: its stay on h ends, one begins there.
-        s.replace_local("h", None, &[], 4000).unwrap();
+        s.publish(Owner::Local, "h", None, &[], 4000)
+            .into_result()
+            .unwrap();
         s.upsert_peer(&peer_rec("p", 5000)).unwrap();
-        s.replace_peer_inventory(
-            "p",
+        s.publish(
+            Owner::Peer("p"),
             "peer",
             Some("192.0.2.7"),
             &[disk(u, "x", "/dev/sdz9")],
             5000,
         )
+        .into_result()
         .unwrap();
         s.sled().unwrap().db.flush().unwrap();
     }
@@ -416,7 +452,8 @@ fn history_is_bounded_per_disk() {
     let s = Store::open(dir.path()).unwrap();
     for t in 0..100u64 {
         let dev = format!("/dev/sd{}", t % 2);
-        s.replace_local("h", None, &[disk("u", "l", &dev)], 1000 + t)
+        s.publish(Owner::Local, "h", None, &[disk("u", "l", &dev)], 1000 + t)
+            .into_result()
             .unwrap();
     }
     let h = s.history("u").unwrap();
@@ -429,7 +466,9 @@ fn history_is_bounded_per_disk() {
         uuid: None,
         ..disk("", "plain", "/dev/sdq")
     };
-    s.replace_local("h", None, &[nouuid], 2000).unwrap();
+    s.publish(Owner::Local, "h", None, &[nouuid], 2000)
+        .into_result()
+        .unwrap();
     assert_eq!(s.history("plain").unwrap().len(), 1);
 }
 
@@ -610,12 +649,14 @@ fn a_schema_2_store_is_converted_keeping_everything() {
     let disks = s.local_inventory();
     let back = s.find("my \"big\" disk 2").unwrap()[0].disk.clone();
     let d = s
-        .replace_local(
+        .publish(
+            Owner::Local,
             "fixture-a",
             Some("192.0.2.2"),
             &[disks[0].clone(), back],
             1795688300000,
         )
+        .into_result()
         .unwrap();
     assert_eq!(d.appeared.len(), 1);
     assert_eq!(s.history("my \"big\" disk 2").unwrap().len(), 2);
@@ -669,7 +710,8 @@ fn an_interrupted_conversion_is_redone_from_scratch() {
 fn readers_answer_while_a_local_write_is_in_progress() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path()).unwrap();
-    s.replace_local("h", None, &[disk("u", "l", "/dev/x")], 1)
+    s.publish(Owner::Local, "h", None, &[disk("u", "l", "/dev/x")], 1)
+        .into_result()
         .unwrap();
     // A writer holding its lock (as during a write and flush) does not hold readers.
     let _writing = lock(&s.inner.local_writer);
@@ -709,12 +751,20 @@ fn a_hosts_last_known_disks_are_bounded() {
     let many: Vec<DiskRecord> = (0..MAX_ABSENT_PER_HOST + 10)
         .map(|i| disk(&format!("u{i}"), &format!("l{i}"), &format!("/dev/d{i}")))
         .collect();
-    s.replace_peer_inventory(peer, "busy", None, &many, 1)
+    s.publish(Owner::Peer(peer), "busy", None, &many, 1)
+        .into_result()
         .unwrap();
     assert_eq!(s.find_host("busy").unwrap().len(), MAX_ABSENT_PER_HOST + 10);
     // All of them gone at once, one new disk: the oldest absent ones beyond the cap go.
-    s.replace_peer_inventory(peer, "busy", None, &[disk("new", "n", "/dev/n")], 2)
-        .unwrap();
+    s.publish(
+        Owner::Peer(peer),
+        "busy",
+        None,
+        &[disk("new", "n", "/dev/n")],
+        2,
+    )
+    .into_result()
+    .unwrap();
     let known = s.find_host("busy").unwrap();
     assert_eq!(known.len(), MAX_ABSENT_PER_HOST + 1);
     assert_eq!(known.iter().filter(|x| x.present).count(), 1);
@@ -879,15 +929,23 @@ fn find_by_serial_exactly_and_by_wwn_in_any_form() {
     );
     let nvme = blank("/dev/nvme0n1", Some("S4EWNX0R123456"), None);
     let part = disk("1111-2222", "data", "/dev/sdb1");
-    s.replace_local("h", None, &[whole.clone(), nvme.clone(), part], 1)
-        .unwrap();
-    s.replace_peer_inventory(
-        "p",
+    s.publish(
+        Owner::Local,
+        "h",
+        None,
+        &[whole.clone(), nvme.clone(), part],
+        1,
+    )
+    .into_result()
+    .unwrap();
+    s.publish(
+        Owner::Peer("p"),
         "peer",
         None,
         &[blank("/dev/sdx", None, Some("eui.0025388B91B12345"))],
         1,
     )
+    .into_result()
     .unwrap();
     let only = |term: &str, want: &str| {
         let f = s.find(term).unwrap();
@@ -924,18 +982,22 @@ fn a_blank_disk_is_its_serial_on_every_host_in_history() {
     let serial = "ZA1B2C3D";
     let s = Store::open(dir.path()).unwrap();
     // On host A (this node) at /dev/sdb, then gone from it.
-    s.replace_local(
+    s.publish(
+        Owner::Local,
         "host-a",
         None,
         &[blank("/dev/sdb", Some(serial), None)],
         1000,
     )
+    .into_result()
     .unwrap();
-    s.replace_local("host-a", None, &[], 2000).unwrap();
+    s.publish(Owner::Local, "host-a", None, &[], 2000)
+        .into_result()
+        .unwrap();
     // Then on host B, another device path, and B has a disk of its own at /dev/sdb.
     s.upsert_peer(&peer_rec("b", 3000)).unwrap();
-    s.replace_peer_inventory(
-        "b",
+    s.publish(
+        Owner::Peer("b"),
         "host-b",
         Some("192.0.2.8"),
         &[
@@ -944,6 +1006,7 @@ fn a_blank_disk_is_its_serial_on_every_host_in_history() {
         ],
         3000,
     )
+    .into_result()
     .unwrap();
     let got = |term: &str| -> Vec<(String, String, bool)> {
         s.history(term)
@@ -967,17 +1030,20 @@ fn a_blank_disk_is_its_serial_on_every_host_in_history() {
 
     // A disk known by its WWN moves from B to A the same way.
     let wwn = "naa.5000cca01234abcd";
-    s.replace_peer_inventory(
-        "b",
+    s.publish(
+        Owner::Peer("b"),
         "host-b",
         Some("192.0.2.8"),
         &[blank("/dev/sdd", None, Some(wwn))],
         4000,
     )
+    .into_result()
     .unwrap();
-    s.replace_peer_inventory("b", "host-b", Some("192.0.2.8"), &[], 5000)
+    s.publish(Owner::Peer("b"), "host-b", Some("192.0.2.8"), &[], 5000)
+        .into_result()
         .unwrap();
-    s.replace_local(
+    s.publish(
+        Owner::Local,
         "host-a",
         None,
         &[blank(
@@ -987,6 +1053,7 @@ fn a_blank_disk_is_its_serial_on_every_host_in_history() {
         )],
         6000,
     )
+    .into_result()
     .unwrap();
     let h = got("0x5000cca01234abcd");
     assert_eq!(
@@ -1027,20 +1094,26 @@ fn hardware_round_trips_and_a_serial_keeps_its_entry_across_devices() {
     let inv = vec![whole.clone(), part.clone(), stick.clone()];
     {
         let s = Store::open(dir.path()).unwrap();
-        s.replace_local("h", None, &inv, 1000).unwrap();
+        s.publish(Owner::Local, "h", None, &inv, 1000)
+            .into_result()
+            .unwrap();
         // A change of the hardware alone is a change.
         let mut bigger = whole.clone();
         bigger.hardware.size = Some(8_001_563_222_016);
         let d = s
-            .replace_local(
+            .publish(
+                Owner::Local,
                 "h",
                 None,
                 &[bigger.clone(), part.clone(), stick.clone()],
                 2000,
             )
+            .into_result()
             .unwrap();
         assert_eq!((d.changed, d.was), (vec![bigger], vec![whole.clone()]));
-        s.replace_local("h", None, &inv, 3000).unwrap();
+        s.publish(Owner::Local, "h", None, &inv, 3000)
+            .into_result()
+            .unwrap();
     }
     let s = Store::open(dir.path()).unwrap();
     let mut back = s.local_inventory();
@@ -1054,12 +1127,14 @@ fn hardware_round_trips_and_a_serial_keeps_its_entry_across_devices() {
     // a changed disk rather than one vanished and one appeared, and a past stay.
     let moved = blank("/dev/sdc", Some("USB-0001"), None);
     let d = s
-        .replace_local(
+        .publish(
+            Owner::Local,
             "h",
             None,
             &[whole.clone(), part.clone(), moved.clone()],
             4000,
         )
+        .into_result()
         .unwrap();
     assert!(d.appeared.is_empty() && d.vanished.is_empty(), "{d:?}");
     assert_eq!(
@@ -1346,7 +1421,14 @@ fn a_schema_3_store_is_converted_keeping_everything() {
     let mut inv = s.local_inventory();
     inv[2].hardware.serial = Some("MOV-1".into());
     let d = s
-        .replace_local("fixture-a", Some("192.0.2.2"), &inv, 1795706200000)
+        .publish(
+            Owner::Local,
+            "fixture-a",
+            Some("192.0.2.2"),
+            &inv,
+            1795706200000,
+        )
+        .into_result()
         .unwrap();
     assert_eq!(d.changed.len(), 1);
     assert_eq!(s.history("MOV-1").unwrap().len(), 2);
@@ -1533,7 +1615,8 @@ fn a_disk_known_by_its_device_keeps_its_entry_once_its_hardware_is_read() {
     };
     let part = disk("u-1", "data", "/dev/sda1");
     // As a store, a watcher or a peer older than hardware identity knew them.
-    s.replace_local(
+    s.publish(
+        Owner::Local,
         "h",
         None,
         &[
@@ -1543,6 +1626,7 @@ fn a_disk_known_by_its_device_keeps_its_entry_once_its_hardware_is_read() {
         ],
         1000,
     )
+    .into_result()
     .unwrap();
     // The hardware is read: the same disks, no disk vanished or appeared, no event.
     let sda = DiskRecord {
@@ -1551,7 +1635,14 @@ fn a_disk_known_by_its_device_keeps_its_entry_once_its_hardware_is_read() {
     };
     let sdb = blank("/dev/sdb", Some("USB-2"), None);
     let d = s
-        .replace_local("h", None, &[sda.clone(), part.clone(), sdb.clone()], 2000)
+        .publish(
+            Owner::Local,
+            "h",
+            None,
+            &[sda.clone(), part.clone(), sdb.clone()],
+            2000,
+        )
+        .into_result()
         .unwrap();
     assert!(d.appeared.is_empty() && d.vanished.is_empty(), "{d:?}");
     assert_eq!(d.changed, vec![sda.clone(), sdb.clone()]);
@@ -1566,16 +1657,25 @@ fn a_disk_known_by_its_device_keeps_its_entry_once_its_hardware_is_read() {
     assert_eq!(s.history("/dev/sdb").unwrap().len(), 1, "no new stay");
     // A watcher that fails to read it once: still the same disk, and back again.
     let d = s
-        .replace_local(
+        .publish(
+            Owner::Local,
             "h",
             None,
             &[sda.clone(), part.clone(), blank("/dev/sdb", None, None)],
             3000,
         )
+        .into_result()
         .unwrap();
     assert!(d.appeared.is_empty() && d.vanished.is_empty(), "{d:?}");
     let d = s
-        .replace_local("h", None, &[sda.clone(), part.clone(), sdb.clone()], 4000)
+        .publish(
+            Owner::Local,
+            "h",
+            None,
+            &[sda.clone(), part.clone(), sdb.clone()],
+            4000,
+        )
+        .into_result()
         .unwrap();
     assert!(d.appeared.is_empty() && d.vanished.is_empty(), "{d:?}");
     assert_eq!(s.sightings_len(), 3);
@@ -1584,15 +1684,30 @@ fn a_disk_known_by_its_device_keeps_its_entry_once_its_hardware_is_read() {
     // Another disk with its own serial at that device is another disk.
     let other = blank("/dev/sdb", Some("USB-3"), None);
     let d = s
-        .replace_local("h", None, &[sda.clone(), part.clone(), other.clone()], 5000)
+        .publish(
+            Owner::Local,
+            "h",
+            None,
+            &[sda.clone(), part.clone(), other.clone()],
+            5000,
+        )
+        .into_result()
         .unwrap();
     assert_eq!((d.appeared, d.vanished), (vec![other], vec![sdb]));
     assert_eq!(s.sightings_len(), 4);
     // A disk that was absent is not taken over: it comes back as what it is.
-    s.replace_local("h", None, &[sda.clone(), part.clone()], 6000)
+    s.publish(Owner::Local, "h", None, &[sda.clone(), part.clone()], 6000)
+        .into_result()
         .unwrap();
     let d = s
-        .replace_local("h", None, &[sda, part, blank("/dev/sdb", None, None)], 7000)
+        .publish(
+            Owner::Local,
+            "h",
+            None,
+            &[sda, part, blank("/dev/sdb", None, None)],
+            7000,
+        )
+        .into_result()
         .unwrap();
     assert_eq!(d.appeared.len(), 1);
     assert_eq!(s.sightings_len(), 5);
@@ -1606,7 +1721,14 @@ fn the_blank_disk_of_a_schema_3_store_keeps_its_entry_when_its_serial_is_read() 
     assert_eq!(inv[0].device, "/dev/sdh");
     inv[0].hardware = full_hardware("ZZ-SDH", "0x5000000000000999");
     let d = s
-        .replace_local("fixture-a", Some("192.0.2.2"), &inv, 1795706200000)
+        .publish(
+            Owner::Local,
+            "fixture-a",
+            Some("192.0.2.2"),
+            &inv,
+            1795706200000,
+        )
+        .into_result()
         .unwrap();
     assert!(d.appeared.is_empty() && d.vanished.is_empty(), "{d:?}");
     assert_eq!(s.sightings_len(), 6);
@@ -1684,7 +1806,14 @@ fn a_schema_4_store_is_converted_keeping_everything_and_calling_nothing_blank() 
     let sdq = inv.iter_mut().find(|d| d.device == "/dev/sdq").unwrap();
     sdq.probe = Probe::Empty;
     let d = s
-        .replace_local("fixture-v4", Some("192.0.2.2"), &inv, 1796520800000)
+        .publish(
+            Owner::Local,
+            "fixture-v4",
+            Some("192.0.2.2"),
+            &inv,
+            1796520800000,
+        )
+        .into_result()
         .unwrap();
     assert_eq!(d.changed.len(), 1);
     drop(s);
@@ -1798,7 +1927,14 @@ fn a_schema_5_store_is_converted_keeping_every_disk_and_its_history() {
     let sds = inv.iter_mut().find(|d| d.device == "/dev/sds").unwrap();
     sds.fs = Some(usage());
     let d = s
-        .replace_local("fixture-v5", Some("192.0.2.2"), &inv, 1796552800000)
+        .publish(
+            Owner::Local,
+            "fixture-v5",
+            Some("192.0.2.2"),
+            &inv,
+            1796552800000,
+        )
+        .into_result()
         .unwrap();
     assert_eq!(d.changed.len(), 2);
     drop(s);
@@ -1937,13 +2073,17 @@ fn health_and_usage_are_stored_and_each_new_reading_is_kept_newest_first() {
         ..disk("11111111-2222-4333-8444-555566667777", "data", "/dev/sda1")
     };
     let inv = |checked, reallocated| vec![whole(checked, reallocated), part(checked, reallocated)];
-    s.replace_local("h", None, &inv(1000, 0), 1).unwrap();
+    s.publish(Owner::Local, "h", None, &inv(1000, 0), 1)
+        .into_result()
+        .unwrap();
     let found = s.find("data").unwrap();
     assert_eq!(found[0].disk, part(1000, 0));
     assert_eq!(s.find("SER-1").unwrap()[0].disk, whole(1000, 0));
     // The same reading again (every inventory carries it): nothing written, one point.
     let writes = s.inner.host_writes.load(Ordering::Relaxed);
-    s.replace_local("h", None, &inv(1000, 0), 2).unwrap();
+    s.publish(Owner::Local, "h", None, &inv(1000, 0), 2)
+        .into_result()
+        .unwrap();
     assert_eq!(s.inner.host_writes.load(Ordering::Relaxed), writes);
     // Usage that changed is stored, without a reading.
     let mut fuller = inv(1000, 0);
@@ -1951,13 +2091,22 @@ fn health_and_usage_are_stored_and_each_new_reading_is_kept_newest_first() {
         used: 1 << 29,
         ..usage()
     });
-    s.replace_local("h", None, &fuller, 3).unwrap();
+    s.publish(Owner::Local, "h", None, &fuller, 3)
+        .into_result()
+        .unwrap();
     assert_eq!(s.find("data").unwrap()[0].disk.fs, fuller[1].fs);
     assert_eq!(s.health_log("SER-1").unwrap().len(), 1);
     // New readings: newest first, for the disk and its partition alike.
     for (i, checked) in [2000, 3000].into_iter().enumerate() {
-        s.replace_local("h", None, &inv(checked, i as u64 + 1), 4 + i as u64)
-            .unwrap();
+        s.publish(
+            Owner::Local,
+            "h",
+            None,
+            &inv(checked, i as u64 + 1),
+            4 + i as u64,
+        )
+        .into_result()
+        .unwrap();
     }
     let log = s.health_log("SER-1").unwrap();
     let points: Vec<_> = log
@@ -1984,7 +2133,9 @@ fn health_and_usage_are_stored_and_each_new_reading_is_kept_newest_first() {
     for d in &mut unread {
         d.health = None;
     }
-    s.replace_local("h", None, &unread, 10).unwrap();
+    s.publish(Owner::Local, "h", None, &unread, 10)
+        .into_result()
+        .unwrap();
     assert_eq!(s.find("SER-1").unwrap()[0].disk.health, None);
     assert_eq!(s.health_log("SER-1").unwrap(), log);
     // Kept across a reopen, as stored.
@@ -1994,7 +2145,8 @@ fn health_and_usage_are_stored_and_each_new_reading_is_kept_newest_first() {
     assert_eq!(s.find("data").unwrap()[0].disk.fs, unread[1].fs);
     // At most MAX_READINGS, the oldest dropped.
     for i in 0..70u64 {
-        s.replace_local("h", None, &inv(10_000 + i, 3), 20 + i)
+        s.publish(Owner::Local, "h", None, &inv(10_000 + i, 3), 20 + i)
+            .into_result()
             .unwrap();
     }
     let log = s.health_log("SER-1").unwrap();
@@ -2006,7 +2158,9 @@ fn health_and_usage_are_stored_and_each_new_reading_is_kept_newest_first() {
     );
     assert_eq!(s.health_log("no such disk").unwrap(), vec![]);
     // A vanished disk keeps its log.
-    s.replace_local("h", None, &[], 200).unwrap();
+    s.publish(Owner::Local, "h", None, &[], 200)
+        .into_result()
+        .unwrap();
     assert_eq!(s.health_log("SER-1").unwrap().len(), MAX_READINGS);
 }
 
@@ -2035,13 +2189,17 @@ fn a_disk_that_moved_brings_its_readings_and_a_shared_label_answers_one_disk() {
         health: Some(reading(100, 0)),
         ..disk("bbbbbbbb-0000-4000-8000-000000000002", "shared", "/dev/sdc")
     };
-    s.replace_peer_inventory("p1", "host-1", None, &[moving(1000)], 1)
+    s.publish(Owner::Peer("p1"), "host-1", None, &[moving(1000)], 1)
+        .into_result()
         .unwrap();
-    s.replace_peer_inventory("p1", "host-1", None, &[moving(2000)], 2)
+    s.publish(Owner::Peer("p1"), "host-1", None, &[moving(2000)], 2)
+        .into_result()
         .unwrap();
-    s.replace_peer_inventory("p1", "host-1", None, &[], 3)
+    s.publish(Owner::Peer("p1"), "host-1", None, &[], 3)
+        .into_result()
         .unwrap();
-    s.replace_peer_inventory("p2", "host-2", None, &[moving(3000), other], 4)
+    s.publish(Owner::Peer("p2"), "host-2", None, &[moving(3000), other], 4)
+        .into_result()
         .unwrap();
     let log = checked(&s, "MOVER");
     assert_eq!(log, vec![3000, 2000, 1000]);

@@ -39,7 +39,7 @@ use diskd::peer::keys::Keyring;
 use diskd::peer::transport::memory::MemoryHub;
 use diskd::peer::wire::{self, Body};
 use diskd::peer::{spawn_with, Deps, GossipSetup, IncomingMount, PeerHandle};
-use diskd::store::Store;
+use diskd::store::{Owner, Store};
 use diskd::telemetry::Telemetry;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -216,7 +216,14 @@ pub fn simulate(o: &GossipOptions) -> GossipFigures {
         let disks: Vec<DiskRecord> = (0..d).map(|k| disk(i, k)).collect();
         let name = config.node_name.clone();
         store
-            .replace_local(&name, None, &disks, diskd::model::now_millis())
+            .publish(
+                Owner::Local,
+                &name,
+                None,
+                &disks,
+                diskd::model::now_millis(),
+            )
+            .into_result()
             .expect("local inventory");
         prepared.push((config, store, disks));
     }
@@ -442,8 +449,15 @@ pub fn simulate(o: &GossipOptions) -> GossipFigures {
         node.disks[0] = fresh;
         let start = Instant::now();
         node.store
-            .replace_local(&node.name, None, &node.disks, diskd::model::now_millis())
-            .expect("replace_local");
+            .publish(
+                Owner::Local,
+                &node.name,
+                None,
+                &node.disks,
+                diskd::model::now_millis(),
+            )
+            .into_result()
+            .expect("publish");
         node.local_changed.notify_one();
         let mut have = vec![false; n];
         have[who] = true;

@@ -36,7 +36,7 @@ use diskd::peer::clock::Clock;
 use diskd::peer::keys::Keyring;
 use diskd::peer::transport::memory::MemoryHub;
 use diskd::peer::{spawn_with, Deps, GossipSetup, IncomingMount, PeerHandle};
-use diskd::store::Store;
+use diskd::store::{Owner, Store};
 use diskd::telemetry::Telemetry;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -133,7 +133,14 @@ async fn run(o: &SimOptions) -> SimFigures {
         let store = Store::in_memory(&id);
         let disks: Vec<DiskRecord> = (0..d).map(|k| disk(i, k)).collect();
         store
-            .replace_local(&name, Some(&addr(i).ip().to_string()), &disks, BASE_MS)
+            .publish(
+                Owner::Local,
+                &name,
+                Some(&addr(i).ip().to_string()),
+                &disks,
+                BASE_MS,
+            )
+            .into_result()
             .expect("an in-memory store takes its inventory");
         // Initial nodes: node 0 and up to two random earlier ones; late joiners: three
         // random initial nodes.
@@ -269,12 +276,14 @@ async fn run(o: &SimOptions) -> SimFigures {
                     node.disks.push(new);
                     let wall = BASE_MS + now.as_millis() as u64;
                     node.store
-                        .replace_local(
+                        .publish(
+                            Owner::Local,
                             &node.name,
                             Some(&addr(w).ip().to_string()),
                             &node.disks,
                             wall,
                         )
+                        .into_result()
                         .expect("an in-memory store takes its inventory");
                     if let Some(r) = &node.running {
                         r.local_changed.notify_one();

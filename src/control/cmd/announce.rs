@@ -8,7 +8,7 @@ use crate::protocol::frame::Reply;
 pub async fn apply(ctx: &Context) -> Reply {
     use super::ping::{peer_reply, PEER_DEADLINE};
     peer_reply(
-        ctx.peers()
+        ctx.peers
             .request(PeerRequest::Announce, PEER_DEADLINE)
             .await,
         |n| format!("announced {n} disks"),

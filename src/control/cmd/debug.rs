@@ -13,7 +13,7 @@ pub async fn run(ctx: &Context, conn: &mut Connection) -> std::io::Result<()> {
     conn.write_raw(format!("{head}\n").as_bytes()).await?;
     loop {
         tokio::select! {
-            _ = ctx.shutdown().cancelled() => break,
+            _ = ctx.shutdown.cancelled() => break,
             line = conn.read_line() => {
                 // A line or end of stream: either way the stream ends here.
                 let _ = line?;

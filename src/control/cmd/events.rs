@@ -26,7 +26,7 @@ pub async fn run(cmd: &Json, ctx: &Context, conn: &mut Connection) -> std::io::R
     loop {
         let line = tokio::select! {
             biased;
-            _ = ctx.shutdown().cancelled() => break,
+            _ = ctx.shutdown.cancelled() => break,
             line = conn.read_line() => match line? {
                 Some(_) => break,
                 // Gone (Ctrl-C on `diskd events`): nobody to end the reply for.

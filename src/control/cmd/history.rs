@@ -12,7 +12,7 @@ use crate::view::{self, StayView};
 /// Every stay of the disks TERM names, newest first: the socket's `history` and HTTP's
 /// `/api/v1/disks/TERM/history` both answer from this.
 pub fn stays(term: &str, ctx: &Context) -> Result<Vec<StayView>, QueryError> {
-    let store = ctx.store();
+    let store = &ctx.store;
     let found = store.history(term)?;
     if found.is_empty() {
         return Err(QueryError::NoMatch(format!("no disk matches {term:?}")));

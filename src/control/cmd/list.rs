@@ -22,7 +22,7 @@ pub fn apply(cmd: &List, ctx: &Context) -> Reply {
 /// The disks `list` shows (all, one host's, or the blank ones), live first, then most
 /// recently seen: the socket's `list` and HTTP's `/api/v1/disks` both answer from this.
 pub fn disks(cmd: &List, ctx: &Context) -> Result<Vec<DiskView>, QueryError> {
-    let store = ctx.store();
+    let store = &ctx.store;
     let mut sightings = match cmd.node() {
         Some(h) => store.find_host(h),
         None => store.sightings(),

@@ -17,7 +17,7 @@ struct Out<'a> {
 
 /// Build the reply.
 pub fn apply(cmd: &Json, ctx: &Context) -> Reply {
-    let node = ctx.node();
+    let node = &ctx.node;
     let out = Out {
         node: &node.name,
         node_id: &node.id,

@@ -57,7 +57,7 @@ async fn write_store(
     what: &str,
     write: impl FnOnce(&Store) -> Result<(), StoreError> + Send + 'static,
 ) {
-    let store = ctx.store().clone();
+    let store = ctx.store.clone();
     let done = tokio::task::spawn_blocking(move || write(&store)).await;
     if let Err(e) = done
         .map_err(|e| e.to_string())
@@ -84,7 +84,7 @@ pub async fn mount(cmd: &Mount, ctx: &Context) -> Reply {
             )));
         }
     }
-    let mounts = ctx.mounts();
+    let mounts = &ctx.mounts;
     let (r, uuid) = match mounts.resolve(&cmd.term) {
         Ok(x) => x,
         Err(e) => return failed(e),
@@ -95,7 +95,7 @@ pub async fn mount(cmd: &Mount, ctx: &Context) -> Reply {
     };
     let mut attached = None;
     if let Some(dir) = &cmd.attach {
-        let already = ctx.store().attach(&uuid).is_some_and(|a| a.dir == *dir) && is_mounted(dir);
+        let already = ctx.store.attach(&uuid).is_some_and(|a| a.dir == *dir) && is_mounted(dir);
         if !already {
             let addr = r.at.addr.clone().unwrap_or_else(|| "127.0.0.1".into());
             if let Err(e) = mounts
@@ -144,13 +144,13 @@ pub async fn mount(cmd: &Mount, ctx: &Context) -> Reply {
 
 /// `umount`: detach here, then unmount on the owner.
 pub async fn umount(cmd: &Umount, ctx: &Context) -> Reply {
-    let mounts = ctx.mounts();
+    let mounts = &ctx.mounts;
     let (r, uuid) = match mounts.resolve(&cmd.term) {
         Ok(x) => x,
         Err(e) => return failed(e),
     };
     let mut detached = None;
-    if let Some(a) = ctx.store().attach(&uuid) {
+    if let Some(a) = ctx.store.attach(&uuid) {
         if is_mounted(&a.dir) {
             if let Err(e) = crate::mount::detach(std::path::Path::new(&a.dir)).await {
                 return Reply::status(Status::Error(format!("cannot detach {}: {e}", a.dir)));

@@ -11,8 +11,8 @@ use crate::view::{self, PeerView};
 /// Every peer ever heard, live first, then by name: the socket's `peers` and HTTP's
 /// `/api/v1/peers` (and the peer gauges of `/metrics`) all answer from this.
 pub fn peers(ctx: &Context) -> Vec<PeerView> {
-    let status = ctx.peers().status();
-    view::peers(ctx.store().peers(), now(), ctx.peer_expiry(), |id| {
+    let status = ctx.peers.status();
+    view::peers(ctx.store.peers(), now(), ctx.peer_expiry(), |id| {
         status.via(id)
     })
 }

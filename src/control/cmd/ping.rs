@@ -9,7 +9,7 @@ use crate::protocol::frame::{Reply, Status};
 /// Ask the peer layer to send a ping.
 pub async fn apply(ctx: &Context) -> Reply {
     peer_reply(
-        ctx.peers().request(PeerRequest::Ping, PEER_DEADLINE).await,
+        ctx.peers.request(PeerRequest::Ping, PEER_DEADLINE).await,
         |()| "ping sent; peers answer within a second".to_string(),
     )
 }

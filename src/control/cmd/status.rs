@@ -150,14 +150,14 @@ fn seed_state(s: crate::peer::seeds::SeedState) -> &'static str {
 /// on a blocking thread).
 pub fn report(ctx: &Context) -> StatusReport {
     let s = ctx.stats();
-    let store = ctx.store();
+    let store = &ctx.store;
 
     let peers = store.peers();
     let health = store.health();
-    let rejected = ctx.peers().status().rejected();
+    let rejected = ctx.peers.status().rejected();
     StatusReport {
-        node: ctx.node().name.clone(),
-        node_id: ctx.node().id.clone(),
+        node: ctx.node.name.clone(),
+        node_id: ctx.node.id.clone(),
         version: env!("CARGO_PKG_VERSION"),
         commit: Some(env!("DISKD_COMMIT")).filter(|c| !c.is_empty()),
         uptime_secs: ctx.uptime().as_secs(),
@@ -178,19 +178,19 @@ pub fn report(ctx: &Context) -> StatusReport {
             .iter()
             .filter(|p| p.is_live(crate::model::now_millis(), ctx.peer_expiry()))
             .count(),
-        peers_max: ctx.config().peers.max,
+        peers_max: ctx.config.peers.max,
         peers_refused: rejected.get("peer_table_full").copied().unwrap_or(0),
         records_refused: rejected.get("over_record_budget").copied().unwrap_or(0),
-        multicast: ctx.peers().status().state(),
-        legacy: ctx.config().multicast.legacy,
-        legacy_left_out: ctx.peers().status().legacy_left_out(),
-        keys: ctx.peers().status().key_fingerprints().to_vec(),
+        multicast: ctx.peers.status().state(),
+        legacy: ctx.config.multicast.legacy,
+        legacy_left_out: ctx.peers.status().legacy_left_out(),
+        keys: ctx.peers.status().key_fingerprints().to_vec(),
         peer_keys: peers
             .iter()
             .map(|p| (p.node.clone(), p.key.clone()))
             .collect(),
-        gossip: ctx.peers().status().gossip(),
-        http: ctx.http_addr().map(|a| a.to_string()),
+        gossip: ctx.peers.status().gossip(),
+        http: ctx.http_addr.map(|a| a.to_string()),
         counters: Counters {
             packets_sent: Stats::get(&s.packets_sent),
             packets_received: Stats::get(&s.packets_received),
@@ -211,11 +211,11 @@ pub fn report(ctx: &Context) -> StatusReport {
             inventory_writes: Stats::get(&s.inventory_writes),
             event_listeners: ctx.fleet().listeners() as u64,
         },
-        watchers: ctx.inventory().health(),
-        hooks: ctx.hooks().report(),
-        hooks_queued: ctx.hooks().queued(),
-        hooks_max_running: ctx.hooks().max_running(),
-        hooks_events_missed: ctx.hooks().events_missed(),
+        watchers: ctx.inventory.health(),
+        hooks: ctx.hooks.report(),
+        hooks_queued: ctx.hooks.queued(),
+        hooks_max_running: ctx.hooks.max_running(),
+        hooks_events_missed: ctx.hooks.events_missed(),
     }
 }
 
@@ -360,12 +360,7 @@ pub fn apply(cmd: &Json, ctx: &Context) -> Reply {
             ),
         ];
     if let Some(addr) = &out.http {
-        let auth = match ctx
-            .config()
-            .http
-            .as_ref()
-            .and_then(|h| h.token_file.as_ref())
-        {
+        let auth = match ctx.config.http.as_ref().and_then(|h| h.token_file.as_ref()) {
             Some(_) => "every request needs the bearer token",
             None => "loopback, no token",
         };

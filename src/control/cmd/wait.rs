@@ -48,7 +48,7 @@ pub async fn run(
         loop {
             tokio::select! {
                 biased;
-                _ = ctx.shutdown().cancelled() => {
+                _ = ctx.shutdown.cancelled() => {
                     return Ok(Some(Reply::status(Status::Error("daemon shutting down".into()))));
                 }
                 line = conn.read_line() => {

@@ -19,7 +19,7 @@ pub fn apply(cmd: &Query, ctx: &Context) -> Reply {
 /// The records of the disks TERM names (UUID, label, device, serial or WWN), live first:
 /// the socket's `where` and HTTP's `/api/v1/disks?q=TERM` both answer from this.
 pub fn disks(term: &str, ctx: &Context) -> Result<Vec<DiskView>, QueryError> {
-    let store = ctx.store();
+    let store = &ctx.store;
     let found = store.find(term)?;
     if found.is_empty() {
         return Err(QueryError::NoMatch(format!("no disk matches {term:?}")));

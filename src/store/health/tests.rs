@@ -1,6 +1,7 @@
 use super::*;
 use crate::model::DiskRecord;
 use crate::store::tests::disk;
+use crate::store::{Owner, Published};
 use std::process::Command;
 
 #[test]
@@ -106,11 +107,13 @@ fn a_full_disk_then_room_again() {
     {
         let s = Store::open(&path).unwrap();
         node_id = s.node_id().to_string();
-        s.replace_local("me", None, &before, 1_000).unwrap();
+        s.publish(Owner::Local, "me", None, &before, 1_000)
+            .into_result()
+            .unwrap();
         assert!(s.health().is_ok());
         fill(&dir);
         // Big enough not to fit in sled's buffers: the write or the flush fails.
-        let (diff, durable) = s.publish_local("me", None, &during, 2_000);
+        let Published { diff, durable } = s.publish(Owner::Local, "me", None, &during, 2_000);
         let err = durable.expect_err("a full disk fails the write");
         assert_eq!(diff.appeared.len(), 3000);
         assert_eq!(s.local_inventory().len(), 3000, "published in memory");
@@ -130,7 +133,13 @@ fn a_full_disk_then_room_again() {
             sent_ms: 2_000,
         };
         let _ = s.upsert_peer(&peer);
-        let (diff, durable) = s.publish_peer("peer1", "host1", None, &disks(500, "peer"), 2_000);
+        let Published { diff, durable } = s.publish(
+            Owner::Peer("peer1"),
+            "host1",
+            None,
+            &disks(500, "peer"),
+            2_000,
+        );
         assert!(durable.is_err(), "sled stays failed after ENOSPC");
         // What changed, for the fleet events, though the write failed.
         assert_eq!(diff.appeared.len(), 500);
@@ -151,8 +160,12 @@ fn a_full_disk_then_room_again() {
         assert!(h.reopens >= 1, "{h:?}");
         assert_eq!(h.pending_hosts, 0);
         // And writes work normally afterwards.
-        s.replace_local("me", None, &during[..2999], 3_000).unwrap();
-        s.replace_local("me", None, &during, 4_000).unwrap();
+        s.publish(Owner::Local, "me", None, &during[..2999], 3_000)
+            .into_result()
+            .unwrap();
+        s.publish(Owner::Local, "me", None, &during, 4_000)
+            .into_result()
+            .unwrap();
     }
     let s = Store::open(&path).unwrap();
     assert_eq!(s.node_id(), node_id);

@@ -4,8 +4,15 @@ use crate::store::tests::disk;
 /// A store with our own disks, three peers' inventories and their peer records, flushed.
 fn filled(dir: &Path) -> Store {
     let s = Store::open(dir).unwrap();
-    s.replace_local("me", None, &[disk("AAAA-1", "alpha", "/dev/sda1")], 1_000)
-        .unwrap();
+    s.publish(
+        Owner::Local,
+        "me",
+        None,
+        &[disk("AAAA-1", "alpha", "/dev/sda1")],
+        1_000,
+    )
+    .into_result()
+    .unwrap();
     for p in 0..3u64 {
         let id = format!("peer{p}");
         let disks: Vec<DiskRecord> = (0..4)
@@ -17,22 +24,24 @@ fn filled(dir: &Path) -> Store {
                 )
             })
             .collect();
-        s.replace_peer_inventory(
-            &id,
+        s.publish(
+            Owner::Peer(&id),
             &format!("host{p}"),
             Some("192.0.2.1"),
             &disks,
             2_000 + p,
         )
+        .into_result()
         .unwrap();
         // A later inventory without disk 0: it stays as a last known location.
-        s.replace_peer_inventory(
-            &id,
+        s.publish(
+            Owner::Peer(&id),
             &format!("host{p}"),
             Some("192.0.2.1"),
             &disks[1..],
             3_000 + p,
         )
+        .into_result()
         .unwrap();
         s.upsert_peer(&PeerRecord {
             node_id: id.clone(),
@@ -90,8 +99,15 @@ fn a_clean_shutdown_image_gives_the_same_store_as_the_log() {
     // Read once: the open removed both the file and the token.
     assert!(!dir.path().join(FILE).exists());
     // Writes after a warm open land where a cold open finds them.
-    warm.replace_local("me", None, &[disk("CCCC-3", "gamma", "/dev/sdc1")], 5_000)
-        .unwrap();
+    warm.publish(
+        Owner::Local,
+        "me",
+        None,
+        &[disk("CCCC-3", "gamma", "/dev/sdc1")],
+        5_000,
+    )
+    .into_result()
+    .unwrap();
     let expected = picture(&warm);
     drop(warm);
     let again = Store::open(dir.path()).unwrap();
