@@ -73,7 +73,11 @@ fn a_full_store_disk_keeps_answering_and_recovers_by_itself() {
     d.store = mnt.path().join("store");
     let mut g = Guard { d: d.start(), mnt };
     g.d.wait_query("/dev/a19");
-    assert_eq!(g.d.status_json()["store_state"], "ok");
+    let s = g.d.status_json();
+    assert_eq!(
+        (&s["store_state"], &s["store_failures"]),
+        (&"ok".into(), &0.into())
+    );
 
     // The disk fills up; the watcher finds 3,000 more disks.
     fill(g.mnt.path());
@@ -88,6 +92,7 @@ fn a_full_store_disk_keeps_answering_and_recovers_by_itself() {
     assert_eq!(s["store_state"], "failing", "{s}\n{}", g.d.log_text());
     let err = s["store_error"].as_str().unwrap_or_default().to_string();
     assert!(err.contains("No space left"), "{s}");
+    assert!(s["store_failures"].as_u64() >= Some(1), "{s}");
     assert_eq!(s["disks_local"], 3020);
     let text = g.d.client(&["status"]).stdout();
     assert!(

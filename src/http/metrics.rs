@@ -304,7 +304,7 @@ fn gather(ctx: &Context, http: &HttpStats, streams_free: usize) -> Registry {
     m.gauge(
         "diskd_store_failing",
         "1 while the store's writes fail (answering from memory, retrying), else 0",
-        i64::from(report.store_error.is_some()),
+        i64::from(!report.store_health.is_ok()),
     );
     m.counter(
         "diskd_store_write_errors",

@@ -74,31 +74,50 @@ impl Sled {
     }
 }
 
-/// Whether the store's writes reach the disk, as `status` shows it.
+/// Whether the store's writes reach the disk, as `status` shows it (its keys prefixed
+/// `store_`, the time in RFC 3339): one definition of every figure, for the store that
+/// counts them and the reply that shows them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct StoreHealth {
-    /// `"ok"` or `"failing"`.
+pub struct StoreHealth<Time = Millis> {
+    /// `"ok"`, or `"failing"` while writes do not reach the disk (a full disk): the
+    /// daemon answers from memory and retries.
     pub state: &'static str,
-    /// Why the last write or flush failed, while failing.
+    /// Why the last write or flush failed, while failing; else null.
     pub error: Option<String>,
-    /// When it started failing (ms since the epoch), while failing.
-    pub failing_since: Option<Millis>,
-    /// Writes and flushes that failed since start.
-    pub failures: u64,
-    /// Attempts to make the store durable again since start (rewrites, reopens).
-    pub retries: u64,
-    /// Times sled was closed and opened again since start.
-    pub reopens: u64,
-    /// Hosts whose latest inventory is in memory but maybe not on disk yet.
+    /// Since when it is failing, while failing; else null.
+    pub failing_since: Option<Time>,
+    /// Hosts whose latest inventory is known in memory but maybe not on disk yet.
     pub pending_hosts: usize,
-    /// Compactions since start (see `Store::compact_if_needed`).
+    /// Attempts to make the store durable again after write failures (rewrites,
+    /// reopens), since start: while `failing`, it grows with each retry.
+    pub retries: u64,
+    /// Times sled was closed and opened again after write failures, since start.
+    pub reopens: u64,
+    /// Times the store was compacted (its log past twice its live data, see
+    /// `Store::compact_if_needed`), since start.
     pub compactions: u64,
+    /// Writes and flushes that failed, since start.
+    pub failures: u64,
 }
 
-impl StoreHealth {
+impl<T> StoreHealth<T> {
     /// Whether writes reach the disk.
     pub fn is_ok(&self) -> bool {
         self.state == "ok"
+    }
+
+    /// The same figures with the time told another way.
+    pub fn map_time<U>(self, f: impl FnOnce(T) -> U) -> StoreHealth<U> {
+        StoreHealth {
+            state: self.state,
+            error: self.error,
+            failing_since: self.failing_since.map(f),
+            pending_hosts: self.pending_hosts,
+            retries: self.retries,
+            reopens: self.reopens,
+            compactions: self.compactions,
+            failures: self.failures,
+        }
     }
 }
 

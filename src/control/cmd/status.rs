@@ -9,7 +9,10 @@ use crate::control::Context;
 use crate::inventory::WatcherHealth;
 use crate::protocol::commands::Json;
 use crate::protocol::frame::Reply;
+use crate::store::StoreHealth;
 use crate::telemetry::Stats;
+
+serde_with::with_prefix!(prefix_store "store_");
 
 /// The counters of `status`, as `status --json` names them.
 #[derive(Debug, Clone, Serialize)]
@@ -74,22 +77,10 @@ pub struct StatusReport {
     pub store_bytes: u64,
     /// Key/value records in the store (one per host, plus peers, attaches, metadata).
     pub store_records: usize,
-    /// `"ok"`, or `"failing"` while writes do not reach the disk (a full disk): the
-    /// daemon answers from memory and retries.
-    pub store_state: &'static str,
-    /// Why the store's last write failed, while failing; else null.
-    pub store_error: Option<String>,
-    /// Since when it is failing (RFC 3339), while failing; else null.
-    pub store_failing_since: Option<String>,
-    /// Hosts whose latest inventory is known in memory but maybe not on disk yet.
-    pub store_pending_hosts: usize,
-    /// Attempts to make the store durable again after write failures, since start: while
-    /// `failing`, it grows with each retry.
-    pub store_retries: u64,
-    /// Times sled was reopened after write failures, since start.
-    pub store_reopens: u64,
-    /// Times the store was compacted (its log past twice its live data), since start.
-    pub store_compactions: u64,
+    /// Whether the store's writes reach the disk: `store_state`, `store_error`,
+    /// `store_failing_since`, ...
+    #[serde(flatten, with = "prefix_store")]
+    pub store_health: StoreHealth<String>,
     /// Disks in this machine's inventory.
     pub disks_local: usize,
     /// Disk records known, every host's, live or not.
@@ -153,7 +144,6 @@ pub fn report(ctx: &Context) -> StatusReport {
     let store = &ctx.store;
 
     let peers = store.peers();
-    let health = store.health();
     let rejected = ctx.peers.status().rejected();
     StatusReport {
         node: ctx.node.name.clone(),
@@ -164,13 +154,7 @@ pub fn report(ctx: &Context) -> StatusReport {
         store: store.path().display().to_string(),
         store_bytes: store.size_on_disk(),
         store_records: store.records(),
-        store_state: health.state,
-        store_error: health.error.clone(),
-        store_failing_since: health.failing_since.map(crate::model::rfc3339),
-        store_pending_hosts: health.pending_hosts,
-        store_retries: health.retries,
-        store_reopens: health.reopens,
-        store_compactions: health.compactions,
+        store_health: store.health().map_time(crate::model::rfc3339),
         disks_local: store.local_inventory().len(),
         disks_known: store.sightings_len(),
         peers: peers.len(),
@@ -247,15 +231,15 @@ pub fn apply(cmd: &Json, ctx: &Context) -> Reply {
                 "store      {} ({} bytes, {} records)",
                 out.store, out.store_bytes, out.store_records
             ),
-            match &out.store_error {
+            match &out.store_health.error {
                 None => format!(
                     "store      ok; reopened {} times, compacted {} times",
-                    out.store_reopens, out.store_compactions
+                    out.store_health.reopens, out.store_health.compactions
                 ),
                 Some(e) => format!(
                     "store      FAILING since {}: {e}; answering from memory, {} hosts not yet durable, retrying",
-                    out.store_failing_since.as_deref().unwrap_or("?"),
-                    out.store_pending_hosts
+                    out.store_health.failing_since.as_deref().unwrap_or("?"),
+                    out.store_health.pending_hosts
                 ),
             },
             format!(
