@@ -1,6 +1,6 @@
 //! Shell completions and the man page, generated from the clap definitions in `flags`.
 //!
-//! Nothing here is written by hand twice: a new flag or subcommand in `flags.rs` shows up in
+//! Nothing here is written by hand twice: a new flag or subcommand in `flags` shows up in
 //! `--help`, in every shell's completions and in the man page alike. The man page is one page,
 //! `diskd(1)`: the global options, then one subsection per command with its synopsis,
 //! description and options (so `diskd daemon`'s flags are there too), then the exit codes,

@@ -3,7 +3,7 @@
 //! [`Request`] is what a client may ask the daemon; each variant's doc comment is its help
 //! text, and its fields are its arguments. The same enum is parsed from a socket line
 //! ([`SessionCommand::parse`], which adds the session-only `help` and `quit`), flattened
-//! into the `diskd` subcommands (`flags.rs`), rendered as `help`, and written back to a
+//! into the `diskd` subcommands (`flags`), rendered as `help`, and written back to a
 //! line by the one-shot client ([`Request::to_line`]).
 
 use std::time::Duration;
