@@ -233,11 +233,12 @@ fn script_in_new_dir(name: &str, body: &str) -> (tempfile::TempDir, PathBuf) {
 }
 
 fn cfg_for(command: Vec<String>, timeout: Duration) -> DiskWatcherConfig {
-    DiskWatcherConfig {
+    let mut cfg = DiskWatcherConfig {
         command,
-        timeout,
         ..DiskWatcherConfig::default()
-    }
+    };
+    cfg.schedule.timeout = timeout;
+    cfg
 }
 
 fn s(p: &Path) -> String {

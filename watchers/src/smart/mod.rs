@@ -131,6 +131,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::filter::DeviceFilter;
+use crate::Schedule;
 
 /// Settings of the `smart` watcher, as the daemon's configuration resolved them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,10 +139,12 @@ pub struct SmartWatcherConfig {
     /// smartctl's argv before the options the watcher adds (`--json`, `-n standby`, the
     /// device path last): a path, or a program with leading arguments.
     pub command: Vec<String>,
-    /// How often each disk is read again.
-    pub interval: Duration,
-    /// How long one smartctl run may take before it and its process group are killed.
-    pub timeout: Duration,
+    /// How often each disk is read again, and how long one smartctl run may take before it
+    /// and its process group are killed. The watcher's own [`Watcher::schedule`] is
+    /// derived from it (see there).
+    ///
+    /// [`Watcher::schedule`]: crate::Watcher::schedule
+    pub schedule: Schedule,
     /// Where sysfs is mounted (the hardware watcher's): which whole disks there are.
     pub sysfs: PathBuf,
     /// Which device paths are read (the `disks` watcher's filter).
@@ -153,8 +156,10 @@ impl Default for SmartWatcherConfig {
     fn default() -> Self {
         SmartWatcherConfig {
             command: vec!["smartctl".into()],
-            interval: Duration::from_secs(30 * 60),
-            timeout: Duration::from_secs(30),
+            schedule: Schedule {
+                interval: Duration::from_secs(30 * 60),
+                timeout: Duration::from_secs(30),
+            },
             sysfs: PathBuf::from("/sys"),
             filter: DeviceFilter::default(),
         }
