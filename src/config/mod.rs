@@ -26,7 +26,7 @@ use serde::Deserialize;
 
 use crate::flags::{DaemonArgs, GossipArgs, HttpArgs, PeersArgs};
 use crate::model::{limits, FleetEventKind};
-use diskd_watchers::{DiskWatcherConfig, HardwareWatcherConfig, SmartWatcherConfig};
+use diskd_watchers::{DiskWatcherConfig, HardwareWatcherConfig, Schedule, SmartWatcherConfig};
 
 /// Default multicast group, the same as the Perl diskd so both find each other.
 pub const DEFAULT_GROUP: &str = "230.1.2.3";
@@ -327,12 +327,14 @@ impl Config {
         let hardware = if h.enabled.unwrap_or(true) {
             Some(HardwareWatcherConfig {
                 root: h.sysfs.unwrap_or_else(|| PathBuf::from("/sys")),
-                interval: match h.interval {
-                    Some(v) => duration("watchers.hardware.interval", &v)?,
-                    None => Duration::from_secs(60),
+                schedule: Schedule {
+                    interval: match h.interval {
+                        Some(v) => duration("watchers.hardware.interval", &v)?,
+                        None => Duration::from_secs(60),
+                    },
+                    // A sysfs read can reach a device: it is held to the disk scans' timeout.
+                    timeout: disk_timeout,
                 },
-                // A sysfs read can reach a device: it is held to the disk scans' timeout.
-                timeout: disk_timeout,
                 filter: filter.clone(),
             })
         } else {
@@ -341,11 +343,13 @@ impl Config {
         let smart = smart_config(f.watchers.smart, hardware.as_ref(), &filter)?;
         let disks = DiskWatcherConfig {
             command,
-            interval: match d.interval {
-                Some(v) => duration("watchers.disks.interval", &v)?,
-                None => Duration::from_secs(60),
+            schedule: Schedule {
+                interval: match d.interval {
+                    Some(v) => duration("watchers.disks.interval", &v)?,
+                    None => Duration::from_secs(60),
+                },
+                timeout: disk_timeout,
             },
-            timeout: disk_timeout,
             filter,
             // Blank-disk records come from the hardware watcher's devices: with it, the
             // disks blkid's scan does not report are probed one by one, so that a device is

@@ -28,7 +28,7 @@ fn defaults_match_the_interface() {
     assert_eq!(c.multicast.announce_interval, Duration::from_secs(60));
     assert_eq!(c.multicast.peer_expiry, Duration::from_secs(180));
     assert_eq!(c.disks.command, vec!["blkid"]);
-    assert_eq!(c.disks.timeout, Duration::from_secs(15));
+    assert_eq!(c.disks.schedule.timeout, Duration::from_secs(15));
     assert_eq!(c.mount_interval, Duration::from_secs(10));
     assert_eq!(c.ping_min_interval, Duration::from_secs(5));
     assert!(c.socket.ends_with(".diskd-socket"));

@@ -224,7 +224,7 @@ pub fn spawn(
     for w in watchers {
         let (tx, rx) = mpsc::channel::<RefreshRequest>(16);
         refresh.push((w.name(), tx));
-        lock(&health).insert(w.name(), WatcherHealth::starting(w.interval()));
+        lock(&health).insert(w.name(), WatcherHealth::starting(w.schedule().interval));
         let scanner = Scanner {
             watcher: w,
             health: health.clone(),
@@ -327,7 +327,7 @@ impl Scanner {
                 // The requester may have given up; that is fine.
                 let _ = reply.send(report);
             }
-            next = tokio::time::Instant::now() + self.watcher.interval();
+            next = tokio::time::Instant::now() + self.watcher.schedule().interval;
         }
     }
 
@@ -341,7 +341,7 @@ impl Scanner {
         let began = tokio::time::Instant::now();
         tracing::debug!(watcher = name, quick, "scan started");
         self.set_health(|h| h.running_since = Some(rfc3339(now_millis())));
-        let limit = w.timeout() + TIMEOUT_GRACE;
+        let limit = w.schedule().timeout + TIMEOUT_GRACE;
         let looked = if quick {
             // A quick look that hangs or declines is followed by a full scan at once.
             tokio::time::timeout(limit, w.scan_changed())
@@ -475,7 +475,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use diskd_watchers::WatchError;
+    use diskd_watchers::{Schedule, WatchError};
 
     /// A watcher driven by the test: `changed` resolves once per event sent; every look is
     /// recorded, `quick` or `full`.
@@ -489,11 +489,11 @@ mod tests {
         fn name(&self) -> &'static str {
             "disks"
         }
-        fn interval(&self) -> Duration {
-            Duration::from_secs(3600)
-        }
-        fn timeout(&self) -> Duration {
-            Duration::from_secs(5)
+        fn schedule(&self) -> Schedule {
+            Schedule {
+                interval: Duration::from_secs(3600),
+                timeout: Duration::from_secs(5),
+            }
         }
         async fn scan(&self) -> Result<Observation, WatchError> {
             lock(&self.looks).push("full");

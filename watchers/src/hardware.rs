@@ -17,7 +17,7 @@ use async_trait::async_trait;
 
 use crate::events::LazyBlockEvents;
 use crate::filter::DeviceFilter;
-use crate::{Observation, WatchError, Watcher};
+use crate::{Observation, Schedule, WatchError, Watcher};
 
 /// Longest model, vendor, serial, WWN or transport kept, in bytes: real ones are at most a
 /// few dozen (SCSI INQUIRY: 16-byte model; NVMe: 40-byte model, 20-byte serial), so
@@ -94,11 +94,9 @@ pub struct HardwareInfo {
 pub struct HardwareWatcherConfig {
     /// Where sysfs is mounted; another directory lets tests feed a fake tree.
     pub root: PathBuf,
-    /// How often sysfs is scanned when no block event arrives.
-    pub interval: Duration,
-    /// How long one scan may take before the daemon counts it as hung (an attribute read
-    /// can reach a device).
-    pub timeout: Duration,
+    /// How often sysfs is scanned when no block event arrives, and how long one scan may
+    /// take before the daemon counts it as hung (an attribute read can reach a device).
+    pub schedule: Schedule,
     /// Which device paths are reported (the `disks` watcher's filter).
     pub filter: DeviceFilter,
 }
@@ -109,8 +107,10 @@ impl Default for HardwareWatcherConfig {
     fn default() -> Self {
         HardwareWatcherConfig {
             root: PathBuf::from("/sys"),
-            interval: Duration::from_secs(60),
-            timeout: Duration::from_secs(15),
+            schedule: Schedule {
+                interval: Duration::from_secs(60),
+                timeout: Duration::from_secs(15),
+            },
             filter: DeviceFilter::default(),
         }
     }
@@ -148,12 +148,8 @@ impl Watcher for HardwareWatcher {
         Self::NAME
     }
 
-    fn interval(&self) -> Duration {
-        self.cfg.interval
-    }
-
-    fn timeout(&self) -> Duration {
-        self.cfg.timeout
+    fn schedule(&self) -> Schedule {
+        self.cfg.schedule
     }
 
     /// Any block event: a full sysfs scan is cheap, so which devices it named does not
@@ -973,8 +969,8 @@ mod tests {
             ..HardwareWatcherConfig::default()
         });
         assert_eq!(w.name(), "hardware");
-        assert_eq!(w.interval(), Duration::from_secs(60));
-        assert_eq!(w.timeout(), Duration::from_secs(15));
+        assert_eq!(w.schedule().interval, Duration::from_secs(60));
+        assert_eq!(w.schedule().timeout, Duration::from_secs(15));
         let Observation::Hardware(all) = w.scan().await.unwrap() else {
             panic!("not a hardware observation");
         };

@@ -9,8 +9,8 @@
 //! - [`SmartWatcher`] (`smart`, `smart/`): the SMART health of each whole disk, from
 //!   `smartctl --json`.
 //!
-//! Every source is a [`Watcher`]: the daemon owns the schedule (interval, timeout,
-//! `refresh`), a watcher only knows how to look once.
+//! Every source is a [`Watcher`]: the daemon keeps to the schedule (interval, timeout,
+//! `refresh`), a watcher only states its [`Schedule`] and knows how to look once.
 //!
 //! # Adding a watcher
 //!
@@ -224,6 +224,18 @@ impl WatchError {
     }
 }
 
+/// When the daemon runs a watcher, as one value: most watchers take it whole from their
+/// settings, and the SMART watcher, which follows its disks, works out both parts at once.
+/// The daemon asks for it again around each scan, so a schedule that changes is always
+/// current.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    /// How often the daemon runs a scan.
+    pub interval: Duration,
+    /// How long one scan may take before it counts as hung.
+    pub timeout: Duration,
+}
+
 /// A source of observations about this machine.
 ///
 /// Implementations do the looking; they do not loop, sleep or enforce their own timeout
@@ -233,10 +245,9 @@ impl WatchError {
 pub trait Watcher: Send + Sync {
     /// Name used in logs, `status` and `debug` (`disks`, `mounts`, `hardware`).
     fn name(&self) -> &'static str;
-    /// How often the daemon runs a scan.
-    fn interval(&self) -> Duration;
-    /// How long one scan may take before it counts as hung.
-    fn timeout(&self) -> Duration;
+    /// Asked after each scan for the wait until the next, and before each for its limit,
+    /// so a schedule that follows what the watcher found (the SMART watcher's) is current.
+    fn schedule(&self) -> Schedule;
     /// Look once.
     async fn scan(&self) -> Result<Observation, WatchError>;
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::{DiskInfo, FsUsage, MountEntry, Observation, WatchError, Watcher};
+use crate::{DiskInfo, FsUsage, MountEntry, Observation, Schedule, WatchError, Watcher};
 
 /// Reading a proc file cannot really hang, but the daemon wants a limit for every watcher.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -20,7 +20,7 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct MountWatcher {
     path: PathBuf,
-    interval: Duration,
+    schedule: Schedule,
     /// POLLPRI notifications of the mount table, opened on first use.
     events: tokio::sync::Mutex<Option<crate::events::MountEvents>>,
     /// Mountpoints whose `statvfs` has not returned yet (see `ask`).
@@ -41,7 +41,10 @@ impl MountWatcher {
     pub fn with_path(path: impl Into<PathBuf>, interval: Duration) -> MountWatcher {
         MountWatcher {
             path: path.into(),
-            interval,
+            schedule: Schedule {
+                interval,
+                timeout: TIMEOUT,
+            },
             events: tokio::sync::Mutex::new(None),
             stuck: Arc::default(),
         }
@@ -54,12 +57,8 @@ impl Watcher for MountWatcher {
         Self::NAME
     }
 
-    fn interval(&self) -> Duration {
-        self.interval
-    }
-
-    fn timeout(&self) -> Duration {
-        TIMEOUT
+    fn schedule(&self) -> Schedule {
+        self.schedule
     }
 
     async fn changed(&self) {
@@ -80,7 +79,7 @@ impl Watcher for MountWatcher {
                 *events = None;
                 drop(events);
                 // Do not spin on a broken descriptor: let the interval do the work a while.
-                tokio::time::sleep(self.interval).await;
+                tokio::time::sleep(self.schedule.interval).await;
             }
         }
     }
@@ -422,7 +421,7 @@ mod tests {
         std::fs::write(&path, FIXTURE).unwrap();
         let w = MountWatcher::with_path(&path, Duration::from_secs(1));
         assert_eq!(w.name(), "mounts");
-        assert_eq!(w.timeout(), Duration::from_secs(5));
+        assert_eq!(w.schedule().timeout, Duration::from_secs(5));
         match w.scan().await.unwrap() {
             Observation::Mounts(m) => assert_eq!(m.len(), 7),
             other => panic!("unexpected {other:?}"),

@@ -289,19 +289,19 @@ async fn a_disk_is_read_again_only_once_its_reading_is_interval_old() {
     let m = machine();
     let interval = Duration::from_millis(1500);
     let w = m.watcher(interval, Duration::from_secs(10));
-    assert_eq!(w.interval(), interval, "before the first scan");
+    assert_eq!(w.schedule().interval, interval, "before the first scan");
     let first = readings(&w).await;
     let first_done = Instant::now();
     assert_eq!(m.runs().len(), 3);
 
     // What the daemon waits before the next scan: until the first disk is due.
-    let wait = w.interval();
+    let wait = w.schedule().interval;
     assert!(wait > Duration::ZERO && wait <= interval, "{wait:?}");
     assert_eq!(readings(&w).await, first);
     assert_eq!(m.runs().len(), 3, "not due yet");
 
-    // The time passing is what is under test: the daemon sleeps `interval()`.
-    tokio::time::sleep(w.interval()).await;
+    // The time passing is what is under test: the daemon sleeps the schedule's interval.
+    tokio::time::sleep(w.schedule().interval).await;
     assert!(first_done.elapsed() >= interval);
     let again = readings(&w).await;
     assert_eq!(m.runs()[3..], m.runs()[..3], "all three are due again");
@@ -373,7 +373,8 @@ async fn a_hanging_smartctl_is_killed_with_its_child() {
     assert!(dead(child), "the hanging smartctl's child {child} survived");
 
     // A pass allows a full timeout per known disk, and one more.
-    assert!(w.timeout() >= timeout * 4, "{:?}", w.timeout());
+    let limit = w.schedule().timeout;
+    assert!(limit >= timeout * 4, "{limit:?}");
     // The hung disk is not tried again before its interval: no hang per scan.
     let again = readings(&w).await;
     assert_eq!(reading(&again, "/dev/sda").health, *sda);

@@ -27,7 +27,7 @@ use tokio::process::{Child, Command};
 use crate::events::LazyBlockEvents;
 use crate::filter::DeviceFilter;
 use crate::process::GroupGuard;
-use crate::{Contents, DiskInfo, Observation, WatchError, Watcher};
+use crate::{Contents, DiskInfo, Observation, Schedule, WatchError, Watcher};
 
 pub use blkid::parse_blkid;
 use blkid::*;
@@ -42,10 +42,9 @@ pub struct DiskWatcherConfig {
     /// [`effective_argv`]) or a complete argv run as given (more than one element), so that
     /// wrappers like `sudo blkid ...` or test fixtures can stand in for blkid.
     pub command: Vec<String>,
-    /// How often the disks are scanned.
-    pub interval: Duration,
-    /// How long one blkid run may take before it is killed.
-    pub timeout: Duration,
+    /// How often the disks are scanned, and how long one blkid run may take before it is
+    /// killed.
+    pub schedule: Schedule,
     /// Which device paths are reported (`watchers.disks.include` / `exclude`), so a
     /// machine can ignore its system disks or the loop devices of snaps.
     pub filter: DeviceFilter,
@@ -61,8 +60,10 @@ impl Default for DiskWatcherConfig {
     fn default() -> Self {
         DiskWatcherConfig {
             command: vec!["blkid".to_string()],
-            interval: Duration::from_secs(60),
-            timeout: Duration::from_secs(15),
+            schedule: Schedule {
+                interval: Duration::from_secs(60),
+                timeout: Duration::from_secs(15),
+            },
             filter: DeviceFilter::default(),
             probe_sysfs: None,
         }
@@ -153,7 +154,7 @@ impl DiskWatcher {
     /// way it can go wrong to a [`WatchError`].
     async fn run(&self, argv: &[String]) -> Result<String, WatchError> {
         let program = argv.first().cloned().unwrap_or_default();
-        let (status, stdout, err) = self.run_raw(argv, self.cfg.timeout).await?;
+        let (status, stdout, err) = self.run_raw(argv, self.cfg.schedule.timeout).await?;
         if status.success() {
             return Ok(stdout);
         }
@@ -275,7 +276,10 @@ impl DiskWatcher {
         if left.is_zero() {
             return unreadable("no time was left in this scan".into());
         }
-        let judged = match self.run_raw(&argv, left.min(self.cfg.timeout)).await {
+        let judged = match self
+            .run_raw(&argv, left.min(self.cfg.schedule.timeout))
+            .await
+        {
             Ok((status, stdout, stderr)) => judge_probe(device, status.code(), &stdout, &stderr),
             Err(e) => Err(e.to_string()),
         };
@@ -295,12 +299,8 @@ impl Watcher for DiskWatcher {
         "disks"
     }
 
-    fn interval(&self) -> Duration {
-        self.cfg.interval
-    }
-
-    fn timeout(&self) -> Duration {
-        self.cfg.timeout
+    fn schedule(&self) -> Schedule {
+        self.cfg.schedule
     }
 
     async fn changed(&self) {
@@ -315,7 +315,7 @@ impl Watcher for DiskWatcher {
     async fn scan(&self) -> Result<Observation, WatchError> {
         // Whatever was notified before this scan starts, it sees.
         *lock(&self.changes) = Changes::default();
-        let deadline = tokio::time::Instant::now() + self.cfg.timeout;
+        let deadline = tokio::time::Instant::now() + self.cfg.schedule.timeout;
         let output = self.run(&self.argv).await?;
         let mut disks = parse_blkid(&output)?;
         disks.retain(|d| self.wanted(&d.device));
@@ -341,7 +341,7 @@ impl Watcher for DiskWatcher {
     /// disk already listed (which of the two is listed first decides how the store keys
     /// them, and only a full scan knows blkid's order).
     async fn scan_changed(&self) -> Option<Observation> {
-        let deadline = tokio::time::Instant::now() + self.cfg.timeout;
+        let deadline = tokio::time::Instant::now() + self.cfg.schedule.timeout;
         let changes = std::mem::take(&mut *lock(&self.changes));
         if changes.unknown || changes.devices.is_empty() || self.cfg.command.len() > 1 {
             return None;

@@ -45,6 +45,14 @@ fn hostile_labels(sdd1: &str, sdf1: &str) -> Vec<DiskInfo> {
     ]
 }
 
+/// blkid's output parsed, with every record of it understood.
+#[track_caller]
+fn parsed_whole(out: &str) -> Vec<DiskInfo> {
+    let (got, skipped) = parse_blkid_counted(out);
+    assert_eq!(skipped, 0);
+    got
+}
+
 #[test]
 fn plain_form_with_hostile_labels() {
     let out = concat!(
@@ -56,8 +64,7 @@ fn plain_form_with_hostile_labels() {
         "/dev/sdf1: LABEL=\"a\\x20b\\040c\\xc3\\x9c\" TYPE=\"xfs\"\n",
         "/dev/sdg1: PARTUUID=\"only-partuuid\"\n",
     );
-    let (got, skipped) = parse_blkid_counted(out);
-    assert_eq!(skipped, 0);
+    let got = parsed_whole(out);
     let mut want = hostile_labels("$(rm -rf /); echo pwned", "a b cÜ");
     want.push(disk("/dev/sdg1", None, None, None));
     assert_eq!(got, want);
@@ -73,8 +80,7 @@ fn export_form_with_hostile_labels() {
         "DEVNAME=/dev/sde1\nLABEL=Fotos\\ 2024\\ —\\ Ürlaub\nTYPE=exfat\n\n",
         "DEVNAME=/dev/sdf1\nLABEL=a\\x20b\\'c\nTYPE=xfs\n",
     );
-    let (got, skipped) = parse_blkid_counted(out);
-    assert_eq!(skipped, 0);
+    let got = parsed_whole(out);
     assert_eq!(
         got,
         hostile_labels("$(rm -rf /); echo `pwned` <x>", "a b'c")
@@ -217,12 +223,22 @@ fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
     path
 }
 
+/// A new directory holding the script `name`, which runs from there: its body names the
+/// files it leaves for the test (its arguments, its pids) plainly, with no paths formatted
+/// into it.
+fn script_in_new_dir(name: &str, body: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = script(dir.path(), name, &format!("cd '{}'\n{body}", s(dir.path())));
+    (dir, path)
+}
+
 fn cfg_for(command: Vec<String>, timeout: Duration) -> DiskWatcherConfig {
-    DiskWatcherConfig {
+    let mut cfg = DiskWatcherConfig {
         command,
-        timeout,
         ..DiskWatcherConfig::default()
-    }
+    };
+    cfg.schedule.timeout = timeout;
+    cfg
 }
 
 fn s(p: &Path) -> String {
@@ -238,13 +254,10 @@ async fn scan_by(path: &Path) -> Result<Observation, WatchError> {
 
 #[tokio::test]
 async fn fake_blkid_output_is_parsed_and_filtered() {
-    let dir = tempfile::tempdir().unwrap();
-    let args = dir.path().join("args");
-    let body = format!(
-        "echo \"$@\" > '{}'\ncat <<'EOF'\nDEVNAME=/dev/null\nTYPE=weird\n\nDEVNAME=/dev/sdb1\nLABEL=my\\ disk\nUUID=u\n\nDEVNAME=/dev/loop0\nTYPE=squashfs\nEOF\n",
-        s(&args)
+    let (dir, path) = script_in_new_dir(
+        "blkid",
+        "echo \"$@\" > args\ncat <<'EOF'\nDEVNAME=/dev/null\nTYPE=weird\n\nDEVNAME=/dev/sdb1\nLABEL=my\\ disk\nUUID=u\n\nDEVNAME=/dev/loop0\nTYPE=squashfs\nEOF\n",
     );
-    let path = script(dir.path(), "blkid", &body);
     let mut cfg = cfg_for(vec![s(&path)], Duration::from_secs(5));
     cfg.filter = DeviceFilter::new(&[], &["/dev/loop*".into()]).unwrap();
     let obs = watcher(cfg).scan().await.unwrap();
@@ -256,15 +269,13 @@ async fn fake_blkid_output_is_parsed_and_filtered() {
             disk("/dev/sdb1", Some("u"), Some("my disk"), None),
         ])
     );
-    let args = std::fs::read_to_string(args).unwrap();
+    let args = std::fs::read_to_string(dir.path().join("args")).unwrap();
     assert_eq!(args.trim(), "-c /dev/null -o export");
 }
 
 #[tokio::test]
 async fn failing_command_reports_first_stderr_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = script(
-        dir.path(),
+    let (_dir, path) = script_in_new_dir(
         "fail",
         "echo '  \n  first problem  ' >&2\necho second >&2\nexit 1\n",
     );
@@ -333,8 +344,7 @@ async fn missing_and_non_executable_programs() {
 
 #[tokio::test]
 async fn huge_output_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = script(dir.path(), "yes", "exec yes DEVNAME=/dev/sda\n");
+    let (_dir, path) = script_in_new_dir("yes", "exec yes DEVNAME=/dev/sda\n");
     let started = Instant::now();
     let err = watcher(cfg_for(vec![s(&path)], Duration::from_secs(10)))
         .scan()
@@ -606,15 +616,9 @@ async fn devices_the_scan_missed_are_probed_and_a_missing_node_is_never_empty() 
     // A fake sysfs listing /dev/sdz9 (no such node here) and /dev/null's neighbour;
     // a fake blkid whose scan reports nothing and whose probes say "nothing found"
     // (as blkid does for a path that does not exist).
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, blkid) = script_in_new_dir("blkid", "echo \"$*\" >> calls\nexit 2\n");
     let sys = dir.path().join("sys");
     sysfs_block(&sys, "sdz9", "259:999\n", "2048\n");
-    let calls = dir.path().join("calls");
-    let blkid = script(
-        dir.path(),
-        "blkid",
-        &format!("echo \"$*\" >> '{}'\nexit 2\n", s(&calls)),
-    );
     let mut cfg = cfg_for(vec![s(&blkid)], Duration::from_secs(5));
     cfg.probe_sysfs = Some(sys.clone());
     let obs = watcher(cfg).scan().await.unwrap();
@@ -635,7 +639,7 @@ async fn devices_the_scan_missed_are_probed_and_a_missing_node_is_never_empty() 
         ["cannot probe /dev/sdz9: /dev/sdz9 is not the block device 259:999"]
     );
     // Only the scan ran: a node that is not the device is not even probed.
-    let ran = std::fs::read_to_string(&calls).unwrap();
+    let ran = std::fs::read_to_string(dir.path().join("calls")).unwrap();
     assert_eq!(ran.trim(), "-c /dev/null -o export");
 
     // Without probing (no hardware watcher), nothing but the scan.
@@ -694,13 +698,10 @@ fn proc_state(pid: i32) -> Option<char> {
 
 #[tokio::test]
 async fn hanging_command_and_its_children_are_killed() {
-    let dir = tempfile::tempdir().unwrap();
-    let pids = dir.path().join("pids");
-    let body = format!(
-        "sleep 1000 &\necho \"$$ $!\" > '{}'\nsleep 1000; wait\n",
-        s(&pids)
+    let (dir, path) = script_in_new_dir(
+        "hang",
+        "sleep 1000 &\necho \"$$ $!\" > pids\nsleep 1000; wait\n",
     );
-    let path = script(dir.path(), "hang", &body);
     let timeout = Duration::from_millis(300);
     let started = Instant::now();
     let err = watcher(cfg_for(vec![s(&path), "arg".into()], timeout))
@@ -711,7 +712,7 @@ async fn hanging_command_and_its_children_are_killed() {
     assert!(matches!(err, WatchError::TimedOut { .. }), "{err:?}");
     assert!(took < Duration::from_millis(1500), "took {took:?}");
 
-    let text = std::fs::read_to_string(&pids).unwrap();
+    let text = std::fs::read_to_string(dir.path().join("pids")).unwrap();
     let mut it = text.split_whitespace().map(|p| p.parse::<i32>().unwrap());
     let (shell, background) = (it.next().unwrap(), it.next().unwrap());
     // We reaped the shell ourselves: it must be gone entirely.

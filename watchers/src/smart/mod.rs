@@ -138,7 +138,10 @@ pub struct SmartWatcherConfig {
     /// smartctl's argv before the options the watcher adds (`--json`, `-n standby`, the
     /// device path last): a path, or a program with leading arguments.
     pub command: Vec<String>,
-    /// How often each disk is read again.
+    /// How often each disk is read again (the watcher's own [`Watcher::schedule`] follows
+    /// its disks, see there).
+    ///
+    /// [`Watcher::schedule`]: crate::Watcher::schedule
     pub interval: Duration,
     /// How long one smartctl run may take before it and its process group are killed.
     pub timeout: Duration,

@@ -24,7 +24,7 @@ use super::{DiskHealth, HealthState, SmartReading, SmartWatcherConfig};
 use crate::disks::run::{first_line, run_capped, REAP_GRACE};
 use crate::events::LazyBlockEvents;
 use crate::filter::DeviceFilter;
-use crate::{Observation, WatchError, Watcher};
+use crate::{Observation, Schedule, WatchError, Watcher};
 
 /// More stdout than this is not one disk's report but a runaway program: `smartctl -x
 /// --json` of a disk with full logs is about 100 KiB.
@@ -65,10 +65,11 @@ pub struct SmartWatcher {
     /// Every current whole disk by device path. Held for a whole pass: scans never
     /// overlap, so neither do smartctl runs.
     disks: tokio::sync::Mutex<BTreeMap<String, Disk>>,
-    /// Whole disks at the last listing: what [`Watcher::timeout`] allows for
+    /// Whole disks at the last listing: what the timeout of [`Watcher::schedule`] allows for
     /// ([`UNLISTED`] before the first).
     known: AtomicUsize,
-    /// When the next disk is due, for [`Watcher::interval`]; `None` before the first pass.
+    /// When the next disk is due, for the interval of [`Watcher::schedule`]; `None` before
+    /// the first pass.
     next_due: std::sync::Mutex<Option<Instant>>,
 }
 
@@ -149,7 +150,7 @@ impl SmartWatcher {
     /// (partitions and virtual devices too: a generous bound, got with one directory
     /// listing, which never waits for a device). A pass that runs out of time anyway
     /// (many disks plugged at once) leaves the rest for the next, which the daemon runs
-    /// soon (see [`Watcher::interval`]) and which allows for all of them.
+    /// soon (see [`Watcher::schedule`]) and which allows for all of them.
     fn pass_budget(&self) -> Duration {
         let known = match self.known.load(Ordering::Relaxed) {
             UNLISTED => {
@@ -346,23 +347,25 @@ impl Watcher for SmartWatcher {
         Self::NAME
     }
 
-    /// Until the next disk is due (at most the configured interval, at least a second):
-    /// each disk keeps its own schedule, so one plugged in between two scans is read
-    /// again `interval` after its first reading, not up to twice that.
-    fn interval(&self) -> Duration {
-        let Some(due) = *lock(&self.next_due) else {
-            return self.cfg.interval;
+    /// The interval: until the next disk is due (at most the configured interval, at
+    /// least a second): each disk keeps its own schedule, so one plugged in between two
+    /// scans is read again `interval` after its first reading, not up to twice that.
+    ///
+    /// The timeout: a smartctl timeout for every disk known plus one (the pass keeps to
+    /// that itself, see `pass_budget`), plus the time a killed smartctl is given to be
+    /// reaped: a pass over many disks is long by design, and only a hang beyond every
+    /// run's own limit counts as hung.
+    fn schedule(&self) -> Schedule {
+        let most = self.cfg.interval;
+        let interval = match *lock(&self.next_due) {
+            Some(due) => (due.saturating_duration_since(Instant::now()) + DUE_PAD)
+                .clamp(MIN_RESCAN.min(most), most),
+            None => most,
         };
-        let wait = due.saturating_duration_since(Instant::now()) + DUE_PAD;
-        wait.clamp(MIN_RESCAN.min(self.cfg.interval), self.cfg.interval)
-    }
-
-    /// A smartctl timeout for every disk known plus one (the pass keeps to that itself,
-    /// see `pass_budget`), plus the time a killed smartctl is given to be reaped: a pass
-    /// over many disks is long by design, and only a hang beyond every run's own limit
-    /// counts as hung.
-    fn timeout(&self) -> Duration {
-        self.pass_budget().saturating_add(REAP_GRACE)
+        Schedule {
+            interval,
+            timeout: self.pass_budget().saturating_add(REAP_GRACE),
+        }
     }
 
     /// Any block event: a new disk is read at once by the scan that follows (the others
