@@ -63,6 +63,11 @@ pub fn opt(v: &Option<String>) -> String {
     v.clone().unwrap_or_default()
 }
 
+/// A cell from an optional percentage, as `df` shows it (`42%`).
+pub fn percent(p: Option<u64>) -> String {
+    p.map(|p| format!("{p}%")).unwrap_or_default()
+}
+
 /// A size in bytes for people, in binary units as `lsblk` and `df -h` show them: `512B`,
 /// `4K`, `1.5G`, `3.6T` (one decimal below 10 units, none above).
 pub fn size(bytes: u64) -> String {

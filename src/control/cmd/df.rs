@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 
-use super::{list, rows_body, QueryError};
+use super::{list, rows_body, Column, QueryError};
 use crate::control::{table, Context};
 use crate::protocol::commands::Json;
 use crate::protocol::frame::{Reply, Status};
@@ -67,28 +67,17 @@ fn mounted(disks: Vec<DiskView>) -> Vec<DfRow> {
 }
 
 fn render(rows: Vec<DfRow>, json: bool) -> Reply {
-    let header = [
-        "HOST",
-        "DEVICE",
-        "MOUNTPOINT",
-        "SIZE",
-        "USED",
-        "AVAIL",
-        "USE%",
-        "LABEL",
+    let columns: [Column<DfRow>; 8] = [
+        ("HOST", |r| r.host.clone()),
+        ("DEVICE", |r| r.device.clone()),
+        ("MOUNTPOINT", |r| r.mountpoint.clone()),
+        ("SIZE", |r| table::size(r.fs_size)),
+        ("USED", |r| table::size(r.fs_used)),
+        ("AVAIL", |r| table::size(r.fs_avail)),
+        ("USE%", |r| table::percent(r.use_percent)),
+        ("LABEL", |r| table::opt(&r.label)),
     ];
-    let body = rows_body(&rows, json, &header, |r| {
-        vec![
-            r.host.clone(),
-            r.device.clone(),
-            r.mountpoint.clone(),
-            table::size(r.fs_size),
-            table::size(r.fs_used),
-            table::size(r.fs_avail),
-            r.use_percent.map(|p| format!("{p}%")).unwrap_or_default(),
-            table::opt(&r.label),
-        ]
-    });
+    let body = rows_body(&rows, json, &columns);
     Reply {
         status: Status::Ok(String::new()),
         body,

@@ -9,7 +9,7 @@
 use std::cmp::Reverse;
 use std::collections::HashSet;
 
-use super::{list, rows_body, where_is, QueryError};
+use super::{list, rows_body, where_is, Column, QueryError};
 use crate::control::{table, Context};
 use crate::model::HealthState;
 use crate::protocol::commands::Health;
@@ -118,27 +118,28 @@ fn summary(rows: &[HealthRow]) -> String {
 }
 
 fn render(rows: Vec<HealthRow>, json: bool, status: Status) -> Reply {
-    let header = [
-        "HOST", "DEVICE", "MODEL", "SERIAL", "HEALTH", "TEMP", "POWER-ON", "CHECKED", "REASONS",
-    ];
-    let body = rows_body(&rows, json, &header, |r| {
-        let h = &r.health;
-        vec![
-            r.host.clone(),
-            r.device.clone(),
-            table::opt(&r.model),
-            table::opt(&r.serial),
-            h.state.to_string(),
-            h.temperature_c
+    let columns: [Column<HealthRow>; 9] = [
+        ("HOST", |r| r.host.clone()),
+        ("DEVICE", |r| r.device.clone()),
+        ("MODEL", |r| table::opt(&r.model)),
+        ("SERIAL", |r| table::opt(&r.serial)),
+        ("HEALTH", |r| r.health.state.to_string()),
+        ("TEMP", |r| {
+            r.health
+                .temperature_c
                 .map(|t| format!("{t}°C"))
-                .unwrap_or_default(),
-            h.power_on_hours
+                .unwrap_or_default()
+        }),
+        ("POWER-ON", |r| {
+            r.health
+                .power_on_hours
                 .map(|p| format!("{p}h"))
-                .unwrap_or_default(),
-            h.checked.clone().unwrap_or_default(),
-            h.reasons.join("; "),
-        ]
-    });
+                .unwrap_or_default()
+        }),
+        ("CHECKED", |r| table::opt(&r.health.checked)),
+        ("REASONS", |r| r.health.reasons.join("; ")),
+    ];
+    let body = rows_body(&rows, json, &columns);
     Reply { status, body }
 }
 

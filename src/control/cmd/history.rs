@@ -1,7 +1,7 @@
 //! `history TERM [--json]`: where a disk has been, one row per stay, newest first; in JSON
 //! each stay also carries the SMART readings taken during it (the disk's last 64 in all).
 
-use super::{rows_body, QueryError};
+use super::{rows_body, Column, QueryError};
 use crate::control::table;
 use crate::control::Context;
 use crate::model::now_millis as now;
@@ -44,32 +44,23 @@ pub fn apply(cmd: &History, ctx: &Context) -> Reply {
         Ok(s) => s,
         Err(e) => return e.reply(cmd.json),
     };
-    let header = [
-        "HOST",
-        "ADDR",
-        "DEVICE",
-        "LABEL",
-        "FIRST SEEN",
-        "LAST SEEN",
-        "STATE",
-    ];
-    let body = rows_body(&stays, cmd.json, &header, |v| {
-        let s = &v.stay;
-        vec![
-            s.host.clone(),
-            table::opt(&s.addr),
-            s.device.clone(),
-            table::opt(&s.label),
-            s.first_seen.clone(),
-            s.last_seen.clone(),
-            match (v.live, s.current) {
+    let columns: [Column<StayView>; 7] = [
+        ("HOST", |v| v.stay.host.clone()),
+        ("ADDR", |v| table::opt(&v.stay.addr)),
+        ("DEVICE", |v| v.stay.device.clone()),
+        ("LABEL", |v| table::opt(&v.stay.label)),
+        ("FIRST SEEN", |v| v.stay.first_seen.clone()),
+        ("LAST SEEN", |v| v.stay.last_seen.clone()),
+        ("STATE", |v| {
+            match (v.live, v.stay.current) {
                 (true, _) => "live",
                 (false, true) => "last-known",
                 (false, false) => "ended",
             }
-            .to_string(),
-        ]
-    });
+            .to_string()
+        }),
+    ];
+    let body = rows_body(&stays, cmd.json, &columns);
     Reply {
         status: Status::Ok(String::new()),
         body,

@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use super::{rows_body, QueryError};
+use super::{rows_body, Column, QueryError};
 use crate::control::table;
 use crate::control::Context;
 use crate::model::now_millis as now;
@@ -77,39 +77,30 @@ pub fn no_match(msg: String, json: bool) -> Reply {
 
 /// Render disks as a table or JSON.
 pub fn render(disks: Vec<DiskView>, json: bool, status: Status) -> Reply {
-    let header = [
-        "HOST",
-        "ADDR",
-        "UUID",
-        "LABEL",
-        "DEVICE",
-        "SIZE",
-        "FSTYPE",
-        "MOUNTPOINTS",
-        "USE%",
-        "HEALTH",
-        "STATE",
-        "LAST SEEN",
-    ];
-    let body = rows_body(&disks, json, &header, |d| {
-        vec![
-            d.host.clone(),
-            table::opt(&d.addr),
-            table::opt(&d.uuid),
-            table::opt(&d.label),
-            d.device.clone(),
-            d.hardware.size.map(table::size).unwrap_or_default(),
-            table::opt(&d.fstype),
-            d.mountpoints.join(","),
-            d.use_percent().map(|p| format!("{p}%")).unwrap_or_default(),
+    let columns: [Column<DiskView>; 12] = [
+        ("HOST", |d| d.host.clone()),
+        ("ADDR", |d| table::opt(&d.addr)),
+        ("UUID", |d| table::opt(&d.uuid)),
+        ("LABEL", |d| table::opt(&d.label)),
+        ("DEVICE", |d| d.device.clone()),
+        ("SIZE", |d| {
+            d.hardware.size.map(table::size).unwrap_or_default()
+        }),
+        ("FSTYPE", |d| table::opt(&d.fstype)),
+        ("MOUNTPOINTS", |d| d.mountpoints.join(",")),
+        ("USE%", |d| table::percent(d.use_percent())),
+        ("HEALTH", |d| {
             d.health
                 .as_ref()
                 .map(|h| h.state.to_string())
-                .unwrap_or_default(),
-            if d.live { "live" } else { "last-known" }.to_string(),
-            d.last_seen.clone(),
-        ]
-    });
+                .unwrap_or_default()
+        }),
+        ("STATE", |d| {
+            if d.live { "live" } else { "last-known" }.to_string()
+        }),
+        ("LAST SEEN", |d| d.last_seen.clone()),
+    ];
+    let body = rows_body(&disks, json, &columns);
     Reply { status, body }
 }
 

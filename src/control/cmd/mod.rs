@@ -102,18 +102,24 @@ pub fn json_body<T: serde::Serialize>(v: &T) -> Vec<String> {
     }
 }
 
-/// The body of a listing: `rows` as one line of JSON, or else as a table under `header`,
-/// `cells` giving each row's cells.
+/// A column of a listing: its header and how a row's cell reads, side by side so that a
+/// column is added, moved or dropped in one place.
+pub type Column<T> = (&'static str, fn(&T) -> String);
+
+/// The body of a listing: `rows` as one line of JSON, or else as a table of `columns`.
 pub fn rows_body<T: serde::Serialize>(
     rows: &[T],
     json: bool,
-    header: &[&str],
-    cells: impl Fn(&T) -> Vec<String>,
+    columns: &[Column<T>],
 ) -> Vec<String> {
     if json {
         json_body(&rows)
     } else {
-        let cells: Vec<Vec<String>> = rows.iter().map(cells).collect();
-        table::render(header, &cells)
+        let header: Vec<&str> = columns.iter().map(|(name, _)| *name).collect();
+        let cells: Vec<Vec<String>> = rows
+            .iter()
+            .map(|row| columns.iter().map(|(_, cell)| cell(row)).collect())
+            .collect();
+        table::render(&header, &cells)
     }
 }

@@ -1,6 +1,6 @@
 //! `peers [--json]`: every peer ever heard, with liveness.
 
-use super::rows_body;
+use super::{rows_body, Column};
 use crate::control::table;
 use crate::control::Context;
 use crate::model::now_millis as now;
@@ -23,25 +23,15 @@ pub fn apply(cmd: &Json, ctx: &Context) -> Reply {
     if peers.is_empty() && !cmd.json {
         return Reply::ok(vec!["no peers heard yet".into()]);
     }
-    let header = [
-        "NODE",
-        "ADDR",
-        "STATE",
-        "LAST SEEN",
-        "DISKS",
-        "VIA",
-        "KEY",
-        "NOTE",
-    ];
-    Reply::ok(rows_body(&peers, cmd.json, &header, |p| {
-        vec![
-            p.node.clone(),
-            table::opt(&p.addr),
-            if p.live { "live" } else { "not live" }.into(),
-            p.last_seen.clone(),
-            p.disks.to_string(),
-            p.via.clone(),
-            p.key.clone().unwrap_or_default(),
+    let columns: [Column<PeerView>; 8] = [
+        ("NODE", |p| p.node.clone()),
+        ("ADDR", |p| table::opt(&p.addr)),
+        ("STATE", |p| if p.live { "live" } else { "not live" }.into()),
+        ("LAST SEEN", |p| p.last_seen.clone()),
+        ("DISKS", |p| p.disks.to_string()),
+        ("VIA", |p| p.via.clone()),
+        ("KEY", |p| table::opt(&p.key)),
+        ("NOTE", |p| {
             if p.name_conflict {
                 format!(
                     "name also used by another node id; this one is {}",
@@ -49,7 +39,8 @@ pub fn apply(cmd: &Json, ctx: &Context) -> Reply {
                 )
             } else {
                 String::new()
-            },
-        ]
-    }))
+            }
+        }),
+    ];
+    Reply::ok(rows_body(&peers, cmd.json, &columns))
 }
