@@ -11,12 +11,14 @@ mod paths;
 mod settings;
 #[cfg(test)]
 mod tests;
+mod watchers;
 
 use file::*;
 pub use hooks::*;
 pub use net::*;
 pub use paths::*;
 pub use settings::*;
+pub use watchers::*;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -59,21 +61,12 @@ pub struct Config {
     pub store: PathBuf,
     /// Peer-layer settings.
     pub multicast: Multicast,
-    /// Disk watcher settings.
-    pub disks: DiskWatcherConfig,
-    /// Mount table scan period.
-    pub mount_interval: Duration,
-    /// The sysfs hardware watcher, when enabled.
-    pub hardware: Option<HardwareWatcherConfig>,
-    /// The SMART watcher, when enabled (by default: when smartctl is found).
-    pub smart: Option<SmartWatcherConfig>,
+    /// What the watchers look at, how often.
+    pub watchers: Watchers,
     /// Answer at most one ping per this period.
     pub ping_min_interval: Duration,
-    /// Key files; the first signs.
-    pub key_files: Vec<PathBuf>,
-    /// Authenticated datagrams whose timestamp is further than this from our clock are
-    /// dropped (bounds how old a replayed capture can be).
-    pub max_clock_skew: Duration,
+    /// How peers' datagrams are sealed and checked.
+    pub security: Security,
     /// Mount-request policy.
     pub mount: MountSettings,
     /// Unicast gossip (routed networks).
@@ -87,12 +80,8 @@ pub struct Config {
     /// The control socket's group (`socket_group`), by name: resolved at start (see
     /// [`Config::access`]), so a config naming a group this machine lacks still loads.
     pub socket_group: Option<String>,
-    /// The group that may run the commands that change something (`control.admin_group`).
-    pub admin_group: Option<String>,
-    /// At most this many control sessions open at once per uid
-    /// (`control.max_sessions_per_user`), so that one user cannot fill the session table;
-    /// root, the daemon's user and admins are not held to it.
-    pub max_sessions_per_user: usize,
+    /// Who may run what on the control socket, and how many sessions each.
+    pub control: ControlSettings,
     /// How the daemon's log lines are written.
     pub log_format: LogFormat,
     /// What the configuration is odd about without being wrong; logged at start (the
@@ -100,52 +89,6 @@ pub struct Config {
     pub warnings: Vec<String>,
     /// The read-only HTTP listener (dashboards, metrics, JSON API); `None`: off.
     pub http: Option<HttpSettings>,
-}
-
-const KEY_BLKID: &str = "watchers.disks.command";
-const KEY_SMARTCTL: &str = "watchers.smart.command";
-
-/// The SMART watcher's settings. Enabled by default only when smartctl is found (a machine
-/// without smartmontools is not told every 30 minutes that it is missing); enabled
-/// explicitly (or with a command named), a missing smartctl shows as every disk's
-/// `unknown` reason.
-fn smart_config(
-    s: crate::flags::SmartArgs,
-    hardware: Option<&HardwareWatcherConfig>,
-    filter: &diskd_watchers::filter::DeviceFilter,
-) -> Result<Option<SmartWatcherConfig>, ConfigError> {
-    let named = s.command.is_some();
-    let command = match s.command {
-        Some(c) => c.into_argv(KEY_SMARTCTL)?,
-        None => vec!["smartctl".to_string()],
-    };
-    if command.is_empty() || command[0].is_empty() {
-        return Err(err(format!("{KEY_SMARTCTL}: must name a program")));
-    }
-    let interval = match s.interval {
-        Some(v) => duration("watchers.smart.interval", &v)?,
-        None => Duration::from_secs(30 * 60),
-    };
-    let timeout = match s.timeout {
-        Some(v) => duration("watchers.smart.timeout", &v)?,
-        None => Duration::from_secs(30),
-    };
-    // A smartctl named in the config or on the command line is meant to run: if it is
-    // missing, every disk says so.
-    let found = program_path(&command[0]);
-    let enabled = s.enabled.unwrap_or(named || found.is_some());
-    // Run what was found: a user's PATH may lack the sbin directory smartctl lives in.
-    let mut command = command;
-    if let (false, Some(path)) = (named, found) {
-        command[0] = path.display().to_string();
-    }
-    Ok(enabled.then(|| SmartWatcherConfig {
-        command,
-        interval,
-        timeout,
-        sysfs: hardware.map_or_else(|| PathBuf::from("/sys"), |h| h.root.clone()),
-        filter: filter.clone(),
-    }))
 }
 
 /// Where `program` is as an executable file: itself when it has a `/`, else in `$PATH` or
@@ -204,6 +147,7 @@ impl Config {
                 .map(|g| system_group("socket_group", g))
                 .transpose()?,
             admin_group: self
+                .control
                 .admin_group
                 .as_deref()
                 .map(|g| system_group("control.admin_group", g))
@@ -246,162 +190,19 @@ impl Config {
             .map(|p| expand_home(&p))
             .unwrap_or_else(default_store);
 
-        let m = f.multicast;
-        let group_text = m.group.unwrap_or_else(|| DEFAULT_GROUP.into());
-        let group: IpAddr = group_text.trim().parse().map_err(|_| {
-            err(format!(
-                "multicast.group: {group_text:?} is not an IP address"
-            ))
-        })?;
-        if !group.is_multicast() {
-            return Err(err(format!(
-                "multicast.group: {group} is not a multicast address"
-            )));
-        }
-        let port = m.port.unwrap_or(DEFAULT_PORT);
-        if port == 0 {
-            return Err(err("multicast.port: must be 1-65535"));
-        }
-        let ttl = m.ttl.unwrap_or(1);
-        if ttl > 255 {
-            return Err(err(format!("multicast.ttl: {ttl} is not in 0-255")));
-        }
-        let max_datagram = m.max_datagram.unwrap_or(1400);
-        if !(limits::MIN_DATAGRAM..=limits::MAX_DATAGRAM).contains(&max_datagram) {
-            return Err(err(format!(
-                "multicast.max_datagram: {max_datagram} is not in {}-{}",
-                limits::MIN_DATAGRAM,
-                limits::MAX_DATAGRAM
-            )));
-        }
-        let announce_interval = match m.announce_interval {
-            Some(v) => duration("multicast.announce_interval", &v)?,
-            None => Duration::from_secs(60),
-        };
-        let peer_expiry = match m.peer_expiry {
-            Some(v) => duration("multicast.peer_expiry", &v)?,
-            None => announce_interval * 3,
-        };
-        if peer_expiry < announce_interval {
-            return Err(err(format!(
-                "multicast.peer_expiry: {} is shorter than announce_interval {}",
-                humantime::format_duration(peer_expiry),
-                humantime::format_duration(announce_interval)
-            )));
-        }
-        let interface = m.interface.filter(|s| !s.is_empty());
-        let multicast = Multicast {
-            enabled: m.enabled.unwrap_or(true),
-            group,
-            port,
-            interface,
-            ttl,
-            announce_interval,
-            peer_expiry,
-            legacy: m.legacy.unwrap_or(false),
-            max_datagram,
-        };
-
-        let d = f.watchers.disks;
-        let command = match d.command {
-            Some(c) => c.into_argv(KEY_BLKID)?,
-            None => vec!["blkid".to_string()],
-        };
-        if command.is_empty() || command[0].is_empty() {
-            return Err(err(format!("{KEY_BLKID}: must name a program")));
-        }
-        let filter = diskd_watchers::filter::DeviceFilter::new(
-            &d.include.unwrap_or_default(),
-            &d.exclude.unwrap_or_default(),
-        )
-        .map_err(|e| err(format!("watchers.disks.{e}")))?;
-        let disk_timeout = match d.timeout {
-            Some(v) => duration("watchers.disks.timeout", &v)?,
-            None => Duration::from_secs(15),
-        };
-        let mount_interval = match f.watchers.mounts.interval {
-            Some(v) => duration("watchers.mounts.interval", &v)?,
-            None => Duration::from_secs(10),
-        };
-        let h = f.watchers.hardware;
-        let hardware = if h.enabled.unwrap_or(true) {
-            Some(HardwareWatcherConfig {
-                root: h.sysfs.unwrap_or_else(|| PathBuf::from("/sys")),
-                schedule: Schedule {
-                    interval: match h.interval {
-                        Some(v) => duration("watchers.hardware.interval", &v)?,
-                        None => Duration::from_secs(60),
-                    },
-                    // A sysfs read can reach a device: it is held to the disk scans' timeout.
-                    timeout: disk_timeout,
-                },
-                filter: filter.clone(),
-            })
-        } else {
-            None
-        };
-        let smart = smart_config(f.watchers.smart, hardware.as_ref(), &filter)?;
-        let disks = DiskWatcherConfig {
-            command,
-            schedule: Schedule {
-                interval: match d.interval {
-                    Some(v) => duration("watchers.disks.interval", &v)?,
-                    None => Duration::from_secs(60),
-                },
-                timeout: disk_timeout,
-            },
-            filter,
-            // Blank-disk records come from the hardware watcher's devices: with it, the
-            // disks blkid's scan does not report are probed one by one, so that a device is
-            // called blank only when blkid saw it empty.
-            probe_sysfs: hardware.as_ref().map(|h| h.root.clone()),
-        };
+        let multicast = Multicast::from_options(f.multicast)?;
+        let watchers = Watchers::from_options(f.watchers)?;
         let ping_min_interval = match f.ping.min_interval {
             Some(v) => duration("ping.min_interval", &v)?,
             None => Duration::from_secs(5),
         };
-        let key_files: Vec<PathBuf> = f
-            .security
-            .key_files
-            .unwrap_or_default()
-            .iter()
-            .map(|p| expand_home(p))
-            .collect();
-
-        let max_clock_skew = match f.security.max_clock_skew {
-            Some(v) => duration("security.max_clock_skew", &v)?,
-            None => Duration::from_secs(300),
-        };
-
-        let fm = f.mount;
-        let allow = fm.allow.unwrap_or_default();
-        let allow_set = glob_set("mount.allow", &allow)?;
-        let root = fm
-            .root
-            .map(|p| expand_home(&p))
-            .unwrap_or_else(|| PathBuf::from("/srv/diskd"));
-        if !root.is_absolute() {
-            return Err(err(format!(
-                "mount.root: {} is not an absolute path",
-                root.display()
-            )));
-        }
-        let attach_command = fm.attach_command.unwrap_or_else(|| DEFAULT_ATTACH.into());
-        if split_words("mount.attach_command", &attach_command)?.is_empty() {
-            return Err(err("mount.attach_command: must name a program"));
-        }
-        let mount = MountSettings {
-            enabled: fm.enabled.unwrap_or(false),
-            root,
-            allow_set,
-            attach_command,
-        };
-
-        let gossip = gossip_settings(f.gossip, !key_files.is_empty())?;
+        let security = Security::from_options(f.security)?;
+        let mount = MountSettings::from_options(f.mount)?;
+        let gossip = gossip_settings(f.gossip, !security.key_files.is_empty())?;
         let mut warnings = Vec::new();
         let http = http_settings(f.http, &mut warnings)?;
         let hooks = hooks_settings(f.hooks.unwrap_or_default())?;
-        if key_files.is_empty() {
+        if security.key_files.is_empty() {
             // Without keys every peer is heard unsealed: a hook that runs on peers' events
             // would run on whatever anyone on the LAN sends.
             if let Some(h) = hooks.iter().find(|h| !h.local && !h.allow_unsealed) {
@@ -420,18 +221,9 @@ impl Config {
             )));
         }
         let socket_group = f.socket_group;
-        let admin_group = f.control.admin_group;
-        for (key, g) in [
-            ("socket_group", &socket_group),
-            ("control.admin_group", &admin_group),
-        ] {
-            if g.as_deref().is_some_and(|g| g.trim().is_empty()) {
-                return Err(err(format!("{key}: must name a group")));
-            }
-        }
+        group_name("socket_group", &socket_group)?;
+        let control = ControlSettings::from_options(f.control)?;
         let peers = PeerLimits::from_options(f.peers)?;
-        let max_sessions_per_user =
-            max_sessions_per_user(f.control.max_sessions_per_user.as_ref())?;
         let log_format = match f.log.format {
             Some(v) => LogFormat::parse("log.format", &v)?,
             None => LogFormat::Text,
@@ -444,50 +236,18 @@ impl Config {
             socket,
             store,
             multicast,
-            disks,
-            mount_interval,
-            hardware,
-            smart,
+            watchers,
             ping_min_interval,
-            key_files,
-            max_clock_skew,
+            security,
             mount,
             hooks,
             hooks_max_running,
             socket_group,
-            admin_group,
-            max_sessions_per_user,
+            control,
             log_format,
             warnings,
             http,
         })
-    }
-}
-
-/// `control.max_sessions_per_user`: a whole number from 1 to the session table's size.
-fn max_sessions_per_user(value: Option<&serde_yaml::Value>) -> Result<usize, ConfigError> {
-    use crate::model::limits::{DEFAULT_MAX_SESSIONS_PER_USER, MAX_SESSIONS};
-    const KEY: &str = "control.max_sessions_per_user";
-    let Some(v) = value else {
-        return Ok(DEFAULT_MAX_SESSIONS_PER_USER);
-    };
-    let shown = match v {
-        serde_yaml::Value::Sequence(_) => "a list".to_string(),
-        serde_yaml::Value::Mapping(_) => "a mapping".to_string(),
-        serde_yaml::Value::Tagged(_) => "a tagged value".to_string(),
-        other => serde_yaml::to_string(other)
-            .map(|t| t.trim().replace('\n', " "))
-            .unwrap_or_default(),
-    };
-    match v.as_u64() {
-        Some(n) if (1..=MAX_SESSIONS as u64).contains(&n) => Ok(n as usize),
-        _ if v.is_number() => Err(err(format!(
-            "{KEY}: {shown} is not in 1-{MAX_SESSIONS} (sessions one uid may have open)"
-        ))),
-        _ => Err(err(format!(
-            "{KEY}: {shown} is not a number (sessions one uid may have open, 1-{MAX_SESSIONS}; \
-             default {DEFAULT_MAX_SESSIONS_PER_USER})"
-        ))),
     }
 }
 

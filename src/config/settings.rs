@@ -116,6 +116,66 @@ pub struct Multicast {
     pub max_datagram: usize,
 }
 
+impl Multicast {
+    /// Check and resolve the section.
+    pub(super) fn from_options(m: crate::flags::MulticastArgs) -> Result<Multicast, ConfigError> {
+        let group_text = m.group.unwrap_or_else(|| DEFAULT_GROUP.into());
+        let group: IpAddr = group_text.trim().parse().map_err(|_| {
+            err(format!(
+                "multicast.group: {group_text:?} is not an IP address"
+            ))
+        })?;
+        if !group.is_multicast() {
+            return Err(err(format!(
+                "multicast.group: {group} is not a multicast address"
+            )));
+        }
+        let port = m.port.unwrap_or(DEFAULT_PORT);
+        if port == 0 {
+            return Err(err("multicast.port: must be 1-65535"));
+        }
+        let ttl = m.ttl.unwrap_or(1);
+        if ttl > 255 {
+            return Err(err(format!("multicast.ttl: {ttl} is not in 0-255")));
+        }
+        let max_datagram = m.max_datagram.unwrap_or(1400);
+        if !(limits::MIN_DATAGRAM..=limits::MAX_DATAGRAM).contains(&max_datagram) {
+            return Err(err(format!(
+                "multicast.max_datagram: {max_datagram} is not in {}-{}",
+                limits::MIN_DATAGRAM,
+                limits::MAX_DATAGRAM
+            )));
+        }
+        let announce_interval = match m.announce_interval {
+            Some(v) => duration("multicast.announce_interval", &v)?,
+            None => Duration::from_secs(60),
+        };
+        let peer_expiry = match m.peer_expiry {
+            Some(v) => duration("multicast.peer_expiry", &v)?,
+            None => announce_interval * 3,
+        };
+        if peer_expiry < announce_interval {
+            return Err(err(format!(
+                "multicast.peer_expiry: {} is shorter than announce_interval {}",
+                humantime::format_duration(peer_expiry),
+                humantime::format_duration(announce_interval)
+            )));
+        }
+        let interface = m.interface.filter(|s| !s.is_empty());
+        Ok(Multicast {
+            enabled: m.enabled.unwrap_or(true),
+            group,
+            port,
+            interface,
+            ttl,
+            announce_interval,
+            peer_expiry,
+            legacy: m.legacy.unwrap_or(false),
+            max_datagram,
+        })
+    }
+}
+
 /// A group, by the name the operator gave and the id it resolved to at start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupRef {
@@ -173,6 +233,94 @@ pub(super) fn system_group(key: &str, name: &str) -> Result<GroupRef, ConfigErro
     }
 }
 
+/// The `security` section: how peers' datagrams are sealed and checked.
+#[derive(Debug, Clone)]
+pub struct Security {
+    /// Key files; the first signs.
+    pub key_files: Vec<PathBuf>,
+    /// Authenticated datagrams whose timestamp is further than this from our clock are
+    /// dropped (bounds how old a replayed capture can be).
+    pub max_clock_skew: Duration,
+}
+
+impl Security {
+    /// Check and resolve the section.
+    pub(super) fn from_options(s: crate::flags::SecurityArgs) -> Result<Security, ConfigError> {
+        Ok(Security {
+            key_files: s
+                .key_files
+                .unwrap_or_default()
+                .iter()
+                .map(|p| expand_home(p))
+                .collect(),
+            max_clock_skew: match s.max_clock_skew {
+                Some(v) => duration("security.max_clock_skew", &v)?,
+                None => Duration::from_secs(300),
+            },
+        })
+    }
+}
+
+/// The `control` section: who may run what on the control socket, and how much of it.
+#[derive(Debug, Clone)]
+pub struct ControlSettings {
+    /// The group that may run the commands that change something (`control.admin_group`),
+    /// by name: resolved at start (see [`Config::access`]).
+    pub admin_group: Option<String>,
+    /// At most this many control sessions open at once per uid
+    /// (`control.max_sessions_per_user`), so that one user cannot fill the session table;
+    /// root, the daemon's user and admins are not held to it.
+    pub max_sessions_per_user: usize,
+}
+
+impl ControlSettings {
+    /// Check and resolve the section.
+    pub(super) fn from_options(
+        c: crate::flags::ControlArgs,
+    ) -> Result<ControlSettings, ConfigError> {
+        group_name("control.admin_group", &c.admin_group)?;
+        Ok(ControlSettings {
+            max_sessions_per_user: max_sessions_per_user(c.max_sessions_per_user.as_ref())?,
+            admin_group: c.admin_group,
+        })
+    }
+}
+
+/// A group named in the configuration names something (it is looked up at start).
+pub(super) fn group_name(key: &str, group: &Option<String>) -> Result<(), ConfigError> {
+    match group {
+        Some(g) if g.trim().is_empty() => Err(err(format!("{key}: must name a group"))),
+        _ => Ok(()),
+    }
+}
+
+/// `control.max_sessions_per_user`: a whole number from 1 to the session table's size.
+fn max_sessions_per_user(value: Option<&serde_yaml::Value>) -> Result<usize, ConfigError> {
+    use crate::model::limits::{DEFAULT_MAX_SESSIONS_PER_USER, MAX_SESSIONS};
+    const KEY: &str = "control.max_sessions_per_user";
+    let Some(v) = value else {
+        return Ok(DEFAULT_MAX_SESSIONS_PER_USER);
+    };
+    let shown = match v {
+        serde_yaml::Value::Sequence(_) => "a list".to_string(),
+        serde_yaml::Value::Mapping(_) => "a mapping".to_string(),
+        serde_yaml::Value::Tagged(_) => "a tagged value".to_string(),
+        other => serde_yaml::to_string(other)
+            .map(|t| t.trim().replace('\n', " "))
+            .unwrap_or_default(),
+    };
+    match v.as_u64() {
+        Some(n) if (1..=MAX_SESSIONS as u64).contains(&n) => Ok(n as usize),
+        _ if v.is_number() => Err(err(format!(
+            "{KEY}: {shown} is not in 1-{MAX_SESSIONS} (sessions one uid may have open)"
+        ))),
+        _ => Err(err(format!(
+            "{KEY}: {shown} is not a number (sessions one uid may have open, 1-{MAX_SESSIONS}; \
+             default {DEFAULT_MAX_SESSIONS_PER_USER})"
+        ))),
+    }
+}
+
 /// Mount settings.
 #[derive(Debug, Clone)]
 pub struct MountSettings {
@@ -185,6 +333,34 @@ pub struct MountSettings {
     pub allow_set: globset::GlobSet,
     /// Argv template for `--attach`.
     pub attach_command: String,
+}
+
+impl MountSettings {
+    /// Check and resolve the section.
+    pub(super) fn from_options(fm: crate::flags::MountArgs) -> Result<MountSettings, ConfigError> {
+        let allow = fm.allow.unwrap_or_default();
+        let allow_set = glob_set("mount.allow", &allow)?;
+        let root = fm
+            .root
+            .map(|p| expand_home(&p))
+            .unwrap_or_else(|| PathBuf::from("/srv/diskd"));
+        if !root.is_absolute() {
+            return Err(err(format!(
+                "mount.root: {} is not an absolute path",
+                root.display()
+            )));
+        }
+        let attach_command = fm.attach_command.unwrap_or_else(|| DEFAULT_ATTACH.into());
+        if split_words("mount.attach_command", &attach_command)?.is_empty() {
+            return Err(err("mount.attach_command: must name a program"));
+        }
+        Ok(MountSettings {
+            enabled: fm.enabled.unwrap_or(false),
+            root,
+            allow_set,
+            attach_command,
+        })
+    }
 }
 
 /// How many peers, and how many of their disk records, a daemon remembers. The peer layer

@@ -27,9 +27,9 @@ fn defaults_match_the_interface() {
     assert_eq!(c.multicast.ttl, 1);
     assert_eq!(c.multicast.announce_interval, Duration::from_secs(60));
     assert_eq!(c.multicast.peer_expiry, Duration::from_secs(180));
-    assert_eq!(c.disks.command, vec!["blkid"]);
-    assert_eq!(c.disks.schedule.timeout, Duration::from_secs(15));
-    assert_eq!(c.mount_interval, Duration::from_secs(10));
+    assert_eq!(c.watchers.disks.command, vec!["blkid"]);
+    assert_eq!(c.watchers.disks.schedule.timeout, Duration::from_secs(15));
+    assert_eq!(c.watchers.mounts_interval, Duration::from_secs(10));
     assert_eq!(c.ping_min_interval, Duration::from_secs(5));
     assert!(c.socket.ends_with(".diskd-socket"));
     assert_eq!(c.mount.root, PathBuf::from("/srv/diskd"));
@@ -46,7 +46,7 @@ fn flags_win_over_the_file() {
     .unwrap();
     assert_eq!(c.multicast.port, 4000);
     assert_eq!(c.multicast.group.to_string(), "ff05::d15c");
-    assert_eq!(c.disks.command, vec!["/bin/echo", "hi"]);
+    assert_eq!(c.watchers.disks.command, vec!["/bin/echo", "hi"]);
 }
 
 #[test]
@@ -57,7 +57,7 @@ fn commands_split_as_a_shell_would_so_paths_may_hold_spaces() {
     )
     .unwrap();
     assert_eq!(
-        c.disks.command,
+        c.watchers.disks.command,
         vec!["/opt/my tools/blkid", "-c", "/dev/null"]
     );
     assert_eq!(
@@ -85,7 +85,7 @@ fn a_command_string_means_the_same_words_as_on_the_socket() {
     let c = load_yaml(&yaml(&format!("blkid {quoted}")), &DaemonArgs::default()).unwrap();
     let mut socket = vec!["blkid".to_string()];
     socket.extend(crate::protocol::frame::tokenize(quoted).unwrap());
-    assert_eq!(c.disks.command, socket);
+    assert_eq!(c.watchers.disks.command, socket);
     assert_eq!(socket, vec!["blkid", "a\nb", "c d", "$HOME"]);
     // With a shell's leniency: configs written for a shell's rules still load.
     let c = load_yaml(
@@ -93,7 +93,10 @@ fn a_command_string_means_the_same_words_as_on_the_socket() {
         &DaemonArgs::default(),
     )
     .unwrap();
-    assert_eq!(c.disks.command, vec!["/opt/my tools/blkid", r"s/\./,/"]);
+    assert_eq!(
+        c.watchers.disks.command,
+        vec!["/opt/my tools/blkid", r"s/\./,/"]
+    );
 }
 
 #[test]
@@ -218,13 +221,13 @@ fn gossip_needs_keys_and_parses_seeds() {
 fn the_session_share_defaults_to_32_and_must_be_a_count() {
     let d = DaemonArgs::default();
     let c = Config::load(None, None, &d).unwrap();
-    assert_eq!(c.max_sessions_per_user, 32);
+    assert_eq!(c.control.max_sessions_per_user, 32);
     let c = load_yaml("control:\n  max_sessions_per_user: 4\n", &d).unwrap();
-    assert_eq!(c.max_sessions_per_user, 4);
+    assert_eq!(c.control.max_sessions_per_user, 4);
     // The flag wins, and is checked as the key is.
     let flagged = flags(&["--max-sessions-per-user", "7"]);
     let c = load_yaml("control:\n  max_sessions_per_user: 4\n", &flagged).unwrap();
-    assert_eq!(c.max_sessions_per_user, 7);
+    assert_eq!(c.control.max_sessions_per_user, 7);
     let flagged = flags(&["--max-sessions-per-user", "0"]);
     let e = Config::load(None, None, &flagged).unwrap_err().to_string();
     assert!(
@@ -629,7 +632,7 @@ fn flags_lie_over_the_file_key_by_key() {
     assert!(!c.multicast.enabled && c.mount.enabled);
     assert_eq!((c.multicast.port, c.multicast.ttl), (5000, 2));
     assert!(c.mount.allow_set.is_match("c1") && !c.mount.allow_set.is_match("a1"));
-    assert_eq!(c.disks.command, ["/sbin/blkid", "-c", "/dev/null"]);
+    assert_eq!(c.watchers.disks.command, ["/sbin/blkid", "-c", "/dev/null"]);
     // A switch is a flag, not a key: the file cannot spell it.
     let e = load_yaml("multicast:\n  no_multicast: true\n", &DaemonArgs::default())
         .unwrap_err()

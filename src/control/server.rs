@@ -28,7 +28,7 @@ pub use super::sessions::{MAX_SESSIONS, RESERVED_SESSIONS};
 
 /// Serve the listener until shutdown.
 pub async fn serve(ctx: Context, listener: UnixListener, tracker: TaskTracker) {
-    let table = SessionTable::new(ctx.config.max_sessions_per_user);
+    let table = SessionTable::new(ctx.config.control.max_sessions_per_user);
     let mut backoff = Backoff::new(Duration::from_millis(10), Duration::from_secs(1));
     let mut session_id: u64 = 0;
     loop {

@@ -65,11 +65,12 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     control::socket::check_free(&config.socket).map_err(|e| startup(&e))?;
     let store = Store::open(&config.store).map_err(|e| startup(&e))?;
     // The watchers' settings come resolved from the configuration, as they take them.
-    let disk_watcher = DiskWatcher::new(config.disks.clone());
+    let disk_watcher = DiskWatcher::new(config.watchers.disks.clone());
     // Another watcher is one more entry here: it observes, the inventory's writer merges.
-    let hardware_watcher = config.hardware.clone().map(HardwareWatcher::new);
-    let smart_watcher = config.smart.clone().map(SmartWatcher::new);
-    let keys = crate::peer::keys::Keyring::load(&config.key_files).map_err(|e| startup(&e))?;
+    let hardware_watcher = config.watchers.hardware.clone().map(HardwareWatcher::new);
+    let smart_watcher = config.watchers.smart.clone().map(SmartWatcher::new);
+    let keys =
+        crate::peer::keys::Keyring::load(&config.security.key_files).map_err(|e| startup(&e))?;
     // The gossip port is bound before the control socket: a port in use is a configuration
     // problem, reported at start like the others.
     let gossip_socket = if config.gossip.enabled {
@@ -154,7 +155,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         &tracker,
     );
     let mut watchers: Vec<Arc<dyn Watcher>> = vec![
-        Arc::new(MountWatcher::new(config.mount_interval)),
+        Arc::new(MountWatcher::new(config.watchers.mounts_interval)),
         Arc::new(disk_watcher),
     ];
     watchers.extend(hardware_watcher.map(|w| Arc::new(w) as Arc<dyn Watcher>));

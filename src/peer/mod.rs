@@ -368,7 +368,7 @@ impl Layer {
         let now = clock.wall_ms();
         let limits = ctx.config().peers;
         let table = PeerTable::load(ctx.store().peers(), now, ctx.peer_expiry(), limits);
-        let tolerance = ctx.config().max_clock_skew.as_millis() as u64;
+        let tolerance = ctx.config().security.max_clock_skew.as_millis() as u64;
         // Two windows per peer: multicast and gossip.
         let mut replay = ReplayGuard::new(tolerance, limits.max.saturating_mul(4));
         let tracked =

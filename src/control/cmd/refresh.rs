@@ -8,7 +8,7 @@ use crate::protocol::frame::{Reply, Status};
 /// Run the watchers and report.
 pub async fn apply(ctx: &Context) -> Reply {
     // The slowest watcher is the disk scan; give it its timeout plus slack.
-    let deadline = ctx.config.disks.schedule.timeout + Duration::from_secs(5);
+    let deadline = ctx.config.watchers.disks.schedule.timeout + Duration::from_secs(5);
     let reports = ctx.inventory.refresh(None, deadline).await;
     let failed = reports.iter().any(|r| !r.is_ok());
     let lines = reports.iter().map(ToString::to_string).collect();
