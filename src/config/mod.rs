@@ -221,9 +221,11 @@ impl Config {
             )));
         }
         let socket_group = f.socket_group;
+        // The groups first, then the limits: the first key wrong is the one reported.
         group_name("socket_group", &socket_group)?;
-        let control = ControlSettings::from_options(f.control)?;
+        group_name("control.admin_group", &f.control.admin_group)?;
         let peers = PeerLimits::from_options(f.peers)?;
+        let control = ControlSettings::from_options(f.control)?;
         let log_format = match f.log.format {
             Some(v) => LogFormat::parse("log.format", &v)?,
             None => LogFormat::Text,

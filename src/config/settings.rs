@@ -117,7 +117,8 @@ pub struct Multicast {
 }
 
 impl Multicast {
-    /// Check and resolve the section.
+    /// Checked here, before any socket opens: a group that is not multicast, a port 0 or
+    /// an expiry shorter than the announce period is refused with its key.
     pub(super) fn from_options(m: crate::flags::MulticastArgs) -> Result<Multicast, ConfigError> {
         let group_text = m.group.unwrap_or_else(|| DEFAULT_GROUP.into());
         let group: IpAddr = group_text.trim().parse().map_err(|_| {
@@ -233,7 +234,9 @@ pub(super) fn system_group(key: &str, name: &str) -> Result<GroupRef, ConfigErro
     }
 }
 
-/// The `security` section: how peers' datagrams are sealed and checked.
+/// The `security` section: how peers' datagrams are sealed and checked. Without key files
+/// every peer is heard unsealed, which gossip refuses and a hook on peers' events must
+/// accept in so many words (`allow_unsealed`).
 #[derive(Debug, Clone)]
 pub struct Security {
     /// Key files; the first signs.
@@ -244,7 +247,7 @@ pub struct Security {
 }
 
 impl Security {
-    /// Check and resolve the section.
+    /// Key paths expand `~` here, so the peer layer loads exactly the files named.
     pub(super) fn from_options(s: crate::flags::SecurityArgs) -> Result<Security, ConfigError> {
         Ok(Security {
             key_files: s
@@ -261,7 +264,8 @@ impl Security {
     }
 }
 
-/// The `control` section: who may run what on the control socket, and how much of it.
+/// The `control` section: who may run the commands that change something, and how many
+/// sessions one user may hold, so that no user can lock the others out of the socket.
 #[derive(Debug, Clone)]
 pub struct ControlSettings {
     /// The group that may run the commands that change something (`control.admin_group`),
@@ -274,7 +278,8 @@ pub struct ControlSettings {
 }
 
 impl ControlSettings {
-    /// Check and resolve the section.
+    /// The admin group is only checked to name something here: it is looked up at start
+    /// ([`Config::access`]), so a config naming a group this machine lacks still loads.
     pub(super) fn from_options(
         c: crate::flags::ControlArgs,
     ) -> Result<ControlSettings, ConfigError> {
@@ -336,7 +341,8 @@ pub struct MountSettings {
 }
 
 impl MountSettings {
-    /// Check and resolve the section.
+    /// The allow globs are compiled once, here, with the device globs' rules; a relative
+    /// root is refused, so where disks are mounted never depends on the working directory.
     pub(super) fn from_options(fm: crate::flags::MountArgs) -> Result<MountSettings, ConfigError> {
         let allow = fm.allow.unwrap_or_default();
         let allow_set = glob_set("mount.allow", &allow)?;

@@ -63,7 +63,8 @@ pub fn opt(v: &Option<String>) -> String {
     v.clone().unwrap_or_default()
 }
 
-/// A cell from an optional percentage, as `df` shows it (`42%`).
+/// A cell from an optional percentage, written as `df` writes it (`42%`) so that the
+/// listings read like the tools operators know.
 pub fn percent(p: Option<u64>) -> String {
     p.map(|p| format!("{p}%")).unwrap_or_default()
 }

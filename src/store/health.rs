@@ -74,9 +74,9 @@ impl Sled {
     }
 }
 
-/// Whether the store's writes reach the disk, as `status` shows it (its keys prefixed
-/// `store_`, the time in RFC 3339): one definition of every figure, for the store that
-/// counts them and the reply that shows them.
+/// Whether the store's writes reach the disk: one definition of every figure, for the
+/// store that counts them (times in ms since the epoch) and for `status`, which shows
+/// them as they are, keys prefixed `store_` and times in RFC 3339.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct StoreHealth<Time = Millis> {
     /// `"ok"`, or `"failing"` while writes do not reach the disk (a full disk): the
@@ -106,7 +106,7 @@ impl<T> StoreHealth<T> {
         self.state == "ok"
     }
 
-    /// The same figures with the time told another way.
+    /// The same figures with the time told another way: `status` shows RFC 3339.
     pub fn map_time<U>(self, f: impl FnOnce(T) -> U) -> StoreHealth<U> {
         StoreHealth {
             state: self.state,

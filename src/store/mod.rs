@@ -182,10 +182,13 @@ pub enum Owner<'a> {
     Peer(&'a str),
 }
 
-/// What publishing an inventory did. The new inventory is visible either way, so the
-/// diff always comes back: dropping it with a write error would lose those changes for
-/// good (the next inventory diffs against the one already in memory and finds nothing),
-/// and the peer layer must still say them (fleet events).
+/// What publishing an inventory did. The new inventory is visible whether or not sled
+/// could write it, so the diff always comes back: dropping it with a write error would
+/// lose those changes for good (the next inventory diffs against the one already in
+/// memory and finds nothing), and the peer layer must still say them (fleet events).
+/// The one exception is an inventory that cannot be encoded at all (never one whose
+/// records passed the checks every record gets): nothing is published then, and the
+/// encoding error comes back.
 #[derive(Debug)]
 #[must_use = "the diff says what changed, and `durable` whether it reached the disk"]
 pub struct Published {
@@ -399,8 +402,9 @@ impl Store {
         now: Millis,
         local: bool,
     ) -> Result<(), StoreError> {
-        let node_id = &*node.clone();
-        // Our own records always encode; nothing to publish if they did not.
+        let node_id: &str = &node;
+        // Checked records always encode (ours, and a peer's once the wire checks passed);
+        // nothing to publish if they did not, and nothing for `keep` to rewrite.
         let (chunks, bytes) = view.encode()?;
         let terms = view.terms();
         let state = HostState::new(node.clone(), bytes, view.entries.len());
