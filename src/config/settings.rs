@@ -278,12 +278,12 @@ pub struct ControlSettings {
 }
 
 impl ControlSettings {
-    /// The admin group is only checked to name something here: it is looked up at start
-    /// ([`Config::access`]), so a config naming a group this machine lacks still loads.
+    /// The admin group is not looked up here but at start ([`Config::access`]), so a
+    /// config naming a group this machine lacks still loads; `Config::load` checks that
+    /// it names something, with the socket's group, before any limit.
     pub(super) fn from_options(
         c: crate::flags::ControlArgs,
     ) -> Result<ControlSettings, ConfigError> {
-        group_name("control.admin_group", &c.admin_group)?;
         Ok(ControlSettings {
             max_sessions_per_user: max_sessions_per_user(c.max_sessions_per_user.as_ref())?,
             admin_group: c.admin_group,

@@ -200,10 +200,6 @@ pub struct Published {
 }
 
 impl Published {
-    fn new(diff: InventoryDiff, durable: Result<(), StoreError>) -> Self {
-        Published { diff, durable }
-    }
-
     /// The diff once it is durable: for callers with nothing to do about a diff that
     /// did not reach the disk.
     pub fn into_result(self) -> Result<InventoryDiff, StoreError> {
@@ -389,7 +385,10 @@ impl Store {
         if local {
             self.inner.local_seen.store(now, Ordering::Release);
         }
-        Published::new(merged.diff, durable)
+        Published {
+            diff: merged.diff,
+            durable,
+        }
     }
 
     /// Write a host's new inventory (and for our own, flush), then make it visible: also
