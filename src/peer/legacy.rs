@@ -9,6 +9,7 @@
 use serde::Deserialize;
 
 use crate::model::DiskRecord;
+use crate::protocol::frame::double_quoted;
 
 /// The Perl prefix.
 pub const PREFIX: &[u8] = b"diskd:";
@@ -84,21 +85,13 @@ fn scalar(v: Option<&str>) -> String {
     if plain {
         return s.to_string();
     }
-    let mut q = String::with_capacity(s.len() + 2);
-    q.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => q.push_str("\\\""),
-            '\\' => q.push_str("\\\\"),
-            '\n' => q.push_str("\\n"),
-            '\t' => q.push_str("\\t"),
-            '\r' => q.push_str("\\r"),
-            c if c.is_control() => q.push_str(&format!("\\x{:02x}", c as u32 & 0xff)),
-            c => q.push(c),
+    double_quoted(s, |q, c| {
+        if c.is_control() {
+            q.push_str(&format!("\\x{:02x}", c as u32 & 0xff));
+        } else {
+            q.push(c);
         }
-    }
-    q.push('"');
-    q
+    })
 }
 
 /// Plain scalars a YAML 1.1 parser would turn into something other than a string.

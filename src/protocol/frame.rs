@@ -266,16 +266,25 @@ pub fn quote(arg: &str) -> String {
     if plain {
         return arg.to_string();
     }
-    let mut out = String::with_capacity(arg.len() + 2);
+    double_quoted(arg, String::push)
+}
+
+/// `s` in double quotes, with `"`, `\`, newline, tab and carriage return written `\"`, `\\`,
+/// `\n`, `\t` and `\r`, and every other character as `other` writes it. Those five escapes
+/// mean the same here and in a YAML double-quoted scalar, so the Perl peers' wire
+/// (`peer::legacy`) writes its strings with this too, adding its `\xNN` for other control
+/// characters.
+pub fn double_quoted(s: &str, other: impl Fn(&mut String, char)) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
-    for c in arg.chars() {
+    for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
             '\n' => out.push_str("\\n"),
             '\t' => out.push_str("\\t"),
             '\r' => out.push_str("\\r"),
-            c => out.push(c),
+            c => other(&mut out, c),
         }
     }
     out.push('"');
