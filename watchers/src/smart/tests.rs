@@ -90,7 +90,7 @@ fn ata_failing_on_either_sign_alone() {
 
 #[test]
 fn packed_raw_values_are_read_by_their_meaningful_bytes() {
-    // As captured (smart-verdicts.json): 28 °C and 12345 hours from smartctl's own
+    // Its verdict (smart-verdicts.json): 28 °C and 12345 hours from smartctl's own
     // decoding, 2 command timeouts from 188's low word.
     // Without smartctl's own decoding (top-level temperature and power-on time), the raw
     // values give the same: 194's low byte, 9's low 32 bits, 188's low word.
