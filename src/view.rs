@@ -375,22 +375,17 @@ mod tests {
             health: None,
             fs: None,
         };
-        store
-            .publish(Owner::Local, "me", None, &[d("a"), d("b")], 1000)
-            .into_result()
-            .unwrap();
-        store
-            .publish(Owner::Local, "me", None, &[d("b")], 2000)
-            .into_result()
-            .unwrap();
-        store
-            .publish(Owner::Local, "me", None, &[d("b"), d("c")], 3000)
-            .into_result()
-            .unwrap();
-        store
-            .publish(Owner::Local, "me", None, &[d("c")], 4000)
-            .into_result()
-            .unwrap();
+        for (inventory, now) in [
+            (vec![d("a"), d("b")], 1000),
+            (vec![d("b")], 2000),
+            (vec![d("b"), d("c")], 3000),
+            (vec![d("c")], 4000),
+        ] {
+            store
+                .publish(Owner::Local, "me", None, &inventory, now)
+                .into_result()
+                .unwrap();
+        }
         let v = disks(
             &store,
             store.sightings().unwrap(),

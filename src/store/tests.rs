@@ -534,6 +534,14 @@ fn assert_attached_from_fixture_a(s: &Store, uuid: &str, dir: &str, path: &str) 
     );
 }
 
+/// `disks` published as the fixtures' own inventory (host fixture-a at 192.0.2.2) at `now`,
+/// once written and flushed.
+fn publish_as_fixture_a(s: &Store, disks: &[DiskRecord], now: Millis) -> InventoryDiff {
+    s.publish(Owner::Local, "fixture-a", Some("192.0.2.2"), disks, now)
+        .into_result()
+        .unwrap()
+}
+
 /// Everything the fixture holds (see tests/fixtures/store-v2/README.md), as read now.
 fn assert_fixture(s: &Store) {
     assert_eq!(s.node_id(), FIXTURE_A);
@@ -648,16 +656,7 @@ fn a_schema_2_store_is_converted_keeping_everything() {
     // And it goes on working: the vanished disk comes back.
     let disks = s.local_inventory();
     let back = s.find("my \"big\" disk 2").unwrap()[0].disk.clone();
-    let d = s
-        .publish(
-            Owner::Local,
-            "fixture-a",
-            Some("192.0.2.2"),
-            &[disks[0].clone(), back],
-            1795688300000,
-        )
-        .into_result()
-        .unwrap();
+    let d = publish_as_fixture_a(&s, &[disks[0].clone(), back], 1795688300000);
     assert_eq!(d.appeared.len(), 1);
     assert_eq!(s.history("my \"big\" disk 2").unwrap().len(), 2);
 }
@@ -1420,16 +1419,7 @@ fn a_schema_3_store_is_converted_keeping_everything() {
     assert_fixture_v3(&s);
     let mut inv = s.local_inventory();
     inv[2].hardware.serial = Some("MOV-1".into());
-    let d = s
-        .publish(
-            Owner::Local,
-            "fixture-a",
-            Some("192.0.2.2"),
-            &inv,
-            1795706200000,
-        )
-        .into_result()
-        .unwrap();
+    let d = publish_as_fixture_a(&s, &inv, 1795706200000);
     assert_eq!(d.changed.len(), 1);
     assert_eq!(s.history("MOV-1").unwrap().len(), 2);
 }
@@ -1720,16 +1710,7 @@ fn the_blank_disk_of_a_schema_3_store_keeps_its_entry_when_its_serial_is_read() 
     let mut inv = s.local_inventory();
     assert_eq!(inv[0].device, "/dev/sdh");
     inv[0].hardware = full_hardware("ZZ-SDH", "0x5000000000000999");
-    let d = s
-        .publish(
-            Owner::Local,
-            "fixture-a",
-            Some("192.0.2.2"),
-            &inv,
-            1795706200000,
-        )
-        .into_result()
-        .unwrap();
+    let d = publish_as_fixture_a(&s, &inv, 1795706200000);
     assert!(d.appeared.is_empty() && d.vanished.is_empty(), "{d:?}");
     assert_eq!(s.sightings_len(), 6);
     let f = s.find("ZZ-SDH").unwrap();
