@@ -337,16 +337,10 @@ pub(super) fn hook_settings(index: usize, entry: serde_yaml::Value) -> Result<Ho
     }
 
     let key = format!("{at}.timeout");
-    let timeout = match f.timeout {
-        Some(serde_yaml::Value::Number(n)) => {
-            return Err(err(format!("{key}: {n} has no unit (write {n}s or {n}m)")))
-        }
-        Some(t) => match hook_value::<String>(&key, Some(t))? {
-            Some(t) => duration(&key, &t)?,
-            None => DEFAULT_HOOK_TIMEOUT,
-        },
-        None => DEFAULT_HOOK_TIMEOUT,
-    };
+    if let Some(serde_yaml::Value::Number(n)) = &f.timeout {
+        return Err(err(format!("{key}: {n} has no unit (write {n}s or {n}m)")));
+    }
+    let timeout = duration(&key, hook_value(&key, f.timeout)?, DEFAULT_HOOK_TIMEOUT)?;
 
     let unsealed_key = format!("{at}.allow_unsealed");
     let allow_unsealed = hook_value::<bool>(&unsealed_key, f.allow_unsealed)?.unwrap_or(false);

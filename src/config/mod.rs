@@ -127,7 +127,12 @@ fn glob_set(key: &str, globs: &[String]) -> Result<globset::GlobSet, ConfigError
     set.build().map_err(|e| err(format!("{key}: {e}")))
 }
 
-fn duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
+/// Key `key`'s duration, `default` when it is not set: every duration key is optional, and
+/// none may be zero (a zero interval would spin, a zero timeout would fail every run).
+fn duration(key: &str, value: Option<String>, default: Duration) -> Result<Duration, ConfigError> {
+    let Some(value) = value else {
+        return Ok(default);
+    };
     let d = humantime::parse_duration(value.trim())
         .map_err(|e| err(format!("{key}: invalid duration {value:?}: {e}")))?;
     if d.is_zero() {
@@ -192,10 +197,11 @@ impl Config {
 
         let multicast = Multicast::from_options(f.multicast)?;
         let watchers = Watchers::from_options(f.watchers)?;
-        let ping_min_interval = match f.ping.min_interval {
-            Some(v) => duration("ping.min_interval", &v)?,
-            None => Duration::from_secs(5),
-        };
+        let ping_min_interval = duration(
+            "ping.min_interval",
+            f.ping.min_interval,
+            Duration::from_secs(5),
+        )?;
         let security = Security::from_options(f.security)?;
         let mount = MountSettings::from_options(f.mount)?;
         let gossip = gossip_settings(f.gossip, !security.key_files.is_empty())?;

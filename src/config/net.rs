@@ -102,10 +102,7 @@ pub(super) fn gossip_settings(g: GossipArgs, have_keys: bool) -> Result<Gossip, 
             )));
         }
     }
-    let interval = match g.interval {
-        Some(v) => duration("gossip.interval", &v)?,
-        None => Duration::from_millis(500),
-    };
+    let interval = duration("gossip.interval", g.interval, Duration::from_millis(500))?;
     if interval < Duration::from_millis(50) || interval > Duration::from_secs(60) {
         return Err(err(format!(
             "gossip.interval: {} is not between 50ms and 60s",

@@ -147,14 +147,16 @@ impl Multicast {
                 limits::MAX_DATAGRAM
             )));
         }
-        let announce_interval = match m.announce_interval {
-            Some(v) => duration("multicast.announce_interval", &v)?,
-            None => Duration::from_secs(60),
-        };
-        let peer_expiry = match m.peer_expiry {
-            Some(v) => duration("multicast.peer_expiry", &v)?,
-            None => announce_interval * 3,
-        };
+        let announce_interval = duration(
+            "multicast.announce_interval",
+            m.announce_interval,
+            Duration::from_secs(60),
+        )?;
+        let peer_expiry = duration(
+            "multicast.peer_expiry",
+            m.peer_expiry,
+            announce_interval * 3,
+        )?;
         if peer_expiry < announce_interval {
             return Err(err(format!(
                 "multicast.peer_expiry: {} is shorter than announce_interval {}",
@@ -256,10 +258,11 @@ impl Security {
                 .iter()
                 .map(|p| expand_home(p))
                 .collect(),
-            max_clock_skew: match s.max_clock_skew {
-                Some(v) => duration("security.max_clock_skew", &v)?,
-                None => Duration::from_secs(300),
-            },
+            max_clock_skew: duration(
+                "security.max_clock_skew",
+                s.max_clock_skew,
+                Duration::from_secs(300),
+            )?,
         })
     }
 }

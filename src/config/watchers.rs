@@ -1,7 +1,7 @@
 //! The `watchers` section: what each watcher looks at, how often, and for how long.
 
 use super::*;
-use crate::flags::WatchersArgs;
+use crate::flags::{CommandLine, WatchersArgs};
 
 /// The watchers' settings, as the daemon hands them to each watcher.
 #[derive(Debug, Clone)]
@@ -21,35 +21,28 @@ impl Watchers {
     /// every watcher that lists devices.
     pub(super) fn from_options(w: WatchersArgs) -> Result<Watchers, ConfigError> {
         let d = w.disks;
-        let command = match d.command {
-            Some(c) => c.into_argv(KEY_BLKID)?,
-            None => vec!["blkid".to_string()],
-        };
-        if command.is_empty() || command[0].is_empty() {
-            return Err(err(format!("{KEY_BLKID}: must name a program")));
-        }
+        let command = program("watchers.disks.command", d.command, "blkid")?;
         let filter = diskd_watchers::filter::DeviceFilter::new(
             &d.include.unwrap_or_default(),
             &d.exclude.unwrap_or_default(),
         )
         .map_err(|e| err(format!("watchers.disks.{e}")))?;
-        let disk_timeout = match d.timeout {
-            Some(v) => duration("watchers.disks.timeout", &v)?,
-            None => Duration::from_secs(15),
-        };
-        let mount_interval = match w.mounts.interval {
-            Some(v) => duration("watchers.mounts.interval", &v)?,
-            None => Duration::from_secs(10),
-        };
+        let disk_timeout = duration("watchers.disks.timeout", d.timeout, Duration::from_secs(15))?;
+        let mount_interval = duration(
+            "watchers.mounts.interval",
+            w.mounts.interval,
+            Duration::from_secs(10),
+        )?;
         let h = w.hardware;
         let hardware = if h.enabled.unwrap_or(true) {
             Some(HardwareWatcherConfig {
                 root: h.sysfs.unwrap_or_else(|| PathBuf::from("/sys")),
                 schedule: Schedule {
-                    interval: match h.interval {
-                        Some(v) => duration("watchers.hardware.interval", &v)?,
-                        None => Duration::from_secs(60),
-                    },
+                    interval: duration(
+                        "watchers.hardware.interval",
+                        h.interval,
+                        Duration::from_secs(60),
+                    )?,
                     // A sysfs read can reach a device: it is held to the disk scans' timeout.
                     timeout: disk_timeout,
                 },
@@ -62,10 +55,11 @@ impl Watchers {
         let disks = DiskWatcherConfig {
             command,
             schedule: Schedule {
-                interval: match d.interval {
-                    Some(v) => duration("watchers.disks.interval", &v)?,
-                    None => Duration::from_secs(60),
-                },
+                interval: duration(
+                    "watchers.disks.interval",
+                    d.interval,
+                    Duration::from_secs(60),
+                )?,
                 timeout: disk_timeout,
             },
             filter,
@@ -83,8 +77,22 @@ impl Watchers {
     }
 }
 
-const KEY_BLKID: &str = "watchers.disks.command";
-const KEY_SMARTCTL: &str = "watchers.smart.command";
+/// A watcher's command: key `key`'s argv, `[default]` when not set. It must name a program:
+/// an empty one would fail every scan, long after the config was accepted.
+fn program(
+    key: &str,
+    value: Option<CommandLine>,
+    default: &str,
+) -> Result<Vec<String>, ConfigError> {
+    let argv = match value {
+        Some(c) => c.into_argv(key)?,
+        None => vec![default.to_string()],
+    };
+    if argv.first().is_none_or(String::is_empty) {
+        return Err(err(format!("{key}: must name a program")));
+    }
+    Ok(argv)
+}
 
 /// The SMART watcher's settings. Enabled by default only when smartctl is found (a machine
 /// without smartmontools is not told every 30 minutes that it is missing); enabled
@@ -96,21 +104,13 @@ fn smart_config(
     filter: &diskd_watchers::filter::DeviceFilter,
 ) -> Result<Option<SmartWatcherConfig>, ConfigError> {
     let named = s.command.is_some();
-    let command = match s.command {
-        Some(c) => c.into_argv(KEY_SMARTCTL)?,
-        None => vec!["smartctl".to_string()],
-    };
-    if command.is_empty() || command[0].is_empty() {
-        return Err(err(format!("{KEY_SMARTCTL}: must name a program")));
-    }
-    let interval = match s.interval {
-        Some(v) => duration("watchers.smart.interval", &v)?,
-        None => Duration::from_secs(30 * 60),
-    };
-    let timeout = match s.timeout {
-        Some(v) => duration("watchers.smart.timeout", &v)?,
-        None => Duration::from_secs(30),
-    };
+    let command = program("watchers.smart.command", s.command, "smartctl")?;
+    let interval = duration(
+        "watchers.smart.interval",
+        s.interval,
+        Duration::from_secs(30 * 60),
+    )?;
+    let timeout = duration("watchers.smart.timeout", s.timeout, Duration::from_secs(30))?;
     // A smartctl named in the config or on the command line is meant to run: if it is
     // missing, every disk says so.
     let found = program_path(&command[0]);
